@@ -1,0 +1,45 @@
+# authserver: the two commands that always work on a fresh machine are `make run` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+HOST   ?= 127.0.0.1
+PORT   ?= 8000
+
+.PHONY: run test lint format install clean help
+
+help:
+	@echo "make run    - start the server on http://$(HOST):$(PORT) with an embedded SQLite database"
+	@echo "make test   - install everything and run the test suite"
+	@echo "make lint   - ruff check, ruff format --check, mypy"
+	@echo "make format - apply ruff's formatting and fixes"
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/authserver db upgrade
+	$(BIN)/authserver dev seed
+	$(BIN)/authserver serve --host $(HOST) --port $(PORT)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check authserver tests migrations examples
+	$(BIN)/ruff format --check authserver tests migrations examples
+	$(BIN)/mypy authserver
+
+format: $(STAMP)
+	$(BIN)/ruff check --fix authserver tests migrations examples
+	$(BIN)/ruff format authserver tests migrations examples
+
+clean:
+	rm -rf $(VENV) instance .pytest_cache .mypy_cache .ruff_cache

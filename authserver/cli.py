@@ -1,0 +1,329 @@
+"""The ``authserver`` command: a Flask CLI group.
+
+Every command is one transaction. Bad input ends in one ``Error: ...`` line on stderr and a
+non-zero exit, never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+from flask import Flask, current_app
+from flask.cli import FlaskGroup, with_appcontext
+from sqlalchemy.exc import SQLAlchemyError
+
+from authserver import create_app
+from authserver.db import db, utcnow
+from authserver.errors import AuthServerError
+from authserver.runtime import runtime
+from authserver.services import clients as client_service
+from authserver.services import keys as key_service
+from authserver.services import users as user_service
+from authserver.services.keys import KeyDecryptionError
+from authserver.services.passwords import PasswordRejected
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+
+
+def _fail(message: str, code: int = 1) -> NoReturn:
+    click.echo(f"Error: {message}", err=True)
+    sys.exit(code)
+
+
+class AuthserverGroup(FlaskGroup):
+    """FlaskGroup that turns expected failures into one line instead of a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except AuthServerError as exc:
+            _fail(exc.description or exc.error)
+        except KeyDecryptionError as exc:
+            _fail(str(exc))
+        except SQLAlchemyError as exc:
+            # The driver's message can carry host names but no parameters (hide_parameters).
+            first_line = str(exc.orig if hasattr(exc, "orig") else exc).strip().splitlines()
+            detail = first_line[0] if first_line else type(exc).__name__
+            _fail(f"database error: {detail}")
+
+
+def _app() -> Flask:
+    return current_app._get_current_object()  # type: ignore[attr-defined,no-any-return]
+
+
+@click.group(cls=AuthserverGroup, create_app=create_app, load_dotenv=False)
+def main() -> None:
+    """authserver: OAuth 2.1 / OpenID Connect authorization server."""
+
+
+# -- db --------------------------------------------------------------------------------------
+
+
+@main.group("db")
+def db_group() -> None:
+    """Database schema (alembic migrations)."""
+
+
+def alembic_config(database_url: str) -> Any:
+    from alembic.config import Config as AlembicConfig
+
+    config = AlembicConfig()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.set_main_option("sqlalchemy.url", database_url.replace("%", "%%"))
+    return config
+
+
+@db_group.command("upgrade")
+@click.argument("revision", default="head")
+@with_appcontext
+def db_upgrade(revision: str) -> None:
+    """Apply migrations up to REVISION (default: head)."""
+    from alembic import command
+
+    command.upgrade(alembic_config(runtime().config.database_url), revision)
+    click.echo(f"database upgraded to {revision}")
+
+
+# -- serve -----------------------------------------------------------------------------------
+
+
+@main.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
+@with_appcontext
+def serve(host: str, port: int) -> None:
+    """Run the development server (production: gunicorn 'authserver:create_app()')."""
+    from werkzeug.serving import run_simple
+
+    run_simple(host, port, _app(), threaded=True, use_reloader=False)
+
+
+# -- users -----------------------------------------------------------------------------------
+
+
+@main.group("users")
+def users_group() -> None:
+    """Manage users."""
+
+
+def _read_password_from_stdin() -> str:
+    line = sys.stdin.readline()
+    password = line[:-1] if line.endswith("\n") else line
+    if password.endswith("\r"):
+        password = password[:-1]
+    if not password:
+        _fail("no password on standard input")
+    return password
+
+
+@users_group.command("create")
+@click.argument("email")
+@click.option(
+    "--password-stdin",
+    is_flag=True,
+    help="Read the password from the first line of standard input.",
+)
+@with_appcontext
+def users_create(email: str, password_stdin: bool) -> None:
+    """Create a user. The password comes on standard input, never on the command line."""
+    if not password_stdin:
+        _fail("pass the password on standard input with --password-stdin")
+    password = _read_password_from_stdin()
+    with db.transaction(_app()) as session:
+        try:
+            user = user_service.create_user(session, runtime().hasher, email, password)
+        except PasswordRejected as exc:
+            _fail(exc.description)
+        click.echo(f"created user {user.email} ({user.id})")
+
+
+@users_group.command("disable")
+@click.argument("email")
+@with_appcontext
+def users_disable(email: str) -> None:
+    """Disable a user and revoke all their refresh tokens."""
+    with db.transaction(_app()) as session:
+        user = user_service.disable_user(session, email, utcnow())
+        click.echo(f"disabled user {user.email}; their refresh tokens are revoked")
+
+
+# -- clients ---------------------------------------------------------------------------------
+
+
+@main.group("clients")
+def clients_group() -> None:
+    """Manage OAuth clients."""
+
+
+@clients_group.command("create")
+@click.option("--name", required=True, help="Shown to users and operators.")
+@click.option("--public", is_flag=True, help="No secret (mobile and single-page apps).")
+@click.option("--first-party", is_flag=True, help="One of the operator's own apps.")
+@click.option(
+    "--grant",
+    "grants",
+    multiple=True,
+    required=True,
+    type=click.Choice(client_service.SUPPORTED_GRANT_TYPES),
+    help="Allowed grant type; repeat for several.",
+)
+@click.option("--redirect-uri", "redirect_uris", multiple=True, help="Exact redirect URI.")
+@click.option("--scope", default="", help='Allowed scopes, space separated: "read write".')
+@click.option(
+    "--audience", "audiences", multiple=True, help="Allowed resource (first is the default)."
+)
+@click.option("--access-token-ttl", type=click.IntRange(min=1), default=None)
+@click.option("--refresh-idle-ttl", type=click.IntRange(min=1), default=None)
+@click.option("--refresh-absolute-ttl", type=click.IntRange(min=1), default=None)
+@click.option("--json", "as_json", is_flag=True, help="Print {client_id, client_secret} as JSON.")
+@with_appcontext
+def clients_create(
+    name: str,
+    public: bool,
+    first_party: bool,
+    grants: tuple[str, ...],
+    redirect_uris: tuple[str, ...],
+    scope: str,
+    audiences: tuple[str, ...],
+    access_token_ttl: int | None,
+    refresh_idle_ttl: int | None,
+    refresh_absolute_ttl: int | None,
+    as_json: bool,
+) -> None:
+    """Register a client. The secret is shown once; only its digest is stored."""
+    with db.transaction(_app()) as session:
+        registered = client_service.create_client(
+            session,
+            name=name,
+            grant_types=list(grants),
+            public=public,
+            first_party=first_party,
+            redirect_uris=list(redirect_uris),
+            scopes=scope.split(),
+            audiences=list(audiences),
+            access_token_ttl=access_token_ttl,
+            refresh_idle_ttl=refresh_idle_ttl,
+            refresh_absolute_ttl=refresh_absolute_ttl,
+        )
+    result = {
+        "client_id": registered.client.client_id,
+        "client_secret": registered.client_secret,
+    }
+    if as_json:
+        click.echo(json.dumps(result))
+    else:
+        click.echo(f"client_id:     {result['client_id']}")
+        if registered.client_secret:
+            click.echo(f"client_secret: {result['client_secret']}  (shown once; store it now)")
+
+
+# -- keys ------------------------------------------------------------------------------------
+
+
+@main.group("keys")
+def keys_group() -> None:
+    """Manage signing keys."""
+
+
+@keys_group.command("rotate")
+@with_appcontext
+def keys_rotate() -> None:
+    """Add a new current signing key; the previous one stays published in the JWKS."""
+    rt = runtime()
+    with db.transaction(_app()) as session:
+        key = key_service.create_signing_key(
+            session, rt.key_cipher, rt.config.signing_alg, utcnow()
+        )
+    click.echo(f"new current key {key.kid} ({key.algorithm})")
+
+
+@keys_group.command("list")
+@with_appcontext
+def keys_list() -> None:
+    """Show every signing key: kid, algorithm, state and dates."""
+    with db.transaction(_app()) as session:
+        rows = key_service.list_signing_keys(session)
+        click.echo(f"{'KID':<45} {'ALG':<6} {'STATE':<8} {'CREATED':<20} RETIRED")
+        for row in rows:
+            retired = row.retired_at.strftime("%Y-%m-%d %H:%M:%S") if row.retired_at else "-"
+            click.echo(
+                f"{row.kid:<45} {row.algorithm:<6} {row.state.value:<8} "
+                f"{row.created_at:%Y-%m-%d %H:%M:%S}  {retired}"
+            )
+
+
+# -- development -----------------------------------------------------------------------------
+
+
+@main.group("dev")
+def dev_group() -> None:
+    """Development helpers (refused in production)."""
+
+
+DEMO_EMAIL = "demo@example.com"
+
+
+@dev_group.command("seed")
+@with_appcontext
+def dev_seed() -> None:
+    """Create a signing key, a demo user and a demo client if missing, and show how to use them.
+
+    The demo credentials are kept in instance/demo-credentials.json (mode 0600) because only
+    digests are stored in the database and they could not be shown again otherwise.
+    """
+    import secrets
+
+    rt = runtime()
+    if rt.config.is_production:
+        _fail("dev seed is for development only")
+    credentials_file = Path(rt.config.instance_dir) / "demo-credentials.json"
+    with db.transaction(_app()) as session:
+        key_service.ensure_signing_key(session, rt.key_cipher, rt.config.signing_alg, utcnow())
+        if user_service.find_user_by_email(session, DEMO_EMAIL) is None:
+            password = secrets.token_urlsafe(12)
+            user_service.create_user(session, rt.hasher, DEMO_EMAIL, password)
+            registered = client_service.create_client(
+                session,
+                name="Demo app",
+                grant_types=["password", "refresh_token", "client_credentials"],
+                first_party=True,
+                scopes=["read", "write"],
+            )
+            credentials = {
+                "email": DEMO_EMAIL,
+                "password": password,
+                "client_id": registered.client.client_id,
+                "client_secret": registered.client_secret,
+            }
+            credentials_file.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(credentials_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as out:
+                json.dump(credentials, out, indent=2)
+    if not credentials_file.exists():
+        _fail(f"the demo user exists but {credentials_file} is gone; delete the database to reset")
+    creds = json.loads(credentials_file.read_text())
+    issuer = rt.config.issuer
+    click.echo(
+        f"""
+Demo user:    {creds["email"]} / {creds["password"]}
+Demo client:  {creds["client_id"]} / {creds["client_secret"]}
+              (kept in {credentials_file})
+
+Sign in with the password grant and get an access + refresh token:
+
+  curl -s -u '{creds["client_id"]}:{creds["client_secret"]}' \\
+       -d grant_type=password -d username='{creds["email"]}' -d password='{creds["password"]}' \\
+       {issuer}/oauth/token
+
+Public keys: {issuer}/.well-known/jwks.json
+"""
+    )
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,178 @@
+"""Configuration, read once from the environment into one frozen object.
+
+Every setting is an environment variable: ``DATABASE_URL`` and ``AUTHSERVER_*``. Reading fails
+fast: a value that does not parse is a problem, and in production a missing or development
+secret, a non-https issuer or an SQLite database is a problem too. All problems are collected
+and reported together, one line each, so an operator fixes them in one pass.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+DEVELOPMENT = "development"
+PRODUCTION = "production"
+
+# Known values so that production can recognise and refuse them.
+DEV_SECRET_KEY = "authserver-development-secret-key-do-not-use-in-production"  # noqa: S105
+DEV_KEY_ENCRYPTION_KEY = "authserver-development-key-encryption-key-not-for-production"
+
+MIN_SECRET_LENGTH = 32
+SIGNING_ALGORITHMS = ("ES256", "RS256")
+
+
+def default_database_url(instance_dir: str) -> str:
+    """The embedded development database: SQLite under the instance folder."""
+    return f"sqlite:///{Path(instance_dir).resolve() / 'authserver.db'}"
+
+
+class ConfigError(Exception):
+    """The environment does not describe a server that may start."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+@dataclass(frozen=True)
+class Config:
+    env: str = DEVELOPMENT
+    database_url: str = ""
+    issuer: str = "http://127.0.0.1:8000"
+    secret_key: str = DEV_SECRET_KEY
+    key_encryption_key: str = DEV_KEY_ENCRYPTION_KEY
+    instance_dir: str = "instance"
+
+    # Tokens (seconds).
+    access_token_ttl: int = 600
+    refresh_idle_ttl: int = 14 * 24 * 3600
+    refresh_absolute_ttl: int = 30 * 24 * 3600
+    # A retry of the previous refresh token inside this window gets the same successor back
+    # instead of being treated as theft; 0 turns the window off.
+    refresh_reuse_grace: int = 15
+    default_audience: str = ""
+    signing_alg: str = "ES256"
+    jwks_max_age: int = 900
+    # How often a process re-reads the signing keys, so a rotation done elsewhere is seen.
+    key_refresh_interval: int = 30
+
+    # Passwords: argon2id, at least OWASP's minimum (m=19 MiB, t=2, p=1).
+    argon2_time_cost: int = 2
+    argon2_memory_cost_kib: int = 19 * 1024
+    argon2_parallelism: int = 1
+    password_max_bytes: int = 1024
+    password_min_length: int = 8
+    # How many hashes may run at once; more would only queue inside the CPU and cost memory.
+    hash_concurrency: int = field(default_factory=lambda: os.cpu_count() or 1)
+
+    # Number of reverse proxies in front of the server whose X-Forwarded-* headers are trusted.
+    trusted_proxies: int = 0
+    log_level: str = "INFO"
+
+    @property
+    def is_production(self) -> bool:
+        return self.env == PRODUCTION
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Config:
+        """Build and validate a Config from ``environ`` (default: the process environment)."""
+        env_map = os.environ if environ is None else environ
+        problems: list[str] = []
+        values: dict[str, Any] = {}
+        defaults = cls()
+        for f in fields(cls):
+            name = "DATABASE_URL" if f.name == "database_url" else f"AUTHSERVER_{f.name.upper()}"
+            raw = env_map.get(name)
+            if raw is None or raw == "":
+                continue
+            default = getattr(defaults, f.name)
+            parse: Callable[[str], Any] = int if isinstance(default, int) else str
+            try:
+                values[f.name] = parse(raw.strip())
+            except ValueError:
+                problems.append(f"{name} must be a whole number, got {raw!r}")
+        if "database_url" not in values:
+            values["database_url"] = default_database_url(values.get("instance_dir", "instance"))
+        config = cls(**values)
+        problems.extend(config.problems())
+        if problems:
+            raise ConfigError(problems)
+        return config
+
+    def problems(self) -> list[str]:
+        """Everything wrong with this configuration, one line each."""
+        problems: list[str] = []
+        if self.env not in (DEVELOPMENT, PRODUCTION):
+            problems.append(
+                f"AUTHSERVER_ENV must be '{DEVELOPMENT}' or '{PRODUCTION}', got {self.env!r}"
+            )
+        issuer = urlsplit(self.issuer)
+        if issuer.scheme not in ("http", "https") or not issuer.netloc:
+            problems.append(f"AUTHSERVER_ISSUER must be an absolute URL, got {self.issuer!r}")
+        # RFC 8414 §2: the issuer has no query or fragment components.
+        if issuer.query or issuer.fragment or self.issuer.endswith("/"):
+            problems.append("AUTHSERVER_ISSUER must have no query, fragment or trailing slash")
+        if self.signing_alg not in SIGNING_ALGORITHMS:
+            problems.append(
+                f"AUTHSERVER_SIGNING_ALG must be one of {', '.join(SIGNING_ALGORITHMS)}, "
+                f"got {self.signing_alg!r}"
+            )
+        positive = (
+            "access_token_ttl",
+            "refresh_idle_ttl",
+            "refresh_absolute_ttl",
+            "jwks_max_age",
+            "key_refresh_interval",
+            "argon2_time_cost",
+            "argon2_parallelism",
+            "password_max_bytes",
+            "hash_concurrency",
+        )
+        for name in positive:
+            if getattr(self, name) <= 0:
+                problems.append(f"AUTHSERVER_{name.upper()} must be positive")
+        if self.refresh_reuse_grace < 0:
+            problems.append("AUTHSERVER_REFRESH_REUSE_GRACE must be 0 (off) or positive")
+        if self.refresh_idle_ttl > self.refresh_absolute_ttl:
+            problems.append(
+                "AUTHSERVER_REFRESH_IDLE_TTL must not exceed AUTHSERVER_REFRESH_ABSOLUTE_TTL"
+            )
+        if self.argon2_memory_cost_kib < 19 * 1024:
+            problems.append(
+                "AUTHSERVER_ARGON2_MEMORY_COST_KIB must be at least 19456 (OWASP minimum)"
+            )
+        if self.argon2_time_cost < 2 and self.argon2_memory_cost_kib < 46 * 1024:
+            problems.append("AUTHSERVER_ARGON2_TIME_COST must be at least 2 with under 46 MiB")
+        if self.trusted_proxies < 0:
+            problems.append("AUTHSERVER_TRUSTED_PROXIES must be 0 or positive")
+        if self.is_production:
+            problems.extend(self._production_problems())
+        return problems
+
+    def _production_problems(self) -> list[str]:
+        problems: list[str] = []
+        secrets = (
+            ("AUTHSERVER_SECRET_KEY", self.secret_key, DEV_SECRET_KEY),
+            ("AUTHSERVER_KEY_ENCRYPTION_KEY", self.key_encryption_key, DEV_KEY_ENCRYPTION_KEY),
+        )
+        for name, value, dev_value in secrets:
+            if value == dev_value:
+                problems.append(f"{name} is missing or the development default; set a secret")
+            elif len(value) < MIN_SECRET_LENGTH:
+                problems.append(f"{name} must be at least {MIN_SECRET_LENGTH} characters")
+        if self.secret_key == self.key_encryption_key:
+            problems.append("AUTHSERVER_SECRET_KEY and AUTHSERVER_KEY_ENCRYPTION_KEY must differ")
+        if urlsplit(self.issuer).scheme != "https":
+            problems.append("AUTHSERVER_ISSUER must be an https URL in production")
+        if self.is_sqlite:
+            problems.append("DATABASE_URL must name PostgreSQL in production, not SQLite")
+        return problems

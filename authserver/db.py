@@ -1,0 +1,192 @@
+"""Engine, the per-request session, and the declarative base.
+
+One transaction per request: services flush, and the request boundary commits before the
+response leaves (see ``commit_request_session``), so a token is never handed out unless the
+rows behind it are durable. A failed request rolls back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from flask import Flask, Response, current_app, g
+from sqlalchemy import JSON, DateTime, Engine, MetaData, create_engine, event
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+from sqlalchemy.types import TypeDecorator
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+# SQLite's busy timeout in milliseconds: how long a writer waits for the lock before failing.
+SQLITE_BUSY_TIMEOUT_MS = 10_000
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timezone-aware UTC timestamp on every backend.
+
+    PostgreSQL keeps ``timestamptz``; SQLite has no time zones, so values are stored as naive
+    UTC and given their zone back on the way out.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {  # noqa: RUF012 (SQLAlchemy reads this class attribute)
+        datetime: UTCDateTime(),
+        dict[str, Any]: JSON(),
+        list[str]: JSON(),
+    }
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    """Make the development database safe for the threaded dev server.
+
+    WAL lets readers and the writer proceed together; the busy timeout makes a second writer
+    wait instead of failing; and BEGIN IMMEDIATE takes the write lock at the start of every
+    transaction, so a read-then-write transaction never fails half way with "database is
+    locked" when another writer got in between.
+    """
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # we issue BEGIN ourselves
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Any) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def make_engine(url: str, **overrides: Any) -> Engine:
+    """The engine for ``url``, tuned for an authorization server's short transactions."""
+    # hide_parameters: an error message or SQL log never carries a digest, hash or token.
+    options: dict[str, Any] = {"future": True, "hide_parameters": True}
+    if url.startswith("sqlite"):
+        options["connect_args"] = {"check_same_thread": False, "timeout": 10}
+    else:
+        options.update(
+            pool_pre_ping=True,  # a restarted database costs one failed ping, not a 500
+            pool_size=10,
+            max_overflow=10,
+            pool_timeout=5,
+            connect_args={"connect_timeout": 3},
+        )
+    options.update(overrides)
+    engine = create_engine(url, **options)
+    if engine.dialect.name == "sqlite":
+        _configure_sqlite(engine)
+    return engine
+
+
+@dataclass
+class DatabaseState:
+    engine: Engine
+    session_factory: sessionmaker[Session]
+
+
+class Database:
+    """The database extension: created unbound, attached in ``create_app``."""
+
+    EXTENSION_KEY = "authserver.db"
+
+    def init_app(self, app: Flask, url: str) -> None:
+        engine = make_engine(url)
+        factory = sessionmaker(bind=engine, expire_on_commit=False)
+        app.extensions[self.EXTENSION_KEY] = DatabaseState(engine, factory)
+        app.after_request(commit_request_session)
+        app.teardown_request(close_request_session)
+
+    @staticmethod
+    def state(app: Flask | None = None) -> DatabaseState:
+        target = app if app is not None else current_app
+        state: DatabaseState = target.extensions[Database.EXTENSION_KEY]
+        return state
+
+    @property
+    def session(self) -> Session:
+        """The session of the current request, opened on first use."""
+        if "db_session" not in g:
+            g.db_session = self.state().session_factory()
+        session: Session = g.db_session
+        return session
+
+    @contextmanager
+    def transaction(self, app: Flask) -> Iterator[Session]:
+        """One unit of work outside a request (a CLI command): commit on success."""
+        session = self.state(app).session_factory()
+        try:
+            yield session
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
+        finally:
+            session.close()
+
+
+def commit_request_session(response: Response) -> Response:
+    """Commit the request's work before the response is sent.
+
+    Runs for error responses too: an ``invalid_grant`` caused by refresh-token reuse must
+    still commit the family's revocation. Unexpected errors have rolled back before this
+    point (``errors.py``), so there is nothing left to commit for them.
+    """
+    session: Session | None = g.pop("db_session", None)
+    if session is not None:
+        try:
+            session.commit()
+        finally:
+            session.close()
+    return response
+
+
+def close_request_session(_exc: BaseException | None) -> None:
+    session: Session | None = g.pop("db_session", None)
+    if session is not None:
+        session.rollback()
+        session.close()
+
+
+db = Database()
+
+
+def discard_request_session() -> None:
+    """Roll back the current request's work (an unexpected error happened)."""
+    session: Session | None = g.pop("db_session", None)
+    if session is not None:
+        session.rollback()
+        session.close()

@@ -1,0 +1,159 @@
+"""Typed errors and the one place where they become HTTP responses.
+
+Domain code raises the exceptions below; ``register_error_handlers`` turns them, and any
+other failure, into RFC 6749 §5.2 JSON. A 4xx says what the client did wrong and nothing about
+our internals; a 5xx says nothing at all beyond its code (node-oidc-provider does the same).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import ClassVar
+
+from flask import Flask, Response, jsonify
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+from werkzeug.exceptions import HTTPException, InternalServerError
+
+from authserver.db import discard_request_session
+
+log = logging.getLogger(__name__)
+
+# RFC 6749 §5.1: token responses, and their errors, must not be cached.
+NO_STORE_HEADERS = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+RETRY_AFTER_SECONDS = 2
+
+
+class AuthServerError(Exception):
+    """Base of every error the server means to show to a caller."""
+
+    error: ClassVar[str] = "server_error"
+    status_code: ClassVar[int] = 400
+    default_description: ClassVar[str] = ""
+
+    def __init__(self, description: str | None = None) -> None:
+        self.description = description or self.default_description
+        super().__init__(self.description or self.error)
+
+
+class InvalidRequest(AuthServerError):
+    error = "invalid_request"
+    default_description = "The request is malformed."
+
+
+class InvalidClient(AuthServerError):
+    error = "invalid_client"
+    status_code = 401
+    default_description = "Client authentication failed."
+
+
+class InvalidGrant(AuthServerError):
+    """RFC 6749 §5.2: the grant or refresh token is invalid, expired, revoked, or not this
+    client's. The description never says which, so a caller learns nothing by probing."""
+
+    error = "invalid_grant"
+    default_description = "The grant is invalid, expired or revoked."
+
+
+class RefreshTokenReused(InvalidGrant):
+    """A refresh token was presented again outside the grace window; its family is revoked."""
+
+
+class UnauthorizedClient(AuthServerError):
+    error = "unauthorized_client"
+    default_description = "The client is not allowed to use this grant type."
+
+
+class InvalidScope(AuthServerError):
+    error = "invalid_scope"
+    default_description = "The requested scope is invalid or exceeds what was granted."
+
+
+class InvalidTarget(AuthServerError):
+    """RFC 8707 §2: the requested resource is not one this client may get tokens for."""
+
+    error = "invalid_target"
+    default_description = "The requested resource is not allowed for this client."
+
+
+class TemporarilyUnavailable(AuthServerError):
+    error = "temporarily_unavailable"
+    status_code = 503
+    default_description = "The server is temporarily unavailable; retry shortly."
+
+
+class ValidationError(AuthServerError):
+    """Input to a service (from the CLI or an API) that breaks a rule; the message says which."""
+
+    error = "invalid_request"
+
+
+class NotFound(AuthServerError):
+    error = "not_found"
+    status_code = 404
+
+
+def error_response(
+    error: str,
+    description: str | None,
+    status: int,
+    headers: dict[str, str] | None = None,
+) -> Response:
+    body = {"error": error}
+    if description:
+        body["error_description"] = description
+    response = jsonify(body)
+    response.status_code = status
+    response.headers.update(NO_STORE_HEADERS)
+    if headers:
+        response.headers.update(headers)
+    return response
+
+
+def _unavailable() -> Response:
+    return error_response(
+        TemporarilyUnavailable.error,
+        TemporarilyUnavailable.default_description,
+        503,
+        {"Retry-After": str(RETRY_AFTER_SECONDS)},
+    )
+
+
+def _is_database_outage(exc: BaseException | None) -> bool:
+    if isinstance(exc, PoolTimeoutError | OperationalError):
+        return True
+    return isinstance(exc, DBAPIError) and exc.connection_invalidated
+
+
+def handle_auth_server_error(exc: AuthServerError) -> Response:
+    headers: dict[str, str] = {}
+    if isinstance(exc, InvalidClient):
+        # RFC 6749 §5.2: a 401 names the authentication scheme the client should use.
+        headers["WWW-Authenticate"] = f'Basic error="{exc.error}"'
+    if isinstance(exc, TemporarilyUnavailable):
+        headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+    return error_response(exc.error, exc.description, exc.status_code, headers)
+
+
+def handle_http_exception(exc: HTTPException) -> Response:
+    if isinstance(exc, InternalServerError):
+        return handle_unexpected(exc.original_exception or exc)
+    code = exc.code or 500
+    name = (exc.name or "error").lower().replace(" ", "_")
+    return error_response(name, exc.description, code)
+
+
+def handle_unexpected(exc: BaseException) -> Response:
+    discard_request_session()
+    if _is_database_outage(exc):
+        log.warning("database unavailable: %s", type(exc).__name__)
+        return _unavailable()
+    # The traceback goes to the server log only; the caller gets the code and nothing else.
+    log.error("unhandled error", exc_info=exc)
+    return error_response("server_error", None, 500)
+
+
+def register_error_handlers(app: Flask) -> None:
+    app.register_error_handler(AuthServerError, handle_auth_server_error)
+    app.register_error_handler(HTTPException, handle_http_exception)
+    app.register_error_handler(Exception, handle_unexpected)

@@ -1,0 +1,9 @@
+"""The persistent model, one module per aggregate. Importing this package registers every
+table on ``Base.metadata`` (alembic's env.py relies on that)."""
+
+from authserver.models.clients import Client
+from authserver.models.keys import KeyState, SigningKey
+from authserver.models.tokens import RefreshFamily, RefreshToken
+from authserver.models.users import User
+
+__all__ = ["Client", "KeyState", "RefreshFamily", "RefreshToken", "SigningKey", "User"]

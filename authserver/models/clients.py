@@ -1,0 +1,87 @@
+from __future__ import annotations
+
+import hashlib
+import hmac
+import uuid
+from datetime import datetime
+
+from sqlalchemy import String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from authserver.db import Base, utcnow
+
+# RFC 6749 §2.3.1 / RFC 8414 §2 names of the ways a client proves who it is.
+CONFIDENTIAL_AUTH_METHODS = ("client_secret_basic", "client_secret_post")
+PUBLIC_AUTH_METHOD = "none"
+
+
+def digest_client_secret(secret: str) -> bytes:
+    """SHA-256 of a client secret. Secrets are 256-bit random, so a slow hash adds nothing."""
+    return hashlib.sha256(secret.encode()).digest()
+
+
+class Client(Base):
+    """An OAuth client. Implements the part of authlib's ``ClientMixin`` the grants call."""
+
+    __tablename__ = "clients"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    client_id: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    # SHA-256 of the secret; NULL for public clients, which have none (RFC 6749 §2.1).
+    secret_digest: Mapped[bytes | None]
+    is_public: Mapped[bool] = mapped_column(default=False)
+    # First-party clients belong to the operator: consent is implied (issue 3) and only they
+    # may be allowed the legacy password grant.
+    is_first_party: Mapped[bool] = mapped_column(default=False)
+    grant_types: Mapped[list[str]]
+    # Space-free scope tokens the client may request; a request without scope gets all of them.
+    scopes: Mapped[list[str]]
+    # Matched by exact string comparison (RFC 9700 §4.1.3).
+    redirect_uris: Mapped[list[str]]
+    # Resource indicators (RFC 8707) the client may ask for; the first is its default audience.
+    audiences: Mapped[list[str]]
+    # Per-client lifetimes in seconds; NULL means the server-wide setting.
+    access_token_ttl: Mapped[int | None]
+    refresh_absolute_ttl: Mapped[int | None]
+    refresh_idle_ttl: Mapped[int | None]
+    disabled: Mapped[bool] = mapped_column(default=False)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    def __repr__(self) -> str:
+        return f"<Client {self.client_id}>"
+
+    # -- authlib ClientMixin -------------------------------------------------------------
+
+    def get_client_id(self) -> str:
+        return self.client_id
+
+    def check_client_secret(self, client_secret: str) -> bool:
+        if self.secret_digest is None:
+            return False
+        return hmac.compare_digest(self.secret_digest, digest_client_secret(client_secret))
+
+    def check_endpoint_auth_method(self, method: str, endpoint: str) -> bool:
+        if self.disabled:
+            return False
+        if self.is_public:
+            return method == PUBLIC_AUTH_METHOD
+        return method in CONFIDENTIAL_AUTH_METHODS
+
+    def check_grant_type(self, grant_type: str) -> bool:
+        return grant_type in self.grant_types
+
+    def check_redirect_uri(self, redirect_uri: str) -> bool:
+        return redirect_uri in self.redirect_uris
+
+    def get_default_redirect_uri(self) -> str | None:
+        # RFC 9700 §2.1: with several registered URIs the request must name one.
+        return self.redirect_uris[0] if len(self.redirect_uris) == 1 else None
+
+    def get_allowed_scope(self, scope: str) -> str:
+        allowed = set(self.scopes)
+        return " ".join(s for s in scope.split() if s in allowed)
+
+    @property
+    def token_endpoint_auth_method(self) -> str:
+        return PUBLIC_AUTH_METHOD if self.is_public else CONFIDENTIAL_AUTH_METHODS[0]

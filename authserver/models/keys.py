@@ -1,0 +1,42 @@
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Enum, LargeBinary, String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from authserver.db import Base, utcnow
+
+
+class KeyState(enum.StrEnum):
+    CURRENT = "current"  # signs new tokens (one at a time) and is published
+    RETIRED = "retired"  # no longer signs; still published so its tokens verify
+
+
+class SigningKey(Base):
+    __tablename__ = "signing_keys"
+
+    # RFC 7638 JWK thumbprint of the public key.
+    kid: Mapped[str] = mapped_column(String(64), primary_key=True)
+    algorithm: Mapped[str] = mapped_column(String(10))
+    public_jwk: Mapped[dict[str, Any]]
+    # PKCS#8 PEM sealed with AES-256-GCM under AUTHSERVER_KEY_ENCRYPTION_KEY (nonce || ct),
+    # with the kid as associated data so a ciphertext cannot be moved to another row.
+    private_key_ciphertext: Mapped[bytes] = mapped_column(LargeBinary)
+    state: Mapped[KeyState] = mapped_column(
+        Enum(
+            KeyState,
+            native_enum=False,
+            length=16,
+            values_callable=lambda states: [s.value for s in states],
+        ),
+        index=True,
+    )
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    activated_at: Mapped[datetime | None]
+    retired_at: Mapped[datetime | None]
+
+    def __repr__(self) -> str:
+        return f"<SigningKey {self.kid} {self.state}>"

@@ -1,0 +1,171 @@
+"""authlib grant subclasses. Their hooks call services/; they hold no domain logic.
+
+Authlib authenticates the client and checks that it may use the grant type; the services do
+the rest. Errors raised here are ``authserver.errors`` types, rendered in ``errors.py``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from authlib.oauth2.rfc6749 import grants
+from flask import request as flask_request
+
+from authserver.db import db, utcnow
+from authserver.errors import InvalidGrant, InvalidRequest, UnauthorizedClient
+from authserver.models import Client, User
+from authserver.runtime import runtime
+from authserver.services.access_tokens import IssuedAccessToken
+from authserver.services.clients import resolve_audience, resolve_scope
+from authserver.services.refresh_tokens import rotate_refresh_token, start_family
+from authserver.services.users import authenticate_user
+
+CONFIDENTIAL_METHODS = ["client_secret_basic", "client_secret_post"]
+ALL_METHODS = [*CONFIDENTIAL_METHODS, "none"]
+
+
+def _resources(request: Any) -> list[str]:
+    """RFC 8707 ``resource`` parameters of the request."""
+    return [r for r in request.form.getlist("resource") if r]
+
+
+def _token_body(
+    access: IssuedAccessToken, scope: str, refresh_token: str | None = None
+) -> dict[str, Any]:
+    # RFC 6749 §5.1
+    body: dict[str, Any] = {
+        "access_token": access.token,
+        "token_type": "Bearer",
+        "expires_in": access.expires_in,
+    }
+    if scope:
+        body["scope"] = scope
+    if refresh_token is not None:
+        body["refresh_token"] = refresh_token
+    return body
+
+
+class ClientCredentialsGrant(grants.ClientCredentialsGrant):
+    """RFC 6749 §4.4: a confidential client acting on its own behalf."""
+
+    TOKEN_ENDPOINT_AUTH_METHODS = CONFIDENTIAL_METHODS
+
+    def validate_requested_scope(self) -> None:
+        self.request.scope = resolve_scope(self.request.client, self.request.payload.scope)
+
+    def create_token_response(self) -> tuple[int, dict[str, Any], list[tuple[str, str]]]:
+        rt = runtime()
+        client: Client = self.request.client
+        audience = resolve_audience(client, _resources(self.request), rt.config.default_audience)
+        # RFC 9068 §2.2: with no resource owner, sub is the client itself.
+        access = rt.access_tokens.issue(
+            subject=client.client_id,
+            client_id=client.client_id,
+            audience=audience or rt.config.issuer,
+            scope=self.request.scope,
+            ttl=rt.access_token_ttl(client),
+            now=utcnow(),
+        )
+        return 200, _token_body(access, self.request.scope), self.TOKEN_RESPONSE_HEADER
+
+
+class PasswordGrant(grants.ResourceOwnerPasswordCredentialsGrant):
+    """RFC 6749 §4.3, legacy: only for first-party clients explicitly allowed it, because it
+    hands the user's password to the client (RFC 9700 §2.4)."""
+
+    TOKEN_ENDPOINT_AUTH_METHODS = ALL_METHODS
+
+    def validate_token_request(self) -> None:
+        client: Client = self.authenticate_token_endpoint_client()
+        if not client.check_grant_type(self.GRANT_TYPE) or not client.is_first_party:
+            raise UnauthorizedClient()
+        self.request.client = client
+        username = self.request.form.get("username")
+        password = self.request.form.get("password")
+        if not username or password is None:
+            raise InvalidRequest("Missing 'username' or 'password'.")
+        # Cheap checks first: a bad scope must not cost a password hash.
+        self.request.scope = resolve_scope(client, self.request.payload.scope)
+        user = authenticate_user(db.session, runtime().hasher, username, password)
+        if user is None:
+            # RFC 6749 §5.2: invalid resource owner credentials are invalid_grant.
+            raise InvalidGrant("The email or password is incorrect.")
+        self.request.user = user
+
+    def create_token_response(self) -> tuple[int, dict[str, Any], list[tuple[str, str]]]:
+        rt = runtime()
+        client: Client = self.request.client
+        user: User = self.request.user
+        now = utcnow()
+        scope = self.request.scope
+        audience = resolve_audience(client, _resources(self.request), rt.config.default_audience)
+        audience = audience or rt.config.issuer
+        refresh = None
+        if client.check_grant_type("refresh_token"):
+            refresh = start_family(
+                db.session,
+                user=user,
+                client=client,
+                scope=scope,
+                audience=audience,
+                policy=rt.refresh_policy(client),
+                now=now,
+                user_agent=flask_request.user_agent.string,
+                ip_address=flask_request.remote_addr,
+            )
+        access = rt.access_tokens.issue(
+            subject=str(user.id),
+            client_id=client.client_id,
+            audience=audience,
+            scope=scope,
+            ttl=rt.access_token_ttl(client),
+            now=now,
+            family_id=refresh.family.id if refresh else None,
+        )
+        body = _token_body(access, scope, refresh.token if refresh else None)
+        return 200, body, self.TOKEN_RESPONSE_HEADER
+
+
+class RefreshTokenGrant(grants.RefreshTokenGrant):
+    """RFC 6749 §6 with rotation and reuse detection (RFC 9700 §4.14.2)."""
+
+    TOKEN_ENDPOINT_AUTH_METHODS = ALL_METHODS
+
+    def validate_token_request(self) -> None:
+        self.request.client = self._validate_request_client()
+        if not self.request.form.get("refresh_token"):
+            raise InvalidRequest("Missing 'refresh_token'.")
+
+    def create_token_response(self) -> tuple[int, dict[str, Any], list[tuple[str, str]]]:
+        rt = runtime()
+        client: Client = self.request.client
+        now = utcnow()
+        requested_scope = (self.request.payload.scope or "").strip() or None
+        resources = _resources(self.request)
+        # Checked before rotating, so a refused request leaves the token usable.
+        requested_audience = (
+            resolve_audience(client, resources, rt.config.default_audience) if resources else None
+        )
+        rotated = rotate_refresh_token(
+            db.session,
+            presented=self.request.form["refresh_token"],
+            client=client,
+            requested_scope=requested_scope,
+            policy=rt.refresh_policy(client),
+            now=now,
+        )
+        family = rotated.family
+        audience = requested_audience or family.audience
+        scope = (
+            " ".join(dict.fromkeys(requested_scope.split())) if requested_scope else family.scope
+        )
+        access = rt.access_tokens.issue(
+            subject=str(family.user_id),
+            client_id=client.client_id,
+            audience=audience,
+            scope=scope,
+            ttl=rt.access_token_ttl(client),
+            now=now,
+            family_id=family.id,
+        )
+        return 200, _token_body(access, scope, rotated.token), self.TOKEN_RESPONSE_HEADER

@@ -1,0 +1,68 @@
+"""The authlib AuthorizationServer, wired to our models and services."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from authlib.integrations.flask_oauth2 import AuthorizationServer as FlaskAuthorizationServer
+from flask import Flask, Response, current_app, request
+
+from authserver.db import db
+from authserver.errors import InvalidRequest
+from authserver.models import Client
+from authserver.oauth.client_auth import CLIENT_AUTH_METHODS
+from authserver.oauth.grants import ClientCredentialsGrant, PasswordGrant, RefreshTokenGrant
+from authserver.services.clients import find_client
+
+EXTENSION_KEY = "authserver.oauth"
+# Grant types the token endpoint answers, in the order discovery lists them.
+TOKEN_GRANTS = (ClientCredentialsGrant, PasswordGrant, RefreshTokenGrant)
+
+
+def _query_client(client_id: str) -> Client | None:
+    return find_client(db.session, client_id)
+
+
+def _save_token(_token: dict[str, Any], _request: Any) -> None:
+    """Tokens are persisted by the services that issue them; nothing is left to save."""
+
+
+class AuthorizationServer(FlaskAuthorizationServer):
+    def init_app(self, app: Flask, *_args: Any, **_kwargs: Any) -> None:
+        super().init_app(app, query_client=_query_client, save_token=_save_token)
+        for method, func in CLIENT_AUTH_METHODS.items():
+            self.register_client_auth_method(method, func)
+        for grant in TOKEN_GRANTS:
+            self.register_grant(grant)
+        app.extensions[EXTENSION_KEY] = self
+
+    def create_token_response(self, request: Any = None) -> Response:
+        check_token_request_shape()
+        response: Response = super().create_token_response(request)
+        return response
+
+
+def check_token_request_shape() -> None:
+    """Refuse token requests RFC 6749 forbids before any grant looks at them.
+
+    §3.2: parameters go in the POST body; a token or secret in the query string would end up
+    in access logs. §3.1/§3.2: no parameter may repeat (``resource`` may, RFC 8707 §2).
+    §2.3: a client uses one authentication method, not Basic and a body secret at once.
+    """
+    if request.args:
+        raise InvalidRequest("Token request parameters belong in the POST body.")
+    for name in request.form:
+        if name != "resource" and len(request.form.getlist(name)) > 1:
+            raise InvalidRequest(f"Parameter '{name}' is repeated.")
+    authorization = request.headers.get("Authorization", "")
+    if authorization.lower().startswith("basic ") and "client_secret" in request.form:
+        raise InvalidRequest("Use one client authentication method, not two.")
+
+
+def authorization_server() -> AuthorizationServer:
+    server: AuthorizationServer = current_app.extensions[EXTENSION_KEY]
+    return server
+
+
+def supported_grant_types() -> list[str]:
+    return [grant.GRANT_TYPE for grant in TOKEN_GRANTS]

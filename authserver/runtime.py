@@ -1,0 +1,86 @@
+"""The long-lived objects of one server process, built once by ``create_app``.
+
+Flask views and the authlib glue reach them through ``runtime()``; services receive what they
+need as arguments and never look here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from flask import Flask, current_app
+
+from authserver.config import Config
+from authserver.db import DatabaseState, utcnow
+from authserver.models import Client, SigningKey
+from authserver.services.access_tokens import AccessTokenIssuer
+from authserver.services.keys import KeyCipher, KeyRing, ensure_signing_key, published_key_rows
+from authserver.services.passwords import PasswordHasher
+from authserver.services.refresh_tokens import RefreshPolicy
+
+EXTENSION_KEY = "authserver.runtime"
+
+
+@dataclass
+class Runtime:
+    config: Config
+    hasher: PasswordHasher
+    key_cipher: KeyCipher
+    keys: KeyRing
+    access_tokens: AccessTokenIssuer
+
+    def refresh_policy(self, client: Client) -> RefreshPolicy:
+        return RefreshPolicy.for_client(
+            client,
+            idle_ttl=self.config.refresh_idle_ttl,
+            absolute_ttl=self.config.refresh_absolute_ttl,
+            reuse_grace=self.config.refresh_reuse_grace,
+        )
+
+    def access_token_ttl(self, client: Client) -> int:
+        return client.access_token_ttl or self.config.access_token_ttl
+
+
+def _key_loader(
+    db_state: DatabaseState, cipher: KeyCipher, config: Config
+) -> Callable[[], list[SigningKey]]:
+    def load_rows() -> list[SigningKey]:
+        # Its own short transaction: never part of a request's unit of work.
+        with db_state.session_factory() as session, session.begin():
+            ensure_signing_key(session, cipher, config.signing_alg, utcnow())
+            rows = published_key_rows(session)
+            session.expunge_all()
+            return rows
+
+    return load_rows
+
+
+def build_runtime(config: Config, db_state: DatabaseState) -> Runtime:
+    hasher = PasswordHasher(
+        time_cost=config.argon2_time_cost,
+        memory_cost_kib=config.argon2_memory_cost_kib,
+        parallelism=config.argon2_parallelism,
+        max_bytes=config.password_max_bytes,
+        min_length=config.password_min_length,
+        concurrency=config.hash_concurrency,
+    )
+    cipher = KeyCipher(config.key_encryption_key)
+    keys = KeyRing(_key_loader(db_state, cipher, config), cipher, config.key_refresh_interval)
+    return Runtime(
+        config=config,
+        hasher=hasher,
+        key_cipher=cipher,
+        keys=keys,
+        access_tokens=AccessTokenIssuer(config.issuer, keys),
+    )
+
+
+def attach_runtime(app: Flask, runtime_: Runtime) -> None:
+    app.extensions[EXTENSION_KEY] = runtime_
+
+
+def runtime(app: Flask | None = None) -> Runtime:
+    target = app if app is not None else current_app
+    found: Runtime = target.extensions[EXTENSION_KEY]
+    return found

@@ -1,0 +1,70 @@
+"""JWT access tokens per RFC 9068."""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+
+from joserfc import jwt
+
+from authserver.services.keys import KeyRing
+
+
+class NoSigningKey(RuntimeError):
+    """There is no current signing key; run `authserver keys rotate` or restart."""
+
+
+@dataclass(frozen=True)
+class IssuedAccessToken:
+    token: str
+    jti: str
+    expires_in: int
+
+
+class AccessTokenIssuer:
+    def __init__(self, issuer: str, keys: KeyRing) -> None:
+        self.issuer = issuer
+        self.keys = keys
+
+    def issue(
+        self,
+        *,
+        subject: str,
+        client_id: str,
+        audience: str,
+        scope: str,
+        ttl: int,
+        now: datetime,
+        family_id: uuid.UUID | None = None,
+    ) -> IssuedAccessToken:
+        """Sign an access token.
+
+        RFC 9068 §2.2 claims: iss, exp, aud, sub, client_id, iat, jti, and scope when there
+        is one; ``sid`` names the refresh family, so revoking the family can reach tokens a
+        resource server verifies offline. Nothing personal (email, name) goes in: the token
+        is readable by anyone who holds it.
+        """
+        signing = self.keys.snapshot().signing
+        if signing is None:
+            raise NoSigningKey("no current signing key")
+        issued_at = int(now.timestamp())
+        jti = secrets.token_urlsafe(16)
+        claims: dict[str, object] = {
+            "iss": self.issuer,
+            "sub": subject,
+            "aud": audience,
+            "exp": issued_at + ttl,
+            "iat": issued_at,
+            "jti": jti,
+            "client_id": client_id,
+        }
+        if scope:
+            claims["scope"] = scope
+        if family_id is not None:
+            claims["sid"] = str(family_id)
+        # RFC 9068 §2.1: typ "at+jwt" keeps an access token from passing as an ID token.
+        header = {"typ": "at+jwt", "alg": signing.algorithm, "kid": signing.kid}
+        token = jwt.encode(header, claims, signing.private_key, algorithms=[signing.algorithm])
+        return IssuedAccessToken(token=token, jti=jti, expires_in=ttl)

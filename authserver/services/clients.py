@@ -1,0 +1,157 @@
+"""OAuth clients: registration and the per-client rules of the token endpoint."""
+
+from __future__ import annotations
+
+import re
+import secrets
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from authserver.errors import InvalidScope, InvalidTarget, ValidationError
+from authserver.models import Client
+from authserver.models.clients import digest_client_secret
+
+# Grants this server implements; authorization_code is accepted in registrations so clients
+# can be set up ahead of the authorization endpoint.
+SUPPORTED_GRANT_TYPES = ("authorization_code", "client_credentials", "password", "refresh_token")
+# RFC 6749 §3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E )
+SCOPE_TOKEN = re.compile(r"^[\x21\x23-\x5b\x5d-\x7e]+$")
+CLIENT_SECRET_BYTES = 32  # 256 bits
+
+
+@dataclass(frozen=True)
+class RegisteredClient:
+    client: Client
+    # Shown once, at registration; only its digest is kept.
+    client_secret: str | None
+
+
+def find_client(session: Session, client_id: str) -> Client | None:
+    if not client_id or len(client_id) > 64:
+        return None
+    return session.scalars(select(Client).where(Client.client_id == client_id)).one_or_none()
+
+
+def _check_redirect_uri(uri: str) -> None:
+    parts = urlsplit(uri)
+    if not parts.scheme or parts.fragment or "#" in uri:
+        raise ValidationError(f"redirect URI must be absolute and without fragment: {uri!r}")
+    if parts.scheme == "http" and parts.hostname not in ("127.0.0.1", "::1", "localhost"):
+        # RFC 9700 §2.6 / RFC 8252 §7.3: plain http only for loopback.
+        raise ValidationError(f"redirect URI must use https (or http on loopback): {uri!r}")
+    if parts.scheme in ("https", "http") and not parts.hostname:
+        raise ValidationError(f"redirect URI has no host: {uri!r}")
+
+
+def _check_scope_tokens(scopes: list[str]) -> None:
+    for scope in scopes:
+        if not SCOPE_TOKEN.match(scope):
+            raise ValidationError(f"not a valid scope token: {scope!r}")
+
+
+def _check_audience(audience: str) -> None:
+    # RFC 8707 §2: a resource indicator is an absolute URI without a fragment.
+    parts = urlsplit(audience)
+    if not parts.scheme or parts.fragment:
+        raise ValidationError(f"audience must be an absolute URI without fragment: {audience!r}")
+
+
+def create_client(
+    session: Session,
+    *,
+    name: str,
+    grant_types: list[str],
+    public: bool = False,
+    first_party: bool = False,
+    redirect_uris: list[str] | None = None,
+    scopes: list[str] | None = None,
+    audiences: list[str] | None = None,
+    access_token_ttl: int | None = None,
+    refresh_idle_ttl: int | None = None,
+    refresh_absolute_ttl: int | None = None,
+) -> RegisteredClient:
+    name = name.strip()
+    if not name or len(name) > 200:
+        raise ValidationError("client name must be 1 to 200 characters")
+    grants = list(dict.fromkeys(grant_types))
+    if not grants:
+        raise ValidationError("a client needs at least one grant type")
+    for grant in grants:
+        if grant not in SUPPORTED_GRANT_TYPES:
+            raise ValidationError(
+                f"unsupported grant type {grant!r}; choose from {', '.join(SUPPORTED_GRANT_TYPES)}"
+            )
+    if public and "client_credentials" in grants:
+        # RFC 6749 §4.4: client_credentials is for confidential clients only.
+        raise ValidationError("a public client cannot use client_credentials")
+    if "password" in grants and not first_party:
+        # RFC 9700 §2.4: the password grant must not be used; we keep it for the operator's
+        # own apps only.
+        raise ValidationError("only a first-party client may use the password grant")
+    uris = list(dict.fromkeys(redirect_uris or []))
+    for uri in uris:
+        _check_redirect_uri(uri)
+    if "authorization_code" in grants and not uris:
+        raise ValidationError("authorization_code needs at least one redirect URI")
+    scope_list = list(dict.fromkeys(scopes or []))
+    _check_scope_tokens(scope_list)
+    audience_list = list(dict.fromkeys(audiences or []))
+    for audience in audience_list:
+        _check_audience(audience)
+    for label, ttl in (
+        ("access token lifetime", access_token_ttl),
+        ("refresh idle lifetime", refresh_idle_ttl),
+        ("refresh absolute lifetime", refresh_absolute_ttl),
+    ):
+        if ttl is not None and ttl <= 0:
+            raise ValidationError(f"{label} must be positive")
+
+    secret = None if public else secrets.token_urlsafe(CLIENT_SECRET_BYTES)
+    client = Client(
+        client_id=secrets.token_urlsafe(18),
+        name=name,
+        secret_digest=digest_client_secret(secret) if secret else None,
+        is_public=public,
+        is_first_party=first_party,
+        grant_types=grants,
+        scopes=scope_list,
+        redirect_uris=uris,
+        audiences=audience_list,
+        access_token_ttl=access_token_ttl,
+        refresh_idle_ttl=refresh_idle_ttl,
+        refresh_absolute_ttl=refresh_absolute_ttl,
+    )
+    session.add(client)
+    session.flush()
+    return RegisteredClient(client=client, client_secret=secret)
+
+
+def resolve_scope(client: Client, requested: str | None) -> str:
+    """The scope to grant: the request's if the client may have all of it (RFC 6749 §3.3),
+    or every scope the client is registered for when the request names none."""
+    if requested is None or not requested.strip():
+        return " ".join(client.scopes)
+    wanted = list(dict.fromkeys(requested.split()))
+    if any(not SCOPE_TOKEN.match(s) for s in wanted) or not set(wanted) <= set(client.scopes):
+        raise InvalidScope()
+    return " ".join(wanted)
+
+
+def resolve_audience(client: Client, resources: list[str], default_audience: str) -> str:
+    """The ``aud`` of the access token (RFC 8707 §2, RFC 9068 §3).
+
+    A requested resource must be one the client is registered for. Without one, the client's
+    first registered audience, then the server default.
+    """
+    if len(resources) > 1:
+        raise InvalidTarget("Only one resource per request is supported.")
+    if resources:
+        if resources[0] not in client.audiences:
+            raise InvalidTarget()
+        return resources[0]
+    if client.audiences:
+        return client.audiences[0]
+    return default_audience

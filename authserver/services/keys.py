@@ -1,0 +1,240 @@
+"""Signing keys: creation, rotation, encryption at rest, and the in-memory key ring.
+
+Private keys are stored as PKCS#8 PEM sealed with AES-256-GCM under a key derived (HKDF) from
+``AUTHSERVER_KEY_ENCRYPTION_KEY``. Each process keeps the parsed keys in a ``KeyRing`` and
+re-reads the table every few seconds, so a rotation made by one process (or the CLI) reaches
+all of them without a restart, and a database outage leaves signing and the JWKS working from
+memory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from joserfc.jwk import ECKey, RSAKey
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from authserver.models import KeyState, SigningKey
+
+# JWK members that exist only on private keys (RFC 7518 §6.2.2 and §6.3.2).
+PRIVATE_JWK_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
+RSA_KEY_BITS = 3072  # NIST SP 800-57: 128-bit security, like P-256
+_NONCE_BYTES = 12
+
+PrivateKey = ECKey | RSAKey
+
+
+class KeyDecryptionError(Exception):
+    """A stored private key does not open with the configured key-encryption key."""
+
+
+class KeyCipher:
+    def __init__(self, key_encryption_key: str) -> None:
+        self._aead = AESGCM(
+            HKDF(
+                algorithm=hashes.SHA256(),
+                length=32,
+                salt=None,
+                info=b"authserver signing-key encryption v1",
+            ).derive(key_encryption_key.encode())
+        )
+
+    def seal(self, plaintext: bytes, kid: str) -> bytes:
+        nonce = secrets.token_bytes(_NONCE_BYTES)
+        return nonce + self._aead.encrypt(nonce, plaintext, kid.encode())
+
+    def open(self, ciphertext: bytes, kid: str) -> bytes:
+        try:
+            return self._aead.decrypt(
+                ciphertext[:_NONCE_BYTES], ciphertext[_NONCE_BYTES:], kid.encode()
+            )
+        except InvalidTag as exc:
+            raise KeyDecryptionError(
+                f"signing key {kid} does not decrypt with AUTHSERVER_KEY_ENCRYPTION_KEY"
+            ) from exc
+
+
+def _generate_private_key(algorithm: str) -> PrivateKey:
+    if algorithm == "ES256":
+        return ECKey.generate_key("P-256", private=True)
+    if algorithm == "RS256":
+        return RSAKey.generate_key(RSA_KEY_BITS, private=True)
+    raise ValueError(f"unsupported signing algorithm {algorithm!r}")
+
+
+def _import_private_key(algorithm: str, pem: bytes) -> PrivateKey:
+    if algorithm == "ES256":
+        return ECKey.import_key(pem)
+    return RSAKey.import_key(pem)
+
+
+def public_jwk(key: PrivateKey, kid: str, algorithm: str) -> dict[str, Any]:
+    jwk = {k: v for k, v in key.as_dict(private=False).items() if k not in PRIVATE_JWK_MEMBERS}
+    jwk.update(kid=kid, alg=algorithm, use="sig")
+    return jwk
+
+
+def create_signing_key(
+    session: Session, cipher: KeyCipher, algorithm: str, now: datetime
+) -> SigningKey:
+    """Add a new current key; any previous current key is retired but stays published."""
+    key = _generate_private_key(algorithm)
+    kid = key.thumbprint()
+    session.execute(
+        update(SigningKey)
+        .where(SigningKey.state == KeyState.CURRENT)
+        .values(state=KeyState.RETIRED, retired_at=now)
+        .execution_options(synchronize_session="fetch")
+    )
+    row = SigningKey(
+        kid=kid,
+        algorithm=algorithm,
+        public_jwk=public_jwk(key, kid, algorithm),
+        private_key_ciphertext=cipher.seal(key.as_pem(private=True), kid),
+        state=KeyState.CURRENT,
+        created_at=now,
+        activated_at=now,
+    )
+    session.add(row)
+    session.flush()
+    return row
+
+
+def ensure_signing_key(
+    session: Session, cipher: KeyCipher, algorithm: str, now: datetime
+) -> SigningKey | None:
+    """Create the first key if there is no current one; returns the key created, if any."""
+    exists = session.scalars(
+        select(SigningKey.kid).where(SigningKey.state == KeyState.CURRENT)
+    ).first()
+    if exists is not None:
+        return None
+    return create_signing_key(session, cipher, algorithm, now)
+
+
+def list_signing_keys(session: Session) -> list[SigningKey]:
+    return list(session.scalars(select(SigningKey).order_by(SigningKey.created_at.desc())))
+
+
+@dataclass(frozen=True)
+class ActiveKey:
+    kid: str
+    algorithm: str
+    private_key: PrivateKey
+
+
+@dataclass(frozen=True)
+class KeySnapshot:
+    """What one process signs with and publishes, as of its last read of the table."""
+
+    signing: ActiveKey | None
+    jwks_body: bytes
+    jwks_etag: str
+    kids: frozenset[str] = field(default_factory=frozenset)
+
+
+def _snapshot(rows: list[SigningKey], parsed: dict[str, ActiveKey]) -> KeySnapshot:
+    published = sorted(rows, key=lambda r: (r.state != KeyState.CURRENT, r.kid))
+    body = json.dumps(
+        {"keys": [row.public_jwk for row in published]}, separators=(",", ":")
+    ).encode()
+    current = next((r for r in published if r.state == KeyState.CURRENT), None)
+    return KeySnapshot(
+        signing=parsed[current.kid] if current is not None else None,
+        jwks_body=body,
+        jwks_etag='"' + hashlib.sha256(body).hexdigest()[:32] + '"',
+        kids=frozenset(r.kid for r in rows),
+    )
+
+
+class KeyRing:
+    """The signing keys of this process: parsed once, refreshed on an interval.
+
+    ``load_rows`` reads the published keys from the database; it is called at most once per
+    ``refresh_interval`` and only from one thread at a time. Parsed private keys are cached
+    by kid, so a refresh that finds nothing new parses nothing.
+    """
+
+    def __init__(
+        self,
+        load_rows: Callable[[], list[SigningKey]],
+        cipher: KeyCipher,
+        refresh_interval: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._load_rows = load_rows
+        self._cipher = cipher
+        self._interval = refresh_interval
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._parsed: dict[str, ActiveKey] = {}
+        self._snapshot: KeySnapshot | None = None
+        self._loaded_at = float("-inf")
+
+    def snapshot(self) -> KeySnapshot:
+        """The keys as last read; read them now only if they never were."""
+        snap = self._snapshot
+        if snap is not None:
+            return snap
+        return self.refresh()
+
+    def refresh_if_due(self) -> None:
+        """Re-read the table if the interval has passed. Called at the start of a request,
+        before its own transaction opens (on SQLite a second writer inside a request would
+        wait on the request's own lock)."""
+        if self._snapshot is not None and self._clock() - self._loaded_at < self._interval:
+            return
+        if self._lock.acquire(blocking=self._snapshot is None):
+            try:
+                self._refresh_locked()
+            finally:
+                self._lock.release()
+
+    def refresh(self) -> KeySnapshot:
+        with self._lock:
+            return self._refresh_locked()
+
+    def _refresh_locked(self) -> KeySnapshot:
+        try:
+            rows = self._load_rows()
+        except Exception:
+            if self._snapshot is None:
+                raise
+            # Database unreachable: keep signing and publishing what we had, retry later.
+            self._loaded_at = self._clock()
+            return self._snapshot
+        for row in rows:
+            if row.kid not in self._parsed:
+                pem = self._cipher.open(row.private_key_ciphertext, row.kid)
+                self._parsed[row.kid] = ActiveKey(
+                    kid=row.kid,
+                    algorithm=row.algorithm,
+                    private_key=_import_private_key(row.algorithm, pem),
+                )
+        live = {row.kid for row in rows}
+        self._parsed = {kid: key for kid, key in self._parsed.items() if kid in live}
+        self._snapshot = _snapshot(rows, self._parsed)
+        self._loaded_at = self._clock()
+        return self._snapshot
+
+
+def published_key_rows(session: Session) -> list[SigningKey]:
+    """Every key the JWKS publishes: current and retired."""
+    return list(
+        session.scalars(
+            select(SigningKey).where(SigningKey.state.in_([KeyState.CURRENT, KeyState.RETIRED]))
+        )
+    )

@@ -1,0 +1,290 @@
+"""Refresh-token families: issue, rotate, detect reuse, revoke.
+
+Model (RFC 9700 §4.14.2, refresh token rotation): each sign-in starts a family; every use of
+its live token marks that token used and issues exactly one successor. Presenting a used token
+again is treated as theft and revokes the family, with one exception: the immediate
+predecessor of the live token, shown again within the grace window, gets the *same* successor
+back, so a lost response or two racing tabs neither log the user out nor fork the family.
+
+Only SHA-256 digests of tokens are stored. The successor kept for the grace window is sealed
+with a key derived from its parent's plaintext, which only the client holds.
+"""
+
+from __future__ import annotations
+
+import base64
+import enum
+import hashlib
+import hmac
+import secrets
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from authserver.errors import InvalidGrant, InvalidScope, RefreshTokenReused
+from authserver.models import Client, RefreshFamily, RefreshToken, User
+
+TOKEN_BYTES = 32  # 256 bits
+_NONCE_BYTES = 12
+_SUCCESSOR_KEY_LABEL = b"authserver refresh-token successor key v1"
+
+
+class RevocationReason(enum.StrEnum):
+    REUSE_DETECTED = "reuse_detected"
+    USER_DISABLED = "user_disabled"
+    LOGOUT = "logout"
+    REVOKED_BY_CLIENT = "revoked_by_client"
+
+
+@dataclass(frozen=True)
+class RefreshPolicy:
+    idle_ttl: timedelta
+    absolute_ttl: timedelta
+    reuse_grace: timedelta
+
+    @classmethod
+    def for_client(
+        cls, client: Client, *, idle_ttl: int, absolute_ttl: int, reuse_grace: int
+    ) -> RefreshPolicy:
+        return cls(
+            idle_ttl=timedelta(seconds=client.refresh_idle_ttl or idle_ttl),
+            absolute_ttl=timedelta(seconds=client.refresh_absolute_ttl or absolute_ttl),
+            reuse_grace=timedelta(seconds=reuse_grace),
+        )
+
+
+@dataclass(frozen=True)
+class IssuedRefreshToken:
+    family: RefreshFamily
+    token: str
+    # True when this answers a retry inside the grace window (the token was issued before).
+    replayed: bool = False
+
+
+def digest_token(token: str) -> bytes:
+    return hashlib.sha256(token.encode("ascii", "replace")).digest()
+
+
+def _new_token() -> str:
+    return base64.urlsafe_b64encode(secrets.token_bytes(TOKEN_BYTES)).rstrip(b"=").decode()
+
+
+def _successor_key(parent_token: str) -> bytes:
+    # Keyed by the parent's plaintext: the stored digest is SHA-256(parent), a different
+    # function, so the database alone cannot produce this key.
+    return hmac.new(parent_token.encode(), _SUCCESSOR_KEY_LABEL, hashlib.sha256).digest()
+
+
+def _seal_successor(parent_token: str, successor: str, parent_id: uuid.UUID) -> bytes:
+    nonce = secrets.token_bytes(_NONCE_BYTES)
+    sealed = AESGCM(_successor_key(parent_token)).encrypt(
+        nonce, successor.encode(), parent_id.bytes
+    )
+    return nonce + sealed
+
+
+def _open_successor(parent_token: str, ciphertext: bytes, parent_id: uuid.UUID) -> str | None:
+    nonce, sealed = ciphertext[:_NONCE_BYTES], ciphertext[_NONCE_BYTES:]
+    try:
+        plain = AESGCM(_successor_key(parent_token)).decrypt(nonce, sealed, parent_id.bytes)
+    except InvalidTag:
+        return None
+    return plain.decode()
+
+
+def start_family(
+    session: Session,
+    *,
+    user: User,
+    client: Client,
+    scope: str,
+    audience: str,
+    policy: RefreshPolicy,
+    now: datetime,
+    user_agent: str | None = None,
+    ip_address: str | None = None,
+) -> IssuedRefreshToken:
+    """Begin a family for a fresh sign-in and issue its first token."""
+    expires_at = now + policy.absolute_ttl
+    family = RefreshFamily(
+        id=uuid.uuid4(),
+        user_id=user.id,
+        client_pk=client.id,
+        scope=scope,
+        audience=audience,
+        created_at=now,
+        last_used_at=now,
+        expires_at=expires_at,
+        idle_expires_at=min(now + policy.idle_ttl, expires_at),
+        user_agent=(user_agent or None) and user_agent[:512],
+        ip_address=ip_address,
+    )
+    session.add(family)
+    token = _new_token()
+    session.add(
+        RefreshToken(
+            family_id=family.id,
+            parent_id=None,
+            token_digest=digest_token(token),
+            generation=0,
+            issued_at=now,
+            expires_at=family.idle_expires_at,
+        )
+    )
+    session.flush()
+    family.user = user
+    family.client = client
+    return IssuedRefreshToken(family=family, token=token)
+
+
+def rotate_refresh_token(
+    session: Session,
+    *,
+    presented: str,
+    client: Client,
+    requested_scope: str | None,
+    policy: RefreshPolicy,
+    now: datetime,
+) -> IssuedRefreshToken:
+    """Exchange a refresh token for its successor (RFC 6749 §6, RFC 9700 §4.14.2).
+
+    Exactly one caller wins a given token: the claim is a conditional
+    ``UPDATE ... WHERE used_at IS NULL``, so concurrent requests serialise on the row and
+    the losers see it used. Losers within the grace window get the winner's successor.
+    """
+    token = session.scalars(
+        select(RefreshToken).where(RefreshToken.token_digest == digest_token(presented))
+    ).one_or_none()
+    if token is None:
+        raise InvalidGrant()
+    family = token.family
+    _check_family_usable(family, client, now)
+    if requested_scope is not None and not set(requested_scope.split()) <= set(
+        family.scope.split()
+    ):
+        # RFC 6749 §6: the scope can narrow, never widen.
+        raise InvalidScope()
+
+    if token.used_at is None:
+        successor = _new_token()
+        claimed = session.execute(
+            update(RefreshToken)
+            .where(RefreshToken.id == token.id, RefreshToken.used_at.is_(None))
+            .values(
+                used_at=now,
+                successor_ciphertext=_seal_successor(presented, successor, token.id),
+            )
+            .execution_options(synchronize_session=False)
+        )
+        if claimed.rowcount == 1:  # type: ignore[attr-defined]
+            _issue_successor(session, family, token, successor, policy, now)
+            return IssuedRefreshToken(family=family, token=successor)
+        # Another request claimed it first; read what it wrote.
+    token = session.scalars(
+        select(RefreshToken)
+        .where(RefreshToken.id == token.id)
+        .execution_options(populate_existing=True)
+    ).one()
+    retried = _successor_for_retry(session, token, presented, policy, now)
+    if retried is not None:
+        session.refresh(family)
+        _check_family_usable(family, client, now)
+        family.last_used_at = now
+        session.flush()
+        return IssuedRefreshToken(family=family, token=retried, replayed=True)
+    revoke_family(session, family, RevocationReason.REUSE_DETECTED, now)
+    raise RefreshTokenReused()
+
+
+def _check_family_usable(family: RefreshFamily, client: Client, now: datetime) -> None:
+    # A token of client A shown by client B is refused (RFC 6749 §6: "bound to the client").
+    if family.client_pk != client.id:
+        raise InvalidGrant()
+    if family.revoked_at is not None or family.user.disabled:
+        raise InvalidGrant()
+    if now >= family.expires_at or now >= family.idle_expires_at:
+        raise InvalidGrant()
+
+
+def _issue_successor(
+    session: Session,
+    family: RefreshFamily,
+    parent: RefreshToken,
+    successor: str,
+    policy: RefreshPolicy,
+    now: datetime,
+) -> None:
+    # Idle expiry slides forward with use; the absolute expiry never moves.
+    family.idle_expires_at = min(now + policy.idle_ttl, family.expires_at)
+    family.last_used_at = now
+    session.add(
+        RefreshToken(
+            family_id=family.id,
+            parent_id=parent.id,
+            token_digest=digest_token(successor),
+            generation=parent.generation + 1,
+            issued_at=now,
+            expires_at=family.idle_expires_at,
+        )
+    )
+    session.flush()
+
+
+def _successor_for_retry(
+    session: Session,
+    parent: RefreshToken,
+    presented: str,
+    policy: RefreshPolicy,
+    now: datetime,
+) -> str | None:
+    """The successor to hand out again, if this is a retry rather than a theft.
+
+    A retry is: the grace window is on, the token was used at most that long ago, and its
+    successor has not been used itself (so the presenter is still at the head of the family).
+    """
+    if policy.reuse_grace <= timedelta(0) or parent.used_at is None:
+        return None
+    if now - parent.used_at > policy.reuse_grace or parent.successor_ciphertext is None:
+        return None
+    child = session.scalars(
+        select(RefreshToken).where(RefreshToken.parent_id == parent.id)
+    ).one_or_none()
+    if child is None or child.used_at is not None:
+        return None
+    successor = _open_successor(presented, parent.successor_ciphertext, parent.id)
+    if successor is None or not hmac.compare_digest(digest_token(successor), child.token_digest):
+        return None
+    return successor
+
+
+def revoke_family(
+    session: Session, family: RefreshFamily, reason: RevocationReason, now: datetime
+) -> bool:
+    """Revoke every token of the family. Returns False if it was already revoked."""
+    result = session.execute(
+        update(RefreshFamily)
+        .where(RefreshFamily.id == family.id, RefreshFamily.revoked_at.is_(None))
+        .values(revoked_at=now, revoked_reason=reason.value)
+        .execution_options(synchronize_session=False)
+    )
+    session.flush()
+    session.refresh(family)
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def revoke_user_families(
+    session: Session, user_id: uuid.UUID, reason: RevocationReason, now: datetime
+) -> int:
+    """Revoke every live family of a user; returns how many were revoked."""
+    result = session.execute(
+        update(RefreshFamily)
+        .where(RefreshFamily.user_id == user_id, RefreshFamily.revoked_at.is_(None))
+        .values(revoked_at=now, revoked_reason=reason.value)
+        .execution_options(synchronize_session=False)
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]

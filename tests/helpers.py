@@ -1,0 +1,75 @@
+"""Small builders shared by the tests. They call the services, never raw SQL."""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy.orm import Session
+from werkzeug.test import TestResponse
+
+from authserver.models import User
+from authserver.runtime import runtime
+from authserver.services import clients as client_service
+from authserver.services import users as user_service
+from authserver.services.clients import RegisteredClient
+
+PASSWORD = "correct horse battery staple"
+
+
+def make_user(
+    app: Flask, session: Session, email: str = "ann@example.com", password: str = PASSWORD
+) -> User:
+    user = user_service.create_user(session, runtime(app).hasher, email, password)
+    session.commit()
+    return user
+
+
+def make_client(session: Session, **overrides: Any) -> RegisteredClient:
+    options: dict[str, Any] = {
+        "name": "Test app",
+        "grant_types": ["password", "refresh_token", "client_credentials"],
+        "first_party": True,
+        "scopes": ["read", "write"],
+    }
+    options.update(overrides)
+    registered = client_service.create_client(session, **options)
+    session.commit()
+    return registered
+
+
+def basic_auth(registered: RegisteredClient) -> dict[str, str]:
+    raw = f"{registered.client.client_id}:{registered.client_secret}".encode()
+    return {"Authorization": "Basic " + base64.b64encode(raw).decode()}
+
+
+def client_auth(registered: RegisteredClient) -> tuple[dict[str, str], dict[str, str]]:
+    """(headers, form fields) that authenticate this client the way it is registered to."""
+    if registered.client_secret is None:
+        return {}, {"client_id": registered.client.client_id}
+    return basic_auth(registered), {}
+
+
+def token_request(http: FlaskClient, registered: RegisteredClient, **form: str) -> TestResponse:
+    headers, extra = client_auth(registered)
+    return http.post("/oauth/token", data={**extra, **form}, headers=headers)
+
+
+def password_login(
+    http: FlaskClient,
+    registered: RegisteredClient,
+    email: str = "ann@example.com",
+    password: str = PASSWORD,
+    **form: str,
+) -> TestResponse:
+    return token_request(
+        http, registered, grant_type="password", username=email, password=password, **form
+    )
+
+
+def refresh(
+    http: FlaskClient, registered: RegisteredClient, token: str, **form: str
+) -> TestResponse:
+    return token_request(http, registered, grant_type="refresh_token", refresh_token=token, **form)
