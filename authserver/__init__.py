@@ -21,6 +21,10 @@ from authserver.http import wellknown as wellknown_views
 from authserver.oauth.server import AuthorizationServer
 from authserver.runtime import attach_runtime, build_runtime
 
+# Exit status for a configuration the server refuses. 3 is what gunicorn reads as "worker
+# failed to boot", so gunicorn stops instead of restarting workers forever.
+EXIT_CONFIG_ERROR = 3
+
 # Token requests are a few hundred bytes; nothing this server accepts needs more.
 MAX_REQUEST_BYTES = 64 * 1024
 
@@ -32,7 +36,7 @@ def load_config_or_exit() -> Config:
     except ConfigError as exc:
         for problem in exc.problems:
             print(f"authserver: configuration error: {problem}", file=sys.stderr)
-        raise SystemExit(2) from None
+        raise SystemExit(EXIT_CONFIG_ERROR) from None
 
 
 def configure_logging(level: str) -> None:

@@ -27,7 +27,12 @@ from authserver.services import users as user_service
 from authserver.services.keys import KeyDecryptionError
 from authserver.services.passwords import PasswordRejected
 
-MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+
+def migrations_dir() -> Path:
+    """The alembic scripts: beside the package in a checkout, else in the working directory
+    (the container image keeps them in /app)."""
+    beside_package = Path(__file__).resolve().parent.parent / "migrations"
+    return beside_package if beside_package.is_dir() else Path.cwd() / "migrations"
 
 
 def _fail(message: str, code: int = 1) -> NoReturn:
@@ -73,7 +78,7 @@ def alembic_config(database_url: str) -> Any:
     from alembic.config import Config as AlembicConfig
 
     config = AlembicConfig()
-    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.set_main_option("script_location", str(migrations_dir()))
     config.set_main_option("sqlalchemy.url", database_url.replace("%", "%%"))
     return config
 

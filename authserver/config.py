@@ -8,6 +8,7 @@ and reported together, one line each, so an operator fixes them in one pass.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
@@ -87,6 +88,7 @@ class Config:
         """Build and validate a Config from ``environ`` (default: the process environment)."""
         env_map = os.environ if environ is None else environ
         problems: list[str] = []
+        unparsed: list[str] = []
         values: dict[str, Any] = {}
         defaults = cls()
         for f in fields(cls):
@@ -100,10 +102,13 @@ class Config:
                 values[f.name] = parse(raw.strip())
             except ValueError:
                 problems.append(f"{name} must be a whole number, got {raw!r}")
+                unparsed.append(name)
         if "database_url" not in values:
             values["database_url"] = default_database_url(values.get("instance_dir", "instance"))
         config = cls(**values)
-        problems.extend(config.problems())
+        # A value that did not parse was replaced by its default; checks comparing it with
+        # other settings would only report that default.
+        problems.extend(p for p in config.problems() if not any(n in p for n in unparsed))
         if problems:
             raise ConfigError(problems)
         return config
@@ -152,6 +157,18 @@ class Config:
             )
         if self.argon2_time_cost < 2 and self.argon2_memory_cost_kib < 46 * 1024:
             problems.append("AUTHSERVER_ARGON2_TIME_COST must be at least 2 with under 46 MiB")
+        if self.password_min_length < 1:
+            problems.append("AUTHSERVER_PASSWORD_MIN_LENGTH must be at least 1")
+        if self.default_audience:
+            audience = urlsplit(self.default_audience)
+            if not audience.scheme or "#" in self.default_audience:
+                problems.append(
+                    "AUTHSERVER_DEFAULT_AUDIENCE must be an absolute URI without fragment"
+                )
+        if self.log_level.upper() not in logging.getLevelNamesMapping():
+            problems.append(
+                "AUTHSERVER_LOG_LEVEL must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL"
+            )
         if self.trusted_proxies < 0:
             problems.append("AUTHSERVER_TRUSTED_PROXIES must be 0 or positive")
         if self.is_production:

@@ -58,6 +58,13 @@ class InvalidGrant(AuthServerError):
 class RefreshTokenReused(InvalidGrant):
     """A refresh token was presented again outside the grace window; its family is revoked."""
 
+    def __init__(self, family_id: object, client_id: str, user_id: object) -> None:
+        super().__init__()
+        # Identifiers only, for the security log; never the token.
+        self.family_id = family_id
+        self.client_id = client_id
+        self.user_id = user_id
+
 
 class UnauthorizedClient(AuthServerError):
     error = "unauthorized_client"

@@ -6,19 +6,22 @@ the rest. Errors raised here are ``authserver.errors`` types, rendered in ``erro
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from authlib.oauth2.rfc6749 import grants
 from flask import request as flask_request
 
 from authserver.db import db, utcnow
-from authserver.errors import InvalidGrant, InvalidRequest, UnauthorizedClient
+from authserver.errors import InvalidGrant, InvalidRequest, RefreshTokenReused, UnauthorizedClient
 from authserver.models import Client, User
 from authserver.runtime import runtime
 from authserver.services.access_tokens import IssuedAccessToken
 from authserver.services.clients import resolve_audience, resolve_scope
 from authserver.services.refresh_tokens import rotate_refresh_token, start_family
 from authserver.services.users import authenticate_user
+
+log = logging.getLogger(__name__)
 
 CONFIDENTIAL_METHODS = ["client_secret_basic", "client_secret_post"]
 ALL_METHODS = [*CONFIDENTIAL_METHODS, "none"]
@@ -146,14 +149,25 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
         requested_audience = (
             resolve_audience(client, resources, rt.config.default_audience) if resources else None
         )
-        rotated = rotate_refresh_token(
-            db.session,
-            presented=self.request.form["refresh_token"],
-            client=client,
-            requested_scope=requested_scope,
-            policy=rt.refresh_policy(client),
-            now=now,
-        )
+        try:
+            rotated = rotate_refresh_token(
+                db.session,
+                presented=self.request.form["refresh_token"],
+                client=client,
+                requested_scope=requested_scope,
+                policy=rt.refresh_policy(client),
+                now=now,
+            )
+        except RefreshTokenReused as reuse:
+            # A security event: someone else holds a token of this family.
+            log.warning(
+                "refresh token reuse detected: family %s revoked (user %s, client %s, ip %s)",
+                reuse.family_id,
+                reuse.user_id,
+                reuse.client_id,
+                flask_request.remote_addr,
+            )
+            raise
         family = rotated.family
         audience = requested_audience or family.audience
         scope = (

@@ -35,10 +35,19 @@ def find_client(session: Session, client_id: str) -> Client | None:
     return session.scalars(select(Client).where(Client.client_id == client_id)).one_or_none()
 
 
+# Schemes that run code or read local data in the browser instead of reaching a client.
+FORBIDDEN_REDIRECT_SCHEMES = frozenset({"javascript", "data", "vbscript", "file", "blob"})
+
+
 def _check_redirect_uri(uri: str) -> None:
     parts = urlsplit(uri)
-    if not parts.scheme or parts.fragment or "#" in uri:
+    if not parts.scheme or "#" in uri:
         raise ValidationError(f"redirect URI must be absolute and without fragment: {uri!r}")
+    if parts.scheme.lower() in FORBIDDEN_REDIRECT_SCHEMES:
+        raise ValidationError(f"redirect URI scheme {parts.scheme!r} is not allowed")
+    if "@" in parts.netloc:
+        # userinfo makes a URI read as one host and go to another (RFC 9700 §4.1.1).
+        raise ValidationError(f"redirect URI must not contain user information: {uri!r}")
     if parts.scheme == "http" and parts.hostname not in ("127.0.0.1", "::1", "localhost"):
         # RFC 9700 §2.6 / RFC 8252 §7.3: plain http only for loopback.
         raise ValidationError(f"redirect URI must use https (or http on loopback): {uri!r}")
@@ -55,7 +64,7 @@ def _check_scope_tokens(scopes: list[str]) -> None:
 def _check_audience(audience: str) -> None:
     # RFC 8707 §2: a resource indicator is an absolute URI without a fragment.
     parts = urlsplit(audience)
-    if not parts.scheme or parts.fragment:
+    if not parts.scheme or "#" in audience:
         raise ValidationError(f"audience must be an absolute URI without fragment: {audience!r}")
 
 

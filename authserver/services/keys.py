@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import secrets
 import threading
 import time
@@ -24,15 +25,19 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from joserfc.jwk import ECKey, RSAKey
-from sqlalchemy import select, update
+from sqlalchemy import select, text, update
 from sqlalchemy.orm import Session
 
 from authserver.models import KeyState, SigningKey
+
+log = logging.getLogger(__name__)
 
 # JWK members that exist only on private keys (RFC 7518 §6.2.2 and §6.3.2).
 PRIVATE_JWK_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
 RSA_KEY_BITS = 3072  # NIST SP 800-57: 128-bit security, like P-256
 _NONCE_BYTES = 12
+# An arbitrary constant naming the advisory lock taken while creating the first key.
+_FIRST_KEY_LOCK = 0x61757468_6B657931
 
 PrivateKey = ECKey | RSAKey
 
@@ -117,6 +122,9 @@ def ensure_signing_key(
     session: Session, cipher: KeyCipher, algorithm: str, now: datetime
 ) -> SigningKey | None:
     """Create the first key if there is no current one; returns the key created, if any."""
+    if session.get_bind().dialect.name == "postgresql":
+        # Several workers start at once; one creates the key, the others then find it.
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _FIRST_KEY_LOCK})
     exists = session.scalars(
         select(SigningKey.kid).where(SigningKey.state == KeyState.CURRENT)
     ).first()
@@ -216,14 +224,23 @@ class KeyRing:
             # Database unreachable: keep signing and publishing what we had, retry later.
             self._loaded_at = self._clock()
             return self._snapshot
-        for row in rows:
-            if row.kid not in self._parsed:
-                pem = self._cipher.open(row.private_key_ciphertext, row.kid)
-                self._parsed[row.kid] = ActiveKey(
-                    kid=row.kid,
-                    algorithm=row.algorithm,
-                    private_key=_import_private_key(row.algorithm, pem),
-                )
+        try:
+            for row in rows:
+                if row.kid not in self._parsed:
+                    pem = self._cipher.open(row.private_key_ciphertext, row.kid)
+                    self._parsed[row.kid] = ActiveKey(
+                        kid=row.kid,
+                        algorithm=row.algorithm,
+                        private_key=_import_private_key(row.algorithm, pem),
+                    )
+        except KeyDecryptionError:
+            if self._snapshot is None:
+                raise
+            # A key sealed under another key-encryption key (a misconfigured node ran
+            # `keys rotate`): keep serving the keys we have rather than fail every request.
+            log.exception("signing keys not reloaded; keeping the previous set")
+            self._loaded_at = self._clock()
+            return self._snapshot
         live = {row.kid for row in rows}
         self._parsed = {kid: key for kid, key in self._parsed.items() if kid in live}
         self._snapshot = _snapshot(rows, self._parsed)

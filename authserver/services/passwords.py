@@ -52,11 +52,17 @@ class PasswordHasher:
         Checked before hashing: argon2 pre-hashes any length, but a megabyte-long password
         still costs bandwidth and time for nothing.
         """
-        return len(password.encode("utf-8", "surrogatepass")) <= self.max_bytes
+        try:
+            encoded = password.encode("utf-8")
+        except UnicodeEncodeError:
+            return False  # lone surrogates (from undecodable CLI bytes) are not a password
+        return len(encoded) <= self.max_bytes
 
     def hash(self, password: str) -> str:
         if not self.fits(password):
-            raise PasswordRejected(f"password must be at most {self.max_bytes} bytes")
+            raise PasswordRejected(
+                f"password must be valid text of at most {self.max_bytes} bytes in UTF-8"
+            )
         if len(password) < self.min_length:
             raise PasswordRejected(f"password must be at least {self.min_length} characters")
         return self.rehash(password)

@@ -198,7 +198,7 @@ def rotate_refresh_token(
         session.flush()
         return IssuedRefreshToken(family=family, token=retried, replayed=True)
     revoke_family(session, family, RevocationReason.REUSE_DETECTED, now)
-    raise RefreshTokenReused()
+    raise RefreshTokenReused(family.id, client.client_id, family.user_id)
 
 
 def _check_family_usable(family: RefreshFamily, client: Client, now: datetime) -> None:

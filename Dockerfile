@@ -1,0 +1,17 @@
+# authserver image: slim, non-root, no build tools in the final stage.
+FROM python:3.11-slim AS build
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY authserver ./authserver
+RUN python -m venv /opt/venv && /opt/venv/bin/pip install --no-cache-dir .
+
+FROM python:3.11-slim
+RUN useradd --system --uid 10001 --home-dir /app authserver
+COPY --from=build /opt/venv /opt/venv
+WORKDIR /app
+COPY alembic.ini ./
+COPY migrations ./migrations
+ENV PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1 AUTHSERVER_ENV=production
+USER authserver
+EXPOSE 8000
+CMD ["gunicorn", "authserver:create_app()", "--bind", "0.0.0.0:8000", "--workers", "2"]

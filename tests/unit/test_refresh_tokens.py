@@ -1,0 +1,251 @@
+"""Refresh-token families at the service level, with explicit clocks.
+
+The HTTP behaviour (rotation, reuse detection, the grace window) is in
+tests/flows/test_refresh_rotation.py; these tests pin the times and the stored values exactly.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from flask import Flask
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from authserver.errors import InvalidGrant, RefreshTokenReused
+from authserver.models import Client, RefreshFamily, RefreshToken, User
+from authserver.services.refresh_tokens import (
+    IssuedRefreshToken,
+    RefreshPolicy,
+    RevocationReason,
+    digest_token,
+    revoke_family,
+    revoke_user_families,
+    rotate_refresh_token,
+    start_family,
+)
+from tests.helpers import make_client, make_user
+
+NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+GRACE = timedelta(seconds=15)
+POLICY = RefreshPolicy(
+    idle_ttl=timedelta(hours=1), absolute_ttl=timedelta(days=1), reuse_grace=GRACE
+)
+BASE64URL_256_BITS = re.compile(r"^[A-Za-z0-9_-]{43}$")
+
+
+@pytest.fixture
+def user(app: Flask, session: Session) -> User:
+    return make_user(app, session)
+
+
+@pytest.fixture
+def oauth_client(session: Session) -> Client:
+    return make_client(session).client
+
+
+def start(
+    session: Session, user: User, client: Client, policy: RefreshPolicy = POLICY
+) -> IssuedRefreshToken:
+    return start_family(
+        session,
+        user=user,
+        client=client,
+        scope="read write",
+        audience="https://api.example.test",
+        policy=policy,
+        now=NOW,
+    )
+
+
+def rotate(session: Session, client: Client, presented: str, now: datetime) -> IssuedRefreshToken:
+    return rotate_refresh_token(
+        session,
+        presented=presented,
+        client=client,
+        requested_scope=None,
+        policy=POLICY,
+        now=now,
+    )
+
+
+def _family(session: Session, issued: IssuedRefreshToken) -> RefreshFamily:
+    session.expire_all()
+    return session.scalars(select(RefreshFamily).where(RefreshFamily.id == issued.family.id)).one()
+
+
+def _token_row(session: Session, token: str) -> RefreshToken:
+    session.expire_all()
+    return session.scalars(
+        select(RefreshToken).where(RefreshToken.token_digest == digest_token(token))
+    ).one()
+
+
+# -- starting a family -----------------------------------------------------------------------
+
+
+def test_start_family_expires_after_the_absolute_ttl(
+    session: Session, user: User, oauth_client: Client
+) -> None:
+    issued = start(session, user, oauth_client)
+
+    assert _family(session, issued).expires_at == NOW + timedelta(days=1)
+
+
+def test_start_family_idle_expiry_is_now_plus_idle_ttl(
+    session: Session, user: User, oauth_client: Client
+) -> None:
+    issued = start(session, user, oauth_client)
+
+    family = _family(session, issued)
+    assert family.idle_expires_at == NOW + timedelta(hours=1)
+    assert _token_row(session, issued.token).expires_at == NOW + timedelta(hours=1)
+
+
+def test_start_family_idle_expiry_never_passes_the_absolute_expiry(
+    session: Session, user: User, oauth_client: Client
+) -> None:
+    policy = RefreshPolicy(
+        idle_ttl=timedelta(days=2), absolute_ttl=timedelta(days=1), reuse_grace=GRACE
+    )
+
+    issued = start(session, user, oauth_client, policy)
+
+    family = _family(session, issued)
+    assert family.idle_expires_at == family.expires_at == NOW + timedelta(days=1)
+
+
+def test_refresh_tokens_are_256_bit_base64url(
+    session: Session, user: User, oauth_client: Client
+) -> None:
+    first = start(session, user, oauth_client).token
+    second = rotate(session, oauth_client, first, NOW + timedelta(minutes=1)).token
+
+    for token in (first, second):
+        assert BASE64URL_256_BITS.match(token), token
+        assert len(base64.urlsafe_b64decode(token + "=")) == 32
+
+
+# -- rotation with explicit times ------------------------------------------------------------
+
+
+def test_rotation_stamps_use_and_slides_idle_expiry_from_the_time_of_use(
+    session: Session, user: User, oauth_client: Client
+) -> None:
+    first = start(session, user, oauth_client)
+    used_at = NOW + timedelta(minutes=50)
+
+    second = rotate(session, oauth_client, first.token, used_at)
+
+    assert _token_row(session, first.token).used_at == used_at
+    successor = _token_row(session, second.token)
+    assert successor.generation == 1
+    assert successor.expires_at == used_at + timedelta(hours=1)
+    family = _family(session, first)
+    assert family.idle_expires_at == used_at + timedelta(hours=1)
+    assert family.last_used_at == used_at
+
+
+def test_rotation_at_the_idle_expiry_instant_is_refused(
+    session: Session, user: User, oauth_client: Client
+) -> None:
+    first = start(session, user, oauth_client)
+
+    with pytest.raises(InvalidGrant):
+        rotate(session, oauth_client, first.token, NOW + timedelta(hours=1))
+
+    assert _token_row(session, first.token).used_at is None
+
+
+def test_retry_exactly_at_the_end_of_the_grace_window_gets_the_same_successor(
+    session: Session, user: User, oauth_client: Client
+) -> None:
+    first = start(session, user, oauth_client)
+    used_at = NOW + timedelta(minutes=5)
+    original = rotate(session, oauth_client, first.token, used_at)
+
+    retry = rotate(session, oauth_client, first.token, used_at + GRACE)
+
+    assert retry.token == original.token
+    assert retry.replayed is True
+    assert _family(session, first).revoked_at is None
+
+
+def test_retry_one_second_after_the_grace_window_revokes_the_family(
+    session: Session, user: User, oauth_client: Client
+) -> None:
+    first = start(session, user, oauth_client)
+    used_at = NOW + timedelta(minutes=5)
+    successor = rotate(session, oauth_client, first.token, used_at).token
+    too_late = used_at + GRACE + timedelta(seconds=1)
+
+    with pytest.raises(RefreshTokenReused):
+        rotate(session, oauth_client, first.token, too_late)
+
+    family = _family(session, first)
+    assert family.revoked_at == too_late
+    assert family.revoked_reason == "reuse_detected"
+    with pytest.raises(InvalidGrant):
+        rotate(session, oauth_client, successor, too_late)
+
+
+def test_successor_ciphertext_does_not_contain_the_successor_token(
+    session: Session, user: User, oauth_client: Client
+) -> None:
+    first = start(session, user, oauth_client)
+    successor = rotate(session, oauth_client, first.token, NOW + timedelta(minutes=1)).token
+
+    sealed = _token_row(session, first.token).successor_ciphertext
+
+    assert sealed is not None
+    assert successor.encode() not in sealed
+    assert base64.urlsafe_b64decode(successor + "=") not in sealed
+    assert first.token.encode() not in sealed
+
+
+# -- revocation ------------------------------------------------------------------------------
+
+
+def test_revoke_family_returns_false_when_already_revoked(
+    session: Session, user: User, oauth_client: Client
+) -> None:
+    family = start(session, user, oauth_client).family
+    later = NOW + timedelta(hours=2)
+
+    first = revoke_family(session, family, RevocationReason.LOGOUT, NOW)
+    second = revoke_family(session, family, RevocationReason.REVOKED_BY_CLIENT, later)
+
+    assert (first, second) == (True, False)
+    session.expire_all()
+    assert (family.revoked_at, family.revoked_reason) == (NOW, "logout")
+
+
+def test_revoke_user_families_counts_the_live_families_it_revoked(
+    app: Flask, session: Session, user: User, oauth_client: Client
+) -> None:
+    other = make_user(app, session, email="bob@example.com")
+    already = start(session, user, oauth_client).family
+    revoke_family(session, already, RevocationReason.LOGOUT, NOW)
+    live = [start(session, user, oauth_client).family for _ in range(2)]
+    others = start(session, other, oauth_client).family
+    later = NOW + timedelta(minutes=1)
+
+    count = revoke_user_families(session, user.id, RevocationReason.USER_DISABLED, later)
+
+    assert count == 2
+    session.expire_all()
+    assert [(f.revoked_at, f.revoked_reason) for f in live] == [(later, "user_disabled")] * 2
+    assert (already.revoked_at, already.revoked_reason) == (NOW, "logout")
+    assert others.revoked_at is None
+
+
+def test_revoke_user_families_counts_zero_when_nothing_is_live(
+    session: Session, user: User, oauth_client: Client
+) -> None:
+    start(session, user, oauth_client)
+    revoke_user_families(session, user.id, RevocationReason.LOGOUT, NOW)
+
+    assert revoke_user_families(session, user.id, RevocationReason.LOGOUT, NOW) == 0
