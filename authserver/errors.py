@@ -147,7 +147,9 @@ def handle_http_exception(exc: HTTPException) -> Response:
         return handle_unexpected(exc.original_exception or exc)
     code = exc.code or 500
     name = (exc.name or "error").lower().replace(" ", "_")
-    return error_response(name, exc.description, code)
+    # Keep what the exception says about itself, e.g. 405's Allow (RFC 9110 §15.5.6).
+    headers = {k: v for k, v in exc.get_headers() if k.lower() != "content-type"}
+    return error_response(name, exc.description, code, headers)
 
 
 def handle_unexpected(exc: BaseException) -> Response:

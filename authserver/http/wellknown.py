@@ -15,13 +15,12 @@ def jwks() -> Response:
     """The public signing keys (RFC 7517 §5). Built once per key change, served from memory."""
     rt = runtime()
     snapshot = rt.keys.snapshot()
-    headers = {
-        "Cache-Control": f"public, max-age={rt.config.jwks_max_age}",
-        "ETag": snapshot.jwks_etag,
-    }
-    if snapshot.jwks_etag in request.if_none_match:
-        return Response(status=304, headers=headers)
-    return Response(snapshot.jwks_body, mimetype="application/jwk-set+json", headers=headers)
+    response = Response(snapshot.jwks_body, mimetype="application/jwk-set+json")
+    response.headers["Cache-Control"] = f"public, max-age={rt.config.jwks_max_age}"
+    response.set_etag(snapshot.jwks_etag)
+    # RFC 9110 §13.1.2: answers 304 when If-None-Match names this representation.
+    response.make_conditional(request)
+    return response
 
 
 @bp.get("/.well-known/oauth-authorization-server")

@@ -28,7 +28,10 @@ def _verify_secret(client: Client | None, secret: str) -> Client | None:
 
 
 def authenticate_client_secret_basic(query_client: QueryClient, request: Any) -> Client | None:
-    client_id, secret = extract_basic_authorization(request.headers)
+    try:
+        client_id, secret = extract_basic_authorization(request.headers)
+    except ValueError:  # credentials that are not UTF-8 text
+        return None
     if not client_id or not secret:
         return None
     return _verify_secret(query_client(client_id), secret)

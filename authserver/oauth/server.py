@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from authlib.integrations.flask_oauth2 import AuthorizationServer as FlaskAuthorizationServer
+from authlib.oauth2.rfc6749.errors import InvalidClientError as AuthlibInvalidClientError
 from flask import Flask, Response, current_app, request
 
 from authserver.db import db
-from authserver.errors import InvalidRequest
+from authserver.errors import InvalidClient, InvalidRequest
 from authserver.models import Client
 from authserver.oauth.client_auth import CLIENT_AUTH_METHODS
 from authserver.oauth.grants import ClientCredentialsGrant, PasswordGrant, RefreshTokenGrant
@@ -36,6 +37,13 @@ class AuthorizationServer(FlaskAuthorizationServer):
             self.register_grant(grant)
         app.extensions[EXTENSION_KEY] = self
 
+    def authenticate_client(self, request: Any, methods: list[str], endpoint: str = "token") -> Any:
+        try:
+            return super().authenticate_client(request, methods, endpoint)
+        except AuthlibInvalidClientError:
+            # One answer for unknown client, wrong secret and wrong method (RFC 6749 §5.2).
+            raise InvalidClient() from None
+
     def create_token_response(self, request: Any = None) -> Response:
         check_token_request_shape()
         response: Response = super().create_token_response(request)
@@ -51,6 +59,8 @@ def check_token_request_shape() -> None:
     """
     if request.args:
         raise InvalidRequest("Token request parameters belong in the POST body.")
+    if not request.form.get("grant_type"):
+        raise InvalidRequest("Missing 'grant_type'.")
     for name in request.form:
         if name != "resource" and len(request.form.getlist(name)) > 1:
             raise InvalidRequest(f"Parameter '{name}' is repeated.")

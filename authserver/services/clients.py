@@ -29,8 +29,13 @@ class RegisteredClient:
     client_secret: str | None
 
 
+# What create_client issues (token_urlsafe); anything else cannot be a client, and is not
+# sent to the database (PostgreSQL refuses NUL in text, for one).
+CLIENT_ID_SHAPE = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
 def find_client(session: Session, client_id: str) -> Client | None:
-    if not client_id or len(client_id) > 64:
+    if not isinstance(client_id, str) or not CLIENT_ID_SHAPE.fullmatch(client_id):
         return None
     return session.scalars(select(Client).where(Client.client_id == client_id)).one_or_none()
 

@@ -150,7 +150,7 @@ class KeySnapshot:
 
     signing: ActiveKey | None
     jwks_body: bytes
-    jwks_etag: str
+    jwks_etag: str  # the entity tag's opaque value, without quotes
     kids: frozenset[str] = field(default_factory=frozenset)
 
 
@@ -163,7 +163,7 @@ def _snapshot(rows: list[SigningKey], parsed: dict[str, ActiveKey]) -> KeySnapsh
     return KeySnapshot(
         signing=parsed[current.kid] if current is not None else None,
         jwks_body=body,
-        jwks_etag='"' + hashlib.sha256(body).hexdigest()[:32] + '"',
+        jwks_etag=hashlib.sha256(body).hexdigest()[:32],
         kids=frozenset(r.kid for r in rows),
     )
 
