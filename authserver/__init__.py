@@ -46,6 +46,8 @@ def configure_logging(level: str) -> None:
     )
     # authlib logs issued tokens at DEBUG; never let those lines out, whatever the level.
     logging.getLogger("authlib").setLevel(logging.WARNING)
+    # alembic announces its plugins at INFO on every command; a CLI error must stay one line.
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
 
 
 def create_app(config: Config | None = None) -> Flask:

@@ -16,6 +16,7 @@ import socket
 import tempfile
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, create_engine, make_url, pool, text
 from sqlalchemy.orm import Session, sessionmaker
 from werkzeug.serving import make_server
 
@@ -149,6 +150,30 @@ def reset_schema(engine: Engine) -> None:
             for table in reversed(Base.metadata.sorted_tables):
                 conn.execute(text(f'DROP TABLE IF EXISTS "{table.name}"'))
             conn.execute(text("DROP TABLE IF EXISTS alembic_version"))
+
+
+@contextmanager
+def scratch_database(database_url: str, suffix: str, folder: Path) -> Iterator[str]:
+    """A second, empty database beside the test database, removed afterwards.
+
+    On PostgreSQL ``<test database>_<suffix>`` on the same server; on SQLite a file in
+    ``folder``.
+    """
+    test_url = make_url(database_url)
+    if test_url.get_backend_name() != "postgresql":
+        yield f"sqlite:///{folder / f'{suffix}.db'}"
+        return
+    name = f"{test_url.database}_{suffix}"
+    admin = create_engine(test_url, isolation_level="AUTOCOMMIT", poolclass=pool.NullPool)
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+        yield test_url.set(database=name).render_as_string(hide_password=False)
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    finally:
+        admin.dispose()
 
 
 @pytest.fixture(scope="session")

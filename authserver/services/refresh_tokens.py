@@ -194,7 +194,8 @@ def rotate_refresh_token(
     if retried is not None:
         session.refresh(family)
         _check_family_usable(family, client, now)
-        family.last_used_at = now
+        # The winner may have stamped a slightly later time than this loser's clock read.
+        family.last_used_at = max(family.last_used_at, now)
         session.flush()
         return IssuedRefreshToken(family=family, token=retried, replayed=True)
     revoke_family(session, family, RevocationReason.REUSE_DETECTED, now)

@@ -1,0 +1,498 @@
+"""The ``authserver`` command, run as an operator runs it: a real process, a real database.
+
+Contract (``authserver/cli.py``): every command is one transaction; bad input ends in one
+``Error: ...`` line on stderr and a non-zero exit, never a traceback; a password comes on
+standard input and is never echoed. The commands run against a database of this module's own:
+on PostgreSQL ``<test database>_cli`` on the same server, built with ``authserver db upgrade``;
+on the SQLite fallback a file in a temporary folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import socket
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from alembic.script import ScriptDirectory
+from flask import Flask
+from sqlalchemy import delete, inspect, select, text
+
+from authserver import create_app
+from authserver.cli import alembic_config
+from authserver.config import Config
+from authserver.db import db, make_engine
+from authserver.models import Client, SigningKey
+from authserver.runtime import runtime
+from authserver.services.users import authenticate_user, create_user, find_user_by_email
+from tests.conftest import scratch_database
+
+AUTHSERVER = Path(sys.executable).parent / "authserver"
+UNREACHABLE_DATABASE = "postgresql+psycopg://postgres@127.0.0.1:1/nope"
+PASSWORD = "a long and unguessable passphrase"
+TABLES = {"users", "clients", "signing_keys", "refresh_families", "refresh_tokens"}
+# A record from the logging configured in create_app: "2026-11-27 08:16:50,275 INFO name: ...".
+LOG_RECORD = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} [A-Z]+ ")
+TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d$")
+
+
+def run_cli(
+    *args: str, env: Mapping[str, str], stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(AUTHSERVER), *args],
+        env=dict(env),
+        input=stdin,
+        cwd=env["AUTHSERVER_INSTANCE_DIR"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def _base_environment(instance_dir: Path) -> dict[str, str]:
+    """The caller's environment without any authserver or Flask settings of its own."""
+    environment = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("AUTHSERVER_", "FLASK_")) and k != "DATABASE_URL"
+    }
+    instance_dir.mkdir(parents=True, exist_ok=True)
+    environment["AUTHSERVER_INSTANCE_DIR"] = str(instance_dir)
+    return environment
+
+
+def said(result: subprocess.CompletedProcess[str]) -> str:
+    return result.stdout + result.stderr
+
+
+def message_lines(result: subprocess.CompletedProcess[str]) -> list[str]:
+    """What the command itself wrote to stderr: every line that is not a log record."""
+    return [line for line in result.stderr.splitlines() if not LOG_RECORD.match(line)]
+
+
+def assert_fails_with_one_line(
+    result: subprocess.CompletedProcess[str], starting: str = "Error: "
+) -> str:
+    assert result.returncode != 0
+    assert "Traceback" not in said(result)
+    lines = message_lines(result)
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(starting), lines[0]
+    return lines[0]
+
+
+def unique_email() -> str:
+    return f"user-{uuid.uuid4().hex[:12]}@example.com"
+
+
+@dataclass(frozen=True)
+class CliDatabase:
+    url: str
+    # The `authserver db upgrade` that built the schema.
+    upgrade: subprocess.CompletedProcess[str]
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.url.startswith("postgresql")
+
+
+@pytest.fixture(scope="module")
+def cli_database(
+    database_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[CliDatabase]:
+    folder = tmp_path_factory.mktemp("cli-database")
+    with scratch_database(database_url, "cli", folder) as url:
+        environment = {**_base_environment(folder / "instance"), "DATABASE_URL": url}
+        yield CliDatabase(url, run_cli("db", "upgrade", env=environment))
+
+
+@pytest.fixture
+def cli_env(cli_database: CliDatabase, tmp_path: Path) -> dict[str, str]:
+    return {**_base_environment(tmp_path / "instance"), "DATABASE_URL": cli_database.url}
+
+
+@pytest.fixture
+def production_env(cli_database: CliDatabase, tmp_path: Path) -> dict[str, str]:
+    """A production configuration that passes every check."""
+    return {
+        **_base_environment(tmp_path / "instance"),
+        "AUTHSERVER_ENV": "production",
+        "AUTHSERVER_SECRET_KEY": secrets.token_urlsafe(32),
+        "AUTHSERVER_KEY_ENCRYPTION_KEY": secrets.token_urlsafe(32),
+        "AUTHSERVER_ISSUER": "https://auth.example.test",
+        # Production refuses SQLite; on the fallback there is no PostgreSQL to point at, and
+        # what is tested here must be refused before any connection is tried.
+        "DATABASE_URL": cli_database.url if cli_database.is_postgres else UNREACHABLE_DATABASE,
+    }
+
+
+@pytest.fixture
+def cli_app(cli_database: CliDatabase, tmp_path: Path) -> Iterator[Flask]:
+    """The server in this process, on the CLI's database: to check what the commands did."""
+    app = create_app(
+        Config(
+            database_url=cli_database.url,
+            instance_dir=str(tmp_path / "app-instance"),
+            log_level="WARNING",
+        )
+    )
+    yield app
+    db.state(app).engine.dispose()
+
+
+# -- db ------------------------------------------------------------------------------------
+
+
+def test_db_upgrade_brings_an_empty_database_to_head(cli_database: CliDatabase) -> None:
+    result = cli_database.upgrade
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "database upgraded to head"
+    engine = make_engine(cli_database.url)
+    try:
+        assert set(inspect(engine).get_table_names()) >= TABLES
+        with engine.connect() as conn:
+            version = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+    finally:
+        engine.dispose()
+    head = ScriptDirectory.from_config(alembic_config(cli_database.url)).get_current_head()
+    assert version == head
+
+
+# -- users ---------------------------------------------------------------------------------
+
+
+def test_users_create_takes_the_password_from_stdin_and_the_user_can_sign_in(
+    cli_env: dict[str, str], cli_app: Flask
+) -> None:
+    email = unique_email()
+
+    result = run_cli("users", "create", email, "--password-stdin", env=cli_env, stdin=PASSWORD)
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"created user {email} (")
+    with db.transaction(cli_app) as session:
+        assert authenticate_user(session, runtime(cli_app).hasher, email, PASSWORD) is not None
+
+
+def test_users_create_never_prints_the_password(cli_env: dict[str, str]) -> None:
+    result = run_cli(
+        "users", "create", unique_email(), "--password-stdin", env=cli_env, stdin=PASSWORD + "\n"
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert PASSWORD not in said(result)
+
+
+def test_users_create_without_password_stdin_fails_with_one_line(
+    cli_env: dict[str, str], cli_app: Flask
+) -> None:
+    email = unique_email()
+
+    result = run_cli("users", "create", email, env=cli_env, stdin=PASSWORD)
+
+    assert_fails_with_one_line(result)
+    assert PASSWORD not in said(result)
+    with db.transaction(cli_app) as session:
+        assert find_user_by_email(session, email) is None
+
+
+def test_users_create_of_an_existing_email_fails_with_one_line(cli_env: dict[str, str]) -> None:
+    email = unique_email()
+    first = run_cli("users", "create", email, "--password-stdin", env=cli_env, stdin=PASSWORD)
+    assert first.returncode == 0, first.stderr
+
+    # Another spelling of the same address is the same user.
+    again = run_cli(
+        "users", "create", email.upper(), "--password-stdin", env=cli_env, stdin=PASSWORD
+    )
+
+    line = assert_fails_with_one_line(again)
+    assert "already exists" in line
+
+
+def test_users_create_with_an_invalid_email_fails_with_one_line(cli_env: dict[str, str]) -> None:
+    result = run_cli(
+        "users", "create", "not-an-email", "--password-stdin", env=cli_env, stdin=PASSWORD
+    )
+
+    line = assert_fails_with_one_line(result)
+    assert "not a valid email address" in line
+
+
+def test_users_create_with_a_too_short_password_fails_with_one_line(
+    cli_env: dict[str, str], cli_app: Flask
+) -> None:
+    email = unique_email()
+
+    result = run_cli("users", "create", email, "--password-stdin", env=cli_env, stdin="Sh0rt!\n")
+
+    line = assert_fails_with_one_line(result)
+    assert "at least 8 characters" in line
+    assert "Sh0rt!" not in said(result)
+    with db.transaction(cli_app) as session:
+        assert find_user_by_email(session, email) is None
+
+
+def test_users_disable_stops_the_user_from_signing_in(
+    cli_env: dict[str, str], cli_app: Flask
+) -> None:
+    email = unique_email()
+    with db.transaction(cli_app) as session:
+        create_user(session, runtime(cli_app).hasher, email, PASSWORD)
+
+    result = run_cli("users", "disable", email, env=cli_env)
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"disabled user {email}")
+    with db.transaction(cli_app) as session:
+        user = find_user_by_email(session, email)
+        assert user is not None
+        assert user.disabled
+        assert authenticate_user(session, runtime(cli_app).hasher, email, PASSWORD) is None
+
+
+def test_users_disable_of_an_unknown_user_fails_with_one_line(cli_env: dict[str, str]) -> None:
+    email = unique_email()
+
+    result = run_cli("users", "disable", email, env=cli_env)
+
+    line = assert_fails_with_one_line(result)
+    assert email in line
+
+
+# -- clients -------------------------------------------------------------------------------
+
+
+def test_clients_create_json_prints_a_client_id_and_a_secret_that_authenticates(
+    cli_env: dict[str, str], cli_app: Flask
+) -> None:
+    result = run_cli(
+        "clients",
+        "create",
+        "--name",
+        "Reporting job",
+        "--grant",
+        "client_credentials",
+        "--scope",
+        "read write",
+        "--json",
+        env=cli_env,
+    )
+
+    assert result.returncode == 0, result.stderr
+    printed = json.loads(result.stdout)
+    assert set(printed) == {"client_id", "client_secret"}
+    response = cli_app.test_client().post(
+        "/oauth/token",
+        data={"grant_type": "client_credentials"},
+        auth=(printed["client_id"], printed["client_secret"]),
+    )
+    assert response.status_code == 200, response.json
+    assert response.json is not None
+    assert response.json["scope"] == "read write"
+
+
+def test_clients_create_refuses_a_public_client_credentials_client_with_one_line(
+    cli_env: dict[str, str], cli_app: Flask
+) -> None:
+    name = f"Public worker {uuid.uuid4().hex[:8]}"
+
+    result = run_cli(
+        "clients",
+        "create",
+        "--name",
+        name,
+        "--public",
+        "--grant",
+        "client_credentials",
+        env=cli_env,
+    )
+
+    line = assert_fails_with_one_line(result)
+    assert "public client cannot use client_credentials" in line
+    with db.transaction(cli_app) as session:
+        assert session.scalars(select(Client).where(Client.name == name)).first() is None
+
+
+def test_clients_create_refuses_an_unknown_grant_as_a_usage_error(
+    cli_env: dict[str, str],
+) -> None:
+    result = run_cli("clients", "create", "--name", "Bogus", "--grant", "bogus", env=cli_env)
+
+    assert result.returncode == 2  # click's exit code for a usage error
+    assert "Invalid value for '--grant'" in result.stderr
+    assert "Traceback" not in said(result)
+
+
+# -- keys ----------------------------------------------------------------------------------
+
+
+def _parse_keys_list(stdout: str) -> list[dict[str, str]]:
+    header, *rows = stdout.strip().splitlines()
+    assert header.split() == ["KID", "ALG", "STATE", "CREATED", "RETIRED"]
+    parsed = []
+    for row in rows:
+        kid, alg, state, created_day, created_time, *retired = row.split()
+        parsed.append(
+            {
+                "kid": kid,
+                "alg": alg,
+                "state": state,
+                "created": f"{created_day} {created_time}",
+                "retired": " ".join(retired),
+            }
+        )
+    return parsed
+
+
+def test_keys_rotate_retires_the_current_key_and_keys_list_shows_both(
+    cli_env: dict[str, str], cli_database: CliDatabase
+) -> None:
+    engine = make_engine(cli_database.url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(delete(SigningKey))  # start from no keys at all
+    finally:
+        engine.dispose()
+    first = run_cli("keys", "rotate", env=cli_env)
+    assert first.returncode == 0, first.stderr
+
+    second = run_cli("keys", "rotate", env=cli_env)
+    listing = run_cli("keys", "list", env=cli_env)
+
+    assert second.returncode == 0, second.stderr
+    assert listing.returncode == 0, listing.stderr
+    first_kid = re.fullmatch(r"new current key (\S+) \(ES256\)", first.stdout.strip())
+    second_kid = re.fullmatch(r"new current key (\S+) \(ES256\)", second.stdout.strip())
+    assert first_kid is not None
+    assert second_kid is not None
+    current, retired = _parse_keys_list(listing.stdout)
+    assert (current["kid"], current["alg"], current["state"], current["retired"]) == (
+        second_kid.group(1),
+        "ES256",
+        "current",
+        "-",
+    )
+    assert (retired["kid"], retired["alg"], retired["state"]) == (
+        first_kid.group(1),
+        "ES256",
+        "retired",
+    )
+    for stamp in (current["created"], retired["created"], retired["retired"]):
+        assert TIMESTAMP.match(stamp), stamp
+
+
+# -- dev -----------------------------------------------------------------------------------
+
+
+def test_dev_seed_prints_demo_credentials_and_a_curl_line_that_works(
+    cli_env: dict[str, str], cli_app: Flask
+) -> None:
+    result = run_cli("dev", "seed", env=cli_env)
+
+    assert result.returncode == 0, result.stderr
+    user = re.search(r"^Demo user: +(\S+) / (\S+)$", result.stdout, re.MULTILINE)
+    client = re.search(r"^Demo client: +(\S+) / (\S+)$", result.stdout, re.MULTILINE)
+    assert user is not None
+    assert client is not None
+    email, password = user.groups()
+    client_id, client_secret = client.groups()
+    assert f"curl -s -u '{client_id}:{client_secret}'" in result.stdout
+    assert "http://127.0.0.1:8000/oauth/token" in result.stdout
+    # Do what the curl line says, against the same database.
+    response = cli_app.test_client().post(
+        "/oauth/token",
+        data={"grant_type": "password", "username": email, "password": password},
+        auth=(client_id, client_secret),
+    )
+    assert response.status_code == 200, response.json
+    assert response.json is not None
+    assert response.json["refresh_token"]
+
+
+def test_dev_seed_is_refused_in_production(production_env: dict[str, str]) -> None:
+    result = run_cli("dev", "seed", env=production_env)
+
+    line = assert_fails_with_one_line(result)
+    assert line == "Error: dev seed is for development only"
+    assert "Demo user" not in result.stdout
+
+
+# -- failures an operator meets before anything runs ----------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+COMMANDS = [
+    pytest.param(["db", "upgrade"], id="db-upgrade"),
+    pytest.param(["users", "create", "ann@example.com", "--password-stdin"], id="users-create"),
+    pytest.param(["users", "disable", "ann@example.com"], id="users-disable"),
+    pytest.param(
+        ["clients", "create", "--name", "N", "--grant", "client_credentials"], id="clients"
+    ),
+    pytest.param(["keys", "list"], id="keys-list"),
+    pytest.param(["keys", "rotate"], id="keys-rotate"),
+    pytest.param(["dev", "seed"], id="dev-seed"),
+]
+
+
+@pytest.mark.parametrize("command", [*COMMANDS, pytest.param(["serve"], id="serve")])
+def test_production_without_secrets_refuses_with_one_line_per_problem(
+    command: list[str], tmp_path: Path
+) -> None:
+    database = tmp_path / "production.db"
+    environment = {
+        **_base_environment(tmp_path / "instance"),
+        "AUTHSERVER_ENV": "production",
+        "DATABASE_URL": f"sqlite:///{database}",
+    }
+    if command == ["serve"]:
+        command = ["serve", "--port", str(_free_port())]
+
+    result = run_cli(*command, env=environment, stdin=PASSWORD)
+
+    assert result.returncode != 0
+    assert "Traceback" not in said(result)
+    problems = [line for line in message_lines(result) if "configuration error:" in line]
+    assert len(problems) == 4, result.stderr
+    for setting in (
+        "AUTHSERVER_SECRET_KEY",
+        "AUTHSERVER_KEY_ENCRYPTION_KEY",
+        "AUTHSERVER_ISSUER must be an https URL",
+        "DATABASE_URL must name PostgreSQL",
+    ):
+        assert len([line for line in problems if setting in line]) == 1, setting
+    assert message_lines(result) == problems
+    assert not database.exists()
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_unreachable_database_is_one_database_error_line(
+    command: list[str], tmp_path: Path
+) -> None:
+    environment = {
+        **_base_environment(tmp_path / "instance"),
+        "DATABASE_URL": UNREACHABLE_DATABASE,
+    }
+
+    result = run_cli(*command, env=environment, stdin=PASSWORD)
+
+    line = assert_fails_with_one_line(result, starting="Error: database error: ")
+    assert "127.0.0.1" in line
+    assert PASSWORD not in said(result)
