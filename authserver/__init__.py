@@ -16,8 +16,11 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from authserver.config import Config, ConfigError
 from authserver.db import db
 from authserver.errors import register_error_handlers
+from authserver.http import account_api, authorize, oidc, pages
 from authserver.http import oauth as oauth_views
 from authserver.http import wellknown as wellknown_views
+from authserver.http.bearer import BearerError, handle_bearer_error
+from authserver.http.web import csrf, init_web
 from authserver.oauth.server import AuthorizationServer
 from authserver.runtime import attach_runtime, build_runtime
 
@@ -69,9 +72,19 @@ def create_app(config: Config | None = None) -> Flask:
     app.before_request(rt.keys.refresh_if_due)
     AuthorizationServer().init_app(app)
 
-    app.register_blueprint(oauth_views.bp)
-    app.register_blueprint(wellknown_views.bp)
+    init_web(app, config)
+    csrf.exempt(oauth_views.bp)  # client-authenticated, not browser forms
+    for blueprint in (
+        oauth_views.bp,
+        wellknown_views.bp,
+        authorize.bp,
+        oidc.bp,
+        pages.bp,
+        account_api.bp,
+    ):
+        app.register_blueprint(blueprint)
     register_error_handlers(app)
+    app.register_error_handler(BearerError, handle_bearer_error)
 
     if config.trusted_proxies:
         proxies = config.trusted_proxies

@@ -178,6 +178,12 @@ def clients_group() -> None:
     help="Allowed grant type; repeat for several.",
 )
 @click.option("--redirect-uri", "redirect_uris", multiple=True, help="Exact redirect URI.")
+@click.option(
+    "--post-logout-redirect-uri",
+    "post_logout_redirect_uris",
+    multiple=True,
+    help="Exact URI to return to after sign-out (OpenID Connect RP-initiated logout).",
+)
 @click.option("--scope", default="", help='Allowed scopes, space separated: "read write".')
 @click.option(
     "--audience", "audiences", multiple=True, help="Allowed resource (first is the default)."
@@ -193,6 +199,7 @@ def clients_create(
     first_party: bool,
     grants: tuple[str, ...],
     redirect_uris: tuple[str, ...],
+    post_logout_redirect_uris: tuple[str, ...],
     scope: str,
     audiences: tuple[str, ...],
     access_token_ttl: int | None,
@@ -209,6 +216,7 @@ def clients_create(
             public=public,
             first_party=first_party,
             redirect_uris=list(redirect_uris),
+            post_logout_redirect_uris=list(post_logout_redirect_uris),
             scopes=scope.split(),
             audiences=list(audiences),
             access_token_ttl=access_token_ttl,

@@ -62,6 +62,11 @@ class Config:
     # How often a process re-reads the signing keys, so a rotation done elsewhere is seen.
     key_refresh_interval: int = 30
 
+    # Browser sessions (seconds) and authorization codes.
+    session_idle_ttl: int = 30 * 60
+    session_absolute_ttl: int = 12 * 3600
+    authorization_code_ttl: int = 60
+
     # Passwords: argon2id, at least OWASP's minimum (m=19 MiB, t=2, p=1).
     argon2_time_cost: int = 2
     argon2_memory_cost_kib: int = 19 * 1024
@@ -78,6 +83,11 @@ class Config:
     @property
     def is_production(self) -> bool:
         return self.env == PRODUCTION
+
+    @property
+    def secure_cookies(self) -> bool:
+        """Cookies are Secure and __Host- prefixed unless this is plain-http development."""
+        return self.is_production or urlsplit(self.issuer).scheme == "https"
 
     @property
     def is_sqlite(self) -> bool:
@@ -133,6 +143,9 @@ class Config:
             )
         positive = (
             "access_token_ttl",
+            "session_idle_ttl",
+            "session_absolute_ttl",
+            "authorization_code_ttl",
             "refresh_idle_ttl",
             "refresh_absolute_ttl",
             "jwks_max_age",
@@ -150,6 +163,10 @@ class Config:
         if self.refresh_idle_ttl > self.refresh_absolute_ttl:
             problems.append(
                 "AUTHSERVER_REFRESH_IDLE_TTL must not exceed AUTHSERVER_REFRESH_ABSOLUTE_TTL"
+            )
+        if self.session_idle_ttl > self.session_absolute_ttl:
+            problems.append(
+                "AUTHSERVER_SESSION_IDLE_TTL must not exceed AUTHSERVER_SESSION_ABSOLUTE_TTL"
             )
         if self.argon2_memory_cost_kib < 19 * 1024:
             problems.append(

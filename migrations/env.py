@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import os
 from logging.config import fileConfig
+from typing import Any
 
 from alembic import context
 from sqlalchemy import create_engine, pool
 
 from authserver.config import default_database_url
-from authserver.db import Base
+from authserver.db import Base, UTCDateTime
 from authserver.models import __all__ as _registered_models  # noqa: F401  (registers tables)
 
 config = context.config
@@ -17,6 +18,14 @@ if config.config_file_name is not None and config.attributes.get("configure_logg
     fileConfig(config.config_file_name, disable_existing_loggers=False)
 
 target_metadata = Base.metadata
+
+
+def render_item(type_: str, obj: Any, autogen_context: Any) -> str | bool:
+    """Write authserver's column types as plain SQLAlchemy types, so a revision never
+    imports application code that may change after it has landed."""
+    if type_ == "type" and isinstance(obj, UTCDateTime):
+        return "sa.DateTime(timezone=True)"
+    return False
 
 
 def database_url() -> str:
@@ -35,6 +44,7 @@ def run_migrations_offline() -> None:
         target_metadata=target_metadata,
         literal_binds=True,
         compare_type=True,
+        render_item=render_item,
         render_as_batch=url.startswith("sqlite"),
     )
     with context.begin_transaction():
@@ -51,6 +61,7 @@ def run_migrations_online() -> None:
             connection=connection,
             target_metadata=target_metadata,
             compare_type=True,
+            render_item=render_item,
             # SQLite cannot ALTER most things; batch mode recreates the table instead.
             render_as_batch=connection.dialect.name == "sqlite",
         )

@@ -36,7 +36,16 @@ from tests.conftest import reset_schema, scratch_database
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 ALEMBIC = Path(sys.executable).parent / "alembic"
-APPLICATION_TABLES = {"users", "clients", "signing_keys", "refresh_families", "refresh_tokens"}
+APPLICATION_TABLES = {
+    "users",
+    "clients",
+    "signing_keys",
+    "refresh_families",
+    "refresh_tokens",
+    "browser_sessions",
+    "authorization_codes",
+    "consents",
+}
 ONE_UNUSED_PER_FAMILY = "uq_refresh_tokens_one_unused_per_family"
 
 

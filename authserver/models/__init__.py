@@ -1,9 +1,21 @@
 """The persistent model, one module per aggregate. Importing this package registers every
 table on ``Base.metadata`` (alembic's env.py relies on that)."""
 
+from authserver.models.authorization import AuthorizationCode, Consent
 from authserver.models.clients import Client
 from authserver.models.keys import KeyState, SigningKey
+from authserver.models.sessions import BrowserSession
 from authserver.models.tokens import RefreshFamily, RefreshToken
 from authserver.models.users import User
 
-__all__ = ["Client", "KeyState", "RefreshFamily", "RefreshToken", "SigningKey", "User"]
+__all__ = [
+    "AuthorizationCode",
+    "BrowserSession",
+    "Client",
+    "Consent",
+    "KeyState",
+    "RefreshFamily",
+    "RefreshToken",
+    "SigningKey",
+    "User",
+]

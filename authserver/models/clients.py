@@ -5,7 +5,7 @@ import hmac
 import uuid
 from datetime import datetime
 
-from sqlalchemy import String
+from sqlalchemy import String, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from authserver.db import Base, utcnow
@@ -39,6 +39,10 @@ class Client(Base):
     scopes: Mapped[list[str]]
     # Matched by exact string comparison (RFC 9700 §4.1.3).
     redirect_uris: Mapped[list[str]]
+    # Where RP-initiated logout may send the browser afterwards; exact match too.
+    post_logout_redirect_uris: Mapped[list[str]] = mapped_column(
+        server_default=text("'[]'"), default=list
+    )
     # Resource indicators (RFC 8707) the client may ask for; the first is its default audience.
     audiences: Mapped[list[str]]
     # Per-client lifetimes in seconds; NULL means the server-wide setting.
@@ -71,6 +75,10 @@ class Client(Base):
     def check_grant_type(self, grant_type: str) -> bool:
         return grant_type in self.grant_types
 
+    def check_response_type(self, response_type: str) -> bool:
+        # RFC 9700 §2.1.2: the implicit grant (response_type=token) is not offered at all.
+        return response_type == "code" and "authorization_code" in self.grant_types
+
     def check_redirect_uri(self, redirect_uri: str) -> bool:
         return redirect_uri in self.redirect_uris
 
@@ -78,9 +86,15 @@ class Client(Base):
         # RFC 9700 §2.1: with several registered URIs the request must name one.
         return self.redirect_uris[0] if len(self.redirect_uris) == 1 else None
 
-    def get_allowed_scope(self, scope: str) -> str:
-        allowed = set(self.scopes)
-        return " ".join(s for s in scope.split() if s in allowed)
+    def get_allowed_scope(self, scope: str | None) -> str | None:
+        """The scope to grant at the authorization endpoint; None (invalid_scope) if the
+        request names a scope the client is not registered for."""
+        if not scope or not scope.strip():
+            return " ".join(self.scopes)
+        wanted = list(dict.fromkeys(scope.split()))
+        if not set(wanted) <= set(self.scopes):
+            return None
+        return " ".join(wanted)
 
     @property
     def token_endpoint_auth_method(self) -> str:

@@ -41,6 +41,11 @@ class RefreshFamily(Base):
     revoked_reason: Mapped[str | None] = mapped_column(String(40))
     user_agent: Mapped[str | None] = mapped_column(String(512))
     ip_address: Mapped[str | None] = mapped_column(String(45))
+    # The browser session the family was issued through (authorization code flow); signing
+    # that browser out revokes the family.
+    browser_session_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("browser_sessions.id", ondelete="SET NULL"), index=True
+    )
 
     user: Mapped[User] = relationship(lazy="joined")
     client: Mapped[Client] = relationship(lazy="joined")

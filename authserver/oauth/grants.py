@@ -27,12 +27,12 @@ CONFIDENTIAL_METHODS = ["client_secret_basic", "client_secret_post"]
 ALL_METHODS = [*CONFIDENTIAL_METHODS, "none"]
 
 
-def _resources(request: Any) -> list[str]:
-    """RFC 8707 ``resource`` parameters of the request."""
-    return [r for r in request.form.getlist("resource") if r]
+def resources_of(values: Any) -> list[str]:
+    """RFC 8707 ``resource`` parameters of a request's form (or values)."""
+    return [r for r in values.getlist("resource") if r]
 
 
-def _token_body(
+def token_body(
     access: IssuedAccessToken, scope: str, refresh_token: str | None = None
 ) -> dict[str, Any]:
     # RFC 6749 §5.1
@@ -59,7 +59,9 @@ class ClientCredentialsGrant(grants.ClientCredentialsGrant):
     def create_token_response(self) -> tuple[int, dict[str, Any], list[tuple[str, str]]]:
         rt = runtime()
         client: Client = self.request.client
-        audience = resolve_audience(client, _resources(self.request), rt.config.default_audience)
+        audience = resolve_audience(
+            client, resources_of(self.request.form), rt.config.default_audience
+        )
         # RFC 9068 §2.2: with no resource owner, sub is the client itself.
         access = rt.access_tokens.issue(
             subject=client.client_id,
@@ -69,7 +71,7 @@ class ClientCredentialsGrant(grants.ClientCredentialsGrant):
             ttl=rt.access_token_ttl(client),
             now=utcnow(),
         )
-        return 200, _token_body(access, self.request.scope), self.TOKEN_RESPONSE_HEADER
+        return 200, token_body(access, self.request.scope), self.TOKEN_RESPONSE_HEADER
 
 
 class PasswordGrant(grants.ResourceOwnerPasswordCredentialsGrant):
@@ -101,7 +103,9 @@ class PasswordGrant(grants.ResourceOwnerPasswordCredentialsGrant):
         user: User = self.request.user
         now = utcnow()
         scope = self.request.scope
-        audience = resolve_audience(client, _resources(self.request), rt.config.default_audience)
+        audience = resolve_audience(
+            client, resources_of(self.request.form), rt.config.default_audience
+        )
         audience = audience or rt.config.issuer
         refresh = None
         if client.check_grant_type("refresh_token"):
@@ -125,7 +129,7 @@ class PasswordGrant(grants.ResourceOwnerPasswordCredentialsGrant):
             now=now,
             family_id=refresh.family.id if refresh else None,
         )
-        body = _token_body(access, scope, refresh.token if refresh else None)
+        body = token_body(access, scope, refresh.token if refresh else None)
         return 200, body, self.TOKEN_RESPONSE_HEADER
 
 
@@ -144,7 +148,7 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
         client: Client = self.request.client
         now = utcnow()
         requested_scope = (self.request.payload.scope or "").strip() or None
-        resources = _resources(self.request)
+        resources = resources_of(self.request.form)
         # Checked before rotating, so a refused request leaves the token usable.
         requested_audience = (
             resolve_audience(client, resources, rt.config.default_audience) if resources else None
@@ -182,4 +186,4 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
             now=now,
             family_id=family.id,
         )
-        return 200, _token_body(access, scope, rotated.token), self.TOKEN_RESPONSE_HEADER
+        return 200, token_body(access, scope, rotated.token), self.TOKEN_RESPONSE_HEADER

@@ -12,21 +12,50 @@ from authserver.config import Config
 from authserver.oauth.server import supported_grant_types
 
 TOKEN_PATH = "/oauth/token"  # noqa: S105 (a path, not a secret)
+AUTHORIZATION_PATH = "/oauth/authorize"
+USERINFO_PATH = "/oauth/userinfo"
+END_SESSION_PATH = "/oauth/logout"
 JWKS_PATH = "/.well-known/jwks.json"
+OIDC_SCOPES = ["openid", "profile", "email", "offline_access"]
 
 
 def server_metadata(config: Config) -> dict[str, Any]:
     issuer = config.issuer
     return {
         "issuer": issuer,
+        "authorization_endpoint": issuer + AUTHORIZATION_PATH,
         "token_endpoint": issuer + TOKEN_PATH,
+        "userinfo_endpoint": issuer + USERINFO_PATH,
+        "end_session_endpoint": issuer + END_SESSION_PATH,
         "jwks_uri": issuer + JWKS_PATH,
+        "scopes_supported": OIDC_SCOPES,
+        # RFC 9700 §2.1.2: the authorization code flow only; no implicit, no hybrid.
+        "response_types_supported": ["code"],
+        "response_modes_supported": ["query"],
         "grant_types_supported": supported_grant_types(),
-        # No authorization endpoint yet, so no response type is supported.
-        "response_types_supported": [],
         "token_endpoint_auth_methods_supported": [
             "client_secret_basic",
             "client_secret_post",
             "none",
         ],
+        "code_challenge_methods_supported": ["S256"],
+        # RFC 9207
+        "authorization_response_iss_parameter_supported": True,
+        "subject_types_supported": ["public"],
+        "id_token_signing_alg_values_supported": [config.signing_alg],
+        "claims_supported": [
+            "sub",
+            "iss",
+            "aud",
+            "exp",
+            "iat",
+            "auth_time",
+            "nonce",
+            "at_hash",
+            "sid",
+            "email",
+            "email_verified",
+            "updated_at",
+        ],
+        "prompt_values_supported": ["none", "login"],
     }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from authlib.common.urls import add_params_to_uri
 from authlib.integrations.flask_oauth2 import AuthorizationServer as FlaskAuthorizationServer
 from authlib.oauth2.rfc6749.errors import InvalidClientError as AuthlibInvalidClientError
 from flask import Flask, Response, current_app, request
@@ -11,13 +12,15 @@ from flask import Flask, Response, current_app, request
 from authserver.db import db
 from authserver.errors import InvalidClient, InvalidRequest
 from authserver.models import Client
+from authserver.oauth.authorization_code import AuthorizationCodeGrant, S256CodeChallenge
 from authserver.oauth.client_auth import CLIENT_AUTH_METHODS
 from authserver.oauth.grants import ClientCredentialsGrant, PasswordGrant, RefreshTokenGrant
+from authserver.runtime import runtime
 from authserver.services.clients import find_client
 
 EXTENSION_KEY = "authserver.oauth"
 # Grant types the token endpoint answers, in the order discovery lists them.
-TOKEN_GRANTS = (ClientCredentialsGrant, PasswordGrant, RefreshTokenGrant)
+TOKEN_GRANTS = (AuthorizationCodeGrant, ClientCredentialsGrant, PasswordGrant, RefreshTokenGrant)
 
 
 def _query_client(client_id: str) -> Client | None:
@@ -33,7 +36,8 @@ class AuthorizationServer(FlaskAuthorizationServer):
         super().init_app(app, query_client=_query_client, save_token=_save_token)
         for method, func in CLIENT_AUTH_METHODS.items():
             self.register_client_auth_method(method, func)
-        for grant in TOKEN_GRANTS:
+        self.register_grant(AuthorizationCodeGrant, [S256CodeChallenge(required=True)])
+        for grant in TOKEN_GRANTS[1:]:
             self.register_grant(grant)
         app.extensions[EXTENSION_KEY] = self
 
@@ -43,6 +47,17 @@ class AuthorizationServer(FlaskAuthorizationServer):
         except AuthlibInvalidClientError:
             # One answer for unknown client, wrong secret and wrong method (RFC 6749 §5.2).
             raise InvalidClient() from None
+
+    def handle_error_response(self, request: Any, error: Any) -> Response:
+        redirect_uri = getattr(error, "redirect_uri", None)
+        if redirect_uri:
+            # RFC 9207: error responses to the client carry iss too.
+            params = [*error.get_body(), ("iss", runtime().config.issuer)]
+            location = add_params_to_uri(redirect_uri, params, error.redirect_fragment)
+            response: Response = self.handle_response(302, "", [("Location", location)])
+            return response
+        response = super().handle_error_response(request, error)
+        return response
 
     def create_token_response(self, request: Any = None) -> Response:
         check_token_request_shape()

@@ -81,6 +81,7 @@ def create_client(
     public: bool = False,
     first_party: bool = False,
     redirect_uris: list[str] | None = None,
+    post_logout_redirect_uris: list[str] | None = None,
     scopes: list[str] | None = None,
     audiences: list[str] | None = None,
     access_token_ttl: int | None = None,
@@ -108,6 +109,9 @@ def create_client(
     uris = list(dict.fromkeys(redirect_uris or []))
     for uri in uris:
         _check_redirect_uri(uri)
+    logout_uris = list(dict.fromkeys(post_logout_redirect_uris or []))
+    for uri in logout_uris:
+        _check_redirect_uri(uri)
     if "authorization_code" in grants and not uris:
         raise ValidationError("authorization_code needs at least one redirect URI")
     scope_list = list(dict.fromkeys(scopes or []))
@@ -133,6 +137,7 @@ def create_client(
         grant_types=grants,
         scopes=scope_list,
         redirect_uris=uris,
+        post_logout_redirect_uris=logout_uris,
         audiences=audience_list,
         access_token_ttl=access_token_ttl,
         refresh_idle_ttl=refresh_idle_ttl,

@@ -152,6 +152,8 @@ class KeySnapshot:
     jwks_body: bytes
     jwks_etag: str  # the entity tag's opaque value, without quotes
     kids: frozenset[str] = field(default_factory=frozenset)
+    # Every published key by kid, for verifying tokens this server issued.
+    by_kid: dict[str, ActiveKey] = field(default_factory=dict)
 
 
 def _snapshot(rows: list[SigningKey], parsed: dict[str, ActiveKey]) -> KeySnapshot:
@@ -165,6 +167,7 @@ def _snapshot(rows: list[SigningKey], parsed: dict[str, ActiveKey]) -> KeySnapsh
         jwks_body=body,
         jwks_etag=hashlib.sha256(body).hexdigest()[:32],
         kids=frozenset(r.kid for r in rows),
+        by_kid={r.kid: parsed[r.kid] for r in rows},
     )
 
 

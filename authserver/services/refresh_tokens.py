@@ -38,6 +38,9 @@ class RevocationReason(enum.StrEnum):
     REUSE_DETECTED = "reuse_detected"
     USER_DISABLED = "user_disabled"
     LOGOUT = "logout"
+    LOGOUT_EVERYWHERE = "logout_everywhere"
+    PASSWORD_CHANGED = "password_changed"  # noqa: S105 (a reason, not a password)
+    CODE_REPLAYED = "code_replayed"
     REVOKED_BY_CLIENT = "revoked_by_client"
 
 
@@ -108,6 +111,7 @@ def start_family(
     now: datetime,
     user_agent: str | None = None,
     ip_address: str | None = None,
+    browser_session_id: uuid.UUID | None = None,
 ) -> IssuedRefreshToken:
     """Begin a family for a fresh sign-in and issue its first token."""
     expires_at = now + policy.absolute_ttl
@@ -123,6 +127,7 @@ def start_family(
         idle_expires_at=min(now + policy.idle_ttl, expires_at),
         user_agent=(user_agent or None) and user_agent[:512],
         ip_address=ip_address,
+        browser_session_id=browser_session_id,
     )
     session.add(family)
     token = _new_token()

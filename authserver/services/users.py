@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import unicodedata
+import uuid
 from datetime import datetime
 
 from sqlalchemy import select
@@ -10,8 +11,9 @@ from sqlalchemy.orm import Session
 
 from authserver.errors import NotFound, ValidationError
 from authserver.models import User
+from authserver.services.browser_sessions import end_user_sessions
 from authserver.services.passwords import PasswordHasher
-from authserver.services.refresh_tokens import RevocationReason, revoke_user_families
+from authserver.services.refresh_tokens import RevocationReason
 
 MAX_EMAIL_LENGTH = 254  # RFC 5321 §4.5.3.1.3 path limit less the angle brackets
 
@@ -78,11 +80,32 @@ def authenticate_user(
 
 
 def disable_user(session: Session, email: str, now: datetime) -> User:
-    """Disable the account and revoke every refresh family it has."""
+    """Disable the account and end everything of theirs: browser sessions and families."""
     user = find_user_by_email(session, email)
     if user is None:
         raise NotFound(f"no user with the email {email.strip()[:100]!r}")
     user.disabled = True
-    revoke_user_families(session, user.id, RevocationReason.USER_DISABLED, now)
+    end_user_sessions(session, user.id, RevocationReason.USER_DISABLED, now)
     session.flush()
     return user
+
+
+def change_password(
+    session: Session,
+    hasher: PasswordHasher,
+    user: User,
+    *,
+    current_password: str,
+    new_password: str,
+    now: datetime,
+    keep_session_id: uuid.UUID | None = None,
+) -> None:
+    """Change the password (the current one is required) and sign out every other session
+    and app: whoever may have known the old password loses what it gave them."""
+    if not hasher.verify(user.password_hash, current_password):
+        raise ValidationError("The current password is incorrect.")
+    user.password_hash = hasher.hash(new_password)
+    end_user_sessions(
+        session, user.id, RevocationReason.PASSWORD_CHANGED, now, keep_session_id=keep_session_id
+    )
+    session.flush()

@@ -443,7 +443,12 @@ def test_metadata_endpoints_are_absolute_urls_under_the_issuer(metadata: dict[st
 
 
 def test_metadata_lists_exactly_the_implemented_grant_types(metadata: dict[str, Any]) -> None:
-    assert metadata["grant_types_supported"] == ["client_credentials", "password", "refresh_token"]
+    assert metadata["grant_types_supported"] == [
+        "authorization_code",
+        "client_credentials",
+        "password",
+        "refresh_token",
+    ]
 
 
 def test_metadata_lists_the_token_endpoint_auth_methods(metadata: dict[str, Any]) -> None:
@@ -456,14 +461,7 @@ def test_metadata_lists_the_token_endpoint_auth_methods(metadata: dict[str, Any]
 
 @pytest.mark.parametrize(
     "member",
-    [
-        "authorization_endpoint",
-        "revocation_endpoint",
-        "introspection_endpoint",
-        "userinfo_endpoint",
-        "registration_endpoint",
-        "end_session_endpoint",
-    ],
+    ["revocation_endpoint", "introspection_endpoint", "registration_endpoint"],
 )
 def test_metadata_advertises_no_endpoint_that_does_not_exist(
     metadata: dict[str, Any], member: str
@@ -471,10 +469,24 @@ def test_metadata_advertises_no_endpoint_that_does_not_exist(
     assert member not in metadata
 
 
-def test_metadata_advertises_no_response_type_without_an_authorization_endpoint(
-    metadata: dict[str, Any],
-) -> None:
-    assert metadata.get("response_types_supported", []) == []
+def test_metadata_offers_the_code_flow_only_with_s256_pkce(metadata: dict[str, Any]) -> None:
+    assert metadata["response_types_supported"] == ["code"]
+    assert metadata["code_challenge_methods_supported"] == ["S256"]
+    assert metadata["authorization_response_iss_parameter_supported"] is True
+
+
+def test_metadata_has_what_openid_connect_discovery_requires(metadata: dict[str, Any]) -> None:
+    # OpenID Connect Discovery 1.0 §3: the REQUIRED members.
+    for member in (
+        "issuer",
+        "authorization_endpoint",
+        "jwks_uri",
+        "response_types_supported",
+        "subject_types_supported",
+        "id_token_signing_alg_values_supported",
+    ):
+        assert metadata[member], member
+    assert {"openid", "profile", "email"} <= set(metadata["scopes_supported"])
 
 
 def test_every_url_the_metadata_advertises_answers(

@@ -1,0 +1,111 @@
+"""OpenID Connect endpoints: userinfo (Core §5.3) and RP-initiated logout (RP-Initiated
+Logout 1.0)."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+from authlib.common.urls import add_params_to_uri
+from flask import Blueprint, Response, jsonify, redirect, render_template, request, url_for
+from flask_wtf.csrf import CSRFError, validate_csrf
+from wtforms import ValidationError as WTFValidationError
+
+from authserver.db import db, utcnow
+from authserver.http.bearer import bearer_claims
+from authserver.http.web import clear_session_cookie, csrf, current_browser_session
+from authserver.models import User
+from authserver.runtime import runtime
+from authserver.services.browser_sessions import end_session
+from authserver.services.clients import find_client
+from authserver.services.refresh_tokens import RevocationReason
+from authserver.services.token_verification import TokenRejected, verify_own_token
+
+bp = Blueprint("oidc", __name__)
+# Userinfo takes bearer tokens, and relying parties may POST to the end-session endpoint;
+# its own confirmation form is checked with validate_csrf below.
+csrf.exempt(bp)
+
+USERINFO_PATH = "/oauth/userinfo"
+END_SESSION_PATH = "/oauth/logout"
+
+
+@bp.route(USERINFO_PATH, methods=["GET", "POST"])
+def userinfo() -> Response:
+    claims = bearer_claims(required_scope="openid")
+    user = db.session.get(User, uuid.UUID(claims["sub"]))
+    assert user is not None  # bearer_claims checked it exists and is enabled
+    scopes = str(claims.get("scope", "")).split()
+    body: dict[str, object] = {"sub": claims["sub"]}
+    if "email" in scopes:
+        body["email"] = user.email
+        # authserver does not verify addresses itself; say so rather than claim it.
+        body["email_verified"] = False
+    if "profile" in scopes:
+        body["updated_at"] = int(user.updated_at.timestamp())
+    response = jsonify(body)
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def _error_page(message: str) -> tuple[str, int]:
+    return render_template("error.html", title="Sign-out request not valid", message=message), 400
+
+
+@bp.route(END_SESSION_PATH, methods=["GET", "POST"])
+def end_session_endpoint() -> Response | str | tuple[str, int]:
+    rt = runtime()
+    hint = request.values.get("id_token_hint")
+    post_logout_uri = request.values.get("post_logout_redirect_uri")
+    state = request.values.get("state")
+    hint_claims = None
+    if hint:
+        try:
+            # An expired ID token is still a fine hint (RP-Initiated Logout §2).
+            hint_claims = verify_own_token(
+                rt.keys,
+                hint,
+                issuer=rt.config.issuer,
+                typ="JWT",
+                now=int(time.time()),
+                check_expiry=False,
+            )
+        except TokenRejected:
+            return _error_page("The id_token_hint was not issued by this server.")
+    client_id = request.values.get("client_id") or (hint_claims or {}).get("aud")
+    client = find_client(db.session, client_id) if isinstance(client_id, str) else None
+    if hint_claims is not None and client_id != hint_claims.get("aud"):
+        return _error_page("The client_id does not match the id_token_hint.")
+    if post_logout_uri and (
+        client is None or post_logout_uri not in client.post_logout_redirect_uris
+    ):
+        # Exact match against what the client registered, or no redirect at all.
+        return _error_page("The post_logout_redirect_uri is not registered for this client.")
+
+    browser_session = current_browser_session()
+    confirmed = False
+    if hint_claims is not None:
+        # The hint is the relying party's word; it only ends the session it names.
+        confirmed = browser_session is None or (
+            hint_claims.get("sid") == str(browser_session.id)
+            and hint_claims.get("sub") == str(browser_session.user_id)
+        )
+    elif request.method == "POST" and request.form.get("confirm") == "yes":
+        try:
+            validate_csrf(request.form.get("csrf_token"))
+        except (WTFValidationError, CSRFError):
+            return _error_page("This form expired; reload the page and try again.")
+        confirmed = True
+    if not confirmed:
+        email = browser_session.user.email if browser_session else None
+        return render_template("logout_confirm.html", email=email, action=request.full_path)
+
+    if browser_session is not None:
+        end_session(db.session, browser_session, RevocationReason.LOGOUT, utcnow())
+    if post_logout_uri:
+        target = add_params_to_uri(post_logout_uri, [("state", state)] if state else [])
+    else:
+        target = url_for("pages.logged_out")
+    response: Response = redirect(target, code=303)  # type: ignore[assignment]
+    clear_session_cookie(response, rt.config)
+    return response

@@ -1,0 +1,164 @@
+"""Server-rendered pages: sign in, sign out, and "where you are signed in"."""
+
+from __future__ import annotations
+
+import uuid
+
+from flask import Blueprint, Response, redirect, render_template, request, url_for
+
+from authserver.db import db, utcnow
+from authserver.errors import ValidationError
+from authserver.http.web import (
+    clear_session_cookie,
+    current_browser_session,
+    safe_next,
+    session_policy,
+    set_session_cookie,
+)
+from authserver.runtime import runtime
+from authserver.services.browser_sessions import (
+    end_session,
+    end_user_sessions,
+    list_devices,
+    revoke_device,
+    start_session,
+)
+from authserver.services.refresh_tokens import RevocationReason
+from authserver.services.users import authenticate_user, change_password
+
+bp = Blueprint("pages", __name__)
+
+
+def _see_other(location: str) -> Response:
+    return redirect(location, code=303)  # type: ignore[return-value]
+
+
+@bp.get("/login")
+def login_form() -> str | Response:
+    target = safe_next(request.args.get("next"))
+    if current_browser_session() is not None and request.args.get("prompt") != "login":
+        return _see_other(target)
+    return render_template("login.html", next=target, email="", error=None)
+
+
+@bp.post("/login")
+def login() -> tuple[str, int] | Response:
+    rt = runtime()
+    target = safe_next(request.form.get("next"))
+    email = request.form.get("email", "")
+    user = authenticate_user(db.session, rt.hasher, email, request.form.get("password", ""))
+    if user is None:
+        page = render_template(
+            "login.html", next=target, email=email[:254], error="Email or password is incorrect."
+        )
+        return page, 401
+    now = utcnow()
+    previous = current_browser_session()
+    if previous is not None:
+        end_session(db.session, previous, RevocationReason.LOGOUT, now)
+    # A fresh id at every sign-in: a session id planted before sign-in is worth nothing.
+    started = start_session(
+        db.session,
+        user=user,
+        policy=session_policy(rt.config),
+        now=now,
+        ip_address=request.remote_addr,
+        user_agent=request.user_agent.string,
+    )
+    response = _see_other(target)
+    set_session_cookie(response, started.token, rt.config)
+    return response
+
+
+@bp.get("/logout")
+def logout_form() -> str:
+    """A GET never signs anyone out: it asks (a link or an image must not log users out)."""
+    browser_session = current_browser_session()
+    email = browser_session.user.email if browser_session else None
+    return render_template("logout_confirm.html", email=email, action=url_for("pages.logout"))
+
+
+@bp.post("/logout")
+def logout() -> Response:
+    rt = runtime()
+    browser_session = current_browser_session()
+    if browser_session is not None:
+        end_session(db.session, browser_session, RevocationReason.LOGOUT, utcnow())
+    response = _see_other(url_for("pages.logged_out"))
+    clear_session_cookie(response, rt.config)
+    return response
+
+
+@bp.get("/logged-out")
+def logged_out() -> str:
+    return render_template("logged_out.html")
+
+
+def _account_page(notice: str | None = None, password_error: str | None = None) -> str:
+    browser_session = current_browser_session()
+    assert browser_session is not None
+    devices = list_devices(
+        db.session, browser_session.user_id, utcnow(), current_session_id=browser_session.id
+    )
+    return render_template(
+        "account.html",
+        email=browser_session.user.email,
+        devices=devices,
+        notice=notice,
+        password_error=password_error,
+    )
+
+
+def _login_redirect() -> Response:
+    return _see_other(url_for("pages.login_form", next=request.path))
+
+
+@bp.get("/account")
+def account() -> str | Response:
+    if current_browser_session() is None:
+        return _login_redirect()
+    return _account_page()
+
+
+@bp.post("/account/devices/<uuid:device_id>/sign-out")
+def sign_out_device(device_id: uuid.UUID) -> Response:
+    browser_session = current_browser_session()
+    if browser_session is None:
+        return _login_redirect()
+    revoke_device(db.session, browser_session.user_id, device_id, utcnow())
+    return _see_other(url_for("pages.account"))
+
+
+@bp.post("/account/devices/sign-out-others")
+def sign_out_others() -> Response:
+    browser_session = current_browser_session()
+    if browser_session is None:
+        return _login_redirect()
+    end_user_sessions(
+        db.session,
+        browser_session.user_id,
+        RevocationReason.LOGOUT_EVERYWHERE,
+        utcnow(),
+        keep_session_id=browser_session.id,
+    )
+    return _see_other(url_for("pages.account"))
+
+
+@bp.post("/account/password", endpoint="change_password")
+def change_password_page() -> str | tuple[str, int] | Response:
+    browser_session = current_browser_session()
+    if browser_session is None:
+        return _login_redirect()
+    try:
+        change_password(
+            db.session,
+            runtime().hasher,
+            browser_session.user,
+            current_password=request.form.get("current_password", ""),
+            new_password=request.form.get("new_password", ""),
+            now=utcnow(),
+            keep_session_id=browser_session.id,
+        )
+    except ValidationError as exc:
+        return _account_page(password_error=exc.description), 400
+    return _account_page(notice="Password changed. Every other session was signed out.")

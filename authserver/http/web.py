@@ -1,0 +1,165 @@
+"""What every server-rendered page shares: the session cookie, the signed-in browser
+session, CSRF protection, the cross-site form check, and the page security headers."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from urllib.parse import urlsplit
+
+from flask import Flask, Response, current_app, g, render_template, request
+from flask_wtf.csrf import CSRFError, CSRFProtect
+
+from authserver.config import Config
+from authserver.db import db, utcnow
+from authserver.models import BrowserSession
+from authserver.runtime import runtime
+from authserver.services.browser_sessions import SessionPolicy, resolve_session
+
+csrf = CSRFProtect()
+
+# Paths of the pages (not the JSON/OAuth endpoints) that get page headers and form checks.
+PAGE_PREFIXES = ("/login", "/logout", "/logged-out", "/account", "/oauth/authorize")
+API_PREFIXES = ("/account/sessions", "/account/logout-all")
+
+
+def session_cookie_name(config: Config) -> str:
+    # __Host-: the browser only accepts it Secure, on Path=/, without Domain (RFC 6265bis
+    # §4.1.3.2), so no subdomain can plant or read it.
+    return "__Host-authserver" if config.secure_cookies else "authserver_session"
+
+
+def session_policy(config: Config) -> SessionPolicy:
+    return SessionPolicy(
+        idle_ttl=timedelta(seconds=config.session_idle_ttl),
+        absolute_ttl=timedelta(seconds=config.session_absolute_ttl),
+    )
+
+
+def current_browser_session() -> BrowserSession | None:
+    """The signed-in browser session of this request, if any (looked up once)."""
+    if "browser_session" not in g:
+        config = runtime().config
+        token = request.cookies.get(session_cookie_name(config))
+        g.browser_session = (
+            resolve_session(db.session, token, session_policy(config), utcnow()) if token else None
+        )
+    found: BrowserSession | None = g.browser_session
+    return found
+
+
+def set_session_cookie(response: Response, token: str, config: Config) -> None:
+    response.set_cookie(
+        session_cookie_name(config),
+        token,
+        max_age=config.session_absolute_ttl,
+        path="/",
+        secure=config.secure_cookies,
+        httponly=True,
+        samesite="Lax",
+    )
+
+
+def clear_session_cookie(response: Response, config: Config) -> None:
+    response.delete_cookie(
+        session_cookie_name(config),
+        path="/",
+        secure=config.secure_cookies,
+        httponly=True,
+        samesite="Lax",
+    )
+
+
+def safe_next(target: str | None, default: str = "/account") -> str:
+    """Only same-origin relative paths: ``next`` is never an open redirect."""
+    if not target or not target.startswith("/") or target.startswith(("//", "/\\")):
+        return default
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc or any(ch in target for ch in "\r\n\t\\"):
+        return default
+    return target
+
+
+def _is_page(path: str) -> bool:
+    return path.startswith(PAGE_PREFIXES) and not path.startswith(API_PREFIXES)
+
+
+def refuse_cross_site_forms() -> Response | None:
+    """Refuse a form POST that is plainly cross-site, before CSRF or any work.
+
+    ``Origin: null`` is not refused: browsers send it for same-origin forms on pages with
+    ``Referrer-Policy: no-referrer``; the CSRF token decides those.
+    """
+    if request.method != "POST" or not _is_page(request.path):
+        return None
+    if request.headers.get("Sec-Fetch-Site") == "cross-site":
+        return _forbidden_page()
+    origin = request.headers.get("Origin")
+    if origin and origin != "null":
+        issuer = urlsplit(runtime().config.issuer)
+        if origin != f"{issuer.scheme}://{issuer.netloc}":
+            return _forbidden_page()
+    return None
+
+
+def _forbidden_page() -> Response:
+    response = Response(
+        render_template(
+            "error.html",
+            title="Request refused",
+            message="This form was sent from another site, so it was not processed.",
+        ),
+        status=403,
+    )
+    return response
+
+
+def handle_csrf_error(exc: CSRFError) -> tuple[str, int]:
+    return (
+        render_template(
+            "error.html",
+            title="Please try again",
+            message="This form expired or did not come from this site. Go back, reload the "
+            "page and send it again.",
+        ),
+        400,
+    )
+
+
+def add_security_headers(response: Response) -> Response:
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    if _is_page(request.path) or response.mimetype == "text/html":
+        response.headers["X-Frame-Options"] = "DENY"
+        response.headers["Content-Security-Policy"] = (
+            # No form-action: browsers apply it to the redirect that follows a consent form,
+            # and that goes to the client's (any) redirect URI.
+            "default-src 'none'; style-src 'self'; img-src 'self'; "
+            "frame-ancestors 'none'; base-uri 'none'"
+        )
+        response.headers["Referrer-Policy"] = "no-referrer"
+        response.headers["Cache-Control"] = "no-store"
+    if current_app.config["AUTHSERVER"].is_production:
+        response.headers.setdefault(
+            "Strict-Transport-Security", "max-age=31536000; includeSubDomains"
+        )
+    return response
+
+
+def init_web(app: Flask, config: Config) -> None:
+    secure = config.secure_cookies
+    app.config.update(
+        # Flask's own signed cookie carries only the CSRF secret (including before sign-in,
+        # which is what makes login CSRF fail); the session itself is server-side.
+        SESSION_COOKIE_NAME="__Host-authserver-csrf" if secure else "authserver_csrf",
+        SESSION_COOKIE_SECURE=secure,
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_PATH="/",
+        # Referrer-Policy: no-referrer means no Referer to check; Origin is checked above.
+        WTF_CSRF_SSL_STRICT=False,
+        WTF_CSRF_TIME_LIMIT=None,
+    )
+    # Before CSRFProtect's own hook: a cross-site POST is refused as such (403).
+    app.before_request(refuse_cross_site_forms)
+    csrf.init_app(app)
+    app.after_request(add_security_headers)
+    app.register_error_handler(CSRFError, handle_csrf_error)

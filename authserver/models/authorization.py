@@ -1,0 +1,78 @@
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from sqlalchemy import ForeignKey, LargeBinary, String, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from authserver.db import Base, utcnow
+from authserver.models.clients import Client
+from authserver.models.users import User
+
+
+class AuthorizationCode(Base):
+    """An authorization code (RFC 6749 §4.1.2): single use, short-lived, bound to its client
+    and redirect URI. Only the SHA-256 of the code is stored."""
+
+    __tablename__ = "authorization_codes"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    code_digest: Mapped[bytes] = mapped_column(LargeBinary(32), unique=True)
+    client_pk: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("clients.id", ondelete="CASCADE"), index=True
+    )
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), index=True
+    )
+    browser_session_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("browser_sessions.id", ondelete="CASCADE"), index=True
+    )
+    redirect_uri: Mapped[str] = mapped_column(String(2000))
+    scope: Mapped[str] = mapped_column(String(2000))
+    audience: Mapped[str] = mapped_column(String(2000))
+    nonce: Mapped[str | None] = mapped_column(String(512))
+    # RFC 7636: only S256 is accepted, so the method column is informative.
+    code_challenge: Mapped[str | None] = mapped_column(String(128))
+    code_challenge_method: Mapped[str | None] = mapped_column(String(10))
+    auth_time: Mapped[datetime]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(index=True)
+    used_at: Mapped[datetime | None]
+    # The family the code was exchanged for: a replay of the code revokes it (§4.1.2).
+    family_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("refresh_families.id", ondelete="SET NULL")
+    )
+
+    client: Mapped[Client] = relationship(lazy="joined")
+    user: Mapped[User] = relationship(lazy="joined")
+
+    # -- authlib AuthorizationCodeMixin --------------------------------------------------
+
+    def get_redirect_uri(self) -> str | None:
+        return self.redirect_uri or None
+
+    def get_scope(self) -> str:
+        return self.scope
+
+    def get_nonce(self) -> str | None:
+        return self.nonce
+
+    def get_auth_time(self) -> int:
+        return int(self.auth_time.timestamp())
+
+
+class Consent(Base):
+    """Scopes a user has granted a (third-party) client, remembered so consent is asked once."""
+
+    __tablename__ = "consents"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    client_pk: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("clients.id", ondelete="CASCADE"), index=True
+    )
+    scopes: Mapped[list[str]]
+    granted_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    __table_args__ = (UniqueConstraint("user_id", "client_pk"),)

@@ -1,0 +1,40 @@
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from sqlalchemy import ForeignKey, LargeBinary, String
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from authserver.db import Base, utcnow
+from authserver.models.users import User
+
+
+class BrowserSession(Base):
+    """A signed-in browser. Server-side, so it can be listed and revoked (a signed cookie
+    cannot). The cookie carries a 256-bit random id; only its SHA-256 is stored."""
+
+    __tablename__ = "browser_sessions"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    token_digest: Mapped[bytes] = mapped_column(LargeBinary(32), unique=True)
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), index=True
+    )
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # When the user proved who they are (OpenID Connect auth_time).
+    auth_time: Mapped[datetime] = mapped_column(default=utcnow)
+    last_seen_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Slides forward with activity, never past expires_at.
+    idle_expires_at: Mapped[datetime]
+    # Absolute end, fixed at sign-in.
+    expires_at: Mapped[datetime] = mapped_column(index=True)
+    revoked_at: Mapped[datetime | None]
+    revoked_reason: Mapped[str | None] = mapped_column(String(40))
+    ip_address: Mapped[str | None] = mapped_column(String(45))
+    user_agent: Mapped[str | None] = mapped_column(String(512))
+
+    user: Mapped[User] = relationship(lazy="joined")
+
+    def __repr__(self) -> str:
+        return f"<BrowserSession {self.id}>"

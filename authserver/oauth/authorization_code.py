@@ -1,0 +1,171 @@
+"""The authorization code grant (RFC 6749 §4.1) with PKCE (RFC 7636) and OpenID Connect.
+
+authlib validates the authorization request (client, exact redirect URI, response type,
+scope) and the token request (client authentication, redirect URI, PKCE verifier); these
+subclasses store codes and issue tokens through services/.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from authlib.common.urls import add_params_to_uri
+from authlib.oauth2.rfc6749 import grants
+from authlib.oauth2.rfc6749.errors import AccessDeniedError, InvalidRequestError, OAuth2Error
+from authlib.oauth2.rfc7636 import CodeChallenge
+from flask import g
+from flask import request as flask_request
+
+from authserver.db import db, utcnow
+from authserver.errors import AuthServerError, InvalidGrant
+from authserver.models import AuthorizationCode, Client, User
+from authserver.oauth.grants import ALL_METHODS, resources_of, token_body
+from authserver.runtime import runtime
+from authserver.services.authorization_codes import (
+    claim_code,
+    find_code,
+    issue_code,
+    record_family,
+)
+from authserver.services.clients import resolve_audience
+from authserver.services.id_tokens import issue_id_token
+from authserver.services.refresh_tokens import start_family
+
+OFFLINE_ACCESS = "offline_access"
+OPENID = "openid"
+
+
+class S256CodeChallenge(CodeChallenge):
+    """PKCE is required of every client, and only with S256 (RFC 9700 §2.1.1): ``plain``
+    would send the verifier itself through the browser."""
+
+    SUPPORTED_CODE_CHALLENGE_METHOD = ["S256"]  # noqa: RUF012 (authlib's class attribute)
+    DEFAULT_CODE_CHALLENGE_METHOD = "S256"
+
+    def validate_code_challenge(self, grant: Any, redirect_uri: str) -> None:
+        data = grant.request.payload.data
+        if not data.get("code_challenge"):
+            raise InvalidRequestError("PKCE is required: send 'code_challenge'.")
+        if data.get("code_challenge_method") != "S256":
+            raise InvalidRequestError("Only 'code_challenge_method=S256' is supported.")
+        super().validate_code_challenge(grant, redirect_uri)
+
+
+def _as_oauth_error(exc: AuthServerError, redirect_uri: str) -> OAuth2Error:
+    return OAuth2Error(
+        error=exc.error,
+        description=exc.description,
+        redirect_uri=redirect_uri,
+        status_code=exc.status_code,
+    )
+
+
+class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
+    TOKEN_ENDPOINT_AUTH_METHODS = ALL_METHODS
+
+    # -- authorization endpoint ----------------------------------------------------------
+
+    def create_authorization_response(
+        self, redirect_uri: str, grant_user: User | None
+    ) -> tuple[int, str, list[tuple[str, str]]]:
+        if grant_user is None:
+            raise AccessDeniedError(redirect_uri=redirect_uri)
+        rt = runtime()
+        client: Client = self.request.client
+        data = self.request.payload.data
+        try:
+            audience = resolve_audience(
+                client, resources_of(flask_request.values), rt.config.default_audience
+            )
+        except AuthServerError as exc:
+            raise _as_oauth_error(exc, redirect_uri) from None
+        code = issue_code(
+            db.session,
+            client=client,
+            user=grant_user,
+            browser_session=g.get("browser_session"),
+            # Stored as requested: §4.1.3 wants the token request to repeat it if it was sent.
+            redirect_uri=self.request.payload.redirect_uri or "",
+            scope=self.request.scope,
+            audience=audience or rt.config.issuer,
+            nonce=data.get("nonce"),
+            code_challenge=data.get("code_challenge"),
+            code_challenge_method=data.get("code_challenge_method"),
+            ttl=timedelta(seconds=rt.config.authorization_code_ttl),
+            now=utcnow(),
+        )
+        params = [("code", code)]
+        if self.request.payload.state:
+            params.append(("state", self.request.payload.state))
+        # RFC 9207: name the issuer, so a client talking to several servers is not mixed up.
+        params.append(("iss", rt.config.issuer))
+        return 302, "", [("Location", add_params_to_uri(redirect_uri, params))]
+
+    def save_authorization_code(self, code: str, request: Any) -> None:
+        raise NotImplementedError("codes are issued by create_authorization_response")
+
+    # -- token endpoint ------------------------------------------------------------------
+
+    def query_authorization_code(self, code: str, client: Client) -> AuthorizationCode:
+        return find_code(db.session, code, client, utcnow())
+
+    def authenticate_user(self, authorization_code: AuthorizationCode) -> User:
+        return authorization_code.user
+
+    def delete_authorization_code(self, authorization_code: AuthorizationCode) -> None:
+        """Codes are marked used, not deleted: a replay must still find them (§4.1.2)."""
+
+    def create_token_response(self) -> tuple[int, dict[str, Any], list[tuple[str, str]]]:
+        rt = runtime()
+        client: Client = self.request.client
+        code: AuthorizationCode = self.request.authorization_code
+        now = utcnow()
+        claim_code(db.session, code, now)
+        user = code.user
+        if user.disabled:
+            raise InvalidGrant()
+        scopes = code.scope.split()
+        refresh = None
+        # A refresh token is issued when the user granted offline access, or the client is
+        # the operator's own (its sessions are the operator's policy to set).
+        if client.check_grant_type("refresh_token") and (
+            OFFLINE_ACCESS in scopes or client.is_first_party
+        ):
+            refresh = start_family(
+                db.session,
+                user=user,
+                client=client,
+                scope=code.scope,
+                audience=code.audience,
+                policy=rt.refresh_policy(client),
+                now=now,
+                user_agent=flask_request.user_agent.string,
+                ip_address=flask_request.remote_addr,
+                browser_session_id=code.browser_session_id,
+            )
+            record_family(db.session, code, refresh.family.id)
+        access = rt.access_tokens.issue(
+            subject=str(user.id),
+            client_id=client.client_id,
+            audience=code.audience,
+            scope=code.scope,
+            ttl=rt.access_token_ttl(client),
+            now=now,
+            family_id=refresh.family.id if refresh else None,
+        )
+        body = token_body(access, code.scope, refresh.token if refresh else None)
+        if OPENID in scopes:
+            body["id_token"] = issue_id_token(
+                rt.keys,
+                issuer=rt.config.issuer,
+                subject=str(user.id),
+                client_id=client.client_id,
+                auth_time=code.auth_time,
+                ttl=rt.access_token_ttl(client),
+                now=now,
+                nonce=code.nonce,
+                access_token=access.token,
+                session_id=str(code.browser_session_id) if code.browser_session_id else None,
+            )
+        return 200, body, self.TOKEN_RESPONSE_HEADER

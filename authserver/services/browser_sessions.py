@@ -1,0 +1,248 @@
+"""Server-side browser sessions: sign-in, lookup with idle and absolute expiry, sign-out,
+sign-out everywhere, and the list of a user's signed-in devices."""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from authserver.models import BrowserSession, RefreshFamily, User
+from authserver.services.refresh_tokens import RevocationReason, digest_token
+
+SESSION_TOKEN_BYTES = 32  # 256 bits
+# last_seen_at is written at most this often: an active tab should not cost a write per page.
+TOUCH_INTERVAL = timedelta(seconds=60)
+
+
+@dataclass(frozen=True)
+class SessionPolicy:
+    idle_ttl: timedelta
+    absolute_ttl: timedelta
+
+
+@dataclass(frozen=True)
+class StartedSession:
+    session: BrowserSession
+    # Goes into the cookie, never into the database.
+    token: str
+
+
+def start_session(
+    db: Session,
+    *,
+    user: User,
+    policy: SessionPolicy,
+    now: datetime,
+    ip_address: str | None,
+    user_agent: str | None,
+) -> StartedSession:
+    """A new session with a new id: never reuse one from before sign-in (no fixation)."""
+    token = secrets.token_urlsafe(SESSION_TOKEN_BYTES)
+    expires_at = now + policy.absolute_ttl
+    browser_session = BrowserSession(
+        id=uuid.uuid4(),
+        token_digest=digest_token(token),
+        user_id=user.id,
+        created_at=now,
+        auth_time=now,
+        last_seen_at=now,
+        idle_expires_at=min(now + policy.idle_ttl, expires_at),
+        expires_at=expires_at,
+        ip_address=ip_address,
+        user_agent=(user_agent or None) and user_agent[:512],
+    )
+    db.add(browser_session)
+    db.flush()
+    browser_session.user = user
+    return StartedSession(session=browser_session, token=token)
+
+
+def resolve_session(
+    db: Session, token: str | None, policy: SessionPolicy, now: datetime
+) -> BrowserSession | None:
+    """The live session this cookie value names, or None. Activity slides the idle expiry."""
+    if not token or len(token) > 100:
+        return None
+    browser_session = db.scalars(
+        select(BrowserSession).where(BrowserSession.token_digest == digest_token(token))
+    ).one_or_none()
+    if browser_session is None or not is_live(browser_session, now):
+        return None
+    if now - browser_session.last_seen_at >= TOUCH_INTERVAL:
+        browser_session.last_seen_at = now
+        browser_session.idle_expires_at = min(now + policy.idle_ttl, browser_session.expires_at)
+        db.flush()
+    return browser_session
+
+
+def is_live(browser_session: BrowserSession, now: datetime) -> bool:
+    return (
+        browser_session.revoked_at is None
+        and not browser_session.user.disabled
+        and now < browser_session.idle_expires_at
+        and now < browser_session.expires_at
+    )
+
+
+def end_session(
+    db: Session, browser_session: BrowserSession, reason: RevocationReason, now: datetime
+) -> None:
+    """Sign this browser out and revoke the refresh families issued through it."""
+    db.execute(
+        update(BrowserSession)
+        .where(BrowserSession.id == browser_session.id, BrowserSession.revoked_at.is_(None))
+        .values(revoked_at=now, revoked_reason=reason.value)
+        .execution_options(synchronize_session=False)
+    )
+    db.execute(
+        update(RefreshFamily)
+        .where(
+            RefreshFamily.browser_session_id == browser_session.id,
+            RefreshFamily.revoked_at.is_(None),
+        )
+        .values(revoked_at=now, revoked_reason=reason.value)
+        .execution_options(synchronize_session=False)
+    )
+    db.flush()
+    db.refresh(browser_session)
+
+
+def end_user_sessions(
+    db: Session,
+    user_id: uuid.UUID,
+    reason: RevocationReason,
+    now: datetime,
+    *,
+    keep_session_id: uuid.UUID | None = None,
+    keep_family_id: uuid.UUID | None = None,
+) -> tuple[int, int]:
+    """Sign the user out everywhere (except, optionally, one session and one family).
+
+    Returns (sessions ended, families revoked).
+    """
+    sessions = update(BrowserSession).where(
+        BrowserSession.user_id == user_id, BrowserSession.revoked_at.is_(None)
+    )
+    if keep_session_id is not None:
+        sessions = sessions.where(BrowserSession.id != keep_session_id)
+    ended = db.execute(
+        sessions.values(revoked_at=now, revoked_reason=reason.value).execution_options(
+            synchronize_session=False
+        )
+    )
+    families = update(RefreshFamily).where(
+        RefreshFamily.user_id == user_id, RefreshFamily.revoked_at.is_(None)
+    )
+    if keep_session_id is not None:
+        families = families.where(
+            (RefreshFamily.browser_session_id.is_(None))
+            | (RefreshFamily.browser_session_id != keep_session_id)
+        )
+    if keep_family_id is not None:
+        families = families.where(RefreshFamily.id != keep_family_id)
+    revoked = db.execute(
+        families.values(revoked_at=now, revoked_reason=reason.value).execution_options(
+            synchronize_session=False
+        )
+    )
+    db.flush()
+    return int(ended.rowcount), int(revoked.rowcount)  # type: ignore[attr-defined]
+
+
+@dataclass(frozen=True)
+class Device:
+    """One line of "where you are signed in": a browser session or an app's refresh family."""
+
+    id: uuid.UUID
+    kind: str  # "browser" or "app"
+    client_name: str | None
+    created_at: datetime
+    last_used_at: datetime
+    ip_address: str | None
+    user_agent: str | None
+    current: bool
+
+
+def list_devices(
+    db: Session,
+    user_id: uuid.UUID,
+    now: datetime,
+    *,
+    current_session_id: uuid.UUID | None = None,
+    current_family_id: uuid.UUID | None = None,
+) -> list[Device]:
+    devices: list[Device] = []
+    sessions = db.scalars(
+        select(BrowserSession).where(
+            BrowserSession.user_id == user_id,
+            BrowserSession.revoked_at.is_(None),
+            BrowserSession.expires_at > now,
+            BrowserSession.idle_expires_at > now,
+        )
+    )
+    for s in sessions:
+        devices.append(
+            Device(
+                id=s.id,
+                kind="browser",
+                client_name=None,
+                created_at=s.created_at,
+                last_used_at=s.last_seen_at,
+                ip_address=s.ip_address,
+                user_agent=s.user_agent,
+                current=s.id == current_session_id,
+            )
+        )
+    families = db.scalars(
+        select(RefreshFamily).where(
+            RefreshFamily.user_id == user_id,
+            RefreshFamily.revoked_at.is_(None),
+            RefreshFamily.expires_at > now,
+            RefreshFamily.idle_expires_at > now,
+        )
+    )
+    for f in families:
+        devices.append(
+            Device(
+                id=f.id,
+                kind="app",
+                client_name=f.client.name,
+                created_at=f.created_at,
+                last_used_at=f.last_used_at,
+                ip_address=f.ip_address,
+                user_agent=f.user_agent,
+                current=f.id == current_family_id
+                or (current_session_id is not None and f.browser_session_id == current_session_id),
+            )
+        )
+    devices.sort(key=lambda d: d.last_used_at, reverse=True)
+    return devices
+
+
+def revoke_device(db: Session, user_id: uuid.UUID, device_id: uuid.UUID, now: datetime) -> bool:
+    """Sign out one device of this user (a session or a family). False if none matched."""
+    browser_session = db.scalars(
+        select(BrowserSession).where(
+            BrowserSession.id == device_id, BrowserSession.user_id == user_id
+        )
+    ).one_or_none()
+    if browser_session is not None:
+        end_session(db, browser_session, RevocationReason.LOGOUT, now)
+        return True
+    revoked = db.execute(
+        update(RefreshFamily)
+        .where(
+            RefreshFamily.id == device_id,
+            RefreshFamily.user_id == user_id,
+            RefreshFamily.revoked_at.is_(None),
+        )
+        .values(revoked_at=now, revoked_reason=RevocationReason.LOGOUT.value)
+        .execution_options(synchronize_session=False)
+    )
+    db.flush()
+    return bool(revoked.rowcount)  # type: ignore[attr-defined]
