@@ -278,49 +278,49 @@ def dev_group() -> None:
     """Development helpers (refused in production)."""
 
 
-DEMO_EMAIL = "demo@example.com"
-
-
 @dev_group.command("seed")
 @with_appcontext
 def dev_seed() -> None:
-    """Create a signing key, a demo user and a demo client if missing, and show how to use them.
+    """Create a signing key and the demo user and clients if missing; show how to use them.
 
     The demo credentials are kept in instance/demo-credentials.json (mode 0600) because only
     digests are stored in the database and they could not be shown again otherwise.
     """
-    import secrets
+    from urllib.parse import urlencode
+
+    from authserver.services.demo import DEMO_EMAIL, DEMO_RP_REDIRECT_URI, s256, seed_demo
 
     rt = runtime()
     if rt.config.is_production:
         _fail("dev seed is for development only")
     credentials_file = Path(rt.config.instance_dir) / "demo-credentials.json"
+    known = json.loads(credentials_file.read_text()) if credentials_file.exists() else {}
     with db.transaction(_app()) as session:
         key_service.ensure_signing_key(session, rt.key_cipher, rt.config.signing_alg, utcnow())
-        if user_service.find_user_by_email(session, DEMO_EMAIL) is None:
-            password = secrets.token_urlsafe(12)
-            user_service.create_user(session, rt.hasher, DEMO_EMAIL, password)
-            registered = client_service.create_client(
-                session,
-                name="Demo app",
-                grant_types=["password", "refresh_token", "client_credentials"],
-                first_party=True,
-                scopes=["read", "write"],
-            )
-            credentials = {
-                "email": DEMO_EMAIL,
-                "password": password,
-                "client_id": registered.client.client_id,
-                "client_secret": registered.client_secret,
-            }
+        if "password" not in known and user_service.find_user_by_email(session, DEMO_EMAIL):
+            _fail(f"the demo user exists but {credentials_file} is gone; delete the database")
+        creds = seed_demo(session, rt.hasher, known, utcnow())
+        if creds != known:
             credentials_file.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(credentials_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with os.fdopen(fd, "w") as out:
-                json.dump(credentials, out, indent=2)
-    if not credentials_file.exists():
-        _fail(f"the demo user exists but {credentials_file} is gone; delete the database to reset")
-    creds = json.loads(credentials_file.read_text())
+                json.dump(creds, out, indent=2)
     issuer = rt.config.issuer
+    authorize = (
+        issuer
+        + "/oauth/authorize?"
+        + urlencode(
+            {
+                "response_type": "code",
+                "client_id": creds["web_client_id"],
+                "redirect_uri": DEMO_RP_REDIRECT_URI,
+                "scope": "openid email offline_access",
+                "state": "demo",
+                "code_challenge": s256(creds["pkce_verifier"]),
+                "code_challenge_method": "S256",
+            }
+        )
+    )
     click.echo(
         f"""
 Demo user:    {creds["email"]} / {creds["password"]}
@@ -333,7 +333,18 @@ Sign in with the password grant and get an access + refresh token:
        -d grant_type=password -d username='{creds["email"]}' -d password='{creds["password"]}' \\
        {issuer}/oauth/token
 
-Public keys: {issuer}/.well-known/jwks.json
+Sign in through the browser (authorization code + PKCE) as the "Demo web app": open
+
+  {authorize}
+
+then exchange the code from the address bar (http://127.0.0.1:8765/callback?code=...):
+
+  curl -s -d grant_type=authorization_code -d client_id={creds["web_client_id"]} \\
+       -d redirect_uri={DEMO_RP_REDIRECT_URI} -d code_verifier={creds["pkce_verifier"]} \\
+       -d code=CODE {issuer}/oauth/token
+
+or run the example relying party, which does all of it: python examples/relying_party.py
+Your sessions: {issuer}/account      Public keys: {issuer}/.well-known/jwks.json
 """
     )
 

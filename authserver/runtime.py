@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 
 from flask import Flask, current_app
 
@@ -29,6 +30,11 @@ class Runtime:
     key_cipher: KeyCipher
     keys: KeyRing
     access_tokens: AccessTokenIssuer
+    # The time every request handler uses; tests replace it to move through expiries.
+    clock: Callable[[], datetime] = utcnow
+
+    def now(self) -> datetime:
+        return self.clock()
 
     def refresh_policy(self, client: Client) -> RefreshPolicy:
         return RefreshPolicy.for_client(

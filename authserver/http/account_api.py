@@ -6,10 +6,11 @@ import uuid
 
 from flask import Blueprint, Response, jsonify
 
-from authserver.db import db, utcnow
+from authserver.db import db
 from authserver.http.bearer import bearer_claims
 from authserver.http.web import csrf
 from authserver.models import RefreshFamily
+from authserver.runtime import runtime
 from authserver.services.browser_sessions import (
     Device,
     end_user_sessions,
@@ -53,7 +54,7 @@ def list_sessions() -> Response:
     devices = list_devices(
         db.session,
         user_id,
-        utcnow(),
+        runtime().now(),
         current_session_id=session_id,
         current_family_id=family_id,
     )
@@ -65,7 +66,7 @@ def list_sessions() -> Response:
 @bp.delete("/account/sessions/<uuid:device_id>")
 def revoke_session(device_id: uuid.UUID) -> Response | tuple[Response, int]:
     user_id, _, _ = _caller()
-    if not revoke_device(db.session, user_id, device_id, utcnow()):
+    if not revoke_device(db.session, user_id, device_id, runtime().now()):
         return jsonify(error="not_found", error_description="No such session."), 404
     return Response(status=204)
 
@@ -77,7 +78,7 @@ def revoke_other_sessions() -> Response:
         db.session,
         user_id,
         RevocationReason.LOGOUT_EVERYWHERE,
-        utcnow(),
+        runtime().now(),
         keep_session_id=session_id,
         keep_family_id=family_id,
     )
@@ -88,6 +89,6 @@ def revoke_other_sessions() -> Response:
 def logout_all() -> Response:
     user_id, _, _ = _caller()
     sessions, families = end_user_sessions(
-        db.session, user_id, RevocationReason.LOGOUT_EVERYWHERE, utcnow()
+        db.session, user_id, RevocationReason.LOGOUT_EVERYWHERE, runtime().now()
     )
     return jsonify(revoked_sessions=sessions, revoked_families=families)

@@ -7,9 +7,10 @@ from urllib.parse import urlencode
 from authlib.oauth2.rfc6749.errors import OAuth2Error
 from flask import Blueprint, Response, redirect, render_template, request, url_for
 
-from authserver.db import db, utcnow
+from authserver.db import db
 from authserver.http.web import current_browser_session
 from authserver.oauth.server import authorization_server
+from authserver.runtime import runtime
 from authserver.services.consents import consent_needed, remember_consent
 
 bp = Blueprint("authorize", __name__)
@@ -76,7 +77,7 @@ def authorize() -> Response | tuple[str, int]:
         if request.form.get("decision") != "allow":
             response: Response = server.create_authorization_response(grant=grant, grant_user=None)
             return response
-        remember_consent(db.session, user, client, scope, utcnow())
+        remember_consent(db.session, user, client, scope, runtime().now())
     elif consent_needed(db.session, user, client, scope):
         if "none" in prompt:
             return _error_response(

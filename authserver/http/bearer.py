@@ -3,7 +3,6 @@ userinfo and the account API."""
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from flask import Response, jsonify, request
@@ -44,7 +43,11 @@ def bearer_claims(required_scope: str | None = None) -> dict[str, Any]:
     rt = runtime()
     try:
         claims = verify_own_token(
-            rt.keys, token.strip(), issuer=rt.config.issuer, typ="at+jwt", now=int(time.time())
+            rt.keys,
+            token.strip(),
+            issuer=rt.config.issuer,
+            typ="at+jwt",
+            now=int(runtime().now().timestamp()),
         )
     except TokenRejected:
         raise BearerError(401, "invalid_token", "The access token is invalid.") from None

@@ -3,7 +3,6 @@ Logout 1.0)."""
 
 from __future__ import annotations
 
-import time
 import uuid
 
 from authlib.common.urls import add_params_to_uri
@@ -11,7 +10,7 @@ from flask import Blueprint, Response, jsonify, redirect, render_template, reque
 from flask_wtf.csrf import CSRFError, validate_csrf
 from wtforms import ValidationError as WTFValidationError
 
-from authserver.db import db, utcnow
+from authserver.db import db
 from authserver.http.bearer import bearer_claims
 from authserver.http.web import clear_session_cookie, csrf, current_browser_session
 from authserver.models import User
@@ -67,7 +66,7 @@ def end_session_endpoint() -> Response | str | tuple[str, int]:
                 hint,
                 issuer=rt.config.issuer,
                 typ="JWT",
-                now=int(time.time()),
+                now=int(runtime().now().timestamp()),
                 check_expiry=False,
             )
         except TokenRejected:
@@ -101,7 +100,7 @@ def end_session_endpoint() -> Response | str | tuple[str, int]:
         return render_template("logout_confirm.html", email=email, action=request.full_path)
 
     if browser_session is not None:
-        end_session(db.session, browser_session, RevocationReason.LOGOUT, utcnow())
+        end_session(db.session, browser_session, RevocationReason.LOGOUT, runtime().now())
     if post_logout_uri:
         target = add_params_to_uri(post_logout_uri, [("state", state)] if state else [])
     else:

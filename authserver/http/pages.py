@@ -6,7 +6,7 @@ import uuid
 
 from flask import Blueprint, Response, redirect, render_template, request, url_for
 
-from authserver.db import db, utcnow
+from authserver.db import db
 from authserver.errors import ValidationError
 from authserver.http.web import (
     clear_session_cookie,
@@ -52,7 +52,7 @@ def login() -> tuple[str, int] | Response:
             "login.html", next=target, email=email[:254], error="Email or password is incorrect."
         )
         return page, 401
-    now = utcnow()
+    now = runtime().now()
     previous = current_browser_session()
     if previous is not None:
         end_session(db.session, previous, RevocationReason.LOGOUT, now)
@@ -83,7 +83,7 @@ def logout() -> Response:
     rt = runtime()
     browser_session = current_browser_session()
     if browser_session is not None:
-        end_session(db.session, browser_session, RevocationReason.LOGOUT, utcnow())
+        end_session(db.session, browser_session, RevocationReason.LOGOUT, runtime().now())
     response = _see_other(url_for("pages.logged_out"))
     clear_session_cookie(response, rt.config)
     return response
@@ -98,7 +98,7 @@ def _account_page(notice: str | None = None, password_error: str | None = None) 
     browser_session = current_browser_session()
     assert browser_session is not None
     devices = list_devices(
-        db.session, browser_session.user_id, utcnow(), current_session_id=browser_session.id
+        db.session, browser_session.user_id, runtime().now(), current_session_id=browser_session.id
     )
     return render_template(
         "account.html",
@@ -125,7 +125,7 @@ def sign_out_device(device_id: uuid.UUID) -> Response:
     browser_session = current_browser_session()
     if browser_session is None:
         return _login_redirect()
-    revoke_device(db.session, browser_session.user_id, device_id, utcnow())
+    revoke_device(db.session, browser_session.user_id, device_id, runtime().now())
     return _see_other(url_for("pages.account"))
 
 
@@ -138,7 +138,7 @@ def sign_out_others() -> Response:
         db.session,
         browser_session.user_id,
         RevocationReason.LOGOUT_EVERYWHERE,
-        utcnow(),
+        runtime().now(),
         keep_session_id=browser_session.id,
     )
     return _see_other(url_for("pages.account"))
@@ -156,7 +156,7 @@ def change_password_page() -> str | tuple[str, int] | Response:
             browser_session.user,
             current_password=request.form.get("current_password", ""),
             new_password=request.form.get("new_password", ""),
-            now=utcnow(),
+            now=runtime().now(),
             keep_session_id=browser_session.id,
         )
     except ValidationError as exc:

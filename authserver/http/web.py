@@ -10,7 +10,7 @@ from flask import Flask, Response, current_app, g, render_template, request
 from flask_wtf.csrf import CSRFError, CSRFProtect
 
 from authserver.config import Config
-from authserver.db import db, utcnow
+from authserver.db import db
 from authserver.models import BrowserSession
 from authserver.runtime import runtime
 from authserver.services.browser_sessions import SessionPolicy, resolve_session
@@ -41,7 +41,9 @@ def current_browser_session() -> BrowserSession | None:
         config = runtime().config
         token = request.cookies.get(session_cookie_name(config))
         g.browser_session = (
-            resolve_session(db.session, token, session_policy(config), utcnow()) if token else None
+            resolve_session(db.session, token, session_policy(config), runtime().now())
+            if token
+            else None
         )
     found: BrowserSession | None = g.browser_session
     return found

@@ -17,7 +17,7 @@ from authlib.oauth2.rfc7636 import CodeChallenge
 from flask import g
 from flask import request as flask_request
 
-from authserver.db import db, utcnow
+from authserver.db import db
 from authserver.errors import AuthServerError, InvalidGrant
 from authserver.models import AuthorizationCode, Client, User
 from authserver.oauth.grants import ALL_METHODS, resources_of, token_body
@@ -93,7 +93,7 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
             code_challenge=data.get("code_challenge"),
             code_challenge_method=data.get("code_challenge_method"),
             ttl=timedelta(seconds=rt.config.authorization_code_ttl),
-            now=utcnow(),
+            now=runtime().now(),
         )
         params = [("code", code)]
         if self.request.payload.state:
@@ -108,7 +108,7 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
     # -- token endpoint ------------------------------------------------------------------
 
     def query_authorization_code(self, code: str, client: Client) -> AuthorizationCode:
-        return find_code(db.session, code, client, utcnow())
+        return find_code(db.session, code, client, runtime().now())
 
     def authenticate_user(self, authorization_code: AuthorizationCode) -> User:
         return authorization_code.user
@@ -120,7 +120,7 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
         rt = runtime()
         client: Client = self.request.client
         code: AuthorizationCode = self.request.authorization_code
-        now = utcnow()
+        now = runtime().now()
         claim_code(db.session, code, now)
         user = code.user
         if user.disabled:

@@ -12,7 +12,7 @@ from typing import Any
 from authlib.oauth2.rfc6749 import grants
 from flask import request as flask_request
 
-from authserver.db import db, utcnow
+from authserver.db import db
 from authserver.errors import InvalidGrant, InvalidRequest, RefreshTokenReused, UnauthorizedClient
 from authserver.models import Client, User
 from authserver.runtime import runtime
@@ -69,7 +69,7 @@ class ClientCredentialsGrant(grants.ClientCredentialsGrant):
             audience=audience or rt.config.issuer,
             scope=self.request.scope,
             ttl=rt.access_token_ttl(client),
-            now=utcnow(),
+            now=runtime().now(),
         )
         return 200, token_body(access, self.request.scope), self.TOKEN_RESPONSE_HEADER
 
@@ -101,7 +101,7 @@ class PasswordGrant(grants.ResourceOwnerPasswordCredentialsGrant):
         rt = runtime()
         client: Client = self.request.client
         user: User = self.request.user
-        now = utcnow()
+        now = runtime().now()
         scope = self.request.scope
         audience = resolve_audience(
             client, resources_of(self.request.form), rt.config.default_audience
@@ -146,7 +146,7 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
     def create_token_response(self) -> tuple[int, dict[str, Any], list[tuple[str, str]]]:
         rt = runtime()
         client: Client = self.request.client
-        now = utcnow()
+        now = runtime().now()
         requested_scope = (self.request.payload.scope or "").strip() or None
         resources = resources_of(self.request.form)
         # Checked before rotating, so a refused request leaves the token usable.

@@ -1,0 +1,61 @@
+"""Demo data for `make run`: a user, a first-party app and a third-party web app.
+
+Development only (the CLI refuses it in production). The secrets are returned so the CLI can
+keep them in a 0600 file: the database holds only digests and could not show them again.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import secrets
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from authserver.services import clients as client_service
+from authserver.services import users as user_service
+from authserver.services.passwords import PasswordHasher
+
+DEMO_EMAIL = "demo@example.com"
+# Where examples/relying_party.py listens.
+DEMO_RP_BASE = "http://127.0.0.1:8765"
+DEMO_RP_REDIRECT_URI = DEMO_RP_BASE + "/callback"
+
+
+def seed_demo(
+    session: Session, hasher: PasswordHasher, known: dict[str, Any], now: datetime
+) -> dict[str, Any]:
+    """Create whatever of the demo is missing; returns the credentials, old and new."""
+    credentials = dict(known)
+    if user_service.find_user_by_email(session, DEMO_EMAIL) is None:
+        password = secrets.token_urlsafe(12)
+        user_service.create_user(session, hasher, DEMO_EMAIL, password)
+        credentials.update(email=DEMO_EMAIL, password=password)
+        app = client_service.create_client(
+            session,
+            name="Demo app",
+            grant_types=["password", "refresh_token", "client_credentials"],
+            first_party=True,
+            scopes=["read", "write"],
+        )
+        credentials.update(client_id=app.client.client_id, client_secret=app.client_secret)
+    if "web_client_id" not in credentials:
+        web = client_service.create_client(
+            session,
+            name="Demo web app",
+            grant_types=["authorization_code", "refresh_token"],
+            public=True,
+            redirect_uris=[DEMO_RP_REDIRECT_URI],
+            post_logout_redirect_uris=[DEMO_RP_BASE + "/"],
+            scopes=["openid", "email", "profile", "offline_access"],
+        )
+        verifier = secrets.token_urlsafe(48)
+        credentials.update(web_client_id=web.client.client_id, pkce_verifier=verifier)
+    return credentials
+
+
+def s256(verifier: str) -> str:
+    digest = hashlib.sha256(verifier.encode()).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
