@@ -45,6 +45,7 @@ APPLICATION_TABLES = {
     "browser_sessions",
     "authorization_codes",
     "consents",
+    "revocations",
 }
 ONE_UNUSED_PER_FAMILY = "uq_refresh_tokens_one_unused_per_family"
 

@@ -69,7 +69,13 @@ def authorize() -> Response | tuple[str, int]:
                     state=grant.request.payload.state,
                 )
             )
-        return redirect(url_for("pages.login_form", next=_without_prompt_login()), code=303)  # type: ignore[return-value]
+        login_url = url_for(
+            "pages.login_form",
+            next=_without_prompt_login(),
+            # Asked to re-authenticate: the sign-in page must not wave a signed-in user on.
+            prompt="login" if "login" in prompt else None,
+        )
+        return redirect(login_url, code=303)  # type: ignore[return-value]
 
     client = grant.client
     scope = grant.request.scope

@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response
+from flask import Blueprint, Response, jsonify, request
 
-from authserver.oauth.metadata import TOKEN_PATH
-from authserver.oauth.server import authorization_server
+from authserver.db import db
+from authserver.errors import InvalidRequest
+from authserver.oauth.metadata import (
+    INTROSPECTION_PATH,
+    REVOCATION_PATH,
+    REVOCATIONS_FEED_PATH,
+    TOKEN_PATH,
+)
+from authserver.oauth.server import authorization_server, check_form_shape
+from authserver.runtime import runtime
+from authserver.services.revocations import longest_access_token_ttl, read_feed
 
 bp = Blueprint("oauth", __name__)
 
@@ -14,3 +23,43 @@ bp = Blueprint("oauth", __name__)
 def token() -> Response:
     """RFC 6749 §3.2, the token endpoint."""
     return authorization_server().create_token_response()
+
+
+@bp.post(REVOCATION_PATH)
+def revoke() -> Response:
+    """RFC 7009 §2."""
+    check_form_shape()
+    response: Response = authorization_server().create_endpoint_response("revocation")
+    return response
+
+
+@bp.post(INTROSPECTION_PATH)
+def introspect() -> Response:
+    """RFC 7662 §2."""
+    check_form_shape()
+    response: Response = authorization_server().create_endpoint_response("introspection")
+    return response
+
+
+@bp.get(REVOCATIONS_FEED_PATH)
+def revocations_feed() -> Response:
+    """What resource servers verifying JWTs offline must reject, for polling every few
+    seconds: everything live, or with ``since`` only what is newer; 304 when nothing is."""
+    authorization_server().authenticate_feed_client()
+    since_raw = request.args.get("since")
+    if since_raw is not None and not since_raw.isdigit():
+        raise InvalidRequest("'since' must be a cursor from an earlier answer.")
+    since = int(since_raw) if since_raw is not None else None
+    rt = runtime()
+    page = read_feed(
+        db.session,
+        since,
+        rt.now(),
+        longest_access_token_ttl(db.session, rt.config.access_token_ttl),
+    )
+    response = jsonify(cursor=page.cursor, entries=page.entries)
+    response.headers["Cache-Control"] = "no-cache"
+    response.set_etag(str(page.cursor))
+    if since is not None:
+        response.make_conditional(request)
+    return response

@@ -4,6 +4,7 @@ table on ``Base.metadata`` (alembic's env.py relies on that)."""
 from authserver.models.authorization import AuthorizationCode, Consent
 from authserver.models.clients import Client
 from authserver.models.keys import KeyState, SigningKey
+from authserver.models.revocations import Revocation
 from authserver.models.sessions import BrowserSession
 from authserver.models.tokens import RefreshFamily, RefreshToken
 from authserver.models.users import User
@@ -16,6 +17,7 @@ __all__ = [
     "KeyState",
     "RefreshFamily",
     "RefreshToken",
+    "Revocation",
     "SigningKey",
     "User",
 ]

@@ -15,6 +15,9 @@ TOKEN_PATH = "/oauth/token"  # noqa: S105 (a path, not a secret)
 AUTHORIZATION_PATH = "/oauth/authorize"
 USERINFO_PATH = "/oauth/userinfo"
 END_SESSION_PATH = "/oauth/logout"
+REVOCATION_PATH = "/oauth/revoke"
+INTROSPECTION_PATH = "/oauth/introspect"
+REVOCATIONS_FEED_PATH = "/oauth/revocations"
 JWKS_PATH = "/.well-known/jwks.json"
 OIDC_SCOPES = ["openid", "profile", "email", "offline_access"]
 
@@ -38,6 +41,19 @@ def server_metadata(config: Config) -> dict[str, Any]:
             "client_secret_post",
             "none",
         ],
+        "revocation_endpoint": issuer + REVOCATION_PATH,
+        "revocation_endpoint_auth_methods_supported": [
+            "client_secret_basic",
+            "client_secret_post",
+            "none",
+        ],
+        "introspection_endpoint": issuer + INTROSPECTION_PATH,
+        "introspection_endpoint_auth_methods_supported": [
+            "client_secret_basic",
+            "client_secret_post",
+        ],
+        # Not a registered metadata name: where authserver's revocation feed lives.
+        "revocation_feed_endpoint": issuer + REVOCATIONS_FEED_PATH,
         "code_challenge_methods_supported": ["S256"],
         # RFC 9207
         "authorization_response_iss_parameter_supported": True,

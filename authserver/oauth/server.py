@@ -15,6 +15,7 @@ from authserver.models import Client
 from authserver.oauth.authorization_code import AuthorizationCodeGrant, S256CodeChallenge
 from authserver.oauth.client_auth import CLIENT_AUTH_METHODS
 from authserver.oauth.grants import ClientCredentialsGrant, PasswordGrant, RefreshTokenGrant
+from authserver.oauth.token_management import IntrospectionEndpoint, RevocationEndpoint
 from authserver.runtime import runtime
 from authserver.services.clients import find_client
 
@@ -39,6 +40,8 @@ class AuthorizationServer(FlaskAuthorizationServer):
         self.register_grant(AuthorizationCodeGrant, [S256CodeChallenge(required=True)])
         for grant in TOKEN_GRANTS[1:]:
             self.register_grant(grant)
+        self.register_endpoint(RevocationEndpoint)
+        self.register_endpoint(IntrospectionEndpoint)
         app.extensions[EXTENSION_KEY] = self
 
     def authenticate_client(self, request: Any, methods: list[str], endpoint: str = "token") -> Any:
@@ -59,6 +62,13 @@ class AuthorizationServer(FlaskAuthorizationServer):
         response = super().handle_error_response(request, error)
         return response
 
+    def authenticate_feed_client(self) -> Client:
+        """The revocation feed is a GET: HTTP Basic is the one way a client can authenticate."""
+        client: Client = self.authenticate_client(
+            self.create_oauth2_request(None), ["client_secret_basic"], "revocation_feed"
+        )
+        return client
+
     def create_token_response(self, request: Any = None) -> Response:
         check_token_request_shape()
         response: Response = super().create_token_response(request)
@@ -66,16 +76,21 @@ class AuthorizationServer(FlaskAuthorizationServer):
 
 
 def check_token_request_shape() -> None:
-    """Refuse token requests RFC 6749 forbids before any grant looks at them.
-
-    §3.2: parameters go in the POST body; a token or secret in the query string would end up
-    in access logs. §3.1/§3.2: no parameter may repeat (``resource`` may, RFC 8707 §2).
-    §2.3: a client uses one authentication method, not Basic and a body secret at once.
-    """
-    if request.args:
-        raise InvalidRequest("Token request parameters belong in the POST body.")
+    """Refuse token requests RFC 6749 forbids before any grant looks at them."""
+    check_form_shape()
     if not request.form.get("grant_type"):
         raise InvalidRequest("Missing 'grant_type'.")
+
+
+def check_form_shape() -> None:
+    """What every client-authenticated POST endpoint refuses.
+
+    RFC 6749 §3.2: parameters go in the POST body; a token or secret in the query string
+    would end up in access logs. §3.1/§3.2: no parameter may repeat (``resource`` may, RFC
+    8707 §2). §2.3: a client uses one authentication method, not Basic and a body secret.
+    """
+    if request.args:
+        raise InvalidRequest("Parameters belong in the POST body.")
     for name in request.form:
         if name != "resource" and len(request.form.getlist(name)) > 1:
             raise InvalidRequest(f"Parameter '{name}' is repeated.")

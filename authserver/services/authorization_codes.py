@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 from authserver.errors import InvalidGrant
 from authserver.models import AuthorizationCode, BrowserSession, Client, RefreshFamily, User
 from authserver.services.refresh_tokens import RevocationReason, digest_token
+from authserver.services.revocations import revoke_families
 
 CODE_BYTES = 32  # 256 bits
 
@@ -94,10 +95,6 @@ def record_family(db: Session, code: AuthorizationCode, family_id: uuid.UUID) ->
 def revoke_tokens_of_code(db: Session, code: AuthorizationCode, now: datetime) -> None:
     if code.family_id is None:
         return
-    db.execute(
-        update(RefreshFamily)
-        .where(RefreshFamily.id == code.family_id, RefreshFamily.revoked_at.is_(None))
-        .values(revoked_at=now, revoked_reason=RevocationReason.CODE_REPLAYED.value)
-        .execution_options(synchronize_session=False)
+    revoke_families(
+        db, [RefreshFamily.id == code.family_id], RevocationReason.CODE_REPLAYED.value, now
     )
-    db.flush()

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from authserver.models import BrowserSession, RefreshFamily, User
 from authserver.services.refresh_tokens import RevocationReason, digest_token
+from authserver.services.revocations import record_user_signed_out_everywhere, revoke_families
 
 SESSION_TOKEN_BYTES = 32  # 256 bits
 # last_seen_at is written at most this often: an active tab should not cost a write per page.
@@ -99,16 +100,7 @@ def end_session(
         .values(revoked_at=now, revoked_reason=reason.value)
         .execution_options(synchronize_session=False)
     )
-    db.execute(
-        update(RefreshFamily)
-        .where(
-            RefreshFamily.browser_session_id == browser_session.id,
-            RefreshFamily.revoked_at.is_(None),
-        )
-        .values(revoked_at=now, revoked_reason=reason.value)
-        .execution_options(synchronize_session=False)
-    )
-    db.flush()
+    revoke_families(db, [RefreshFamily.browser_session_id == browser_session.id], reason.value, now)
     db.refresh(browser_session)
 
 
@@ -135,23 +127,20 @@ def end_user_sessions(
             synchronize_session=False
         )
     )
-    families = update(RefreshFamily).where(
-        RefreshFamily.user_id == user_id, RefreshFamily.revoked_at.is_(None)
-    )
+    conditions = [RefreshFamily.user_id == user_id]
     if keep_session_id is not None:
-        families = families.where(
+        conditions.append(
             (RefreshFamily.browser_session_id.is_(None))
             | (RefreshFamily.browser_session_id != keep_session_id)
         )
     if keep_family_id is not None:
-        families = families.where(RefreshFamily.id != keep_family_id)
-    revoked = db.execute(
-        families.values(revoked_at=now, revoked_reason=reason.value).execution_options(
-            synchronize_session=False
-        )
-    )
+        conditions.append(RefreshFamily.id != keep_family_id)
+    revoked = revoke_families(db, conditions, reason.value, now)
+    if keep_session_id is None and keep_family_id is None:
+        # Everywhere means everywhere: also tokens that belong to no family.
+        record_user_signed_out_everywhere(db, user_id, now)
     db.flush()
-    return int(ended.rowcount), int(revoked.rowcount)  # type: ignore[attr-defined]
+    return int(ended.rowcount), len(revoked)  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True)
@@ -234,15 +223,10 @@ def revoke_device(db: Session, user_id: uuid.UUID, device_id: uuid.UUID, now: da
     if browser_session is not None:
         end_session(db, browser_session, RevocationReason.LOGOUT, now)
         return True
-    revoked = db.execute(
-        update(RefreshFamily)
-        .where(
-            RefreshFamily.id == device_id,
-            RefreshFamily.user_id == user_id,
-            RefreshFamily.revoked_at.is_(None),
-        )
-        .values(revoked_at=now, revoked_reason=RevocationReason.LOGOUT.value)
-        .execution_options(synchronize_session=False)
+    revoked = revoke_families(
+        db,
+        [RefreshFamily.id == device_id, RefreshFamily.user_id == user_id],
+        RevocationReason.LOGOUT.value,
+        now,
     )
-    db.flush()
-    return bool(revoked.rowcount)  # type: ignore[attr-defined]
+    return bool(revoked)

@@ -28,6 +28,7 @@ from sqlalchemy.orm import Session
 
 from authserver.errors import InvalidGrant, InvalidScope, RefreshTokenReused
 from authserver.models import Client, RefreshFamily, RefreshToken, User
+from authserver.services.revocations import revoke_families
 
 TOKEN_BYTES = 32  # 256 bits
 _NONCE_BYTES = 12
@@ -272,25 +273,13 @@ def revoke_family(
     session: Session, family: RefreshFamily, reason: RevocationReason, now: datetime
 ) -> bool:
     """Revoke every token of the family. Returns False if it was already revoked."""
-    result = session.execute(
-        update(RefreshFamily)
-        .where(RefreshFamily.id == family.id, RefreshFamily.revoked_at.is_(None))
-        .values(revoked_at=now, revoked_reason=reason.value)
-        .execution_options(synchronize_session=False)
-    )
-    session.flush()
+    revoked = revoke_families(session, [RefreshFamily.id == family.id], reason.value, now)
     session.refresh(family)
-    return bool(result.rowcount)  # type: ignore[attr-defined]
+    return bool(revoked)
 
 
 def revoke_user_families(
     session: Session, user_id: uuid.UUID, reason: RevocationReason, now: datetime
 ) -> int:
     """Revoke every live family of a user; returns how many were revoked."""
-    result = session.execute(
-        update(RefreshFamily)
-        .where(RefreshFamily.user_id == user_id, RefreshFamily.revoked_at.is_(None))
-        .values(revoked_at=now, revoked_reason=reason.value)
-        .execution_options(synchronize_session=False)
-    )
-    return int(result.rowcount)  # type: ignore[attr-defined]
+    return len(revoke_families(session, [RefreshFamily.user_id == user_id], reason.value, now))

@@ -1,0 +1,67 @@
+"""Revocation (RFC 7009) and introspection (RFC 7662) as authlib endpoints.
+
+authlib authenticates the client and checks the request's shape; the services decide what
+the token is and what becomes of it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from authlib.oauth2.rfc7009 import RevocationEndpoint as AuthlibRevocationEndpoint
+from authlib.oauth2.rfc7662 import IntrospectionEndpoint as AuthlibIntrospectionEndpoint
+
+from authserver.db import db
+from authserver.models import Client
+from authserver.runtime import runtime
+from authserver.services.token_status import (
+    PresentedToken,
+    find_presented_token,
+    introspect_presented_token,
+    revoke_presented_token,
+)
+
+CONFIDENTIAL_METHODS = ["client_secret_basic", "client_secret_post"]
+
+
+def _find(token: str, hint: str | None) -> PresentedToken | None:
+    rt = runtime()
+    return find_presented_token(db.session, rt.keys, rt.config.issuer, token, hint, rt.now())
+
+
+class RevocationEndpoint(AuthlibRevocationEndpoint):
+    # RFC 7009 §2.1: public clients may revoke their own tokens too.
+    CLIENT_AUTH_METHODS = [*CONFIDENTIAL_METHODS, "none"]  # noqa: RUF012 (authlib attribute)
+
+    def query_token(self, token_string: str, token_type_hint: str | None) -> Any:
+        return _find(token_string, token_type_hint)
+
+    def authenticate_token(self, request: Any, client: Client) -> PresentedToken | None:
+        self.check_params(request, client)
+        token = self.query_token(request.form["token"], request.form.get("token_type_hint"))
+        # Another client's token is treated like an unknown one: 200 and nothing revoked,
+        # so a client learns nothing about tokens that are not its own.
+        if token is None or not token.check_client(client):
+            return None
+        found: PresentedToken = token
+        return found
+
+    def revoke_token(self, token: PresentedToken, request: Any) -> None:
+        revoke_presented_token(db.session, token, runtime().now())
+
+
+class IntrospectionEndpoint(AuthlibIntrospectionEndpoint):
+    # Resource servers are confidential clients (RFC 7662 §2.1 requires authorization).
+    CLIENT_AUTH_METHODS = CONFIDENTIAL_METHODS
+
+    def query_token(self, token_string: str, token_type_hint: str | None) -> Any:
+        return _find(token_string, token_type_hint)
+
+    def check_permission(self, token: PresentedToken, client: Client, request: Any) -> bool:
+        # Any resource server may introspect access tokens; a refresh token only by the
+        # client it was issued to (RFC 7662 §4: do not tell others about it).
+        return token.refresh is None or token.check_client(client)
+
+    def create_introspection_payload(self, token: PresentedToken | None) -> dict[str, Any]:
+        rt = runtime()
+        return introspect_presented_token(db.session, token, rt.config.issuer, rt.now())

@@ -1,0 +1,117 @@
+"""Revocations that must reach resource servers verifying JWTs offline, and the feed that
+carries them (``GET /oauth/revocations``).
+
+Every path that revokes refresh families goes through ``revoke_families``, so each revoked
+family is recorded once as a "sid" entry. Entries fall out of the feed once no unexpired
+access token can carry them: a family's or user's entry lives for the longest access-token
+lifetime after the revocation, a denylisted jti until its token's ``exp``.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import ColumnElement, func, or_, select, update
+from sqlalchemy.orm import Session
+
+from authserver.models import Client, RefreshFamily, Revocation
+
+SID = "sid"
+JTI = "jti"
+SUB = "sub"
+
+
+def revoke_families(
+    db: Session, where: Sequence[ColumnElement[bool]], reason: str, now: datetime
+) -> list[uuid.UUID]:
+    """Revoke the live families matching ``where``; returns their ids."""
+    revoked = list(
+        db.scalars(
+            update(RefreshFamily)
+            .where(*where, RefreshFamily.revoked_at.is_(None))
+            .values(revoked_at=now, revoked_reason=reason)
+            .returning(RefreshFamily.id)
+            .execution_options(synchronize_session=False)
+        )
+    )
+    db.add_all(Revocation(kind=SID, value=str(fid), created_at=now) for fid in revoked)
+    db.flush()
+    return revoked
+
+
+def record_user_signed_out_everywhere(db: Session, user_id: uuid.UUID, now: datetime) -> None:
+    """Tokens of this user issued before now are dead, including ones without a family."""
+    db.add(Revocation(kind=SUB, value=str(user_id), not_before=now, created_at=now))
+    db.flush()
+
+
+def denylist_access_token(db: Session, jti: str, expires_at: datetime, now: datetime) -> None:
+    """RFC 7009 for a JWT: it stays on the denylist until it would have expired anyway."""
+    if expires_at <= now or is_denylisted(db, jti):
+        return
+    db.add(Revocation(kind=JTI, value=jti[:64], expires_at=expires_at, created_at=now))
+    db.flush()
+
+
+def is_denylisted(db: Session, jti: str) -> bool:
+    found = db.scalars(
+        select(Revocation.id).where(Revocation.kind == JTI, Revocation.value == jti[:64])
+    ).first()
+    return found is not None
+
+
+def signed_out_after(db: Session, user_id: str, issued_at: datetime) -> bool:
+    """Whether the user signed out everywhere after this token was issued."""
+    found = db.scalars(
+        select(Revocation.id).where(
+            Revocation.kind == SUB,
+            Revocation.value == user_id,
+            Revocation.not_before > issued_at,
+        )
+    ).first()
+    return found is not None
+
+
+def longest_access_token_ttl(db: Session, default_ttl: int) -> timedelta:
+    """The longest lifetime any access token can have now: the server default or a client's."""
+    longest_client = db.scalar(select(func.max(Client.access_token_ttl)))
+    return timedelta(seconds=max(default_ttl, longest_client or 0))
+
+
+@dataclass(frozen=True)
+class FeedPage:
+    cursor: int
+    entries: list[dict[str, Any]]
+
+
+def read_feed(db: Session, since: int | None, now: datetime, token_ttl: timedelta) -> FeedPage:
+    """Live entries newer than ``since`` (all live entries without it), oldest first."""
+    live = or_(
+        Revocation.expires_at > now,
+        (Revocation.expires_at.is_(None)) & (Revocation.created_at > now - token_ttl),
+    )
+    query = select(Revocation).where(live).order_by(Revocation.id)
+    if since is not None:
+        query = query.where(Revocation.id > since)
+    rows = list(db.scalars(query))
+    cursor = db.scalar(select(func.max(Revocation.id))) or 0
+    entries: list[dict[str, Any]] = []
+    for row in rows:
+        expires_at = row.expires_at or row.created_at + token_ttl
+        entry: dict[str, Any] = {
+            "type": row.kind,
+            "value": row.value,
+            "expires_at": int(expires_at.timestamp()),
+        }
+        if row.not_before is not None:
+            entry["not_before"] = int(row.not_before.timestamp())
+        entries.append(entry)
+    return FeedPage(cursor=max(cursor, since or 0), entries=entries)
+
+
+def latest_cursor(db: Session) -> int:
+    return db.scalar(select(func.max(Revocation.id))) or 0

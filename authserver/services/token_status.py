@@ -1,0 +1,177 @@
+"""What a presented token is and whether it is still good: the logic behind revocation
+(RFC 7009) and introspection (RFC 7662)."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from authserver.models import Client, RefreshFamily, RefreshToken, User
+from authserver.services.keys import KeyRing
+from authserver.services.refresh_tokens import RevocationReason, digest_token, revoke_family
+from authserver.services.revocations import (
+    denylist_access_token,
+    is_denylisted,
+    signed_out_after,
+)
+from authserver.services.token_verification import TokenRejected, verify_own_token
+
+ACCESS_TOKEN = "access_token"  # noqa: S105 (RFC 7009 token type names)
+REFRESH_TOKEN = "refresh_token"  # noqa: S105
+
+
+@dataclass(frozen=True)
+class PresentedToken:
+    """A token this server issued: a refresh token row or a verified access token's claims."""
+
+    kind: str
+    client_id: str
+    refresh: RefreshToken | None = None
+    claims: dict[str, Any] | None = None
+
+    def check_client(self, client: Client) -> bool:
+        return self.client_id == client.client_id
+
+
+def find_presented_token(
+    db: Session, keys: KeyRing, issuer: str, token: str, hint: str | None, now: datetime
+) -> PresentedToken | None:
+    """The token, if this server issued it; None for anything else. The hint only orders the
+    look-ups (RFC 7009 §2.1): a wrong hint still finds the token."""
+    order = (REFRESH_TOKEN, ACCESS_TOKEN) if hint != ACCESS_TOKEN else (ACCESS_TOKEN, REFRESH_TOKEN)
+    for kind in order:
+        found = (
+            _find_refresh(db, token)
+            if kind == REFRESH_TOKEN
+            else _find_access(keys, issuer, token, now)
+        )
+        if found is not None:
+            return found
+    return None
+
+
+def _find_refresh(db: Session, token: str) -> PresentedToken | None:
+    if not token or len(token) > 200:
+        return None
+    row = db.scalars(
+        select(RefreshToken).where(RefreshToken.token_digest == digest_token(token))
+    ).one_or_none()
+    if row is None:
+        return None
+    return PresentedToken(kind=REFRESH_TOKEN, client_id=row.family.client.client_id, refresh=row)
+
+
+def _find_access(keys: KeyRing, issuer: str, token: str, now: datetime) -> PresentedToken | None:
+    try:
+        claims = verify_own_token(
+            keys, token, issuer=issuer, typ="at+jwt", now=int(now.timestamp()), check_expiry=False
+        )
+    except TokenRejected:
+        return None
+    client_id = claims.get("client_id")
+    if not isinstance(client_id, str):
+        return None
+    return PresentedToken(kind=ACCESS_TOKEN, client_id=client_id, claims=claims)
+
+
+def revoke_presented_token(db: Session, token: PresentedToken, now: datetime) -> None:
+    """RFC 7009 §2.1: a refresh token takes its whole family with it (and so every access
+    token carrying that ``sid``); an access token is denylisted by jti until its exp."""
+    if token.refresh is not None:
+        revoke_family(db, token.refresh.family, RevocationReason.REVOKED_BY_CLIENT, now)
+        return
+    assert token.claims is not None
+    denylist_access_token(
+        db,
+        str(token.claims.get("jti", "")),
+        datetime.fromtimestamp(int(token.claims["exp"]), UTC),
+        now,
+    )
+
+
+INACTIVE: dict[str, Any] = {"active": False}
+
+
+def introspect_presented_token(
+    db: Session, token: PresentedToken | None, issuer: str, now: datetime
+) -> dict[str, Any]:
+    """RFC 7662 §2.2: the token's claims if it is active, else only ``active: false``."""
+    if token is None:
+        return dict(INACTIVE)
+    if token.refresh is not None:
+        return _introspect_refresh(token.refresh, issuer, now)
+    assert token.claims is not None
+    return _introspect_access(db, token.claims, now)
+
+
+def _family_live(family: RefreshFamily, now: datetime) -> bool:
+    return (
+        family.revoked_at is None
+        and not family.user.disabled
+        and now < family.expires_at
+        and now < family.idle_expires_at
+    )
+
+
+def _introspect_refresh(row: RefreshToken, issuer: str, now: datetime) -> dict[str, Any]:
+    family = row.family
+    if row.used_at is not None or now >= row.expires_at or not _family_live(family, now):
+        return dict(INACTIVE)
+    return {
+        "active": True,
+        "token_type": REFRESH_TOKEN,
+        "scope": family.scope,
+        "client_id": family.client.client_id,
+        "sub": str(family.user_id),
+        "iss": issuer,
+        "iat": int(row.issued_at.timestamp()),
+        "exp": int(min(row.expires_at, family.expires_at).timestamp()),
+        "sid": str(family.id),
+    }
+
+
+def _introspect_access(db: Session, claims: dict[str, Any], now: datetime) -> dict[str, Any]:
+    if int(claims["exp"]) <= int(now.timestamp()):
+        return dict(INACTIVE)
+    if is_denylisted(db, str(claims.get("jti", ""))):
+        return dict(INACTIVE)
+    sid = claims.get("sid")
+    if sid is not None:
+        family = _get_family(db, str(sid))
+        if family is None or not _family_live(family, now):
+            return dict(INACTIVE)
+    subject = str(claims.get("sub", ""))
+    if subject != claims.get("client_id"):  # a user's token, not a client's own
+        user = _get_user(db, subject)
+        if user is None or user.disabled:
+            return dict(INACTIVE)
+        issued_at = datetime.fromtimestamp(int(claims.get("iat", 0)), UTC)
+        if signed_out_after(db, subject, issued_at):
+            return dict(INACTIVE)
+    payload = {k: v for k, v in claims.items() if k in INTROSPECTED_CLAIMS}
+    payload.update(active=True, token_type="Bearer")  # noqa: S106 (RFC 7662 token_type)
+    return payload
+
+
+INTROSPECTED_CLAIMS = frozenset(
+    {"scope", "client_id", "sub", "aud", "iss", "exp", "iat", "nbf", "jti", "sid"}
+)
+
+
+def _get_family(db: Session, sid: str) -> RefreshFamily | None:
+    try:
+        return db.get(RefreshFamily, uuid.UUID(sid))
+    except ValueError:
+        return None
+
+
+def _get_user(db: Session, subject: str) -> User | None:
+    try:
+        return db.get(User, uuid.UUID(subject))
+    except ValueError:
+        return None

@@ -1,0 +1,623 @@
+"""OpenID Connect: the ID token (Core §2, §3.1.3.6), userinfo (Core §5.3), discovery, and
+RP-initiated logout (OpenID Connect RP-Initiated Logout 1.0).
+
+ID tokens are verified the way a relying party does: PyJWT with the keys of the published
+JWKS, the algorithm pinned, issuer and audience checked.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import html
+import re
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+from werkzeug.test import TestResponse
+
+from authserver.db import utcnow
+from authserver.models import BrowserSession, RefreshFamily, User
+from authserver.runtime import runtime
+from authserver.services.clients import RegisteredClient
+from authserver.services.refresh_tokens import RevocationReason, revoke_family
+from tests.browser_helpers import (
+    REDIRECT_URI,
+    authorize_url,
+    csrf_token_of,
+    pkce_pair,
+    query_of,
+    sign_in,
+)
+from tests.helpers import make_client, make_user, token_request
+
+ISSUER = "http://127.0.0.1:8000"  # the `config` fixture's issuer
+JWKS_PATH = "/.well-known/jwks.json"
+USERINFO = "/oauth/userinfo"
+END_SESSION = "/oauth/logout"
+POST_LOGOUT_URI = "https://rp.example.test/signed-out"
+DEFAULT_NONCE = "n-0S6_WzA2Mj"  # what authorize_url sends unless told otherwise
+ID_TOKEN_CLAIMS = {"iss", "sub", "aud", "exp", "iat", "auth_time", "nonce", "at_hash", "sid"}
+
+
+class Clock:
+    """Stands in for the app's clock, so sign-in and token issue happen at known seconds."""
+
+    def __init__(self, start: datetime) -> None:
+        self.now = start
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: int) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+@pytest.fixture
+def clock(app: Flask) -> Clock:
+    # A few minutes in the past: PyJWT checks exp and iat against the real time.
+    fake = Clock(datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=5))
+    runtime(app).clock = fake
+    return fake
+
+
+@pytest.fixture
+def user(app: Flask, session: Session) -> User:
+    return make_user(app, session)
+
+
+def _web_client(session: Session, **overrides: object) -> RegisteredClient:
+    options: dict[str, object] = {
+        "name": "Photo app",
+        "grant_types": ["authorization_code", "refresh_token"],
+        "public": True,
+        "first_party": False,
+        "redirect_uris": [REDIRECT_URI],
+        "post_logout_redirect_uris": [POST_LOGOUT_URI],
+        "scopes": ["openid", "email", "profile", "offline_access"],
+    }
+    options.update(overrides)
+    return make_client(session, **options)
+
+
+@pytest.fixture
+def rp(session: Session, user: User) -> RegisteredClient:
+    return _web_client(session)
+
+
+def _tokens(
+    http: FlaskClient,
+    registered: RegisteredClient,
+    scope: str = "openid email offline_access",
+    **extra: str,
+) -> dict[str, Any]:
+    """Run the code flow for the signed-in browser ``http`` and return the token response."""
+    verifier, challenge = pkce_pair()
+    url = authorize_url(registered.client.client_id, challenge, scope=scope, **extra)
+    answer = http.get(url)
+    if answer.status_code == 200:  # the consent page: a third-party client asks first
+        answer = http.post(url, data={"csrf_token": csrf_token_of(answer), "decision": "allow"})
+    assert answer.status_code == 302, answer.get_data(as_text=True)
+    response = token_request(
+        http,
+        registered,
+        grant_type="authorization_code",
+        code=query_of(answer.headers["Location"])["code"],
+        redirect_uri=REDIRECT_URI,
+        code_verifier=verifier,
+    )
+    assert response.status_code == 200, response.json
+    tokens: dict[str, Any] = response.json
+    return tokens
+
+
+def _signed_in_tokens(
+    http: FlaskClient, registered: RegisteredClient, **extra: str
+) -> dict[str, Any]:
+    assert sign_in(http).status_code == 303
+    return _tokens(http, registered, **extra)
+
+
+def _verified_id_token(http: FlaskClient, id_token: str, client_id: str) -> dict[str, Any]:
+    keys = jwt.PyJWKSet.from_dict(http.get(JWKS_PATH).json)
+    kid = jwt.get_unverified_header(id_token)["kid"]
+    claims: dict[str, Any] = jwt.decode(
+        id_token,
+        keys[kid].key,
+        algorithms=["ES256"],
+        audience=client_id,
+        issuer=ISSUER,
+        options={"require": ["iss", "sub", "aud", "exp", "iat"]},
+    )
+    return claims
+
+
+def _left_half_sha256(access_token: str) -> str:
+    digest = hashlib.sha256(access_token.encode("ascii")).digest()
+    return base64.urlsafe_b64encode(digest[:16]).rstrip(b"=").decode()
+
+
+def _browser_sessions(session: Session) -> list[BrowserSession]:
+    session.expire_all()
+    return list(session.scalars(select(BrowserSession).order_by(BrowserSession.created_at)))
+
+
+def _only_browser_session(session: Session) -> BrowserSession:
+    (browser_session,) = _browser_sessions(session)
+    return browser_session
+
+
+def _is_signed_in(http: FlaskClient) -> bool:
+    """What the user sees: the account page, or a redirect to sign in."""
+    return http.get("/account").status_code == 200
+
+
+def _bearer(token: str) -> dict[str, str]:
+    return {"Authorization": "Bearer " + token}
+
+
+def _form_action(page: TestResponse) -> str:
+    match = re.search(r'<form method="post" action="([^"]+)"', page.get_data(as_text=True))
+    assert match, "page has no POST form"
+    return html.unescape(match.group(1))
+
+
+# -- the ID token ---------------------------------------------------------------------------
+
+
+def test_id_token_verifies_against_the_jwks_and_names_issuer_subject_and_client(
+    client: FlaskClient, user: User, rp: RegisteredClient
+) -> None:
+    tokens = _signed_in_tokens(client, rp)
+
+    claims = _verified_id_token(client, tokens["id_token"], rp.client.client_id)
+
+    assert set(claims) >= ID_TOKEN_CLAIMS
+    assert claims["iss"] == ISSUER
+    assert claims["sub"] == str(user.id)
+    # aud is the client alone, not the API audience of the access token.
+    assert claims["aud"] == rp.client.client_id
+
+
+def test_id_token_header_says_jwt_not_at_jwt(client: FlaskClient, rp: RegisteredClient) -> None:
+    tokens = _signed_in_tokens(client, rp)
+
+    header = jwt.get_unverified_header(tokens["id_token"])
+
+    assert header["typ"] == "JWT"
+    assert header["alg"] == "ES256"
+
+
+def test_id_token_echoes_the_nonce_of_the_authorization_request(
+    client: FlaskClient, rp: RegisteredClient
+) -> None:
+    tokens = _signed_in_tokens(client, rp, nonce="a-nonce-only-this-request-knows")
+
+    claims = _verified_id_token(client, tokens["id_token"], rp.client.client_id)
+
+    assert claims["nonce"] == "a-nonce-only-this-request-knows"
+    assert claims["nonce"] != DEFAULT_NONCE
+
+
+def test_id_token_at_hash_is_left_half_of_sha256_of_the_access_token(
+    client: FlaskClient, rp: RegisteredClient
+) -> None:
+    tokens = _signed_in_tokens(client, rp)
+
+    claims = _verified_id_token(client, tokens["id_token"], rp.client.client_id)
+
+    assert claims["at_hash"] == _left_half_sha256(tokens["access_token"])
+
+
+def test_id_token_auth_time_is_the_sign_in_time_and_iat_exp_the_issue_time(
+    app: Flask, client: FlaskClient, rp: RegisteredClient, clock: Clock
+) -> None:
+    signed_in_at = clock.now
+    assert sign_in(client).status_code == 303
+    clock.advance(90)  # the user comes back to the client later, still signed in
+
+    tokens = _tokens(client, rp)
+
+    claims = _verified_id_token(client, tokens["id_token"], rp.client.client_id)
+    assert claims["auth_time"] == int(signed_in_at.timestamp())
+    assert claims["iat"] == int(clock.now.timestamp())
+    assert claims["exp"] == claims["iat"] + app.config["AUTHSERVER"].access_token_ttl
+
+
+def test_id_token_sid_is_the_browser_session_id(
+    client: FlaskClient, session: Session, rp: RegisteredClient
+) -> None:
+    tokens = _signed_in_tokens(client, rp)
+
+    claims = _verified_id_token(client, tokens["id_token"], rp.client.client_id)
+
+    assert claims["sid"] == str(_only_browser_session(session).id)
+
+
+def test_no_id_token_without_the_openid_scope(client: FlaskClient, rp: RegisteredClient) -> None:
+    tokens = _signed_in_tokens(client, rp, scope="email offline_access")
+
+    assert "access_token" in tokens
+    assert "id_token" not in tokens
+
+
+def test_id_token_is_refused_as_an_access_token_at_userinfo(
+    client: FlaskClient, rp: RegisteredClient
+) -> None:
+    tokens = _signed_in_tokens(client, rp)
+
+    response = client.get(USERINFO, headers=_bearer(tokens["id_token"]))
+
+    assert response.status_code == 401
+    assert 'error="invalid_token"' in response.headers["WWW-Authenticate"]
+
+
+def test_id_token_is_refused_as_an_access_token_at_the_account_api(
+    client: FlaskClient, rp: RegisteredClient
+) -> None:
+    tokens = _signed_in_tokens(client, rp)
+    assert (
+        client.get("/account/sessions", headers=_bearer(tokens["access_token"])).status_code == 200
+    )
+
+    response = client.get("/account/sessions", headers=_bearer(tokens["id_token"]))
+
+    assert response.status_code == 401
+    assert response.json["error"] == "invalid_token"
+
+
+# -- userinfo -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", ["GET", "POST"])
+def test_userinfo_answers_a_bearer_access_token_by_get_and_post(
+    client: FlaskClient, user: User, rp: RegisteredClient, method: str
+) -> None:
+    tokens = _signed_in_tokens(client, rp, scope="openid")
+
+    response = client.open(USERINFO, method=method, headers=_bearer(tokens["access_token"]))
+
+    assert response.status_code == 200
+    assert response.json == {"sub": str(user.id)}
+    assert response.headers["Cache-Control"] == "no-store"
+
+
+def test_userinfo_gives_the_email_for_the_email_scope_and_says_it_is_not_verified(
+    client: FlaskClient, user: User, rp: RegisteredClient
+) -> None:
+    tokens = _signed_in_tokens(client, rp, scope="openid email")
+
+    response = client.get(USERINFO, headers=_bearer(tokens["access_token"]))
+
+    assert response.json == {"sub": str(user.id), "email": user.email, "email_verified": False}
+
+
+def test_userinfo_gives_updated_at_for_the_profile_scope(
+    client: FlaskClient, user: User, rp: RegisteredClient
+) -> None:
+    tokens = _signed_in_tokens(client, rp, scope="openid profile")
+
+    response = client.get(USERINFO, headers=_bearer(tokens["access_token"]))
+
+    assert response.json == {"sub": str(user.id), "updated_at": int(user.updated_at.timestamp())}
+
+
+def test_userinfo_refuses_a_token_without_the_openid_scope_as_insufficient_scope(
+    client: FlaskClient, rp: RegisteredClient
+) -> None:
+    tokens = _signed_in_tokens(client, rp, scope="email offline_access")
+
+    response = client.get(USERINFO, headers=_bearer(tokens["access_token"]))
+
+    assert response.status_code == 403
+    assert response.json["error"] == "insufficient_scope"
+    assert response.headers["WWW-Authenticate"].startswith('Bearer error="insufficient_scope"')
+    assert "email" not in response.json
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        {"Authorization": "Bearer "},
+        {"Authorization": "Basic dXNlcjpwYXNz"},
+        {"Authorization": "Bearer not-a-token"},
+        {"Authorization": "Bearer a.b.c"},
+    ],
+    ids=["no-header", "empty-bearer", "basic", "garbage", "three-segments"],
+)
+def test_userinfo_without_a_valid_token_is_401_invalid_token(
+    client: FlaskClient, headers: dict[str, str]
+) -> None:
+    response = client.get(USERINFO, headers=headers)
+
+    assert response.status_code == 401
+    assert response.headers["WWW-Authenticate"].startswith('Bearer error="invalid_token"')
+    assert response.json["error"] == "invalid_token"
+
+
+def test_userinfo_refuses_an_access_token_with_a_forged_signature(
+    client: FlaskClient, rp: RegisteredClient
+) -> None:
+    access = _signed_in_tokens(client, rp)["access_token"]
+    header, payload, signature = access.split(".")
+    forged = f"{header}.{payload}.{signature[::-1]}"
+
+    response = client.get(USERINFO, headers=_bearer(forged))
+
+    assert response.status_code == 401
+    assert response.headers["WWW-Authenticate"].startswith('Bearer error="invalid_token"')
+
+
+def test_userinfo_refuses_an_access_token_of_a_revoked_family(
+    client: FlaskClient, session: Session, rp: RegisteredClient
+) -> None:
+    access = _signed_in_tokens(client, rp)["access_token"]
+    assert client.get(USERINFO, headers=_bearer(access)).status_code == 200
+    family = session.scalars(select(RefreshFamily)).one()
+    revoke_family(session, family, RevocationReason.REVOKED_BY_CLIENT, utcnow())
+    session.commit()
+
+    response = client.get(USERINFO, headers=_bearer(access))
+
+    assert response.status_code == 401
+    assert response.headers["WWW-Authenticate"].startswith('Bearer error="invalid_token"')
+
+
+# -- discovery ------------------------------------------------------------------------------
+
+
+def test_discovery_lists_userinfo_end_session_scopes_and_id_token_claims(
+    client: FlaskClient,
+) -> None:
+    metadata = client.get("/.well-known/openid-configuration").json
+
+    assert metadata["userinfo_endpoint"] == ISSUER + USERINFO
+    assert metadata["end_session_endpoint"] == ISSUER + END_SESSION
+    assert {"openid", "profile", "email"} <= set(metadata["scopes_supported"])
+    assert metadata["id_token_signing_alg_values_supported"] == ["ES256"]
+    assert ID_TOKEN_CLAIMS | {"email", "email_verified", "updated_at"} <= set(
+        metadata["claims_supported"]
+    )
+    assert metadata["subject_types_supported"] == ["public"]
+
+
+# -- RP-initiated logout --------------------------------------------------------------------
+
+
+def test_logout_with_the_sessions_id_token_hint_signs_out_and_returns_with_state(
+    client: FlaskClient, session: Session, rp: RegisteredClient
+) -> None:
+    tokens = _signed_in_tokens(client, rp)
+
+    response = client.get(
+        END_SESSION,
+        query_string={
+            "id_token_hint": tokens["id_token"],
+            "post_logout_redirect_uri": POST_LOGOUT_URI,
+            "state": "bye-42",
+        },
+    )
+
+    assert response.status_code == 303
+    assert response.headers["Location"] == POST_LOGOUT_URI + "?state=bye-42"
+    assert _only_browser_session(session).revoked_at is not None
+    assert session.scalars(select(RefreshFamily)).one().revoked_at is not None
+    assert not _is_signed_in(client)
+    # The access token issued through that session is dead too.
+    assert client.get(USERINFO, headers=_bearer(tokens["access_token"])).status_code == 401
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [
+        POST_LOGOUT_URI + "/",
+        POST_LOGOUT_URI + "?next=https://evil.example.test",
+        POST_LOGOUT_URI.upper(),
+        "https://evil.example.test/signed-out",
+        REDIRECT_URI,  # registered, but as a redirect URI, not for logout
+    ],
+    ids=["trailing-slash", "extra-query", "other-case", "other-host", "redirect-uri"],
+)
+def test_logout_to_an_unregistered_post_logout_uri_is_refused_and_signs_nobody_out(
+    client: FlaskClient, session: Session, rp: RegisteredClient, uri: str
+) -> None:
+    tokens = _signed_in_tokens(client, rp)
+
+    response = client.get(
+        END_SESSION,
+        query_string={"id_token_hint": tokens["id_token"], "post_logout_redirect_uri": uri},
+    )
+
+    assert response.status_code == 400
+    assert "Location" not in response.headers
+    assert "not registered" in response.get_data(as_text=True)
+    assert _only_browser_session(session).revoked_at is None
+    assert _is_signed_in(client)
+
+
+def test_logout_hint_signed_by_a_foreign_key_is_refused(
+    client: FlaskClient, session: Session, rp: RegisteredClient
+) -> None:
+    genuine = _signed_in_tokens(client, rp)["id_token"]
+    # Same claims, same kid, but signed with a key this server never had.
+    forged = jwt.encode(
+        jwt.decode(genuine, options={"verify_signature": False}),
+        ec.generate_private_key(ec.SECP256R1()),
+        algorithm="ES256",
+        headers={"kid": jwt.get_unverified_header(genuine)["kid"], "typ": "JWT"},
+    )
+
+    response = client.get(
+        END_SESSION,
+        query_string={"id_token_hint": forged, "post_logout_redirect_uri": POST_LOGOUT_URI},
+    )
+
+    assert response.status_code == 400
+    assert "Location" not in response.headers
+    assert _only_browser_session(session).revoked_at is None
+    assert _is_signed_in(client)
+
+
+def test_logout_by_get_without_a_hint_only_asks_for_confirmation(
+    client: FlaskClient, session: Session, user: User
+) -> None:
+    assert sign_in(client).status_code == 303
+
+    response = client.get(END_SESSION)
+
+    assert response.status_code == 200
+    page = response.get_data(as_text=True)
+    assert "Sign out?" in page
+    assert user.email in page
+    assert 'name="csrf_token"' in page
+    assert _only_browser_session(session).revoked_at is None
+    assert _is_signed_in(client)
+
+
+def test_logout_confirmation_without_csrf_token_signs_nobody_out(
+    client: FlaskClient, session: Session, user: User
+) -> None:
+    assert sign_in(client).status_code == 303
+    client.get(END_SESSION)
+
+    response = client.post(END_SESSION, data={"confirm": "yes"})
+
+    assert response.status_code == 400
+    assert _only_browser_session(session).revoked_at is None
+    assert _is_signed_in(client)
+
+
+def test_logout_confirmation_with_csrf_token_signs_out(
+    client: FlaskClient, session: Session, user: User
+) -> None:
+    assert sign_in(client).status_code == 303
+    page = client.get(END_SESSION)
+
+    response = client.post(
+        _form_action(page), data={"confirm": "yes", "csrf_token": csrf_token_of(page)}
+    )
+
+    assert response.status_code == 303
+    assert response.headers["Location"] == "/logged-out"
+    assert _only_browser_session(session).revoked_at is not None
+    assert not _is_signed_in(client)
+
+
+def test_confirmed_logout_without_hint_returns_to_the_registered_uri_with_state(
+    client: FlaskClient, session: Session, rp: RegisteredClient
+) -> None:
+    assert sign_in(client).status_code == 303
+    page = client.get(
+        END_SESSION,
+        query_string={
+            "client_id": rp.client.client_id,
+            "post_logout_redirect_uri": POST_LOGOUT_URI,
+            "state": "s-7",
+        },
+    )
+    assert page.status_code == 200
+
+    response = client.post(
+        _form_action(page), data={"confirm": "yes", "csrf_token": csrf_token_of(page)}
+    )
+
+    assert response.status_code == 303
+    assert response.headers["Location"] == POST_LOGOUT_URI + "?state=s-7"
+    assert _only_browser_session(session).revoked_at is not None
+
+
+def test_logout_hint_naming_another_session_asks_and_signs_nobody_out(
+    app: Flask, client: FlaskClient, session: Session, rp: RegisteredClient
+) -> None:
+    other_browser = app.test_client()
+    other_hint = _signed_in_tokens(other_browser, rp)["id_token"]
+    assert sign_in(client).status_code == 303
+
+    response = client.get(
+        END_SESSION,
+        query_string={"id_token_hint": other_hint, "post_logout_redirect_uri": POST_LOGOUT_URI},
+    )
+
+    assert response.status_code == 200
+    assert "Sign out?" in response.get_data(as_text=True)
+    assert [s.revoked_at for s in _browser_sessions(session)] == [None, None]
+    assert _is_signed_in(client)
+    assert _is_signed_in(other_browser)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="bug: authserver/http/oidc.py:86 checks the hint before the confirmation; the "
+    "confirmation form posts back to request.full_path, which still carries the hint, so "
+    "the user gets the same page again and can never confirm",
+)
+def test_logout_hint_naming_another_session_is_signed_out_once_confirmed(
+    app: Flask, client: FlaskClient, session: Session, rp: RegisteredClient
+) -> None:
+    other_browser = app.test_client()
+    other_hint = _signed_in_tokens(other_browser, rp)["id_token"]
+    assert sign_in(client).status_code == 303
+    page = client.get(
+        END_SESSION,
+        query_string={"id_token_hint": other_hint, "post_logout_redirect_uri": POST_LOGOUT_URI},
+    )
+
+    response = client.post(
+        _form_action(page), data={"confirm": "yes", "csrf_token": csrf_token_of(page)}
+    )
+
+    assert response.status_code == 303
+    older, current = _browser_sessions(session)
+    assert current.revoked_at is not None
+    # The session the hint named belongs to another browser: it stays signed in.
+    assert older.revoked_at is None
+    assert _is_signed_in(other_browser)
+
+
+def test_logout_with_a_client_id_other_than_the_hints_audience_is_refused(
+    client: FlaskClient, session: Session, rp: RegisteredClient
+) -> None:
+    other = _web_client(session, name="Other app")
+    tokens = _signed_in_tokens(client, rp)
+
+    response = client.get(
+        END_SESSION,
+        query_string={
+            "id_token_hint": tokens["id_token"],
+            "client_id": other.client.client_id,
+            "post_logout_redirect_uri": POST_LOGOUT_URI,
+        },
+    )
+
+    assert response.status_code == 400
+    assert "Location" not in response.headers
+    assert _only_browser_session(session).revoked_at is None
+    assert _is_signed_in(client)
+
+
+def test_logout_hint_for_a_session_already_ended_just_returns_to_the_client(
+    client: FlaskClient, session: Session, rp: RegisteredClient
+) -> None:
+    tokens = _signed_in_tokens(client, rp)
+    client.post("/logout", data={"csrf_token": csrf_token_of(client.get("/logout"))})
+    assert not _is_signed_in(client)
+
+    response = client.get(
+        END_SESSION,
+        query_string={
+            "id_token_hint": tokens["id_token"],
+            "post_logout_redirect_uri": POST_LOGOUT_URI,
+        },
+    )
+
+    assert response.status_code == 303
+    assert response.headers["Location"] == POST_LOGOUT_URI
+    assert _only_browser_session(session).revoked_reason == "logout"
