@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from datetime import datetime
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -244,29 +245,60 @@ def keys_group() -> None:
 
 
 @keys_group.command("rotate")
+@click.option(
+    "--immediately",
+    is_flag=True,
+    help="Sign with the new key at once (a compromised key); caches may reject new tokens "
+    "until they refetch the JWKS.",
+)
 @with_appcontext
-def keys_rotate() -> None:
-    """Add a new current signing key; the previous one stays published in the JWKS."""
+def keys_rotate(immediately: bool) -> None:
+    """Publish a new signing key; it starts signing once every JWKS cache has seen it."""
+    from authserver.runtime import key_schedule
+    from authserver.services.revocations import longest_access_token_ttl
+
     rt = runtime()
+    now = utcnow()
     with db.transaction(_app()) as session:
-        key = key_service.create_signing_key(
-            session, rt.key_cipher, rt.config.signing_alg, utcnow()
+        first = key_service.ensure_signing_key(session, rt.key_cipher, rt.config.signing_alg, now)
+        if first is not None:
+            click.echo(f"no key yet: created current key {first.kid} ({first.algorithm})")
+            return
+        if immediately:
+            key = key_service.create_signing_key(session, rt.key_cipher, rt.config.signing_alg, now)
+            click.echo(f"new current key {key.kid} ({key.algorithm}); the old one is retired")
+            return
+        try:
+            key = key_service.add_next_signing_key(
+                session, rt.key_cipher, rt.config.signing_alg, now
+            )
+        except key_service.NextKeyPending as pending:
+            _fail(f"key {pending} is already waiting to become current; see `keys list`")
+        schedule = key_schedule(
+            rt.config, longest_access_token_ttl(session, rt.config.access_token_ttl)
         )
-    click.echo(f"new current key {key.kid} ({key.algorithm})")
+    starts = now + schedule.publish_delay
+    click.echo(
+        f"published next key {key.kid} ({key.algorithm}); "
+        f"it starts signing at {starts:%Y-%m-%d %H:%M:%S} UTC"
+    )
 
 
 @keys_group.command("list")
 @with_appcontext
 def keys_list() -> None:
     """Show every signing key: kid, algorithm, state and dates."""
+
+    def when(moment: datetime | None) -> str:
+        return moment.strftime("%Y-%m-%d %H:%M:%S") if moment else "-"
+
     with db.transaction(_app()) as session:
         rows = key_service.list_signing_keys(session)
-        click.echo(f"{'KID':<45} {'ALG':<6} {'STATE':<8} {'CREATED':<20} RETIRED")
+        click.echo(f"{'KID':<45} {'ALG':<6} {'STATE':<8} {'CREATED':<20} {'ACTIVATED':<20} RETIRED")
         for row in rows:
-            retired = row.retired_at.strftime("%Y-%m-%d %H:%M:%S") if row.retired_at else "-"
             click.echo(
                 f"{row.kid:<45} {row.algorithm:<6} {row.state.value:<8} "
-                f"{row.created_at:%Y-%m-%d %H:%M:%S}  {retired}"
+                f"{when(row.created_at):<20} {when(row.activated_at):<20} {when(row.retired_at)}"
             )
 
 

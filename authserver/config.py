@@ -61,6 +61,9 @@ class Config:
     jwks_max_age: int = 900
     # How often a process re-reads the signing keys, so a rotation done elsewhere is seen.
     key_refresh_interval: int = 30
+    # Automatic rotation: a new key is published this many days after the current one began
+    # signing; 0 turns it off (rotate with `authserver keys rotate`).
+    key_rotation_days: int = 0
 
     # Browser sessions (seconds) and authorization codes.
     session_idle_ttl: int = 30 * 60
@@ -186,6 +189,8 @@ class Config:
             problems.append(
                 "AUTHSERVER_LOG_LEVEL must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL"
             )
+        if self.key_rotation_days < 0:
+            problems.append("AUTHSERVER_KEY_ROTATION_DAYS must be 0 (off) or positive")
         if self.trusted_proxies < 0:
             problems.append("AUTHSERVER_TRUSTED_PROXIES must be 0 or positive")
         if self.is_production:

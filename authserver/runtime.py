@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from flask import Flask, current_app
 
@@ -16,9 +16,16 @@ from authserver.config import Config
 from authserver.db import DatabaseState, utcnow
 from authserver.models import Client, SigningKey
 from authserver.services.access_tokens import AccessTokenIssuer
-from authserver.services.keys import KeyCipher, KeyRing, ensure_signing_key, published_key_rows
+from authserver.services.keys import (
+    KeyCipher,
+    KeyRing,
+    KeySchedule,
+    maintain_signing_keys,
+    published_key_rows,
+)
 from authserver.services.passwords import PasswordHasher
 from authserver.services.refresh_tokens import RefreshPolicy
+from authserver.services.revocations import longest_access_token_ttl
 
 EXTENSION_KEY = "authserver.runtime"
 
@@ -48,13 +55,28 @@ class Runtime:
         return client.access_token_ttl or self.config.access_token_ttl
 
 
+def key_schedule(config: Config, longest_token_ttl: timedelta) -> KeySchedule:
+    refresh = timedelta(seconds=config.key_refresh_interval)
+    return KeySchedule(
+        publish_delay=timedelta(seconds=config.jwks_max_age) + refresh,
+        # A minute of slack for clocks that disagree across machines.
+        retired_for=longest_token_ttl + refresh + timedelta(minutes=1),
+        rotate_every=(
+            timedelta(days=config.key_rotation_days) if config.key_rotation_days else None
+        ),
+    )
+
+
 def _key_loader(
     db_state: DatabaseState, cipher: KeyCipher, config: Config
 ) -> Callable[[], list[SigningKey]]:
     def load_rows() -> list[SigningKey]:
         # Its own short transaction: never part of a request's unit of work.
         with db_state.session_factory() as session, session.begin():
-            ensure_signing_key(session, cipher, config.signing_alg, utcnow())
+            schedule = key_schedule(
+                config, longest_access_token_ttl(session, config.access_token_ttl)
+            )
+            maintain_signing_keys(session, cipher, config.signing_alg, utcnow(), schedule)
             rows = published_key_rows(session)
             session.expunge_all()
             return rows

@@ -338,59 +338,98 @@ def test_clients_create_refuses_an_unknown_grant_as_a_usage_error(
 # -- keys ----------------------------------------------------------------------------------
 
 
-def _parse_keys_list(stdout: str) -> list[dict[str, str]]:
+def _parse_keys_list(stdout: str) -> dict[str, dict[str, str]]:
+    """The `keys list` table, by kid."""
     header, *rows = stdout.strip().splitlines()
-    assert header.split() == ["KID", "ALG", "STATE", "CREATED", "RETIRED"]
-    parsed = []
+    assert header.split() == ["KID", "ALG", "STATE", "CREATED", "ACTIVATED", "RETIRED"]
+    parsed = {}
     for row in rows:
-        kid, alg, state, created_day, created_time, *retired = row.split()
-        parsed.append(
-            {
-                "kid": kid,
-                "alg": alg,
-                "state": state,
-                "created": f"{created_day} {created_time}",
-                "retired": " ".join(retired),
-            }
-        )
+        kid, alg, state, *stamps = row.split()
+        # Dates are "YYYY-MM-DD HH:MM:SS" or "-".
+        values: list[str] = []
+        while stamps:
+            if stamps[0] == "-":
+                values.append(stamps.pop(0))
+            else:
+                values.append(f"{stamps.pop(0)} {stamps.pop(0)}")
+        created, activated, retired = values
+        parsed[kid] = {
+            "alg": alg,
+            "state": state,
+            "created": created,
+            "activated": activated,
+            "retired": retired,
+        }
     return parsed
 
 
-def test_keys_rotate_retires_the_current_key_and_keys_list_shows_both(
-    cli_env: dict[str, str], cli_database: CliDatabase
-) -> None:
+def _no_keys(cli_database: CliDatabase) -> None:
     engine = make_engine(cli_database.url)
     try:
         with engine.begin() as conn:
-            conn.execute(delete(SigningKey))  # start from no keys at all
+            conn.execute(delete(SigningKey))
     finally:
         engine.dispose()
+
+
+def test_keys_rotate_publishes_a_next_key_that_does_not_sign_yet(
+    cli_env: dict[str, str], cli_database: CliDatabase
+) -> None:
+    _no_keys(cli_database)
     first = run_cli("keys", "rotate", env=cli_env)
     assert first.returncode == 0, first.stderr
+    first_kid = re.fullmatch(
+        r"no key yet: created current key (\S+) \(ES256\)", first.stdout.strip()
+    )
 
     second = run_cli("keys", "rotate", env=cli_env)
     listing = run_cli("keys", "list", env=cli_env)
 
     assert second.returncode == 0, second.stderr
-    assert listing.returncode == 0, listing.stderr
-    first_kid = re.fullmatch(r"new current key (\S+) \(ES256\)", first.stdout.strip())
-    second_kid = re.fullmatch(r"new current key (\S+) \(ES256\)", second.stdout.strip())
+    second_kid = re.match(
+        r"published next key (\S+) \(ES256\); it starts signing at ", second.stdout
+    )
     assert first_kid is not None
     assert second_kid is not None
-    current, retired = _parse_keys_list(listing.stdout)
-    assert (current["kid"], current["alg"], current["state"], current["retired"]) == (
-        second_kid.group(1),
-        "ES256",
-        "current",
-        "-",
+    keys = _parse_keys_list(listing.stdout)
+    assert keys[first_kid.group(1)]["state"] == "current"
+    assert TIMESTAMP.match(keys[first_kid.group(1)]["activated"])
+    assert keys[second_kid.group(1)]["state"] == "next"
+    assert keys[second_kid.group(1)]["activated"] == "-"
+
+
+def test_keys_rotate_refuses_while_a_next_key_is_waiting(
+    cli_env: dict[str, str], cli_database: CliDatabase
+) -> None:
+    _no_keys(cli_database)
+    run_cli("keys", "rotate", env=cli_env)
+    run_cli("keys", "rotate", env=cli_env)
+
+    third = run_cli("keys", "rotate", env=cli_env)
+
+    line = assert_fails_with_one_line(third)
+    assert "is already waiting to become current" in line
+
+
+def test_keys_rotate_immediately_retires_the_current_key(
+    cli_env: dict[str, str], cli_database: CliDatabase
+) -> None:
+    _no_keys(cli_database)
+    first = run_cli("keys", "rotate", env=cli_env)
+    old_kid = first.stdout.split("current key ")[1].split()[0]
+
+    result = run_cli("keys", "rotate", "--immediately", env=cli_env)
+    listing = run_cli("keys", "list", env=cli_env)
+
+    assert result.returncode == 0, result.stderr
+    new_kid = re.fullmatch(
+        r"new current key (\S+) \(ES256\); the old one is retired", result.stdout.strip()
     )
-    assert (retired["kid"], retired["alg"], retired["state"]) == (
-        first_kid.group(1),
-        "ES256",
-        "retired",
-    )
-    for stamp in (current["created"], retired["created"], retired["retired"]):
-        assert TIMESTAMP.match(stamp), stamp
+    assert new_kid is not None
+    keys = _parse_keys_list(listing.stdout)
+    assert keys[new_kid.group(1)]["state"] == "current"
+    assert keys[old_kid]["state"] == "retired"
+    assert TIMESTAMP.match(keys[old_kid]["retired"])
 
 
 # -- dev -----------------------------------------------------------------------------------

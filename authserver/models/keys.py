@@ -11,8 +11,12 @@ from authserver.db import Base, utcnow
 
 
 class KeyState(enum.StrEnum):
+    """next -> current -> retired -> removed. Published in the JWKS: next, current, retired."""
+
+    NEXT = "next"  # published, not signing yet: every JWKS cache sees it before it signs
     CURRENT = "current"  # signs new tokens (one at a time) and is published
-    RETIRED = "retired"  # no longer signs; still published so its tokens verify
+    RETIRED = "retired"  # no longer signs; published until every token it signed has expired
+    REMOVED = "removed"  # out of the JWKS; the row stays until purged
 
 
 class SigningKey(Base):
@@ -34,6 +38,7 @@ class SigningKey(Base):
         ),
         index=True,
     )
+    # When it was first published (a next key), or created current at once.
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     activated_at: Mapped[datetime | None]
     retired_at: Mapped[datetime | None]

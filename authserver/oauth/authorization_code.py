@@ -64,6 +64,20 @@ def _as_oauth_error(exc: AuthServerError, redirect_uri: str) -> OAuth2Error:
 class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
     TOKEN_ENDPOINT_AUTH_METHODS = ALL_METHODS
 
+    @staticmethod
+    def validate_authorization_redirect_uri(request: Any, client: Client) -> str:
+        """Exact match (RFC 9700 §4.1.3). The message never repeats the URI: it is the
+        caller's input and may hold characters an error description must not carry."""
+        requested = request.payload.redirect_uri
+        if requested:
+            if not client.check_redirect_uri(requested):
+                raise InvalidRequestError("The redirect_uri is not registered for this client.")
+            return str(requested)
+        default = client.get_default_redirect_uri()
+        if not default:
+            raise InvalidRequestError("Missing 'redirect_uri'.")
+        return default
+
     # -- authorization endpoint ----------------------------------------------------------
 
     def create_authorization_response(

@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from cryptography.exceptions import InvalidTag
@@ -118,19 +118,112 @@ def create_signing_key(
     return row
 
 
+def _lock_keys(session: Session) -> None:
+    if session.get_bind().dialect.name == "postgresql":
+        # Several processes run key maintenance; one at a time decides, the others then see
+        # its result (SQLite serialises writers anyway).
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _FIRST_KEY_LOCK})
+
+
 def ensure_signing_key(
     session: Session, cipher: KeyCipher, algorithm: str, now: datetime
 ) -> SigningKey | None:
     """Create the first key if there is no current one; returns the key created, if any."""
-    if session.get_bind().dialect.name == "postgresql":
-        # Several workers start at once; one creates the key, the others then find it.
-        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _FIRST_KEY_LOCK})
+    _lock_keys(session)
     exists = session.scalars(
         select(SigningKey.kid).where(SigningKey.state == KeyState.CURRENT)
     ).first()
     if exists is not None:
         return None
     return create_signing_key(session, cipher, algorithm, now)
+
+
+class NextKeyPending(Exception):
+    """A next key is already published and waiting to become current."""
+
+
+def add_next_signing_key(
+    session: Session, cipher: KeyCipher, algorithm: str, now: datetime
+) -> SigningKey:
+    """Publish a new key that starts signing only after every JWKS cache has seen it."""
+    _lock_keys(session)
+    pending = session.scalars(select(SigningKey).where(SigningKey.state == KeyState.NEXT)).first()
+    if pending is not None:
+        raise NextKeyPending(pending.kid)
+    key = _generate_private_key(algorithm)
+    kid = key.thumbprint()
+    row = SigningKey(
+        kid=kid,
+        algorithm=algorithm,
+        public_jwk=public_jwk(key, kid, algorithm),
+        private_key_ciphertext=cipher.seal(key.as_pem(private=True), kid),
+        state=KeyState.NEXT,
+        created_at=now,
+    )
+    session.add(row)
+    session.flush()
+    return row
+
+
+@dataclass(frozen=True)
+class KeySchedule:
+    """When keys change state.
+
+    ``publish_delay``: how long a next key is published before it signs — the JWKS max-age
+    plus the processes' own refresh interval, so no cache can meet a kid it has not seen.
+    ``retired_for``: how long a retired key stays published — the longest token lifetime
+    plus the refresh interval (a process may sign with it that much after retirement).
+    ``rotate_every``: automatic rotation period, or None.
+    """
+
+    publish_delay: timedelta
+    retired_for: timedelta
+    rotate_every: timedelta | None = None
+
+
+def maintain_signing_keys(
+    session: Session, cipher: KeyCipher, algorithm: str, now: datetime, schedule: KeySchedule
+) -> None:
+    """Move keys along their lifecycle; every process may call this, one decides at a time."""
+    # ensure_signing_key takes the lock that serialises maintenance for this transaction.
+    if ensure_signing_key(session, cipher, algorithm, now) is not None:
+        return
+    due_next = session.scalars(
+        select(SigningKey)
+        .where(
+            SigningKey.state == KeyState.NEXT, SigningKey.created_at <= now - schedule.publish_delay
+        )
+        .order_by(SigningKey.created_at)
+    ).first()
+    if due_next is not None:
+        session.execute(
+            update(SigningKey)
+            .where(SigningKey.state == KeyState.CURRENT)
+            .values(state=KeyState.RETIRED, retired_at=now)
+            .execution_options(synchronize_session="fetch")
+        )
+        due_next.state = KeyState.CURRENT
+        due_next.activated_at = now
+    session.execute(
+        update(SigningKey)
+        .where(
+            SigningKey.state == KeyState.RETIRED,
+            SigningKey.retired_at <= now - schedule.retired_for,
+        )
+        .values(state=KeyState.REMOVED)
+        .execution_options(synchronize_session="fetch")
+    )
+    if schedule.rotate_every is not None:
+        current = session.scalars(
+            select(SigningKey).where(SigningKey.state == KeyState.CURRENT)
+        ).first()
+        pending = session.scalars(
+            select(SigningKey.kid).where(SigningKey.state == KeyState.NEXT)
+        ).first()
+        started = current.activated_at or current.created_at if current else None
+        if pending is None and started is not None and started <= now - schedule.rotate_every:
+            add_next_signing_key(session, cipher, algorithm, now)
+    session.flush()
 
 
 def list_signing_keys(session: Session) -> list[SigningKey]:
@@ -156,12 +249,17 @@ class KeySnapshot:
     by_kid: dict[str, ActiveKey] = field(default_factory=dict)
 
 
+_JWKS_ORDER = {KeyState.CURRENT: 0, KeyState.NEXT: 1, KeyState.RETIRED: 2}
+
+
 def _snapshot(rows: list[SigningKey], parsed: dict[str, ActiveKey]) -> KeySnapshot:
-    published = sorted(rows, key=lambda r: (r.state != KeyState.CURRENT, r.kid))
+    published = sorted(rows, key=lambda r: (_JWKS_ORDER.get(r.state, 3), r.kid))
     body = json.dumps(
         {"keys": [row.public_jwk for row in published]}, separators=(",", ":")
     ).encode()
-    current = next((r for r in published if r.state == KeyState.CURRENT), None)
+    # The newest current key signs (two can coexist for a moment if two processes raced).
+    currents = [r for r in rows if r.state == KeyState.CURRENT]
+    current = max(currents, key=lambda r: (r.activated_at or r.created_at, r.kid), default=None)
     return KeySnapshot(
         signing=parsed[current.kid] if current is not None else None,
         jwks_body=body,
@@ -251,10 +349,9 @@ class KeyRing:
         return self._snapshot
 
 
+PUBLISHED_STATES = (KeyState.NEXT, KeyState.CURRENT, KeyState.RETIRED)
+
+
 def published_key_rows(session: Session) -> list[SigningKey]:
-    """Every key the JWKS publishes: current and retired."""
-    return list(
-        session.scalars(
-            select(SigningKey).where(SigningKey.state.in_([KeyState.CURRENT, KeyState.RETIRED]))
-        )
-    )
+    """Every key the JWKS publishes: next, current and retired."""
+    return list(session.scalars(select(SigningKey).where(SigningKey.state.in_(PUBLISHED_STATES))))

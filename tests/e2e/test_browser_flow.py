@@ -38,7 +38,7 @@ from tests.conftest import LiveServer  # noqa: E402
 from tests.helpers import PASSWORD, make_client, make_user  # noqa: E402
 
 EMAIL = "ann@example.com"
-LOGIN_SCREENSHOT = Path("/tmp/authserver-login.png")
+LOGIN_SCREENSHOT = Path("/tmp/authserver-login.png")  # noqa: S108 (a fixed path to look at)
 CHROMIUM_ARGS = [
     "--headless=new",
     "--no-sandbox",

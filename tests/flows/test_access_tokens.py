@@ -461,7 +461,11 @@ def test_metadata_lists_the_token_endpoint_auth_methods(metadata: dict[str, Any]
 
 @pytest.mark.parametrize(
     "member",
-    ["revocation_endpoint", "introspection_endpoint", "registration_endpoint"],
+    [
+        "registration_endpoint",
+        "device_authorization_endpoint",
+        "pushed_authorization_request_endpoint",
+    ],
 )
 def test_metadata_advertises_no_endpoint_that_does_not_exist(
     metadata: dict[str, Any], member: str

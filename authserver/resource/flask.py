@@ -1,0 +1,155 @@
+"""Flask integration: protect a view with a bearer access token (RFC 6750).
+
+    verifier = TokenVerifier("https://auth.example.com", "https://api.example.com")
+
+    @app.get("/api/things")
+    @require_token(verifier, scope="read")
+    def things():
+        return {"owner": g.access_token.subject}
+
+Answers, per RFC 6750 §3:
+
+* no bearer token at all: 401, ``WWW-Authenticate: Bearer`` and no error code (§3.1);
+* a token that is refused: 401, ``Bearer error="invalid_token", error_description="..."``;
+* a valid token without the scope: 403, ``Bearer error="insufficient_scope", scope="read"``;
+* an ``Authorization: Bearer`` header with no token in it: 400 ``invalid_request``;
+* keys or introspection unreachable: 503; the token was not judged, so it is not a 401 that
+  would make the client throw it away.
+
+Only the Authorization header is read (RFC 6750 §2.1); a token in the query string is not
+looked for (RFC 9700 §4.3.2 forbids sending one there). Every body is JSON.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import re
+from collections.abc import Callable
+from typing import ParamSpec
+
+from flask import Response, g, jsonify, request
+from flask.typing import ResponseReturnValue
+
+from .errors import IntrospectionFailed, InvalidToken, JWKSUnavailable, TokenRevoked
+from .introspection import IntrospectionClient
+from .verifier import TokenVerifier, VerifiedToken
+
+log = logging.getLogger(__name__)
+
+P = ParamSpec("P")
+View = Callable[P, ResponseReturnValue]
+
+NO_TOKEN_DESCRIPTION = "A bearer access token is required."
+# RFC 6750 §3: error_description and scope values are limited to these characters.
+_NOT_ALLOWED_IN_ATTRIBUTE = re.compile(r'[^\x20-\x21\x23-\x5b\x5d-\x7e]')
+
+
+def _quoted(value: str) -> str:
+    return '"' + _NOT_ALLOWED_IN_ATTRIBUTE.sub("", value) + '"'
+
+
+def bearer_challenge(
+    status: int, description: str, error: str | None = None, scope: str | None = None
+) -> Response:
+    """A JSON error response with the RFC 6750 §3 ``WWW-Authenticate`` challenge."""
+    attributes: list[str] = []
+    body: dict[str, str] = {"error_description": description}
+    if error is not None:
+        attributes += [f"error={_quoted(error)}", f"error_description={_quoted(description)}"]
+        body = {"error": error, **body}
+    if scope is not None:
+        attributes.append(f"scope={_quoted(scope)}")
+        body["scope"] = scope
+    response = jsonify(body)
+    response.status_code = status
+    # RFC 6750 §3: auth-param list after the scheme; none at all when there was no token.
+    challenge = "Bearer " + ", ".join(attributes) if attributes else "Bearer"
+    response.headers["WWW-Authenticate"] = challenge
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def _unavailable() -> Response:
+    response = jsonify(
+        error="temporarily_unavailable",
+        error_description="The access token cannot be checked right now; try again later.",
+    )
+    response.status_code = 503
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+class _MalformedAuthorization(Exception):
+    pass
+
+
+def _bearer_token() -> str | None:
+    """The token of ``Authorization: Bearer <token>`` (RFC 6750 §2.1); None when the request
+    carries no bearer credentials at all (no header, or another scheme)."""
+    scheme, _, credentials = request.headers.get("Authorization", "").strip().partition(" ")
+    if scheme.lower() != "bearer":
+        return None
+    token = credentials.strip()
+    if not token or " " in token:
+        raise _MalformedAuthorization()
+    return token
+
+
+def current_access_token() -> VerifiedToken:
+    """``g.access_token`` with its type, for views behind ``require_token``."""
+    token = g.get("access_token")
+    if not isinstance(token, VerifiedToken):
+        raise RuntimeError("current_access_token() is only available behind @require_token")
+    return token
+
+
+def require_token(
+    verifier: TokenVerifier,
+    scope: str | None = None,
+    *,
+    introspect: IntrospectionClient | None = None,
+) -> Callable[[View[P]], View[P]]:
+    """Decorate a view so it runs only for a valid access token holding every scope named in
+    ``scope`` (space-separated). The token is then ``flask.g.access_token``.
+
+    With ``introspect``, a token that verifies offline is also checked online, each request
+    (RFC 7662): an inactive one is refused as revoked.
+    """
+    required_scopes = tuple(dict.fromkeys(scope.split())) if scope else ()
+
+    def decorator(view: View[P]) -> View[P]:
+        @functools.wraps(view)
+        def protected_view(*args: P.args, **kwargs: P.kwargs) -> ResponseReturnValue:
+            try:
+                token = _bearer_token()
+            except _MalformedAuthorization:
+                return bearer_challenge(
+                    400, "The Authorization header is malformed.", error="invalid_request"
+                )
+            if token is None:
+                return bearer_challenge(401, NO_TOKEN_DESCRIPTION)
+            try:
+                verified = verifier.verify(token)
+                if introspect is not None and not introspect.is_active(token):
+                    raise TokenRevoked()
+            except InvalidToken as exc:
+                log.info("access token refused: %s", type(exc).__name__)
+                return bearer_challenge(401, exc.description, error=exc.error)
+            except (JWKSUnavailable, IntrospectionFailed) as exc:
+                log.warning("access token not checked: %s: %s", type(exc).__name__, exc)
+                return _unavailable()
+            if not verified.has_scope(*required_scopes):
+                needed = " ".join(required_scopes)
+                return bearer_challenge(
+                    403,
+                    f"The access token lacks the scope this resource needs: {needed}.",
+                    error="insufficient_scope",
+                    scope=needed,
+                )
+            g.access_token = verified
+            return view(*args, **kwargs)
+
+        return protected_view
+
+    return decorator

@@ -1,0 +1,300 @@
+"""Verification of authserver's JWT access tokens (RFC 9068 §4) by a resource server."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+import time
+from collections.abc import Callable, Collection
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any
+
+from joserfc import jws
+from joserfc.errors import JoseError
+from joserfc.jws import JWSRegistry
+
+from .errors import (
+    BadSignature,
+    MalformedToken,
+    TokenExpired,
+    TokenNotYetValid,
+    TokenRevoked,
+    UnknownKey,
+    WrongAudience,
+    WrongIssuer,
+    WrongType,
+)
+from .jwks import KEY_TYPE_OF_ALGORITHM, JWKSCache
+from .revocation_feed import RevocationFeed, RevocationState
+from .transport import HttpCall, make_urllib_http
+
+# authserver's tokens are well under 1 KiB. Anything past this is refused before any decoding,
+# so a huge header cannot cost CPU or memory.
+MAX_TOKEN_LENGTH = 8 * 1024
+# RFC 9068 §2.1: "at+jwt"; §4 also names the full media type. Compared case-insensitively
+# (RFC 7515 §4.1.9: media type names are case-insensitive).
+ACCESS_TOKEN_TYPES = frozenset({"at+jwt", "application/at+jwt"})
+# Three non-empty base64url segments (RFC 7515 §7.1). An empty signature, as "alg":"none"
+# produces, is malformed by this definition.
+COMPACT_JWS = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
+
+
+@dataclass(frozen=True)
+class VerifiedToken:
+    """An access token that passed every check. Times are unix seconds."""
+
+    subject: str
+    client_id: str
+    scope: frozenset[str]
+    audience: tuple[str, ...]
+    expires_at: int
+    issued_at: int
+    jti: str
+    # The ``sid`` claim: the refresh-token family the token was issued from, if any.
+    session_id: str | None
+    claims: dict[str, Any] = field(hash=False, compare=False, repr=False)
+
+    def has_scope(self, *scopes: str) -> bool:
+        return all(scope in self.scope for scope in scopes)
+
+
+def _decode_segment(segment: str) -> bytes:
+    return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+
+
+def _json_object(segment: bytes | str) -> dict[str, Any] | None:
+    try:
+        value = json.loads(segment)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _number(claims: dict[str, Any], name: str) -> float | None:
+    value = claims.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise MalformedToken(f"The access token's {name} claim is not a number.")
+    return float(value)
+
+
+def _required_string(claims: dict[str, Any], name: str) -> str:
+    value = claims.get(name)
+    if not isinstance(value, str) or not value:
+        raise MalformedToken(f"The access token has no {name} claim.")
+    return value
+
+
+class TokenVerifier:
+    """Verifies access tokens from one issuer for one audience.
+
+    Create one per process and share it: it holds the JWKS cache (and, with
+    ``revocation_feed=True``, the revocation poller). Nothing is fetched until the first
+    ``verify``. ``http`` and ``clock`` are seams: an ``HttpCall`` (see ``transport``) and a
+    ``() -> float`` returning unix time; the clock serves both expiry checks and cache ages.
+    """
+
+    def __init__(
+        self,
+        issuer: str,
+        audience: str,
+        *,
+        leeway: float = 30,
+        algorithms: Collection[str] = ("ES256", "RS256"),
+        min_refetch_interval: float = 30.0,
+        http: HttpCall | None = None,
+        clock: Callable[[], float] | None = None,
+        revocation_feed: bool = False,
+        client_id: str | None = None,
+        client_secret: str | None = None,
+        poll_interval: float = 5.0,
+    ) -> None:
+        if not issuer or not audience:
+            raise ValueError("issuer and audience are required")
+        unsupported = set(algorithms) - set(KEY_TYPE_OF_ALGORITHM)
+        if unsupported or not algorithms:
+            raise ValueError(
+                f"algorithms must be asymmetric signature algorithms from "
+                f"{sorted(KEY_TYPE_OF_ALGORITHM)}; got {sorted(unsupported) or 'none'}"
+            )
+        if leeway < 0 or min_refetch_interval < 0 or poll_interval <= 0:
+            raise ValueError("leeway and min_refetch_interval must be >= 0, poll_interval > 0")
+        self.issuer = issuer
+        self.audience = audience
+        self.leeway = leeway
+        self.algorithms = frozenset(algorithms)
+        self._clock = clock or time.time
+        self._http = http or make_urllib_http()
+        self._keys = JWKSCache(
+            issuer,
+            algorithms=self.algorithms,
+            min_refetch_interval=min_refetch_interval,
+            http=self._http,
+            clock=self._clock,
+        )
+        # One registry per algorithm: a key verifies with its own algorithm and no other.
+        self._registries = {
+            algorithm: JWSRegistry(algorithms=[algorithm], strict_check_header=False)
+            for algorithm in self.algorithms
+        }
+        self._feed: RevocationFeed | None = None
+        if revocation_feed:
+            if not client_id or not client_secret:
+                raise ValueError("revocation_feed=True needs client_id and client_secret")
+            self._feed = RevocationFeed(
+                issuer,
+                client_id,
+                client_secret,
+                poll_interval=poll_interval,
+                http=self._http,
+                clock=self._clock,
+            )
+
+    # -- lifecycle (only does something with revocation_feed=True) --------------------------
+
+    def start(self) -> None:
+        """Start the revocation poller now rather than on the first ``verify``."""
+        if self._feed is not None:
+            self._feed.start()
+
+    def close(self) -> None:
+        """Stop the revocation poller. Verification keeps working with the last state."""
+        if self._feed is not None:
+            self._feed.close()
+
+    def __enter__(self) -> TokenVerifier:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    @property
+    def revocation_state(self) -> RevocationState | None:
+        """What the revocation feed has said so far; None without a feed."""
+        return self._feed.state if self._feed is not None else None
+
+    @property
+    def revocation_feed_running(self) -> bool:
+        return self._feed is not None and self._feed.running
+
+    # -- verification -----------------------------------------------------------------------
+
+    def verify(self, token: str) -> VerifiedToken:
+        """The verified token, or an ``InvalidToken`` subclass saying why not.
+
+        Raises ``JWKSUnavailable`` when no signing keys could be had at all.
+        """
+        if not isinstance(token, str):
+            raise MalformedToken()
+        if len(token) > MAX_TOKEN_LENGTH:
+            raise MalformedToken("The access token is too large.")
+        if not COMPACT_JWS.fullmatch(token):
+            raise MalformedToken("The access token is not a signed JWT.")
+        header = self._header_of(token)
+        kid = header.get("kid")
+        if not isinstance(kid, str) or not kid:
+            raise UnknownKey("The access token names no signing key.")
+        key = self._keys.key_for(kid)
+        # RFC 8725 §3.1: the algorithm is the key's. A header naming another one is refused
+        # rather than believed (RS256 on an EC key, HS256 with the public key as secret).
+        if header.get("alg") != key.algorithm:
+            raise BadSignature("The access token's algorithm does not match its key.")
+        try:
+            signed = jws.deserialize_compact(
+                token, key.key, registry=self._registries[key.algorithm]
+            )
+        except (JoseError, ValueError) as exc:
+            raise BadSignature() from exc
+        claims = _json_object(signed.payload)
+        if claims is None:
+            raise MalformedToken("The access token's claims are not a JSON object.")
+        verified = self._check_claims(claims)
+        self._check_revocation(verified)
+        return verified
+
+    def _header_of(self, token: str) -> dict[str, Any]:
+        try:
+            header = _json_object(_decode_segment(token.split(".", 1)[0]))
+        except (binascii.Error, ValueError):
+            header = None
+        if header is None:
+            raise MalformedToken("The access token's header is not a JSON object.")
+        # RFC 9068 §4: the resource server MUST check typ, so an ID token or any other JWT
+        # from the same issuer and keys cannot pass as an access token.
+        typ = header.get("typ")
+        if not isinstance(typ, str) or typ.lower() not in ACCESS_TOKEN_TYPES:
+            raise WrongType()
+        # RFC 7515 §4.1.11: extensions marked critical must be understood; we know none.
+        if "crit" in header:
+            raise MalformedToken("The access token has critical header extensions.")
+        # jku, x5u, jwk and x5c are never read: keys come only from the issuer's jwks_uri
+        # (RFC 8725 §3.10). Nothing here looks at them, so nothing fetches or trusts them.
+        return header
+
+    def _check_claims(self, claims: dict[str, Any]) -> VerifiedToken:
+        """RFC 9068 §4 and RFC 7519 §4.1."""
+        if claims.get("iss") != self.issuer:
+            raise WrongIssuer()
+        aud = claims.get("aud")
+        audiences = (aud,) if isinstance(aud, str) else aud
+        if not isinstance(audiences, list | tuple) or not all(
+            isinstance(a, str) for a in audiences
+        ):
+            raise WrongAudience()
+        if self.audience not in audiences:
+            raise WrongAudience()
+        now = self._clock()
+        exp = _number(claims, "exp")
+        if exp is None:
+            raise MalformedToken("The access token has no exp claim.")
+        # RFC 7519 §4.1.4: valid only while now is before exp.
+        if now >= exp + self.leeway:
+            raise TokenExpired()
+        nbf = _number(claims, "nbf")
+        if nbf is not None and now + self.leeway < nbf:
+            raise TokenNotYetValid()
+        iat = _number(claims, "iat")
+        if iat is None:
+            raise MalformedToken("The access token has no iat claim.")
+        if now + self.leeway < iat:
+            # Issued in our future: the issuer's clock or the token is wrong.
+            raise TokenNotYetValid()
+        scope = claims.get("scope", "")
+        if not isinstance(scope, str):
+            raise MalformedToken("The access token's scope claim is not a string.")
+        session_id = claims.get("sid")
+        if session_id is not None and not isinstance(session_id, str):
+            raise MalformedToken("The access token's sid claim is not a string.")
+        return VerifiedToken(
+            subject=_required_string(claims, "sub"),
+            client_id=_required_string(claims, "client_id"),
+            scope=frozenset(scope.split()),
+            audience=tuple(audiences),
+            expires_at=int(exp),
+            issued_at=int(iat),
+            jti=_required_string(claims, "jti"),
+            session_id=session_id,
+            claims=claims,
+        )
+
+    def _check_revocation(self, token: VerifiedToken) -> None:
+        if self._feed is None:
+            return
+        self._feed.ensure_started()
+        if self._feed.revokes(
+            session_id=token.session_id,
+            jti=token.jti,
+            subject=token.subject,
+            issued_at=token.claims["iat"],
+        ):
+            raise TokenRevoked()

@@ -1,0 +1,654 @@
+"""Where a user is signed in: the account page, the JSON account API (RFC 6750 bearer), password
+change and disabling a user, each ending the right browser sessions and refresh families."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+from werkzeug.test import TestResponse
+
+from authserver.db import utcnow
+from authserver.models import BrowserSession
+from authserver.runtime import runtime
+from authserver.services.clients import RegisteredClient
+from authserver.services.refresh_tokens import digest_token
+from authserver.services.users import disable_user
+from tests.browser_helpers import (
+    REDIRECT_URI,
+    authorize_url,
+    csrf_token_of,
+    pkce_pair,
+    query_of,
+    sign_in,
+)
+from tests.helpers import PASSWORD, make_client, make_user, password_login, refresh, token_request
+
+NEW_PASSWORD = "a brand new passphrase"
+SESSION_COOKIE = "authserver_session"
+
+
+class Clock:
+    """A clock the test moves by hand; installed as ``runtime(app).clock``."""
+
+    def __init__(self, start: datetime) -> None:
+        self.now = start
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, **delta: float) -> None:
+        self.now += timedelta(**delta)
+
+
+@pytest.fixture
+def clock(app: Flask) -> Clock:
+    controlled = Clock(utcnow())
+    runtime(app).clock = controlled
+    return controlled
+
+
+def _browser(app: Flask, user_agent: str, address: str) -> FlaskClient:
+    http = app.test_client()
+    http.environ_base.update(HTTP_USER_AGENT=user_agent, REMOTE_ADDR=address)
+    return http
+
+
+def _tokens_through_browser(browser: FlaskClient, rp: RegisteredClient) -> dict[str, Any]:
+    """Code flow in this signed-in browser; the app's server redeems the code. The refresh
+    family is tied to the browser session."""
+    verifier, challenge = pkce_pair()
+    url = authorize_url(rp.client.client_id, challenge)
+    consent = browser.get(url)
+    assert consent.status_code == 200, consent.get_data(as_text=True)
+    approved = browser.post(url, data={"csrf_token": csrf_token_of(consent), "decision": "allow"})
+    assert approved.status_code == 302
+    app_server = _browser(browser.application, "PhotoApp-server/1.0", "192.0.2.10")
+    tokens = token_request(
+        app_server,
+        rp,
+        grant_type="authorization_code",
+        code=query_of(approved.headers["Location"])["code"],
+        redirect_uri=REDIRECT_URI,
+        code_verifier=verifier,
+    )
+    assert tokens.status_code == 200, tokens.json
+    return dict(tokens.json)
+
+
+@dataclass
+class SignedInDevices:
+    """Ann signed in on a laptop and a phone, with Photo app connected through the laptop
+    (code flow) and Command-line app signed in by password (tied to no browser)."""
+
+    laptop: FlaskClient
+    phone: FlaskClient
+    photo_app: RegisteredClient
+    photo_tokens: dict[str, Any]
+    cli_app: RegisteredClient
+    cli_tokens: dict[str, Any]
+    cli: FlaskClient
+
+
+@pytest.fixture
+def devices(app: Flask, session: Session) -> SignedInDevices:
+    make_user(app, session)
+    laptop = _browser(app, "Laptop browser", "198.51.100.1")
+    phone = _browser(app, "Phone browser", "198.51.100.2")
+    assert sign_in(laptop).status_code == 303
+    assert sign_in(phone).status_code == 303
+    photo_app = make_client(
+        session,
+        name="Photo app",
+        grant_types=["authorization_code", "refresh_token"],
+        first_party=False,
+        redirect_uris=[REDIRECT_URI],
+        scopes=["openid", "email", "offline_access"],
+    )
+    photo_tokens = _tokens_through_browser(laptop, photo_app)
+    cli_app = make_client(session, name="Command-line app")
+    cli = _browser(app, "CLI/1.0", "198.51.100.3")
+    cli_tokens = password_login(cli, cli_app)
+    assert cli_tokens.status_code == 200, cli_tokens.json
+    return SignedInDevices(
+        laptop, phone, photo_app, photo_tokens, cli_app, dict(cli_tokens.json), cli
+    )
+
+
+def _signed_in_as(http: FlaskClient) -> str | None:
+    """Whom the account page greets, or None when it sends the browser to sign in."""
+    page = http.get("/account")
+    if page.status_code == 303:
+        assert page.headers["Location"].startswith("/login?next=")
+        return None
+    assert page.status_code == 200
+    match = re.search(r"Signed in as <strong>([^<]+)</strong>", page.get_data(as_text=True))
+    assert match, "account page does not say who is signed in"
+    return match.group(1)
+
+
+def _refreshes(http: FlaskClient, registered: RegisteredClient, tokens: dict[str, Any]) -> bool:
+    return refresh(http, registered, tokens["refresh_token"]).status_code == 200
+
+
+def _api(http: FlaskClient, method: str, path: str, access_token: str) -> TestResponse:
+    return http.open(path, method=method, headers={"Authorization": f"Bearer {access_token}"})
+
+
+def _device_list(http: FlaskClient, access_token: str) -> list[dict[str, Any]]:
+    response = _api(http, "GET", "/account/sessions", access_token)
+    assert response.status_code == 200, response.json
+    sessions: list[dict[str, Any]] = response.json["sessions"]
+    return sessions
+
+
+def _labelled(devices: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Devices by what a user recognises them by: the app's name, or the browser."""
+    return {d["client_name"] or d["user_agent"]: d for d in devices}
+
+
+def _device_id(devices: list[dict[str, Any]], label: str) -> str:
+    return str(_labelled(devices)[label]["id"])
+
+
+def _page_entries(page: TestResponse) -> list[str]:
+    return re.findall(r"<li>(.*?)</li>", page.get_data(as_text=True), re.S)
+
+
+def _page_entry(page: TestResponse, marker: str) -> str:
+    (entry,) = [e for e in _page_entries(page) if marker in e]
+    return entry
+
+
+def _sign_out_action(entry: str) -> str:
+    match = re.search(r'action="(/account/devices/[^"/]+/sign-out)"', entry)
+    assert match, "entry has no 'Sign out this device' button"
+    return match.group(1)
+
+
+def _password_login_works(http: FlaskClient, registered: RegisteredClient, password: str) -> bool:
+    return password_login(http, registered, password=password).status_code == 200
+
+
+def _session_rows(session: Session) -> list[BrowserSession]:
+    session.expire_all()
+    return list(session.scalars(select(BrowserSession)))
+
+
+def _refused_as_csrf(response: TestResponse) -> bool:
+    return response.status_code == 400 and "Please try again" in response.get_data(as_text=True)
+
+
+# -- the account page ------------------------------------------------------------------------
+
+
+def test_account_page_sends_an_anonymous_browser_to_sign_in(client: FlaskClient) -> None:
+    response = client.get("/account")
+
+    assert response.status_code == 303
+    assert response.headers["Location"] == "/login?next=/account"
+
+
+def test_account_page_lists_every_browser_and_app_and_marks_this_browser(
+    devices: SignedInDevices,
+) -> None:
+    page = devices.laptop.get("/account")
+
+    assert page.status_code == 200
+    laptop = _page_entry(page, "Laptop browser")
+    assert "(this device)" in laptop
+    assert "198.51.100.1" in laptop
+    assert "Sign out this device" not in laptop
+    for other in ("Phone browser", "Command-line app"):
+        entry = _page_entry(page, other)
+        assert "(this device)" not in entry
+        assert "Sign out this device" in entry
+    assert "Photo app" in page.get_data(as_text=True)
+    assert len(_page_entries(page)) == 4
+
+
+def test_sign_out_this_device_button_signs_out_that_browser(
+    devices: SignedInDevices,
+) -> None:
+    page = devices.laptop.get("/account")
+
+    response = devices.laptop.post(
+        _sign_out_action(_page_entry(page, "Phone browser")),
+        data={"csrf_token": csrf_token_of(page)},
+    )
+
+    assert response.status_code == 303
+    assert response.headers["Location"] == "/account"
+    assert _signed_in_as(devices.phone) is None
+    assert _signed_in_as(devices.laptop) == "ann@example.com"
+    assert "Phone browser" not in devices.laptop.get("/account").get_data(as_text=True)
+
+
+def test_sign_out_this_device_button_revokes_that_app(devices: SignedInDevices) -> None:
+    page = devices.laptop.get("/account")
+
+    devices.laptop.post(
+        _sign_out_action(_page_entry(page, "Command-line app")),
+        data={"csrf_token": csrf_token_of(page)},
+    )
+
+    assert not _refreshes(devices.cli, devices.cli_app, devices.cli_tokens)
+    assert _signed_in_as(devices.phone) == "ann@example.com"
+    assert _refreshes(devices.cli, devices.photo_app, devices.photo_tokens)
+
+
+def test_sign_out_everywhere_else_button_keeps_only_this_browser_and_its_apps(
+    devices: SignedInDevices,
+) -> None:
+    page = devices.laptop.get("/account")
+
+    response = devices.laptop.post(
+        "/account/devices/sign-out-others", data={"csrf_token": csrf_token_of(page)}
+    )
+
+    assert response.status_code == 303
+    assert _signed_in_as(devices.phone) is None
+    assert not _refreshes(devices.cli, devices.cli_app, devices.cli_tokens)
+    assert _signed_in_as(devices.laptop) == "ann@example.com"
+    assert _refreshes(devices.cli, devices.photo_app, devices.photo_tokens)
+
+
+def test_sign_out_device_button_cannot_reach_another_users_browser(
+    app: Flask, session: Session, devices: SignedInDevices
+) -> None:
+    make_user(app, session, email="bob@example.com")
+    bob = _browser(app, "Bob's browser", "203.0.113.9")
+    sign_in(bob, email="bob@example.com")
+    bob_cookie = bob.get_cookie(SESSION_COOKIE)
+    assert bob_cookie is not None
+    bob_session_id = session.scalars(
+        select(BrowserSession.id).where(
+            BrowserSession.token_digest == digest_token(bob_cookie.value)
+        )
+    ).one()
+    page = devices.laptop.get("/account")
+
+    devices.laptop.post(
+        f"/account/devices/{bob_session_id}/sign-out", data={"csrf_token": csrf_token_of(page)}
+    )
+
+    assert _signed_in_as(bob) == "bob@example.com"
+
+
+ACCOUNT_FORMS = ["sign-out-phone", "sign-out-others", "change-password"]
+
+
+def _post_account_form(
+    devices: SignedInDevices, form: str, csrf_token: str | None, headers: dict[str, str]
+) -> TestResponse:
+    page = devices.laptop.get("/account")
+    data = {"csrf_token": csrf_token} if csrf_token is not None else {}
+    if form == "sign-out-phone":
+        path = _sign_out_action(_page_entry(page, "Phone browser"))
+    elif form == "sign-out-others":
+        path = "/account/devices/sign-out-others"
+    else:
+        path = "/account/password"
+        data.update(current_password=PASSWORD, new_password=NEW_PASSWORD)
+    return devices.laptop.post(path, data=data, headers=headers)
+
+
+def _nothing_changed(devices: SignedInDevices) -> bool:
+    return (
+        _signed_in_as(devices.phone) == "ann@example.com"
+        and _signed_in_as(devices.laptop) == "ann@example.com"
+        and _password_login_works(devices.cli, devices.cli_app, PASSWORD)
+        and not _password_login_works(devices.cli, devices.cli_app, NEW_PASSWORD)
+        and _refreshes(devices.cli, devices.cli_app, devices.cli_tokens)
+    )
+
+
+@pytest.mark.parametrize("token", ["missing", "foreign"])
+@pytest.mark.parametrize("form", ACCOUNT_FORMS)
+def test_account_form_with_a_bad_csrf_token_is_refused_and_changes_nothing(
+    app: Flask, devices: SignedInDevices, form: str, token: str
+) -> None:
+    foreign = csrf_token_of(app.test_client().get("/login"))
+
+    response = _post_account_form(devices, form, None if token == "missing" else foreign, {})
+
+    assert _refused_as_csrf(response)
+    assert _nothing_changed(devices)
+
+
+@pytest.mark.parametrize("form", ACCOUNT_FORMS)
+def test_account_form_posted_cross_site_is_refused_and_changes_nothing(
+    devices: SignedInDevices, form: str
+) -> None:
+    token = csrf_token_of(devices.laptop.get("/account"))
+
+    response = _post_account_form(devices, form, token, {"Sec-Fetch-Site": "cross-site"})
+
+    assert response.status_code == 403
+    assert "sent from another site" in response.get_data(as_text=True)
+    assert _nothing_changed(devices)
+
+
+# -- the JSON account API ---------------------------------------------------------------------
+
+
+def test_api_lists_browsers_and_apps_and_marks_the_callers_browser_and_app_current(
+    devices: SignedInDevices,
+) -> None:
+    listed = _device_list(devices.cli, devices.photo_tokens["access_token"])
+
+    current = {label: d["current"] for label, d in _labelled(listed).items()}
+    assert current == {
+        "Laptop browser": True,
+        "Photo app": True,
+        "Phone browser": False,
+        "Command-line app": False,
+    }
+
+
+def test_api_marks_only_the_password_grant_app_current_for_its_token(
+    devices: SignedInDevices,
+) -> None:
+    listed = _device_list(devices.cli, devices.cli_tokens["access_token"])
+
+    current = [label for label, d in _labelled(listed).items() if d["current"]]
+    assert current == ["Command-line app"]
+
+
+def test_api_entries_say_what_where_and_when(devices: SignedInDevices) -> None:
+    response = _api(devices.cli, "GET", "/account/sessions", devices.cli_tokens["access_token"])
+
+    assert response.headers["Cache-Control"] == "no-store"
+    by_label = _labelled(response.json["sessions"])
+    phone = by_label["Phone browser"]
+    assert phone["type"] == "browser"
+    assert phone["client_name"] is None
+    assert phone["ip_address"] == "198.51.100.2"
+    photo = by_label["Photo app"]
+    assert photo["type"] == "app"
+    assert photo["user_agent"] == "PhotoApp-server/1.0"
+    assert photo["ip_address"] == "192.0.2.10"
+    for entry in by_label.values():
+        uuid.UUID(entry["id"])
+        assert datetime.fromisoformat(entry["created_at"]) <= datetime.fromisoformat(
+            entry["last_used_at"]
+        )
+
+
+def test_api_delete_signs_out_that_browser(devices: SignedInDevices) -> None:
+    token = devices.cli_tokens["access_token"]
+    phone_id = _device_id(_device_list(devices.cli, token), "Phone browser")
+
+    response = _api(devices.cli, "DELETE", f"/account/sessions/{phone_id}", token)
+
+    assert response.status_code == 204
+    assert _signed_in_as(devices.phone) is None
+    assert _signed_in_as(devices.laptop) == "ann@example.com"
+    assert "Phone browser" not in _labelled(_device_list(devices.cli, token))
+
+
+def test_api_delete_of_a_browser_revokes_the_apps_connected_through_it(
+    devices: SignedInDevices,
+) -> None:
+    token = devices.cli_tokens["access_token"]
+    laptop_id = _device_id(_device_list(devices.cli, token), "Laptop browser")
+
+    _api(devices.cli, "DELETE", f"/account/sessions/{laptop_id}", token)
+
+    assert not _refreshes(devices.cli, devices.photo_app, devices.photo_tokens)
+
+
+def test_api_delete_revokes_that_app(devices: SignedInDevices) -> None:
+    token = devices.photo_tokens["access_token"]
+    cli_id = _device_id(_device_list(devices.cli, token), "Command-line app")
+
+    response = _api(devices.cli, "DELETE", f"/account/sessions/{cli_id}", token)
+
+    assert response.status_code == 204
+    assert not _refreshes(devices.cli, devices.cli_app, devices.cli_tokens)
+    assert _refreshes(devices.cli, devices.photo_app, devices.photo_tokens)
+
+
+def test_api_delete_of_another_users_session_is_404_and_leaves_it_signed_in(
+    app: Flask, session: Session, devices: SignedInDevices
+) -> None:
+    make_user(app, session, email="bob@example.com")
+    bob = _browser(app, "Bob's browser", "203.0.113.9")
+    sign_in(bob, email="bob@example.com")
+    bob_tokens = password_login(bob, devices.cli_app, email="bob@example.com").json
+    bob_session_id = _device_id(_device_list(bob, bob_tokens["access_token"]), "Bob's browser")
+
+    response = _api(
+        devices.cli,
+        "DELETE",
+        f"/account/sessions/{bob_session_id}",
+        devices.cli_tokens["access_token"],
+    )
+
+    assert response.status_code == 404
+    assert response.json["error"] == "not_found"
+    assert _signed_in_as(bob) == "bob@example.com"
+
+
+def test_api_delete_of_an_unknown_id_is_404(devices: SignedInDevices) -> None:
+    response = _api(
+        devices.cli,
+        "DELETE",
+        f"/account/sessions/{uuid.uuid4()}",
+        devices.cli_tokens["access_token"],
+    )
+
+    assert response.status_code == 404
+
+
+def test_api_revoke_others_keeps_only_the_callers_browser_and_app(
+    devices: SignedInDevices,
+) -> None:
+    token = devices.photo_tokens["access_token"]
+
+    response = _api(devices.cli, "POST", "/account/sessions/revoke-others", token)
+
+    assert response.status_code == 200
+    assert response.json == {"revoked_sessions": 1, "revoked_families": 1}
+    assert _signed_in_as(devices.phone) is None
+    assert not _refreshes(devices.cli, devices.cli_app, devices.cli_tokens)
+    assert _signed_in_as(devices.laptop) == "ann@example.com"
+    assert _refreshes(devices.cli, devices.photo_app, devices.photo_tokens)
+    assert set(_labelled(_device_list(devices.cli, token))) == {"Laptop browser", "Photo app"}
+
+
+def test_api_revoke_others_from_a_password_grant_app_signs_out_every_browser(
+    devices: SignedInDevices,
+) -> None:
+    token = devices.cli_tokens["access_token"]
+
+    response = _api(devices.cli, "POST", "/account/sessions/revoke-others", token)
+
+    assert response.json == {"revoked_sessions": 2, "revoked_families": 1}
+    assert _signed_in_as(devices.laptop) is None
+    assert _signed_in_as(devices.phone) is None
+    assert not _refreshes(devices.cli, devices.photo_app, devices.photo_tokens)
+    assert _refreshes(devices.cli, devices.cli_app, devices.cli_tokens)
+
+
+def test_api_logout_all_ends_every_session_and_family_including_the_callers(
+    session: Session, devices: SignedInDevices
+) -> None:
+    token = devices.photo_tokens["access_token"]
+
+    response = _api(devices.cli, "POST", "/account/logout-all", token)
+
+    assert response.status_code == 200
+    assert response.json == {"revoked_sessions": 2, "revoked_families": 2}
+    assert _signed_in_as(devices.laptop) is None
+    assert _signed_in_as(devices.phone) is None
+    assert not _refreshes(devices.cli, devices.photo_app, devices.photo_tokens)
+    assert not _refreshes(devices.cli, devices.cli_app, devices.cli_tokens)
+    assert {row.revoked_reason for row in _session_rows(session)} == {"logout_everywhere"}
+    # The caller's own access token names its (now revoked) family.
+    again = _api(devices.cli, "GET", "/account/sessions", token)
+    assert again.status_code == 401
+    assert 'error="invalid_token"' in again.headers["WWW-Authenticate"]
+
+
+@pytest.mark.parametrize(
+    "authorization",
+    [
+        pytest.param(None, id="no-header"),
+        pytest.param("Bearer ", id="empty"),
+        pytest.param("Bearer garbage", id="garbage"),
+        pytest.param("Bearer a.b.c", id="three-garbage-parts"),
+        pytest.param("Basic YW5uOnB3", id="basic"),
+    ],
+)
+def test_api_without_a_valid_access_token_is_401_invalid_token(
+    client: FlaskClient, authorization: str | None
+) -> None:
+    headers = {"Authorization": authorization} if authorization else {}
+
+    response = client.get("/account/sessions", headers=headers)
+
+    assert response.status_code == 401
+    challenge = response.headers["WWW-Authenticate"]
+    assert challenge.startswith("Bearer ")
+    assert 'error="invalid_token"' in challenge
+    assert "sessions" not in response.json
+
+
+def test_api_with_an_expired_access_token_is_401_invalid_token(
+    app: Flask, clock: Clock, devices: SignedInDevices
+) -> None:
+    clock.advance(seconds=app.config["AUTHSERVER"].access_token_ttl + 1)
+
+    response = _api(devices.cli, "GET", "/account/sessions", devices.cli_tokens["access_token"])
+
+    assert response.status_code == 401
+    assert 'error="invalid_token"' in response.headers["WWW-Authenticate"]
+
+
+def test_api_refuses_an_id_token_as_bearer(devices: SignedInDevices) -> None:
+    response = _api(devices.cli, "GET", "/account/sessions", devices.photo_tokens["id_token"])
+
+    assert response.status_code == 401
+    assert 'error="invalid_token"' in response.headers["WWW-Authenticate"]
+
+
+def test_api_needs_no_csrf_token_but_refuses_cookies_alone(devices: SignedInDevices) -> None:
+    # The laptop holds a session cookie; without a bearer token it is nobody to the API.
+    response = devices.laptop.post("/account/logout-all")
+
+    assert response.status_code == 401
+    assert _signed_in_as(devices.laptop) == "ann@example.com"
+
+
+# -- password change ---------------------------------------------------------------------------
+
+
+def _change_password(http: FlaskClient, current: str, new: str) -> TestResponse:
+    token = csrf_token_of(http.get("/account"))
+    return http.post(
+        "/account/password",
+        data={"csrf_token": token, "current_password": current, "new_password": new},
+    )
+
+
+def test_password_change_with_a_wrong_current_password_changes_nothing(
+    devices: SignedInDevices,
+) -> None:
+    response = _change_password(devices.laptop, "not my password", NEW_PASSWORD)
+
+    assert response.status_code == 400
+    assert "The current password is incorrect." in response.get_data(as_text=True)
+    assert _nothing_changed(devices)
+
+
+def test_password_change_to_a_too_short_password_is_refused_and_changes_nothing(
+    devices: SignedInDevices,
+) -> None:
+    response = _change_password(devices.laptop, PASSWORD, "short")
+
+    assert response.status_code == 400
+    assert "at least 8 characters" in response.get_data(as_text=True)
+    assert _nothing_changed(devices)
+
+
+def test_password_change_signs_out_every_other_browser_and_app(
+    devices: SignedInDevices,
+) -> None:
+    response = _change_password(devices.laptop, PASSWORD, NEW_PASSWORD)
+
+    assert response.status_code == 200
+    assert "Password changed." in response.get_data(as_text=True)
+    assert _signed_in_as(devices.phone) is None
+    assert not _refreshes(devices.cli, devices.cli_app, devices.cli_tokens)
+    cli_access = _api(devices.cli, "GET", "/account/sessions", devices.cli_tokens["access_token"])
+    assert cli_access.status_code == 401
+
+
+def test_password_change_keeps_this_browser_and_the_apps_connected_through_it(
+    devices: SignedInDevices,
+) -> None:
+    _change_password(devices.laptop, PASSWORD, NEW_PASSWORD)
+
+    assert _signed_in_as(devices.laptop) == "ann@example.com"
+    assert _refreshes(devices.cli, devices.photo_app, devices.photo_tokens)
+
+
+def test_after_password_change_the_new_password_signs_in_and_the_old_one_does_not(
+    app: Flask, devices: SignedInDevices
+) -> None:
+    _change_password(devices.laptop, PASSWORD, NEW_PASSWORD)
+
+    assert sign_in(app.test_client(), password=PASSWORD).status_code == 401
+    fresh = app.test_client()
+    assert sign_in(fresh, password=NEW_PASSWORD).status_code == 303
+    assert _signed_in_as(fresh) == "ann@example.com"
+
+
+# -- disabling a user -------------------------------------------------------------------------
+
+
+def _disable_ann(app: Flask, session: Session) -> None:
+    disable_user(session, "ann@example.com", runtime(app).now())
+    session.commit()
+
+
+def test_disabling_a_user_signs_out_every_browser_of_theirs(
+    app: Flask, session: Session, devices: SignedInDevices
+) -> None:
+    _disable_ann(app, session)
+
+    assert _signed_in_as(devices.laptop) is None
+    assert _signed_in_as(devices.phone) is None
+    assert {row.revoked_reason for row in _session_rows(session)} == {"user_disabled"}
+
+
+def test_disabling_a_user_revokes_their_apps_and_access_tokens(
+    app: Flask, session: Session, devices: SignedInDevices
+) -> None:
+    _disable_ann(app, session)
+
+    assert not _refreshes(devices.cli, devices.photo_app, devices.photo_tokens)
+    assert not _refreshes(devices.cli, devices.cli_app, devices.cli_tokens)
+    for tokens in (devices.photo_tokens, devices.cli_tokens):
+        response = _api(devices.cli, "GET", "/account/sessions", tokens["access_token"])
+        assert response.status_code == 401
+
+
+def test_disabled_user_cannot_sign_in_again(
+    app: Flask, session: Session, devices: SignedInDevices
+) -> None:
+    _disable_ann(app, session)
+
+    response = sign_in(app.test_client())
+
+    assert response.status_code == 401
+    assert "Email or password is incorrect." in response.get_data(as_text=True)
