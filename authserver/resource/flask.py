@@ -40,9 +40,9 @@ log = logging.getLogger(__name__)
 P = ParamSpec("P")
 View = Callable[P, ResponseReturnValue]
 
-NO_TOKEN_DESCRIPTION = "A bearer access token is required."
+NO_TOKEN_DESCRIPTION = "A bearer access token is required."  # noqa: S105 (a message)
 # RFC 6750 §3: error_description and scope values are limited to these characters.
-_NOT_ALLOWED_IN_ATTRIBUTE = re.compile(r'[^\x20-\x21\x23-\x5b\x5d-\x7e]')
+_NOT_ALLOWED_IN_ATTRIBUTE = re.compile(r"[^\x20-\x21\x23-\x5b\x5d-\x7e]")
 
 
 def _quoted(value: str) -> str:

@@ -14,7 +14,14 @@ from typing import Any
 
 from .discovery import endpoint_of, fetch_server_metadata
 from .errors import IntrospectionFailed
-from .transport import FetchFailed, HttpCall, basic_authorization, call, json_object, make_urllib_http
+from .transport import (
+    FetchFailed,
+    HttpCall,
+    basic_authorization,
+    call,
+    json_object,
+    make_urllib_http,
+)
 
 
 class IntrospectionClient:

@@ -185,9 +185,7 @@ class RevocationFeed:
         thread = self._thread
         return thread is not None and thread.is_alive()
 
-    def revokes(
-        self, *, session_id: str | None, jti: str, subject: str, issued_at: float
-    ) -> bool:
+    def revokes(self, *, session_id: str | None, jti: str, subject: str, issued_at: float) -> bool:
         return self._state.revokes(
             session_id=session_id,
             jti=jti,

@@ -71,7 +71,8 @@ def make_urllib_http(timeout: float = DEFAULT_TIMEOUT_SECONDS) -> HttpCall:
         if urllib.parse.urlsplit(url).scheme not in ("https", "http"):
             # A hostile metadata document must not make us open file: or ftp: URLs.
             raise TransportError("only http and https URLs are fetched")
-        request = urllib.request.Request(url, data=body, headers=dict(headers), method=method)  # noqa: S310 (scheme checked above)
+        # S310: the scheme is checked just above.
+        request = urllib.request.Request(url, body, dict(headers), method=method)  # noqa: S310
         try:
             with opener.open(request, timeout=timeout) as response:
                 return (

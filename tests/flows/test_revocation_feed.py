@@ -1,0 +1,156 @@
+"""The revocation feed: what resource servers verifying JWTs offline must reject."""
+
+from __future__ import annotations
+
+import base64
+import json
+from datetime import timedelta
+from typing import Any
+
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy.orm import Session
+
+from authserver.runtime import runtime
+from authserver.services.browser_sessions import end_user_sessions
+from authserver.services.clients import RegisteredClient
+from authserver.services.refresh_tokens import RevocationReason
+from tests.helpers import basic_auth, make_client, make_user, password_login
+
+FEED = "/oauth/revocations"
+
+
+def _rs(session: Session) -> RegisteredClient:
+    return make_client(
+        session, name="Orders API", grant_types=["client_credentials"], first_party=False
+    )
+
+
+def _feed(http: FlaskClient, rs: RegisteredClient, **query: str) -> Any:
+    return http.get(FEED, query_string=query, headers=basic_auth(rs))
+
+
+def _login_and_revoke(app: Flask, session: Session, http: FlaskClient) -> dict[str, Any]:
+    make_user(app, session)
+    registered = make_client(session)
+    tokens: dict[str, Any] = password_login(http, registered).json
+    http.post(
+        "/oauth/revoke", data={"token": tokens["refresh_token"]}, headers=basic_auth(registered)
+    )
+    return tokens
+
+
+def _sid_of(access_token: str) -> str:
+    payload = access_token.split(".")[1]
+    return str(json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))["sid"])
+
+
+def test_feed_lists_a_revoked_family_by_sid(
+    app: Flask, session: Session, client: FlaskClient
+) -> None:
+    tokens = _login_and_revoke(app, session, client)
+
+    page = _feed(client, _rs(session))
+
+    assert page.status_code == 200
+    sids = [e["value"] for e in page.json["entries"] if e["type"] == "sid"]
+    assert sids == [_sid_of(tokens["access_token"])]
+    entry = page.json["entries"][0]
+    # Live for as long as an access token of the family could be: 600 s by default.
+    assert entry["expires_at"] > int(runtime(app).now().timestamp())
+
+
+def test_feed_lists_denylisted_access_tokens_by_jti(
+    app: Flask, session: Session, client: FlaskClient
+) -> None:
+    make_user(app, session)
+    registered = make_client(session)
+    tokens = password_login(client, registered).json
+    client.post(
+        "/oauth/revoke", data={"token": tokens["access_token"]}, headers=basic_auth(registered)
+    )
+
+    entries = _feed(client, _rs(session)).json["entries"]
+
+    assert [e["type"] for e in entries] == ["jti"]
+
+
+def test_feed_lists_users_signed_out_everywhere_with_a_not_before(
+    app: Flask, session: Session, client: FlaskClient
+) -> None:
+    user = make_user(app, session)
+    now = runtime(app).now()
+    end_user_sessions(session, user.id, RevocationReason.LOGOUT_EVERYWHERE, now)
+    session.commit()
+
+    entries = _feed(client, _rs(session)).json["entries"]
+
+    subs = [e for e in entries if e["type"] == "sub"]
+    assert subs == [
+        {
+            "type": "sub",
+            "value": str(user.id),
+            "not_before": int(now.timestamp()),
+            "expires_at": subs[0]["expires_at"],
+        }
+    ]
+
+
+def test_since_returns_only_newer_entries(
+    app: Flask, session: Session, client: FlaskClient
+) -> None:
+    _login_and_revoke(app, session, client)
+    rs = _rs(session)
+    first = _feed(client, rs).json
+
+    user = make_user(app, session, email="bob@example.com")
+    end_user_sessions(session, user.id, RevocationReason.LOGOUT_EVERYWHERE, runtime(app).now())
+    session.commit()
+    newer = _feed(client, rs, since=str(first["cursor"])).json
+
+    assert [e["value"] for e in newer["entries"]] == [str(user.id)]
+    assert newer["cursor"] > first["cursor"]
+
+
+def test_nothing_new_answers_304(app: Flask, session: Session, client: FlaskClient) -> None:
+    _login_and_revoke(app, session, client)
+    rs = _rs(session)
+    first = _feed(client, rs)
+
+    again = client.get(
+        FEED,
+        query_string={"since": str(first.json["cursor"])},
+        headers={**basic_auth(rs), "If-None-Match": first.headers["ETag"]},
+    )
+
+    assert again.status_code == 304
+    assert again.data == b""
+
+
+def test_entries_drop_out_once_no_unexpired_token_can_carry_them(
+    app: Flask, session: Session, client: FlaskClient
+) -> None:
+    _login_and_revoke(app, session, client)
+    rt = runtime(app)
+    later = rt.now() + timedelta(seconds=app.config["AUTHSERVER"].access_token_ttl + 1)
+    rt.clock = lambda: later
+
+    assert _feed(client, _rs(session)).json["entries"] == []
+
+
+def test_feed_requires_client_authentication(
+    app: Flask, session: Session, client: FlaskClient
+) -> None:
+    _login_and_revoke(app, session, client)
+
+    response = client.get(FEED)
+
+    assert response.status_code == 401
+    assert "entries" not in (response.json or {})
+
+
+def test_since_must_be_a_cursor(app: Flask, session: Session, client: FlaskClient) -> None:
+    response = _feed(client, _rs(session), since="yesterday")
+
+    assert response.status_code == 400
+    assert response.json["error"] == "invalid_request"
