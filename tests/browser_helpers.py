@@ -28,8 +28,12 @@ def csrf_token_of(page: TestResponse) -> str:
     return match.group(1)
 
 
-def sign_in(http: FlaskClient, email: str = "ann@example.com", password: str = PASSWORD,
-            next_path: str = "/account") -> TestResponse:
+def sign_in(
+    http: FlaskClient,
+    email: str = "ann@example.com",
+    password: str = PASSWORD,
+    next_path: str = "/account",
+) -> TestResponse:
     page = http.get("/login", query_string={"next": next_path})
     return http.post(
         "/login",

@@ -83,18 +83,20 @@ def end_session_endpoint() -> Response | str | tuple[str, int]:
 
     browser_session = current_browser_session()
     confirmed = False
-    if hint_claims is not None:
-        # The hint is the relying party's word; it only ends the session it names.
-        confirmed = browser_session is None or (
-            hint_claims.get("sid") == str(browser_session.id)
-            and hint_claims.get("sub") == str(browser_session.user_id)
-        )
-    elif request.method == "POST" and request.form.get("confirm") == "yes":
+    if request.method == "POST" and request.form.get("confirm") == "yes":
+        # The user's own answer on the confirmation page (which posts back to this URL,
+        # hint included), so it is checked first.
         try:
             validate_csrf(request.form.get("csrf_token"))
         except (WTFValidationError, CSRFError):
             return _error_page("This form expired; reload the page and try again.")
         confirmed = True
+    elif hint_claims is not None:
+        # The hint is the relying party's word; it only ends the session it names.
+        confirmed = browser_session is None or (
+            hint_claims.get("sid") == str(browser_session.id)
+            and hint_claims.get("sub") == str(browser_session.user_id)
+        )
     if not confirmed:
         email = browser_session.user.email if browser_session else None
         return render_template("logout_confirm.html", email=email, action=request.full_path)
