@@ -18,7 +18,7 @@ from flask import Flask, current_app
 from flask.cli import FlaskGroup, with_appcontext
 from sqlalchemy.exc import SQLAlchemyError
 
-from authserver import create_app
+from authserver.app import create_app
 from authserver.db import db, utcnow
 from authserver.errors import AuthServerError
 from authserver.runtime import runtime

@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import threading
+import weakref
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -154,6 +156,16 @@ class JWKSCache:
         self._etag: str | None = None
         self._fresh_until = -math.inf
         self._last_attempt = -math.inf
+        reference = weakref.ref(self)
+
+        def fresh_lock_in_forked_child() -> None:
+            # A fetch in flight in another thread at fork time would leave the lock held
+            # forever in the child. (Weak: the hook cannot be unregistered.)
+            cache = reference()
+            if cache is not None:
+                cache._fetch_lock = threading.Lock()
+
+        os.register_at_fork(after_in_child=fresh_lock_in_forked_child)
 
     def key_for(self, kid: str) -> VerificationKey:
         """The key named ``kid``; raises ``UnknownKey`` or ``JWKSUnavailable``."""
@@ -180,8 +192,9 @@ class JWKSCache:
             return
         try:
             # Checked under the lock: a thread that waited while another fetched finds the
-            # attempt recorded and does not repeat it.
-            if now - self._last_attempt < self._min_refetch_interval:
+            # attempt recorded and does not repeat it. (A clock that went back does not
+            # block fetches until it has caught up again.)
+            if 0 <= now - self._last_attempt < self._min_refetch_interval:
                 return
             self._last_attempt = now
             try:

@@ -34,8 +34,10 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import threading
 import urllib.parse
+import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -151,6 +153,18 @@ def _merge_page(
     return merged.pruned(now)
 
 
+def _reset_in_forked_children(feed: RevocationFeed) -> None:
+    # A weak reference: the hook cannot be unregistered and must not keep the feed alive.
+    reference = weakref.ref(feed)
+
+    def after_fork_in_child() -> None:
+        alive = reference()
+        if alive is not None:
+            alive._forget_threads()
+
+    os.register_at_fork(after_in_child=after_fork_in_child)
+
+
 class RevocationFeed:
     """Polls the issuer's revocation feed on a daemon thread and holds the result."""
 
@@ -175,6 +189,16 @@ class RevocationFeed:
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._closed = False
+        _reset_in_forked_children(self)
+
+    def _forget_threads(self) -> None:
+        """In a child process after fork: the poller thread did not come along, and a lock
+        it held would stay held forever. Start from fresh locks; the child's first
+        ``verify`` starts its own poller (gunicorn --preload forks after the app is built)."""
+        self._poll_lock = threading.Lock()
+        self._lifecycle_lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._thread = None
 
     @property
     def state(self) -> RevocationState:

@@ -92,9 +92,11 @@ def _required_string(claims: dict[str, Any], name: str) -> str:
 class TokenVerifier:
     """Verifies access tokens from one issuer for one audience.
 
-    Create one per process and share it: it holds the JWKS cache (and, with
-    ``revocation_feed=True``, the revocation poller). Nothing is fetched until the first
-    ``verify``. ``http`` and ``clock`` are seams: an ``HttpCall`` (see ``transport``) and a
+    Create one per process and share it between threads: it holds the JWKS cache (and, with
+    ``revocation_feed=True``, the revocation poller, which a forked worker restarts for
+    itself on its first ``verify``). Nothing is fetched until the first ``verify``.
+
+    ``http`` and ``clock`` are seams: an ``HttpCall`` (see ``transport``) and a
     ``() -> float`` returning unix time; the clock serves both expiry checks and cache ages.
     """
 

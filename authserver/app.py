@@ -1,0 +1,90 @@
+"""The application factory: the one place where the parts are wired together."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+from flask import Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from authserver.config import Config, ConfigError
+from authserver.db import db
+from authserver.errors import register_error_handlers
+from authserver.http import account_api, authorize, oidc, pages
+from authserver.http import oauth as oauth_views
+from authserver.http import wellknown as wellknown_views
+from authserver.http.bearer import BearerError, handle_bearer_error
+from authserver.http.web import csrf, init_web
+from authserver.oauth.server import AuthorizationServer
+from authserver.runtime import attach_runtime, build_runtime
+
+# Exit status for a configuration the server refuses. 3 is what gunicorn reads as "worker
+# failed to boot", so gunicorn stops instead of restarting workers forever.
+EXIT_CONFIG_ERROR = 3
+
+# Token requests are a few hundred bytes; nothing this server accepts needs more.
+MAX_REQUEST_BYTES = 64 * 1024
+
+
+def load_config_or_exit() -> Config:
+    """Read the environment; on problems print one line each and stop the process."""
+    try:
+        return Config.from_env()
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(f"authserver: configuration error: {problem}", file=sys.stderr)
+        raise SystemExit(EXIT_CONFIG_ERROR) from None
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    # authlib logs issued tokens at DEBUG; never let those lines out, whatever the level.
+    logging.getLogger("authlib").setLevel(logging.WARNING)
+    # alembic announces its plugins at INFO on every command; a CLI error must stay one line.
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
+
+
+def create_app(config: Config | None = None) -> Flask:
+    if config is None:
+        config = load_config_or_exit()
+    configure_logging(config.log_level)
+    if config.is_sqlite:
+        Path(config.instance_dir).mkdir(parents=True, exist_ok=True)
+
+    app = Flask(__name__, instance_path=str(Path(config.instance_dir).resolve()))
+    app.config.update(
+        SECRET_KEY=config.secret_key,
+        MAX_CONTENT_LENGTH=MAX_REQUEST_BYTES,
+        AUTHSERVER=config,
+    )
+    db.init_app(app, config.database_url)
+    rt = build_runtime(config, db.state(app))
+    attach_runtime(app, rt)
+    app.before_request(rt.keys.refresh_if_due)
+    AuthorizationServer().init_app(app)
+
+    init_web(app, config)
+    csrf.exempt(oauth_views.bp)  # client-authenticated, not browser forms
+    for blueprint in (
+        oauth_views.bp,
+        wellknown_views.bp,
+        authorize.bp,
+        oidc.bp,
+        pages.bp,
+        account_api.bp,
+    ):
+        app.register_blueprint(blueprint)
+    register_error_handlers(app)
+    app.register_error_handler(BearerError, handle_bearer_error)
+
+    if config.trusted_proxies:
+        proxies = config.trusted_proxies
+        app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
+            app.wsgi_app, x_for=proxies, x_proto=proxies, x_host=proxies, x_port=proxies
+        )
+    return app
