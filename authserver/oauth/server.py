@@ -7,6 +7,7 @@ from typing import Any
 from authlib.common.urls import add_params_to_uri
 from authlib.integrations.flask_oauth2 import AuthorizationServer as FlaskAuthorizationServer
 from authlib.oauth2.rfc6749.errors import InvalidClientError as AuthlibInvalidClientError
+from authlib.oauth2.rfc6749.errors import UnsupportedResponseTypeError
 from flask import Flask, Response, current_app, request
 
 from authserver.db import db
@@ -25,7 +26,9 @@ TOKEN_GRANTS = (AuthorizationCodeGrant, ClientCredentialsGrant, PasswordGrant, R
 
 
 def _query_client(client_id: str) -> Client | None:
-    return find_client(db.session, client_id)
+    client = find_client(db.session, client_id)
+    # A disabled client is no client: no consent page, no code, no token.
+    return None if client is None or client.disabled else client
 
 
 def _save_token(_token: dict[str, Any], _request: Any) -> None:
@@ -61,6 +64,26 @@ class AuthorizationServer(FlaskAuthorizationServer):
             return response
         response = super().handle_error_response(request, error)
         return response
+
+    def get_authorization_grant(self, request: Any) -> Any:
+        """authlib's own refusal repeats the response_type in the error description, which
+        fails for characters a description may not hold; refuse with a fixed sentence."""
+        if request.payload.response_type == "code":
+            return super().get_authorization_grant(request)
+        redirect_uri = None
+        client = self.query_client(request.payload.client_id or "")
+        if client is not None:
+            requested = request.payload.redirect_uri
+            if requested:
+                redirect_uri = requested if client.check_redirect_uri(requested) else None
+            else:
+                redirect_uri = client.get_default_redirect_uri()
+        raise UnsupportedResponseTypeError(
+            "",
+            "Only response_type=code is supported.",
+            redirect_uri=redirect_uri,
+            state=request.payload.state,
+        )
 
     def authenticate_feed_client(self) -> Client:
         """The revocation feed is a GET: HTTP Basic is the one way a client can authenticate."""

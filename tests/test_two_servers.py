@@ -1,0 +1,280 @@
+"""Two server processes on one PostgreSQL behave as one server.
+
+Each gunicorn process has its own memory (key ring, nothing else); everything else lives in
+the database. A token issued by one is introspected, revoked and rotated through the other,
+the revocation feed of either reports what the other revoked, a resource server polling the
+feed rejects that family's unexpired access token within one poll interval, and a key
+rotation reaches both.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import jwt as pyjwt
+import pytest
+import requests
+from sqlalchemy import Engine
+
+from authserver.app import create_app
+from authserver.config import Config
+from authserver.db import db
+from authserver.resource import TokenRevoked, TokenVerifier
+from tests.conftest import truncate_all
+from tests.helpers import PASSWORD, make_client, make_user
+
+pytestmark = pytest.mark.postgres_only
+
+AUDIENCE = "https://api.example.test"
+BIN = Path(sys.executable).parent
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _wait_until_serving(url: str, process: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server at {url} exited with {process.returncode}")
+        try:
+            if requests.get(url + "/.well-known/jwks.json", timeout=1).status_code == 200:
+                return
+        except requests.ConnectionError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"server at {url} did not start")
+
+
+@dataclass(frozen=True)
+class Cluster:
+    issuer: str
+    a: str
+    b: str
+    env: dict[str, str]
+    app_id: str
+    app_secret: str
+    rs_id: str
+    rs_secret: str
+
+
+@pytest.fixture
+def cluster(engine: Engine, config: Config, tmp_path: Path) -> Iterator[Cluster]:
+    port_a, port_b = _free_port(), _free_port()
+    issuer = f"http://127.0.0.1:{port_a}"
+    env = {
+        **os.environ,
+        "DATABASE_URL": config.database_url,
+        "AUTHSERVER_ISSUER": issuer,
+        "AUTHSERVER_DEFAULT_AUDIENCE": AUDIENCE,
+        "AUTHSERVER_KEY_REFRESH_INTERVAL": "1",
+        "AUTHSERVER_INSTANCE_DIR": str(tmp_path / "instance"),
+        "AUTHSERVER_LOG_LEVEL": "WARNING",
+    }
+    setup_app = create_app(replace(config, issuer=issuer))
+    with db.transaction(setup_app) as session:
+        make_user(setup_app, session)
+        app = make_client(session)
+        rs = make_client(
+            session, name="Orders API", grant_types=["client_credentials"], first_party=False
+        )
+        credentials = (
+            app.client.client_id,
+            app.client_secret,
+            rs.client.client_id,
+            rs.client_secret,
+        )
+    db.state(setup_app).engine.dispose()
+    servers = []
+    for port in (port_a, port_b):
+        servers.append(
+            subprocess.Popen(
+                [
+                    str(BIN / "gunicorn"),
+                    "authserver:create_app()",
+                    "-b",
+                    f"127.0.0.1:{port}",
+                    "-w",
+                    "1",
+                    "--threads",
+                    "4",
+                ],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
+    try:
+        for port, process in zip((port_a, port_b), servers, strict=True):
+            _wait_until_serving(f"http://127.0.0.1:{port}", process)
+        app_id, app_secret, rs_id, rs_secret = credentials
+        assert app_secret is not None
+        assert rs_secret is not None
+        yield Cluster(
+            issuer=issuer,
+            a=f"http://127.0.0.1:{port_a}",
+            b=f"http://127.0.0.1:{port_b}",
+            env=env,
+            app_id=app_id,
+            app_secret=app_secret,
+            rs_id=rs_id,
+            rs_secret=rs_secret,
+        )
+    finally:
+        for process in servers:
+            process.terminate()
+        for process in servers:
+            process.wait(timeout=10)
+        truncate_all(engine)
+
+
+def _login(http: requests.Session, cluster: Cluster, server: str) -> dict[str, str]:
+    response = http.post(
+        server + "/oauth/token",
+        data={"grant_type": "password", "username": "ann@example.com", "password": PASSWORD},
+        auth=(cluster.app_id, cluster.app_secret),
+        timeout=10,
+    )
+    assert response.status_code == 200, response.text
+    tokens: dict[str, str] = response.json()
+    return tokens
+
+
+def _introspect(http: requests.Session, cluster: Cluster, server: str, token: str) -> bool:
+    response = http.post(
+        server + "/oauth/introspect",
+        data={"token": token},
+        auth=(cluster.rs_id, cluster.rs_secret),
+        timeout=10,
+    )
+    assert response.status_code == 200
+    return bool(response.json()["active"])
+
+
+def test_a_token_from_one_server_is_introspected_rotated_and_revoked_through_the_other(
+    cluster: Cluster,
+) -> None:
+    with requests.Session() as http:
+        tokens = _login(http, cluster, cluster.a)
+        assert _introspect(http, cluster, cluster.b, tokens["access_token"])
+
+        rotated = http.post(
+            cluster.b + "/oauth/token",
+            data={"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]},
+            auth=(cluster.app_id, cluster.app_secret),
+            timeout=10,
+        ).json()
+        assert "refresh_token" in rotated
+        revoked = http.post(
+            cluster.a + "/oauth/revoke",
+            data={"token": rotated["refresh_token"]},
+            auth=(cluster.app_id, cluster.app_secret),
+            timeout=10,
+        )
+
+        assert revoked.status_code == 200
+        assert not _introspect(http, cluster, cluster.b, rotated["access_token"])
+        assert not _introspect(http, cluster, cluster.a, tokens["access_token"])
+
+
+def test_the_feed_of_either_server_reports_a_family_revoked_on_the_other(
+    cluster: Cluster,
+) -> None:
+    with requests.Session() as http:
+        tokens = _login(http, cluster, cluster.a)
+        http.post(
+            cluster.b + "/oauth/revoke",
+            data={"token": tokens["refresh_token"]},
+            auth=(cluster.app_id, cluster.app_secret),
+            timeout=10,
+        )
+        feeds = [
+            http.get(
+                server + "/oauth/revocations", auth=(cluster.rs_id, cluster.rs_secret), timeout=10
+            ).json()
+            for server in (cluster.a, cluster.b)
+        ]
+
+    verifier = TokenVerifier(cluster.issuer, AUDIENCE)
+    sid = verifier.verify(tokens["access_token"]).session_id
+    for feed in feeds:
+        assert {"type": "sid", "value": sid} in [
+            {"type": e["type"], "value": e["value"]} for e in feed["entries"]
+        ]
+
+
+def test_a_verifier_polling_the_feed_rejects_a_family_revoked_on_the_other_server(
+    cluster: Cluster,
+) -> None:
+    poll_interval = 0.5
+    with (
+        requests.Session() as http,
+        TokenVerifier(
+            cluster.issuer,
+            AUDIENCE,
+            revocation_feed=True,
+            client_id=cluster.rs_id,
+            client_secret=cluster.rs_secret,
+            poll_interval=poll_interval,
+        ) as verifier,
+    ):
+        tokens = _login(http, cluster, cluster.a)
+        verifier.verify(tokens["access_token"])  # accepted, and the poller is running
+
+        http.post(
+            cluster.b + "/oauth/revoke",
+            data={"token": tokens["refresh_token"]},
+            auth=(cluster.app_id, cluster.app_secret),
+            timeout=10,
+        )
+        revoked_at = time.monotonic()
+        rejected_after = None
+        while time.monotonic() - revoked_at < 10 * poll_interval:
+            try:
+                verifier.verify(tokens["access_token"])
+            except TokenRevoked:
+                rejected_after = time.monotonic() - revoked_at
+                break
+            time.sleep(0.05)
+
+    assert rejected_after is not None
+    # One poll interval, plus the time one poll takes on a busy two-core machine.
+    assert rejected_after < poll_interval + 1.0
+
+
+def test_a_key_rotation_reaches_both_servers_and_old_tokens_still_verify(
+    cluster: Cluster,
+) -> None:
+    with requests.Session() as http:
+        before = _login(http, cluster, cluster.a)["access_token"]
+        rotation = subprocess.run(
+            [str(BIN / "authserver"), "keys", "rotate", "--immediately"],
+            env=cluster.env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        new_kid = rotation.stdout.split("new current key ")[1].split()[0]
+        # Each server re-reads its keys every second (AUTHSERVER_KEY_REFRESH_INTERVAL=1).
+        time.sleep(2.5)
+        after = {
+            server: _login(http, cluster, server)["access_token"]
+            for server in (cluster.a, cluster.b)
+        }
+
+    verifier = TokenVerifier(cluster.issuer, AUDIENCE, min_refetch_interval=0)
+    for token in after.values():
+        assert pyjwt.get_unverified_header(token)["kid"] == new_kid
+        verifier.verify(token)
+    verifier.verify(before)
