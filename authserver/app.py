@@ -12,7 +12,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from authserver.config import Config, ConfigError
 from authserver.db import db
 from authserver.errors import register_error_handlers
-from authserver.http import account_api, authorize, oidc, pages
+from authserver.http import account_api, authorize, oidc, openapi, pages
 from authserver.http import oauth as oauth_views
 from authserver.http import wellknown as wellknown_views
 from authserver.http.bearer import BearerError, handle_bearer_error
@@ -47,6 +47,14 @@ def configure_logging(level: str) -> None:
     logging.getLogger("authlib").setLevel(logging.WARNING)
     # alembic announces its plugins at INFO on every command; a CLI error must stay one line.
     logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
+    # Security events are one JSON object per line, nothing around it, for log shippers.
+    audit_log = logging.getLogger("authserver.audit")
+    if not audit_log.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        audit_log.addHandler(handler)
+        audit_log.propagate = False
+        audit_log.setLevel(logging.INFO)
 
 
 def create_app(config: Config | None = None) -> Flask:
@@ -77,6 +85,7 @@ def create_app(config: Config | None = None) -> Flask:
         oidc.bp,
         pages.bp,
         account_api.bp,
+        openapi.bp,
     ):
         app.register_blueprint(blueprint)
     register_error_handlers(app)

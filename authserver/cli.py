@@ -302,6 +302,41 @@ def keys_list() -> None:
             )
 
 
+# -- audit ---------------------------------------------------------------------------------
+
+
+@main.group("audit")
+def audit_group() -> None:
+    """Read the security audit trail."""
+
+
+@audit_group.command("tail")
+@click.option("--user", "email", default=None, help="Only this user's events.")
+@click.option("--type", "event_type", default=None, help="Only this event type.")
+@click.option("-n", "--lines", default=50, show_default=True, type=click.IntRange(1, 10_000))
+@with_appcontext
+def audit_tail(email: str | None, event_type: str | None, lines: int) -> None:
+    """Show the newest events, oldest first, one line each."""
+    from authserver.services.audit import AuditEventType, recent_events
+
+    if event_type is not None and event_type not in set(AuditEventType):
+        _fail(f"unknown event type {event_type!r}; one of: {', '.join(AuditEventType)}")
+    with db.transaction(_app()) as session:
+        user_id = None
+        if email is not None:
+            user = user_service.find_user_by_email(session, email)
+            if user is None:
+                _fail(f"no user with the email {email.strip()[:100]!r}")
+            user_id = user.id
+        for event in recent_events(session, limit=lines, user_id=user_id, event_type=event_type):
+            details = " ".join(f"{k}={v}" for k, v in sorted(event.details.items()))
+            click.echo(
+                f"{event.occurred_at:%Y-%m-%d %H:%M:%S} {event.event_type:<22} "
+                f"user={event.user_id or '-'} client={event.client_id or '-'} "
+                f"ip={event.ip_address or '-'} {details}".rstrip()
+            )
+
+
 # -- development -----------------------------------------------------------------------------
 
 

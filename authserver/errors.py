@@ -8,6 +8,7 @@ our internals; a 5xx says nothing at all beyond its code (node-oidc-provider doe
 from __future__ import annotations
 
 import logging
+import uuid
 from typing import ClassVar
 
 from flask import Flask, Response, jsonify
@@ -58,12 +59,21 @@ class InvalidGrant(AuthServerError):
 class RefreshTokenReused(InvalidGrant):
     """A refresh token was presented again outside the grace window; its family is revoked."""
 
-    def __init__(self, family_id: object, client_id: str, user_id: object) -> None:
+    def __init__(
+        self,
+        family_id: uuid.UUID,
+        client_id: str,
+        user_id: uuid.UUID,
+        first_ip_address: str | None,
+        last_ip_address: str | None,
+    ) -> None:
         super().__init__()
-        # Identifiers only, for the security log; never the token.
+        # Identifiers and addresses only, for the security trail; never the token.
         self.family_id = family_id
         self.client_id = client_id
         self.user_id = user_id
+        self.first_ip_address = first_ip_address
+        self.last_ip_address = last_ip_address
 
 
 class UnauthorizedClient(AuthServerError):

@@ -46,6 +46,7 @@ APPLICATION_TABLES = {
     "authorization_codes",
     "consents",
     "revocations",
+    "audit_events",
 }
 ONE_UNUSED_PER_FAMILY = "uq_refresh_tokens_one_unused_per_family"
 

@@ -7,10 +7,12 @@ import uuid
 from flask import Blueprint, Response, jsonify
 
 from authserver.db import db
+from authserver.http.audit import audit
 from authserver.http.bearer import bearer_claims
 from authserver.http.web import csrf
 from authserver.models import RefreshFamily
 from authserver.runtime import runtime
+from authserver.services.audit import AuditEventType
 from authserver.services.browser_sessions import (
     Device,
     end_user_sessions,
@@ -68,6 +70,7 @@ def revoke_session(device_id: uuid.UUID) -> Response | tuple[Response, int]:
     user_id, _, _ = _caller()
     if not revoke_device(db.session, user_id, device_id, runtime().now()):
         return jsonify(error="not_found", error_description="No such session."), 404
+    audit(AuditEventType.LOGOUT, user_id=user_id, reason="device_signed_out")
     return Response(status=204)
 
 
@@ -82,6 +85,13 @@ def revoke_other_sessions() -> Response:
         keep_session_id=session_id,
         keep_family_id=family_id,
     )
+    audit(
+        AuditEventType.LOGOUT_EVERYWHERE,
+        user_id=user_id,
+        reason="everywhere_else",
+        sessions_ended=sessions,
+        families_revoked=families,
+    )
     return jsonify(revoked_sessions=sessions, revoked_families=families)
 
 
@@ -90,5 +100,11 @@ def logout_all() -> Response:
     user_id, _, _ = _caller()
     sessions, families = end_user_sessions(
         db.session, user_id, RevocationReason.LOGOUT_EVERYWHERE, runtime().now()
+    )
+    audit(
+        AuditEventType.LOGOUT_EVERYWHERE,
+        user_id=user_id,
+        sessions_ended=sessions,
+        families_revoked=families,
     )
     return jsonify(revoked_sessions=sessions, revoked_families=families)

@@ -11,10 +11,12 @@ from flask_wtf.csrf import CSRFError, validate_csrf
 from wtforms import ValidationError as WTFValidationError
 
 from authserver.db import db
+from authserver.http.audit import audit
 from authserver.http.bearer import bearer_claims
 from authserver.http.web import clear_session_cookie, csrf, current_browser_session
 from authserver.models import User
 from authserver.runtime import runtime
+from authserver.services.audit import AuditEventType
 from authserver.services.browser_sessions import end_session
 from authserver.services.clients import find_client
 from authserver.services.refresh_tokens import RevocationReason
@@ -103,6 +105,13 @@ def end_session_endpoint() -> Response | str | tuple[str, int]:
 
     if browser_session is not None:
         end_session(db.session, browser_session, RevocationReason.LOGOUT, runtime().now())
+        audit(
+            AuditEventType.LOGOUT,
+            user_id=browser_session.user_id,
+            client_id=client.client_id if client else None,
+            browser_session_id=browser_session.id,
+            method="end_session",
+        )
     if post_logout_uri:
         target = add_params_to_uri(post_logout_uri, [("state", state)] if state else [])
     else:

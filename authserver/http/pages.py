@@ -8,6 +8,7 @@ from flask import Blueprint, Response, redirect, render_template, request, url_f
 
 from authserver.db import db
 from authserver.errors import ValidationError
+from authserver.http.audit import audit
 from authserver.http.web import (
     clear_session_cookie,
     current_browser_session,
@@ -16,6 +17,7 @@ from authserver.http.web import (
     set_session_cookie,
 )
 from authserver.runtime import runtime
+from authserver.services.audit import AuditEventType
 from authserver.services.browser_sessions import (
     end_session,
     end_user_sessions,
@@ -48,6 +50,7 @@ def login() -> tuple[str, int] | Response:
     email = request.form.get("email", "")
     user = authenticate_user(db.session, rt.hasher, email, request.form.get("password", ""))
     if user is None:
+        audit(AuditEventType.SIGNIN_FAILED, method="password_form", email=email[:254])
         page = render_template(
             "login.html", next=target, email=email[:254], error="Email or password is incorrect."
         )
@@ -64,6 +67,12 @@ def login() -> tuple[str, int] | Response:
         now=now,
         ip_address=request.remote_addr,
         user_agent=request.user_agent.string,
+    )
+    audit(
+        AuditEventType.SIGNIN_SUCCEEDED,
+        user_id=user.id,
+        method="password_form",
+        browser_session_id=started.session.id,
     )
     response = _see_other(target)
     set_session_cookie(response, started.token, rt.config)
@@ -84,6 +93,11 @@ def logout() -> Response:
     browser_session = current_browser_session()
     if browser_session is not None:
         end_session(db.session, browser_session, RevocationReason.LOGOUT, runtime().now())
+        audit(
+            AuditEventType.LOGOUT,
+            user_id=browser_session.user_id,
+            browser_session_id=browser_session.id,
+        )
     response = _see_other(url_for("pages.logged_out"))
     clear_session_cookie(response, rt.config)
     return response
@@ -125,7 +139,8 @@ def sign_out_device(device_id: uuid.UUID) -> Response:
     browser_session = current_browser_session()
     if browser_session is None:
         return _login_redirect()
-    revoke_device(db.session, browser_session.user_id, device_id, runtime().now())
+    if revoke_device(db.session, browser_session.user_id, device_id, runtime().now()):
+        audit(AuditEventType.LOGOUT, user_id=browser_session.user_id, reason="device_signed_out")
     return _see_other(url_for("pages.account"))
 
 
@@ -134,12 +149,19 @@ def sign_out_others() -> Response:
     browser_session = current_browser_session()
     if browser_session is None:
         return _login_redirect()
-    end_user_sessions(
+    sessions, families = end_user_sessions(
         db.session,
         browser_session.user_id,
         RevocationReason.LOGOUT_EVERYWHERE,
         runtime().now(),
         keep_session_id=browser_session.id,
+    )
+    audit(
+        AuditEventType.LOGOUT_EVERYWHERE,
+        user_id=browser_session.user_id,
+        reason="everywhere_else",
+        sessions_ended=sessions,
+        families_revoked=families,
     )
     return _see_other(url_for("pages.account"))
 

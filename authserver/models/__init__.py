@@ -1,6 +1,7 @@
 """The persistent model, one module per aggregate. Importing this package registers every
 table on ``Base.metadata`` (alembic's env.py relies on that)."""
 
+from authserver.models.audit import AuditEvent
 from authserver.models.authorization import AuthorizationCode, Consent
 from authserver.models.clients import Client
 from authserver.models.keys import KeyState, SigningKey
@@ -10,6 +11,7 @@ from authserver.models.tokens import RefreshFamily, RefreshToken
 from authserver.models.users import User
 
 __all__ = [
+    "AuditEvent",
     "AuthorizationCode",
     "BrowserSession",
     "Client",

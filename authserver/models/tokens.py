@@ -41,6 +41,9 @@ class RefreshFamily(Base):
     revoked_reason: Mapped[str | None] = mapped_column(String(40))
     user_agent: Mapped[str | None] = mapped_column(String(512))
     ip_address: Mapped[str | None] = mapped_column(String(45))
+    # Where the family was last refreshed from: with ip_address, the two addresses a reuse
+    # alert shows.
+    last_ip_address: Mapped[str | None] = mapped_column(String(45))
     # The browser session the family was issued through (authorization code flow); signing
     # that browser out revokes the family.
     browser_session_id: Mapped[uuid.UUID | None] = mapped_column(

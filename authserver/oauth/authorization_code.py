@@ -19,9 +19,11 @@ from flask import request as flask_request
 
 from authserver.db import db
 from authserver.errors import AuthServerError, InvalidGrant
+from authserver.http.audit import audit
 from authserver.models import AuthorizationCode, Client, User
 from authserver.oauth.grants import ALL_METHODS, resources_of, token_body
 from authserver.runtime import runtime
+from authserver.services.audit import AuditEventType
 from authserver.services.authorization_codes import (
     claim_code,
     find_code,
@@ -182,4 +184,12 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
                 access_token=access.token,
                 session_id=str(code.browser_session_id) if code.browser_session_id else None,
             )
+        audit(
+            AuditEventType.TOKEN_ISSUED,
+            user_id=user.id,
+            client_id=client.client_id,
+            grant_type=self.GRANT_TYPE,
+            scope=code.scope,
+            family_id=refresh.family.id if refresh else None,
+        )
         return 200, body, self.TOKEN_RESPONSE_HEADER

@@ -6,7 +6,6 @@ the rest. Errors raised here are ``authserver.errors`` types, rendered in ``erro
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from authlib.oauth2.rfc6749 import grants
@@ -14,14 +13,14 @@ from flask import request as flask_request
 
 from authserver.db import db
 from authserver.errors import InvalidGrant, InvalidRequest, RefreshTokenReused, UnauthorizedClient
+from authserver.http.audit import audit
 from authserver.models import Client, User
 from authserver.runtime import runtime
 from authserver.services.access_tokens import IssuedAccessToken
+from authserver.services.audit import AuditEventType
 from authserver.services.clients import resolve_audience, resolve_scope
 from authserver.services.refresh_tokens import rotate_refresh_token, start_family
 from authserver.services.users import authenticate_user
-
-log = logging.getLogger(__name__)
 
 CONFIDENTIAL_METHODS = ["client_secret_basic", "client_secret_post"]
 ALL_METHODS = [*CONFIDENTIAL_METHODS, "none"]
@@ -71,6 +70,12 @@ class ClientCredentialsGrant(grants.ClientCredentialsGrant):
             ttl=rt.access_token_ttl(client),
             now=runtime().now(),
         )
+        audit(
+            AuditEventType.TOKEN_ISSUED,
+            client_id=client.client_id,
+            grant_type=self.GRANT_TYPE,
+            scope=self.request.scope,
+        )
         return 200, token_body(access, self.request.scope), self.TOKEN_RESPONSE_HEADER
 
 
@@ -93,8 +98,20 @@ class PasswordGrant(grants.ResourceOwnerPasswordCredentialsGrant):
         self.request.scope = resolve_scope(client, self.request.payload.scope)
         user = authenticate_user(db.session, runtime().hasher, username, password)
         if user is None:
+            audit(
+                AuditEventType.SIGNIN_FAILED,
+                client_id=client.client_id,
+                method=self.GRANT_TYPE,
+                email=username[:254],
+            )
             # RFC 6749 §5.2: invalid resource owner credentials are invalid_grant.
             raise InvalidGrant("The email or password is incorrect.")
+        audit(
+            AuditEventType.SIGNIN_SUCCEEDED,
+            user_id=user.id,
+            client_id=client.client_id,
+            method=self.GRANT_TYPE,
+        )
         self.request.user = user
 
     def create_token_response(self) -> tuple[int, dict[str, Any], list[tuple[str, str]]]:
@@ -129,6 +146,14 @@ class PasswordGrant(grants.ResourceOwnerPasswordCredentialsGrant):
             now=now,
             family_id=refresh.family.id if refresh else None,
         )
+        audit(
+            AuditEventType.TOKEN_ISSUED,
+            user_id=user.id,
+            client_id=client.client_id,
+            grant_type=self.GRANT_TYPE,
+            scope=scope,
+            family_id=refresh.family.id if refresh else None,
+        )
         body = token_body(access, scope, refresh.token if refresh else None)
         return 200, body, self.TOKEN_RESPONSE_HEADER
 
@@ -161,15 +186,18 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
                 requested_scope=requested_scope,
                 policy=rt.refresh_policy(client),
                 now=now,
+                ip_address=flask_request.remote_addr,
             )
         except RefreshTokenReused as reuse:
-            # A security event: someone else holds a token of this family.
-            log.warning(
-                "refresh token reuse detected: family %s revoked (user %s, client %s, ip %s)",
-                reuse.family_id,
-                reuse.user_id,
-                reuse.client_id,
-                flask_request.remote_addr,
+            # Someone else holds a token of this family: the caller's address, and where the
+            # family signed in and was last refreshed from, tell who.
+            audit(
+                AuditEventType.REFRESH_REUSE_DETECTED,
+                user_id=reuse.user_id,
+                client_id=reuse.client_id,
+                family_id=reuse.family_id,
+                first_ip_address=reuse.first_ip_address,
+                last_ip_address=reuse.last_ip_address,
             )
             raise
         family = rotated.family
@@ -184,6 +212,14 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
             scope=scope,
             ttl=rt.access_token_ttl(client),
             now=now,
+            family_id=family.id,
+        )
+        audit(
+            AuditEventType.TOKEN_ISSUED,
+            user_id=family.user_id,
+            client_id=client.client_id,
+            grant_type=self.GRANT_TYPE,
+            scope=scope,
             family_id=family.id,
         )
         return 200, token_body(access, scope, rotated.token), self.TOKEN_RESPONSE_HEADER

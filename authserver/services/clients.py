@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 from authserver.errors import InvalidScope, InvalidTarget, ValidationError
 from authserver.models import Client
 from authserver.models.clients import digest_client_secret
+from authserver.services.audit import AuditEventType, record
 
 # Grants this server implements; authorization_code is accepted in registrations so clients
 # can be set up ahead of the authorization endpoint.
@@ -145,6 +146,14 @@ def create_client(
     )
     session.add(client)
     session.flush()
+    record(
+        session,
+        AuditEventType.CLIENT_CREATED,
+        client.created_at,
+        client_id=client.client_id,
+        grant_type=" ".join(grants),
+        scope=" ".join(scope_list),
+    )
     return RegisteredClient(client=client, client_secret=secret)
 
 

@@ -29,6 +29,7 @@ from sqlalchemy import select, text, update
 from sqlalchemy.orm import Session
 
 from authserver.models import KeyState, SigningKey
+from authserver.services.audit import AuditEventType, record
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +116,7 @@ def create_signing_key(
     )
     session.add(row)
     session.flush()
+    record(session, AuditEventType.KEY_ROTATED, now, kid=kid, state=KeyState.CURRENT.value)
     return row
 
 
@@ -162,6 +164,7 @@ def add_next_signing_key(
     )
     session.add(row)
     session.flush()
+    record(session, AuditEventType.KEY_ROTATED, now, kid=kid, state=KeyState.NEXT.value)
     return row
 
 
@@ -204,6 +207,14 @@ def maintain_signing_keys(
         )
         due_next.state = KeyState.CURRENT
         due_next.activated_at = now
+        record(
+            session,
+            AuditEventType.KEY_ROTATED,
+            now,
+            kid=due_next.kid,
+            state=KeyState.CURRENT.value,
+            reason="scheduled",
+        )
     session.execute(
         update(SigningKey)
         .where(

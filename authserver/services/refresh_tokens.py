@@ -156,6 +156,7 @@ def rotate_refresh_token(
     requested_scope: str | None,
     policy: RefreshPolicy,
     now: datetime,
+    ip_address: str | None = None,
 ) -> IssuedRefreshToken:
     """Exchange a refresh token for its successor (RFC 6749 §6, RFC 9700 §4.14.2).
 
@@ -188,6 +189,7 @@ def rotate_refresh_token(
             .execution_options(synchronize_session=False)
         )
         if claimed.rowcount == 1:  # type: ignore[attr-defined]
+            family.last_ip_address = ip_address
             _issue_successor(session, family, token, successor, policy, now)
             return IssuedRefreshToken(family=family, token=successor)
         # Another request claimed it first; read what it wrote.
@@ -205,7 +207,9 @@ def rotate_refresh_token(
         session.flush()
         return IssuedRefreshToken(family=family, token=retried, replayed=True)
     revoke_family(session, family, RevocationReason.REUSE_DETECTED, now)
-    raise RefreshTokenReused(family.id, client.client_id, family.user_id)
+    raise RefreshTokenReused(
+        family.id, client.client_id, family.user_id, family.ip_address, family.last_ip_address
+    )
 
 
 def _check_family_usable(family: RefreshFamily, client: Client, now: datetime) -> None:

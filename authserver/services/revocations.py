@@ -19,6 +19,7 @@ from sqlalchemy import ColumnElement, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from authserver.models import Client, RefreshFamily, Revocation
+from authserver.services.audit import AuditEventType, record
 
 SID = "sid"
 JTI = "jti"
@@ -29,18 +30,25 @@ def revoke_families(
     db: Session, where: Sequence[ColumnElement[bool]], reason: str, now: datetime
 ) -> list[uuid.UUID]:
     """Revoke the live families matching ``where``; returns their ids."""
-    revoked = list(
-        db.scalars(
-            update(RefreshFamily)
-            .where(*where, RefreshFamily.revoked_at.is_(None))
-            .values(revoked_at=now, revoked_reason=reason)
-            .returning(RefreshFamily.id)
-            .execution_options(synchronize_session=False)
+    rows = db.execute(
+        update(RefreshFamily)
+        .where(*where, RefreshFamily.revoked_at.is_(None))
+        .values(revoked_at=now, revoked_reason=reason)
+        .returning(RefreshFamily.id, RefreshFamily.user_id)
+        .execution_options(synchronize_session=False)
+    ).all()
+    for family_id, user_id in rows:
+        db.add(Revocation(kind=SID, value=str(family_id), created_at=now))
+        record(
+            db,
+            AuditEventType.FAMILY_REVOKED,
+            now,
+            user_id=user_id,
+            family_id=family_id,
+            reason=reason,
         )
-    )
-    db.add_all(Revocation(kind=SID, value=str(fid), created_at=now) for fid in revoked)
     db.flush()
-    return revoked
+    return [family_id for family_id, _ in rows]
 
 
 def record_user_signed_out_everywhere(db: Session, user_id: uuid.UUID, now: datetime) -> None:

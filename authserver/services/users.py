@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from authserver.errors import NotFound, ValidationError
 from authserver.models import User
+from authserver.services.audit import AuditEventType, record
 from authserver.services.browser_sessions import end_user_sessions
 from authserver.services.passwords import PasswordHasher
 from authserver.services.refresh_tokens import RevocationReason
@@ -54,6 +55,7 @@ def create_user(session: Session, hasher: PasswordHasher, email: str, password: 
     user = User(email=normalized, password_hash=hasher.hash(password))
     session.add(user)
     session.flush()
+    record(session, AuditEventType.USER_CREATED, user.created_at, user_id=user.id)
     return user
 
 
@@ -85,7 +87,15 @@ def disable_user(session: Session, email: str, now: datetime) -> User:
     if user is None:
         raise NotFound(f"no user with the email {email.strip()[:100]!r}")
     user.disabled = True
-    end_user_sessions(session, user.id, RevocationReason.USER_DISABLED, now)
+    sessions, families = end_user_sessions(session, user.id, RevocationReason.USER_DISABLED, now)
+    record(
+        session,
+        AuditEventType.USER_DISABLED,
+        now,
+        user_id=user.id,
+        sessions_ended=sessions,
+        families_revoked=families,
+    )
     session.flush()
     return user
 
@@ -105,7 +115,15 @@ def change_password(
     if not hasher.verify(user.password_hash, current_password):
         raise ValidationError("The current password is incorrect.")
     user.password_hash = hasher.hash(new_password)
-    end_user_sessions(
+    sessions, families = end_user_sessions(
         session, user.id, RevocationReason.PASSWORD_CHANGED, now, keep_session_id=keep_session_id
+    )
+    record(
+        session,
+        AuditEventType.PASSWORD_CHANGED,
+        now,
+        user_id=user.id,
+        sessions_ended=sessions,
+        families_revoked=families,
     )
     session.flush()
