@@ -12,7 +12,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from authserver.config import Config, ConfigError
 from authserver.db import db
 from authserver.errors import register_error_handlers
-from authserver.http import account_api, authorize, oidc, openapi, pages
+from authserver.http import account_api, authorize, health, oidc, openapi, pages
 from authserver.http import oauth as oauth_views
 from authserver.http import wellknown as wellknown_views
 from authserver.http.bearer import BearerError, handle_bearer_error
@@ -86,8 +86,10 @@ def create_app(config: Config | None = None) -> Flask:
         pages.bp,
         account_api.bp,
         openapi.bp,
+        health.bp,
     ):
         app.register_blueprint(blueprint)
+    health.init_metrics(app)
     register_error_handlers(app)
     app.register_error_handler(BearerError, handle_bearer_error)
 

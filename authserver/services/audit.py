@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from authserver.metrics import count_security_event
 from authserver.models import AuditEvent
 
 log = logging.getLogger("authserver.audit")
@@ -84,6 +85,7 @@ def record(
         details=clean,
     )
     db.add(event)
+    count_security_event(event_type.value, clean)
     log.info(
         json.dumps(
             {

@@ -320,6 +320,10 @@ class KeyRing:
         if self._lock.acquire(blocking=self._snapshot is None):
             try:
                 self._refresh_locked()
+            except Exception:
+                # Never loaded and cannot load now: leave it to the endpoints that need keys
+                # to fail (503); the others (health, pages) must still answer.
+                log.warning("signing keys could not be loaded yet", exc_info=True)
             finally:
                 self._lock.release()
 

@@ -1,0 +1,79 @@
+"""Liveness, readiness and metrics for the platform that runs authserver."""
+
+from __future__ import annotations
+
+import os
+import time
+
+from flask import Blueprint, Flask, Response, g, jsonify, request
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
+from sqlalchemy import Engine, text
+from sqlalchemy.pool import QueuePool
+
+from authserver.db import Database, db
+from authserver.metrics import LATENCY, POOL_IN_USE, REQUESTS
+from authserver.runtime import runtime
+
+bp = Blueprint("health", __name__)
+
+
+@bp.get("/healthz")
+def healthz() -> Response:
+    """The process is alive and answering; says nothing about its dependencies."""
+    return jsonify(status="ok")
+
+
+@bp.get("/readyz")
+def readyz() -> tuple[Response, int]:
+    """Ready for traffic: the database answers and the signing keys are loaded."""
+    checks: dict[str, str] = {}
+    try:
+        db.session.execute(text("SELECT 1"))
+        checks["database"] = "ok"
+    except Exception:
+        checks["database"] = "unavailable"
+    try:
+        checks["signing_key"] = "ok" if runtime().keys.snapshot().signing else "missing"
+    except Exception:
+        checks["signing_key"] = "unavailable"
+    ready = all(state == "ok" for state in checks.values())
+    response = jsonify(status="ready" if ready else "not_ready", checks=checks)
+    response.headers["Cache-Control"] = "no-store"
+    return response, 200 if ready else 503
+
+
+@bp.get("/metrics")
+def metrics() -> Response:
+    return metrics_response(Database.state().engine)
+
+
+def _start_timer() -> None:
+    g.metrics_started = time.perf_counter()
+
+
+def _observe(response: Response) -> Response:
+    started = g.pop("metrics_started", None)
+    # The endpoint name, never the raw path: paths carry ids and would explode the labels.
+    endpoint = request.endpoint or "unknown"
+    if started is not None:
+        LATENCY.labels(endpoint).observe(time.perf_counter() - started)
+    REQUESTS.labels(endpoint, request.method, str(response.status_code)).inc()
+    return response
+
+
+def metrics_response(engine: Engine) -> Response:
+    pool = engine.pool
+    if isinstance(pool, QueuePool):
+        POOL_IN_USE.set(pool.checkedout())
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        body = generate_latest(registry)
+    else:
+        body = generate_latest()
+    return Response(body, mimetype=CONTENT_TYPE_LATEST)
+
+
+def init_metrics(app: Flask) -> None:
+    app.before_request(_start_timer)
+    app.after_request(_observe)

@@ -1,0 +1,66 @@
+"""Prometheus metrics (prometheus-client).
+
+With several gunicorn workers, set ``PROMETHEUS_MULTIPROC_DIR`` to an empty directory shared
+by the workers (prometheus-client's multiprocess mode); ``/metrics`` then adds up every
+worker's numbers. Without it, each process reports its own.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+REQUESTS = Counter(
+    "authserver_http_requests_total",
+    "HTTP requests answered, by endpoint, method and status.",
+    ["endpoint", "method", "status"],
+)
+LATENCY = Histogram(
+    "authserver_http_request_duration_seconds",
+    "Time to answer a request, by endpoint.",
+    ["endpoint"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+)
+SECURITY_EVENTS = Counter(
+    "authserver_security_events_total",
+    "Audit events recorded, by type (sign-ins, failures, revocations, reuse, rate limits...).",
+    ["event_type"],
+)
+TOKENS_ISSUED = Counter(
+    "authserver_tokens_issued_total", "Access tokens issued, by grant type.", ["grant_type"]
+)
+REFRESH_ROTATIONS = Counter(
+    "authserver_refresh_rotations_total", "Refresh tokens exchanged for their successor."
+)
+REUSE_DETECTED = Counter(
+    "authserver_refresh_reuse_detected_total", "Refresh-token reuse detections (family revoked)."
+)
+REVOCATIONS = Counter(
+    "authserver_families_revoked_total", "Refresh families revoked, by reason.", ["reason"]
+)
+FAILED_SIGNINS = Counter("authserver_signin_failures_total", "Failed sign-ins.")
+RATE_LIMITED = Counter(
+    "authserver_rate_limit_hits_total", "Requests refused by a rate limit.", ["endpoint"]
+)
+POOL_IN_USE = Gauge(
+    "authserver_db_pool_connections_in_use",
+    "Database connections checked out of this process's pool.",
+    multiprocess_mode="livesum",
+)
+
+
+def count_security_event(event_type: str, details: dict[str, object]) -> None:
+    """Turn an audit event into the counters operators alert on."""
+    SECURITY_EVENTS.labels(event_type).inc()
+    if event_type == "token_issued":
+        grant = str(details.get("grant_type", "unknown"))
+        TOKENS_ISSUED.labels(grant).inc()
+        if grant == "refresh_token":
+            REFRESH_ROTATIONS.inc()
+    elif event_type == "refresh_reuse_detected":
+        REUSE_DETECTED.inc()
+    elif event_type == "family_revoked":
+        REVOCATIONS.labels(str(details.get("reason", "unknown"))).inc()
+    elif event_type == "signin_failed":
+        FAILED_SIGNINS.inc()
+    elif event_type == "rate_limit_hit":
+        RATE_LIMITED.labels(str(details.get("endpoint", "unknown"))).inc()

@@ -1,0 +1,103 @@
+"""Liveness, readiness and Prometheus metrics."""
+
+from __future__ import annotations
+
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy.orm import Session
+
+from authserver.runtime import runtime
+from tests.helpers import make_client, make_user, password_login, refresh
+
+
+def _metric(client: FlaskClient, name: str, **labels: str) -> float:
+    """The value of one sample in /metrics (0 when absent)."""
+    text = client.get("/metrics").get_data(as_text=True)
+    wanted = name + (
+        "{" + ",".join(f'{k}="{v}"' for k, v in sorted(labels.items())) + "}" if labels else ""
+    )
+    for line in text.splitlines():
+        if line.startswith("#"):
+            continue
+        sample, _, value = line.rpartition(" ")
+        if sample == wanted:
+            return float(value)
+    return 0.0
+
+
+def test_healthz_answers_while_the_process_lives(client: FlaskClient) -> None:
+    response = client.get("/healthz")
+
+    assert response.status_code == 200
+    assert response.json == {"status": "ok"}
+
+
+def test_readyz_is_ready_with_the_database_and_a_signing_key(client: FlaskClient) -> None:
+    response = client.get("/readyz")
+
+    assert response.status_code == 200
+    assert response.json["checks"] == {"database": "ok", "signing_key": "ok"}
+
+
+def test_readyz_is_not_ready_without_signing_keys(app: Flask, client: FlaskClient) -> None:
+    rt = runtime(app)
+
+    def no_database() -> list[object]:
+        raise ConnectionError("database down")
+
+    rt.keys._load_rows = no_database  # type: ignore[method-assign,assignment]
+    rt.keys._snapshot = None  # a process that never loaded its keys
+
+    response = client.get("/readyz")
+
+    assert response.status_code == 503
+    assert response.json["checks"]["signing_key"] == "unavailable"
+
+
+def test_metrics_count_tokens_by_grant_rotations_and_failed_signins(
+    app: Flask, session: Session, client: FlaskClient
+) -> None:
+    make_user(app, session)
+    registered = make_client(session)
+    before = {
+        "password": _metric(client, "authserver_tokens_issued_total", grant_type="password"),
+        "rotations": _metric(client, "authserver_refresh_rotations_total"),
+        "failures": _metric(client, "authserver_signin_failures_total"),
+    }
+
+    tokens = password_login(client, registered).json
+    refresh(client, registered, tokens["refresh_token"])
+    password_login(client, registered, password="not the password")
+
+    assert _metric(client, "authserver_tokens_issued_total", grant_type="password") == (
+        before["password"] + 1
+    )
+    assert _metric(client, "authserver_refresh_rotations_total") == before["rotations"] + 1
+    assert _metric(client, "authserver_signin_failures_total") == before["failures"] + 1
+
+
+def test_metrics_count_requests_by_endpoint_not_by_path(client: FlaskClient) -> None:
+    before = _metric(
+        client,
+        "authserver_http_requests_total",
+        endpoint="wellknown.jwks",
+        method="GET",
+        status="200",
+    )
+
+    client.get("/.well-known/jwks.json")
+
+    after = _metric(
+        client,
+        "authserver_http_requests_total",
+        endpoint="wellknown.jwks",
+        method="GET",
+        status="200",
+    )
+    assert after == before + 1
+    assert "authserver_db_pool_connections_in_use" in client.get("/metrics").get_data(True)
+
+
+def test_every_response_says_nosniff(client: FlaskClient) -> None:
+    for path in ("/healthz", "/.well-known/jwks.json", "/login", "/nope"):
+        assert client.get(path).headers["X-Content-Type-Options"] == "nosniff", path
