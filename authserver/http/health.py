@@ -10,7 +10,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from sqlalchemy import Engine, text
 from sqlalchemy.pool import QueuePool
 
-from authserver.db import Database, db
+from authserver.db import Database, db, discard_request_session
 from authserver.metrics import LATENCY, POOL_IN_USE, REQUESTS
 from authserver.runtime import runtime
 
@@ -31,6 +31,8 @@ def readyz() -> tuple[Response, int]:
         db.session.execute(text("SELECT 1"))
         checks["database"] = "ok"
     except Exception:
+        # Any failure means not ready; the reason is for the logs, not for callers.
+        discard_request_session()
         checks["database"] = "unavailable"
     try:
         checks["signing_key"] = "ok" if runtime().keys.snapshot().signing else "missing"
