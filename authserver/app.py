@@ -16,6 +16,7 @@ from authserver.http import account_api, authorize, health, oidc, openapi, pages
 from authserver.http import oauth as oauth_views
 from authserver.http import wellknown as wellknown_views
 from authserver.http.bearer import BearerError, handle_bearer_error
+from authserver.http.rate_limits import init_rate_limits
 from authserver.http.web import csrf, init_web
 from authserver.oauth.server import AuthorizationServer
 from authserver.runtime import attach_runtime, build_runtime
@@ -77,6 +78,7 @@ def create_app(config: Config | None = None) -> Flask:
     AuthorizationServer().init_app(app)
 
     init_web(app, config)
+    init_rate_limits(app, config)
     csrf.exempt(oauth_views.bp)  # client-authenticated, not browser forms
     for blueprint in (
         oauth_views.bp,

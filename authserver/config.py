@@ -24,6 +24,7 @@ DEV_SECRET_KEY = "authserver-development-secret-key-do-not-use-in-production"  #
 DEV_KEY_ENCRYPTION_KEY = "authserver-development-key-encryption-key-not-for-production"
 
 MIN_SECRET_LENGTH = 32
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 SIGNING_ALGORITHMS = ("ES256", "RS256")
 
 
@@ -79,6 +80,23 @@ class Config:
     # How many hashes may run at once; more would only queue inside the CPU and cost memory.
     hash_concurrency: int = field(default_factory=lambda: os.cpu_count() or 1)
 
+    # Request rate limits ("N/period", Flask-Limiter notation) and where counts are kept:
+    # "memory://" (per process) or a Redis URL shared by every process.
+    ratelimit_enabled: int = 1
+    ratelimit_storage_uri: str = "memory://"
+    ratelimit_token: str = "600/minute"  # noqa: S105 (a rate, not a secret)
+    ratelimit_token_per_client: str = "1200/minute"  # noqa: S105
+    ratelimit_signin: str = "60/minute"
+    ratelimit_signin_per_account: str = "20/minute"
+    ratelimit_introspection: str = "6000/minute"
+    ratelimit_revocation: str = "600/minute"
+    # Failed guesses (services/sign_in_throttle.py).
+    signin_free_failures: int = 5
+    signin_failures_per_hour: int = 100
+
+    # `authserver purge` deletes audit events older than this many days.
+    audit_retention_days: int = 365
+
     # Number of reverse proxies in front of the server whose X-Forwarded-* headers are trusted.
     trusted_proxies: int = 0
     log_level: str = "INFO"
@@ -89,8 +107,11 @@ class Config:
 
     @property
     def secure_cookies(self) -> bool:
-        """Cookies are Secure and __Host- prefixed unless this is plain-http development."""
-        return self.is_production or urlsplit(self.issuer).scheme == "https"
+        """Cookies are Secure and __Host- prefixed, except in development on a loopback http
+        issuer (http://127.0.0.1:8000), where a browser would drop Secure cookies."""
+        issuer = urlsplit(self.issuer)
+        loopback_http = issuer.scheme == "http" and issuer.hostname in LOOPBACK_HOSTS
+        return self.is_production or not loopback_http
 
     @property
     def is_sqlite(self) -> bool:
@@ -191,6 +212,8 @@ class Config:
             )
         if self.key_rotation_days < 0:
             problems.append("AUTHSERVER_KEY_ROTATION_DAYS must be 0 (off) or positive")
+        if self.audit_retention_days < 1:
+            problems.append("AUTHSERVER_AUDIT_RETENTION_DAYS must be at least 1")
         if self.trusted_proxies < 0:
             problems.append("AUTHSERVER_TRUSTED_PROXIES must be 0 or positive")
         if self.is_production:

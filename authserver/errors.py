@@ -99,6 +99,18 @@ class TemporarilyUnavailable(AuthServerError):
     default_description = "The server is temporarily unavailable; retry shortly."
 
 
+class TooManyAttempts(AuthServerError):
+    """Refused before any work: too many attempts (RFC 6585 §4). ``retry_after`` seconds."""
+
+    error = "temporarily_unavailable"
+    status_code = 429
+    default_description = "Too many attempts; wait before trying again."
+
+    def __init__(self, retry_after: int, description: str | None = None) -> None:
+        super().__init__(description)
+        self.retry_after = max(1, retry_after)
+
+
 class ValidationError(AuthServerError):
     """Input to a service (from the CLI or an API) that breaks a rule; the message says which."""
 
@@ -149,6 +161,8 @@ def handle_auth_server_error(exc: AuthServerError) -> Response:
         headers["WWW-Authenticate"] = f'Basic error="{exc.error}"'
     if isinstance(exc, TemporarilyUnavailable):
         headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+    if isinstance(exc, TooManyAttempts):
+        headers["Retry-After"] = str(exc.retry_after)
     return error_response(exc.error, exc.description, exc.status_code, headers)
 
 
@@ -157,6 +171,9 @@ def handle_http_exception(exc: HTTPException) -> Response:
         return handle_unexpected(exc.original_exception or exc)
     code = exc.code or 500
     name = (exc.name or "error").lower().replace(" ", "_")
+    if code == 429:
+        # A rate limit (Flask-Limiter): say it the way OAuth clients already understand.
+        name = TooManyAttempts.error
     # Keep what the exception says about itself, e.g. 405's Allow (RFC 9110 §15.5.6).
     headers = {k: v for k, v in exc.get_headers() if k.lower() != "content-type"}
     return error_response(name, exc.description, code, headers)

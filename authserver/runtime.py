@@ -26,6 +26,7 @@ from authserver.services.keys import (
 from authserver.services.passwords import PasswordHasher
 from authserver.services.refresh_tokens import RefreshPolicy
 from authserver.services.revocations import longest_access_token_ttl
+from authserver.services.sign_in_throttle import ThrottlePolicy
 
 EXTENSION_KEY = "authserver.runtime"
 
@@ -49,6 +50,13 @@ class Runtime:
             idle_ttl=self.config.refresh_idle_ttl,
             absolute_ttl=self.config.refresh_absolute_ttl,
             reuse_grace=self.config.refresh_reuse_grace,
+        )
+
+    @property
+    def throttle_policy(self) -> ThrottlePolicy:
+        return ThrottlePolicy(
+            free_failures=self.config.signin_free_failures,
+            failures_per_window=self.config.signin_failures_per_hour,
         )
 
     def access_token_ttl(self, client: Client) -> int:

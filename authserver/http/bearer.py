@@ -9,11 +9,8 @@ from flask import Response, jsonify, request
 
 from authserver.db import db
 from authserver.runtime import runtime
-from authserver.services.token_verification import (
-    TokenRejected,
-    token_still_granted,
-    verify_own_token,
-)
+from authserver.services.token_status import access_token_still_granted
+from authserver.services.token_verification import TokenRejected, verify_own_token
 
 
 class BearerError(Exception):
@@ -51,7 +48,7 @@ def bearer_claims(required_scope: str | None = None) -> dict[str, Any]:
         )
     except TokenRejected:
         raise BearerError(401, "invalid_token", "The access token is invalid.") from None
-    if not token_still_granted(db.session, claims):
+    if not access_token_still_granted(db.session, claims, rt.now()):
         raise BearerError(401, "invalid_token", "The access token was revoked.")
     if required_scope and required_scope not in str(claims.get("scope", "")).split():
         raise BearerError(403, "insufficient_scope", f"The '{required_scope}' scope is needed.")

@@ -6,6 +6,7 @@ from flask import Blueprint, Response, jsonify, request
 
 from authserver.db import db
 from authserver.errors import InvalidRequest
+from authserver.http.rate_limits import per_account_password_grant, per_client, per_ip
 from authserver.oauth.metadata import (
     INTROSPECTION_PATH,
     REVOCATION_PATH,
@@ -20,12 +21,17 @@ bp = Blueprint("oauth", __name__)
 
 
 @bp.post(TOKEN_PATH)
+@per_ip["token"]
+@per_client["token"]
+@per_account_password_grant
 def token() -> Response:
     """RFC 6749 §3.2, the token endpoint."""
     return authorization_server().create_token_response()
 
 
 @bp.post(REVOCATION_PATH)
+@per_ip["revocation"]
+@per_client["revocation"]
 def revoke() -> Response:
     """RFC 7009 §2."""
     check_form_shape()
@@ -34,6 +40,8 @@ def revoke() -> Response:
 
 
 @bp.post(INTROSPECTION_PATH)
+@per_ip["introspection"]
+@per_client["introspection"]
 def introspect() -> Response:
     """RFC 7662 §2."""
     check_form_shape()

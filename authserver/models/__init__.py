@@ -7,6 +7,7 @@ from authserver.models.clients import Client
 from authserver.models.keys import KeyState, SigningKey
 from authserver.models.revocations import Revocation
 from authserver.models.sessions import BrowserSession
+from authserver.models.throttles import SignInThrottle
 from authserver.models.tokens import RefreshFamily, RefreshToken
 from authserver.models.users import User
 
@@ -20,6 +21,7 @@ __all__ = [
     "RefreshFamily",
     "RefreshToken",
     "Revocation",
+    "SignInThrottle",
     "SigningKey",
     "User",
 ]

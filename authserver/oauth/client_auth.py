@@ -12,9 +12,14 @@ from collections.abc import Callable
 from typing import Any
 
 from authlib.oauth2.rfc6749.util import extract_basic_authorization
+from flask import request
 
+from authserver.db import db
+from authserver.errors import TooManyAttempts
 from authserver.models import Client
 from authserver.models.clients import digest_client_secret
+from authserver.runtime import runtime
+from authserver.services.sign_in_throttle import record_failure, seconds_to_wait
 
 QueryClient = Callable[[str], Client | None]
 _UNKNOWN_CLIENT_DIGEST = digest_client_secret("authserver-unknown-client")
@@ -24,7 +29,17 @@ def _verify_secret(client: Client | None, secret: str) -> Client | None:
     if client is None:
         hmac.compare_digest(_UNKNOWN_CLIENT_DIGEST, digest_client_secret(secret))
         return None
-    return client if client.check_client_secret(secret) else None
+    # Secret guesses are throttled like passwords (services/sign_in_throttle.py).
+    rt = runtime()
+    account = "client:" + client.client_id
+    ip = request.remote_addr or "-"
+    wait = seconds_to_wait(db.session, account, ip, rt.now(), rt.throttle_policy)
+    if wait:
+        raise TooManyAttempts(wait)
+    if client.check_client_secret(secret):
+        return client
+    record_failure(db.session, account, ip, rt.now(), rt.throttle_policy)
+    return None
 
 
 def authenticate_client_secret_basic(query_client: QueryClient, request: Any) -> Client | None:

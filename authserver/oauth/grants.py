@@ -12,14 +12,22 @@ from authlib.oauth2.rfc6749 import grants
 from flask import request as flask_request
 
 from authserver.db import db
-from authserver.errors import InvalidGrant, InvalidRequest, RefreshTokenReused, UnauthorizedClient
+from authserver.errors import (
+    InvalidGrant,
+    InvalidRequest,
+    RefreshTokenReused,
+    TooManyAttempts,
+    UnauthorizedClient,
+)
 from authserver.http.audit import audit
+from authserver.http.rate_limits import throttle_account
 from authserver.models import Client, User
 from authserver.runtime import runtime
 from authserver.services.access_tokens import IssuedAccessToken
 from authserver.services.audit import AuditEventType
 from authserver.services.clients import resolve_audience, resolve_scope
 from authserver.services.refresh_tokens import rotate_refresh_token, start_family
+from authserver.services.sign_in_throttle import record_failure, record_success, seconds_to_wait
 from authserver.services.users import authenticate_user
 
 CONFIDENTIAL_METHODS = ["client_secret_basic", "client_secret_post"]
@@ -96,8 +104,21 @@ class PasswordGrant(grants.ResourceOwnerPasswordCredentialsGrant):
             raise InvalidRequest("Missing 'username' or 'password'.")
         # Cheap checks first: a bad scope must not cost a password hash.
         self.request.scope = resolve_scope(client, self.request.payload.scope)
-        user = authenticate_user(db.session, runtime().hasher, username, password)
+        rt = runtime()
+        account = throttle_account(username)
+        ip = flask_request.remote_addr or "-"
+        wait = seconds_to_wait(db.session, account, ip, rt.now(), rt.throttle_policy)
+        if wait:
+            audit(
+                AuditEventType.RATE_LIMIT_HIT,
+                client_id=client.client_id,
+                endpoint="sign_in_throttle",
+                email=username[:254],
+            )
+            raise TooManyAttempts(wait)
+        user = authenticate_user(db.session, rt.hasher, username, password)
         if user is None:
+            record_failure(db.session, account, ip, rt.now(), rt.throttle_policy)
             audit(
                 AuditEventType.SIGNIN_FAILED,
                 client_id=client.client_id,
@@ -106,6 +127,7 @@ class PasswordGrant(grants.ResourceOwnerPasswordCredentialsGrant):
             )
             # RFC 6749 §5.2: invalid resource owner credentials are invalid_grant.
             raise InvalidGrant("The email or password is incorrect.")
+        record_success(db.session, account, ip)
         audit(
             AuditEventType.SIGNIN_SUCCEEDED,
             user_id=user.id,

@@ -104,6 +104,18 @@ def end_session(
     db.refresh(browser_session)
 
 
+def move_families(db: Session, source: BrowserSession, target: BrowserSession) -> None:
+    """Tie the live families of one session of a user to another session of the same user."""
+    assert source.user_id == target.user_id
+    db.execute(
+        update(RefreshFamily)
+        .where(RefreshFamily.browser_session_id == source.id, RefreshFamily.revoked_at.is_(None))
+        .values(browser_session_id=target.id)
+        .execution_options(synchronize_session=False)
+    )
+    db.flush()
+
+
 def end_user_sessions(
     db: Session,
     user_id: uuid.UUID,

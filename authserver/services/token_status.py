@@ -135,24 +135,34 @@ def _introspect_refresh(row: RefreshToken, issuer: str, now: datetime) -> dict[s
     }
 
 
-def _introspect_access(db: Session, claims: dict[str, Any], now: datetime) -> dict[str, Any]:
+def access_token_still_granted(db: Session, claims: dict[str, Any], now: datetime) -> bool:
+    """Whether what a verified access token stands for still holds: not expired, not
+    denylisted, its family (``sid``) not revoked, its user enabled and not signed out
+    everywhere since. Introspection and the endpoints this server protects itself (userinfo,
+    the account API) ask this one question."""
     if int(claims["exp"]) <= int(now.timestamp()):
-        return dict(INACTIVE)
+        return False
     if is_denylisted(db, str(claims.get("jti", ""))):
-        return dict(INACTIVE)
+        return False
     sid = claims.get("sid")
     if sid is not None:
         family = _get_family(db, str(sid))
         if family is None or not _family_live(family, now):
-            return dict(INACTIVE)
+            return False
     subject = str(claims.get("sub", ""))
     if subject != claims.get("client_id"):  # a user's token, not a client's own
         user = _get_user(db, subject)
         if user is None or user.disabled:
-            return dict(INACTIVE)
+            return False
         issued_at = datetime.fromtimestamp(int(claims.get("iat", 0)), UTC)
         if signed_out_after(db, subject, issued_at):
-            return dict(INACTIVE)
+            return False
+    return True
+
+
+def _introspect_access(db: Session, claims: dict[str, Any], now: datetime) -> dict[str, Any]:
+    if not access_token_still_granted(db, claims, now):
+        return dict(INACTIVE)
     payload = {k: v for k, v in claims.items() if k in INTROSPECTED_CLAIMS}
     payload.update(active=True, token_type="Bearer")  # noqa: S106 (RFC 7662 token_type)
     return payload

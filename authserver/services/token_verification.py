@@ -6,14 +6,11 @@ from __future__ import annotations
 
 import base64
 import json
-import uuid
 from typing import Any
 
 from joserfc import jwt
 from joserfc.errors import JoseError
-from sqlalchemy.orm import Session
 
-from authserver.models import RefreshFamily, User
 from authserver.services.keys import KeyRing
 
 MAX_TOKEN_LENGTH = 8192
@@ -64,23 +61,3 @@ def verify_own_token(
     if check_expiry and exp <= now:
         raise TokenRejected("expired")
     return claims
-
-
-def token_still_granted(db: Session, claims: dict[str, Any]) -> bool:
-    """Whether what the token stands for still holds: its user is enabled and its refresh
-    family (``sid``) has not been revoked. Access tokens outlive neither."""
-    try:
-        user_id = uuid.UUID(str(claims.get("sub")))
-    except ValueError:
-        return False
-    user = db.get(User, user_id)
-    if user is None or user.disabled:
-        return False
-    sid = claims.get("sid")
-    if sid is None:
-        return True
-    try:
-        family = db.get(RefreshFamily, uuid.UUID(str(sid)))
-    except ValueError:
-        return False
-    return family is not None and family.revoked_at is None

@@ -20,7 +20,6 @@ from authserver.db import utcnow
 from authserver.models import BrowserSession
 from authserver.runtime import runtime
 from authserver.services.clients import RegisteredClient
-from authserver.services.refresh_tokens import digest_token
 from authserver.services.users import disable_user
 from tests.browser_helpers import (
     REDIRECT_URI,
@@ -30,10 +29,17 @@ from tests.browser_helpers import (
     query_of,
     sign_in,
 )
-from tests.helpers import PASSWORD, make_client, make_user, password_login, refresh, token_request
+from tests.helpers import (
+    PASSWORD,
+    basic_auth,
+    make_client,
+    make_user,
+    password_login,
+    refresh,
+    token_request,
+)
 
 NEW_PASSWORD = "a brand new passphrase"
-SESSION_COOKIE = "authserver_session"
 
 
 class Clock:
@@ -187,6 +193,18 @@ def _refused_as_csrf(response: TestResponse) -> bool:
     return response.status_code == 400 and "Please try again" in response.get_data(as_text=True)
 
 
+def _bob_signed_in(
+    app: Flask, session: Session, cli_app: RegisteredClient
+) -> tuple[FlaskClient, dict[str, Any]]:
+    """Bob, signed in on his browser and in Command-line app."""
+    make_user(app, session, email="bob@example.com")
+    bob = _browser(app, "Bob's browser", "203.0.113.9")
+    sign_in(bob, email="bob@example.com")
+    tokens = password_login(bob, cli_app, email="bob@example.com")
+    assert tokens.status_code == 200
+    return bob, dict(tokens.json)
+
+
 # -- the account page ------------------------------------------------------------------------
 
 
@@ -264,20 +282,12 @@ def test_sign_out_everywhere_else_button_keeps_only_this_browser_and_its_apps(
 def test_sign_out_device_button_cannot_reach_another_users_browser(
     app: Flask, session: Session, devices: SignedInDevices
 ) -> None:
-    make_user(app, session, email="bob@example.com")
-    bob = _browser(app, "Bob's browser", "203.0.113.9")
-    sign_in(bob, email="bob@example.com")
-    bob_cookie = bob.get_cookie(SESSION_COOKIE)
-    assert bob_cookie is not None
-    bob_session_id = session.scalars(
-        select(BrowserSession.id).where(
-            BrowserSession.token_digest == digest_token(bob_cookie.value)
-        )
-    ).one()
+    bob, bob_tokens = _bob_signed_in(app, session, devices.cli_app)
+    bob_browser_id = _device_id(_device_list(bob, bob_tokens["access_token"]), "Bob's browser")
     page = devices.laptop.get("/account")
 
     devices.laptop.post(
-        f"/account/devices/{bob_session_id}/sign-out", data={"csrf_token": csrf_token_of(page)}
+        f"/account/devices/{bob_browser_id}/sign-out", data={"csrf_token": csrf_token_of(page)}
     )
 
     assert _signed_in_as(bob) == "bob@example.com"
@@ -301,14 +311,12 @@ def _post_account_form(
     return devices.laptop.post(path, data=data, headers=headers)
 
 
-def _nothing_changed(devices: SignedInDevices) -> bool:
-    return (
-        _signed_in_as(devices.phone) == "ann@example.com"
-        and _signed_in_as(devices.laptop) == "ann@example.com"
-        and _password_login_works(devices.cli, devices.cli_app, PASSWORD)
-        and not _password_login_works(devices.cli, devices.cli_app, NEW_PASSWORD)
-        and _refreshes(devices.cli, devices.cli_app, devices.cli_tokens)
-    )
+def _assert_nothing_changed(devices: SignedInDevices) -> None:
+    assert _signed_in_as(devices.phone) == "ann@example.com"
+    assert _signed_in_as(devices.laptop) == "ann@example.com"
+    assert _refreshes(devices.cli, devices.cli_app, devices.cli_tokens)
+    assert _password_login_works(devices.cli, devices.cli_app, PASSWORD)
+    assert not _password_login_works(devices.cli, devices.cli_app, NEW_PASSWORD)
 
 
 @pytest.mark.parametrize("token", ["missing", "foreign"])
@@ -321,7 +329,7 @@ def test_account_form_with_a_bad_csrf_token_is_refused_and_changes_nothing(
     response = _post_account_form(devices, form, None if token == "missing" else foreign, {})
 
     assert _refused_as_csrf(response)
-    assert _nothing_changed(devices)
+    _assert_nothing_changed(devices)
 
 
 @pytest.mark.parametrize("form", ACCOUNT_FORMS)
@@ -334,7 +342,7 @@ def test_account_form_posted_cross_site_is_refused_and_changes_nothing(
 
     assert response.status_code == 403
     assert "sent from another site" in response.get_data(as_text=True)
-    assert _nothing_changed(devices)
+    _assert_nothing_changed(devices)
 
 
 # -- the JSON account API ---------------------------------------------------------------------
@@ -383,6 +391,28 @@ def test_api_entries_say_what_where_and_when(devices: SignedInDevices) -> None:
         )
 
 
+def test_api_lists_only_the_callers_own_devices(
+    app: Flask, session: Session, devices: SignedInDevices
+) -> None:
+    _bob_signed_in(app, session, devices.cli_app)
+
+    listed = _device_list(devices.cli, devices.cli_tokens["access_token"])
+
+    assert "Bob's browser" not in _labelled(listed)
+    assert len(listed) == 4
+
+
+def test_api_list_leaves_out_browsers_whose_session_timed_out(
+    clock: Clock, devices: SignedInDevices
+) -> None:
+    clock.advance(minutes=31)
+    renewed = refresh(devices.cli, devices.cli_app, devices.cli_tokens["refresh_token"])
+
+    listed = _device_list(devices.cli, renewed.json["access_token"])
+
+    assert set(_labelled(listed)) == {"Photo app", "Command-line app"}
+
+
 def test_api_delete_signs_out_that_browser(devices: SignedInDevices) -> None:
     token = devices.cli_tokens["access_token"]
     phone_id = _device_id(_device_list(devices.cli, token), "Phone browser")
@@ -417,25 +447,39 @@ def test_api_delete_revokes_that_app(devices: SignedInDevices) -> None:
     assert _refreshes(devices.cli, devices.photo_app, devices.photo_tokens)
 
 
-def test_api_delete_of_another_users_session_is_404_and_leaves_it_signed_in(
+def test_api_delete_of_another_users_browser_is_404_and_leaves_it_signed_in(
     app: Flask, session: Session, devices: SignedInDevices
 ) -> None:
-    make_user(app, session, email="bob@example.com")
-    bob = _browser(app, "Bob's browser", "203.0.113.9")
-    sign_in(bob, email="bob@example.com")
-    bob_tokens = password_login(bob, devices.cli_app, email="bob@example.com").json
-    bob_session_id = _device_id(_device_list(bob, bob_tokens["access_token"]), "Bob's browser")
+    bob, bob_tokens = _bob_signed_in(app, session, devices.cli_app)
+    bob_browser_id = _device_id(_device_list(bob, bob_tokens["access_token"]), "Bob's browser")
 
     response = _api(
         devices.cli,
         "DELETE",
-        f"/account/sessions/{bob_session_id}",
+        f"/account/sessions/{bob_browser_id}",
         devices.cli_tokens["access_token"],
     )
 
     assert response.status_code == 404
     assert response.json["error"] == "not_found"
     assert _signed_in_as(bob) == "bob@example.com"
+
+
+def test_api_delete_of_another_users_app_is_404_and_leaves_it_working(
+    app: Flask, session: Session, devices: SignedInDevices
+) -> None:
+    bob, bob_tokens = _bob_signed_in(app, session, devices.cli_app)
+    bob_app_id = _device_id(_device_list(bob, bob_tokens["access_token"]), "Command-line app")
+
+    response = _api(
+        devices.cli,
+        "DELETE",
+        f"/account/sessions/{bob_app_id}",
+        devices.cli_tokens["access_token"],
+    )
+
+    assert response.status_code == 404
+    assert _refreshes(bob, devices.cli_app, bob_tokens)
 
 
 def test_api_delete_of_an_unknown_id_is_404(devices: SignedInDevices) -> None:
@@ -549,6 +593,36 @@ def test_api_needs_no_csrf_token_but_refuses_cookies_alone(devices: SignedInDevi
     assert _signed_in_as(devices.laptop) == "ann@example.com"
 
 
+def test_api_refuses_an_access_token_revoked_at_the_revocation_endpoint(
+    devices: SignedInDevices,
+) -> None:
+    token = devices.cli_tokens["access_token"]
+    revoked = devices.cli.post(
+        "/oauth/revoke",
+        data={"token": token, "token_type_hint": "access_token"},
+        headers=basic_auth(devices.cli_app),
+    )
+    assert revoked.status_code == 200
+
+    response = _api(devices.cli, "GET", "/account/sessions", token)
+
+    assert response.status_code == 401
+    assert 'error="invalid_token"' in response.headers["WWW-Authenticate"]
+
+
+def test_api_logout_all_also_ends_access_tokens_without_a_refresh_family(
+    session: Session, devices: SignedInDevices
+) -> None:
+    no_refresh_app = make_client(session, name="Kiosk", grant_types=["password"])
+    kiosk = password_login(devices.cli, no_refresh_app).json
+    assert "refresh_token" not in kiosk
+
+    _api(devices.cli, "POST", "/account/logout-all", devices.cli_tokens["access_token"])
+
+    response = _api(devices.cli, "GET", "/account/sessions", kiosk["access_token"])
+    assert response.status_code == 401
+
+
 # -- password change ---------------------------------------------------------------------------
 
 
@@ -567,7 +641,7 @@ def test_password_change_with_a_wrong_current_password_changes_nothing(
 
     assert response.status_code == 400
     assert "The current password is incorrect." in response.get_data(as_text=True)
-    assert _nothing_changed(devices)
+    _assert_nothing_changed(devices)
 
 
 def test_password_change_to_a_too_short_password_is_refused_and_changes_nothing(
@@ -577,7 +651,7 @@ def test_password_change_to_a_too_short_password_is_refused_and_changes_nothing(
 
     assert response.status_code == 400
     assert "at least 8 characters" in response.get_data(as_text=True)
-    assert _nothing_changed(devices)
+    _assert_nothing_changed(devices)
 
 
 def test_password_change_signs_out_every_other_browser_and_app(

@@ -114,9 +114,9 @@ def _row_of(session: Session, cookie_value: str) -> BrowserSession | None:
     ).one_or_none()
 
 
-def _cookie_value(http: FlaskClient, name: str = DEV_COOKIE, domain: str = "localhost") -> str:
-    cookie = http.get_cookie(name, domain=domain)
-    assert cookie is not None, f"browser holds no {name} cookie"
+def _cookie_value(http: FlaskClient) -> str:
+    cookie = http.get_cookie(DEV_COOKIE)
+    assert cookie is not None, "browser holds no session cookie"
     return cookie.value
 
 
@@ -354,6 +354,31 @@ class TestOnAnHttpsIssuer:
 
         assert _refused_as_cross_site(response)
         assert _session_rows(session) == []
+
+
+class TestOnAPlainHttpIssuerOtherThanLoopback:
+    """The issue relaxes Secure "only for http://127.0.0.1 in development"."""
+
+    @pytest.fixture
+    def config(self, config: Config) -> Config:
+        return replace(config, issuer="http://auth.example.test")
+
+    @pytest.fixture
+    def client(self, app: Flask) -> FlaskClient:
+        app.config.update(SERVER_NAME="auth.example.test")
+        return app.test_client()
+
+    def test_session_cookie_is_still_secure(
+        self, app: Flask, session: Session, client: FlaskClient
+    ) -> None:
+        make_user(app, session)
+
+        response = sign_in(client)
+
+        assert response.status_code == 303
+        set_cookies = response.headers.getlist("Set-Cookie")
+        assert set_cookies
+        assert all("; Secure" in header for header in set_cookies)
 
 
 # -- CSRF --------------------------------------------------------------------------------------
@@ -753,6 +778,21 @@ def test_signing_in_again_issues_a_new_session_id_and_ends_the_old_one(
     holder.set_cookie(DEV_COOKIE, first)
     assert _signed_in_as(holder) is None
     assert _signed_in_as(client) == "ann@example.com"
+
+
+def test_signing_in_again_as_the_same_user_keeps_apps_connected_through_this_browser(
+    app: Flask, session: Session, client: FlaskClient
+) -> None:
+    # What an app's prompt=login (OpenID Connect Core §3.1.2.1) leads to: re-authentication,
+    # which must not cut off the other apps the user connected through this browser.
+    make_user(app, session)
+    rp = _web_client(session)
+    sign_in(client)
+    tokens = _tokens_through_browser(client, rp)
+
+    _post_login(client, _login_form_token(client))
+
+    assert refresh(client, rp, tokens["refresh_token"]).status_code == 200
 
 
 # -- the ``next`` parameter -------------------------------------------------------------------

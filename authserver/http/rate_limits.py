@@ -1,0 +1,177 @@
+"""Request rate limits (Flask-Limiter) and the sign-in throttle's web side.
+
+Limits are settings (``AUTHSERVER_RATELIMIT_*``, in Flask-Limiter's "N/period" notation), per
+client address and per client; counts live in memory, or in Redis when
+``AUTHSERVER_RATELIMIT_STORAGE_URI`` names one, so that several processes share them. A refusal
+is 429 with ``Retry-After`` (RFC 6585 §4).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable
+
+from flask import Flask, Response, request
+from flask_limiter import Limiter, RequestLimit
+from flask_limiter.util import get_remote_address
+from itsdangerous import BadSignature, URLSafeTimedSerializer
+
+from authserver.config import Config
+from authserver.http.audit import audit
+from authserver.runtime import runtime
+from authserver.services.audit import AuditEventType
+from authserver.services.users import normalize_email
+
+limiter = Limiter(key_func=get_remote_address)
+
+# One audit row per limit and caller per minute: a flood of refused requests must not turn
+# into a flood of database writes.
+_REPORT_EVERY_SECONDS = 60.0
+_last_reported: dict[str, float] = {}
+
+
+def _setting(name: str) -> Callable[[], str]:
+    def read() -> str:
+        value: str = getattr(runtime().config, name)
+        return value
+
+    return read
+
+
+def claimed_client_id() -> str:
+    """The client the request says it is (authenticated or not): per-client limits must
+    count before authentication, or a wrong-secret flood would go uncounted."""
+    authorization = request.authorization
+    if authorization is not None and authorization.type == "basic" and authorization.username:
+        return "client:" + authorization.username[:64]
+    client_id = request.form.get("client_id")
+    return "client:" + client_id[:64] if client_id else "ip:" + (get_remote_address() or "")
+
+
+def claimed_account() -> str:
+    return "account:" + throttle_account(request.form.get("username") or request.form.get("email"))
+
+
+def throttle_account(raw: str | None) -> str:
+    """The key an account's attempts are counted under, valid email or not."""
+    if not raw:
+        return "-"
+    try:
+        return normalize_email(raw)
+    except Exception:
+        return raw.strip().casefold()[:254]
+
+
+def is_password_grant() -> bool:
+    return request.form.get("grant_type") == "password"
+
+
+per_ip = {
+    name: limiter.limit(_setting(setting), key_func=get_remote_address, methods=["POST"])
+    for name, setting in (
+        ("token", "ratelimit_token"),
+        ("signin", "ratelimit_signin"),
+        ("revocation", "ratelimit_revocation"),
+        ("introspection", "ratelimit_introspection"),
+    )
+}
+per_client = {
+    name: limiter.limit(_setting(setting), key_func=claimed_client_id, methods=["POST"])
+    for name, setting in (
+        ("token", "ratelimit_token_per_client"),
+        ("revocation", "ratelimit_revocation"),
+        ("introspection", "ratelimit_introspection"),
+    )
+}
+per_account = limiter.limit(
+    _setting("ratelimit_signin_per_account"), key_func=claimed_account, methods=["POST"]
+)
+per_account_password_grant = limiter.limit(
+    _setting("ratelimit_signin_per_account"),
+    key_func=claimed_account,
+    methods=["POST"],
+    exempt_when=lambda: not is_password_grant(),
+)
+
+
+def _report_breach(limit: RequestLimit) -> Response | None:
+    key = f"{limit.key}/{limit.limit}"
+    now = time.monotonic()
+    if now - _last_reported.get(key, float("-inf")) >= _REPORT_EVERY_SECONDS:
+        if len(_last_reported) > 10_000:
+            _last_reported.clear()
+        _last_reported[key] = now
+        audit(
+            AuditEventType.RATE_LIMIT_HIT,
+            endpoint=request.endpoint or request.path[:100],
+            limit=str(limit.limit),
+        )
+    return None
+
+
+# -- trusted devices (see services/sign_in_throttle.py) ------------------------------------
+
+DEVICE_COOKIE_MAX_AGE = 180 * 24 * 3600
+
+
+def device_cookie_name(config: Config) -> str:
+    return "__Host-authserver-device" if config.secure_cookies else "authserver_device"
+
+
+def _account_tag(account: str) -> str:
+    # The cookie names the account by a digest, not by its email.
+    return hashlib.sha256(account.encode()).hexdigest()[:32]
+
+
+def _serializer(config: Config) -> URLSafeTimedSerializer:
+    return URLSafeTimedSerializer(config.secret_key, salt="authserver trusted device")
+
+
+def is_trusted_device(account: str) -> bool:
+    config = runtime().config
+    cookie = request.cookies.get(device_cookie_name(config))
+    if not cookie:
+        return False
+    try:
+        tags = _serializer(config).loads(cookie, max_age=DEVICE_COOKIE_MAX_AGE)
+    except BadSignature:
+        return False
+    return isinstance(tags, list) and _account_tag(account) in tags
+
+
+def remember_device(response: Response, account: str) -> None:
+    config = runtime().config
+    tags: list[str] = []
+    cookie = request.cookies.get(device_cookie_name(config))
+    if cookie:
+        try:
+            loaded = _serializer(config).loads(cookie, max_age=DEVICE_COOKIE_MAX_AGE)
+            tags = [t for t in loaded if isinstance(t, str)] if isinstance(loaded, list) else []
+        except BadSignature:
+            tags = []
+    tag = _account_tag(account)
+    tags = [tag, *[t for t in tags if t != tag]][:10]
+    response.set_cookie(
+        device_cookie_name(config),
+        _serializer(config).dumps(tags),
+        max_age=DEVICE_COOKIE_MAX_AGE,
+        path="/",
+        secure=config.secure_cookies,
+        httponly=True,
+        samesite="Lax",
+    )
+
+
+def init_rate_limits(app: Flask, config: Config) -> None:
+    app.config.update(
+        RATELIMIT_STORAGE_URI=config.ratelimit_storage_uri,
+        RATELIMIT_HEADERS_ENABLED=True,
+        RATELIMIT_STRATEGY="moving-window",
+        RATELIMIT_ENABLED=bool(config.ratelimit_enabled),
+        # A broken Redis must not take sign-in down: fall back to counting in memory.
+        RATELIMIT_IN_MEMORY_FALLBACK_ENABLED=True,
+        RATELIMIT_SWALLOW_ERRORS=True,
+    )
+    app.config["RATELIMIT_ON_BREACH"] = _report_breach  # the one hook for every limit
+    limiter.init_app(app)
