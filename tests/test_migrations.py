@@ -47,6 +47,7 @@ APPLICATION_TABLES = {
     "consents",
     "revocations",
     "audit_events",
+    "sign_in_throttles",
 }
 ONE_UNUSED_PER_FAMILY = "uq_refresh_tokens_one_unused_per_family"
 

@@ -49,9 +49,11 @@ def _wait_until_serving(url: str, process: subprocess.Popen[bytes]) -> None:
         if process.poll() is not None:
             raise RuntimeError(f"server at {url} exited with {process.returncode}")
         try:
-            if requests.get(url + "/.well-known/jwks.json", timeout=1).status_code == 200:
+            # The first request loads (or creates) the signing keys: give it time on a busy
+            # machine.
+            if requests.get(url + "/.well-known/jwks.json", timeout=5).status_code == 200:
                 return
-        except requests.ConnectionError:
+        except requests.RequestException:
             pass
         time.sleep(0.2)
     raise RuntimeError(f"server at {url} did not start")
