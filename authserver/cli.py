@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import signal
 import sys
-from datetime import datetime
+import threading
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -27,6 +30,7 @@ from authserver.services import keys as key_service
 from authserver.services import users as user_service
 from authserver.services.keys import KeyDecryptionError
 from authserver.services.passwords import PasswordRejected
+from authserver.services.purge import DEFAULT_BATCH_SIZE, PurgePolicy, PurgeReport, purge
 
 
 def migrations_dir() -> Path:
@@ -335,6 +339,98 @@ def audit_tail(email: str | None, event_type: str | None, lines: int) -> None:
                 f"user={event.user_id or '-'} client={event.client_id or '-'} "
                 f"ip={event.ip_address or '-'} {details}".rstrip()
             )
+
+
+# -- purge ---------------------------------------------------------------------------------
+
+_DURATION = re.compile(r"([0-9]+)([smhd])")
+_DURATION_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(value: str) -> timedelta:
+    """``30s``, ``15m``, ``1h``, ``1d``: a positive whole number and one unit."""
+    match = _DURATION.fullmatch(value.strip())
+    if match is None or int(match.group(1)) == 0:
+        raise ValueError(f"--every takes a whole number and s, m, h or d (like 1h); got {value!r}")
+    return timedelta(seconds=int(match.group(1)) * _DURATION_SECONDS[match.group(2)])
+
+
+def _database_error_line(exc: SQLAlchemyError) -> str:
+    first_line = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    return first_line[0] if first_line else type(exc).__name__
+
+
+def _print_purge_report(report: PurgeReport) -> None:
+    if report.another_purge_running:
+        click.echo("another purge is running; nothing purged")
+        return
+    for kind, count in report.counts().items():
+        click.echo(f"{kind.replace('_', ' '):<20} {count:>9}")
+    click.echo(f"{'total':<20} {report.total:>9}")
+    if report.stopped:
+        click.echo("stopped before the end; the next run goes on from there")
+
+
+@main.command("purge")
+@click.option(
+    "--every",
+    metavar="DURATION",
+    default=None,
+    help="Keep running, purging again this long after each run: 30s, 15m, 1h, 1d.",
+)
+@click.option(
+    "--batch-size",
+    default=DEFAULT_BATCH_SIZE,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Rows deleted per transaction.",
+)
+@with_appcontext
+def purge_command(every: str | None, batch_size: int) -> None:
+    """Delete dead refresh tokens, codes, sessions, revocations, removed keys and old audit
+    events, in short transactions; safe while the server runs."""
+    interval = None
+    if every is not None:
+        try:
+            interval = parse_duration(every)
+        except ValueError as exc:
+            _fail(str(exc))
+    rt = runtime()
+    session_factory = db.state(_app()).session_factory
+    policy = PurgePolicy(
+        access_token_ttl=rt.config.access_token_ttl,
+        audit_retention_days=rt.config.audit_retention_days,
+        batch_size=batch_size,
+    )
+    # A janitor container is stopped with SIGTERM: finish the batch at hand, then leave.
+    stop = threading.Event()
+
+    def request_stop(_signum: int, _frame: object) -> None:
+        stop.set()
+
+    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        while not stop.is_set():
+            try:
+                report = purge(
+                    session_factory, now=utcnow(), policy=policy, should_stop=stop.is_set
+                )
+            except SQLAlchemyError as exc:
+                if interval is None:
+                    raise
+                # The database is down or restarting: say so, and try again next time.
+                click.echo(
+                    f"purge failed: database error: {_database_error_line(exc)}; "
+                    f"trying again in {every}",
+                    err=True,
+                )
+            else:
+                _print_purge_report(report)
+            if interval is None or stop.wait(interval.total_seconds()):
+                break
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 # -- development -----------------------------------------------------------------------------

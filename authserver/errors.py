@@ -11,7 +11,7 @@ import logging
 import uuid
 from typing import ClassVar
 
-from flask import Flask, Response, jsonify
+from flask import Flask, Response, g, jsonify
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from werkzeug.exceptions import HTTPException, InternalServerError
@@ -171,11 +171,13 @@ def handle_http_exception(exc: HTTPException) -> Response:
         return handle_unexpected(exc.original_exception or exc)
     code = exc.code or 500
     name = (exc.name or "error").lower().replace(" ", "_")
-    if code == 429:
-        # A rate limit (Flask-Limiter): say it the way OAuth clients already understand.
-        name = TooManyAttempts.error
     # Keep what the exception says about itself, e.g. 405's Allow (RFC 9110 §15.5.6).
     headers = {k: v for k, v in exc.get_headers() if k.lower() != "content-type"}
+    if code == 429:
+        # A rate limit (Flask-Limiter): say it the way OAuth clients already understand, and
+        # when to come back (RFC 6585 §4).
+        name = TooManyAttempts.error
+        headers["Retry-After"] = str(g.get("retry_after", 60))
     return error_response(name, exc.description, code, headers)
 
 

@@ -9,10 +9,11 @@ is 429 with ``Retry-After`` (RFC 6585 §4).
 from __future__ import annotations
 
 import hashlib
+import math
 import time
 from collections.abc import Callable
 
-from flask import Flask, Response, request
+from flask import Flask, Response, g, request
 from flask_limiter import Limiter, RequestLimit
 from flask_limiter.util import get_remote_address
 from itsdangerous import BadSignature, URLSafeTimedSerializer
@@ -96,6 +97,8 @@ per_account_password_grant = limiter.limit(
 
 
 def _report_breach(limit: RequestLimit) -> Response | None:
+    # For errors.py, which answers the 429: when this window frees a slot.
+    g.retry_after = max(1, math.ceil(limit.reset_at - time.time()))
     key = f"{limit.key}/{limit.limit}"
     now = time.monotonic()
     if now - _last_reported.get(key, float("-inf")) >= _REPORT_EVERY_SECONDS:
@@ -166,12 +169,14 @@ def remember_device(response: Response, account: str) -> None:
 def init_rate_limits(app: Flask, config: Config) -> None:
     app.config.update(
         RATELIMIT_STORAGE_URI=config.ratelimit_storage_uri,
-        RATELIMIT_HEADERS_ENABLED=True,
+        # Flask-Limiter's own headers would put a Retry-After on every answer, even a 200,
+        # and overwrite the throttle's; errors.py sets it on the 429s instead.
+        RATELIMIT_HEADERS_ENABLED=False,
         RATELIMIT_STRATEGY="moving-window",
         RATELIMIT_ENABLED=bool(config.ratelimit_enabled),
         # A broken Redis must not take sign-in down: fall back to counting in memory.
         RATELIMIT_IN_MEMORY_FALLBACK_ENABLED=True,
         RATELIMIT_SWALLOW_ERRORS=True,
     )
-    app.config["RATELIMIT_ON_BREACH"] = _report_breach  # the one hook for every limit
+    app.config["RATELIMIT_ON_BREACH_CALLBACK"] = _report_breach  # the one hook for every limit
     limiter.init_app(app)

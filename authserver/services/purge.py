@@ -19,6 +19,7 @@ a session factory, not a session, and never imports Flask.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -29,13 +30,11 @@ from sqlalchemy import (
     ColumnElement,
     Connection,
     Engine,
-    Update,
     delete,
     func,
     or_,
     select,
     text,
-    update,
 )
 from sqlalchemy.orm import InstrumentedAttribute, Session, sessionmaker
 
@@ -56,6 +55,8 @@ DEFAULT_GRACE = timedelta(days=1)
 DEFAULT_AUDIT_RETENTION_DAYS = 365
 # An arbitrary constant naming the advisory lock held by a running purge ("authpurg").
 PURGE_LOCK = 0x61757468_70757267
+# Seconds between two batches on SQLite (see _Purge.run).
+SQLITE_PAUSE_BETWEEN_BATCHES = 0.12
 
 
 @dataclass(frozen=True)
@@ -109,6 +110,10 @@ class PurgeReport:
     audit_events: int = 0
     another_purge_running: bool = False
     stopped: bool = False
+
+    def add(self, counted: dict[str, int]) -> None:
+        for kind, rows in counted.items():
+            setattr(self, kind, getattr(self, kind) + rows)
 
     def counts(self) -> dict[str, int]:
         """Kind -> rows deleted, in the order the kinds are purged."""
@@ -203,7 +208,11 @@ class _Purge:
     def run(self) -> None:
         with self._factory() as session:
             token_ttl = longest_access_token_ttl(session, self._policy.access_token_ttl)
-            self._is_sqlite = session.get_bind().dialect.name == "sqlite"
+            sqlite = session.get_bind().dialect.name == "sqlite"
+        # SQLite's busy handler polls for the write lock, sleeping up to 100 ms between tries;
+        # a purge that began its next batch the moment it committed would win every time and
+        # starve the server's writers. Pausing longer than one poll lets every waiter in.
+        self._pause = SQLITE_PAUSE_BETWEEN_BATCHES if sqlite else 0.0
         grace_cutoff = self._now - self._policy.grace
         # Codes first: authorization_codes.family_id has no index, so every family deleted
         # makes PostgreSQL look through the codes for ones to set to NULL; fewer is faster.
@@ -235,29 +244,25 @@ class _Purge:
             RefreshFamily.revoked_at <= self._now - self._policy.grace,
         )
 
-        def delete_tokens_first(session: Session, ids: list[Any]) -> None:
+        def delete_tokens_first(session: Session, ids: list[Any]) -> dict[str, int]:
             # ON DELETE CASCADE would do this on PostgreSQL, and on SQLite only where
             # PRAGMA foreign_keys is on; deleting them here works everywhere and counts them.
-            self._report.refresh_tokens += _rowcount(
-                session.execute(
-                    delete(RefreshToken)
-                    .where(RefreshToken.family_id.in_(ids))
-                    .execution_options(synchronize_session=False)
-                )
+            # (authorization_codes.family_id is left to its ON DELETE SET NULL: a code that
+            # kept the id of a deleted family would only revoke nothing when replayed.)
+            deleted = session.execute(
+                delete(RefreshToken)
+                .where(RefreshToken.family_id.in_(ids))
+                .execution_options(synchronize_session=False)
             )
-            if self._is_sqlite:
-                # What ON DELETE SET NULL does on PostgreSQL.
-                session.execute(_detach(AuthorizationCode.family_id, ids))
+            return {"refresh_tokens": _rowcount(deleted)}
 
-        self._report.refresh_families = self._in_batches(
-            RefreshFamily.id, due, before_delete=delete_tokens_first
-        )
+        self._in_batches("refresh_families", RefreshFamily.id, due, delete_tokens_first)
 
     def _purge_codes(self, cutoff: datetime) -> None:
         # Single use and short-lived (RFC 6749 §4.1.2). A used code is kept for the grace
         # period so that a replay soon after still revokes the tokens issued from it.
         due = or_(AuthorizationCode.used_at <= cutoff, AuthorizationCode.expires_at <= cutoff)
-        self._report.authorization_codes = self._in_batches(AuthorizationCode.id, due)
+        self._in_batches("authorization_codes", AuthorizationCode.id, due)
 
     def _purge_browser_sessions(self, cutoff: datetime) -> None:
         # Signed out, or past either expiry: none of these ever becomes live again.
@@ -267,19 +272,9 @@ class _Purge:
             BrowserSession.idle_expires_at <= cutoff,
         )
 
-        def detach_dependants(session: Session, ids: list[Any]) -> None:
-            if not self._is_sqlite:
-                return  # the foreign keys' ON DELETE actions do it
-            session.execute(
-                delete(AuthorizationCode)
-                .where(AuthorizationCode.browser_session_id.in_(ids))
-                .execution_options(synchronize_session=False)
-            )
-            session.execute(_detach(RefreshFamily.browser_session_id, ids))
-
-        self._report.browser_sessions = self._in_batches(
-            BrowserSession.id, due, before_delete=detach_dependants
-        )
+        # Their codes go by ON DELETE CASCADE and the families issued through them stay,
+        # unlinked, by ON DELETE SET NULL: a live family outlives the browser it began in.
+        self._in_batches("browser_sessions", BrowserSession.id, due)
 
     def _purge_revocations(self, token_ttl: timedelta) -> None:
         # The same liveness as the feed (revocations.read_feed): a jti until its token's exp,
@@ -292,7 +287,7 @@ class _Purge:
         # SQLite gives an INTEGER PRIMARY KEY max(id) + 1, so deleting the newest row would
         # hand its id out again to an entry that resource servers past that cursor never see.
         newest = select(func.max(Revocation.id)).scalar_subquery()
-        self._report.revocations = self._in_batches(Revocation.id, due & (Revocation.id < newest))
+        self._in_batches("revocations", Revocation.id, due & (Revocation.id < newest))
 
     def _purge_removed_keys(self, cutoff: datetime, token_ttl: timedelta) -> None:
         # There is no removed_at: a key is removed once every token it signed has expired,
@@ -301,28 +296,28 @@ class _Purge:
         # it has been removed for about the grace period. A removed key is in no JWKS and no
         # key ring, so deleting it a little early would harm nothing.
         due = (SigningKey.state == KeyState.REMOVED) & (SigningKey.retired_at <= cutoff - token_ttl)
-        self._report.signing_keys = self._in_batches(SigningKey.kid, due)
+        self._in_batches("signing_keys", SigningKey.kid, due)
 
     def _purge_audit_events(self) -> None:
         cutoff = self._now - timedelta(days=self._policy.audit_retention_days)
-        self._report.audit_events = self._in_batches(AuditEvent.id, AuditEvent.occurred_at < cutoff)
+        self._in_batches("audit_events", AuditEvent.id, AuditEvent.occurred_at < cutoff)
 
     # -- the batch loop ------------------------------------------------------------------------
 
     def _in_batches(
         self,
+        kind: str,
         key: InstrumentedAttribute[Any],
         due: ColumnElement[bool],
-        before_delete: Callable[[Session, list[Any]], None] | None = None,
-    ) -> int:
+        before_delete: Callable[[Session, list[Any]], dict[str, int]] | None = None,
+    ) -> None:
         """Delete the rows of ``key``'s table matching ``due``, ``batch_size`` per
-        transaction; returns how many went.
+        transaction, counting them under ``kind`` as each batch commits.
 
         Batches walk the primary key upwards from where the previous one stopped, so each
         starts where there is something to find instead of re-reading from the start of a
         table whose deleted rows vacuum has not cleared yet.
         """
-        deleted = 0
         size = self._policy.batch_size
         last: Any = None
         while True:
@@ -334,29 +329,21 @@ class _Purge:
             with self._factory() as session:
                 ids = list(session.scalars(query))
                 if not ids:
-                    return deleted  # read only: closing the session rolls back, no commit
-                if before_delete is not None:
-                    before_delete(session, ids)
-                deleted += _rowcount(
-                    session.execute(
-                        delete(key.class_)
-                        .where(key.in_(ids))
-                        .execution_options(synchronize_session=False)
-                    )
+                    return  # read only: closing the session rolls back, no commit
+                counted = before_delete(session, ids) if before_delete is not None else {}
+                deleted = session.execute(
+                    delete(key.class_)
+                    .where(key.in_(ids))
+                    .execution_options(synchronize_session=False)
                 )
+                counted[kind] = _rowcount(deleted)
                 session.commit()
+            self._report.add(counted)
             if len(ids) < size:
-                return deleted
+                return
             last = ids[-1]
-
-
-def _detach(column: InstrumentedAttribute[Any], ids: list[Any]) -> Update:
-    return (
-        update(column.class_)
-        .where(column.in_(ids))
-        .values({column.key: None})
-        .execution_options(synchronize_session=False)
-    )
+            if self._pause:
+                time.sleep(self._pause)
 
 
 def _rowcount(result: object) -> int:
