@@ -9,12 +9,20 @@ queues instead of multiplying memory.
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from argon2 import PasswordHasher as Argon2Hasher
 from argon2 import Type
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
-from authserver.errors import ValidationError
+from authserver.errors import TemporarilyUnavailable, ValidationError
+
+
+class HashingBusy(TemporarilyUnavailable):
+    """Every hashing slot stayed busy for the whole queue timeout."""
+
+    default_description = "The server is busy signing people in; retry in a moment."
 
 
 class PasswordRejected(ValidationError):
@@ -31,6 +39,7 @@ class PasswordHasher:
         max_bytes: int,
         min_length: int,
         concurrency: int,
+        queue_timeout: float = 2.0,
     ) -> None:
         self._argon2 = Argon2Hasher(
             time_cost=time_cost,
@@ -43,6 +52,11 @@ class PasswordHasher:
         self.max_bytes = max_bytes
         self.min_length = min_length
         self._slots = threading.BoundedSemaphore(concurrency)
+        self.queue_timeout = queue_timeout
+        self._count_lock = threading.Lock()
+        self.in_flight = 0
+        # The most hashes ever computed at once in this process (memory = this x m_cost).
+        self.peak_in_flight = 0
         # Verified when the email is unknown, so both answers take one hash's time.
         self._dummy_hash = self._argon2.hash("authserver-timing-equaliser")
 
@@ -69,17 +83,33 @@ class PasswordHasher:
 
     def rehash(self, password: str) -> str:
         """Hash a password already accepted once (on sign-in), skipping the policy checks."""
-        with self._slots:
+        with self._slot():
             return self._argon2.hash(password)
 
     def verify(self, password_hash: str, password: str) -> bool:
         if not self.fits(password):
             return False
-        with self._slots:
+        with self._slot():
             try:
                 return self._argon2.verify(password_hash, password)
             except (VerifyMismatchError, VerificationError, InvalidHashError):
                 return False
+
+    @contextmanager
+    def _slot(self) -> Iterator[None]:
+        """A hashing slot, waited for at most ``queue_timeout``: under a burst of sign-ins the
+        excess waits briefly, then gets a 503 with Retry-After instead of piling up."""
+        if not self._slots.acquire(timeout=self.queue_timeout):
+            raise HashingBusy()
+        with self._count_lock:
+            self.in_flight += 1
+            self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+        try:
+            yield
+        finally:
+            with self._count_lock:
+                self.in_flight -= 1
+            self._slots.release()
 
     def verify_dummy(self, password: str) -> None:
         """Spend the time of one verification, for an account that does not exist."""
