@@ -11,7 +11,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from authserver.config import Config, ConfigError
 from authserver.db import db
-from authserver.errors import register_error_handlers
+from authserver.errors import commit_or_answer_unavailable, register_error_handlers
 from authserver.http import account_api, authorize, health, oidc, openapi, pages
 from authserver.http import oauth as oauth_views
 from authserver.http import wellknown as wellknown_views
@@ -94,6 +94,9 @@ def create_app(config: Config | None = None) -> Flask:
     health.init_metrics(app)
     register_error_handlers(app)
     app.register_error_handler(BearerError, handle_bearer_error)
+
+    # Last: after-request hooks run in reverse order, so this commit runs first.
+    app.after_request(commit_or_answer_unavailable)
 
     if config.trusted_proxies:
         proxies = config.trusted_proxies

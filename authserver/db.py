@@ -127,7 +127,7 @@ class Database:
         engine = make_engine(url)
         factory = sessionmaker(bind=engine, expire_on_commit=False)
         app.extensions[self.EXTENSION_KEY] = DatabaseState(engine, factory)
-        app.after_request(commit_request_session)
+        # The commit hook is registered by create_app, last, so that it runs first.
         app.teardown_request(close_request_session)
 
     @staticmethod

@@ -16,7 +16,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from werkzeug.exceptions import HTTPException, InternalServerError
 
-from authserver.db import discard_request_session
+from authserver.db import commit_request_session, discard_request_session
 
 log = logging.getLogger(__name__)
 
@@ -189,6 +189,19 @@ def handle_unexpected(exc: BaseException) -> Response:
     # The traceback goes to the server log only; the caller gets the code and nothing else.
     log.error("unhandled error", exc_info=exc)
     return error_response("server_error", None, 500)
+
+
+def commit_or_answer_unavailable(response: Response) -> Response:
+    """The request boundary: commit, and if the database is gone, answer 503 instead of what
+    the view said. Registered last so it runs before every other after-request hook: they
+    (metrics, security headers) then see the answer that really leaves."""
+    try:
+        return commit_request_session(response)
+    except Exception as exc:
+        if not _is_database_outage(exc):
+            raise
+        log.warning("commit failed, database unavailable: %s", type(exc).__name__)
+        return _unavailable()
 
 
 def register_error_handlers(app: Flask) -> None:

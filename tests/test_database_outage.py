@@ -1,0 +1,796 @@
+"""The server survives the database vanishing and coming back, without a restart.
+
+A small TCP proxy sits between a gunicorn server and PostgreSQL. ``cut()`` closes its
+listener and resets every open connection, so the server sees the database disappear in the
+middle of whatever it was doing; ``restore()`` listens again on the same port. While it is
+cut, endpoints that need the database answer 503 ``temporarily_unavailable`` with
+``Retry-After`` in well under a second, the JWKS and discovery answer from memory, and once it
+is back requests succeed again within a second or two. Through cuts in the middle of a stream
+of refreshes, no client is handed a refresh token that was not committed, no family forks, and
+a rotation whose answer was lost is served again by the grace window.
+
+gunicorn rather than werkzeug's server in the test process: the server then has its own
+process, its own engine and pool, and the worker model it runs with in production, and
+nothing in the test process can share a connection or a lock with it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import selectors
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from sqlalchemy import Engine, func, select
+from sqlalchemy.engine import make_url
+
+from authserver.app import create_app
+from authserver.config import Config
+from authserver.db import db
+from authserver.models import RefreshFamily, RefreshToken
+from authserver.services.refresh_tokens import digest_token
+from tests.conftest import truncate_all
+from tests.helpers import PASSWORD, make_client, make_user
+
+pytestmark = pytest.mark.postgres_only
+
+AUDIENCE = "https://api.example.test"
+BIN = Path(sys.executable).parent
+EMAIL = "ann@example.com"
+# What "answers quickly" means during an outage (the issue's bound).
+FAST_ANSWER_SECONDS = 1.0
+# How long the server may take to serve again once the database is back.
+RECOVERY_BOUND_SECONDS = 3.0
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class DatabaseProxy:
+    """A TCP forwarder to PostgreSQL that the test can cut and restore.
+
+    One thread runs a selector loop over the listener and every forwarded pair, so cutting is
+    done by the thread that owns the sockets: the listener is closed (new connections are
+    refused) and every open connection is closed with SO_LINGER 0, which sends a reset to both
+    the server and PostgreSQL (PostgreSQL then rolls back whatever was open), or, for a
+    graceful cut, closed normally, as a restarting PostgreSQL closes its connections.
+    """
+
+    def __init__(self, upstream_host: str, upstream_port: int) -> None:
+        self.upstream = (upstream_host, upstream_port)
+        self.port = _free_port()
+        self.cut_at_commit = threading.Event()
+        self._selector = selectors.DefaultSelector()
+        self._wake_reader, self._wake_writer = socket.socketpair()
+        self._commands: list[tuple[Callable[[], None], threading.Event]] = []
+        self._commands_lock = threading.Lock()
+        self._listener: socket.socket | None = None
+        self._peers: dict[socket.socket, socket.socket] = {}
+        self._from_server: set[socket.socket] = set()
+        # None, or whether the trapped COMMIT reaches PostgreSQL, and what arms the trap.
+        self._commit_trap: bool | None = None
+        self._trap_after = b""
+        # Server-side sockets that sent ``_trap_after``, so their next COMMIT is trapped;
+        # then the PostgreSQL-side sockets whose next answer (to that COMMIT) is dropped.
+        self._armed: set[socket.socket] = set()
+        self._doomed: set[socket.socket] = set()
+        self._graceful = False
+        self._stopped = False
+        self._thread = threading.Thread(target=self._run, name="database-proxy", daemon=True)
+
+    def start(self) -> None:
+        self._selector.register(self._wake_reader, selectors.EVENT_READ)
+        self._listen()
+        self._thread.start()
+
+    def cut(self, *, graceful: bool = False) -> None:
+        """The database vanishes: refuse new connections and reset every open one (or, with
+        ``graceful``, close them as a restarting server does)."""
+        self._graceful = graceful
+        self._command(self._cut)
+
+    def restore(self) -> None:
+        """The database is back on the same address."""
+        self._command(self._restore)
+
+    def cut_at_next_commit(
+        self, *, delivered: bool, after: bytes = b"INSERT INTO refresh_tokens"
+    ) -> None:
+        """Cut when the next transaction that sent ``after`` commits: just before its COMMIT
+        reaches PostgreSQL (nothing is durable), or, if ``delivered``, just after PostgreSQL
+        answered it (durable, and the server never learns so)."""
+        self.cut_at_commit.clear()
+        self._graceful = False
+        self._trap_after = after
+
+        def arm() -> None:
+            self._commit_trap = delivered
+
+        self._command(arm)
+
+    def close(self) -> None:
+        self._command(self._stop)
+        self._thread.join(timeout=5)
+        self._selector.close()
+        self._wake_reader.close()
+        self._wake_writer.close()
+
+    def _command(self, action: Callable[[], None]) -> None:
+        done = threading.Event()
+        with self._commands_lock:
+            self._commands.append((action, done))
+        self._wake_writer.send(b"!")
+        if not done.wait(timeout=5):
+            raise RuntimeError("the database proxy did not answer")
+
+    def _listen(self) -> None:
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen(64)
+        listener.setblocking(False)
+        self._selector.register(listener, selectors.EVENT_READ)
+        self._listener = listener
+
+    def _restore(self) -> None:
+        if self._listener is None:
+            self._listen()
+
+    def _cut(self) -> None:
+        if self._listener is not None:
+            self._selector.unregister(self._listener)
+            self._listener.close()
+            self._listener = None
+        while self._peers:
+            self._drop(next(iter(self._peers)), reset=not self._graceful)
+        self._commit_trap = None
+
+    def _stop(self) -> None:
+        self._cut()
+        self._stopped = True
+
+    def _run(self) -> None:
+        while not self._stopped:
+            for key, _mask in self._selector.select(timeout=1):
+                sock = key.fileobj
+                if sock is self._wake_reader:
+                    self._run_commands()
+                elif sock is self._listener:
+                    self._accept()
+                elif sock in self._peers:
+                    assert isinstance(sock, socket.socket)
+                    self._forward(sock)
+                if self._stopped:
+                    break
+
+    def _run_commands(self) -> None:
+        self._wake_reader.recv(1024)
+        with self._commands_lock:
+            commands, self._commands = self._commands, []
+        for action, done in commands:
+            action()
+            done.set()
+
+    def _accept(self) -> None:
+        assert self._listener is not None
+        try:
+            server_side, _ = self._listener.accept()
+        except BlockingIOError:
+            return
+        server_side.setblocking(True)
+        try:
+            database_side = socket.create_connection(self.upstream, timeout=2)
+        except OSError:
+            server_side.close()
+            return
+        database_side.settimeout(None)
+        self._peers[server_side] = database_side
+        self._peers[database_side] = server_side
+        self._from_server.add(server_side)
+        self._selector.register(server_side, selectors.EVENT_READ)
+        self._selector.register(database_side, selectors.EVENT_READ)
+
+    def _forward(self, sock: socket.socket) -> None:
+        peer = self._peers[sock]
+        try:
+            data = sock.recv(65536)
+        except OSError:
+            data = b""
+        if not data:
+            self._drop(sock, reset=False)
+            return
+        if sock in self._from_server and self._commit_trap is not None:
+            if self._trap_after in data:
+                self._armed.add(sock)
+            elif sock in self._armed and b"COMMIT" in data:
+                if not self._commit_trap:
+                    self._cut()
+                    self.cut_at_commit.set()
+                    return
+                self._doomed.add(peer)
+                self._commit_trap = None
+        if sock in self._doomed:
+            # PostgreSQL has answered the COMMIT: it is durable. The server never hears it.
+            self._cut()
+            self.cut_at_commit.set()
+            return
+        try:
+            peer.sendall(data)
+        except OSError:
+            self._drop(sock, reset=True)
+
+    def _drop(self, sock: socket.socket, *, reset: bool) -> None:
+        if sock not in self._peers:
+            return
+        for each in (sock, self._peers[sock]):
+            del self._peers[each]
+            self._from_server.discard(each)
+            self._armed.discard(each)
+            self._doomed.discard(each)
+            self._selector.unregister(each)
+            if reset:
+                each.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            each.close()
+
+
+@dataclass(frozen=True)
+class Credentials:
+    app_id: str
+    app_secret: str
+    rs_id: str
+    rs_secret: str
+
+
+@dataclass
+class Outage:
+    """A gunicorn server whose only way to PostgreSQL is the proxy."""
+
+    url: str
+    proxy: DatabaseProxy
+    engine: Engine  # straight to PostgreSQL, for checking what is durable
+    credentials: Credentials
+    log: Path
+    # (endpoint, seconds) of every 503 measured during an outage, for the report.
+    timings: list[tuple[str, float]] = field(default_factory=list)
+
+
+def _wait_until_serving(url: str, process: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server at {url} exited with {process.returncode}")
+        try:
+            if requests.get(url + "/.well-known/jwks.json", timeout=5).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"server at {url} did not start")
+
+
+def _register(database_url: str, issuer: str, folder: Path) -> Credentials:
+    """A user, a first-party app and a resource server, committed straight to PostgreSQL."""
+    setup_app = create_app(
+        Config(
+            database_url=database_url,
+            issuer=issuer,
+            instance_dir=str(folder / "instance"),
+            default_audience=AUDIENCE,
+            log_level="WARNING",
+        )
+    )
+    with db.transaction(setup_app) as session:
+        make_user(setup_app, session)
+        app = make_client(session)
+        rs = make_client(
+            session, name="Orders API", grant_types=["client_credentials"], first_party=False
+        )
+    db.state(setup_app).engine.dispose()
+    assert app.client_secret is not None
+    assert rs.client_secret is not None
+    return Credentials(
+        app.client.client_id, app.client_secret, rs.client.client_id, rs.client_secret
+    )
+
+
+def _start_gunicorn(port: int, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("wb") as log_file:
+        return subprocess.Popen(
+            [
+                str(BIN / "gunicorn"),
+                "authserver:create_app()",
+                "-b",
+                f"127.0.0.1:{port}",
+                "-w",
+                "1",
+                "--threads",
+                "8",
+                "--graceful-timeout",
+                "3",
+            ],
+            env=env,
+            stdout=log_file,
+            stderr=log_file,
+        )
+
+
+@pytest.fixture(scope="module")
+def outage_server(
+    engine: Engine, database_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Outage]:
+    """One server for the module (it takes a few seconds to start on a two-core machine)."""
+    real = make_url(database_url)
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    folder = tmp_path_factory.mktemp("outage")
+    log = folder / "gunicorn.log"
+    proxy = DatabaseProxy(real.host or "127.0.0.1", real.port or 5432)
+    proxy.start()
+    try:
+        credentials = _register(database_url, url, folder)
+        env = {
+            **os.environ,
+            "DATABASE_URL": real.set(host="127.0.0.1", port=proxy.port).render_as_string(
+                hide_password=False
+            ),
+            "AUTHSERVER_ISSUER": url,
+            "AUTHSERVER_DEFAULT_AUDIENCE": AUDIENCE,
+            # The key ring re-reads the database every second, so it meets the outage too.
+            "AUTHSERVER_KEY_REFRESH_INTERVAL": "1",
+            "AUTHSERVER_INSTANCE_DIR": str(folder / "instance"),
+            "AUTHSERVER_LOG_LEVEL": "WARNING",
+            # The stream sends hundreds of refreshes a second from one address and one
+            # client; the limiter stays on (its hooks run during the outage too), its limits
+            # out of reach.
+            **{
+                f"AUTHSERVER_RATELIMIT_{name}": "100000/minute"
+                for name in ("TOKEN", "TOKEN_PER_CLIENT", "SIGNIN", "SIGNIN_PER_ACCOUNT")
+            },
+        }
+        process = _start_gunicorn(port, env, log)
+        try:
+            # The first request loads the signing keys into the worker's memory.
+            _wait_until_serving(url, process)
+            outage = Outage(url, proxy, engine, credentials, log)
+            yield outage
+            print("\n503 answers during outages (seconds):")
+            for endpoint in sorted({name for name, _ in outage.timings}):
+                seconds = [s for name, s in outage.timings if name == endpoint]
+                print(
+                    f"  {endpoint}: n={len(seconds)} min={min(seconds):.3f} max={max(seconds):.3f}"
+                )
+        finally:
+            process.terminate()
+            process.wait(timeout=10)
+    finally:
+        proxy.close()
+        truncate_all(engine)
+
+
+@pytest.fixture
+def outage(outage_server: Outage) -> Iterator[Outage]:
+    """The server, healthy at the start of the test and left healthy after it."""
+    log_offset = outage_server.log.stat().st_size
+    yield outage_server
+    outage_server.proxy.restore()
+    _wait_until_recovered(outage_server)
+    # A 500 logs "unhandled error" with its traceback; none may have happened.
+    with outage_server.log.open("rb") as log:
+        log.seek(log_offset)
+        assert b"unhandled error" not in log.read()
+
+
+def _login(outage: Outage, http: requests.Session) -> dict[str, Any]:
+    response = http.post(
+        outage.url + "/oauth/token",
+        data={"grant_type": "password", "username": EMAIL, "password": PASSWORD},
+        auth=(outage.credentials.app_id, outage.credentials.app_secret),
+        timeout=10,
+    )
+    assert response.status_code == 200, response.text
+    tokens: dict[str, Any] = response.json()
+    return tokens
+
+
+def _refresh(outage: Outage, http: requests.Session, token: str) -> requests.Response:
+    return http.post(
+        outage.url + "/oauth/token",
+        data={"grant_type": "refresh_token", "refresh_token": token},
+        auth=(outage.credentials.app_id, outage.credentials.app_secret),
+        timeout=10,
+    )
+
+
+def _client_credentials(outage: Outage, http: requests.Session) -> requests.Response:
+    return http.post(
+        outage.url + "/oauth/token",
+        data={"grant_type": "client_credentials"},
+        auth=(outage.credentials.rs_id, outage.credentials.rs_secret),
+        timeout=10,
+    )
+
+
+def _wait_until_recovered(outage: Outage) -> float:
+    """Seconds until a token request succeeds again; fails the test past the bound."""
+    started = time.monotonic()
+    with requests.Session() as http:
+        while True:
+            response = _client_credentials(outage, http)
+            assert response.status_code in (200, 503), response.text
+            if response.status_code == 200:
+                return time.monotonic() - started
+            assert time.monotonic() - started < RECOVERY_BOUND_SECONDS, "no recovery"
+            time.sleep(0.05)
+
+
+def _assert_fast_unavailable(outage: Outage, endpoint: str, send: Callable[[], Any]) -> None:
+    started = time.monotonic()
+    response = send()
+    elapsed = time.monotonic() - started
+    outage.timings.append((endpoint, elapsed))
+    assert response.status_code == 503, (endpoint, response.status_code, response.text)
+    assert response.json()["error"] == "temporarily_unavailable"
+    assert int(response.headers["Retry-After"]) > 0
+    assert elapsed < FAST_ANSWER_SECONDS, (endpoint, elapsed)
+
+
+# Each request is sent three times during the outage: the first meets the pool's dead
+# connections (its pre-ping fails, the reconnect is refused), the others only the refusal.
+ATTEMPTS = 3
+
+
+def test_a_refresh_during_the_outage_is_refused_quickly_and_the_token_still_works_after(
+    outage: Outage,
+) -> None:
+    with requests.Session() as http:
+        token = _login(outage, http)["refresh_token"]
+        outage.proxy.cut()
+        for _ in range(ATTEMPTS):
+            _assert_fast_unavailable(
+                outage, "token (refresh)", lambda: _refresh(outage, http, token)
+            )
+        outage.proxy.restore()
+        _wait_until_recovered(outage)
+
+        assert _refresh(outage, http, token).status_code == 200
+
+
+def test_client_credentials_during_the_outage_is_refused_quickly(outage: Outage) -> None:
+    with requests.Session() as http:
+        outage.proxy.cut()
+        for _ in range(ATTEMPTS):
+            _assert_fast_unavailable(
+                outage, "token (client_credentials)", lambda: _client_credentials(outage, http)
+            )
+
+
+def test_a_password_grant_during_the_outage_is_refused_quickly(outage: Outage) -> None:
+    with requests.Session() as http:
+        outage.proxy.cut()
+        for _ in range(ATTEMPTS):
+            _assert_fast_unavailable(
+                outage,
+                "token (password)",
+                lambda: http.post(
+                    outage.url + "/oauth/token",
+                    data={"grant_type": "password", "username": EMAIL, "password": PASSWORD},
+                    auth=(outage.credentials.app_id, outage.credentials.app_secret),
+                    timeout=10,
+                ),
+            )
+
+
+def test_introspection_during_the_outage_is_refused_quickly(outage: Outage) -> None:
+    with requests.Session() as http:
+        access_token = _login(outage, http)["access_token"]
+        outage.proxy.cut()
+        for _ in range(ATTEMPTS):
+            _assert_fast_unavailable(
+                outage,
+                "introspect",
+                lambda: http.post(
+                    outage.url + "/oauth/introspect",
+                    data={"token": access_token},
+                    auth=(outage.credentials.rs_id, outage.credentials.rs_secret),
+                    timeout=10,
+                ),
+            )
+
+
+def test_revocation_during_the_outage_is_refused_quickly_and_revokes_nothing(
+    outage: Outage,
+) -> None:
+    with requests.Session() as http:
+        token = _login(outage, http)["refresh_token"]
+        outage.proxy.cut()
+        for _ in range(ATTEMPTS):
+            _assert_fast_unavailable(
+                outage,
+                "revoke",
+                lambda: http.post(
+                    outage.url + "/oauth/revoke",
+                    data={"token": token},
+                    auth=(outage.credentials.app_id, outage.credentials.app_secret),
+                    timeout=10,
+                ),
+            )
+        outage.proxy.restore()
+        _wait_until_recovered(outage)
+
+        assert _refresh(outage, http, token).status_code == 200
+
+
+def _csrf_token(outage: Outage, browser: requests.Session) -> str:
+    form = browser.get(outage.url + "/login", timeout=10)
+    match = re.search(r'name="csrf_token" value="([^"]+)"', form.text)
+    assert match is not None
+    return match.group(1)
+
+
+def test_sign_in_during_the_outage_is_refused_quickly(outage: Outage) -> None:
+    with requests.Session() as browser:
+        csrf_token = _csrf_token(outage, browser)
+        outage.proxy.cut()
+        for _ in range(ATTEMPTS):
+            _assert_fast_unavailable(
+                outage,
+                "sign-in",
+                lambda: browser.post(
+                    outage.url + "/login",
+                    data={
+                        "csrf_token": csrf_token,
+                        "email": EMAIL,
+                        "password": PASSWORD,
+                        "next": "/account",
+                    },
+                    allow_redirects=False,
+                    timeout=10,
+                ),
+            )
+
+
+def test_a_sign_in_whose_commit_failed_sets_no_session_cookie(outage: Outage) -> None:
+    with requests.Session() as browser:
+        csrf_token = _csrf_token(outage, browser)
+        form = {"csrf_token": csrf_token, "email": EMAIL, "password": PASSWORD, "next": "/account"}
+        outage.proxy.cut_at_next_commit(delivered=False, after=b"INSERT INTO browser_sessions")
+        failed = browser.post(outage.url + "/login", data=form, allow_redirects=False, timeout=10)
+        assert outage.proxy.cut_at_commit.is_set()
+        outage.proxy.restore()
+        _wait_until_recovered(outage)
+        retried = browser.post(outage.url + "/login", data=form, allow_redirects=False, timeout=10)
+
+    assert failed.status_code == 503
+    assert "authserver_session" not in failed.headers.get("Set-Cookie", "")
+    assert retried.status_code == 303
+    assert "authserver_session" in retried.headers["Set-Cookie"]
+
+
+def test_jwks_and_discovery_answer_from_memory_during_the_outage(outage: Outage) -> None:
+    paths = (
+        "/.well-known/jwks.json",
+        "/.well-known/openid-configuration",
+        "/.well-known/oauth-authorization-server",
+    )
+    with requests.Session() as http:
+        before = {path: http.get(outage.url + path, timeout=10).content for path in paths}
+        outage.proxy.cut()
+        # Longer than the key ring's refresh interval (1 s): it tries the database and fails.
+        until = time.monotonic() + 2.5
+        while time.monotonic() < until:
+            for path in paths:
+                started = time.monotonic()
+                response = http.get(outage.url + path, timeout=10)
+                elapsed = time.monotonic() - started
+
+                assert response.status_code == 200, (path, response.text)
+                assert response.content == before[path]
+                assert elapsed < FAST_ANSWER_SECONDS
+            time.sleep(0.1)
+
+
+def test_requests_succeed_again_within_seconds_of_the_database_coming_back(
+    outage: Outage,
+) -> None:
+    with requests.Session() as http:
+        token = _login(outage, http)["refresh_token"]
+        outage.proxy.cut()
+        # Every pooled connection of the server is now dead.
+        assert _refresh(outage, http, token).status_code == 503
+        outage.proxy.restore()
+
+        recovered_after = _wait_until_recovered(outage)
+        print(f"\nrecovered {recovered_after:.3f} s after the database came back")
+        refreshed = _refresh(outage, http, token)
+        introspected = http.post(
+            outage.url + "/oauth/introspect",
+            data={"token": refreshed.json()["access_token"]},
+            auth=(outage.credentials.rs_id, outage.credentials.rs_secret),
+            timeout=10,
+        )
+
+    assert recovered_after < RECOVERY_BOUND_SECONDS
+    assert refreshed.status_code == 200
+    assert introspected.json()["active"] is True
+
+
+def _rotation_state(outage: Outage, token: str) -> tuple[datetime | None, bytes | None]:
+    """(used_at of ``token``, digest of its successor), as PostgreSQL holds them."""
+    with outage.engine.connect() as conn:
+        parent = conn.execute(
+            select(RefreshToken.id, RefreshToken.used_at).where(
+                RefreshToken.token_digest == digest_token(token)
+            )
+        ).one()
+        child = conn.scalar(
+            select(RefreshToken.token_digest).where(RefreshToken.parent_id == parent.id)
+        )
+    return parent.used_at, child
+
+
+def test_a_rotation_whose_commit_failed_hands_out_no_token_and_leaves_the_old_one_usable(
+    outage: Outage,
+) -> None:
+    with requests.Session() as http:
+        token = _login(outage, http)["refresh_token"]
+        outage.proxy.cut_at_next_commit(delivered=False)
+        failed = _refresh(outage, http, token)
+        assert outage.proxy.cut_at_commit.is_set()
+        state_after_failure = _rotation_state(outage, token)
+        outage.proxy.restore()
+        _wait_until_recovered(outage)
+        retried = _refresh(outage, http, token)
+
+    assert failed.status_code == 503
+    assert "refresh_token" not in failed.text
+    assert state_after_failure == (None, None)  # PostgreSQL rolled the rotation back
+    assert retried.status_code == 200
+    assert _rotation_state(outage, token)[1] == digest_token(retried.json()["refresh_token"])
+
+
+def test_a_rotation_whose_answer_was_lost_is_served_again_by_the_grace_window(
+    outage: Outage,
+) -> None:
+    with requests.Session() as http:
+        token = _login(outage, http)["refresh_token"]
+        outage.proxy.cut_at_next_commit(delivered=True)
+        lost = _refresh(outage, http, token)
+        assert outage.proxy.cut_at_commit.is_set()
+        used_at, child_digest = _rotation_state(outage, token)
+        outage.proxy.restore()
+        _wait_until_recovered(outage)
+        # The client never got the successor, so it retries with the token it holds.
+        retried = _refresh(outage, http, token)
+        onward = _refresh(outage, http, retried.json()["refresh_token"])
+
+    assert lost.status_code == 503
+    # The rotation was durable although its answer was lost.
+    assert used_at is not None
+    assert child_digest is not None
+    assert retried.status_code == 200
+    assert digest_token(retried.json()["refresh_token"]) == child_digest
+    assert onward.status_code == 200
+
+
+@dataclass
+class RefreshClient:
+    """One client refreshing its own family in a loop; across a 503 it keeps its token and
+    retries, as a real client does."""
+
+    outage: Outage
+    token: str
+    # (when the request was sent, the refresh token it answered with), for every 200.
+    received: list[tuple[datetime, str]] = field(default_factory=list)
+    # (status, seconds) of every answer.
+    answers: list[tuple[int, float]] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+
+    def run(self, stop: threading.Event) -> None:
+        with requests.Session() as http:
+            while not stop.is_set():
+                sent_at, started = datetime.now(UTC), time.monotonic()
+                try:
+                    response = _refresh(self.outage, http, self.token)
+                except requests.RequestException as exc:
+                    self.failures.append(repr(exc))
+                    continue
+                self.answers.append((response.status_code, time.monotonic() - started))
+                if response.status_code == 200:
+                    self.token = response.json()["refresh_token"]
+                    self.received.append((sent_at, self.token))
+                elif response.status_code == 503:
+                    if response.json()["error"] != "temporarily_unavailable" or not (
+                        response.headers.get("Retry-After")
+                    ):
+                        self.failures.append(f"503 {response.headers} {response.text}")
+                    time.sleep(0.05)  # a real client waits Retry-After; a short wait here
+                else:
+                    self.failures.append(f"{response.status_code} {response.text}")
+                    return
+
+
+def test_cuts_during_a_stream_of_refreshes_lose_no_token_and_fork_no_family(
+    outage: Outage,
+) -> None:
+    with requests.Session() as http:
+        clients = [RefreshClient(outage, _login(outage, http)["refresh_token"]) for _ in range(4)]
+    stop = threading.Event()
+    threads = [threading.Thread(target=c.run, args=(stop,)) for c in clients]
+    for thread in threads:
+        thread.start()
+    try:
+        # A crash (connections reset), then a restart (connections closed).
+        for graceful in (False, True):
+            time.sleep(1.5)
+            outage.proxy.cut(graceful=graceful)
+            time.sleep(1.0)
+            outage.proxy.restore()
+        time.sleep(1.5)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=15)
+
+    statuses = [status for c in clients for status, _ in c.answers]
+    slowest_503 = max(
+        (seconds for c in clients for status, seconds in c.answers if status == 503), default=0.0
+    )
+    received = {token: sent_at for c in clients for sent_at, token in c.received}
+    with outage.engine.connect() as conn:
+        issued_at = dict(
+            conn.execute(
+                select(RefreshToken.token_digest, RefreshToken.issued_at).where(
+                    RefreshToken.token_digest.in_([digest_token(t) for t in received])
+                )
+            ).all()
+        )
+        forked = conn.execute(
+            select(RefreshToken.family_id)
+            .where(RefreshToken.used_at.is_(None))
+            .group_by(RefreshToken.family_id)
+            .having(func.count() > 1)
+        ).all()
+        revoked = conn.scalar(
+            select(func.count())
+            .select_from(RefreshFamily)
+            .where(RefreshFamily.revoked_at.is_not(None))
+        )
+    with requests.Session() as http:
+        final = [_refresh(outage, http, c.token).status_code for c in clients]
+    # A successor issued before the request that received it: a lost answer, served again.
+    replays = sum(
+        1
+        for token, sent_at in received.items()
+        if (issued := issued_at.get(digest_token(token))) is not None and issued < sent_at
+    )
+    print(
+        f"\nstream: {len(statuses)} refreshes, {statuses.count(200)} answered 200, "
+        f"{statuses.count(503)} answered 503 (slowest {slowest_503:.3f} s), "
+        f"{replays} served again by the grace window"
+    )
+
+    assert [f for c in clients for f in c.failures] == []
+    assert set(statuses) == {200, 503}  # never a 500, and the cuts did land mid-stream
+    assert slowest_503 < FAST_ANSWER_SECONDS
+    assert all(c.received for c in clients)
+    # Never a token PostgreSQL does not hold.
+    assert [t for t in received if digest_token(t) not in issued_at] == []
+    assert forked == []
+    assert revoked == 0
+    assert final == [200] * len(clients)
