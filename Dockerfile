@@ -9,9 +9,9 @@ FROM python:3.11-slim
 RUN useradd --system --uid 10001 --home-dir /app authserver
 COPY --from=build /opt/venv /opt/venv
 WORKDIR /app
-COPY alembic.ini ./
+COPY alembic.ini gunicorn.conf.py ./
 COPY migrations ./migrations
 ENV PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1 AUTHSERVER_ENV=production
 USER authserver
 EXPOSE 8000
-CMD ["gunicorn", "authserver:create_app()", "--bind", "0.0.0.0:8000", "--workers", "2"]
+CMD ["gunicorn", "-c", "gunicorn.conf.py", "authserver:create_app()"]

@@ -120,13 +120,20 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if "postgres_only" in item.keywords:
             item.add_marker(skip)
             skipped += 1
+    config.stash[SKIPPED_FOR_SQLITE] = skipped
+
+
+SKIPPED_FOR_SQLITE = pytest.StashKey[int]()
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    # A line, not a warning: filterwarnings=error would turn a warning into a failure.
+    skipped = config.stash.get(SKIPPED_FOR_SQLITE, 0)
     if skipped:
-        config.issue_config_time_warning(
-            pytest.PytestConfigWarning(
-                f"no PostgreSQL: {skipped} PostgreSQL-only tests are skipped "
-                "(set TEST_DATABASE_URL to run them)"
-            ),
-            stacklevel=2,
+        terminalreporter.write_line(
+            f"no PostgreSQL: {skipped} PostgreSQL-only tests were skipped on the SQLite "
+            "fallback (set TEST_DATABASE_URL, or run a Docker engine, to run them)",
+            yellow=True,
         )
 
 

@@ -19,6 +19,7 @@ from flask_limiter.util import get_remote_address
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 
 from authserver.config import Config
+from authserver.errors import ValidationError
 from authserver.http.audit import audit
 from authserver.runtime import runtime
 from authserver.services.audit import AuditEventType
@@ -60,7 +61,7 @@ def throttle_account(raw: str | None) -> str:
         return "-"
     try:
         return normalize_email(raw)
-    except Exception:
+    except ValidationError:
         return raw.strip().casefold()[:254]
 
 

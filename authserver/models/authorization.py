@@ -41,7 +41,7 @@ class AuthorizationCode(Base):
     used_at: Mapped[datetime | None]
     # The family the code was exchanged for: a replay of the code revokes it (§4.1.2).
     family_id: Mapped[uuid.UUID | None] = mapped_column(
-        ForeignKey("refresh_families.id", ondelete="SET NULL")
+        ForeignKey("refresh_families.id", ondelete="SET NULL"), index=True
     )
 
     client: Mapped[Client] = relationship(lazy="joined")

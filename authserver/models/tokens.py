@@ -36,7 +36,7 @@ class RefreshFamily(Base):
     expires_at: Mapped[datetime] = mapped_column(index=True)
     # Moves forward on every rotation, but never past expires_at.
     idle_expires_at: Mapped[datetime]
-    revoked_at: Mapped[datetime | None]
+    revoked_at: Mapped[datetime | None] = mapped_column(index=True)
     # Why it was revoked: "reuse_detected", "logout", "user_disabled", "revoked_by_client", ...
     revoked_reason: Mapped[str | None] = mapped_column(String(40))
     user_agent: Mapped[str | None] = mapped_column(String(512))

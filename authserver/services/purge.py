@@ -47,6 +47,7 @@ from authserver.models import (
     RefreshToken,
     Revocation,
     SigningKey,
+    SignInThrottle,
 )
 from authserver.services.revocations import longest_access_token_ttl
 
@@ -92,6 +93,7 @@ KINDS = (
     "revocations",
     "signing_keys",
     "audit_events",
+    "sign_in_throttles",
 )
 
 
@@ -107,6 +109,7 @@ class PurgeReport:
     browser_sessions: int = 0
     revocations: int = 0
     signing_keys: int = 0
+    sign_in_throttles: int = 0
     audit_events: int = 0
     another_purge_running: bool = False
     stopped: bool = False
@@ -214,14 +217,15 @@ class _Purge:
         # starve the server's writers. Pausing longer than one poll lets every waiter in.
         self._pause = SQLITE_PAUSE_BETWEEN_BATCHES if sqlite else 0.0
         grace_cutoff = self._now - self._policy.grace
-        # Codes first: authorization_codes.family_id has no index, so every family deleted
-        # makes PostgreSQL look through the codes for ones to set to NULL; fewer is faster.
+        # Codes first: every family deleted makes the database set its codes' family_id to
+        # NULL; fewer codes, less work.
         self._purge_codes(grace_cutoff)
         self._purge_families(token_ttl)
         self._purge_browser_sessions(grace_cutoff)
         self._purge_revocations(token_ttl)
         self._purge_removed_keys(grace_cutoff, token_ttl)
         self._purge_audit_events()
+        self._purge_sign_in_throttles()
 
     # -- one kind at a time ------------------------------------------------------------------
 
@@ -297,6 +301,14 @@ class _Purge:
         # key ring, so deleting it a little early would harm nothing.
         due = (SigningKey.state == KeyState.REMOVED) & (SigningKey.retired_at <= cutoff - token_ttl)
         self._in_batches("signing_keys", SigningKey.kid, due)
+
+    def _purge_sign_in_throttles(self) -> None:
+        # Counters whose last failure is older than the longest window they count in (an hour)
+        # and the longest delay they impose (minutes) count nothing any more.
+        cutoff = self._now - timedelta(hours=1) - self._policy.grace
+        self._in_batches(
+            "sign_in_throttles", SignInThrottle.id, SignInThrottle.last_failure_at < cutoff
+        )
 
     def _purge_audit_events(self) -> None:
         cutoff = self._now - timedelta(days=self._policy.audit_retention_days)
