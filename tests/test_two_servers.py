@@ -30,7 +30,27 @@ from authserver.resource import TokenRevoked, TokenVerifier
 from tests.conftest import truncate_all
 from tests.helpers import PASSWORD, make_client, make_user
 
-pytestmark = pytest.mark.postgres_only
+REDIS_URL = "redis://127.0.0.1:6379/14"
+CLIENT_LIMIT = 40
+
+
+def _redis_command(*commands: bytes) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", 6379), timeout=1) as sock:
+            sock.sendall(b"".join(commands))
+            return sock.recv(64).startswith(b"+")
+    except OSError:
+        return False
+
+
+def _flush_redis() -> None:
+    _redis_command(b"SELECT 14\r\n", b"FLUSHDB\r\n")
+
+
+pytestmark = [
+    pytest.mark.postgres_only,
+    pytest.mark.skipif(not _redis_command(b"PING\r\n"), reason="needs Redis on 127.0.0.1:6379"),
+]
 
 AUDIENCE = "https://api.example.test"
 BIN = Path(sys.executable).parent
@@ -83,7 +103,11 @@ def cluster(engine: Engine, config: Config, tmp_path: Path) -> Iterator[Cluster]
         "AUTHSERVER_KEY_REFRESH_INTERVAL": "1",
         "AUTHSERVER_INSTANCE_DIR": str(tmp_path / "instance"),
         "AUTHSERVER_LOG_LEVEL": "WARNING",
+        # Rate-limit counts shared through Redis, like the compose stack does.
+        "AUTHSERVER_RATELIMIT_STORAGE_URI": REDIS_URL,
+        "AUTHSERVER_RATELIMIT_TOKEN_PER_CLIENT": f"{CLIENT_LIMIT}/minute",
     }
+    _flush_redis()
     setup_app = create_app(replace(config, issuer=issuer))
     with db.transaction(setup_app) as session:
         make_user(setup_app, session)
@@ -280,3 +304,60 @@ def test_a_key_rotation_reaches_both_servers_and_old_tokens_still_verify(
         assert pyjwt.get_unverified_header(token)["kid"] == new_kid
         verifier.verify(token)
     verifier.verify(before)
+
+
+def test_a_mixed_workload_across_both_servers_stays_consistent(cluster: Cluster) -> None:
+    servers = (cluster.a, cluster.b)
+    with requests.Session() as http:
+        tokens = _login(http, cluster, cluster.a)
+        seen = {tokens["refresh_token"]}
+        for n in range(8):  # refresh alternating between the servers
+            answer = http.post(
+                servers[n % 2] + "/oauth/token",
+                data={"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]},
+                auth=(cluster.app_id, cluster.app_secret),
+                timeout=10,
+            )
+            assert answer.status_code == 200, answer.text
+            tokens = answer.json()
+            assert tokens["refresh_token"] not in seen
+            seen.add(tokens["refresh_token"])
+            assert _introspect(http, cluster, servers[(n + 1) % 2], tokens["access_token"])
+        other = _login(http, cluster, cluster.b)
+        http.post(
+            cluster.b + "/oauth/revoke",
+            data={"token": tokens["refresh_token"]},
+            auth=(cluster.app_id, cluster.app_secret),
+            timeout=10,
+        )
+
+        assert not _introspect(http, cluster, cluster.a, tokens["access_token"])
+        assert _introspect(http, cluster, cluster.a, other["access_token"])  # another family
+
+
+def test_rate_limit_counts_are_shared_through_redis(cluster: Cluster) -> None:
+    statuses = []
+    with requests.Session() as http:
+        for n in range(CLIENT_LIMIT + 5):
+            statuses.append(
+                http.post(
+                    (cluster.a, cluster.b)[n % 2] + "/oauth/introspect",
+                    data={"token": "x"},
+                    auth=(cluster.rs_id, cluster.rs_secret),
+                    timeout=10,
+                ).status_code
+            )
+        token_statuses = [
+            http.post(
+                (cluster.a, cluster.b)[n % 2] + "/oauth/token",
+                data={"grant_type": "client_credentials"},
+                auth=(cluster.rs_id, cluster.rs_secret),
+                timeout=10,
+            ).status_code
+            for n in range(CLIENT_LIMIT + 5)
+        ]
+
+    assert 500 not in statuses
+    # Each server alone would allow CLIENT_LIMIT; together they allow CLIENT_LIMIT in all.
+    assert token_statuses.count(200) == CLIENT_LIMIT
+    assert token_statuses.count(429) == 5
