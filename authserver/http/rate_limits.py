@@ -62,7 +62,9 @@ def throttle_account(raw: str | None) -> str:
     try:
         return normalize_email(raw)
     except ValidationError:
-        return raw.strip().casefold()[:254]
+        # Not an address, so no account: a digest keeps the key short and free of anything
+        # a database refuses (PostgreSQL text cannot hold NUL).
+        return "invalid:" + hashlib.sha256(raw.encode("utf-8", "replace")).hexdigest()
 
 
 def is_password_grant() -> bool:

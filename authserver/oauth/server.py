@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from authlib.common.urls import add_params_to_uri
@@ -21,6 +22,7 @@ from authserver.runtime import runtime
 from authserver.services.clients import find_client
 
 EXTENSION_KEY = "authserver.oauth"
+PLAIN_PARAMETER_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 # Grant types the token endpoint answers, in the order discovery lists them.
 TOKEN_GRANTS = (AuthorizationCodeGrant, ClientCredentialsGrant, PasswordGrant, RefreshTokenGrant)
 
@@ -116,7 +118,11 @@ def check_form_shape() -> None:
         raise InvalidRequest("Parameters belong in the POST body.")
     for name in request.form:
         if name != "resource" and len(request.form.getlist(name)) > 1:
-            raise InvalidRequest(f"Parameter '{name}' is repeated.")
+            # Name it only if it is a plain name: the caller's text must not reach an
+            # error_description unchecked (RFC 6749 §5.2 limits its characters).
+            if PLAIN_PARAMETER_NAME.fullmatch(name):
+                raise InvalidRequest(f"Parameter '{name}' is repeated.")
+            raise InvalidRequest("A parameter is repeated.")
     authorization = request.headers.get("Authorization", "")
     if authorization.lower().startswith("basic ") and "client_secret" in request.form:
         raise InvalidRequest("Use one client authentication method, not two.")

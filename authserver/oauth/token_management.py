@@ -12,6 +12,7 @@ from authlib.oauth2.rfc7009 import RevocationEndpoint as AuthlibRevocationEndpoi
 from authlib.oauth2.rfc7662 import IntrospectionEndpoint as AuthlibIntrospectionEndpoint
 
 from authserver.db import db
+from authserver.errors import InvalidRequest
 from authserver.models import Client
 from authserver.runtime import runtime
 from authserver.services.token_status import (
@@ -24,6 +25,13 @@ from authserver.services.token_status import (
 CONFIDENTIAL_METHODS = ["client_secret_basic", "client_secret_post"]
 
 
+def _require_token(request: Any) -> None:
+    """RFC 7009 §2.1 / RFC 7662 §2.1: ``token`` is required; a hint is only a hint, and one we
+    do not know is ignored (we look everywhere anyway) rather than refused."""
+    if not request.form.get("token"):
+        raise InvalidRequest("Missing 'token'.")
+
+
 def _find(token: str, hint: str | None) -> PresentedToken | None:
     rt = runtime()
     return find_presented_token(db.session, rt.keys, rt.config.issuer, token, hint, rt.now())
@@ -32,6 +40,9 @@ def _find(token: str, hint: str | None) -> PresentedToken | None:
 class RevocationEndpoint(AuthlibRevocationEndpoint):
     # RFC 7009 §2.1: public clients may revoke their own tokens too.
     CLIENT_AUTH_METHODS = [*CONFIDENTIAL_METHODS, "none"]  # noqa: RUF012 (authlib attribute)
+
+    def check_params(self, request: Any, client: Client) -> None:
+        _require_token(request)
 
     def query_token(self, token_string: str, token_type_hint: str | None) -> Any:
         return _find(token_string, token_type_hint)
@@ -53,6 +64,9 @@ class RevocationEndpoint(AuthlibRevocationEndpoint):
 class IntrospectionEndpoint(AuthlibIntrospectionEndpoint):
     # Resource servers are confidential clients (RFC 7662 §2.1 requires authorization).
     CLIENT_AUTH_METHODS = CONFIDENTIAL_METHODS
+
+    def check_params(self, request: Any, client: Client) -> None:
+        _require_token(request)
 
     def query_token(self, token_string: str, token_type_hint: str | None) -> Any:
         return _find(token_string, token_type_hint)
