@@ -71,7 +71,7 @@ def create_app(config: Config | None = None) -> Flask:
         MAX_CONTENT_LENGTH=MAX_REQUEST_BYTES,
         AUTHSERVER=config,
     )
-    db.init_app(app, config.database_url)
+    db.init_app(app, config.database_url, prepare_threshold=config.db_prepare_threshold)
     rt = build_runtime(config, db.state(app))
     attach_runtime(app, rt)
     app.before_request(rt.keys.refresh_if_due)

@@ -97,6 +97,10 @@ class Config:
     # `authserver purge` deletes audit events older than this many days.
     audit_retention_days: int = 365
 
+    # psycopg's server-side prepared statements: after this many runs of a statement on one
+    # connection; 0 turns them off (needed behind PgBouncer < 1.21 in transaction mode).
+    db_prepare_threshold: int = 5
+
     # Number of reverse proxies in front of the server whose X-Forwarded-* headers are trusted.
     trusted_proxies: int = 0
     log_level: str = "INFO"

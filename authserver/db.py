@@ -91,7 +91,7 @@ def _configure_sqlite(engine: Engine) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-def make_engine(url: str, **overrides: Any) -> Engine:
+def make_engine(url: str, *, prepare_threshold: int = 5, **overrides: Any) -> Engine:
     """The engine for ``url``, tuned for an authorization server's short transactions."""
     # hide_parameters: an error message or SQL log never carries a digest, hash or token.
     options: dict[str, Any] = {"future": True, "hide_parameters": True}
@@ -103,7 +103,12 @@ def make_engine(url: str, **overrides: Any) -> Engine:
             pool_size=10,
             max_overflow=10,
             pool_timeout=5,
-            connect_args={"connect_timeout": 3},
+            connect_args={
+                "connect_timeout": 3,
+                # psycopg prepares a statement server-side after this many runs on one
+                # connection; 0 never does (PgBouncer before 1.21 in transaction mode).
+                "prepare_threshold": prepare_threshold or None,
+            },
         )
     options.update(overrides)
     engine = create_engine(url, **options)
@@ -123,8 +128,8 @@ class Database:
 
     EXTENSION_KEY = "authserver.db"
 
-    def init_app(self, app: Flask, url: str) -> None:
-        engine = make_engine(url)
+    def init_app(self, app: Flask, url: str, *, prepare_threshold: int = 5) -> None:
+        engine = make_engine(url, prepare_threshold=prepare_threshold)
         factory = sessionmaker(bind=engine, expire_on_commit=False)
         app.extensions[self.EXTENSION_KEY] = DatabaseState(engine, factory)
         # The commit hook is registered by create_app, last, so that it runs first.

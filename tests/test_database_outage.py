@@ -355,6 +355,9 @@ def outage_server(
             "AUTHSERVER_KEY_REFRESH_INTERVAL": "1",
             "AUTHSERVER_INSTANCE_DIR": str(folder / "instance"),
             "AUTHSERVER_LOG_LEVEL": "WARNING",
+            # The proxy recognises a rotation's COMMIT by the SQL text before it; a prepared
+            # statement sends its text only once per connection, so prepare none.
+            "AUTHSERVER_DB_PREPARE_THRESHOLD": "0",
             # The stream sends hundreds of refreshes a second from one address and one
             # client; the limiter stays on (its hooks run during the outage too), its limits
             # out of reach.
