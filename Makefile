@@ -6,13 +6,14 @@ STAMP  := $(VENV)/.installed
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
-.PHONY: run test lint format install clean help
+.PHONY: run test lint format install clean help bench
 
 help:
 	@echo "make run    - start the server on http://$(HOST):$(PORT) with an embedded SQLite database"
 	@echo "make test   - install everything and run the test suite"
 	@echo "make lint   - ruff check, ruff format --check, mypy"
 	@echo "make format - apply ruff's formatting and fixes"
+	@echo "make bench  - benchmark under gunicorn + PostgreSQL with wrk (see docs/PERFORMANCE.md)"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,13 +34,17 @@ test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check authserver tests migrations examples
-	$(BIN)/ruff format --check authserver tests migrations examples
+	$(BIN)/ruff check authserver tests migrations examples bench gunicorn.conf.py
+	$(BIN)/ruff format --check authserver tests migrations examples bench gunicorn.conf.py
 	$(BIN)/mypy authserver
 
 format: $(STAMP)
-	$(BIN)/ruff check --fix authserver tests migrations examples
-	$(BIN)/ruff format authserver tests migrations examples
+	$(BIN)/ruff check --fix authserver tests migrations examples bench gunicorn.conf.py
+	$(BIN)/ruff format authserver tests migrations examples bench gunicorn.conf.py
+
+# Not part of `make test`: a benchmark reports figures, it does not pass or fail.
+bench: $(STAMP)
+	$(BIN)/python bench/run.py
 
 clean:
 	rm -rf $(VENV) instance .pytest_cache .mypy_cache .ruff_cache

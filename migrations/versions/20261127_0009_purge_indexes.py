@@ -7,7 +7,6 @@ Create Date: 2026-11-27
 
 from collections.abc import Sequence
 
-import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0009_purge_indexes"
