@@ -535,3 +535,37 @@ def test_unreachable_database_is_one_database_error_line(
     line = assert_fails_with_one_line(result, starting="Error: database error: ")
     assert "127.0.0.1" in line
     assert PASSWORD not in said(result)
+
+
+# -- audit ---------------------------------------------------------------------------------
+
+
+def test_audit_tail_shows_a_users_events_with_no_secret(cli_env: dict[str, str]) -> None:
+    email = unique_email()
+    password = "a long enough password for the trail"
+    run_cli("users", "create", email, "--password-stdin", env=cli_env, stdin=password + "\n")
+    run_cli("users", "disable", email, env=cli_env)
+
+    result = run_cli("audit", "tail", "--user", email, env=cli_env)
+
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.strip().splitlines()
+    assert [line.split()[2] for line in lines] == ["user_created", "user_disabled"]
+    assert password not in said(result)
+
+
+def test_audit_tail_filters_by_type(cli_env: dict[str, str]) -> None:
+    email = unique_email()
+    run_cli("users", "create", email, "--password-stdin", env=cli_env, stdin="long password 1\n")
+
+    result = run_cli("audit", "tail", "--type", "user_created", "-n", "5", env=cli_env)
+
+    assert result.returncode == 0, result.stderr
+    assert {line.split()[2] for line in result.stdout.strip().splitlines()} == {"user_created"}
+
+
+def test_audit_tail_of_an_unknown_type_fails_with_one_line(cli_env: dict[str, str]) -> None:
+    result = run_cli("audit", "tail", "--type", "nonsense", env=cli_env)
+
+    line = assert_fails_with_one_line(result)
+    assert "unknown event type" in line

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy.orm import Session
 
+from authserver.app import create_app
+from authserver.config import Config
+from authserver.db import db
 from authserver.runtime import runtime
 from tests.helpers import make_client, make_user, password_login, refresh
 
@@ -101,3 +106,24 @@ def test_metrics_count_requests_by_endpoint_not_by_path(client: FlaskClient) -> 
 def test_every_response_says_nosniff(client: FlaskClient) -> None:
     for path in ("/healthz", "/.well-known/jwks.json", "/login", "/nope"):
         assert client.get(path).headers["X-Content-Type-Options"] == "nosniff", path
+
+
+def test_production_responses_carry_hsts(config: Config) -> None:
+    production = replace(
+        config,
+        env="production",
+        issuer="https://login.example.test",
+        secret_key="s" * 40,
+        key_encryption_key="k" * 40,
+    )
+    app = create_app(production)
+    try:
+        response = app.test_client().get("/healthz", base_url="https://login.example.test")
+    finally:
+        db.state(app).engine.dispose()
+
+    assert response.headers["Strict-Transport-Security"].startswith("max-age=")
+
+
+def test_development_responses_carry_no_hsts(client: FlaskClient) -> None:
+    assert "Strict-Transport-Security" not in client.get("/healthz").headers
