@@ -569,15 +569,24 @@ def test_sign_in_during_the_outage_is_refused_quickly(outage: Outage) -> None:
 
 
 def test_a_sign_in_whose_commit_failed_sets_no_session_cookie(outage: Outage) -> None:
-    with requests.Session() as browser:
-        csrf_token = _csrf_token(outage, browser)
-        form = {"csrf_token": csrf_token, "email": EMAIL, "password": PASSWORD, "next": "/account"}
-        outage.proxy.cut_at_next_commit(delivered=False, after=b"INSERT INTO browser_sessions")
-        failed = browser.post(outage.url + "/login", data=form, allow_redirects=False, timeout=10)
-        assert outage.proxy.cut_at_commit.is_set()
-        outage.proxy.restore()
-        _wait_until_recovered(outage)
-        retried = browser.post(outage.url + "/login", data=form, allow_redirects=False, timeout=10)
+    form = {"email": EMAIL, "password": PASSWORD, "next": "/account"}
+    for _ in range(TRAP_ATTEMPTS):
+        with requests.Session() as browser:
+            form["csrf_token"] = _csrf_token(outage, browser)
+            outage.proxy.cut_at_next_commit(delivered=False, after=b"INSERT INTO browser_sessions")
+            failed = browser.post(
+                outage.url + "/login", data=form, allow_redirects=False, timeout=10
+            )
+            if not outage.proxy.cut_at_commit.is_set():
+                continue  # the trap missed this commit (see TRAP_ATTEMPTS); a fresh browser
+            outage.proxy.restore()
+            _wait_until_recovered(outage)
+            retried = browser.post(
+                outage.url + "/login", data=form, allow_redirects=False, timeout=10
+            )
+            break
+    else:
+        pytest.fail(f"the proxy never caught a sign-in's COMMIT in {TRAP_ATTEMPTS} tries")
 
     assert failed.status_code == 503
     assert "authserver_session" not in failed.headers.get("Set-Cookie", "")
@@ -647,6 +656,27 @@ def _rotation_state(outage: Outage, token: str) -> tuple[datetime | None, bytes 
     return parent.used_at, child
 
 
+# The proxy recognises the commit to cut by the SQL text sent before it; now and then (seen
+# in full-suite runs only, a few times in a hundred) it misses one, and the request simply
+# succeeds. Such a try is repeated with a fresh token; the server's behaviour is only judged
+# on a commit the proxy did cut.
+TRAP_ATTEMPTS = 5
+
+
+def _refresh_caught_at_commit(
+    outage: Outage, http: requests.Session, token: str, *, delivered: bool
+) -> tuple[str, requests.Response]:
+    """(the token presented, the answer) of a refresh whose COMMIT the proxy cut."""
+    for _ in range(TRAP_ATTEMPTS):
+        outage.proxy.cut_at_next_commit(delivered=delivered)
+        answer = _refresh(outage, http, token)
+        if outage.proxy.cut_at_commit.is_set():
+            return token, answer
+        assert answer.status_code == 200, answer.text[:200]
+        token = answer.json()["refresh_token"]
+    pytest.fail(f"the proxy never caught a rotation's COMMIT in {TRAP_ATTEMPTS} tries")
+
+
 def test_a_rotation_whose_commit_failed_hands_out_no_token_and_leaves_the_old_one_usable(
     outage: Outage,
 ) -> None:
@@ -672,9 +702,7 @@ def test_a_rotation_whose_answer_was_lost_is_served_again_by_the_grace_window(
 ) -> None:
     with requests.Session() as http:
         token = _login(outage, http)["refresh_token"]
-        outage.proxy.cut_at_next_commit(delivered=True)
-        lost = _refresh(outage, http, token)
-        assert outage.proxy.cut_at_commit.is_set()
+        token, lost = _refresh_caught_at_commit(outage, http, token, delivered=True)
         used_at, child_digest = _rotation_state(outage, token)
         outage.proxy.restore()
         _wait_until_recovered(outage)
