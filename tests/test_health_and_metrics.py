@@ -108,7 +108,7 @@ def test_every_response_says_nosniff(client: FlaskClient) -> None:
         assert client.get(path).headers["X-Content-Type-Options"] == "nosniff", path
 
 
-def test_production_responses_carry_hsts(config: Config) -> None:
+def test_production_responses_carry_hsts(app: Flask, config: Config) -> None:
     production = replace(
         config,
         env="production",
@@ -116,11 +116,13 @@ def test_production_responses_carry_hsts(config: Config) -> None:
         secret_key="s" * 40,
         key_encryption_key="k" * 40,
     )
-    app = create_app(production)
-    try:
-        response = app.test_client().get("/healthz", base_url="https://login.example.test")
-    finally:
-        db.state(app).engine.dispose()
+    production_app = create_app(production)
+    # Inside the test's rolled-back transaction, like every other app here: a key this app
+    # creates (sealed with its own key-encryption key) must not outlive the test.
+    db.state(production_app).engine.dispose()
+    db.state(production_app).session_factory = db.state(app).session_factory
+
+    response = production_app.test_client().get("/healthz", base_url="https://login.example.test")
 
     assert response.headers["Strict-Transport-Security"].startswith("max-age=")
 

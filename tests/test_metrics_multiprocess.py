@@ -55,12 +55,13 @@ def test_metrics_count_the_requests_of_every_worker(
         "GUNICORN_WORKERS": "2",
         "GUNICORN_THREADS": "1",
     }
+    log = (tmp_path / "gunicorn.log").open("wb")
     server = subprocess.Popen(
         [str(BIN / "gunicorn"), "-c", "gunicorn.conf.py", "authserver:create_app()"],
         env=env,
         cwd=Path(__file__).resolve().parent.parent,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stderr=log,
     )
     try:
         deadline = time.monotonic() + 30
@@ -74,12 +75,14 @@ def test_metrics_count_the_requests_of_every_worker(
             # Separate connections, so both workers serve some of them.
             for _ in range(20):
                 with requests.Session() as one_off:
-                    assert one_off.get(url + "/.well-known/jwks.json", timeout=5).ok
+                    answer = one_off.get(url + "/.well-known/jwks.json", timeout=5)
+                    assert answer.ok, (tmp_path / "gunicorn.log").read_text()[-3000:]
             metrics = http.get(url + "/metrics", timeout=5).text
         workers_with_samples = len(list(metrics_dir.glob("counter_*.db")))
     finally:
         server.terminate()
         server.wait(timeout=10)
+        log.close()
         truncate_all(engine)
 
     assert _jwks_requests(metrics) == 20
