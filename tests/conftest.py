@@ -243,7 +243,8 @@ def truncate_all(engine: Engine) -> None:
             conn.execute(table.delete())
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
@@ -268,7 +269,7 @@ def committed_app(engine: Engine, config: Config) -> Iterator[Flask]:
 @pytest.fixture
 def live_server(engine: Engine, config: Config) -> Iterator[LiveServer]:
     """The app behind a real threaded HTTP server on 127.0.0.1, with committed data."""
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     application = create_app(replace(config, issuer=url))
     server = make_server("127.0.0.1", port, application, threaded=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+from datetime import timedelta
 from typing import Any
 
 from flask import Flask
@@ -73,3 +74,22 @@ def refresh(
     http: FlaskClient, registered: RegisteredClient, token: str, **form: str
 ) -> TestResponse:
     return token_request(http, registered, grant_type="refresh_token", refresh_token=token, **form)
+
+
+def token_from(
+    http: FlaskClient, registered: RegisteredClient, ip: str = "192.0.2.1", **form: str
+) -> TestResponse:
+    """A token request from a given client address, with the client's Basic credentials."""
+    return http.post(
+        "/oauth/token",
+        data=form,
+        auth=(registered.client.client_id, registered.client_secret or ""),
+        environ_base={"REMOTE_ADDR": ip},
+    )
+
+
+def advance_clock(app: Flask, seconds: float) -> None:
+    """Move the server's clock (``runtime(app).clock``) forward, for expiries and delays."""
+    rt = runtime(app)
+    later = rt.now() + timedelta(seconds=seconds)
+    rt.clock = lambda: later

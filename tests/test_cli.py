@@ -13,7 +13,6 @@ import json
 import os
 import re
 import secrets
-import socket
 import subprocess
 import sys
 import uuid
@@ -33,7 +32,7 @@ from authserver.db import db, make_engine
 from authserver.models import Client, SigningKey
 from authserver.runtime import runtime
 from authserver.services.users import authenticate_user, create_user, find_user_by_email
-from tests.conftest import scratch_database
+from tests.conftest import free_port, scratch_database
 
 AUTHSERVER = Path(sys.executable).parent / "authserver"
 UNREACHABLE_DATABASE = "postgresql+psycopg://postgres@127.0.0.1:1/nope"
@@ -471,13 +470,6 @@ def test_dev_seed_is_refused_in_production(production_env: dict[str, str]) -> No
 # -- failures an operator meets before anything runs ----------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 COMMANDS = [
     pytest.param(["db", "upgrade"], id="db-upgrade"),
     pytest.param(["users", "create", "ann@example.com", "--password-stdin"], id="users-create"),
@@ -502,7 +494,7 @@ def test_production_without_secrets_refuses_with_one_line_per_problem(
         "DATABASE_URL": f"sqlite:///{database}",
     }
     if command == ["serve"]:
-        command = ["serve", "--port", str(_free_port())]
+        command = ["serve", "--port", str(free_port())]
 
     result = run_cli(*command, env=environment, stdin=PASSWORD)
 

@@ -41,7 +41,7 @@ from authserver.config import Config
 from authserver.db import db
 from authserver.models import RefreshFamily, RefreshToken
 from authserver.services.refresh_tokens import digest_token
-from tests.conftest import truncate_all
+from tests.conftest import free_port, truncate_all
 from tests.helpers import PASSWORD, make_client, make_user
 
 pytestmark = pytest.mark.postgres_only
@@ -53,13 +53,6 @@ EMAIL = "ann@example.com"
 FAST_ANSWER_SECONDS = 1.0
 # How long the server may take to serve again once the database is back.
 RECOVERY_BOUND_SECONDS = 3.0
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 class DatabaseProxy:
@@ -74,7 +67,7 @@ class DatabaseProxy:
 
     def __init__(self, upstream_host: str, upstream_port: int) -> None:
         self.upstream = (upstream_host, upstream_port)
-        self.port = _free_port()
+        self.port = free_port()
         self.cut_at_commit = threading.Event()
         self._selector = selectors.DefaultSelector()
         self._wake_reader, self._wake_writer = socket.socketpair()
@@ -336,7 +329,7 @@ def outage_server(
 ) -> Iterator[Outage]:
     """One server for the module (it takes a few seconds to start on a two-core machine)."""
     real = make_url(database_url)
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     folder = tmp_path_factory.mktemp("outage")
     log = folder / "gunicorn.log"

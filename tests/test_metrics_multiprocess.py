@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -15,16 +14,9 @@ import requests
 from sqlalchemy import Engine
 
 from authserver.config import Config
-from tests.conftest import truncate_all
+from tests.conftest import free_port, truncate_all
 
 BIN = Path(sys.executable).parent
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _jwks_requests(metrics: str) -> float:
@@ -40,7 +32,7 @@ def _jwks_requests(metrics: str) -> float:
 def test_metrics_count_the_requests_of_every_worker(
     engine: Engine, config: Config, tmp_path: Path
 ) -> None:
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     metrics_dir = tmp_path / "prometheus"
     metrics_dir.mkdir()

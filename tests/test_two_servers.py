@@ -27,7 +27,7 @@ from authserver.app import create_app
 from authserver.config import Config
 from authserver.db import db
 from authserver.resource import TokenRevoked, TokenVerifier
-from tests.conftest import truncate_all
+from tests.conftest import free_port, truncate_all
 from tests.helpers import PASSWORD, make_client, make_user
 
 REDIS_URL = "redis://127.0.0.1:6379/14"
@@ -54,13 +54,6 @@ pytestmark = [
 
 AUDIENCE = "https://api.example.test"
 BIN = Path(sys.executable).parent
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _wait_until_serving(url: str, process: subprocess.Popen[bytes]) -> None:
@@ -93,7 +86,7 @@ class Cluster:
 
 @pytest.fixture
 def cluster(engine: Engine, config: Config, tmp_path: Path) -> Iterator[Cluster]:
-    port_a, port_b = _free_port(), _free_port()
+    port_a, port_b = free_port(), free_port()
     issuer = f"http://127.0.0.1:{port_a}"
     env = {
         **os.environ,

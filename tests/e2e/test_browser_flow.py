@@ -11,7 +11,6 @@ it and never downloads a browser. Without it the module is skipped, unless
 from __future__ import annotations
 
 import os
-import socket
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,7 +33,7 @@ from werkzeug.serving import make_server  # noqa: E402
 from authserver.db import db  # noqa: E402
 from authserver.models import BrowserSession, RefreshFamily  # noqa: E402
 from examples.relying_party import create_rp_app  # noqa: E402
-from tests.conftest import LiveServer  # noqa: E402
+from tests.conftest import LiveServer, free_port  # noqa: E402
 from tests.helpers import PASSWORD, make_client, make_user  # noqa: E402
 
 EMAIL = "ann@example.com"
@@ -52,18 +51,11 @@ CHROMIUM_ARGS = [
 TIMEOUT_MS = 15_000
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @pytest.fixture
 def rp_url(live_server: LiveServer) -> Iterator[str]:
     """A relying party on its own 127.0.0.1 port, registered with the live authserver as a
     public, third-party client; yields its base URL."""
-    port = _free_port()
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
     with db.transaction(live_server.app) as session:
         make_user(live_server.app, session, EMAIL)

@@ -4,20 +4,19 @@ from __future__ import annotations
 
 import socket
 from dataclasses import replace
-from datetime import timedelta
 
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
+from werkzeug.test import TestResponse
 
 from authserver.config import Config
 from authserver.models import AuditEvent
-from authserver.runtime import runtime
 from authserver.services.clients import RegisteredClient
 from tests.browser_helpers import csrf_token_of
-from tests.helpers import make_client
+from tests.helpers import make_client, token_from
 
 
 @pytest.fixture
@@ -29,21 +28,10 @@ def config(config: Config) -> Config:
     )
 
 
-def _token(
-    http: FlaskClient, registered: RegisteredClient, ip: str = "192.0.2.1", **form: str
-) -> object:
-    return http.post(
-        "/oauth/token",
-        data=form,
-        auth=(registered.client.client_id, registered.client_secret or ""),
-        environ_base={"REMOTE_ADDR": ip},
-    )
-
-
 def _password(
     http: FlaskClient, registered: RegisteredClient, password: str, ip: str = "192.0.2.1"
-) -> object:
-    return _token(
+) -> TestResponse:
+    return token_from(
         http,
         registered,
         ip=ip,
@@ -53,7 +41,7 @@ def _password(
     )
 
 
-def _form_sign_in(http: FlaskClient, password: str, ip: str) -> object:
+def _form_sign_in(http: FlaskClient, password: str, ip: str) -> TestResponse:
     page = http.get("/login", environ_base={"REMOTE_ADDR": ip})
     return http.post(
         "/login",
@@ -62,24 +50,18 @@ def _form_sign_in(http: FlaskClient, password: str, ip: str) -> object:
     )
 
 
-def _advance(app: Flask, seconds: float) -> None:
-    rt = runtime(app)
-    later = rt.now() + timedelta(seconds=seconds)
-    rt.clock = lambda: later
-
-
 def test_the_token_endpoint_answers_429_with_retry_after_past_the_per_client_limit(
     app: Flask, session: Session, client: FlaskClient
 ) -> None:
     registered = make_client(session, grant_types=["client_credentials"])
 
-    answers = [_token(client, registered, grant_type="client_credentials") for _ in range(5)]
+    answers = [token_from(client, registered, grant_type="client_credentials") for _ in range(5)]
 
-    assert [a.status_code for a in answers] == [200, 200, 200, 200, 429]  # type: ignore[attr-defined]
-    assert "Retry-After" not in answers[0].headers  # type: ignore[attr-defined]
+    assert [a.status_code for a in answers] == [200, 200, 200, 200, 429]
+    assert "Retry-After" not in answers[0].headers
     refused = answers[-1]
-    assert int(refused.headers["Retry-After"]) > 0  # type: ignore[attr-defined]
-    assert refused.json["error"] == "temporarily_unavailable"  # type: ignore[attr-defined]
+    assert int(refused.headers["Retry-After"]) > 0
+    assert refused.json["error"] == "temporarily_unavailable"
 
 
 def test_the_per_address_limit_counts_every_client_from_that_address(
@@ -89,7 +71,7 @@ def test_the_per_address_limit_counts_every_client_from_that_address(
         make_client(session, name=f"svc {n}", grant_types=["client_credentials"]) for n in range(6)
     ]
 
-    codes = [_token(client, c, grant_type="client_credentials").status_code for c in clients]  # type: ignore[attr-defined]
+    codes = [token_from(client, c, grant_type="client_credentials").status_code for c in clients]
 
     assert codes == [200, 200, 200, 200, 200, 429]
 
@@ -99,7 +81,7 @@ def test_a_rate_limit_hit_is_audited_once_per_minute_not_per_request(
 ) -> None:
     registered = make_client(session, grant_types=["client_credentials"])
     for _ in range(8):
-        _token(client, registered, grant_type="client_credentials")
+        token_from(client, registered, grant_type="client_credentials")
 
     hits = session.scalar(select(func.count()).where(AuditEvent.event_type == "rate_limit_hit"))
 
@@ -135,10 +117,10 @@ def test_counts_kept_in_redis_outlive_the_process_that_made_them(
         return application
 
     first = [
-        _token(server().test_client(), registered, grant_type="client_credentials").status_code  # type: ignore[attr-defined]
+        token_from(server().test_client(), registered, grant_type="client_credentials").status_code
         for _ in range(4)
     ]
-    fifth = _token(server().test_client(), registered, grant_type="client_credentials")
+    fifth = token_from(server().test_client(), registered, grant_type="client_credentials")
 
     assert first == [200, 200, 200, 200]
-    assert fifth.status_code == 429  # type: ignore[attr-defined]
+    assert fifth.status_code == 429

@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import timedelta
 
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy.orm import Session
+from werkzeug.test import TestResponse
 
 from authserver.config import Config
-from authserver.runtime import runtime
 from authserver.services.clients import RegisteredClient
 from tests.browser_helpers import csrf_token_of
-from tests.helpers import PASSWORD, make_client, make_user
+from tests.helpers import PASSWORD, advance_clock, make_client, make_user, token_from
 
 
 @pytest.fixture
@@ -30,21 +29,10 @@ def config(config: Config) -> Config:
     )
 
 
-def _token(
-    http: FlaskClient, registered: RegisteredClient, ip: str = "192.0.2.1", **form: str
-) -> object:
-    return http.post(
-        "/oauth/token",
-        data=form,
-        auth=(registered.client.client_id, registered.client_secret or ""),
-        environ_base={"REMOTE_ADDR": ip},
-    )
-
-
 def _password(
     http: FlaskClient, registered: RegisteredClient, password: str, ip: str = "192.0.2.1"
-) -> object:
-    return _token(
+) -> TestResponse:
+    return token_from(
         http,
         registered,
         ip=ip,
@@ -54,7 +42,7 @@ def _password(
     )
 
 
-def _form_sign_in(http: FlaskClient, password: str, ip: str) -> object:
+def _form_sign_in(http: FlaskClient, password: str, ip: str) -> TestResponse:
     page = http.get("/login", environ_base={"REMOTE_ADDR": ip})
     return http.post(
         "/login",
@@ -63,26 +51,20 @@ def _form_sign_in(http: FlaskClient, password: str, ip: str) -> object:
     )
 
 
-def _advance(app: Flask, seconds: float) -> None:
-    rt = runtime(app)
-    later = rt.now() + timedelta(seconds=seconds)
-    rt.clock = lambda: later
-
-
 def test_failed_passwords_past_the_free_ones_must_wait(
     app: Flask, session: Session, client: FlaskClient
 ) -> None:
     make_user(app, session)
     registered = make_client(session)
     for _ in range(4):  # 3 free failures, then a 2-second delay starts
-        assert _password(client, registered, "wrong").status_code == 400  # type: ignore[attr-defined]
+        assert _password(client, registered, "wrong").status_code == 400
 
     refused = _password(client, registered, PASSWORD)
 
-    assert refused.status_code == 429  # type: ignore[attr-defined]
-    assert int(refused.headers["Retry-After"]) >= 1  # type: ignore[attr-defined]
-    _advance(app, 3)
-    assert _password(client, registered, PASSWORD).status_code == 200  # type: ignore[attr-defined]
+    assert refused.status_code == 429
+    assert int(refused.headers["Retry-After"]) >= 1
+    advance_clock(app, 3)
+    assert _password(client, registered, PASSWORD).status_code == 200
 
 
 def test_delays_grow_with_every_further_failure(
@@ -93,9 +75,9 @@ def test_delays_grow_with_every_further_failure(
     waits = []
     for _ in range(7):
         answer = _password(client, registered, "wrong")
-        if answer.status_code == 429:  # type: ignore[attr-defined]
-            waits.append(int(answer.headers["Retry-After"]))  # type: ignore[attr-defined]
-            _advance(app, waits[-1])
+        if answer.status_code == 429:
+            waits.append(int(answer.headers["Retry-After"]))
+            advance_clock(app, waits[-1])
             _password(client, registered, "wrong")
 
     assert waits == sorted(waits)
@@ -110,7 +92,7 @@ def test_a_guesser_at_one_address_does_not_slow_the_user_at_another(
     for _ in range(5):
         _password(client, registered, "wrong", ip="203.0.113.66")
 
-    assert _password(client, registered, PASSWORD, ip="198.51.100.7").status_code == 200  # type: ignore[attr-defined]
+    assert _password(client, registered, PASSWORD, ip="198.51.100.7").status_code == 200
 
 
 def test_past_the_hourly_cap_an_untrusted_browser_is_refused_but_a_trusted_one_gets_in(
@@ -118,7 +100,7 @@ def test_past_the_hourly_cap_an_untrusted_browser_is_refused_but_a_trusted_one_g
 ) -> None:
     make_user(app, session)
     users_browser = app.test_client()
-    assert _form_sign_in(users_browser, PASSWORD, "198.51.100.7").status_code == 303  # type: ignore[attr-defined]
+    assert _form_sign_in(users_browser, PASSWORD, "198.51.100.7").status_code == 303
     # Signed out since (only the device cookie remains), as a returning user would be.
     users_browser.delete_cookie("authserver_session")
     attacker = app.test_client()
@@ -128,9 +110,9 @@ def test_past_the_hourly_cap_an_untrusted_browser_is_refused_but_a_trusted_one_g
     locked = _form_sign_in(app.test_client(), PASSWORD, "198.51.100.8")
     trusted = _form_sign_in(users_browser, PASSWORD, "198.51.100.9")
 
-    assert locked.status_code == 429  # type: ignore[attr-defined]
-    assert "Too many failed attempts" in locked.get_data(as_text=True)  # type: ignore[attr-defined]
-    assert trusted.status_code == 303  # type: ignore[attr-defined]
+    assert locked.status_code == 429
+    assert "Too many failed attempts" in locked.get_data(as_text=True)
+    assert trusted.status_code == 303
 
 
 def test_client_secret_guesses_are_throttled_too(
@@ -139,8 +121,10 @@ def test_client_secret_guesses_are_throttled_too(
     registered = make_client(session, grant_types=["client_credentials"])
     wrong = RegisteredClient(client=registered.client, client_secret="not-the-secret")
 
-    codes = [_token(client, wrong, grant_type="client_credentials").status_code for _ in range(5)]  # type: ignore[attr-defined]
+    codes = [
+        token_from(client, wrong, grant_type="client_credentials").status_code for _ in range(5)
+    ]
 
     assert codes == [401, 401, 401, 401, 429]
     # Even the right secret waits out the delay: the guesser cannot tell it was right.
-    assert _token(client, registered, grant_type="client_credentials").status_code == 429  # type: ignore[attr-defined]
+    assert token_from(client, registered, grant_type="client_credentials").status_code == 429
