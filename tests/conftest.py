@@ -30,7 +30,9 @@ from werkzeug.serving import make_server
 
 from authserver import create_app
 from authserver.config import Config
-from authserver.db import Base, db, make_engine
+from authserver.db import Base, db, make_engine, utcnow
+from authserver.runtime import runtime
+from tests.helpers import Clock
 
 REQUIRE_POSTGRES = os.environ.get("AUTHSERVER_TEST_REQUIRE_POSTGRES") == "1"
 
@@ -222,6 +224,14 @@ def app(engine: Engine, config: Config) -> Iterator[Flask]:
     yield application
     outer.rollback()
     connection.close()
+
+
+@pytest.fixture
+def clock(app: Flask) -> Clock:
+    """The app's clock, moved by hand (``clock.advance(minutes=31)``)."""
+    controlled = Clock(utcnow())
+    runtime(app).clock = controlled
+    return controlled
 
 
 @pytest.fixture

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import base64
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from flask import Flask
@@ -93,3 +93,17 @@ def advance_clock(app: Flask, seconds: float) -> None:
     rt = runtime(app)
     later = rt.now() + timedelta(seconds=seconds)
     rt.clock = lambda: later
+
+
+class Clock:
+    """A clock the test moves by hand; installed as ``runtime(app).clock`` by the ``clock``
+    fixture."""
+
+    def __init__(self, start: datetime) -> None:
+        self.now = start
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, **delta: float) -> None:
+        self.now += timedelta(**delta)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import pytest
@@ -16,7 +16,6 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from werkzeug.test import TestResponse
 
-from authserver.db import utcnow
 from authserver.models import BrowserSession
 from authserver.runtime import runtime
 from authserver.services.clients import RegisteredClient
@@ -31,6 +30,7 @@ from tests.browser_helpers import (
 )
 from tests.helpers import (
     PASSWORD,
+    Clock,
     basic_auth,
     make_client,
     make_user,
@@ -40,26 +40,6 @@ from tests.helpers import (
 )
 
 NEW_PASSWORD = "a brand new passphrase"
-
-
-class Clock:
-    """A clock the test moves by hand; installed as ``runtime(app).clock``."""
-
-    def __init__(self, start: datetime) -> None:
-        self.now = start
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, **delta: float) -> None:
-        self.now += timedelta(**delta)
-
-
-@pytest.fixture
-def clock(app: Flask) -> Clock:
-    controlled = Clock(utcnow())
-    runtime(app).clock = controlled
-    return controlled
 
 
 def _browser(app: Flask, user_agent: str, address: str) -> FlaskClient:

@@ -11,7 +11,7 @@ import base64
 import re
 import secrets
 from dataclasses import replace
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -22,9 +22,7 @@ from sqlalchemy.orm import Session
 from werkzeug.test import TestResponse
 
 from authserver.config import Config
-from authserver.db import utcnow
 from authserver.models import BrowserSession, RefreshFamily
-from authserver.runtime import runtime
 from authserver.services.clients import RegisteredClient
 from authserver.services.refresh_tokens import digest_token
 from tests.browser_helpers import (
@@ -35,32 +33,20 @@ from tests.browser_helpers import (
     query_of,
     sign_in,
 )
-from tests.helpers import PASSWORD, make_client, make_user, password_login, refresh, token_request
+from tests.helpers import (
+    PASSWORD,
+    Clock,
+    make_client,
+    make_user,
+    password_login,
+    refresh,
+    token_request,
+)
 
 DEV_COOKIE = "authserver_session"
 HTTPS_ISSUER = "https://login.example.test"
 HTTPS_HOST = "login.example.test"
 HTTPS_COOKIE = "__Host-authserver"
-
-
-class Clock:
-    """A clock the test moves by hand; installed as ``runtime(app).clock``."""
-
-    def __init__(self, start: datetime) -> None:
-        self.now = start
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, **delta: float) -> None:
-        self.now += timedelta(**delta)
-
-
-@pytest.fixture
-def clock(app: Flask) -> Clock:
-    controlled = Clock(utcnow())
-    runtime(app).clock = controlled
-    return controlled
 
 
 def _signed_in_as(http: FlaskClient) -> str | None:

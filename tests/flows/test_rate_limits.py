@@ -10,12 +10,9 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
-from werkzeug.test import TestResponse
 
 from authserver.config import Config
 from authserver.models import AuditEvent
-from authserver.services.clients import RegisteredClient
-from tests.browser_helpers import csrf_token_of
 from tests.helpers import make_client, token_from
 
 
@@ -25,28 +22,6 @@ def config(config: Config) -> Config:
         config,
         ratelimit_token="5/minute",
         ratelimit_token_per_client="4/minute",
-    )
-
-
-def _password(
-    http: FlaskClient, registered: RegisteredClient, password: str, ip: str = "192.0.2.1"
-) -> TestResponse:
-    return token_from(
-        http,
-        registered,
-        ip=ip,
-        grant_type="password",
-        username="ann@example.com",
-        password=password,
-    )
-
-
-def _form_sign_in(http: FlaskClient, password: str, ip: str) -> TestResponse:
-    page = http.get("/login", environ_base={"REMOTE_ADDR": ip})
-    return http.post(
-        "/login",
-        data={"email": "ann@example.com", "password": password, "csrf_token": csrf_token_of(page)},
-        environ_base={"REMOTE_ADDR": ip},
     )
 
 
