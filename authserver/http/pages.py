@@ -8,7 +8,7 @@ from flask import Blueprint, Response, redirect, render_template, request, url_f
 
 from authserver.db import db
 from authserver.errors import ValidationError
-from authserver.http.audit import audit
+from authserver.http.audit import audit, auditable_email
 from authserver.http.rate_limits import (
     is_trusted_device,
     per_account,
@@ -70,7 +70,11 @@ def login() -> tuple[str, int] | tuple[str, int, dict[str, str]] | Response:
         trusted_device=is_trusted_device(account),
     )
     if wait:
-        audit(AuditEventType.RATE_LIMIT_HIT, endpoint="sign_in_throttle", email=email[:254])
+        audit(
+            AuditEventType.RATE_LIMIT_HIT,
+            endpoint="sign_in_throttle",
+            email=auditable_email(email),
+        )
         page = render_template(
             "login.html",
             next=target,
@@ -81,7 +85,7 @@ def login() -> tuple[str, int] | tuple[str, int, dict[str, str]] | Response:
     user = authenticate_user(db.session, rt.hasher, email, request.form.get("password", ""))
     if user is None:
         record_failure(db.session, account, ip, rt.now(), rt.throttle_policy)
-        audit(AuditEventType.SIGNIN_FAILED, method="password_form", email=email[:254])
+        audit(AuditEventType.SIGNIN_FAILED, method="password_form", email=auditable_email(email))
         page = render_template(
             "login.html", next=target, email=email[:254], error="Email or password is incorrect."
         )

@@ -55,12 +55,6 @@ class AuthorizationCode(Base):
     def get_scope(self) -> str:
         return self.scope
 
-    def get_nonce(self) -> str | None:
-        return self.nonce
-
-    def get_auth_time(self) -> int:
-        return int(self.auth_time.timestamp())
-
 
 class Consent(Base):
     """Scopes a user has granted a (third-party) client, remembered so consent is asked once."""

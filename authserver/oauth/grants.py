@@ -19,7 +19,7 @@ from authserver.errors import (
     TooManyAttempts,
     UnauthorizedClient,
 )
-from authserver.http.audit import audit
+from authserver.http.audit import audit, auditable_email
 from authserver.http.rate_limits import throttle_account
 from authserver.models import Client, User
 from authserver.runtime import runtime
@@ -113,7 +113,7 @@ class PasswordGrant(grants.ResourceOwnerPasswordCredentialsGrant):
                 AuditEventType.RATE_LIMIT_HIT,
                 client_id=client.client_id,
                 endpoint="sign_in_throttle",
-                email=username[:254],
+                email=auditable_email(username),
             )
             raise TooManyAttempts(wait)
         user = authenticate_user(db.session, rt.hasher, username, password)
@@ -123,7 +123,7 @@ class PasswordGrant(grants.ResourceOwnerPasswordCredentialsGrant):
                 AuditEventType.SIGNIN_FAILED,
                 client_id=client.client_id,
                 method=self.GRANT_TYPE,
-                email=username[:254],
+                email=auditable_email(username),
             )
             # RFC 6749 §5.2: invalid resource owner credentials are invalid_grant.
             raise InvalidGrant("The email or password is incorrect.")

@@ -119,7 +119,3 @@ def read_feed(db: Session, since: int | None, now: datetime, token_ttl: timedelt
             entry["not_before"] = int(row.not_before.timestamp())
         entries.append(entry)
     return FeedPage(cursor=max(cursor, since or 0), entries=entries)
-
-
-def latest_cursor(db: Session) -> int:
-    return db.scalar(select(func.max(Revocation.id))) or 0

@@ -359,6 +359,7 @@ def test_public_client_without_code_verifier_is_invalid_request(
 @pytest.mark.parametrize(
     "redirect_uri",
     [
+        # Not exactly what was registered (RFC 9700 §4.1.3: exact string match).
         pytest.param("https://attacker.example/callback", id="other-host"),
         pytest.param(REDIRECT_URI + "/", id="trailing-slash"),
         pytest.param("https://RP.example.test/callback", id="host-case"),
@@ -367,6 +368,16 @@ def test_public_client_without_code_verifier_is_invalid_request(
         pytest.param("https://rp.example.test:443/callback", id="explicit-default-port"),
         pytest.param("https://rp.example.test/callback/../callback", id="dot-segments"),
         pytest.param("https://rp.example.test.attacker.example/callback", id="host-suffix"),
+        # Malformed.
+        pytest.param("not a uri", id="not-a-uri"),
+        pytest.param("/callback", id="relative"),
+        pytest.param("javascript:alert(1)", id="javascript"),
+        pytest.param("https://rp.example.test/callback#fragment", id="fragment"),
+        # Characters an error description may not carry (it must not echo them, nor crash).
+        pytest.param("https://rp.example.test/call\r\nback", id="crlf"),
+        pytest.param("https://rp.example.test\\@attacker.example/callback", id="backslash"),
+        pytest.param('https://rp.example.test/"callback', id="quote"),
+        pytest.param("https://rp.example.test/caf\u00e9", id="non-ascii"),
     ],
 )
 def test_redirect_uri_not_exactly_registered_gets_an_error_page(
@@ -380,49 +391,6 @@ def test_redirect_uri_not_exactly_registered_gets_an_error_page(
 
     _assert_error_page(response)
     assert _code_rows(session) == 0
-
-
-@pytest.mark.parametrize(
-    "redirect_uri",
-    [
-        pytest.param("not a uri", id="not-a-uri"),
-        pytest.param("/callback", id="relative"),
-        pytest.param("javascript:alert(1)", id="javascript"),
-        pytest.param("https://rp.example.test/callback#fragment", id="fragment"),
-    ],
-)
-def test_malformed_redirect_uri_gets_an_error_page(
-    app: Flask, session: Session, client: FlaskClient, redirect_uri: str
-) -> None:
-    _signed_in(app, session, client)
-    rp = _first_party_client(session)
-    _, challenge = pkce_pair()
-
-    response = _authorize(client, rp, challenge, redirect_uri=redirect_uri)
-
-    _assert_error_page(response)
-    assert _code_rows(session) == 0
-
-
-@pytest.mark.parametrize(
-    "redirect_uri",
-    [
-        pytest.param("https://rp.example.test/call\r\nback", id="crlf"),
-        pytest.param("https://rp.example.test\\@attacker.example/callback", id="backslash"),
-        pytest.param('https://rp.example.test/"callback', id="quote"),
-        pytest.param("https://rp.example.test/caf\u00e9", id="non-ascii"),
-    ],
-)
-def test_redirect_uri_with_characters_unfit_for_an_error_description_gets_an_error_page(
-    app: Flask, session: Session, client: FlaskClient, redirect_uri: str
-) -> None:
-    _signed_in(app, session, client)
-    rp = _first_party_client(session)
-    _, challenge = pkce_pair()
-
-    response = _authorize(client, rp, challenge, redirect_uri=redirect_uri)
-
-    _assert_error_page(response)
 
 
 @pytest.mark.parametrize(

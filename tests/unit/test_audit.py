@@ -177,3 +177,22 @@ def test_recent_events_filters_by_user_and_type(app: Flask, session: Session) ->
     only_bob = recent_events(session, user_id=bob.id, event_type="logout")
 
     assert [e.user_id for e in only_bob] == [bob.id]
+
+
+def test_a_password_typed_into_the_email_field_never_reaches_the_trail(
+    app: Flask, session: Session, client: FlaskClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    make_user(app, session)
+    registered = make_client(session)
+    caplog.set_level("INFO", logger="authserver.audit")
+    mistyped = "Tr0ub4dor&3-my-password"
+
+    client.post(
+        "/oauth/token",
+        data={"grant_type": "password", "username": mistyped, "password": mistyped},
+        auth=(registered.client.client_id, registered.client_secret or ""),
+    )
+
+    [failed] = _events(session, "signin_failed")
+    assert failed.details.get("email") is None
+    assert mistyped not in caplog.text
