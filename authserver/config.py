@@ -97,6 +97,10 @@ class Config:
     # `authserver purge` deletes audit events older than this many days.
     audit_retention_days: int = 365
 
+    # How long a process may answer from its memory of a client registration (seconds; 0:
+    # read it on every request). A client disabled elsewhere is refused within this time.
+    client_cache_seconds: int = 5
+
     # psycopg's server-side prepared statements: after this many runs of a statement on one
     # connection; 0 turns them off (needed behind PgBouncer < 1.21 in transaction mode).
     db_prepare_threshold: int = 5
@@ -218,6 +222,8 @@ class Config:
             problems.append("AUTHSERVER_KEY_ROTATION_DAYS must be 0 (off) or positive")
         if self.audit_retention_days < 1:
             problems.append("AUTHSERVER_AUDIT_RETENTION_DAYS must be at least 1")
+        if self.client_cache_seconds < 0:
+            problems.append("AUTHSERVER_CLIENT_CACHE_SECONDS must be 0 (off) or positive")
         if self.trusted_proxies < 0:
             problems.append("AUTHSERVER_TRUSTED_PROXIES must be 0 or positive")
         if self.is_production:

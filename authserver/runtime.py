@@ -16,6 +16,7 @@ from authserver.config import Config
 from authserver.db import DatabaseState, utcnow
 from authserver.models import Client, SigningKey
 from authserver.services.access_tokens import AccessTokenIssuer
+from authserver.services.client_cache import ClientCache
 from authserver.services.keys import (
     KeyCipher,
     KeyRing,
@@ -38,6 +39,7 @@ class Runtime:
     key_cipher: KeyCipher
     keys: KeyRing
     access_tokens: AccessTokenIssuer
+    clients: ClientCache
     # The time every request handler uses; tests replace it to move through expiries.
     clock: Callable[[], datetime] = utcnow
 
@@ -109,6 +111,7 @@ def build_runtime(config: Config, db_state: DatabaseState) -> Runtime:
         key_cipher=cipher,
         keys=keys,
         access_tokens=AccessTokenIssuer(config.issuer, keys),
+        clients=ClientCache(timedelta(seconds=config.client_cache_seconds)),
     )
 
 

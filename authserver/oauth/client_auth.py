@@ -29,16 +29,27 @@ def _verify_secret(client: Client | None, secret: str) -> Client | None:
     if client is None:
         hmac.compare_digest(_UNKNOWN_CLIENT_DIGEST, digest_client_secret(secret))
         return None
-    # Secret guesses are throttled like passwords (services/sign_in_throttle.py).
+    if client.check_client_secret(secret):
+        # The right secret is never throttled. Client secrets are 256-bit random values that
+        # no rate of guessing can find, so refusing them protects nothing, while it would let
+        # anyone who knows a client_id (a public value) lock a backend service out for an
+        # hour with a hundred wrong guesses. And a success needs no database read.
+        return client
+    # A wrong secret: read the row again (the secret may have changed since it was cached),
+    # then count the guess like a failed password (services/sign_in_throttle.py).
     rt = runtime()
+    now = rt.now()
+    fresh = rt.clients.reload(db.session, client.client_id, now)
+    if fresh is None or fresh.disabled:
+        return None
+    if fresh.check_client_secret(secret):
+        return fresh
     account = "client:" + client.client_id
     ip = request.remote_addr or "-"
-    wait = seconds_to_wait(db.session, account, ip, rt.now(), rt.throttle_policy)
+    wait = seconds_to_wait(db.session, account, ip, now, rt.throttle_policy)
     if wait:
         raise TooManyAttempts(wait)
-    if client.check_client_secret(secret):
-        return client
-    record_failure(db.session, account, ip, rt.now(), rt.throttle_policy)
+    record_failure(db.session, account, ip, now, rt.throttle_policy)
     return None
 
 

@@ -19,7 +19,6 @@ from authserver.oauth.client_auth import CLIENT_AUTH_METHODS
 from authserver.oauth.grants import ClientCredentialsGrant, PasswordGrant, RefreshTokenGrant
 from authserver.oauth.token_management import IntrospectionEndpoint, RevocationEndpoint
 from authserver.runtime import runtime
-from authserver.services.clients import find_client
 
 EXTENSION_KEY = "authserver.oauth"
 PLAIN_PARAMETER_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
@@ -28,7 +27,8 @@ TOKEN_GRANTS = (AuthorizationCodeGrant, ClientCredentialsGrant, PasswordGrant, R
 
 
 def _query_client(client_id: str) -> Client | None:
-    client = find_client(db.session, client_id)
+    rt = runtime()
+    client = rt.clients.lookup(db.session, client_id, rt.now())
     # A disabled client is no client: no consent page, no code, no token.
     return None if client is None or client.disabled else client
 

@@ -14,13 +14,14 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from authserver.metrics import count_security_event
 from authserver.models import AuditEvent
 
 log = logging.getLogger("authserver.audit")
+_INSERT_EVENT = insert(AuditEvent.__table__)
 
 
 class AuditEventType(enum.StrEnum):
@@ -70,21 +71,26 @@ def record(
     ip_address: str | None = None,
     user_agent: str | None = None,
     **details: Any,
-) -> AuditEvent:
+) -> None:
     unknown = set(details) - ALLOWED_DETAILS
     if unknown:
         raise ValueError(f"audit details not allowed: {sorted(unknown)}")
     clean = {k: (str(v) if isinstance(v, uuid.UUID) else v) for k, v in details.items()}
-    event = AuditEvent(
-        occurred_at=now,
-        event_type=event_type.value,
-        user_id=user_id,
-        client_id=client_id,
-        ip_address=ip_address,
-        user_agent=(user_agent or None) and user_agent[:512],
-        details=clean,
+    user_agent = (user_agent or None) and user_agent[:512]
+    # A plain INSERT in the caller's transaction, not an ORM object: one row per token issued
+    # is on every token request's path, and nothing reads the row back in the same request.
+    db.execute(
+        _INSERT_EVENT,
+        {
+            "occurred_at": now,
+            "event_type": event_type.value,
+            "user_id": user_id,
+            "client_id": client_id,
+            "ip_address": ip_address,
+            "user_agent": user_agent,
+            "details": clean,
+        },
     )
-    db.add(event)
     count_security_event(event_type.value, clean)
     log.info(
         json.dumps(
@@ -94,13 +100,12 @@ def record(
                 "user_id": str(user_id) if user_id else None,
                 "client_id": client_id,
                 "ip": ip_address,
-                "user_agent": event.user_agent,
+                "user_agent": user_agent,
                 **clean,
             },
             sort_keys=True,
         )
     )
-    return event
 
 
 def recent_events(

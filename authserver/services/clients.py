@@ -35,10 +35,14 @@ class RegisteredClient:
 CLIENT_ID_SHAPE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
-def find_client(session: Session, client_id: str) -> Client | None:
+def find_client(session: Session, client_id: str, *, fresh: bool = False) -> Client | None:
+    """The client with this id. ``fresh`` re-reads a row the session already holds."""
     if not isinstance(client_id, str) or not CLIENT_ID_SHAPE.fullmatch(client_id):
         return None
-    return session.scalars(select(Client).where(Client.client_id == client_id)).one_or_none()
+    query = select(Client).where(Client.client_id == client_id)
+    if fresh:
+        query = query.execution_options(populate_existing=True)
+    return session.scalars(query).one_or_none()
 
 
 # Schemes that run code or read local data in the browser instead of reaching a client.

@@ -126,5 +126,29 @@ def test_client_secret_guesses_are_throttled_too(
     ]
 
     assert codes == [401, 401, 401, 401, 429]
-    # Even the right secret waits out the delay: the guesser cannot tell it was right.
-    assert token_from(client, registered, grant_type="client_credentials").status_code == 429
+    # The guesser's delays grow like a password guesser's.
+    advance_clock(app, 2)
+    assert token_from(client, wrong, grant_type="client_credentials").status_code == 401
+    assert token_from(client, wrong, grant_type="client_credentials").status_code == 429
+
+
+def test_guessing_a_client_secret_cannot_lock_the_real_client_out(
+    app: Flask, session: Session, client: FlaskClient
+) -> None:
+    """A client_id is public and its secret is 256 bits: anyone could send a hundred wrong
+    secrets an hour, nobody can find the right one. So the right secret always gets in, even
+    from the guesser's own address and past the hourly cap of failures."""
+    registered = make_client(session, grant_types=["client_credentials"])
+    wrong = RegisteredClient(client=registered.client, client_secret="not-the-secret")
+    for n in range(8):  # the hourly cap in this module's config, from many addresses
+        token_from(client, wrong, ip=f"203.0.113.{n}", grant_type="client_credentials")
+
+    capped = token_from(client, wrong, ip="203.0.113.99", grant_type="client_credentials")
+    from_guesser = token_from(client, registered, ip="203.0.113.7", grant_type="client_credentials")
+    from_elsewhere = token_from(
+        client, registered, ip="198.51.100.7", grant_type="client_credentials"
+    )
+
+    assert capped.status_code == 429
+    assert from_guesser.status_code == 200
+    assert from_elsewhere.status_code == 200
