@@ -12,16 +12,16 @@ import json
 import logging
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import insert, select
+from sqlalchemy import Table, insert, select
 from sqlalchemy.orm import Session
 
 from authserver.metrics import count_security_event
 from authserver.models import AuditEvent
 
 log = logging.getLogger("authserver.audit")
-_INSERT_EVENT = insert(AuditEvent.__table__)
+_INSERT_EVENT = insert(cast(Table, AuditEvent.__table__))
 
 
 class AuditEventType(enum.StrEnum):
