@@ -222,26 +222,25 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
                 last_ip_address=reuse.last_ip_address,
             )
             raise
-        family = rotated.family
-        audience = requested_audience or family.audience
+        audience = requested_audience or rotated.audience
         scope = (
-            " ".join(dict.fromkeys(requested_scope.split())) if requested_scope else family.scope
+            " ".join(dict.fromkeys(requested_scope.split())) if requested_scope else rotated.scope
         )
         access = rt.access_tokens.issue(
-            subject=str(family.user_id),
+            subject=str(rotated.user_id),
             client_id=client.client_id,
             audience=audience,
             scope=scope,
             ttl=rt.access_token_ttl(client),
             now=now,
-            family_id=family.id,
+            family_id=rotated.family_id,
         )
         audit(
             AuditEventType.TOKEN_ISSUED,
-            user_id=family.user_id,
+            user_id=rotated.user_id,
             client_id=client.client_id,
             grant_type=self.GRANT_TYPE,
             scope=scope,
-            family_id=family.id,
+            family_id=rotated.family_id,
         )
         return 200, token_body(access, scope, rotated.token), self.TOKEN_RESPONSE_HEADER

@@ -20,10 +20,11 @@ import secrets
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import cast
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from sqlalchemy import select, update
+from sqlalchemy import Table, bindparam, case, exists, insert, select, update
 from sqlalchemy.orm import Session
 
 from authserver.errors import InvalidGrant, InvalidScope, RefreshTokenReused
@@ -63,11 +64,30 @@ class RefreshPolicy:
 
 
 @dataclass(frozen=True)
-class IssuedRefreshToken:
+class NewFamily:
     family: RefreshFamily
+    token: str
+
+    @property
+    def family_id(self) -> uuid.UUID:
+        return self.family.id
+
+
+@dataclass(frozen=True)
+class IssuedRefreshToken:
+    """A rotation's result: the successor and what the access token needs of its family."""
+
+    family_id: uuid.UUID
+    user_id: uuid.UUID
+    scope: str
+    audience: str
     token: str
     # True when this answers a retry inside the grace window (the token was issued before).
     replayed: bool = False
+
+    @classmethod
+    def of(cls, family: RefreshFamily, token: str, *, replayed: bool = False) -> IssuedRefreshToken:
+        return cls(family.id, family.user_id, family.scope, family.audience, token, replayed)
 
 
 def digest_token(token: str) -> bytes:
@@ -84,18 +104,18 @@ def _successor_key(parent_token: str) -> bytes:
     return hmac.new(parent_token.encode(), _SUCCESSOR_KEY_LABEL, hashlib.sha256).digest()
 
 
-def _seal_successor(parent_token: str, successor: str, parent_id: uuid.UUID) -> bytes:
+def _seal_successor(parent_token: str, successor: str, parent_digest: bytes) -> bytes:
+    # The parent's digest as associated data binds the ciphertext to its row: copied into
+    # another token's row it does not open.
     nonce = secrets.token_bytes(_NONCE_BYTES)
-    sealed = AESGCM(_successor_key(parent_token)).encrypt(
-        nonce, successor.encode(), parent_id.bytes
-    )
+    sealed = AESGCM(_successor_key(parent_token)).encrypt(nonce, successor.encode(), parent_digest)
     return nonce + sealed
 
 
-def _open_successor(parent_token: str, ciphertext: bytes, parent_id: uuid.UUID) -> str | None:
+def _open_successor(parent_token: str, ciphertext: bytes, parent_digest: bytes) -> str | None:
     nonce, sealed = ciphertext[:_NONCE_BYTES], ciphertext[_NONCE_BYTES:]
     try:
-        plain = AESGCM(_successor_key(parent_token)).decrypt(nonce, sealed, parent_id.bytes)
+        plain = AESGCM(_successor_key(parent_token)).decrypt(nonce, sealed, parent_digest)
     except InvalidTag:
         return None
     return plain.decode()
@@ -113,7 +133,7 @@ def start_family(
     user_agent: str | None = None,
     ip_address: str | None = None,
     browser_session_id: uuid.UUID | None = None,
-) -> IssuedRefreshToken:
+) -> NewFamily:
     """Begin a family for a fresh sign-in and issue its first token."""
     expires_at = now + policy.absolute_ttl
     family = RefreshFamily(
@@ -145,7 +165,7 @@ def start_family(
     session.flush()
     family.user = user
     family.client = client
-    return IssuedRefreshToken(family=family, token=token)
+    return NewFamily(family=family, token=token)
 
 
 def rotate_refresh_token(
@@ -164,8 +184,21 @@ def rotate_refresh_token(
     ``UPDATE ... WHERE used_at IS NULL``, so concurrent requests serialise on the row and
     the losers see it used. Losers within the grace window get the winner's successor.
     """
+    digest = digest_token(presented)
+    successor = _new_token()
+    if requested_scope is None:
+        # The common case in three statements and no ORM objects: claim the token if it is
+        # live and its family usable by this client, then slide the family and insert the
+        # successor. Anything else (unknown, used, refused, narrowed scope) takes the path
+        # below, which reads first and explains.
+        fast = _claim_and_rotate(
+            session, digest, presented, successor, client, policy, now, ip_address
+        )
+        if fast is not None:
+            return fast
+
     token = session.scalars(
-        select(RefreshToken).where(RefreshToken.token_digest == digest_token(presented))
+        select(RefreshToken).where(RefreshToken.token_digest == digest)
     ).one_or_none()
     if token is None:
         raise InvalidGrant()
@@ -178,20 +211,16 @@ def rotate_refresh_token(
         raise InvalidScope()
 
     if token.used_at is None:
-        successor = _new_token()
         claimed = session.execute(
             update(RefreshToken)
             .where(RefreshToken.id == token.id, RefreshToken.used_at.is_(None))
-            .values(
-                used_at=now,
-                successor_ciphertext=_seal_successor(presented, successor, token.id),
-            )
+            .values(used_at=now, successor_ciphertext=_seal_successor(presented, successor, digest))
             .execution_options(synchronize_session=False)
         )
         if claimed.rowcount == 1:  # type: ignore[attr-defined]
             family.last_ip_address = ip_address
             _issue_successor(session, family, token, successor, policy, now)
-            return IssuedRefreshToken(family=family, token=successor)
+            return IssuedRefreshToken.of(family, successor)
         # Another request claimed it first; read what it wrote.
     token = session.scalars(
         select(RefreshToken)
@@ -205,10 +234,108 @@ def rotate_refresh_token(
         # The winner may have stamped a slightly later time than this loser's clock read.
         family.last_used_at = max(family.last_used_at, now)
         session.flush()
-        return IssuedRefreshToken(family=family, token=retried, replayed=True)
+        return IssuedRefreshToken.of(family, retried, replayed=True)
     revoke_family(session, family, RevocationReason.REUSE_DETECTED, now)
     raise RefreshTokenReused(
         family.id, client.client_id, family.user_id, family.ip_address, family.last_ip_address
+    )
+
+
+_TOKENS = cast(Table, RefreshToken.__table__)
+_FAMILIES = cast(Table, RefreshFamily.__table__)
+_USERS = cast(Table, User.__table__)
+
+# The rotation's statements, built once: building a statement costs as much CPU as
+# running it. The claim's WHERE clause is ``_check_family_usable`` in SQL, so a token that
+# fails any of it is left untouched for the slow path to refuse (a refused request must not
+# use the token up).
+_CLAIM_IF_USABLE = (
+    update(_TOKENS)
+    .where(
+        _TOKENS.c.token_digest == bindparam("digest"),
+        _TOKENS.c.used_at.is_(None),
+        exists(
+            select(_FAMILIES.c.id)
+            .join(_USERS, _USERS.c.id == _FAMILIES.c.user_id)
+            .where(
+                _FAMILIES.c.id == _TOKENS.c.family_id,
+                _FAMILIES.c.client_pk == bindparam("client_pk"),
+                _FAMILIES.c.revoked_at.is_(None),
+                _USERS.c.disabled.is_(False),
+                _FAMILIES.c.expires_at > bindparam("now"),
+                _FAMILIES.c.idle_expires_at > bindparam("now"),
+            )
+        ),
+    )
+    .values(used_at=bindparam("now"), successor_ciphertext=bindparam("sealed"))
+    .returning(_TOKENS.c.id, _TOKENS.c.family_id, _TOKENS.c.generation)
+)
+# Idle expiry slides forward with use; the absolute expiry never moves.
+_SLIDE_FAMILY = (
+    update(_FAMILIES)
+    .where(_FAMILIES.c.id == bindparam("family_id"))
+    .values(
+        idle_expires_at=case(
+            (_FAMILIES.c.expires_at < bindparam("idle_until"), _FAMILIES.c.expires_at),
+            else_=bindparam("idle_until"),
+        ),
+        last_used_at=bindparam("now"),
+        last_ip_address=bindparam("last_ip"),
+    )
+    .returning(
+        _FAMILIES.c.user_id, _FAMILIES.c.scope, _FAMILIES.c.audience, _FAMILIES.c.idle_expires_at
+    )
+)
+_INSERT_TOKEN = insert(_TOKENS)
+
+
+def _claim_and_rotate(
+    session: Session,
+    digest: bytes,
+    presented: str,
+    successor: str,
+    client: Client,
+    policy: RefreshPolicy,
+    now: datetime,
+    ip_address: str | None,
+) -> IssuedRefreshToken | None:
+    """Rotate a live token of a usable family, or return None having changed nothing."""
+    claimed = session.execute(
+        _CLAIM_IF_USABLE,
+        {
+            "digest": digest,
+            "client_pk": client.id,
+            "now": now,
+            "sealed": _seal_successor(presented, successor, digest),
+        },
+    ).one_or_none()
+    if claimed is None:
+        return None
+    family = session.execute(
+        _SLIDE_FAMILY,
+        {
+            "family_id": claimed.family_id,
+            "idle_until": now + policy.idle_ttl,
+            "now": now,
+            "last_ip": ip_address,
+        },
+    ).one()
+    session.execute(
+        _INSERT_TOKEN,
+        {
+            "id": uuid.uuid4(),
+            "family_id": claimed.family_id,
+            "parent_id": claimed.id,
+            "token_digest": digest_token(successor),
+            "generation": claimed.generation + 1,
+            "issued_at": now,
+            "used_at": None,
+            "expires_at": family.idle_expires_at,
+            "successor_ciphertext": None,
+        },
+    )
+    return IssuedRefreshToken(
+        claimed.family_id, family.user_id, family.scope, family.audience, successor
     )
 
 
@@ -267,7 +394,7 @@ def _successor_for_retry(
     ).one_or_none()
     if child is None or child.used_at is not None:
         return None
-    successor = _open_successor(presented, parent.successor_ciphertext, parent.id)
+    successor = _open_successor(presented, parent.successor_ciphertext, parent.token_digest)
     if successor is None or not hmac.compare_digest(digest_token(successor), child.token_digest):
         return None
     return successor

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from authserver.db import utcnow
-from authserver.models import RefreshFamily, RefreshToken
+from authserver.models import RefreshFamily, RefreshToken, User
 from authserver.services.refresh_tokens import digest_token
 from tests.helpers import make_client, make_user, password_login, refresh
 
@@ -236,3 +237,42 @@ def test_scope_cannot_widen_on_refresh(app: Flask, session: Session, client: Fla
     assert response.json["error"] == "invalid_scope"
     # The refused request did not consume the token.
     assert refresh(client, registered, narrow).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "spoil",
+    [
+        "user_disabled_without_revocation",
+        "family_revoked",
+        "family_expired",
+        "family_idle_expired",
+        "presented_by_another_client",
+    ],
+)
+def test_every_refusal_leaves_the_token_unused(
+    app: Flask, session: Session, client: FlaskClient, spoil: str
+) -> None:
+    """Each rule is checked before the token is claimed (in SQL on the common path, in
+    Python on the other): a refusal never uses the token up or issues a successor."""
+    registered, first = _login(app, session, client)
+    presenter = registered
+    now = utcnow()
+    if spoil == "user_disabled_without_revocation":
+        session.execute(update(User).values(disabled=True))
+    elif spoil == "family_revoked":
+        session.execute(update(RefreshFamily).values(revoked_at=now, revoked_reason="logout"))
+    elif spoil == "family_expired":
+        session.execute(update(RefreshFamily).values(expires_at=now - timedelta(seconds=1)))
+    elif spoil == "family_idle_expired":
+        session.execute(update(RefreshFamily).values(idle_expires_at=now - timedelta(seconds=1)))
+    else:
+        presenter = make_client(session, name="Other app")
+    session.commit()
+
+    response = refresh(client, presenter, first)
+
+    assert response.status_code == 400
+    assert response.json["error"] == "invalid_grant"
+    session.expire_all()
+    tokens = session.scalars(select(RefreshToken)).all()
+    assert [(t.token_digest, t.used_at) for t in tokens] == [(digest_token(first), None)]

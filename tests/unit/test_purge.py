@@ -144,7 +144,7 @@ def make_family(
             )
             tokens.append(issued.token)
         session.commit()
-        return Family(issued.family.id, tokens)
+        return Family(issued.family_id, tokens)
 
 
 def revoke(factory: sessionmaker[Session], family: Family, at: datetime) -> None:
@@ -242,9 +242,9 @@ def denylist(factory: sessionmaker[Session], expires: datetime) -> int:
 
 def audit_event(factory: sessionmaker[Session], at: datetime) -> int:
     with factory() as session:
-        event_row = record(session, AuditEventType.SIGNIN_FAILED, at, reason="test")
+        record(session, AuditEventType.SIGNIN_FAILED, at, reason="test")
         session.commit()
-        return event_row.id
+        return session.scalars(select(func.max(AuditEvent.id))).one()
 
 
 # -- refresh families ------------------------------------------------------------------------

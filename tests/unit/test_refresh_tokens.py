@@ -19,6 +19,7 @@ from authserver.errors import InvalidGrant, RefreshTokenReused
 from authserver.models import Client, RefreshFamily, RefreshToken, User
 from authserver.services.refresh_tokens import (
     IssuedRefreshToken,
+    NewFamily,
     RefreshPolicy,
     RevocationReason,
     digest_token,
@@ -72,9 +73,9 @@ def rotate(session: Session, client: Client, presented: str, now: datetime) -> I
     )
 
 
-def _family(session: Session, issued: IssuedRefreshToken) -> RefreshFamily:
+def _family(session: Session, issued: IssuedRefreshToken | NewFamily) -> RefreshFamily:
     session.expire_all()
-    return session.scalars(select(RefreshFamily).where(RefreshFamily.id == issued.family.id)).one()
+    return session.scalars(select(RefreshFamily).where(RefreshFamily.id == issued.family_id)).one()
 
 
 def _token_row(session: Session, token: str) -> RefreshToken:
