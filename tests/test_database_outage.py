@@ -33,12 +33,12 @@ from typing import Any
 
 import pytest
 import requests
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, func, select, text
 from sqlalchemy.engine import make_url
 
 from authserver.app import create_app
 from authserver.config import Config
-from authserver.db import db
+from authserver.db import PING_AFTER_IDLE_SECONDS, db, make_engine
 from authserver.models import RefreshFamily, RefreshToken
 from authserver.services.refresh_tokens import digest_token
 from tests.conftest import free_port, truncate_all
@@ -633,6 +633,31 @@ def test_requests_succeed_again_within_seconds_of_the_database_coming_back(
     assert recovered_after < RECOVERY_BOUND_SECONDS
     assert refreshed.status_code == 200
     assert introspected.json()["active"] is True
+
+
+def test_a_connection_left_idle_across_a_restart_is_replaced_before_it_is_used(
+    database_url: str,
+) -> None:
+    """Connections idle for PING_AFTER_IDLE_SECONDS are pinged at checkout (db.py): the
+    first transaction after a quiet restart gets a fresh connection, not an error."""
+    real = make_url(database_url)
+    proxy = DatabaseProxy(real.host or "127.0.0.1", real.port or 5432)
+    proxy.start()
+    engine = make_engine(real.set(host="127.0.0.1", port=proxy.port).render_as_string(False))
+    try:
+        with engine.begin() as conn:
+            assert conn.execute(text("SELECT 1")).scalar() == 1
+        time.sleep(PING_AFTER_IDLE_SECONDS + 0.2)
+        proxy.cut()  # the pooled connection dies while idle ...
+        proxy.restore()  # ... and the database is back before the next transaction
+
+        with engine.begin() as conn:
+            answer = conn.execute(text("SELECT 2")).scalar()
+    finally:
+        engine.dispose()
+        proxy.close()
+
+    assert answer == 2
 
 
 def _rotation_state(outage: Outage, token: str) -> tuple[datetime | None, bytes | None]:
