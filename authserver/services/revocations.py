@@ -72,18 +72,6 @@ def is_denylisted(db: Session, jti: str) -> bool:
     return found is not None
 
 
-def signed_out_after(db: Session, user_id: str, issued_at: datetime) -> bool:
-    """Whether the user signed out everywhere after this token was issued."""
-    found = db.scalars(
-        select(Revocation.id).where(
-            Revocation.kind == SUB,
-            Revocation.value == user_id,
-            Revocation.not_before > issued_at,
-        )
-    ).first()
-    return found is not None
-
-
 def longest_access_token_ttl(db: Session, default_ttl: int) -> timedelta:
     """The longest lifetime any access token can have now: the server default or a client's."""
     longest_client = db.scalar(select(func.max(Client.access_token_ttl)))

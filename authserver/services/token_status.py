@@ -3,22 +3,19 @@
 
 from __future__ import annotations
 
+import functools
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import select
+from sqlalchemy import Select, Table, and_, bindparam, exists, select
 from sqlalchemy.orm import Session
 
-from authserver.models import Client, RefreshFamily, RefreshToken, User
+from authserver.models import Client, RefreshFamily, RefreshToken, Revocation, User
 from authserver.services.keys import KeyRing
 from authserver.services.refresh_tokens import RevocationReason, digest_token, revoke_family
-from authserver.services.revocations import (
-    denylist_access_token,
-    is_denylisted,
-    signed_out_after,
-)
+from authserver.services.revocations import JTI, SUB, denylist_access_token
 from authserver.services.token_verification import TokenRejected, verify_own_token
 
 ACCESS_TOKEN = "access_token"  # noqa: S105 (RFC 7009 token type names)
@@ -139,25 +136,68 @@ def access_token_still_granted(db: Session, claims: dict[str, Any], now: datetim
     """Whether what a verified access token stands for still holds: not expired, not
     denylisted, its family (``sid``) not revoked, its user enabled and not signed out
     everywhere since. Introspection and the endpoints this server protects itself (userinfo,
-    the account API) ask this one question."""
+    the account API) ask this one question, answered in one query."""
     if int(claims["exp"]) <= int(now.timestamp()):
         return False
-    if is_denylisted(db, str(claims.get("jti", ""))):
-        return False
     sid = claims.get("sid")
-    if sid is not None:
-        family = _get_family(db, str(sid))
-        if family is None or not _family_live(family, now):
-            return False
     subject = str(claims.get("sub", ""))
-    if subject != claims.get("client_id"):  # a user's token, not a client's own
-        user = _get_user(db, subject)
-        if user is None or user.disabled:
-            return False
-        issued_at = datetime.fromtimestamp(int(claims.get("iat", 0)), UTC)
-        if signed_out_after(db, subject, issued_at):
-            return False
-    return True
+    users_token = subject != claims.get("client_id")  # a user's token, not a client's own
+    params: dict[str, Any] = {"jti": str(claims.get("jti", ""))[:64], "now": now}
+    try:
+        if sid is not None:
+            params["sid"] = uuid.UUID(str(sid))
+        if users_token:
+            params["user_id"] = uuid.UUID(subject)
+    except ValueError:
+        return False
+    if users_token:
+        params["subject"] = subject
+        params["issued_at"] = datetime.fromtimestamp(int(claims.get("iat", 0)), UTC)
+    return bool(db.execute(_still_granted_query(sid is not None, users_token), params).scalar())
+
+
+_REVOCATIONS = cast(Table, Revocation.__table__)
+_FAMILIES = cast(Table, RefreshFamily.__table__)
+_USERS = cast(Table, User.__table__)
+
+
+@functools.cache
+def _still_granted_query(has_family: bool, users_token: bool) -> Select[tuple[bool]]:
+    """One SELECT of one boolean, built once per shape of token."""
+    revoked = _REVOCATIONS.c.kind == JTI
+    revoked = revoked & (_REVOCATIONS.c.value == bindparam("jti"))
+    if users_token:
+        # Signed out everywhere after this token was issued.
+        revoked = revoked | (
+            (_REVOCATIONS.c.kind == SUB)
+            & (_REVOCATIONS.c.value == bindparam("subject"))
+            & (_REVOCATIONS.c.not_before > bindparam("issued_at"))
+        )
+    conditions = [~exists(select(_REVOCATIONS.c.id).where(revoked))]
+    if has_family:
+        # The family is live: the same rules as rotation's (refresh_tokens.py).
+        conditions.append(
+            exists(
+                select(_FAMILIES.c.id)
+                .join(_USERS, _USERS.c.id == _FAMILIES.c.user_id)
+                .where(
+                    _FAMILIES.c.id == bindparam("sid"),
+                    _FAMILIES.c.revoked_at.is_(None),
+                    _USERS.c.disabled.is_(False),
+                    _FAMILIES.c.expires_at > bindparam("now"),
+                    _FAMILIES.c.idle_expires_at > bindparam("now"),
+                )
+            )
+        )
+    if users_token:
+        conditions.append(
+            exists(
+                select(_USERS.c.id).where(
+                    _USERS.c.id == bindparam("user_id"), _USERS.c.disabled.is_(False)
+                )
+            )
+        )
+    return select(and_(*conditions))
 
 
 def _introspect_access(db: Session, claims: dict[str, Any], now: datetime) -> dict[str, Any]:
@@ -171,17 +211,3 @@ def _introspect_access(db: Session, claims: dict[str, Any], now: datetime) -> di
 INTROSPECTED_CLAIMS = frozenset(
     {"scope", "client_id", "sub", "aud", "iss", "exp", "iat", "nbf", "jti", "sid"}
 )
-
-
-def _get_family(db: Session, sid: str) -> RefreshFamily | None:
-    try:
-        return db.get(RefreshFamily, uuid.UUID(sid))
-    except ValueError:
-        return None
-
-
-def _get_user(db: Session, subject: str) -> User | None:
-    try:
-        return db.get(User, uuid.UUID(subject))
-    except ValueError:
-        return None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import json
 from datetime import timedelta
 from typing import Any
 
@@ -9,8 +11,10 @@ from flask import Flask
 from flask.testing import FlaskClient
 from joserfc import jwt
 from joserfc.jwk import ECKey
+from sqlalchemy import update
 from sqlalchemy.orm import Session
 
+from authserver.models import User
 from authserver.runtime import runtime
 from authserver.services.browser_sessions import end_user_sessions
 from authserver.services.clients import RegisteredClient
@@ -87,6 +91,22 @@ def test_access_token_of_a_disabled_user_is_inactive(
 ) -> None:
     _, tokens = _login(app, session, client)
     disable_user(session, "ann@example.com", runtime(app).now())
+    session.commit()
+
+    assert _introspect(client, _rs(session), tokens["access_token"]) == {"active": False}
+
+
+def test_access_token_without_a_family_of_a_user_disabled_is_inactive(
+    app: Flask, session: Session, client: FlaskClient
+) -> None:
+    """No refresh grant, so no family (no sid) to be revoked with the user: the user row
+    itself is checked."""
+    user = make_user(app, session)
+    no_refresh = make_client(session, grant_types=["password"])
+    tokens = password_login(client, no_refresh).json
+    payload = tokens["access_token"].split(".")[1]
+    assert "sid" not in json.loads(base64.urlsafe_b64decode(payload + "=="))
+    session.execute(update(User).where(User.id == user.id).values(disabled=True))
     session.commit()
 
     assert _introspect(client, _rs(session), tokens["access_token"]) == {"active": False}
