@@ -16,6 +16,7 @@ from authserver.http import account_api, authorize, health, oidc, openapi, pages
 from authserver.http import oauth as oauth_views
 from authserver.http import wellknown as wellknown_views
 from authserver.http.bearer import BearerError, handle_bearer_error
+from authserver.http.jwks_document import JwksResponder
 from authserver.http.rate_limits import init_rate_limits
 from authserver.http.web import csrf, init_web
 from authserver.oauth.server import AuthorizationServer
@@ -103,4 +104,6 @@ def create_app(config: Config | None = None) -> Flask:
         app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
             app.wsgi_app, x_for=proxies, x_proto=proxies, x_host=proxies, x_port=proxies
         )
+    # The JWKS is answered from memory before Flask (http/jwks_document.py).
+    app.wsgi_app = JwksResponder(app.wsgi_app, rt)  # type: ignore[method-assign]
     return app

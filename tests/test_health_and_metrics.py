@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy.orm import Session
@@ -108,7 +109,8 @@ def test_every_response_says_nosniff(client: FlaskClient) -> None:
         assert client.get(path).headers["X-Content-Type-Options"] == "nosniff", path
 
 
-def test_production_responses_carry_hsts(app: Flask, config: Config) -> None:
+@pytest.mark.parametrize("path", ["/healthz", "/.well-known/jwks.json"])
+def test_production_responses_carry_hsts(app: Flask, config: Config, path: str) -> None:
     production = replace(
         config,
         env="production",
@@ -122,7 +124,7 @@ def test_production_responses_carry_hsts(app: Flask, config: Config) -> None:
     db.state(production_app).engine.dispose()
     db.state(production_app).session_factory = db.state(app).session_factory
 
-    response = production_app.test_client().get("/healthz", base_url="https://login.example.test")
+    response = production_app.test_client().get(path, base_url="https://login.example.test")
 
     assert response.headers["Strict-Transport-Security"].startswith("max-age=")
 

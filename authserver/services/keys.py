@@ -311,6 +311,10 @@ class KeyRing:
             return snap
         return self.refresh()
 
+    def loaded(self) -> KeySnapshot | None:
+        """The keys as last read, or None if they never were (no database read here)."""
+        return self._snapshot
+
     def refresh_if_due(self) -> None:
         """Re-read the table if the interval has passed. Called at the start of a request,
         before its own transaction opens (on SQLite a second writer inside a request would

@@ -10,6 +10,7 @@ import base64
 import hashlib
 import hmac
 import json
+from dataclasses import replace
 from typing import Any
 
 import jwt
@@ -22,6 +23,8 @@ from flask.testing import FlaskClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from authserver.app import create_app
+from authserver.config import Config
 from authserver.db import db, utcnow
 from authserver.models import RefreshFamily
 from authserver.runtime import runtime
@@ -420,6 +423,41 @@ def test_jwks_etag_changes_when_a_key_is_added(
     _rotate_signing_key(app, session)
 
     assert client.get(JWKS_PATH).headers["ETag"] != before
+
+
+def test_jwks_says_what_it_is_and_how_long(client: FlaskClient) -> None:
+    response = client.get(JWKS_PATH)
+
+    assert response.status_code == 200
+    assert response.headers["Content-Type"] == "application/jwk-set+json"
+    assert int(response.headers["Content-Length"]) == len(response.get_data())
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+
+
+def test_jwks_head_answers_the_headers_without_the_document(client: FlaskClient) -> None:
+    full = client.get(JWKS_PATH)
+
+    head = client.head(JWKS_PATH)
+
+    assert head.status_code == 200
+    assert head.get_data() == b""
+    assert head.headers["ETag"] == full.headers["ETag"]
+
+
+def test_jwks_post_is_not_answered_from_memory(client: FlaskClient) -> None:
+    assert client.post(JWKS_PATH).status_code == 405
+
+
+def test_jwks_without_keys_ever_loaded_is_503_not_500(config: Config) -> None:
+    """Keys are read on first use; with the database unreachable from the start there is
+    nothing in memory, and Flask's error handling answers."""
+    unreachable = replace(config, database_url="postgresql+psycopg://postgres@127.0.0.1:1/none")
+    application = create_app(unreachable)
+
+    response = application.test_client().get(JWKS_PATH)
+
+    assert response.status_code == 503
+    assert response.json["error"] == "temporarily_unavailable"
 
 
 # -- server metadata (RFC 8414, OpenID Connect Discovery) ------------------------------------

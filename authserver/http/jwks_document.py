@@ -1,0 +1,68 @@
+"""The JWKS, answered before Flask.
+
+Every resource server fetches ``/.well-known/jwks.json``, so it is the busiest public
+document, and its answer is bytes already in memory (the key ring's snapshot). Through Flask
+it cost as much again as Flask itself: request and session objects, the CSRF and rate-limit
+hooks, response header handling. This WSGI wrapper answers GET and HEAD of that one path
+directly, with what the Flask view sent (the same headers, a 304 for a matching
+If-None-Match, RFC 9110 §13.1.2), and still does what the hooks did that matters here: it
+re-reads the keys when due and counts the request in the metrics. Anything it cannot answer
+from memory (keys never loaded) goes to Flask, whose view and error handlers answer it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from werkzeug.http import parse_etags
+
+from authserver.metrics import LATENCY, REQUESTS
+from authserver.oauth.metadata import JWKS_PATH
+from authserver.runtime import Runtime
+
+WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+
+# The Flask endpoint name, so the metrics read the same whichever way the answer went.
+ENDPOINT = "wellknown.jwks"
+HSTS = "max-age=31536000; includeSubDomains"
+
+
+class JwksResponder:
+    def __init__(self, app: WSGIApp, runtime: Runtime) -> None:
+        self.app = app
+        self.runtime = runtime
+        self.cache_control = f"public, max-age={runtime.config.jwks_max_age}"
+        self.production = runtime.config.is_production
+
+    def __call__(
+        self, environ: dict[str, Any], start_response: Callable[..., Any]
+    ) -> Iterable[bytes]:
+        method = environ.get("REQUEST_METHOD")
+        if environ.get("PATH_INFO") != JWKS_PATH or method not in ("GET", "HEAD"):
+            return self.app(environ, start_response)
+        started = time.perf_counter()
+        keys = self.runtime.keys
+        keys.refresh_if_due()
+        snapshot = keys.loaded()
+        if snapshot is None:
+            return self.app(environ, start_response)
+        headers = [
+            ("Cache-Control", self.cache_control),
+            ("ETag", f'"{snapshot.jwks_etag}"'),
+            ("X-Content-Type-Options", "nosniff"),
+        ]
+        if self.production:
+            headers.append(("Strict-Transport-Security", HSTS))
+        if_none_match = environ.get("HTTP_IF_NONE_MATCH")
+        if if_none_match and parse_etags(if_none_match).contains(snapshot.jwks_etag):
+            status, body = "304 Not Modified", b""
+        else:
+            status, body = "200 OK", snapshot.jwks_body
+            headers.append(("Content-Type", "application/jwk-set+json"))
+            headers.append(("Content-Length", str(len(body))))
+        start_response(status, headers)
+        LATENCY.labels(ENDPOINT).observe(time.perf_counter() - started)
+        REQUESTS.labels(ENDPOINT, method, status[:3]).inc()
+        return [b"" if method == "HEAD" else body]
