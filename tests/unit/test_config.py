@@ -126,6 +126,14 @@ def test_argon2_memory_at_owasp_minimum_is_accepted() -> None:
     assert config.argon2_memory_cost_kib == 19456
 
 
+def test_a_negative_client_cache_time_is_refused_and_zero_turns_it_off() -> None:
+    problems = _problems({"AUTHSERVER_CLIENT_CACHE_SECONDS": "-1"})
+    off = Config.from_env({"AUTHSERVER_CLIENT_CACHE_SECONDS": "0"})
+
+    assert problems == ["AUTHSERVER_CLIENT_CACHE_SECONDS must be 0 (off) or positive"]
+    assert off.client_cache_seconds == 0
+
+
 def test_idle_ttl_longer_than_absolute_ttl_is_refused() -> None:
     problems = _problems(
         {"AUTHSERVER_REFRESH_IDLE_TTL": "3601", "AUTHSERVER_REFRESH_ABSOLUTE_TTL": "3600"}
