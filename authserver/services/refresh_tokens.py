@@ -27,6 +27,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from sqlalchemy import (
     ColumnElement,
+    Exists,
     Select,
     Table,
     Update,
@@ -257,28 +258,38 @@ _TOKENS = cast(Table, RefreshToken.__table__)
 _FAMILIES = cast(Table, RefreshFamily.__table__)
 _USERS = cast(Table, User.__table__)
 
+
 # The rotation's statements, built once: building a statement costs as much CPU as running
 # it. Their parameter names must differ from every column of refresh_tokens and
 # refresh_families: SQLAlchemy adds a parameter naming a column of an UPDATE's table to its
 # SET clause. The claim's WHERE clause is ``_check_family_usable`` in SQL, so a token that
 # fails any of it is left untouched for the slow path to refuse (a refused request must not
 # use the token up).
+def live_family_exists(family_id: ColumnElement[Any], *also: ColumnElement[bool]) -> Exists:
+    """SQL: the family is live at the ``now`` parameter (not revoked, its user enabled, before
+    both expiries), and ``also`` holds. ``_check_family_usable`` and ``_family_live`` in
+    token_status.py say the same in Python."""
+    return exists(
+        select(_FAMILIES.c.id)
+        .join(_USERS, _USERS.c.id == _FAMILIES.c.user_id)
+        .where(
+            _FAMILIES.c.id == family_id,
+            _FAMILIES.c.revoked_at.is_(None),
+            _USERS.c.disabled.is_(False),
+            _FAMILIES.c.expires_at > bindparam("now"),
+            _FAMILIES.c.idle_expires_at > bindparam("now"),
+            *also,
+        )
+    )
+
+
 _CLAIM_IF_USABLE = (
     update(_TOKENS)
     .where(
         _TOKENS.c.token_digest == bindparam("digest"),
         _TOKENS.c.used_at.is_(None),
-        exists(
-            select(_FAMILIES.c.id)
-            .join(_USERS, _USERS.c.id == _FAMILIES.c.user_id)
-            .where(
-                _FAMILIES.c.id == _TOKENS.c.family_id,
-                _FAMILIES.c.client_pk == bindparam("presenting_client"),
-                _FAMILIES.c.revoked_at.is_(None),
-                _USERS.c.disabled.is_(False),
-                _FAMILIES.c.expires_at > bindparam("now"),
-                _FAMILIES.c.idle_expires_at > bindparam("now"),
-            )
+        live_family_exists(
+            _TOKENS.c.family_id, _FAMILIES.c.client_pk == bindparam("presenting_client")
         ),
     )
     .values(used_at=bindparam("now"), successor_ciphertext=bindparam("sealed"))

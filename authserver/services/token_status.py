@@ -14,7 +14,12 @@ from sqlalchemy.orm import Session
 
 from authserver.models import Client, RefreshFamily, RefreshToken, Revocation, User
 from authserver.services.keys import KeyRing
-from authserver.services.refresh_tokens import RevocationReason, digest_token, revoke_family
+from authserver.services.refresh_tokens import (
+    RevocationReason,
+    digest_token,
+    live_family_exists,
+    revoke_family,
+)
 from authserver.services.revocations import JTI, SUB, denylist_access_token
 from authserver.services.token_verification import TokenRejected, verify_own_token
 
@@ -157,15 +162,13 @@ def access_token_still_granted(db: Session, claims: dict[str, Any], now: datetim
 
 
 _REVOCATIONS = cast(Table, Revocation.__table__)
-_FAMILIES = cast(Table, RefreshFamily.__table__)
 _USERS = cast(Table, User.__table__)
 
 
 @functools.cache
 def _still_granted_query(has_family: bool, users_token: bool) -> Select[tuple[bool]]:
     """One SELECT of one boolean, built once per shape of token."""
-    revoked = _REVOCATIONS.c.kind == JTI
-    revoked = revoked & (_REVOCATIONS.c.value == bindparam("jti"))
+    revoked = (_REVOCATIONS.c.kind == JTI) & (_REVOCATIONS.c.value == bindparam("jti"))
     if users_token:
         # Signed out everywhere after this token was issued.
         revoked = revoked | (
@@ -175,20 +178,7 @@ def _still_granted_query(has_family: bool, users_token: bool) -> Select[tuple[bo
         )
     conditions = [~exists(select(_REVOCATIONS.c.id).where(revoked))]
     if has_family:
-        # The family is live: the same rules as rotation's (refresh_tokens.py).
-        conditions.append(
-            exists(
-                select(_FAMILIES.c.id)
-                .join(_USERS, _USERS.c.id == _FAMILIES.c.user_id)
-                .where(
-                    _FAMILIES.c.id == bindparam("sid"),
-                    _FAMILIES.c.revoked_at.is_(None),
-                    _USERS.c.disabled.is_(False),
-                    _FAMILIES.c.expires_at > bindparam("now"),
-                    _FAMILIES.c.idle_expires_at > bindparam("now"),
-                )
-            )
-        )
+        conditions.append(live_family_exists(bindparam("sid")))
     if users_token:
         conditions.append(
             exists(
