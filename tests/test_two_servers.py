@@ -21,17 +21,20 @@ from pathlib import Path
 import jwt as pyjwt
 import pytest
 import requests
-from sqlalchemy import Engine
+from sqlalchemy import Engine, update
 
 from authserver.app import create_app
 from authserver.config import Config
 from authserver.db import db
+from authserver.models import Client
 from authserver.resource import TokenRevoked, TokenVerifier
 from tests.conftest import free_port, truncate_all
 from tests.helpers import PASSWORD, make_client, make_user
 
 REDIS_URL = "redis://127.0.0.1:6379/14"
 CLIENT_LIMIT = 40
+# Short, so the test of a change made elsewhere does not wait the default 5 s.
+CLIENT_CACHE_SECONDS = 2
 
 
 def _redis_command(*commands: bytes) -> bool:
@@ -94,6 +97,7 @@ def cluster(engine: Engine, config: Config, tmp_path: Path) -> Iterator[Cluster]
         "AUTHSERVER_ISSUER": issuer,
         "AUTHSERVER_DEFAULT_AUDIENCE": AUDIENCE,
         "AUTHSERVER_KEY_REFRESH_INTERVAL": "1",
+        "AUTHSERVER_CLIENT_CACHE_SECONDS": str(CLIENT_CACHE_SECONDS),
         "AUTHSERVER_INSTANCE_DIR": str(tmp_path / "instance"),
         "AUTHSERVER_LOG_LEVEL": "WARNING",
         # Rate-limit counts shared through Redis, like the compose stack does.
@@ -270,6 +274,45 @@ def test_a_verifier_polling_the_feed_rejects_a_family_revoked_on_the_other_serve
     assert rejected_after is not None
     # One poll interval, plus the time one poll takes on a busy two-core machine.
     assert rejected_after < poll_interval + 1.0
+
+
+def _client_credentials(http: requests.Session, cluster: Cluster, server: str) -> int:
+    response = http.post(
+        server + "/oauth/token",
+        data={"grant_type": "client_credentials"},
+        auth=(cluster.rs_id, cluster.rs_secret),
+        timeout=10,
+    )
+    return response.status_code
+
+
+def test_a_client_disabled_in_the_database_is_refused_by_both_within_the_cache_time(
+    cluster: Cluster, engine: Engine
+) -> None:
+    """Each server keeps client rows in memory for AUTHSERVER_CLIENT_CACHE_SECONDS: a change
+    made elsewhere (here, straight in the database) reaches both within that time."""
+    with requests.Session() as http:
+        assert [_client_credentials(http, cluster, s) for s in (cluster.a, cluster.b)] == [
+            200,
+            200,
+        ]
+        with engine.begin() as conn:
+            conn.execute(
+                update(Client).where(Client.client_id == cluster.rs_id).values(disabled=True)
+            )
+        disabled_at = time.monotonic()
+        refused_after: dict[str, float] = {}
+        while len(refused_after) < 2 and time.monotonic() - disabled_at < CLIENT_CACHE_SECONDS + 3:
+            for server in (cluster.a, cluster.b):
+                if (
+                    server not in refused_after
+                    and _client_credentials(http, cluster, server) == 401
+                ):
+                    refused_after[server] = time.monotonic() - disabled_at
+            time.sleep(0.1)
+
+    assert set(refused_after) == {cluster.a, cluster.b}
+    assert max(refused_after.values()) <= CLIENT_CACHE_SECONDS + 1
 
 
 def test_a_key_rotation_reaches_both_servers_and_old_tokens_still_verify(
