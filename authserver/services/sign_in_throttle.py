@@ -12,6 +12,10 @@ Two rules, both checked before any hash is computed:
   device cookie (OWASP's "device cookies"). So a distributed attacker cannot lock the real
   user out: their own browser still gets in.
 
+Client secrets (``oauth/client_auth.py``) count their failures the same way, with one
+difference: the right secret is never refused. A 256-bit secret cannot be found by guessing,
+while the hourly cap would otherwise let anyone who knows a client_id lock the client out.
+
 Counters live in the database, so every server process sees the same numbers.
 """
 
