@@ -18,22 +18,24 @@ from typing import Any
 
 from werkzeug.http import parse_etags
 
+from authserver.http.web import HSTS_VALUE
 from authserver.metrics import LATENCY, REQUESTS
 from authserver.oauth.metadata import JWKS_PATH
 from authserver.runtime import Runtime
+from authserver.services.keys import KeySnapshot
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 # The Flask endpoint name, so the metrics read the same whichever way the answer went.
 ENDPOINT = "wellknown.jwks"
-HSTS = "max-age=31536000; includeSubDomains"
+STATUS_LINES = {200: "200 OK", 304: "304 Not Modified"}
 
 
 class JwksResponder:
     def __init__(self, app: WSGIApp, runtime: Runtime) -> None:
         self.app = app
         self.runtime = runtime
-        self.cache_control = f"public, max-age={runtime.config.jwks_max_age}"
+        self.max_age = runtime.config.jwks_max_age
         self.production = runtime.config.is_production
 
     def __call__(
@@ -48,21 +50,26 @@ class JwksResponder:
         snapshot = keys.loaded()
         if snapshot is None:
             return self.app(environ, start_response)
-        headers = [
-            ("Cache-Control", self.cache_control),
-            ("ETag", f'"{snapshot.jwks_etag}"'),
-            ("X-Content-Type-Options", "nosniff"),
-        ]
+        status, headers, body = jwks_answer(
+            snapshot, self.max_age, environ.get("HTTP_IF_NONE_MATCH")
+        )
+        headers.append(("X-Content-Type-Options", "nosniff"))
         if self.production:
-            headers.append(("Strict-Transport-Security", HSTS))
-        if_none_match = environ.get("HTTP_IF_NONE_MATCH")
-        if if_none_match and parse_etags(if_none_match).contains(snapshot.jwks_etag):
-            status, body = "304 Not Modified", b""
-        else:
-            status, body = "200 OK", snapshot.jwks_body
-            headers.append(("Content-Type", "application/jwk-set+json"))
-            headers.append(("Content-Length", str(len(body))))
-        start_response(status, headers)
+            headers.append(("Strict-Transport-Security", HSTS_VALUE))
+        start_response(STATUS_LINES[status], headers)
         LATENCY.labels(ENDPOINT).observe(time.perf_counter() - started)
-        REQUESTS.labels(ENDPOINT, method, status[:3]).inc()
+        REQUESTS.labels(ENDPOINT, method, str(status)).inc()
         return [b"" if method == "HEAD" else body]
+
+
+def jwks_answer(
+    snapshot: KeySnapshot, max_age: int, if_none_match: str | None
+) -> tuple[int, list[tuple[str, str]], bytes]:
+    """Status, headers and body of the JWKS (RFC 7517 §5), for this wrapper and for the Flask
+    view alike: 304 when If-None-Match names this representation (RFC 9110 §13.1.2)."""
+    headers = [("Cache-Control", f"public, max-age={max_age}"), ("ETag", f'"{snapshot.jwks_etag}"')]
+    if if_none_match and parse_etags(if_none_match).contains(snapshot.jwks_etag):
+        return 304, headers, b""
+    headers.append(("Content-Type", "application/jwk-set+json"))
+    headers.append(("Content-Length", str(len(snapshot.jwks_body))))
+    return 200, headers, snapshot.jwks_body

@@ -127,6 +127,10 @@ def handle_csrf_error(exc: CSRFError) -> tuple[str, int]:
     )
 
 
+# RFC 6797: a year, subdomains included (production only: a development issuer is http).
+HSTS_VALUE = "max-age=31536000; includeSubDomains"
+
+
 def add_security_headers(response: Response) -> Response:
     response.headers.setdefault("X-Content-Type-Options", "nosniff")
     if _is_page(request.path) or response.mimetype == "text/html":
@@ -140,9 +144,7 @@ def add_security_headers(response: Response) -> Response:
         response.headers["Referrer-Policy"] = "no-referrer"
         response.headers["Cache-Control"] = "no-store"
     if current_app.config["AUTHSERVER"].is_production:
-        response.headers.setdefault(
-            "Strict-Transport-Security", "max-age=31536000; includeSubDomains"
-        )
+        response.headers.setdefault("Strict-Transport-Security", HSTS_VALUE)
     return response
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, jsonify, request
 
+from authserver.http.jwks_document import jwks_answer
 from authserver.oauth.metadata import JWKS_PATH, server_metadata
 from authserver.runtime import runtime
 
@@ -12,19 +13,13 @@ bp = Blueprint("wellknown", __name__)
 
 @bp.get(JWKS_PATH)
 def jwks() -> Response:
-    """The public signing keys (RFC 7517 §5). Built once per key change, served from memory."""
+    """The JWKS when the keys were not in memory yet; once they are, ``JwksResponder``
+    answers before Flask."""
     rt = runtime()
-    snapshot = rt.keys.snapshot()
-    headers = {
-        "Cache-Control": f"public, max-age={rt.config.jwks_max_age}",
-        "ETag": f'"{snapshot.jwks_etag}"',
-    }
-    # RFC 9110 §13.1.2: 304 when If-None-Match names this representation. Checked by hand
-    # (not Response.make_conditional, which also parses Range and dates): resource servers
-    # fetch this document often, and it should cost little more than Flask itself.
-    if "If-None-Match" in request.headers and request.if_none_match.contains(snapshot.jwks_etag):
-        return Response(status=304, headers=headers)
-    return Response(snapshot.jwks_body, mimetype="application/jwk-set+json", headers=headers)
+    status, headers, body = jwks_answer(
+        rt.keys.snapshot(), rt.config.jwks_max_age, request.headers.get("If-None-Match")
+    )
+    return Response(body, status=status, headers=headers)
 
 
 @bp.get("/.well-known/oauth-authorization-server")
