@@ -1,4 +1,5 @@
-"""Helpers for the browser-facing flows: PKCE pairs, CSRF tokens from pages, sign-in."""
+"""Helpers for the browser-facing flows: PKCE pairs, CSRF tokens from pages, sign-in, the
+"Photo app" web client and the code flow through a signed-in browser."""
 
 from __future__ import annotations
 
@@ -6,12 +7,17 @@ import base64
 import hashlib
 import re
 import secrets
+from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 from flask.testing import FlaskClient
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 from werkzeug.test import TestResponse
 
-from tests.helpers import PASSWORD
+from authserver.models import BrowserSession
+from authserver.services.clients import RegisteredClient
+from tests.helpers import PASSWORD, make_client, token_request
 
 REDIRECT_URI = "https://rp.example.test/callback"
 
@@ -63,3 +69,66 @@ def authorize_url(client_id: str, challenge: str, **extra: str) -> str:
 
 def query_of(location: str) -> dict[str, str]:
     return {k: v[0] for k, v in parse_qs(urlsplit(location).query).items()}
+
+
+def web_client(session: Session, **overrides: object) -> RegisteredClient:
+    """A third-party web app using the code flow: consent is asked."""
+    options: dict[str, object] = {
+        "name": "Photo app",
+        "grant_types": ["authorization_code", "refresh_token"],
+        "first_party": False,
+        "redirect_uris": [REDIRECT_URI],
+        "scopes": ["openid", "email", "profile", "offline_access"],
+    }
+    options.update(overrides)
+    return make_client(session, **options)
+
+
+def tokens_through_browser(
+    browser: FlaskClient, rp: RegisteredClient, redeemer: FlaskClient | None = None
+) -> dict[str, Any]:
+    """Code flow in this signed-in browser, the code redeemed by ``redeemer`` (the app's
+    server; the browser itself by default). The refresh family is tied to the browser
+    session."""
+    verifier, challenge = pkce_pair()
+    url = authorize_url(rp.client.client_id, challenge)
+    consent = browser.get(url)
+    assert consent.status_code == 200, consent.get_data(as_text=True)
+    approved = browser.post(url, data={"csrf_token": csrf_token_of(consent), "decision": "allow"})
+    assert approved.status_code == 302
+    tokens = token_request(
+        redeemer or browser,
+        rp,
+        grant_type="authorization_code",
+        code=query_of(approved.headers["Location"])["code"],
+        redirect_uri=REDIRECT_URI,
+        code_verifier=verifier,
+    )
+    assert tokens.status_code == 200, tokens.json
+    return dict(tokens.json)
+
+
+def signed_in_as(http: FlaskClient) -> str | None:
+    """Whom the account page greets, or None when it sends the browser to sign in."""
+    page = http.get("/account")
+    if page.status_code == 303:
+        assert page.headers["Location"].startswith("/login?next=")
+        return None
+    assert page.status_code == 200
+    match = re.search(r"Signed in as <strong>([^<]+)</strong>", page.get_data(as_text=True))
+    assert match, "account page does not say who is signed in"
+    return match.group(1)
+
+
+def refused_as_csrf(response: TestResponse) -> bool:
+    """The page that answers a form without a valid CSRF token."""
+    return (
+        response.status_code == 400
+        and response.mimetype == "text/html"
+        and "Please try again" in response.get_data(as_text=True)
+    )
+
+
+def browser_session_rows(session: Session) -> list[BrowserSession]:
+    session.expire_all()
+    return list(session.scalars(select(BrowserSession)))

@@ -12,21 +12,20 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 from werkzeug.test import TestResponse
 
-from authserver.models import BrowserSession
 from authserver.runtime import runtime
 from authserver.services.clients import RegisteredClient
 from authserver.services.users import disable_user
 from tests.browser_helpers import (
-    REDIRECT_URI,
-    authorize_url,
+    browser_session_rows,
     csrf_token_of,
-    pkce_pair,
-    query_of,
+    refused_as_csrf,
     sign_in,
+    signed_in_as,
+    tokens_through_browser,
+    web_client,
 )
 from tests.helpers import (
     PASSWORD,
@@ -36,7 +35,6 @@ from tests.helpers import (
     make_user,
     password_login,
     refresh,
-    token_request,
 )
 
 NEW_PASSWORD = "a brand new passphrase"
@@ -46,28 +44,6 @@ def _browser(app: Flask, user_agent: str, address: str) -> FlaskClient:
     http = app.test_client()
     http.environ_base.update(HTTP_USER_AGENT=user_agent, REMOTE_ADDR=address)
     return http
-
-
-def _tokens_through_browser(browser: FlaskClient, rp: RegisteredClient) -> dict[str, Any]:
-    """Code flow in this signed-in browser; the app's server redeems the code. The refresh
-    family is tied to the browser session."""
-    verifier, challenge = pkce_pair()
-    url = authorize_url(rp.client.client_id, challenge)
-    consent = browser.get(url)
-    assert consent.status_code == 200, consent.get_data(as_text=True)
-    approved = browser.post(url, data={"csrf_token": csrf_token_of(consent), "decision": "allow"})
-    assert approved.status_code == 302
-    app_server = _browser(browser.application, "PhotoApp-server/1.0", "192.0.2.10")
-    tokens = token_request(
-        app_server,
-        rp,
-        grant_type="authorization_code",
-        code=query_of(approved.headers["Location"])["code"],
-        redirect_uri=REDIRECT_URI,
-        code_verifier=verifier,
-    )
-    assert tokens.status_code == 200, tokens.json
-    return dict(tokens.json)
 
 
 @dataclass
@@ -91,15 +67,10 @@ def devices(app: Flask, session: Session) -> SignedInDevices:
     phone = _browser(app, "Phone browser", "198.51.100.2")
     assert sign_in(laptop).status_code == 303
     assert sign_in(phone).status_code == 303
-    photo_app = make_client(
-        session,
-        name="Photo app",
-        grant_types=["authorization_code", "refresh_token"],
-        first_party=False,
-        redirect_uris=[REDIRECT_URI],
-        scopes=["openid", "email", "offline_access"],
+    photo_app = web_client(session)
+    photo_tokens = tokens_through_browser(
+        laptop, photo_app, _browser(app, "PhotoApp-server/1.0", "192.0.2.10")
     )
-    photo_tokens = _tokens_through_browser(laptop, photo_app)
     cli_app = make_client(session, name="Command-line app")
     cli = _browser(app, "CLI/1.0", "198.51.100.3")
     cli_tokens = password_login(cli, cli_app)
@@ -107,18 +78,6 @@ def devices(app: Flask, session: Session) -> SignedInDevices:
     return SignedInDevices(
         laptop, phone, photo_app, photo_tokens, cli_app, dict(cli_tokens.json), cli
     )
-
-
-def _signed_in_as(http: FlaskClient) -> str | None:
-    """Whom the account page greets, or None when it sends the browser to sign in."""
-    page = http.get("/account")
-    if page.status_code == 303:
-        assert page.headers["Location"].startswith("/login?next=")
-        return None
-    assert page.status_code == 200
-    match = re.search(r"Signed in as <strong>([^<]+)</strong>", page.get_data(as_text=True))
-    assert match, "account page does not say who is signed in"
-    return match.group(1)
 
 
 def _refreshes(http: FlaskClient, registered: RegisteredClient, tokens: dict[str, Any]) -> bool:
@@ -162,15 +121,6 @@ def _sign_out_action(entry: str) -> str:
 
 def _password_login_works(http: FlaskClient, registered: RegisteredClient, password: str) -> bool:
     return password_login(http, registered, password=password).status_code == 200
-
-
-def _session_rows(session: Session) -> list[BrowserSession]:
-    session.expire_all()
-    return list(session.scalars(select(BrowserSession)))
-
-
-def _refused_as_csrf(response: TestResponse) -> bool:
-    return response.status_code == 400 and "Please try again" in response.get_data(as_text=True)
 
 
 def _bob_signed_in(
@@ -225,8 +175,8 @@ def test_sign_out_this_device_button_signs_out_that_browser(
 
     assert response.status_code == 303
     assert response.headers["Location"] == "/account"
-    assert _signed_in_as(devices.phone) is None
-    assert _signed_in_as(devices.laptop) == "ann@example.com"
+    assert signed_in_as(devices.phone) is None
+    assert signed_in_as(devices.laptop) == "ann@example.com"
     assert "Phone browser" not in devices.laptop.get("/account").get_data(as_text=True)
 
 
@@ -239,7 +189,7 @@ def test_sign_out_this_device_button_revokes_that_app(devices: SignedInDevices) 
     )
 
     assert not _refreshes(devices.cli, devices.cli_app, devices.cli_tokens)
-    assert _signed_in_as(devices.phone) == "ann@example.com"
+    assert signed_in_as(devices.phone) == "ann@example.com"
     assert _refreshes(devices.cli, devices.photo_app, devices.photo_tokens)
 
 
@@ -253,9 +203,9 @@ def test_sign_out_everywhere_else_button_keeps_only_this_browser_and_its_apps(
     )
 
     assert response.status_code == 303
-    assert _signed_in_as(devices.phone) is None
+    assert signed_in_as(devices.phone) is None
     assert not _refreshes(devices.cli, devices.cli_app, devices.cli_tokens)
-    assert _signed_in_as(devices.laptop) == "ann@example.com"
+    assert signed_in_as(devices.laptop) == "ann@example.com"
     assert _refreshes(devices.cli, devices.photo_app, devices.photo_tokens)
 
 
@@ -270,7 +220,7 @@ def test_sign_out_device_button_cannot_reach_another_users_browser(
         f"/account/devices/{bob_browser_id}/sign-out", data={"csrf_token": csrf_token_of(page)}
     )
 
-    assert _signed_in_as(bob) == "bob@example.com"
+    assert signed_in_as(bob) == "bob@example.com"
 
 
 ACCOUNT_FORMS = ["sign-out-phone", "sign-out-others", "change-password"]
@@ -292,8 +242,8 @@ def _post_account_form(
 
 
 def _assert_nothing_changed(devices: SignedInDevices) -> None:
-    assert _signed_in_as(devices.phone) == "ann@example.com"
-    assert _signed_in_as(devices.laptop) == "ann@example.com"
+    assert signed_in_as(devices.phone) == "ann@example.com"
+    assert signed_in_as(devices.laptop) == "ann@example.com"
     assert _refreshes(devices.cli, devices.cli_app, devices.cli_tokens)
     assert _password_login_works(devices.cli, devices.cli_app, PASSWORD)
     assert not _password_login_works(devices.cli, devices.cli_app, NEW_PASSWORD)
@@ -308,7 +258,7 @@ def test_account_form_with_a_bad_csrf_token_is_refused_and_changes_nothing(
 
     response = _post_account_form(devices, form, None if token == "missing" else foreign, {})
 
-    assert _refused_as_csrf(response)
+    assert refused_as_csrf(response)
     _assert_nothing_changed(devices)
 
 
@@ -400,8 +350,8 @@ def test_api_delete_signs_out_that_browser(devices: SignedInDevices) -> None:
     response = _api(devices.cli, "DELETE", f"/account/sessions/{phone_id}", token)
 
     assert response.status_code == 204
-    assert _signed_in_as(devices.phone) is None
-    assert _signed_in_as(devices.laptop) == "ann@example.com"
+    assert signed_in_as(devices.phone) is None
+    assert signed_in_as(devices.laptop) == "ann@example.com"
     assert "Phone browser" not in _labelled(_device_list(devices.cli, token))
 
 
@@ -442,7 +392,7 @@ def test_api_delete_of_another_users_browser_is_404_and_leaves_it_signed_in(
 
     assert response.status_code == 404
     assert response.json["error"] == "not_found"
-    assert _signed_in_as(bob) == "bob@example.com"
+    assert signed_in_as(bob) == "bob@example.com"
 
 
 def test_api_delete_of_another_users_app_is_404_and_leaves_it_working(
@@ -482,9 +432,9 @@ def test_api_revoke_others_keeps_only_the_callers_browser_and_app(
 
     assert response.status_code == 200
     assert response.json == {"revoked_sessions": 1, "revoked_families": 1}
-    assert _signed_in_as(devices.phone) is None
+    assert signed_in_as(devices.phone) is None
     assert not _refreshes(devices.cli, devices.cli_app, devices.cli_tokens)
-    assert _signed_in_as(devices.laptop) == "ann@example.com"
+    assert signed_in_as(devices.laptop) == "ann@example.com"
     assert _refreshes(devices.cli, devices.photo_app, devices.photo_tokens)
     assert set(_labelled(_device_list(devices.cli, token))) == {"Laptop browser", "Photo app"}
 
@@ -497,8 +447,8 @@ def test_api_revoke_others_from_a_password_grant_app_signs_out_every_browser(
     response = _api(devices.cli, "POST", "/account/sessions/revoke-others", token)
 
     assert response.json == {"revoked_sessions": 2, "revoked_families": 1}
-    assert _signed_in_as(devices.laptop) is None
-    assert _signed_in_as(devices.phone) is None
+    assert signed_in_as(devices.laptop) is None
+    assert signed_in_as(devices.phone) is None
     assert not _refreshes(devices.cli, devices.photo_app, devices.photo_tokens)
     assert _refreshes(devices.cli, devices.cli_app, devices.cli_tokens)
 
@@ -512,11 +462,11 @@ def test_api_logout_all_ends_every_session_and_family_including_the_callers(
 
     assert response.status_code == 200
     assert response.json == {"revoked_sessions": 2, "revoked_families": 2}
-    assert _signed_in_as(devices.laptop) is None
-    assert _signed_in_as(devices.phone) is None
+    assert signed_in_as(devices.laptop) is None
+    assert signed_in_as(devices.phone) is None
     assert not _refreshes(devices.cli, devices.photo_app, devices.photo_tokens)
     assert not _refreshes(devices.cli, devices.cli_app, devices.cli_tokens)
-    assert {row.revoked_reason for row in _session_rows(session)} == {"logout_everywhere"}
+    assert {row.revoked_reason for row in browser_session_rows(session)} == {"logout_everywhere"}
     # The caller's own access token names its (now revoked) family.
     again = _api(devices.cli, "GET", "/account/sessions", token)
     assert again.status_code == 401
@@ -570,7 +520,7 @@ def test_api_needs_no_csrf_token_but_refuses_cookies_alone(devices: SignedInDevi
     response = devices.laptop.post("/account/logout-all")
 
     assert response.status_code == 401
-    assert _signed_in_as(devices.laptop) == "ann@example.com"
+    assert signed_in_as(devices.laptop) == "ann@example.com"
 
 
 def test_api_refuses_an_access_token_revoked_at_the_revocation_endpoint(
@@ -641,7 +591,7 @@ def test_password_change_signs_out_every_other_browser_and_app(
 
     assert response.status_code == 200
     assert "Password changed." in response.get_data(as_text=True)
-    assert _signed_in_as(devices.phone) is None
+    assert signed_in_as(devices.phone) is None
     assert not _refreshes(devices.cli, devices.cli_app, devices.cli_tokens)
     cli_access = _api(devices.cli, "GET", "/account/sessions", devices.cli_tokens["access_token"])
     assert cli_access.status_code == 401
@@ -652,7 +602,7 @@ def test_password_change_keeps_this_browser_and_the_apps_connected_through_it(
 ) -> None:
     _change_password(devices.laptop, PASSWORD, NEW_PASSWORD)
 
-    assert _signed_in_as(devices.laptop) == "ann@example.com"
+    assert signed_in_as(devices.laptop) == "ann@example.com"
     assert _refreshes(devices.cli, devices.photo_app, devices.photo_tokens)
 
 
@@ -664,7 +614,7 @@ def test_after_password_change_the_new_password_signs_in_and_the_old_one_does_no
     assert sign_in(app.test_client(), password=PASSWORD).status_code == 401
     fresh = app.test_client()
     assert sign_in(fresh, password=NEW_PASSWORD).status_code == 303
-    assert _signed_in_as(fresh) == "ann@example.com"
+    assert signed_in_as(fresh) == "ann@example.com"
 
 
 # -- disabling a user -------------------------------------------------------------------------
@@ -680,9 +630,9 @@ def test_disabling_a_user_signs_out_every_browser_of_theirs(
 ) -> None:
     _disable_ann(app, session)
 
-    assert _signed_in_as(devices.laptop) is None
-    assert _signed_in_as(devices.phone) is None
-    assert {row.revoked_reason for row in _session_rows(session)} == {"user_disabled"}
+    assert signed_in_as(devices.laptop) is None
+    assert signed_in_as(devices.phone) is None
+    assert {row.revoked_reason for row in browser_session_rows(session)} == {"user_disabled"}
 
 
 def test_disabling_a_user_revokes_their_apps_and_access_tokens(

@@ -37,28 +37,17 @@ from tests.browser_helpers import (
     pkce_pair,
     query_of,
     sign_in,
+    web_client,
 )
-from tests.helpers import PASSWORD, basic_auth, make_client, make_user, refresh, token_request
+from tests.helpers import PASSWORD, basic_auth, make_user, refresh, token_request
 
 OTHER_REDIRECT_URI = "https://rp.example.test/other-callback"
 ERROR_PAGE_TITLE = "This sign-in link is not valid"
 CODE_SHAPE = re.compile(r"[A-Za-z0-9_-]{43}")
 
 
-def _web_client(session: Session, **overrides: object) -> RegisteredClient:
-    options: dict[str, object] = {
-        "name": "Photo app",
-        "grant_types": ["authorization_code", "refresh_token"],
-        "first_party": False,
-        "redirect_uris": [REDIRECT_URI],
-        "scopes": ["openid", "email", "profile", "offline_access"],
-    }
-    options.update(overrides)
-    return make_client(session, **options)
-
-
 def _first_party_client(session: Session, **overrides: object) -> RegisteredClient:
-    return _web_client(session, name="Operator app", first_party=True, **overrides)
+    return web_client(session, name="Operator app", first_party=True, **overrides)
 
 
 def _signed_in(app: Flask, session: Session, http: FlaskClient) -> None:
@@ -180,7 +169,7 @@ def test_full_code_flow_with_pkce_and_consent_returns_tokens(
     app: Flask, session: Session, client: FlaskClient
 ) -> None:
     make_user(app, session)
-    rp = _web_client(session)
+    rp = web_client(session)
     verifier, challenge = pkce_pair()
     url = authorize_url(rp.client.client_id, challenge)
 
@@ -285,7 +274,7 @@ def test_verifier_for_a_code_issued_without_challenge_is_refused(
     # RFC 9700 §4.8 (PKCE downgrade): the authorization endpoint never issues such a code,
     # so one is made directly, as an attacker who stripped the challenge would need it.
     user = make_user(app, session)
-    rp = _web_client(session)
+    rp = web_client(session)
     code = issue_code(
         session,
         client=rp.client,
@@ -314,7 +303,7 @@ def test_wrong_code_verifier_is_invalid_grant(
     app: Flask, session: Session, client: FlaskClient
 ) -> None:
     _signed_in(app, session, client)
-    rp = _web_client(session)
+    rp = web_client(session)
     code, _ = _code_for(client, rp)
     someone_elses_verifier, _ = pkce_pair()
 
@@ -329,7 +318,7 @@ def test_missing_code_verifier_is_invalid_request(
     app: Flask, session: Session, client: FlaskClient
 ) -> None:
     _signed_in(app, session, client)
-    rp = _web_client(session)
+    rp = web_client(session)
     code, _ = _code_for(client, rp)
 
     response = _redeem(client, rp, code, None)
@@ -343,7 +332,7 @@ def test_public_client_without_code_verifier_is_invalid_request(
     app: Flask, session: Session, client: FlaskClient
 ) -> None:
     _signed_in(app, session, client)
-    rp = _web_client(session, public=True)
+    rp = web_client(session, public=True)
     code, _ = _code_for(client, rp)
 
     response = _redeem(client, rp, code, None)
@@ -405,7 +394,7 @@ def test_redirect_uri_not_exactly_registered_gets_an_error_page(
 def test_errors_are_never_sent_to_an_unregistered_redirect_uri(
     session: Session, client: FlaskClient, error_trigger: dict[str, str]
 ) -> None:
-    rp = _web_client(session)
+    rp = web_client(session)
     _, challenge = pkce_pair()
 
     response = _authorize(
@@ -461,7 +450,7 @@ def test_token_request_with_a_different_redirect_uri_is_invalid_grant(
     app: Flask, session: Session, client: FlaskClient
 ) -> None:
     _signed_in(app, session, client)
-    rp = _web_client(session, redirect_uris=[REDIRECT_URI, OTHER_REDIRECT_URI])
+    rp = web_client(session, redirect_uris=[REDIRECT_URI, OTHER_REDIRECT_URI])
     code, verifier = _code_for(client, rp)
 
     # Also registered, but not the one the code was sent to (RFC 6749 §4.1.3).
@@ -475,7 +464,7 @@ def test_token_request_without_the_redirect_uri_of_the_authorization_is_invalid_
     app: Flask, session: Session, client: FlaskClient
 ) -> None:
     _signed_in(app, session, client)
-    rp = _web_client(session)
+    rp = web_client(session)
     code, verifier = _code_for(client, rp)
 
     response = token_request(
@@ -493,8 +482,8 @@ def test_code_of_one_client_redeemed_by_another_is_invalid_grant(
     app: Flask, session: Session, client: FlaskClient
 ) -> None:
     _signed_in(app, session, client)
-    rp = _web_client(session)
-    other = _web_client(session, name="Other app")
+    rp = web_client(session)
+    other = web_client(session, name="Other app")
     code, verifier = _code_for(client, rp)
 
     response = _redeem(client, other, code, verifier)
@@ -509,7 +498,7 @@ def test_code_is_redeemable_until_just_before_sixty_seconds(
 ) -> None:
     start = _freeze_clock(app)
     _signed_in(app, session, client)
-    rp = _web_client(session)
+    rp = web_client(session)
     code, verifier = _code_for(client, rp)
     runtime(app).clock = lambda: start + timedelta(seconds=59)
 
@@ -523,7 +512,7 @@ def test_code_redeemed_sixty_seconds_after_issue_is_invalid_grant(
 ) -> None:
     start = _freeze_clock(app)
     _signed_in(app, session, client)
-    rp = _web_client(session)
+    rp = web_client(session)
     code, verifier = _code_for(client, rp)
     runtime(app).clock = lambda: start + timedelta(seconds=60)
 
@@ -538,7 +527,7 @@ def test_second_redemption_of_a_code_is_invalid_grant(
     app: Flask, session: Session, client: FlaskClient
 ) -> None:
     _signed_in(app, session, client)
-    rp = _web_client(session)
+    rp = web_client(session)
     code, verifier = _code_for(client, rp)
     assert _redeem(client, rp, code, verifier).status_code == 200
 
@@ -553,7 +542,7 @@ def test_second_redemption_of_a_code_revokes_the_refresh_tokens_issued_from_it(
     app: Flask, session: Session, client: FlaskClient
 ) -> None:
     _signed_in(app, session, client)
-    rp = _web_client(session)
+    rp = web_client(session)
     code, verifier = _code_for(client, rp)
     first = _redeem(client, rp, code, verifier)
     refresh_token = first.json["refresh_token"]
@@ -572,7 +561,7 @@ def test_second_redemption_of_a_code_makes_the_first_access_token_inactive(
     app: Flask, session: Session, client: FlaskClient
 ) -> None:
     _signed_in(app, session, client)
-    rp = _web_client(session)
+    rp = web_client(session)
     code, verifier = _code_for(client, rp)
     access_token = _redeem(client, rp, code, verifier).json["access_token"]
     assert _introspect(client, rp, access_token)["active"] is True
@@ -586,7 +575,7 @@ def test_only_the_sha256_of_the_code_is_stored(
     app: Flask, session: Session, client: FlaskClient
 ) -> None:
     _signed_in(app, session, client)
-    rp = _web_client(session)
+    rp = web_client(session)
 
     code, _ = _code_for(client, rp)
 
@@ -601,7 +590,7 @@ def test_only_the_sha256_of_the_code_is_stored(
 
 def test_code_is_256_bits_of_base64url(app: Flask, session: Session, client: FlaskClient) -> None:
     _signed_in(app, session, client)
-    rp = _web_client(session)
+    rp = web_client(session)
 
     code, _ = _code_for(client, rp)
 
@@ -747,7 +736,7 @@ def test_third_party_client_shows_a_consent_page_naming_client_and_scopes(
     app: Flask, session: Session, client: FlaskClient
 ) -> None:
     _signed_in(app, session, client)
-    rp = _web_client(session)
+    rp = web_client(session)
     _, challenge = pkce_pair()
 
     response = _authorize(client, rp, challenge, scope="openid email")
@@ -759,28 +748,16 @@ def test_third_party_client_shows_a_consent_page_naming_client_and_scopes(
     assert _code_rows(session) == 0
 
 
-def test_remembered_consent_skips_the_page_for_the_same_scopes(
-    app: Flask, session: Session, client: FlaskClient
+@pytest.mark.parametrize("scope", ["openid email", "openid"], ids=["same", "fewer"])
+def test_remembered_consent_skips_the_page_for_the_same_or_fewer_scopes(
+    app: Flask, session: Session, client: FlaskClient, scope: str
 ) -> None:
     _signed_in(app, session, client)
-    rp = _web_client(session)
+    rp = web_client(session)
     _code_for(client, rp, scope="openid email")
     _, challenge = pkce_pair()
 
-    again = _authorize(client, rp, challenge, scope="openid email")
-
-    assert "code" in _redirect_params(again)
-
-
-def test_remembered_consent_skips_the_page_for_fewer_scopes(
-    app: Flask, session: Session, client: FlaskClient
-) -> None:
-    _signed_in(app, session, client)
-    rp = _web_client(session)
-    _code_for(client, rp, scope="openid email")
-    _, challenge = pkce_pair()
-
-    again = _authorize(client, rp, challenge, scope="openid")
+    again = _authorize(client, rp, challenge, scope=scope)
 
     assert "code" in _redirect_params(again)
 
@@ -789,7 +766,7 @@ def test_consent_is_asked_again_for_a_wider_scope(
     app: Flask, session: Session, client: FlaskClient
 ) -> None:
     _signed_in(app, session, client)
-    rp = _web_client(session)
+    rp = web_client(session)
     _code_for(client, rp, scope="openid email")
     _, challenge = pkce_pair()
 
@@ -803,8 +780,8 @@ def test_consent_for_one_client_is_not_reused_for_another(
     app: Flask, session: Session, client: FlaskClient
 ) -> None:
     _signed_in(app, session, client)
-    rp = _web_client(session)
-    other = _web_client(session, name="Other app")
+    rp = web_client(session)
+    other = web_client(session, name="Other app")
     _code_for(client, rp, scope="openid email")
     _, challenge = pkce_pair()
 
@@ -818,7 +795,7 @@ def test_consent_of_one_user_is_not_reused_for_another(
     app: Flask, session: Session, client: FlaskClient
 ) -> None:
     _signed_in(app, session, client)
-    rp = _web_client(session)
+    rp = web_client(session)
     _code_for(client, rp, scope="openid email")
     make_user(app, session, email="bob@example.com")
     bobs_browser = app.test_client()
@@ -835,7 +812,7 @@ def test_denied_consent_redirects_with_access_denied(
     app: Flask, session: Session, client: FlaskClient
 ) -> None:
     _signed_in(app, session, client)
-    rp = _web_client(session)
+    rp = web_client(session)
     _, challenge = pkce_pair()
     url = authorize_url(rp.client.client_id, challenge)
     consent = client.get(url)
@@ -854,7 +831,7 @@ def test_denied_consent_is_not_remembered(
     app: Flask, session: Session, client: FlaskClient
 ) -> None:
     _signed_in(app, session, client)
-    rp = _web_client(session)
+    rp = web_client(session)
     _, challenge = pkce_pair()
     url = authorize_url(rp.client.client_id, challenge)
     consent = client.get(url)
@@ -870,7 +847,7 @@ def test_consent_post_without_csrf_token_is_refused_and_issues_no_code(
     app: Flask, session: Session, client: FlaskClient
 ) -> None:
     _signed_in(app, session, client)
-    rp = _web_client(session)
+    rp = web_client(session)
     _, challenge = pkce_pair()
     url = authorize_url(rp.client.client_id, challenge)
     client.get(url)
@@ -889,7 +866,7 @@ def test_consent_post_from_another_site_is_refused_and_issues_no_code(
     app: Flask, session: Session, client: FlaskClient
 ) -> None:
     _signed_in(app, session, client)
-    rp = _web_client(session)
+    rp = web_client(session)
     _, challenge = pkce_pair()
     url = authorize_url(rp.client.client_id, challenge)
     consent = client.get(url)
@@ -909,7 +886,7 @@ def test_consent_post_signed_out_issues_no_code(
     app: Flask, session: Session, client: FlaskClient
 ) -> None:
     make_user(app, session)
-    rp = _web_client(session)
+    rp = web_client(session)
     _, challenge = pkce_pair()
     url = authorize_url(rp.client.client_id, challenge)
     login_page = client.get("/login")
@@ -928,7 +905,7 @@ def test_offline_access_gets_a_refresh_token(
     app: Flask, session: Session, client: FlaskClient
 ) -> None:
     _signed_in(app, session, client)
-    rp = _web_client(session)
+    rp = web_client(session)
     code, verifier = _code_for(client, rp, scope="openid offline_access")
 
     tokens = _redeem(client, rp, code, verifier)
@@ -942,7 +919,7 @@ def test_third_party_without_offline_access_gets_no_refresh_token(
     app: Flask, session: Session, client: FlaskClient
 ) -> None:
     _signed_in(app, session, client)
-    rp = _web_client(session)
+    rp = web_client(session)
     code, verifier = _code_for(client, rp, scope="openid email")
 
     tokens = _redeem(client, rp, code, verifier)
@@ -982,7 +959,7 @@ def test_refresh_family_belongs_to_the_signed_in_browser_session(
     app: Flask, session: Session, client: FlaskClient
 ) -> None:
     _signed_in(app, session, client)
-    rp = _web_client(session)
+    rp = web_client(session)
     code, verifier = _code_for(client, rp)
 
     tokens = _redeem(client, rp, code, verifier)
@@ -999,7 +976,7 @@ def test_signing_out_of_the_browser_revokes_refresh_tokens_issued_through_it(
     app: Flask, session: Session, client: FlaskClient
 ) -> None:
     _signed_in(app, session, client)
-    rp = _web_client(session)
+    rp = web_client(session)
     code, verifier = _code_for(client, rp)
     refresh_token = _redeem(client, rp, code, verifier).json["refresh_token"]
     logout_page = client.get("/logout")
@@ -1016,7 +993,7 @@ def test_id_token_carries_the_nonce_of_the_authorization_request(
     app: Flask, session: Session, client: FlaskClient
 ) -> None:
     _signed_in(app, session, client)
-    rp = _web_client(session)
+    rp = web_client(session)
     code, verifier = _code_for(client, rp, nonce="n-abc123")
 
     tokens = _redeem(client, rp, code, verifier)
@@ -1050,7 +1027,7 @@ def test_prompt_none_needing_consent_redirects_with_consent_required(
     app: Flask, session: Session, client: FlaskClient
 ) -> None:
     _signed_in(app, session, client)
-    rp = _web_client(session)
+    rp = web_client(session)
     _, challenge = pkce_pair()
 
     response = _authorize(client, rp, challenge, prompt="none")
@@ -1067,7 +1044,7 @@ def test_prompt_none_with_remembered_consent_returns_a_code(
     app: Flask, session: Session, client: FlaskClient
 ) -> None:
     _signed_in(app, session, client)
-    rp = _web_client(session)
+    rp = web_client(session)
     _code_for(client, rp)
     _, challenge = pkce_pair()
 
@@ -1180,7 +1157,7 @@ def test_public_client_redeems_with_client_id_only(
     app: Flask, session: Session, client: FlaskClient
 ) -> None:
     _signed_in(app, session, client)
-    rp = _web_client(session, public=True)
+    rp = web_client(session, public=True)
     assert rp.client_secret is None
     code, verifier = _code_for(client, rp)
 
@@ -1203,7 +1180,7 @@ def test_confidential_client_without_its_secret_is_invalid_client(
     app: Flask, session: Session, client: FlaskClient
 ) -> None:
     _signed_in(app, session, client)
-    rp = _web_client(session)
+    rp = web_client(session)
     code, verifier = _code_for(client, rp)
 
     response = client.post(
@@ -1226,7 +1203,7 @@ def test_confidential_client_with_a_wrong_secret_is_invalid_client(
     app: Flask, session: Session, client: FlaskClient
 ) -> None:
     _signed_in(app, session, client)
-    rp = _web_client(session)
+    rp = web_client(session)
     code, verifier = _code_for(client, rp)
     wrong = base64.b64encode(f"{rp.client.client_id}:not-the-secret".encode()).decode()
 
@@ -1250,7 +1227,7 @@ def test_confidential_client_authenticating_with_client_secret_post_redeems(
     app: Flask, session: Session, client: FlaskClient
 ) -> None:
     _signed_in(app, session, client)
-    rp = _web_client(session)
+    rp = web_client(session)
     assert rp.client_secret is not None
     code, verifier = _code_for(client, rp)
 

@@ -8,11 +8,9 @@ OWASP session management guidance the issue quotes.
 from __future__ import annotations
 
 import base64
-import re
 import secrets
 from dataclasses import replace
 from datetime import timedelta
-from typing import Any
 
 import pytest
 from flask import Flask
@@ -23,15 +21,15 @@ from werkzeug.test import TestResponse
 
 from authserver.config import Config
 from authserver.models import BrowserSession, RefreshFamily
-from authserver.services.clients import RegisteredClient
 from authserver.services.refresh_tokens import digest_token
 from tests.browser_helpers import (
-    REDIRECT_URI,
-    authorize_url,
+    browser_session_rows,
     csrf_token_of,
-    pkce_pair,
-    query_of,
+    refused_as_csrf,
     sign_in,
+    signed_in_as,
+    tokens_through_browser,
+    web_client,
 )
 from tests.helpers import (
     PASSWORD,
@@ -40,25 +38,12 @@ from tests.helpers import (
     make_user,
     password_login,
     refresh,
-    token_request,
 )
 
 DEV_COOKIE = "authserver_session"
 HTTPS_ISSUER = "https://login.example.test"
 HTTPS_HOST = "login.example.test"
 HTTPS_COOKIE = "__Host-authserver"
-
-
-def _signed_in_as(http: FlaskClient) -> str | None:
-    """Whom the account page greets, or None when it sends the browser to sign in."""
-    page = http.get("/account")
-    if page.status_code == 303:
-        assert page.headers["Location"].startswith("/login?next=")
-        return None
-    assert page.status_code == 200
-    match = re.search(r"Signed in as <strong>([^<]+)</strong>", page.get_data(as_text=True))
-    assert match, "account page does not say who is signed in"
-    return match.group(1)
 
 
 def _login_form_token(http: FlaskClient) -> str:
@@ -88,11 +73,6 @@ def _account_token(http: FlaskClient) -> str:
     return csrf_token_of(http.get("/account"))
 
 
-def _session_rows(session: Session) -> list[BrowserSession]:
-    session.expire_all()
-    return list(session.scalars(select(BrowserSession)))
-
-
 def _row_of(session: Session, cookie_value: str) -> BrowserSession | None:
     session.expire_all()
     return session.scalars(
@@ -120,51 +100,12 @@ def _set_cookie(response: TestResponse, name: str) -> tuple[str, dict[str, str]]
     raise AssertionError(f"no Set-Cookie for {name}: {response.headers.getlist('Set-Cookie')}")
 
 
-def _refused_as_csrf(response: TestResponse) -> bool:
-    return (
-        response.status_code == 400
-        and response.mimetype == "text/html"
-        and "Please try again" in response.get_data(as_text=True)
-    )
-
-
 def _refused_as_cross_site(response: TestResponse) -> bool:
     return (
         response.status_code == 403
         and response.mimetype == "text/html"
         and "sent from another site" in response.get_data(as_text=True)
     )
-
-
-def _web_client(session: Session) -> RegisteredClient:
-    return make_client(
-        session,
-        name="Photo app",
-        grant_types=["authorization_code", "refresh_token"],
-        first_party=False,
-        redirect_uris=[REDIRECT_URI],
-        scopes=["openid", "email", "offline_access"],
-    )
-
-
-def _tokens_through_browser(http: FlaskClient, rp: RegisteredClient) -> dict[str, Any]:
-    """Tokens from the code flow in this signed-in browser: their family is tied to it."""
-    verifier, challenge = pkce_pair()
-    url = authorize_url(rp.client.client_id, challenge)
-    consent = http.get(url)
-    assert consent.status_code == 200, consent.get_data(as_text=True)
-    approved = http.post(url, data={"csrf_token": csrf_token_of(consent), "decision": "allow"})
-    assert approved.status_code == 302
-    tokens = token_request(
-        http,
-        rp,
-        grant_type="authorization_code",
-        code=query_of(approved.headers["Location"])["code"],
-        redirect_uri=REDIRECT_URI,
-        code_verifier=verifier,
-    )
-    assert tokens.status_code == 200, tokens.json
-    return dict(tokens.json)
 
 
 # -- sign-in ---------------------------------------------------------------------------------
@@ -179,7 +120,7 @@ def test_sign_in_answers_303_to_next_and_the_account_page_greets_the_user(
 
     assert response.status_code == 303
     assert response.headers["Location"] == "/account"
-    assert _signed_in_as(client) == "ann@example.com"
+    assert signed_in_as(client) == "ann@example.com"
 
 
 def test_wrong_password_shows_the_form_again_and_starts_no_session(
@@ -192,7 +133,7 @@ def test_wrong_password_shows_the_form_again_and_starts_no_session(
     assert response.status_code == 401
     assert "Email or password is incorrect." in response.get_data(as_text=True)
     assert client.get_cookie(DEV_COOKIE) is None
-    assert _session_rows(session) == []
+    assert browser_session_rows(session) == []
 
 
 def test_session_row_records_user_times_address_and_user_agent(
@@ -223,7 +164,7 @@ def test_session_id_is_256_random_bits_and_only_its_digest_is_stored(
     value = _cookie_value(client)
 
     assert len(base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))) == 32
-    (row,) = _session_rows(session)
+    (row,) = browser_session_rows(session)
     assert row.token_digest == digest_token(value)
     stored = " ".join(repr(getattr(row, column.key)) for column in BrowserSession.__table__.c)
     assert value not in stored
@@ -300,7 +241,7 @@ class TestOnAnHttpsIssuer:
 
         sign_in(client)
 
-        assert _signed_in_as(client) == "ann@example.com"
+        assert signed_in_as(client) == "ann@example.com"
 
     def test_sign_out_expires_the_host_prefixed_cookie(
         self, app: Flask, session: Session, client: FlaskClient
@@ -317,7 +258,7 @@ class TestOnAnHttpsIssuer:
         assert "secure" in attributes
         assert attributes["path"] == "/"
         assert client.get_cookie(HTTPS_COOKIE, domain=HTTPS_HOST) is None
-        assert _signed_in_as(client) is None
+        assert signed_in_as(client) is None
 
     def test_form_from_the_issuer_origin_is_accepted(
         self, app: Flask, session: Session, client: FlaskClient
@@ -327,7 +268,7 @@ class TestOnAnHttpsIssuer:
         response = _post_login(client, _login_form_token(client), {"Origin": HTTPS_ISSUER})
 
         assert response.status_code == 303
-        assert _signed_in_as(client) == "ann@example.com"
+        assert signed_in_as(client) == "ann@example.com"
 
     def test_form_from_the_http_origin_of_the_same_host_is_refused(
         self, app: Flask, session: Session, client: FlaskClient
@@ -339,7 +280,7 @@ class TestOnAnHttpsIssuer:
         )
 
         assert _refused_as_cross_site(response)
-        assert _session_rows(session) == []
+        assert browser_session_rows(session) == []
 
 
 class TestOnAPlainHttpIssuerOtherThanLoopback:
@@ -378,9 +319,9 @@ def test_login_without_csrf_token_is_refused_with_a_friendly_page_and_starts_no_
 
     response = _post_login(client, csrf_token=None)
 
-    assert _refused_as_csrf(response)
+    assert refused_as_csrf(response)
     assert client.get_cookie(DEV_COOKIE) is None
-    assert _session_rows(session) == []
+    assert browser_session_rows(session) == []
 
 
 def test_login_with_csrf_token_of_another_browser_is_refused_and_starts_no_session(
@@ -392,9 +333,9 @@ def test_login_with_csrf_token_of_another_browser_is_refused_and_starts_no_sessi
 
     response = _post_login(client, foreign)
 
-    assert _refused_as_csrf(response)
+    assert refused_as_csrf(response)
     assert client.get_cookie(DEV_COOKIE) is None
-    assert _session_rows(session) == []
+    assert browser_session_rows(session) == []
 
 
 def test_login_without_any_prior_page_visit_is_refused(
@@ -407,8 +348,8 @@ def test_login_without_any_prior_page_visit_is_refused(
 
     response = _post_login(client, foreign)
 
-    assert _refused_as_csrf(response)
-    assert _session_rows(session) == []
+    assert refused_as_csrf(response)
+    assert browser_session_rows(session) == []
 
 
 @pytest.mark.parametrize("token", ["missing", "foreign"])
@@ -422,9 +363,9 @@ def test_logout_with_a_bad_csrf_token_leaves_the_user_signed_in(
 
     response = _post_logout(client, csrf_token)
 
-    assert _refused_as_csrf(response)
-    assert _signed_in_as(client) == "ann@example.com"
-    assert [row.revoked_at for row in _session_rows(session)] == [None]
+    assert refused_as_csrf(response)
+    assert signed_in_as(client) == "ann@example.com"
+    assert [row.revoked_at for row in browser_session_rows(session)] == [None]
 
 
 # -- cross-site forms --------------------------------------------------------------------------
@@ -446,7 +387,7 @@ def test_cross_site_login_post_is_refused_and_starts_no_session(
 
     assert _refused_as_cross_site(response)
     assert client.get_cookie(DEV_COOKIE) is None
-    assert _session_rows(session) == []
+    assert browser_session_rows(session) == []
 
 
 @pytest.mark.parametrize("headers", CROSS_SITE_HEADERS)
@@ -459,7 +400,7 @@ def test_cross_site_logout_post_leaves_the_user_signed_in(
     response = _post_logout(client, _account_token(client), headers)
 
     assert _refused_as_cross_site(response)
-    assert _signed_in_as(client) == "ann@example.com"
+    assert signed_in_as(client) == "ann@example.com"
 
 
 def test_login_with_origin_null_and_a_valid_csrf_token_signs_in(
@@ -471,7 +412,7 @@ def test_login_with_origin_null_and_a_valid_csrf_token_signs_in(
     response = _post_login(client, _login_form_token(client), {"Origin": "null"})
 
     assert response.status_code == 303
-    assert _signed_in_as(client) == "ann@example.com"
+    assert signed_in_as(client) == "ann@example.com"
 
 
 def test_login_with_origin_null_and_no_csrf_token_is_refused_as_csrf(
@@ -482,8 +423,8 @@ def test_login_with_origin_null_and_no_csrf_token_is_refused_as_csrf(
 
     response = _post_login(client, csrf_token=None, headers={"Origin": "null"})
 
-    assert _refused_as_csrf(response)
-    assert _session_rows(session) == []
+    assert refused_as_csrf(response)
+    assert browser_session_rows(session) == []
 
 
 def test_login_from_the_issuer_origin_signs_in(
@@ -495,7 +436,7 @@ def test_login_from_the_issuer_origin_signs_in(
     response = _post_login(client, _login_form_token(client), same_origin)
 
     assert response.status_code == 303
-    assert _signed_in_as(client) == "ann@example.com"
+    assert signed_in_as(client) == "ann@example.com"
 
 
 # -- page headers -----------------------------------------------------------------------------
@@ -550,26 +491,21 @@ def test_refusal_pages_forbid_framing_referrers_and_caching(
 # -- timeouts ---------------------------------------------------------------------------------
 
 
-def test_session_left_idle_for_31_minutes_is_signed_out(
-    app: Flask, session: Session, client: FlaskClient, clock: Clock
+@pytest.mark.parametrize(("idle_minutes", "greeted"), [(29, "ann@example.com"), (31, None)])
+def test_a_session_ends_after_30_minutes_idle_and_not_before(
+    app: Flask,
+    session: Session,
+    client: FlaskClient,
+    clock: Clock,
+    idle_minutes: int,
+    greeted: str | None,
 ) -> None:
     make_user(app, session)
     sign_in(client)
 
-    clock.advance(minutes=31)
+    clock.advance(minutes=idle_minutes)
 
-    assert _signed_in_as(client) is None
-
-
-def test_session_left_idle_for_29_minutes_is_still_signed_in(
-    app: Flask, session: Session, client: FlaskClient, clock: Clock
-) -> None:
-    make_user(app, session)
-    sign_in(client)
-
-    clock.advance(minutes=29)
-
-    assert _signed_in_as(client) == "ann@example.com"
+    assert signed_in_as(client) == greeted
 
 
 def test_activity_every_20_minutes_keeps_the_session_for_2_hours(
@@ -580,11 +516,11 @@ def test_activity_every_20_minutes_keeps_the_session_for_2_hours(
 
     for _ in range(6):
         clock.advance(minutes=20)
-        assert _signed_in_as(client) == "ann@example.com"
+        assert signed_in_as(client) == "ann@example.com"
 
     # Still alive 2 h in, and the idle limit counts from the last visit, not from sign-in.
     clock.advance(minutes=29)
-    assert _signed_in_as(client) == "ann@example.com"
+    assert signed_in_as(client) == "ann@example.com"
 
 
 def test_session_ends_12_hours_after_sign_in_despite_activity(
@@ -595,10 +531,10 @@ def test_session_ends_12_hours_after_sign_in_despite_activity(
 
     for _ in range(35):  # every 20 minutes up to 11 h 40 min
         clock.advance(minutes=20)
-        assert _signed_in_as(client) == "ann@example.com"
+        assert signed_in_as(client) == "ann@example.com"
     clock.advance(minutes=20)
 
-    assert _signed_in_as(client) is None
+    assert signed_in_as(client) is None
 
 
 def test_expired_session_gets_the_login_form_instead_of_being_waved_through(
@@ -627,7 +563,7 @@ def test_get_logout_only_asks_and_leaves_the_user_signed_in(
 
     assert page.status_code == 200
     assert "Sign out?" in page.get_data(as_text=True)
-    assert _signed_in_as(client) == "ann@example.com"
+    assert signed_in_as(client) == "ann@example.com"
 
 
 def test_sign_out_shows_the_signed_out_page_and_expires_the_cookie(
@@ -644,7 +580,7 @@ def test_sign_out_shows_the_signed_out_page_and_expires_the_cookie(
     assert value == ""
     assert attributes["max-age"] == "0"
     assert "You are signed out" in client.get("/logged-out").get_data(as_text=True)
-    assert _signed_in_as(client) is None
+    assert signed_in_as(client) is None
 
 
 def test_old_cookie_replayed_after_sign_out_is_anonymous(
@@ -657,7 +593,7 @@ def test_old_cookie_replayed_after_sign_out_is_anonymous(
     replayer = app.test_client()
     replayer.set_cookie(DEV_COOKIE, old_value)
 
-    assert _signed_in_as(replayer) is None
+    assert signed_in_as(replayer) is None
     row = _row_of(session, old_value)
     assert row is not None
     assert row.revoked_at is not None
@@ -668,9 +604,9 @@ def test_sign_out_revokes_refresh_families_issued_through_that_browser(
     app: Flask, session: Session, client: FlaskClient
 ) -> None:
     make_user(app, session)
-    rp = _web_client(session)
+    rp = web_client(session)
     sign_in(client)
-    tokens = _tokens_through_browser(client, rp)
+    tokens = tokens_through_browser(client, rp)
 
     _post_logout(client, _account_token(client))
 
@@ -697,8 +633,8 @@ def test_sign_out_leaves_other_browsers_and_apps_of_the_user_alone(
 
     _post_logout(client, _account_token(client))
 
-    assert _signed_in_as(client) is None
-    assert _signed_in_as(other_browser) == "ann@example.com"
+    assert signed_in_as(client) is None
+    assert signed_in_as(other_browser) == "ann@example.com"
     assert refresh(client, cli, cli_refresh).status_code == 200
 
 
@@ -728,8 +664,8 @@ def test_session_id_known_before_sign_in_never_becomes_the_signed_in_session(
 
     assert response.status_code == 303
     assert _set_cookie(response, DEV_COOKIE)[0] != planted
-    assert _signed_in_as(client) == "ann@example.com"
-    assert _signed_in_as(attacker) is None
+    assert signed_in_as(client) == "ann@example.com"
+    assert signed_in_as(attacker) is None
 
 
 def test_invented_session_id_is_replaced_at_sign_in_and_never_stored(
@@ -745,7 +681,7 @@ def test_invented_session_id_is_replaced_at_sign_in_and_never_stored(
     assert _row_of(session, planted) is None
     holder = app.test_client()
     holder.set_cookie(DEV_COOKIE, planted)
-    assert _signed_in_as(holder) is None
+    assert signed_in_as(holder) is None
 
 
 def test_signing_in_again_issues_a_new_session_id_and_ends_the_old_one(
@@ -762,8 +698,8 @@ def test_signing_in_again_issues_a_new_session_id_and_ends_the_old_one(
     assert second != first
     holder = app.test_client()
     holder.set_cookie(DEV_COOKIE, first)
-    assert _signed_in_as(holder) is None
-    assert _signed_in_as(client) == "ann@example.com"
+    assert signed_in_as(holder) is None
+    assert signed_in_as(client) == "ann@example.com"
 
 
 def test_signing_in_again_as_the_same_user_keeps_apps_connected_through_this_browser(
@@ -772,9 +708,9 @@ def test_signing_in_again_as_the_same_user_keeps_apps_connected_through_this_bro
     # What an app's prompt=login (OpenID Connect Core §3.1.2.1) leads to: re-authentication,
     # which must not cut off the other apps the user connected through this browser.
     make_user(app, session)
-    rp = _web_client(session)
+    rp = web_client(session)
     sign_in(client)
-    tokens = _tokens_through_browser(client, rp)
+    tokens = tokens_through_browser(client, rp)
 
     _post_login(client, _login_form_token(client))
 

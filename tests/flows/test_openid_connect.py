@@ -35,8 +35,9 @@ from tests.browser_helpers import (
     pkce_pair,
     query_of,
     sign_in,
+    web_client,
 )
-from tests.helpers import make_client, make_user, token_request
+from tests.helpers import make_user, token_request
 
 ISSUER = "http://127.0.0.1:8000"  # the `config` fixture's issuer
 JWKS_PATH = "/.well-known/jwks.json"
@@ -73,23 +74,19 @@ def user(app: Flask, session: Session) -> User:
     return make_user(app, session)
 
 
-def _web_client(session: Session, **overrides: object) -> RegisteredClient:
-    options: dict[str, object] = {
-        "name": "Photo app",
-        "grant_types": ["authorization_code", "refresh_token"],
-        "public": True,
-        "first_party": False,
-        "redirect_uris": [REDIRECT_URI],
-        "post_logout_redirect_uris": [POST_LOGOUT_URI],
-        "scopes": ["openid", "email", "profile", "offline_access"],
-    }
-    options.update(overrides)
-    return make_client(session, **options)
-
-
 @pytest.fixture
 def rp(session: Session, user: User) -> RegisteredClient:
     return _web_client(session)
+
+
+def _web_client(session: Session, **overrides: object) -> RegisteredClient:
+    """The Photo app as a public client that may ask to be sent back after sign-out."""
+    options: dict[str, object] = {
+        "public": True,
+        "post_logout_redirect_uris": [POST_LOGOUT_URI],
+        **overrides,
+    }
+    return web_client(session, **options)
 
 
 def _tokens(
