@@ -96,6 +96,11 @@ class Config:
 
     # `authserver purge` deletes audit events older than this many days.
     audit_retention_days: int = 365
+    # 0: a token_issued audit row commits before its token is handed out. A positive value
+    # (milliseconds) queues those rows and writes them in batches that often, off the request
+    # path: faster, but client_credentials then keeps answering while the database is down
+    # (services/audit_queue.py says what that trades).
+    token_audit_flush_ms: int = 0
 
     # How long a process may answer from its memory of a client registration (seconds; 0:
     # read it on every request). A client disabled elsewhere is refused within this time.
@@ -222,6 +227,8 @@ class Config:
             problems.append("AUTHSERVER_KEY_ROTATION_DAYS must be 0 (off) or positive")
         if self.audit_retention_days < 1:
             problems.append("AUTHSERVER_AUDIT_RETENTION_DAYS must be at least 1")
+        if self.token_audit_flush_ms < 0:
+            problems.append("AUTHSERVER_TOKEN_AUDIT_FLUSH_MS must be 0 (off) or positive")
         if self.client_cache_seconds < 0:
             problems.append("AUTHSERVER_CLIENT_CACHE_SECONDS must be 0 (off) or positive")
         if self.trusted_proxies < 0:

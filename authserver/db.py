@@ -8,15 +8,15 @@ rows behind it are durable. A failed request rolls back.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from flask import Flask, Response, current_app, g
-from sqlalchemy import JSON, DateTime, Engine, MetaData, create_engine, event
-from sqlalchemy.engine import Dialect
+from sqlalchemy import JSON, DateTime, Engine, Executable, MetaData, Row, create_engine, event
+from sqlalchemy.engine import CursorResult, Dialect, Result
 from sqlalchemy.exc import InvalidatePoolError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
@@ -150,10 +150,66 @@ def _ping_idle_connections(engine: Engine) -> None:
             raise InvalidatePoolError() from exc
 
 
+# Runs one statement as a transaction of its own and returns its rows (none for a write
+# without RETURNING); ``params`` may be a list of rows (executemany).
+RunAlone = Callable[[Executable, Any], Sequence[Row[Any]]]
+RUN_ALONE = "authserver.run_alone"
+
+
+def _rows_of(result: Result[Any]) -> Sequence[Row[Any]]:
+    # A write without RETURNING has no rows, and asking it for them raises.
+    if isinstance(result, CursorResult) and not result.returns_rows:
+        return []
+    return result.all()
+
+
+def autocommit_runner(engine: Engine) -> RunAlone:
+    """PostgreSQL: the statement in autocommit mode, one round trip where BEGIN, the statement
+    and COMMIT are three. A single statement is atomic on its own."""
+    autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
+
+    def run_alone(statement: Executable, params: Any) -> Sequence[Row[Any]]:
+        with autocommit.connect() as connection:
+            result = connection.execute(statement, params)
+            return _rows_of(result)
+
+    return run_alone
+
+
+def session_runner(factory: Callable[[], Session]) -> RunAlone:
+    """The statement in a short session of its own (SQLite, and tests whose sessions share one
+    rolled-back connection)."""
+
+    def run_alone(statement: Executable, params: Any) -> Sequence[Row[Any]]:
+        with factory() as session, session.begin():
+            result = session.execute(statement, params)
+            return _rows_of(result)
+
+    return run_alone
+
+
+def execute_alone(session: Session, statement: Executable, params: Any) -> Sequence[Row[Any]]:
+    """Run ``statement`` committed on its own, before and apart from ``session``'s work.
+
+    For the hot paths whose whole database work is one statement (a refresh rotation, an
+    introspection's check): outside the request's transaction they need no BEGIN and COMMIT.
+    If the session has already talked to the database, or was made without a runner (a test
+    transaction), the statement joins the session instead: a statement on a second connection
+    could wait on a row lock the session itself holds.
+    """
+    runner: RunAlone | None = session.info.get(RUN_ALONE)
+    transaction = session.get_transaction()
+    if runner is None or (transaction is not None and transaction._connections):
+        result = session.execute(statement, params)
+        return _rows_of(result)
+    return runner(statement, params)
+
+
 @dataclass
 class DatabaseState:
     engine: Engine
     session_factory: sessionmaker[Session]
+    run_alone: RunAlone
 
 
 class Database:
@@ -163,8 +219,15 @@ class Database:
 
     def init_app(self, app: Flask, url: str, *, prepare_threshold: int = 5) -> None:
         engine = make_engine(url, prepare_threshold=prepare_threshold)
-        factory = sessionmaker(bind=engine, expire_on_commit=False)
-        app.extensions[self.EXTENSION_KEY] = DatabaseState(engine, factory)
+        # SQLite takes its write lock at BEGIN: a second writer beside the request's own
+        # transaction would only wait for it, so statements there always join the session.
+        runner = autocommit_runner(engine) if engine.dialect.name == "postgresql" else None
+        factory = sessionmaker(
+            bind=engine, expire_on_commit=False, info={RUN_ALONE: runner} if runner else {}
+        )
+        app.extensions[self.EXTENSION_KEY] = DatabaseState(
+            engine, factory, runner or session_runner(factory)
+        )
         # The commit hook is registered by create_app, last, so that it runs first.
         app.teardown_request(close_request_session)
 

@@ -46,6 +46,11 @@ POOL_IN_USE = Gauge(
     "Database connections checked out of this process's pool.",
     multiprocess_mode="livesum",
 )
+AUDIT_ROWS_DROPPED = Counter(
+    "authserver_audit_rows_dropped_total",
+    "token_issued audit rows dropped because the database stayed unreachable (their JSON log "
+    "lines were written).",
+)
 
 
 def count_security_event(event_type: str, details: dict[str, object]) -> None:

@@ -16,6 +16,8 @@ from authserver.config import Config
 from authserver.db import DatabaseState, utcnow
 from authserver.models import Client, SigningKey
 from authserver.services.access_tokens import AccessTokenIssuer
+from authserver.services.audit import row_writer
+from authserver.services.audit_queue import AuditQueue
 from authserver.services.client_cache import ClientCache
 from authserver.services.keys import (
     KeyCipher,
@@ -40,6 +42,8 @@ class Runtime:
     keys: KeyRing
     access_tokens: AccessTokenIssuer
     clients: ClientCache
+    # token_issued audit rows waiting to be written; None writes them in the request.
+    audit_queue: AuditQueue | None = None
     # The time every request handler uses; tests replace it to move through expiries.
     clock: Callable[[], datetime] = utcnow
 
@@ -112,6 +116,11 @@ def build_runtime(config: Config, db_state: DatabaseState) -> Runtime:
         keys=keys,
         access_tokens=AccessTokenIssuer(config.issuer, keys),
         clients=ClientCache(timedelta(seconds=config.client_cache_seconds)),
+        audit_queue=(
+            AuditQueue(row_writer(db_state.run_alone), config.token_audit_flush_ms / 1000)
+            if config.token_audit_flush_ms
+            else None
+        ),
     )
 
 

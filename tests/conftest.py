@@ -30,7 +30,7 @@ from werkzeug.serving import make_server
 
 from authserver import create_app
 from authserver.config import Config
-from authserver.db import Base, db, make_engine, utcnow
+from authserver.db import Base, db, make_engine, session_runner, utcnow
 from authserver.runtime import runtime
 from tests.helpers import Clock
 
@@ -221,6 +221,7 @@ def app(engine: Engine, config: Config) -> Iterator[Flask]:
     state.session_factory = sessionmaker(
         bind=connection, join_transaction_mode="create_savepoint", expire_on_commit=False
     )
+    state.run_alone = session_runner(state.session_factory)
     yield application
     outer.rollback()
     connection.close()

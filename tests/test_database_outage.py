@@ -82,6 +82,8 @@ class DatabaseProxy:
         # Server-side sockets that sent ``_trap_after``, so their next COMMIT is trapped;
         # then the PostgreSQL-side sockets whose next answer (to that COMMIT) is dropped.
         self._armed: set[socket.socket] = set()
+        # Server-side sockets between a BEGIN and its COMMIT or ROLLBACK.
+        self._in_transaction: set[socket.socket] = set()
         self._doomed: set[socket.socket] = set()
         self._graceful = False
         self._stopped = False
@@ -107,7 +109,8 @@ class DatabaseProxy:
     ) -> None:
         """Cut when the next transaction that sent ``after`` commits: just before its COMMIT
         reaches PostgreSQL (nothing is durable), or, if ``delivered``, just after PostgreSQL
-        answered it (durable, and the server never learns so)."""
+        answered it (durable, and the server never learns so). A statement sent outside a
+        transaction commits itself: it is trapped the same way."""
         self.cut_at_commit.clear()
         self._graceful = False
         self._trap_after = after
@@ -208,16 +211,18 @@ class DatabaseProxy:
         if not data:
             self._drop(sock, reset=False)
             return
-        if sock in self._from_server and self._commit_trap is not None:
-            if self._trap_after in data:
-                self._armed.add(sock)
-            elif sock in self._armed and b"COMMIT" in data:
+        if sock in self._from_server:
+            if data.startswith(b"Q") and b"BEGIN" in data:
+                self._in_transaction.add(sock)
+            if self._commit_trap is not None and self._commits(sock, data):
                 if not self._commit_trap:
                     self._cut()
                     self.cut_at_commit.set()
                     return
                 self._doomed.add(peer)
                 self._commit_trap = None
+            if b"COMMIT" in data or b"ROLLBACK" in data:
+                self._in_transaction.discard(sock)
         if sock in self._doomed:
             # PostgreSQL has answered the COMMIT: it is durable. The server never hears it.
             self._cut()
@@ -228,6 +233,17 @@ class DatabaseProxy:
         except OSError:
             self._drop(sock, reset=True)
 
+    def _commits(self, sock: socket.socket, data: bytes) -> bool:
+        """Whether ``data`` makes the trapped work durable: the COMMIT of a transaction that
+        sent ``_trap_after``, or a statement with it sent outside a transaction (autocommit:
+        the statement is its own transaction, db.execute_alone)."""
+        if self._trap_after in data:
+            if sock not in self._in_transaction:
+                return True
+            self._armed.add(sock)
+            return False
+        return sock in self._armed and b"COMMIT" in data
+
     def _drop(self, sock: socket.socket, *, reset: bool) -> None:
         if sock not in self._peers:
             return
@@ -235,6 +251,7 @@ class DatabaseProxy:
             del self._peers[each]
             self._from_server.discard(each)
             self._armed.discard(each)
+            self._in_transaction.discard(each)
             self._doomed.discard(each)
             self._selector.unregister(each)
             if reset:

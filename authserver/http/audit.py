@@ -39,5 +39,6 @@ def audit(
         client_id=client_id,
         ip_address=request.remote_addr,
         user_agent=request.user_agent.string,
+        queue=runtime().audit_queue,
         **details,
     )

@@ -17,8 +17,10 @@ from typing import Any, cast
 from sqlalchemy import Table, insert, select
 from sqlalchemy.orm import Session
 
+from authserver.db import RunAlone, execute_alone
 from authserver.metrics import count_security_event
 from authserver.models import AuditEvent
+from authserver.services.audit_queue import AuditQueue, WriteRows
 
 log = logging.getLogger("authserver.audit")
 _INSERT_EVENT = insert(cast(Table, AuditEvent.__table__))
@@ -39,6 +41,11 @@ class AuditEventType(enum.StrEnum):
     KEY_ROTATED = "key_rotated"
     RATE_LIMIT_HIT = "rate_limit_hit"
 
+
+# Events that record no change of state, only that a token left the server. Their rows may
+# be queued (services/audit_queue.py); without a queue, a request that wrote nothing else
+# commits the row on its own, without BEGIN and COMMIT round trips (db.execute_alone).
+TOKEN_EVENTS = frozenset({AuditEventType.TOKEN_ISSUED})
 
 ALLOWED_DETAILS = frozenset(
     {
@@ -70,27 +77,33 @@ def record(
     client_id: str | None = None,
     ip_address: str | None = None,
     user_agent: str | None = None,
+    queue: AuditQueue | None = None,
     **details: Any,
 ) -> None:
+    """Record one event: a row and a JSON log line. The row joins ``db``'s transaction,
+    except a token_issued row, which goes to ``queue`` if there is one and otherwise commits
+    on its own when ``db`` has written nothing else."""
     unknown = set(details) - ALLOWED_DETAILS
     if unknown:
         raise ValueError(f"audit details not allowed: {sorted(unknown)}")
     clean = {k: (str(v) if isinstance(v, uuid.UUID) else v) for k, v in details.items()}
     user_agent = (user_agent or None) and user_agent[:512]
-    # A plain INSERT in the caller's transaction, not an ORM object: one row per token issued
-    # is on every token request's path, and nothing reads the row back in the same request.
-    db.execute(
-        _INSERT_EVENT,
-        {
-            "occurred_at": now,
-            "event_type": event_type.value,
-            "user_id": user_id,
-            "client_id": client_id,
-            "ip_address": ip_address,
-            "user_agent": user_agent,
-            "details": clean,
-        },
-    )
+    row = {
+        "occurred_at": now,
+        "event_type": event_type.value,
+        "user_id": user_id,
+        "client_id": client_id,
+        "ip_address": ip_address,
+        "user_agent": user_agent,
+        "details": clean,
+    }
+    # A plain INSERT, not an ORM object: nothing reads the row back in the same request.
+    if event_type not in TOKEN_EVENTS:
+        db.execute(_INSERT_EVENT, row)
+    elif queue is not None:
+        queue.put(row)
+    else:
+        execute_alone(db, _INSERT_EVENT, row)
     count_security_event(event_type.value, clean)
     log.info(
         json.dumps(
@@ -106,6 +119,15 @@ def record(
             sort_keys=True,
         )
     )
+
+
+def row_writer(run_alone: RunAlone) -> WriteRows:
+    """How an AuditQueue writes its rows: one INSERT of many rows, committed on its own."""
+
+    def write(rows: list[dict[str, Any]]) -> None:
+        run_alone(_INSERT_EVENT, rows)
+
+    return write
 
 
 def recent_events(

@@ -40,6 +40,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
+from authserver.db import execute_alone
 from authserver.errors import InvalidGrant, InvalidScope, RefreshTokenReused
 from authserver.models import Client, RefreshFamily, RefreshToken, User
 from authserver.services.revocations import revoke_families
@@ -365,7 +366,10 @@ def _claim_and_rotate(
     """Rotate a live token of a usable family, or return None having changed nothing."""
     sealed = _seal_successor(presented, successor, digest)
     if session.get_bind().dialect.name == "postgresql":
-        rotated = session.execute(
+        # Committed on its own, before the access token is signed: if the response is then
+        # lost, the client's retry is inside the grace window and gets this same successor.
+        rows = execute_alone(
+            session,
             _rotate_in_one_statement(),
             {
                 "digest": digest,
@@ -377,9 +381,10 @@ def _claim_and_rotate(
                 "successor_id": uuid.uuid4(),
                 "successor_digest": digest_token(successor),
             },
-        ).one_or_none()
-        if rotated is None:
+        )
+        if not rows:
             return None
+        rotated = rows[0]
         return IssuedRefreshToken(
             rotated.id, rotated.user_id, rotated.scope, rotated.audience, successor
         )

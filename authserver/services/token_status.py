@@ -12,6 +12,7 @@ from typing import Any, cast
 from sqlalchemy import Select, Table, and_, bindparam, exists, select
 from sqlalchemy.orm import Session
 
+from authserver.db import execute_alone
 from authserver.models import Client, RefreshFamily, RefreshToken, Revocation, User
 from authserver.services.keys import KeyRing
 from authserver.services.refresh_tokens import (
@@ -158,7 +159,9 @@ def access_token_still_granted(db: Session, claims: dict[str, Any], now: datetim
     if users_token:
         params["subject"] = subject
         params["issued_at"] = datetime.fromtimestamp(int(claims.get("iat", 0)), UTC)
-    return bool(db.execute(_still_granted_query(sid is not None, users_token), params).scalar())
+    # Usually the request's only statement: on its own it needs no BEGIN and COMMIT.
+    rows = execute_alone(db, _still_granted_query(sid is not None, users_token), params)
+    return bool(rows[0][0])
 
 
 _REVOCATIONS = cast(Table, Revocation.__table__)
