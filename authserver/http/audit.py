@@ -29,6 +29,7 @@ def audit(
     *,
     user_id: uuid.UUID | None = None,
     client_id: str | None = None,
+    row_written: bool = False,
     **details: Any,
 ) -> None:
     record(
@@ -40,5 +41,6 @@ def audit(
         ip_address=request.remote_addr,
         user_agent=request.user_agent.string,
         queue=runtime().audit_queue,
+        row_written=row_written,
         **details,
     )

@@ -24,9 +24,9 @@ from authserver.http.rate_limits import throttle_account
 from authserver.models import Client, User
 from authserver.runtime import runtime
 from authserver.services.access_tokens import IssuedAccessToken
-from authserver.services.audit import AuditEventType
+from authserver.services.audit import AuditEventType, clip_user_agent
 from authserver.services.clients import resolve_audience, resolve_scope
-from authserver.services.refresh_tokens import rotate_refresh_token, start_family
+from authserver.services.refresh_tokens import RotationAudit, rotate_refresh_token, start_family
 from authserver.services.sign_in_throttle import record_failure, record_success, seconds_to_wait
 from authserver.services.users import authenticate_user
 
@@ -190,6 +190,13 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
         if not self.request.form.get("refresh_token"):
             raise InvalidRequest("Missing 'refresh_token'.")
 
+    @staticmethod
+    def _rotation_audit(client: Client) -> RotationAudit | None:
+        """Queued audit rows are written later; otherwise the rotation writes its own."""
+        if runtime().audit_queue is not None:
+            return None
+        return RotationAudit(client.client_id, clip_user_agent(flask_request.user_agent.string))
+
     def create_token_response(self) -> tuple[int, dict[str, Any], list[tuple[str, str]]]:
         rt = runtime()
         client: Client = self.request.client
@@ -209,6 +216,7 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
                 policy=rt.refresh_policy(client),
                 now=now,
                 ip_address=flask_request.remote_addr,
+                audit=self._rotation_audit(client),
             )
         except RefreshTokenReused as reuse:
             # Someone else holds a token of this family: the caller's address, and where the
@@ -242,5 +250,6 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
             grant_type=self.GRANT_TYPE,
             scope=scope,
             family_id=rotated.family_id,
+            row_written=rotated.audited,
         )
         return 200, token_body(access, scope, rotated.token), self.TOKEN_RESPONSE_HEADER

@@ -14,7 +14,7 @@ import uuid
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, insert, select
+from sqlalchemy import Insert, Table, Text, bindparam, func, insert, literal, select
 from sqlalchemy.orm import Session
 
 from authserver.db import RunAlone, execute_alone
@@ -23,7 +23,8 @@ from authserver.models import AuditEvent
 from authserver.services.audit_queue import AuditQueue, WriteRows
 
 log = logging.getLogger("authserver.audit")
-_INSERT_EVENT = insert(cast(Table, AuditEvent.__table__))
+_AUDIT_EVENTS = cast(Table, AuditEvent.__table__)
+_INSERT_EVENT = insert(_AUDIT_EVENTS)
 
 
 class AuditEventType(enum.StrEnum):
@@ -78,16 +79,18 @@ def record(
     ip_address: str | None = None,
     user_agent: str | None = None,
     queue: AuditQueue | None = None,
+    row_written: bool = False,
     **details: Any,
 ) -> None:
     """Record one event: a row and a JSON log line. The row joins ``db``'s transaction,
     except a token_issued row, which goes to ``queue`` if there is one and otherwise commits
-    on its own when ``db`` has written nothing else."""
+    on its own when ``db`` has written nothing else. ``row_written``: the statement that made
+    the change wrote the row too (``rotation_audit_row``); only log and count."""
     unknown = set(details) - ALLOWED_DETAILS
     if unknown:
         raise ValueError(f"audit details not allowed: {sorted(unknown)}")
     clean = {k: (str(v) if isinstance(v, uuid.UUID) else v) for k, v in details.items()}
-    user_agent = (user_agent or None) and user_agent[:512]
+    user_agent = clip_user_agent(user_agent)
     row = {
         "occurred_at": now,
         "event_type": event_type.value,
@@ -98,7 +101,9 @@ def record(
         "details": clean,
     }
     # A plain INSERT, not an ORM object: nothing reads the row back in the same request.
-    if event_type not in TOKEN_EVENTS:
+    if row_written:
+        pass
+    elif event_type not in TOKEN_EVENTS:
         db.execute(_INSERT_EVENT, row)
     elif queue is not None:
         queue.put(row)
@@ -118,6 +123,49 @@ def record(
             },
             sort_keys=True,
         )
+    )
+
+
+def clip_user_agent(user_agent: str | None) -> str | None:
+    return (user_agent or None) and user_agent[:512]
+
+
+_ROW_COLUMNS = (
+    "occurred_at",
+    "event_type",
+    "user_id",
+    "client_id",
+    "ip_address",
+    "user_agent",
+    "details",
+)
+
+
+def rotation_audit_row(family: Any) -> Insert:
+    """SQL: the token_issued row of a refresh rotation, for the statement that rotates
+    (refresh_tokens._rotate_in_one_statement), so the row commits with the rotation in one
+    round trip. ``family`` is that statement's CTE of the slid family (``id``, ``user_id``,
+    ``scope``). The row is the one ``record`` writes for the refresh grant; its other values
+    are the parameters ``now``, ``audit_client_id``, ``last_ip`` and ``audit_user_agent``."""
+    details = func.json_build_object(
+        "grant_type",
+        "refresh_token",
+        "scope",
+        family.c.scope,
+        "family_id",
+        family.c.id.cast(Text),
+    )
+    return insert(_AUDIT_EVENTS).from_select(
+        _ROW_COLUMNS,
+        select(
+            bindparam("now"),
+            literal(AuditEventType.TOKEN_ISSUED.value),
+            family.c.user_id,
+            bindparam("audit_client_id", type_=_AUDIT_EVENTS.c.client_id.type),
+            bindparam("last_ip"),
+            bindparam("audit_user_agent", type_=_AUDIT_EVENTS.c.user_agent.type),
+            details,
+        ),
     )
 
 

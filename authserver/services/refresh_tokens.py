@@ -43,6 +43,7 @@ from sqlalchemy.orm import Session
 from authserver.db import execute_alone
 from authserver.errors import InvalidGrant, InvalidScope, RefreshTokenReused
 from authserver.models import Client, RefreshFamily, RefreshToken, User
+from authserver.services.audit import rotation_audit_row
 from authserver.services.revocations import revoke_families
 
 TOKEN_BYTES = 32  # 256 bits
@@ -88,6 +89,15 @@ class NewFamily:
 
 
 @dataclass(frozen=True)
+class RotationAudit:
+    """Who asked for a rotation, for a token_issued row written by the rotating statement
+    itself (PostgreSQL's one-statement rotation; services/audit.rotation_audit_row)."""
+
+    client_id: str
+    user_agent: str | None
+
+
+@dataclass(frozen=True)
 class IssuedRefreshToken:
     """A rotation's result: the successor and what the access token needs of its family."""
 
@@ -98,6 +108,8 @@ class IssuedRefreshToken:
     token: str
     # True when this answers a retry inside the grace window (the token was issued before).
     replayed: bool = False
+    # True when the rotating statement also wrote the token_issued audit row.
+    audited: bool = False
 
     @classmethod
     def of(cls, family: RefreshFamily, token: str, *, replayed: bool = False) -> IssuedRefreshToken:
@@ -191,8 +203,12 @@ def rotate_refresh_token(
     policy: RefreshPolicy,
     now: datetime,
     ip_address: str | None = None,
+    audit: RotationAudit | None = None,
 ) -> IssuedRefreshToken:
     """Exchange a refresh token for its successor (RFC 6749 §6, RFC 9700 §4.14.2).
+
+    With ``audit``, the rotation may write its token_issued audit row in the same statement
+    (the result says whether it did; the caller records it otherwise).
 
     Exactly one caller wins a given token: the claim is a conditional
     ``UPDATE ... WHERE used_at IS NULL``, so concurrent requests serialise on the row and
@@ -206,7 +222,7 @@ def rotate_refresh_token(
         # the family, insert the successor. Anything else (unknown, used, refused, narrowed
         # scope) takes the path below, which reads first and explains.
         fast = _claim_and_rotate(
-            session, digest, presented, successor, client, policy, now, ip_address
+            session, digest, presented, successor, client, policy, now, ip_address, audit
         )
         if fast is not None:
             return fast
@@ -325,7 +341,7 @@ _INSERT_TOKEN = insert(_TOKENS)
 
 
 @functools.cache
-def _rotate_in_one_statement() -> Select[Any]:
+def _rotate_in_one_statement(audited: bool) -> Select[Any]:
     """PostgreSQL: the claim, the slide and the insert as one statement of data-modifying
     CTEs, one round trip instead of three. The insert reads the slide, which reads the
     claim, so they happen in that order; a token that fails the claim's WHERE clause makes
@@ -348,9 +364,13 @@ def _rotate_in_one_statement() -> Select[Any]:
             slid.c.idle_expires_at,
         ),
     )
-    return select(slid.c.id, slid.c.user_id, slid.c.scope, slid.c.audience).add_cte(
+    rotated = select(slid.c.id, slid.c.user_id, slid.c.scope, slid.c.audience).add_cte(
         inserted.cte("inserted")
     )
+    if audited:
+        # The token_issued row too: it commits exactly when the rotation does.
+        rotated = rotated.add_cte(rotation_audit_row(slid).cte("audited"))
+    return rotated
 
 
 def _claim_and_rotate(
@@ -362,16 +382,23 @@ def _claim_and_rotate(
     policy: RefreshPolicy,
     now: datetime,
     ip_address: str | None,
+    audit: RotationAudit | None,
 ) -> IssuedRefreshToken | None:
     """Rotate a live token of a usable family, or return None having changed nothing."""
     sealed = _seal_successor(presented, successor, digest)
     if session.get_bind().dialect.name == "postgresql":
+        audit_params = (
+            {"audit_client_id": audit.client_id, "audit_user_agent": audit.user_agent}
+            if audit is not None
+            else {}
+        )
         # Committed on its own, before the access token is signed: if the response is then
         # lost, the client's retry is inside the grace window and gets this same successor.
         rows = execute_alone(
             session,
-            _rotate_in_one_statement(),
+            _rotate_in_one_statement(audited=audit is not None),
             {
+                **audit_params,
                 "digest": digest,
                 "presenting_client": client.id,
                 "now": now,
@@ -386,7 +413,12 @@ def _claim_and_rotate(
             return None
         rotated = rows[0]
         return IssuedRefreshToken(
-            rotated.id, rotated.user_id, rotated.scope, rotated.audience, successor
+            rotated.id,
+            rotated.user_id,
+            rotated.scope,
+            rotated.audience,
+            successor,
+            audited=audit is not None,
         )
     claimed = session.execute(
         _CLAIM_IF_USABLE,

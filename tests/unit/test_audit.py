@@ -83,6 +83,59 @@ def test_every_grant_records_a_token_issued_event(
     assert grants == ["password", "refresh_token", "client_credentials"]
 
 
+@pytest.mark.parametrize("scope", [None, "read"])
+def test_a_refresh_records_one_row_that_says_the_same_as_its_log_line(
+    app: Flask,
+    session: Session,
+    client: FlaskClient,
+    caplog: pytest.LogCaptureFixture,
+    scope: str | None,
+) -> None:
+    """On PostgreSQL the rotating statement writes the row itself (services/audit.py,
+    rotation_audit_row); with a narrowed scope the slower path records it. Either way: one
+    row, the same fields as the JSON log line."""
+    user = make_user(app, session)
+    registered = make_client(session)
+    tokens = _password(client, registered)
+    form = {"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]}
+    if scope:
+        form["scope"] = scope
+    with caplog.at_level("INFO", logger="authserver.audit"):
+        refreshed = client.post(
+            "/oauth/token",
+            data=form,
+            auth=(registered.client.client_id, registered.client_secret or ""),
+            headers={"User-Agent": "RefreshingApp/2.0"},
+            environ_base={"REMOTE_ADDR": "192.0.2.44"},
+        )
+    assert refreshed.status_code == 200
+
+    rows = [e for e in _events(session, "token_issued") if e.details["grant_type"] != "password"]
+    lines = [json.loads(r.getMessage()) for r in caplog.records]
+    [line] = [x for x in lines if x["event"] == "token_issued" and x["grant_type"] != "password"]
+    assert len(rows) == 1
+    [row] = rows
+    family_id = line["family_id"]
+    assert (row.user_id, row.client_id, row.ip_address, row.user_agent) == (
+        user.id,
+        registered.client.client_id,
+        "192.0.2.44",
+        "RefreshingApp/2.0",
+    )
+    assert row.details == {
+        "grant_type": "refresh_token",
+        "scope": scope or "read write",
+        "family_id": family_id,
+    }
+    assert (line["user_id"], line["client_id"], line["ip"], line["user_agent"]) == (
+        str(user.id),
+        registered.client.client_id,
+        "192.0.2.44",
+        "RefreshingApp/2.0",
+    )
+    assert line["scope"] == row.details["scope"]
+
+
 def test_refresh_reuse_is_recorded_with_family_client_and_both_addresses(
     app: Flask, session: Session, client: FlaskClient
 ) -> None:
