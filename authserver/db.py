@@ -2,7 +2,9 @@
 
 One transaction per request: services flush, and the request boundary commits before the
 response leaves (see ``commit_request_session``), so a token is never handed out unless the
-rows behind it are durable. A failed request rolls back.
+rows behind it are durable. A failed request rolls back. A hot path whose whole database work
+is one statement may send it on its own instead (``execute_alone``: autocommit on
+PostgreSQL), durable when it returns.
 """
 
 from __future__ import annotations

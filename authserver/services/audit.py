@@ -100,15 +100,8 @@ def record(
         "user_agent": user_agent,
         "details": clean,
     }
-    # A plain INSERT, not an ORM object: nothing reads the row back in the same request.
-    if row_written:
-        pass
-    elif event_type not in TOKEN_EVENTS:
-        db.execute(_INSERT_EVENT, row)
-    elif queue is not None:
-        queue.put(row)
-    else:
-        execute_alone(db, _INSERT_EVENT, row)
+    if not row_written:
+        _write_row(db, row, queue)
     count_security_event(event_type.value, clean)
     log.info(
         json.dumps(
@@ -126,7 +119,18 @@ def record(
     )
 
 
+def _write_row(db: Session, row: dict[str, Any], queue: AuditQueue | None) -> None:
+    # A plain INSERT, not an ORM object: nothing reads the row back in the same request.
+    if row["event_type"] not in TOKEN_EVENTS:
+        db.execute(_INSERT_EVENT, row)
+    elif queue is not None:
+        queue.put(row)
+    else:
+        execute_alone(db, _INSERT_EVENT, row)
+
+
 def clip_user_agent(user_agent: str | None) -> str | None:
+    """What of a User-Agent header the trail keeps: ``audit_events.user_agent`` holds 512."""
     return (user_agent or None) and user_agent[:512]
 
 

@@ -342,10 +342,10 @@ _INSERT_TOKEN = insert(_TOKENS)
 
 @functools.cache
 def _rotate_in_one_statement(audited: bool) -> Select[Any]:
-    """PostgreSQL: the claim, the slide and the insert as one statement of data-modifying
-    CTEs, one round trip instead of three. The insert reads the slide, which reads the
-    claim, so they happen in that order; a token that fails the claim's WHERE clause makes
-    every part empty and the statement changes nothing."""
+    """PostgreSQL: the claim, the slide and the insert (and, if ``audited``, the token_issued
+    audit row) as one statement of data-modifying CTEs, one round trip instead of three. The
+    inserts read the slide, which reads the claim, so they happen in that order; a token that
+    fails the claim's WHERE clause makes every part empty and the statement changes nothing."""
     claimed = _CLAIM_IF_USABLE.cte("claimed")
     slid = (
         _slide_family(_FAMILIES.c.id == claimed.c.family_id)
