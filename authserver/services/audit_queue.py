@@ -8,7 +8,7 @@ rule), and each such request pays for one INSERT and the commit's wait for the W
 With ``AUTHSERVER_TOKEN_AUDIT_FLUSH_MS`` above 0, rows of ``token_issued`` events (one per
 token, nearly all of the trail's volume) are queued in memory and written by a background
 thread that often, many rows per INSERT: client_credentials stops touching the database
-(about 1.6x the requests per second in `make bench`, docs/PERFORMANCE.md). Every other event
+(about 1.4x the requests per second in `make bench`, docs/PERFORMANCE.md). Every other event
 is still written in its request's transaction: it records a change that transaction makes (a
 revocation, a sign-out, a failed sign-in) and must commit or fail with it.
 
