@@ -25,6 +25,8 @@ $(STAMP): pyproject.toml | $(BIN)/python
 
 install: $(STAMP)
 
+# The issuer follows HOST and PORT (`make run PORT=8123`) unless AUTHSERVER_ISSUER is set.
+run: export AUTHSERVER_ISSUER ?= http://$(HOST):$(PORT)
 run: $(STAMP)
 	$(BIN)/authserver db upgrade
 	$(BIN)/authserver dev seed
