@@ -240,6 +240,21 @@ def clients_create(
             click.echo(f"client_secret: {result['client_secret']}  (shown once; store it now)")
 
 
+@clients_group.command("disable")
+@click.argument("client_id")
+@with_appcontext
+def clients_disable(client_id: str) -> None:
+    """Refuse a client from now on and revoke its refresh tokens."""
+    app = _app()
+    with db.transaction(app) as session:
+        families = client_service.disable_client(session, client_id, utcnow())
+    seconds = runtime(app).config.client_cache_seconds
+    click.echo(
+        f"disabled client {client_id}; {families} refresh-token families revoked; running "
+        f"servers refuse it within {seconds} s (AUTHSERVER_CLIENT_CACHE_SECONDS)"
+    )
+
+
 # -- keys ------------------------------------------------------------------------------------
 
 

@@ -17,7 +17,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
@@ -29,10 +29,12 @@ from authserver import create_app
 from authserver.cli import alembic_config
 from authserver.config import Config
 from authserver.db import db, make_engine
-from authserver.models import Client, SigningKey
+from authserver.models import Client, RefreshFamily, SigningKey
 from authserver.runtime import runtime
+from authserver.services.audit import recent_events
 from authserver.services.users import authenticate_user, create_user, find_user_by_email
 from tests.conftest import free_port, scratch_database
+from tests.helpers import make_client
 
 AUTHSERVER = Path(sys.executable).parent / "authserver"
 UNREACHABLE_DATABASE = "postgresql+psycopg://postgres@127.0.0.1:1/nope"
@@ -324,6 +326,70 @@ def test_clients_create_refuses_a_public_client_credentials_client_with_one_line
         assert session.scalars(select(Client).where(Client.name == name)).first() is None
 
 
+def test_clients_disable_refuses_the_client_and_revokes_its_refresh_tokens(
+    cli_env: dict[str, str], cli_app: Flask
+) -> None:
+    email = unique_email()
+    with db.transaction(cli_app) as session:
+        create_user(session, runtime(cli_app).hasher, email, PASSWORD)
+        registered = make_client(session)
+        other = make_client(session)
+    client_id = registered.client.client_id
+    auth = (client_id, registered.client_secret or "")
+    http = cli_app.test_client()
+    signed_in = http.post(
+        "/oauth/token",
+        data={"grant_type": "password", "username": email, "password": PASSWORD},
+        auth=auth,
+    )
+    assert signed_in.status_code == 200, signed_in.json
+    assert signed_in.json is not None
+
+    result = run_cli("clients", "disable", client_id, env=cli_env)
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"disabled client {client_id}; 1 refresh-token families")
+    with db.transaction(cli_app) as session:
+        client = session.scalars(select(Client).where(Client.client_id == client_id)).one()
+        assert client.disabled
+        family = session.scalars(
+            select(RefreshFamily).where(RefreshFamily.client_pk == client.id)
+        ).one()
+        assert family.revoked_reason == "client_disabled"
+        assert [e.event_type for e in recent_events(session, event_type="client_disabled")] == [
+            "client_disabled"
+        ]
+        untouched = session.get(Client, other.client.id)
+        assert untouched is not None
+        assert not untouched.disabled
+    # This process remembered the client row; a fresh server reads the disabled one.
+    fresh = create_app(replace(runtime(cli_app).config, client_cache_seconds=0))
+    try:
+        refused = fresh.test_client().post(
+            "/oauth/token", data={"grant_type": "client_credentials"}, auth=auth
+        )
+        refresh = fresh.test_client().post(
+            "/oauth/token",
+            data={"grant_type": "refresh_token", "refresh_token": signed_in.json["refresh_token"]},
+            auth=auth,
+        )
+    finally:
+        db.state(fresh).engine.dispose()
+    assert refused.status_code == 401
+    assert refused.json is not None
+    assert refused.json["error"] == "invalid_client"
+    assert refresh.status_code == 401
+
+
+def test_clients_disable_of_an_unknown_client_fails_with_one_line(
+    cli_env: dict[str, str],
+) -> None:
+    result = run_cli("clients", "disable", "no-such-client", env=cli_env)
+
+    line = assert_fails_with_one_line(result)
+    assert "no-such-client" in line
+
+
 def test_clients_create_refuses_an_unknown_grant_as_a_usage_error(
     cli_env: dict[str, str],
 ) -> None:
@@ -477,6 +543,7 @@ COMMANDS = [
     pytest.param(
         ["clients", "create", "--name", "N", "--grant", "client_credentials"], id="clients"
     ),
+    pytest.param(["clients", "disable", "some-client"], id="clients-disable"),
     pytest.param(["keys", "list"], id="keys-list"),
     pytest.param(["keys", "rotate"], id="keys-rotate"),
     pytest.param(["dev", "seed"], id="dev-seed"),

@@ -5,15 +5,18 @@ from __future__ import annotations
 import re
 import secrets
 from dataclasses import dataclass
+from datetime import datetime
 from urllib.parse import urlsplit
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from authserver.errors import InvalidScope, InvalidTarget, ValidationError
-from authserver.models import Client
+from authserver.errors import InvalidScope, InvalidTarget, NotFound, ValidationError
+from authserver.models import Client, RefreshFamily
 from authserver.models.clients import digest_client_secret
 from authserver.services.audit import AuditEventType, record
+from authserver.services.refresh_tokens import RevocationReason
+from authserver.services.revocations import revoke_families
 
 # Grants this server implements; authorization_code is accepted in registrations so clients
 # can be set up ahead of the authorization endpoint.
@@ -43,6 +46,33 @@ def find_client(session: Session, client_id: str, *, fresh: bool = False) -> Cli
     if fresh:
         query = query.execution_options(populate_existing=True)
     return session.scalars(query).one_or_none()
+
+
+def disable_client(session: Session, client_id: str, now: datetime) -> int:
+    """Refuse the client from now on and revoke every refresh-token family issued to it (a
+    leaked secret, a retired app). Returns how many families were revoked.
+
+    Running servers stop authenticating it within AUTHSERVER_CLIENT_CACHE_SECONDS (their
+    memory of client rows). Access tokens it already holds are not recalled: user tokens
+    carry a revoked family's ``sid`` and are refused by the revocation feed and
+    introspection; its own client_credentials tokens live out their short lifetime.
+    """
+    client = find_client(session, client_id, fresh=True)
+    if client is None:
+        raise NotFound(f"no client with the id {client_id.strip()[:64]!r}")
+    client.disabled = True
+    families = revoke_families(
+        session, [RefreshFamily.client_pk == client.id], RevocationReason.CLIENT_DISABLED, now
+    )
+    record(
+        session,
+        AuditEventType.CLIENT_DISABLED,
+        now,
+        client_id=client.client_id,
+        families_revoked=len(families),
+    )
+    session.flush()
+    return len(families)
 
 
 # Schemes that run code or read local data in the browser instead of reaching a client.

@@ -59,6 +59,7 @@ class RevocationReason(enum.StrEnum):
     PASSWORD_CHANGED = "password_changed"  # noqa: S105 (a reason, not a password)
     CODE_REPLAYED = "code_replayed"
     REVOKED_BY_CLIENT = "revoked_by_client"
+    CLIENT_DISABLED = "client_disabled"
 
 
 @dataclass(frozen=True)
