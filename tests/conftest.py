@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import Engine, create_engine, make_url, pool, text
+from sqlalchemy import Engine, create_engine, event, make_url, pool, text
 from sqlalchemy.orm import Session, sessionmaker
 from werkzeug.serving import make_server
 
@@ -291,3 +291,34 @@ def live_server(engine: Engine, config: Config) -> Iterator[LiveServer]:
     thread.join(timeout=5)
     db.state(application).engine.dispose()
     truncate_all(engine)
+
+
+class StatementLog:
+    """Every statement sent to the database while it listens (``statements`` fixture)."""
+
+    def __init__(self) -> None:
+        self.statements: list[str] = []
+
+    def __call__(self, _conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        self.statements.append(statement)
+
+    def reading(self, table: str) -> list[str]:
+        return [
+            s for s in self.statements if s.lstrip().upper().startswith("SELECT") and table in s
+        ]
+
+    def of_the_request(self) -> list[str]:
+        """What a request sent, without the savepoints the test transaction wraps it in."""
+        return [
+            s
+            for s in self.statements
+            if not s.lstrip().upper().startswith(("SAVEPOINT", "RELEASE SAVEPOINT", "ROLLBACK"))
+        ]
+
+
+@pytest.fixture
+def statements(engine: Engine) -> Iterator[StatementLog]:
+    log = StatementLog()
+    event.listen(engine, "before_cursor_execute", log)
+    yield log
+    event.remove(engine, "before_cursor_execute", log)

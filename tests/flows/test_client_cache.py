@@ -6,42 +6,21 @@ this process sees: that is what another instance's change looks like from here.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
 
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import Engine, event, update
+from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from authserver.config import Config
 from authserver.models import Client
 from authserver.models.clients import digest_client_secret
 from authserver.services.clients import RegisteredClient
+from tests.conftest import StatementLog
 from tests.helpers import Clock, make_client, token_request
-
-
-class StatementLog:
-    def __init__(self) -> None:
-        self.statements: list[str] = []
-
-    def __call__(self, _conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        self.statements.append(statement)
-
-    def reading(self, table: str) -> list[str]:
-        return [
-            s for s in self.statements if s.lstrip().upper().startswith("SELECT") and table in s
-        ]
-
-
-@pytest.fixture
-def statements(engine: Engine) -> Iterator[StatementLog]:
-    log = StatementLog()
-    event.listen(engine, "before_cursor_execute", log)
-    yield log
-    event.remove(engine, "before_cursor_execute", log)
 
 
 def _client_credentials(http: FlaskClient, registered: RegisteredClient) -> int:
