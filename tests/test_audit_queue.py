@@ -281,11 +281,10 @@ def _probe_count(engine: Engine) -> int:
         return int(count.scalar_one())
 
 
+@pytest.mark.postgres_only  # SQLite runs such statements in the session's transaction
 def test_a_statement_run_alone_is_committed_whatever_the_session_does_next(
     real_app: Flask, engine: Engine
 ) -> None:
-    if engine.dialect.name != "postgresql":
-        pytest.skip("SQLite runs such statements in the session's transaction")
     _probe_table(engine)
     session = db.state(real_app).session_factory()
     try:
