@@ -85,22 +85,26 @@ def web_client(session: Session, **overrides: object) -> RegisteredClient:
 
 
 def tokens_through_browser(
-    browser: FlaskClient, rp: RegisteredClient, redeemer: FlaskClient | None = None
+    browser: FlaskClient,
+    rp: RegisteredClient,
+    redeemer: FlaskClient | None = None,
+    **authorize_params: str,
 ) -> dict[str, Any]:
     """Code flow in this signed-in browser, the code redeemed by ``redeemer`` (the app's
-    server; the browser itself by default). The refresh family is tied to the browser
-    session."""
+    server; the browser itself by default); the consent page is approved if one is shown (a
+    third-party client asks first). ``authorize_params`` go to the authorization request.
+    The refresh family is tied to the browser session."""
     verifier, challenge = pkce_pair()
-    url = authorize_url(rp.client.client_id, challenge)
-    consent = browser.get(url)
-    assert consent.status_code == 200, consent.get_data(as_text=True)
-    approved = browser.post(url, data={"csrf_token": csrf_token_of(consent), "decision": "allow"})
-    assert approved.status_code == 302
+    url = authorize_url(rp.client.client_id, challenge, **authorize_params)
+    answer = browser.get(url)
+    if answer.status_code == 200:
+        answer = browser.post(url, data={"csrf_token": csrf_token_of(answer), "decision": "allow"})
+    assert answer.status_code == 302, answer.get_data(as_text=True)
     tokens = token_request(
         redeemer or browser,
         rp,
         grant_type="authorization_code",
-        code=query_of(approved.headers["Location"])["code"],
+        code=query_of(answer.headers["Location"])["code"],
         redirect_uri=REDIRECT_URI,
         code_verifier=verifier,
     )

@@ -261,18 +261,18 @@ def _run(engine: Engine, statement: Any, params: Any) -> list[Any]:
 
 
 @pytest.fixture
-def real_app(engine: Engine, config: Config) -> Iterator[Flask]:
+def probe_session(engine: Engine, config: Config) -> Iterator[Session]:
+    """A session of a server on the real engine, and an empty table ``alone_probe``."""
     application = create_app(config)
-    yield application
-    db.state(application).engine.dispose()
-    with engine.begin() as connection:
-        connection.execute(text("DROP TABLE IF EXISTS alone_probe"))
-
-
-def _probe_table(engine: Engine) -> None:
     with engine.begin() as connection:
         connection.execute(text("DROP TABLE IF EXISTS alone_probe"))
         connection.execute(text("CREATE TABLE alone_probe (n integer)"))
+    session = db.state(application).session_factory()
+    yield session
+    session.close()
+    db.state(application).engine.dispose()
+    with engine.begin() as connection:
+        connection.execute(text("DROP TABLE IF EXISTS alone_probe"))
 
 
 def _probe_count(engine: Engine) -> int:
@@ -283,32 +283,22 @@ def _probe_count(engine: Engine) -> int:
 
 @pytest.mark.postgres_only  # SQLite runs such statements in the session's transaction
 def test_a_statement_run_alone_is_committed_whatever_the_session_does_next(
-    real_app: Flask, engine: Engine
+    probe_session: Session, engine: Engine
 ) -> None:
-    _probe_table(engine)
-    session = db.state(real_app).session_factory()
-    try:
-        execute_alone(session, text("INSERT INTO alone_probe VALUES (1)"), {})
-        assert _probe_count(engine) == 1  # visible before the session commits
-        session.rollback()
-        assert _probe_count(engine) == 1  # and the session's rollback does not undo it
-    finally:
-        session.close()
+    execute_alone(probe_session, text("INSERT INTO alone_probe VALUES (1)"), {})
+    assert _probe_count(engine) == 1  # visible before the session commits
+    probe_session.rollback()
+    assert _probe_count(engine) == 1  # and the session's rollback does not undo it
 
 
 def test_a_statement_joins_a_session_that_already_used_the_database(
-    real_app: Flask, engine: Engine
+    probe_session: Session, engine: Engine
 ) -> None:
     """A second connection could wait on a row lock the session holds: join it instead."""
-    _probe_table(engine)
-    session = db.state(real_app).session_factory()
-    try:
-        session.execute(text("INSERT INTO alone_probe VALUES (1)"))
-        execute_alone(session, text("INSERT INTO alone_probe VALUES (2)"), {})
-        session.rollback()
-        assert _probe_count(engine) == 0
-    finally:
-        session.close()
+    probe_session.execute(text("INSERT INTO alone_probe VALUES (1)"))
+    execute_alone(probe_session, text("INSERT INTO alone_probe VALUES (2)"), {})
+    probe_session.rollback()
+    assert _probe_count(engine) == 0
 
 
 def test_a_negative_flush_interval_is_a_configuration_error() -> None:

@@ -30,14 +30,12 @@ from authserver.services.clients import RegisteredClient
 from authserver.services.refresh_tokens import RevocationReason, revoke_family
 from tests.browser_helpers import (
     REDIRECT_URI,
-    authorize_url,
     csrf_token_of,
-    pkce_pair,
-    query_of,
     sign_in,
+    tokens_through_browser,
     web_client,
 )
-from tests.helpers import make_user, token_request
+from tests.helpers import make_user
 
 ISSUER = "http://127.0.0.1:8000"  # the `config` fixture's issuer
 JWKS_PATH = "/.well-known/jwks.json"
@@ -89,37 +87,11 @@ def _web_client(session: Session, **overrides: object) -> RegisteredClient:
     return web_client(session, **options)
 
 
-def _tokens(
-    http: FlaskClient,
-    registered: RegisteredClient,
-    scope: str = "openid email offline_access",
-    **extra: str,
-) -> dict[str, Any]:
-    """Run the code flow for the signed-in browser ``http`` and return the token response."""
-    verifier, challenge = pkce_pair()
-    url = authorize_url(registered.client.client_id, challenge, scope=scope, **extra)
-    answer = http.get(url)
-    if answer.status_code == 200:  # the consent page: a third-party client asks first
-        answer = http.post(url, data={"csrf_token": csrf_token_of(answer), "decision": "allow"})
-    assert answer.status_code == 302, answer.get_data(as_text=True)
-    response = token_request(
-        http,
-        registered,
-        grant_type="authorization_code",
-        code=query_of(answer.headers["Location"])["code"],
-        redirect_uri=REDIRECT_URI,
-        code_verifier=verifier,
-    )
-    assert response.status_code == 200, response.json
-    tokens: dict[str, Any] = response.json
-    return tokens
-
-
 def _signed_in_tokens(
     http: FlaskClient, registered: RegisteredClient, **extra: str
 ) -> dict[str, Any]:
     assert sign_in(http).status_code == 303
-    return _tokens(http, registered, **extra)
+    return tokens_through_browser(http, registered, **extra)
 
 
 def _verified_id_token(http: FlaskClient, id_token: str, client_id: str) -> dict[str, Any]:
@@ -220,7 +192,7 @@ def test_id_token_auth_time_is_the_sign_in_time_and_iat_exp_the_issue_time(
     assert sign_in(client).status_code == 303
     clock.advance(90)  # the user comes back to the client later, still signed in
 
-    tokens = _tokens(client, rp)
+    tokens = tokens_through_browser(client, rp)
 
     claims = _verified_id_token(client, tokens["id_token"], rp.client.client_id)
     assert claims["auth_time"] == int(signed_in_at.timestamp())
