@@ -4,6 +4,8 @@
 -- each from its own sign-in); setup() hands line i to thread i. Every 200 response carries the
 -- successor, which the next request presents: the chain is what a real client does.
 local auth = os.getenv("BENCH_AUTH")
+-- BENCH_PATH: /oauth/token unless set (the ceiling app's own path).
+local path = os.getenv("BENCH_PATH") or "/oauth/token"
 local tokens = {}
 local next_thread = 0
 
@@ -26,7 +28,7 @@ local headers = {
 
 function request()
   -- Refresh tokens are base64url: safe in a form body as they are.
-  return wrk.format("POST", "/oauth/token", headers,
+  return wrk.format("POST", path, headers,
     "grant_type=refresh_token&refresh_token=" .. token)
 end
 

@@ -102,12 +102,20 @@ class Row:
     floor: Measurement | None
     target: str
     met: bool | None
+    # bench/ceiling_app.py's hand-written endpoint for the same operation, if it has one.
+    ceiling: Measurement | None = None
 
     @property
     def ratio(self) -> float | None:
         if self.floor is None or not self.floor.rps:
             return None
         return self.measurement.rps / self.floor.rps
+
+    @property
+    def of_ceiling(self) -> float | None:
+        if self.ceiling is None or not self.ceiling.rps:
+            return None
+        return self.measurement.rps / self.ceiling.rps
 
 
 # -- processes ------------------------------------------------------------------------------
@@ -631,6 +639,21 @@ def fresh_tokens_file(base: str, seeded: Seeded, settings: Settings, path: Path)
     return access
 
 
+def ceiling_tokens_file(settings: Settings, seeded: Seeded, path: Path) -> None:
+    """One refresh token per connection for the ceiling app, each in a family of its own
+    started directly in the database (the ceiling has no sign-in)."""
+    import psycopg
+
+    with psycopg.connect(settings.libpq_url) as conn:
+        tokens = [
+            _start_floor_family(
+                conn, seeded.user_ids[i % len(seeded.user_ids)], seeded.app_client_pk
+            )
+            for i in range(settings.connections)
+        ]
+    path.write_text("".join(token + "\n" for token in tokens))
+
+
 # -- report ---------------------------------------------------------------------------------
 
 
@@ -638,10 +661,34 @@ def fmt(value: float | None, digits: int = 1) -> str:
     return "-" if value is None else f"{value:,.{digits}f}"
 
 
+def ceiling_notes(
+    refresh: Measurement,
+    refresh_floor: Measurement,
+    client_credentials: Measurement,
+    client_credentials_no_audit: Measurement,
+    flask_floor: Measurement,
+    introspection: Measurement,
+) -> list[str]:
+    """The targets applied to the hand-written ceiling: whether the work itself, with no
+    framework around it, fits in them on this machine."""
+
+    def ratio(a: Measurement, b: Measurement) -> str:
+        return f"{a.rps / b.rps:.2f}" if b.rps else "-"
+
+    return [
+        "the same targets for the hand-written ceiling (bench/ceiling_app.py):",
+        f"  refresh rotation   {ratio(refresh, refresh_floor)} x its floor (target >= 0.50)",
+        f"  client_credentials {ratio(client_credentials, flask_floor)} x Flask floor "
+        "(target >= 0.60); without the audit row "
+        f"{ratio(client_credentials_no_audit, flask_floor)}",
+        f"  introspection      {ratio(introspection, refresh)} x ceiling refresh (target >= 3)",
+    ]
+
+
 def print_table(rows: list[Row], floors: list[Measurement], notes: list[str]) -> None:
     header = (
         f"{'operation':<44} {'req/s':>9} {'p50 ms':>7} {'p99 ms':>7} {'errors':>6} "
-        f"{'floor req/s':>11} {'ratio':>6} {'target':>18} {'met?':>5}"
+        f"{'floor req/s':>11} {'ratio':>6} {'target':>18} {'met?':>5} {'of ceiling':>10}"
     )
     print(header)
     print("-" * len(header))
@@ -651,7 +698,7 @@ def print_table(rows: list[Row], floors: list[Measurement], notes: list[str]) ->
         print(
             f"{m.name[:44]:<44} {fmt(m.rps):>9} {fmt(m.p50_ms, 2):>7} {fmt(m.p99_ms, 2):>7} "
             f"{m.errors:>6} {fmt(row.floor.rps if row.floor else None):>11} "
-            f"{fmt(row.ratio, 2):>6} {row.target:>18} {met:>5}"
+            f"{fmt(row.ratio, 2):>6} {row.target:>18} {met:>5} {fmt(row.of_ceiling, 2):>10}"
         )
     print()
     for f in floors:
@@ -759,6 +806,23 @@ def bench(settings: Settings, processes: Processes, workdir: Path) -> dict[str, 
         processes, settings, "bench.floor_app:create_app()", env, "floor"
     )
     wait_until_serving(floor_url + "/floor", floor_server)
+    # The same work as authserver's by hand (bench/ceiling_app.py); it reads authserver's
+    # JWKS at start, so it starts after authserver.
+    ceiling_env = {
+        **env,
+        "CEILING_DATABASE_URL": settings.libpq_url,
+        "CEILING_ISSUER": issuer,
+        "CEILING_AUDIENCE": AUDIENCE,
+        "CEILING_APP_CLIENT_ID": seeded.app_client_id,
+        "CEILING_APP_CLIENT_SECRET": seeded.app_client_secret,
+        "CEILING_APP_CLIENT_PK": seeded.app_client_pk,
+        "CEILING_RS_CLIENT_ID": seeded.rs_client_id,
+        "CEILING_RS_CLIENT_SECRET": seeded.rs_client_secret,
+    }
+    ceiling_url, ceiling_server = gunicorn(
+        processes, settings, "bench.ceiling_app:create_app()", ceiling_env, "ceiling"
+    )
+    wait_until_serving(ceiling_url + "/ceiling/ready", ceiling_server)
 
     app_auth, rs_auth = seeded.basic("app"), seeded.basic("rs")
 
@@ -818,6 +882,41 @@ def bench(settings: Settings, processes: Processes, workdir: Path) -> dict[str, 
         measured["refresh"] = run_wrk(
             "refresh rotation (chained)", issuer, "refresh.lua", settings, refresh_env
         )
+        measured["ceiling_client_credentials"] = static(
+            "ceiling: client_credentials by hand",
+            ceiling_url,
+            "/ceiling/client_credentials",
+            "grant_type=client_credentials",
+            app_auth,
+        )
+        measured["ceiling_client_credentials_no_audit"] = static(
+            "ceiling: client_credentials by hand, no audit row",
+            ceiling_url,
+            "/ceiling/client_credentials?audit=0",
+            "grant_type=client_credentials",
+            app_auth,
+        )
+        measured["ceiling_introspection"] = static(
+            "ceiling: introspection by hand",
+            ceiling_url,
+            "/ceiling/introspect",
+            urllib.parse.urlencode({"token": access_token}),
+            rs_auth,
+        )
+        print("bench: ceiling: refresh rotation by hand ...", flush=True)
+        ceiling_tokens = workdir / f"ceiling_tokens_{number}.txt"
+        ceiling_tokens_file(settings, seeded, ceiling_tokens)
+        measured["ceiling_refresh"] = run_wrk(
+            "ceiling: refresh rotation by hand",
+            ceiling_url,
+            "refresh.lua",
+            settings,
+            {
+                "BENCH_TOKENS": str(ceiling_tokens),
+                "BENCH_AUTH": app_auth,
+                "BENCH_PATH": "/ceiling/refresh",
+            },
+        )
         measured["password"] = static(
             "password grant",
             issuer,
@@ -848,21 +947,33 @@ def bench(settings: Settings, processes: Processes, workdir: Path) -> dict[str, 
     refresh, password = median["refresh"], median["password"]
     refresh_floor, argon2_floor = median["refresh_floor"], median["argon2_floor"]
     verification, raw_verification = median["verification"], median["raw_verification"]
+    ceiling_refresh = median["ceiling_refresh"]
+    ceiling_client_credentials = median["ceiling_client_credentials"]
+    ceiling_introspection = median["ceiling_introspection"]
+    ceiling_no_audit = median["ceiling_client_credentials_no_audit"]
 
     rows = [
-        Row(refresh, refresh_floor, ">= 0.50 x floor", refresh.rps >= 0.5 * refresh_floor.rps),
+        Row(
+            refresh,
+            refresh_floor,
+            ">= 0.50 x floor",
+            refresh.rps >= 0.5 * refresh_floor.rps,
+            ceiling_refresh,
+        ),
         Row(jwks, flask_floor, ">= 0.80 x floor", jwks.rps >= 0.8 * flask_floor.rps),
         Row(
             client_credentials,
             flask_floor,
             ">= 0.60 x floor",
             client_credentials.rps >= 0.6 * flask_floor.rps,
+            ceiling_client_credentials,
         ),
         Row(
             introspection,
             flask_floor,
             ">= 3 x refresh",
             introspection.rps >= 3 * refresh.rps,
+            ceiling_introspection,
         ),
         Row(password, argon2_floor, "(none; reported)", None),
         Row(
@@ -872,9 +983,26 @@ def bench(settings: Settings, processes: Processes, workdir: Path) -> dict[str, 
             verification.rps >= 0.8 * raw_verification.rps,
         ),
     ]
-    floors = [flask_floor, refresh_floor, argon2_floor, raw_verification]
+    floors = [
+        flask_floor,
+        refresh_floor,
+        argon2_floor,
+        raw_verification,
+        ceiling_refresh,
+        ceiling_client_credentials,
+        ceiling_no_audit,
+        ceiling_introspection,
+    ]
     notes = [
         f"introspection / refresh = {introspection.rps / refresh.rps:.2f}" if refresh.rps else "",
+        *ceiling_notes(
+            ceiling_refresh,
+            refresh_floor,
+            ceiling_client_credentials,
+            ceiling_no_audit,
+            flask_floor,
+            ceiling_introspection,
+        ),
     ]
     if settings.rounds > 1:
         notes.append("req/s of each round (the table shows the median round; errors: all):")
@@ -913,6 +1041,8 @@ def bench(settings: Settings, processes: Processes, workdir: Path) -> dict[str, 
                 "ratio": row.ratio,
                 "target": row.target,
                 "met": row.met,
+                "ceiling_rps": row.ceiling.rps if row.ceiling else None,
+                "of_ceiling": row.of_ceiling,
             }
             for row in rows
         ],
