@@ -201,6 +201,9 @@ def execute_alone(session: Session, statement: Executable, params: Any) -> Seque
     """
     runner: RunAlone | None = session.info.get(RUN_ALONE)
     transaction = session.get_transaction()
+    # A session begins its transaction without a connection (merging a cached client does);
+    # SQLAlchemy has no public way to ask whether it holds one, so this reads the
+    # transaction's own map of connections. tests/test_audit_queue.py pins both outcomes.
     if runner is None or (transaction is not None and transaction._connections):
         result = session.execute(statement, params)
         return _rows_of(result)

@@ -171,8 +171,10 @@ def create_app() -> Flask:
     @app.post("/ceiling/refresh")
     def refresh() -> Response:
         who = client()
+        if who is None or who[1] is None:  # only the app client's families are rotated here
+            return _json({"error": "invalid_client"}, 401)
         presented = request.form.get("refresh_token")
-        if who is None or presented is None or request.form.get("grant_type") != "refresh_token":
+        if presented is None or request.form.get("grant_type") != "refresh_token":
             return _json({"error": "invalid_request"}, 400)
         now = datetime.now(UTC)
         successor = secrets.token_urlsafe(32)
@@ -183,7 +185,7 @@ def create_app() -> Flask:
                 ROTATE.params(
                     {
                         "digest": _digest(presented),
-                        "presenting_client": uuid.UUID(who[1] or ""),
+                        "presenting_client": uuid.UUID(who[1]),
                         "now": now,
                         # authserver seals the successor with AES-GCM for its grace window.
                         "sealed": secrets.token_bytes(60),

@@ -5,7 +5,6 @@ this test also fails when they change in a way the ceiling no longer fits."""
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -19,16 +18,11 @@ from authserver.services.clients import RegisteredClient
 from bench.ceiling_app import create_app as create_ceiling_app
 from bench.run import _start_floor_family
 from tests.conftest import LiveServer
-from tests.helpers import make_client, make_user, password_login
+from tests.helpers import basic_auth, make_client, make_user, password_login
 
 pytestmark = pytest.mark.postgres_only  # the rotation statement is PostgreSQL's CTE form
 
 AUDIENCE = "https://api.example.test"
-
-
-def basic(registered: RegisteredClient, secret: str | None = None) -> dict[str, str]:
-    pair = f"{registered.client.client_id}:{secret or registered.client_secret}"
-    return {"Authorization": "Basic " + base64.b64encode(pair.encode()).decode()}
 
 
 @pytest.fixture
@@ -102,7 +96,7 @@ def test_the_ceiling_rotates_refuses_a_replay_and_writes_a_row_per_token(
         response = ceiling.post(
             "/ceiling/refresh",
             data={"grant_type": "refresh_token", "refresh_token": token},
-            headers=basic(registered),
+            headers=basic_auth(registered),
         )
         assert response.json is not None
         return response.status_code, response.json
@@ -121,20 +115,22 @@ def test_the_ceiling_issues_a_client_token_with_its_row_and_without_when_asked(
     registered = arranged.api_client
     form = {"grant_type": "client_credentials"}
 
-    issued = ceiling.post("/ceiling/client_credentials", data=form, headers=basic(registered))
+    issued = ceiling.post("/ceiling/client_credentials", data=form, headers=basic_auth(registered))
     assert issued.status_code == 200
     assert issued.json is not None
     assert issued.json["access_token"].count(".") == 2
     assert token_issued_rows(libpq_url, "client_credentials") == 1
 
     without = ceiling.post(
-        "/ceiling/client_credentials?audit=0", data=form, headers=basic(registered)
+        "/ceiling/client_credentials?audit=0", data=form, headers=basic_auth(registered)
     )
     assert without.status_code == 200
     assert token_issued_rows(libpq_url, "client_credentials") == 1
 
     wrong = ceiling.post(
-        "/ceiling/client_credentials", data=form, headers=basic(registered, "not-the-secret")
+        "/ceiling/client_credentials",
+        data=form,
+        auth=(registered.client.client_id, "not-the-secret"),
     )
     assert wrong.status_code == 401
 
@@ -146,7 +142,7 @@ def test_the_ceiling_introspects_with_authservers_query(
         response = ceiling.post(
             "/ceiling/introspect",
             data={"token": arranged.access_token},
-            headers=basic(arranged.api_client),
+            headers=basic_auth(arranged.api_client),
         )
         assert response.status_code == 200
         assert response.json is not None

@@ -34,7 +34,7 @@ from authserver.runtime import runtime
 from authserver.services.audit import recent_events
 from authserver.services.users import authenticate_user, create_user, find_user_by_email
 from tests.conftest import free_port, scratch_database
-from tests.helpers import make_client
+from tests.helpers import make_client, password_login, refresh, token_request
 
 AUTHSERVER = Path(sys.executable).parent / "authserver"
 UNREACHABLE_DATABASE = "postgresql+psycopg://postgres@127.0.0.1:1/nope"
@@ -335,13 +335,7 @@ def test_clients_disable_refuses_the_client_and_revokes_its_refresh_tokens(
         registered = make_client(session)
         other = make_client(session)
     client_id = registered.client.client_id
-    auth = (client_id, registered.client_secret or "")
-    http = cli_app.test_client()
-    signed_in = http.post(
-        "/oauth/token",
-        data={"grant_type": "password", "username": email, "password": PASSWORD},
-        auth=auth,
-    )
+    signed_in = password_login(cli_app.test_client(), registered, email, PASSWORD)
     assert signed_in.status_code == 200, signed_in.json
     assert signed_in.json is not None
 
@@ -365,20 +359,14 @@ def test_clients_disable_refuses_the_client_and_revokes_its_refresh_tokens(
     # This process remembered the client row; a fresh server reads the disabled one.
     fresh = create_app(replace(runtime(cli_app).config, client_cache_seconds=0))
     try:
-        refused = fresh.test_client().post(
-            "/oauth/token", data={"grant_type": "client_credentials"}, auth=auth
-        )
-        refresh = fresh.test_client().post(
-            "/oauth/token",
-            data={"grant_type": "refresh_token", "refresh_token": signed_in.json["refresh_token"]},
-            auth=auth,
-        )
+        refused = token_request(fresh.test_client(), registered, grant_type="client_credentials")
+        refreshed = refresh(fresh.test_client(), registered, signed_in.json["refresh_token"])
     finally:
         db.state(fresh).engine.dispose()
     assert refused.status_code == 401
     assert refused.json is not None
     assert refused.json["error"] == "invalid_client"
-    assert refresh.status_code == 401
+    assert refreshed.status_code == 401
 
 
 def test_clients_disable_of_an_unknown_client_fails_with_one_line(

@@ -92,16 +92,16 @@ def record(
         raise ValueError(f"audit details not allowed: {sorted(unknown)}")
     clean = {k: (str(v) if isinstance(v, uuid.UUID) else v) for k, v in details.items()}
     user_agent = clip_user_agent(user_agent)
-    row = {
-        "occurred_at": now,
-        "event_type": event_type.value,
-        "user_id": user_id,
-        "client_id": client_id,
-        "ip_address": ip_address,
-        "user_agent": user_agent,
-        "details": clean,
-    }
     if not row_written:
+        row = {
+            "occurred_at": now,
+            "event_type": event_type.value,
+            "user_id": user_id,
+            "client_id": client_id,
+            "ip_address": ip_address,
+            "user_agent": user_agent,
+            "details": clean,
+        }
         _write_row(db, row, queue)
     count_security_event(event_type.value, clean)
     log.info(
