@@ -15,7 +15,6 @@ from authserver.errors import commit_or_answer_unavailable, register_error_handl
 from authserver.http import account_api, authorize, health, oidc, openapi, pages
 from authserver.http import oauth as oauth_views
 from authserver.http import wellknown as wellknown_views
-from authserver.http.bearer import BearerError, handle_bearer_error
 from authserver.http.jwks_document import JwksResponder
 from authserver.http.rate_limits import init_rate_limits
 from authserver.http.web import csrf, init_web
@@ -94,7 +93,6 @@ def create_app(config: Config | None = None) -> Flask:
         app.register_blueprint(blueprint)
     health.init_metrics(app)
     register_error_handlers(app)
-    app.register_error_handler(BearerError, handle_bearer_error)
 
     # Last: after-request hooks run in reverse order, so this commit runs first.
     app.after_request(commit_or_answer_unavailable)

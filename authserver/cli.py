@@ -193,6 +193,14 @@ def clients_group() -> None:
 @click.option(
     "--audience", "audiences", multiple=True, help="Allowed resource (first is the default)."
 )
+@click.option(
+    "--serves",
+    "served_audiences",
+    multiple=True,
+    metavar="AUDIENCE",
+    help="Register as the resource server of this audience: it may introspect tokens issued "
+    "for it and read the revocation feed. Repeat for several.",
+)
 @click.option("--access-token-ttl", type=click.IntRange(min=1), default=None)
 @click.option("--refresh-idle-ttl", type=click.IntRange(min=1), default=None)
 @click.option("--refresh-absolute-ttl", type=click.IntRange(min=1), default=None)
@@ -207,6 +215,7 @@ def clients_create(
     post_logout_redirect_uris: tuple[str, ...],
     scope: str,
     audiences: tuple[str, ...],
+    served_audiences: tuple[str, ...],
     access_token_ttl: int | None,
     refresh_idle_ttl: int | None,
     refresh_absolute_ttl: int | None,
@@ -224,6 +233,7 @@ def clients_create(
             post_logout_redirect_uris=list(post_logout_redirect_uris),
             scopes=scope.split(),
             audiences=list(audiences),
+            served_audiences=list(served_audiences),
             access_token_ttl=access_token_ttl,
             refresh_idle_ttl=refresh_idle_ttl,
             refresh_absolute_ttl=refresh_absolute_ttl,
@@ -238,6 +248,25 @@ def clients_create(
         click.echo(f"client_id:     {result['client_id']}")
         if registered.client_secret:
             click.echo(f"client_secret: {result['client_secret']}  (shown once; store it now)")
+
+
+@clients_group.command("serve")
+@click.argument("client_id")
+@click.argument("audiences", nargs=-1, metavar="[AUDIENCE]...")
+@with_appcontext
+def clients_serve(client_id: str, audiences: tuple[str, ...]) -> None:
+    """Set the audiences CLIENT_ID serves as a resource server (replacing its list; none: it
+    serves none). It may introspect tokens issued for them and read the revocation feed."""
+    app = _app()
+    with db.transaction(app) as session:
+        client = client_service.set_served_audiences(session, client_id, list(audiences), utcnow())
+        served = list(client.served_audiences)
+    seconds = runtime(app).config.client_cache_seconds
+    what = ", ".join(served) if served else "no audience"
+    click.echo(
+        f"client {client_id} serves {what}; running servers see it within {seconds} s "
+        "(AUTHSERVER_CLIENT_CACHE_SECONDS)"
+    )
 
 
 @clients_group.command("disable")
@@ -477,7 +506,13 @@ def dev_seed() -> None:
         key_service.ensure_signing_key(session, rt.key_cipher, rt.config.signing_alg, utcnow())
         if "password" not in known and user_service.find_user_by_email(session, DEMO_EMAIL):
             _fail(f"the demo user exists but {credentials_file} is gone; delete the database")
-        creds = seed_demo(session, rt.hasher, known, utcnow())
+        creds = seed_demo(
+            session,
+            rt.hasher,
+            known,
+            utcnow(),
+            api_audience=rt.config.default_audience or rt.config.issuer,
+        )
         if creds != known:
             credentials_file.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(credentials_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -505,11 +540,17 @@ Demo user:    {creds["email"]} / {creds["password"]}
 Demo client:  {creds["client_id"]} / {creds["client_secret"]}
               (kept in {credentials_file})
 
+Demo API:     {creds["api_client_id"]} / {creds["api_client_secret"]}
+              (a resource server: introspection and the revocation feed)
+
 Sign in with the password grant and get an access + refresh token:
 
   curl -s -u '{creds["client_id"]}:{creds["client_secret"]}' \\
        -d grant_type=password -d username='{creds["email"]}' -d password='{creds["password"]}' \\
        {issuer}/oauth/token
+
+The same with -d resource={issuer}/account -d scope=account gives a token for the account API
+(GET {issuer}/account/sessions with it lists where the demo user is signed in).
 
 Sign in through the browser (authorization code + PKCE) as the "Demo web app": open
 

@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from authserver.own_apis import own_audiences
+
 DEVELOPMENT = "development"
 PRODUCTION = "production"
 
@@ -109,6 +111,10 @@ class Config:
     # psycopg's server-side prepared statements: after this many runs of a statement on one
     # connection; 0 turns them off (needed behind PgBouncer < 1.21 in transaction mode).
     db_prepare_threshold: int = 5
+
+    # The bearer credential a Prometheus scraper sends to GET /metrics. Empty: /metrics is off
+    # (404): its counters describe attacks in progress and are nobody else's business.
+    metrics_token: str = ""
 
     # Number of reverse proxies in front of the server whose X-Forwarded-* headers are trusted.
     trusted_proxies: int = 0
@@ -219,6 +225,11 @@ class Config:
                 problems.append(
                     "AUTHSERVER_DEFAULT_AUDIENCE must be an absolute URI without fragment"
                 )
+        if self.default_audience and self.default_audience in own_audiences(self.issuer):
+            problems.append(
+                "AUTHSERVER_DEFAULT_AUDIENCE must not be an audience of authserver's own APIs "
+                f"({self.default_audience}): such tokens are only issued when asked for by name"
+            )
         if self.log_level.upper() not in logging.getLevelNamesMapping():
             problems.append(
                 "AUTHSERVER_LOG_LEVEL must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL"
@@ -248,6 +259,10 @@ class Config:
                 problems.append(f"{name} is missing or the development default; set a secret")
             elif len(value) < MIN_SECRET_LENGTH:
                 problems.append(f"{name} must be at least {MIN_SECRET_LENGTH} characters")
+        if self.metrics_token and len(self.metrics_token) < MIN_SECRET_LENGTH:
+            problems.append(
+                f"AUTHSERVER_METRICS_TOKEN must be at least {MIN_SECRET_LENGTH} characters"
+            )
         if self.secret_key == self.key_encryption_key:
             problems.append("AUTHSERVER_SECRET_KEY and AUTHSERVER_KEY_ENCRYPTION_KEY must differ")
         if urlsplit(self.issuer).scheme != "https":

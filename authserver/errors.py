@@ -81,6 +81,16 @@ class UnauthorizedClient(AuthServerError):
     default_description = "The client is not allowed to use this grant type."
 
 
+class NotAResourceServer(AuthServerError):
+    """The client authenticated, but what it asked for is only for clients registered as
+    resource servers (``clients.served_audiences``): the revocation feed names families and
+    users who signed out."""
+
+    error = "unauthorized_client"
+    status_code = 403
+    default_description = "Only clients registered as resource servers may read this."
+
+
 class InvalidScope(AuthServerError):
     error = "invalid_scope"
     default_description = "The requested scope is invalid or exceeds what was granted."
@@ -120,6 +130,20 @@ class ValidationError(AuthServerError):
 class NotFound(AuthServerError):
     error = "not_found"
     status_code = 404
+
+
+class BearerError(Exception):
+    """A request to an API protected with a bearer token (RFC 6750) is refused:
+    ``invalid_token`` (401) or ``insufficient_scope`` (403, naming the ``scope`` needed)."""
+
+    def __init__(
+        self, status: int, error: str, description: str, *, scope: str | None = None
+    ) -> None:
+        super().__init__(description)
+        self.status = status
+        self.error = error
+        self.description = description
+        self.scope = scope
 
 
 def error_response(
@@ -166,6 +190,19 @@ def handle_auth_server_error(exc: AuthServerError) -> Response:
     return error_response(exc.error, exc.description, exc.status_code, headers)
 
 
+def handle_bearer_error(exc: BearerError) -> Response:
+    # RFC 6750 §3: say how to authenticate, what was wrong, and (§3.1) which scope the
+    # resource needs when the token lacks it.
+    challenge = f'Bearer error="{exc.error}", error_description="{exc.description}"'
+    if exc.scope:
+        challenge += f', scope="{exc.scope}"'
+    response = jsonify(error=exc.error, error_description=exc.description)
+    response.status_code = exc.status
+    response.headers["WWW-Authenticate"] = challenge
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
 def handle_http_exception(exc: HTTPException) -> Response:
     if isinstance(exc, InternalServerError):
         return handle_unexpected(exc.original_exception or exc)
@@ -206,5 +243,6 @@ def commit_or_answer_unavailable(response: Response) -> Response:
 
 def register_error_handlers(app: Flask) -> None:
     app.register_error_handler(AuthServerError, handle_auth_server_error)
+    app.register_error_handler(BearerError, handle_bearer_error)
     app.register_error_handler(HTTPException, handle_http_exception)
     app.register_error_handler(Exception, handle_unexpected)

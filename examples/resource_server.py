@@ -37,7 +37,10 @@ Settings, from the environment:
                  configured, `make run` puts its own issuer URL in ``aud``)
     RS_FEED_CLIENT_ID, RS_FEED_CLIENT_SECRET
                  when both are set, also follow the issuer's revocation feed with these
-                 client credentials (revoked tokens are refused within 5 seconds)
+                 client credentials (revoked tokens are refused within 5 seconds); only a
+                 client registered as a resource server may read it, like the "Demo API"
+                 that `make run` creates: RS_FEED_CLIENT_ID="$(creds api_client_id)"
+                 RS_FEED_CLIENT_SECRET="$(creds api_client_secret)"
 """
 
 from __future__ import annotations

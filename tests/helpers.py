@@ -53,6 +53,12 @@ def client_auth(registered: RegisteredClient) -> tuple[dict[str, str], dict[str,
     return basic_auth(registered), {}
 
 
+def account_api_request(app: Flask) -> dict[str, str]:
+    """Token-request (or authorization-request) fields that ask for an account-API token:
+    its audience by name (RFC 8707 ``resource``) and its scope."""
+    return {"resource": runtime(app).config.issuer + "/account", "scope": "account"}
+
+
 def token_request(http: FlaskClient, registered: RegisteredClient, **form: str) -> TestResponse:
     headers, extra = client_auth(registered)
     return http.post("/oauth/token", data={**extra, **form}, headers=headers)

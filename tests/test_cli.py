@@ -378,6 +378,86 @@ def test_clients_disable_of_an_unknown_client_fails_with_one_line(
     assert "no-such-client" in line
 
 
+def _feed_status(cli_app: Flask, client_id: str, secret: str) -> int:
+    # A fresh server: this process may remember the client row for a few seconds.
+    fresh = create_app(replace(runtime(cli_app).config, client_cache_seconds=0))
+    try:
+        return fresh.test_client().get("/oauth/revocations", auth=(client_id, secret)).status_code
+    finally:
+        db.state(fresh).engine.dispose()
+
+
+def test_clients_create_serves_registers_a_resource_server_that_reads_the_feed(
+    cli_env: dict[str, str], cli_app: Flask
+) -> None:
+    result = run_cli(
+        "clients",
+        "create",
+        "--name",
+        "Orders API",
+        "--grant",
+        "client_credentials",
+        "--serves",
+        "https://orders.example.test",
+        "--json",
+        env=cli_env,
+    )
+
+    assert result.returncode == 0, result.stderr
+    printed = json.loads(result.stdout)
+    assert _feed_status(cli_app, printed["client_id"], printed["client_secret"]) == 200
+
+
+def test_clients_serve_registers_and_unregisters_an_existing_client_as_a_resource_server(
+    cli_env: dict[str, str], cli_app: Flask
+) -> None:
+    with db.transaction(cli_app) as session:
+        registered = make_client(session, grant_types=["client_credentials"])
+    client_id = registered.client.client_id
+    assert registered.client_secret is not None
+    assert _feed_status(cli_app, client_id, registered.client_secret) == 403
+
+    served = run_cli("clients", "serve", client_id, "https://orders.example.test", env=cli_env)
+
+    assert served.returncode == 0, served.stderr
+    assert "serves https://orders.example.test" in served.stdout
+    assert _feed_status(cli_app, client_id, registered.client_secret) == 200
+
+    unserved = run_cli("clients", "serve", client_id, env=cli_env)
+
+    assert unserved.returncode == 0, unserved.stderr
+    assert "serves no audience" in unserved.stdout
+    assert _feed_status(cli_app, client_id, registered.client_secret) == 403
+
+
+@pytest.mark.parametrize(
+    ("client_id", "audience", "expected"),
+    [
+        pytest.param(
+            "no-such-client", "https://orders.example.test", "no-such-client", id="unknown"
+        ),
+        pytest.param(None, "orders", "absolute URI", id="relative-audience"),
+    ],
+)
+def test_clients_serve_with_bad_input_fails_with_one_line_and_changes_nothing(
+    cli_env: dict[str, str], cli_app: Flask, client_id: str | None, audience: str, expected: str
+) -> None:
+    with db.transaction(cli_app) as session:
+        registered = make_client(
+            session, grant_types=["client_credentials"], served_audiences=["https://a.example.test"]
+        )
+    target = client_id or registered.client.client_id
+
+    result = run_cli("clients", "serve", target, audience, env=cli_env)
+
+    line = assert_fails_with_one_line(result)
+    assert expected in line
+    with db.transaction(cli_app) as session:
+        client = session.get(Client, registered.client.id)
+        assert client is not None
+        assert client.served_audiences == ["https://a.example.test"]
+
+
 def test_clients_create_refuses_an_unknown_grant_as_a_usage_error(
     cli_env: dict[str, str],
 ) -> None:
@@ -511,6 +591,34 @@ def test_dev_seed_prints_demo_credentials_and_a_curl_line_that_works(
     assert response.status_code == 200, response.json
     assert response.json is not None
     assert response.json["refresh_token"]
+    # The account-API line: the same sign-in naming the account API lists the devices.
+    assert "-d resource=http://127.0.0.1:8000/account -d scope=account" in result.stdout
+    http = cli_app.test_client()
+    account = http.post(
+        "/oauth/token",
+        data={
+            "grant_type": "password",
+            "username": email,
+            "password": password,
+            "resource": "http://127.0.0.1:8000/account",
+            "scope": "account",
+        },
+        auth=(client_id, client_secret),
+    ).json
+    assert account is not None
+    devices = http.get(
+        "/account/sessions", headers={"Authorization": f"Bearer {account['access_token']}"}
+    )
+    assert devices.status_code == 200
+    # The demo API serves the audience of the demo apps' ordinary tokens.
+    api = re.search(r"^Demo API: +(\S+) / (\S+)$", result.stdout, re.MULTILINE)
+    assert api is not None
+    introspected = http.post(
+        "/oauth/introspect", data={"token": response.json["access_token"]}, auth=api.groups()
+    ).json
+    assert introspected is not None
+    assert introspected["active"] is True
+    assert http.get("/oauth/revocations", auth=api.groups()).status_code == 200
 
 
 def test_dev_seed_is_refused_in_production(production_env: dict[str, str]) -> None:

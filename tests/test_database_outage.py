@@ -309,7 +309,11 @@ def _register(database_url: str, issuer: str, folder: Path) -> Credentials:
         make_user(setup_app, session)
         app = make_client(session)
         rs = make_client(
-            session, name="Orders API", grant_types=["client_credentials"], first_party=False
+            session,
+            name="Orders API",
+            grant_types=["client_credentials"],
+            first_party=False,
+            served_audiences=[AUDIENCE],
         )
     db.state(setup_app).engine.dispose()
     assert app.client_secret is not None

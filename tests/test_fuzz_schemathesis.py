@@ -12,7 +12,7 @@ Hypothesis, bounded and derandomized so CI sees the same requests every run.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from importlib.resources import files
 from typing import Any
@@ -25,6 +25,7 @@ from schemathesis import Case, GenerationMode
 from schemathesis.specs.openapi.schemas import OpenApiSchema
 from sqlalchemy.orm import Session
 
+from authserver.config import Config
 from authserver.db import utcnow
 from authserver.models import User
 from authserver.runtime import runtime
@@ -34,7 +35,8 @@ from tests.helpers import basic_auth, make_client, make_user
 
 DOCUMENT = files("authserver").joinpath("openapi.json")
 EXAMPLES_PER_OPERATION = 25
-USER_SCOPE = "openid email profile read"
+USER_SCOPE = "openid email profile read account"
+METRICS_TOKEN = "metrics-scraper-token-for-the-fuzzer-0123456789"
 
 # RFC 6749 §5.2, RFC 8707 §2 (invalid_target), RFC 7009 §2.2.1 (unsupported_token_type),
 # RFC 6750 §3.1 for the bearer endpoints, and the refusals the server renders in that shape:
@@ -113,19 +115,21 @@ class Seeded:
         rt = runtime(self.app)
         client = self.user_client.client
         now = self.clock.step()
+        # Meant for the account API (its audience and scope); userinfo takes any audience.
+        audience = rt.config.issuer + "/account"
         family = start_family(
             self.session,
             user=self.user,
             client=client,
             scope=USER_SCOPE,
-            audience=rt.config.default_audience,
+            audience=audience,
             policy=rt.refresh_policy(client),
             now=now,
         )
         access = rt.access_tokens.issue(
             subject=str(self.user.id),
             client_id=client.client_id,
-            audience=rt.config.default_audience,
+            audience=audience,
             scope=USER_SCOPE,
             ttl=rt.access_token_ttl(client),
             now=now,
@@ -133,6 +137,12 @@ class Seeded:
         )
         self.session.commit()
         return access.token
+
+
+@pytest.fixture
+def config(config: Config) -> Config:
+    """The test configuration with /metrics turned on for the scraper's token."""
+    return replace(config, metrics_token=METRICS_TOKEN)
 
 
 @pytest.fixture
@@ -147,7 +157,11 @@ def seeded(app: Flask, session: Session) -> Seeded:
         grant_types=["password", "refresh_token", "client_credentials"],
     )
     resource_server = make_client(
-        session, name="Orders API", grant_types=["client_credentials"], first_party=False
+        session,
+        name="Orders API",
+        grant_types=["client_credentials"],
+        first_party=False,
+        served_audiences=[runtime(app).config.default_audience],
     )
     return Seeded(app, session, clock, user, user_client, resource_server)
 
@@ -175,6 +189,8 @@ def _load_schema(seeded: Seeded) -> OpenApiSchema:
             schemes = {name for requirement in security for name in requirement}
             if "bearerAccessToken" in schemes:
                 return {"Authorization": f"Bearer {seeded.fresh_access_token()}"}
+            if "metricsToken" in schemes:
+                return {"Authorization": f"Bearer {METRICS_TOKEN}"}
             if "clientSecretBasic" in schemes:
                 owner = (
                     seeded.user_client if case.path == "/oauth/token" else seeded.resource_server

@@ -15,10 +15,21 @@ from authserver.db import db
 from authserver.runtime import runtime
 from tests.helpers import make_client, make_user, password_login, refresh
 
+METRICS_TOKEN = "a-scrapers-bearer-token-of-forty-characters"
+SCRAPER = {"Authorization": f"Bearer {METRICS_TOKEN}"}
+
+
+@pytest.fixture
+def config(config: Config) -> Config:
+    """The test configuration with /metrics turned on for the scraper's token."""
+    return replace(config, metrics_token=METRICS_TOKEN)
+
 
 def _metric(client: FlaskClient, name: str, **labels: str) -> float:
     """The value of one sample in /metrics (0 when absent)."""
-    text = client.get("/metrics").get_data(as_text=True)
+    response = client.get("/metrics", headers=SCRAPER)
+    assert response.status_code == 200
+    text = response.get_data(as_text=True)
     wanted = name + (
         "{" + ",".join(f'{k}="{v}"' for k, v in sorted(labels.items())) + "}" if labels else ""
     )
@@ -101,7 +112,51 @@ def test_metrics_count_requests_by_endpoint_not_by_path(client: FlaskClient) -> 
         status="200",
     )
     assert after == before + 1
-    assert "authserver_db_pool_connections_in_use" in client.get("/metrics").get_data(True)
+    metrics = client.get("/metrics", headers=SCRAPER).get_data(True)
+    assert "authserver_db_pool_connections_in_use" in metrics
+
+
+# -- who may read /metrics -------------------------------------------------------------------
+
+
+def test_metrics_are_off_without_a_scraper_token(engine: object, config: Config) -> None:
+    app = create_app(replace(config, metrics_token=""))
+    try:
+        response = app.test_client().get("/metrics", headers=SCRAPER)
+    finally:
+        db.state(app).engine.dispose()
+
+    assert response.status_code == 404
+    assert "authserver_" not in response.get_data(as_text=True)
+
+
+@pytest.mark.parametrize(
+    "authorization",
+    [
+        pytest.param(None, id="no-credentials"),
+        pytest.param("Bearer not-the-token", id="wrong-token"),
+        pytest.param(f"Bearer {METRICS_TOKEN}x", id="token-with-a-suffix"),
+        pytest.param(f"Bearer {METRICS_TOKEN[:-1]}", id="token-prefix"),
+        pytest.param(f"Basic {METRICS_TOKEN}", id="other-scheme"),
+    ],
+)
+def test_metrics_refuse_anyone_without_the_scraper_token(
+    client: FlaskClient, authorization: str | None
+) -> None:
+    headers = {"Authorization": authorization} if authorization else {}
+
+    response = client.get("/metrics", headers=headers)
+
+    assert response.status_code == 401
+    assert response.headers["WWW-Authenticate"].startswith("Bearer ")
+    assert "authserver_" not in response.get_data(as_text=True)
+
+
+def test_metrics_answer_the_scraper_that_presents_the_token(client: FlaskClient) -> None:
+    response = client.get("/metrics", headers=SCRAPER)
+
+    assert response.status_code == 200
+    assert "authserver_http_requests_total" in response.get_data(as_text=True)
 
 
 def test_every_response_says_nosniff(client: FlaskClient) -> None:

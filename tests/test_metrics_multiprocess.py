@@ -17,6 +17,7 @@ from authserver.config import Config
 from tests.conftest import free_port, truncate_all
 
 BIN = Path(sys.executable).parent
+METRICS_TOKEN = "scraper-token-for-the-multiprocess-test-0123"
 
 
 def _jwks_requests(metrics: str) -> float:
@@ -43,6 +44,7 @@ def test_metrics_count_the_requests_of_every_worker(
         "AUTHSERVER_INSTANCE_DIR": str(tmp_path / "instance"),
         "AUTHSERVER_LOG_LEVEL": "WARNING",
         "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
+        "AUTHSERVER_METRICS_TOKEN": METRICS_TOKEN,
         "GUNICORN_BIND": f"127.0.0.1:{port}",
         "GUNICORN_WORKERS": "2",
         "GUNICORN_THREADS": "1",
@@ -69,7 +71,9 @@ def test_metrics_count_the_requests_of_every_worker(
                 with requests.Session() as one_off:
                     answer = one_off.get(url + "/.well-known/jwks.json", timeout=5)
                     assert answer.ok, (tmp_path / "gunicorn.log").read_text()[-3000:]
-            metrics = http.get(url + "/metrics", timeout=5).text
+            metrics = http.get(
+                url + "/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"}, timeout=5
+            ).text
         workers_with_samples = len(list(metrics_dir.glob("counter_*.db")))
     finally:
         server.terminate()

@@ -297,15 +297,28 @@ def test_bearer_endpoints_answer_as_documented(
     registered = make_client(session, scopes=["openid", "email", "profile"])
     access_token = password_login(client, registered).json["access_token"]
     bearer = {"Authorization": f"Bearer {access_token}"}
+    account = {"resource": app.config["AUTHSERVER"].issuer + "/account"}
+    account_token = password_login(client, registered, **account, scope="account").json
+    without_scope = password_login(client, registered, **account, scope="openid").json
 
     userinfo = client.get("/oauth/userinfo", headers=bearer)
-    devices = client.get("/account/sessions", headers=bearer)
+    devices = client.get(
+        "/account/sessions", headers={"Authorization": f"Bearer {account_token['access_token']}"}
+    )
+    wrong_audience = client.get("/account/sessions", headers=bearer)
+    no_scope = client.get(
+        "/account/sessions", headers={"Authorization": f"Bearer {without_scope['access_token']}"}
+    )
     no_token = client.get("/account/sessions")
 
     assert userinfo.json["email"] == "ann@example.com"
     _conforms(api, "GET", "/oauth/userinfo", userinfo)
-    assert len(devices.json["sessions"]) == 1
+    assert len(devices.json["sessions"]) == 3  # the three password sign-ins
     _conforms(api, "GET", "/account/sessions", devices)
+    assert wrong_audience.status_code == 401
+    _conforms(api, "GET", "/account/sessions", wrong_audience)
+    assert no_scope.status_code == 403
+    _conforms(api, "GET", "/account/sessions", no_scope)
     assert no_token.status_code == 401
     _conforms(api, "GET", "/account/sessions", no_token)
 
@@ -313,7 +326,13 @@ def test_bearer_endpoints_answer_as_documented(
 def test_discovery_documents_and_the_feed_answer_as_documented(
     session: Session, client: FlaskClient, api: OpenApiSchema
 ) -> None:
-    rs = make_client(session, name="Orders API", grant_types=["client_credentials"])
+    rs = make_client(
+        session,
+        name="Orders API",
+        grant_types=["client_credentials"],
+        served_audiences=["https://api.example.test"],
+    )
+    not_a_resource_server = make_client(session, name="App", grant_types=["client_credentials"])
 
     for path in (
         "/.well-known/jwks.json",
@@ -325,5 +344,9 @@ def test_discovery_documents_and_the_feed_answer_as_documented(
     ):
         _conforms(api, "GET", path, client.get(path))
     feed = client.get("/oauth/revocations", headers=basic_auth(rs))
+    refused = client.get("/oauth/revocations", headers=basic_auth(not_a_resource_server))
+    assert feed.status_code == 200
     _conforms(api, "GET", "/oauth/revocations", feed)
+    assert refused.status_code == 403
+    _conforms(api, "GET", "/oauth/revocations", refused)
     assert client.get("/.well-known/jwks.json").json["keys"]

@@ -110,7 +110,11 @@ def cluster(engine: Engine, config: Config, tmp_path: Path) -> Iterator[Cluster]
         make_user(setup_app, session)
         app = make_client(session)
         rs = make_client(
-            session, name="Orders API", grant_types=["client_credentials"], first_party=False
+            session,
+            name="Orders API",
+            grant_types=["client_credentials"],
+            first_party=False,
+            served_audiences=[AUDIENCE],
         )
         credentials = (
             app.client.client_id,

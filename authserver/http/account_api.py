@@ -1,4 +1,7 @@
-"""The signed-in devices of the token's user, as JSON (bearer access token)."""
+"""The account API: the signed-in devices of the token's user, as JSON, and signing out.
+
+Only access tokens meant for it are served: audience ``{issuer}/account`` and the ``account``
+scope (``own_apis.ACCOUNT_API``, checked by ``http/bearer.require_user_token``)."""
 
 from __future__ import annotations
 
@@ -8,9 +11,9 @@ from flask import Blueprint, Response, jsonify
 
 from authserver.db import db
 from authserver.http.audit import audit
-from authserver.http.bearer import bearer_claims
+from authserver.http.bearer import require_user_token
 from authserver.http.web import csrf
-from authserver.models import RefreshFamily
+from authserver.own_apis import ACCOUNT_API
 from authserver.runtime import runtime
 from authserver.services.audit import AuditEventType
 from authserver.services.browser_sessions import (
@@ -23,18 +26,6 @@ from authserver.services.refresh_tokens import RevocationReason
 
 bp = Blueprint("account_api", __name__)
 csrf.exempt(bp)  # bearer tokens are not sent by browsers on their own: no CSRF to fear
-
-
-def _caller() -> tuple[uuid.UUID, uuid.UUID | None, uuid.UUID | None]:
-    """(user id, caller's family id, caller's browser session id) from the access token."""
-    claims = bearer_claims()
-    user_id = uuid.UUID(claims["sub"])
-    family_id = uuid.UUID(claims["sid"]) if claims.get("sid") else None
-    session_id = None
-    if family_id is not None:
-        family = db.session.get(RefreshFamily, family_id)
-        session_id = family.browser_session_id if family else None
-    return user_id, family_id, session_id
 
 
 def _device_json(device: Device) -> dict[str, object]:
@@ -52,13 +43,13 @@ def _device_json(device: Device) -> dict[str, object]:
 
 @bp.get("/account/sessions")
 def list_sessions() -> Response:
-    user_id, family_id, session_id = _caller()
+    caller = require_user_token(ACCOUNT_API)
     devices = list_devices(
         db.session,
-        user_id,
+        caller.user_id,
         runtime().now(),
-        current_session_id=session_id,
-        current_family_id=family_id,
+        current_session_id=caller.session_id,
+        current_family_id=caller.family_id,
     )
     response = jsonify(sessions=[_device_json(d) for d in devices])
     response.headers["Cache-Control"] = "no-store"
@@ -67,27 +58,33 @@ def list_sessions() -> Response:
 
 @bp.delete("/account/sessions/<uuid:device_id>")
 def revoke_session(device_id: uuid.UUID) -> Response | tuple[Response, int]:
-    user_id, _, _ = _caller()
-    if not revoke_device(db.session, user_id, device_id, runtime().now()):
+    caller = require_user_token(ACCOUNT_API)
+    if not revoke_device(db.session, caller.user_id, device_id, runtime().now()):
         return jsonify(error="not_found", error_description="No such session."), 404
-    audit(AuditEventType.LOGOUT, user_id=user_id, reason="device_signed_out")
+    audit(
+        AuditEventType.LOGOUT,
+        user_id=caller.user_id,
+        client_id=caller.client_id,
+        reason="device_signed_out",
+    )
     return Response(status=204)
 
 
 @bp.post("/account/sessions/revoke-others")
 def revoke_other_sessions() -> Response:
-    user_id, family_id, session_id = _caller()
+    caller = require_user_token(ACCOUNT_API)
     sessions, families = end_user_sessions(
         db.session,
-        user_id,
+        caller.user_id,
         RevocationReason.LOGOUT_EVERYWHERE,
         runtime().now(),
-        keep_session_id=session_id,
-        keep_family_id=family_id,
+        keep_session_id=caller.session_id,
+        keep_family_id=caller.family_id,
     )
     audit(
         AuditEventType.LOGOUT_EVERYWHERE,
-        user_id=user_id,
+        user_id=caller.user_id,
+        client_id=caller.client_id,
         reason="everywhere_else",
         sessions_ended=sessions,
         families_revoked=families,
@@ -97,13 +94,14 @@ def revoke_other_sessions() -> Response:
 
 @bp.post("/account/logout-all")
 def logout_all() -> Response:
-    user_id, _, _ = _caller()
+    caller = require_user_token(ACCOUNT_API)
     sessions, families = end_user_sessions(
-        db.session, user_id, RevocationReason.LOGOUT_EVERYWHERE, runtime().now()
+        db.session, caller.user_id, RevocationReason.LOGOUT_EVERYWHERE, runtime().now()
     )
     audit(
         AuditEventType.LOGOUT_EVERYWHERE,
-        user_id=user_id,
+        user_id=caller.user_id,
+        client_id=caller.client_id,
         sessions_ended=sessions,
         families_revoked=families,
     )

@@ -1,59 +1,110 @@
-"""Bearer-token authentication (RFC 6750) for the endpoints this server protects itself:
-userinfo and the account API."""
+"""The one boundary of the APIs this server protects itself with bearer tokens (RFC 6750):
+userinfo and the account API.
+
+``require_user_token(api)`` verifies the request's access token and hands the view a typed
+``UserCaller``, never raw claims. In order, each refusal with its RFC 6750 §3 answer:
+
+1. no bearer token, or one this server did not sign or that expired: 401 ``invalid_token``;
+2. a token for another audience (``own_apis``: the account API takes only ``{issuer}/account``):
+   401 ``invalid_token`` — a photo app's token for its own API cannot reach the account API;
+3. a token that names no user (client_credentials: ``sub`` is the client): 401 ``invalid_token``;
+4. a token revoked since (its family, its ``jti``, its user signed out everywhere or
+   disabled): 401 ``invalid_token``;
+5. a token without the API's scope: 403 ``insufficient_scope``, naming the scope.
+"""
 
 from __future__ import annotations
 
+import uuid
+from dataclasses import dataclass
 from typing import Any
 
-from flask import Response, jsonify, request
+from flask import request
 
 from authserver.db import db
+from authserver.errors import BearerError
+from authserver.own_apis import OwnApi
 from authserver.runtime import runtime
+from authserver.services.browser_sessions import browser_session_of_family
 from authserver.services.token_status import access_token_still_granted
 from authserver.services.token_verification import TokenRejected, verify_own_token
 
 
-class BearerError(Exception):
-    def __init__(self, status: int, error: str, description: str) -> None:
-        super().__init__(description)
-        self.status = status
-        self.error = error
-        self.description = description
+@dataclass(frozen=True)
+class UserCaller:
+    """Who called an API that acts for a user: what the views may rely on."""
 
-    def response(self) -> Response:
-        body = jsonify(error=self.error, error_description=self.description)
-        body.status_code = self.status
-        # RFC 6750 §3: say how to authenticate and what was wrong.
-        body.headers["WWW-Authenticate"] = (
-            f'Bearer error="{self.error}", error_description="{self.description}"'
-        )
-        body.headers["Cache-Control"] = "no-store"
-        return body
+    user_id: uuid.UUID
+    client_id: str
+    # The refresh family the token came from (its ``sid``), if any.
+    family_id: uuid.UUID | None
+    # The browser session that family was issued through, if any.
+    session_id: uuid.UUID | None
+    scopes: frozenset[str]
 
 
-def bearer_claims(required_scope: str | None = None) -> dict[str, Any]:
-    """The verified claims of the request's access token, or a BearerError."""
+def _invalid(description: str) -> BearerError:
+    return BearerError(401, "invalid_token", description)
+
+
+def _bearer_token() -> str:
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
-        raise BearerError(401, "invalid_token", "A bearer access token is required.")
+        raise _invalid("A bearer access token is required.")
+    return token.strip()
+
+
+def _user_of(claims: dict[str, Any]) -> uuid.UUID:
+    subject = claims.get("sub")
+    # RFC 9068 §2.2: a client acting for itself is its own subject; such a token acts for no
+    # user and opens no user's data.
+    if not isinstance(subject, str) or subject == claims.get("client_id"):
+        raise _invalid("The access token does not act for a user.")
+    try:
+        return uuid.UUID(subject)
+    except ValueError:
+        raise _invalid("The access token does not act for a user.") from None
+
+
+def require_user_token(api: OwnApi) -> UserCaller:
+    """The caller of ``api``, from the request's bearer token, or a BearerError."""
     rt = runtime()
+    now = rt.now()
     try:
         claims = verify_own_token(
             rt.keys,
-            token.strip(),
+            _bearer_token(),
             issuer=rt.config.issuer,
             typ="at+jwt",
-            now=int(runtime().now().timestamp()),
+            now=int(now.timestamp()),
         )
     except TokenRejected:
-        raise BearerError(401, "invalid_token", "The access token is invalid.") from None
-    if not access_token_still_granted(db.session, claims, rt.now()):
-        raise BearerError(401, "invalid_token", "The access token was revoked.")
-    if required_scope and required_scope not in str(claims.get("scope", "")).split():
-        raise BearerError(403, "insufficient_scope", f"The '{required_scope}' scope is needed.")
-    return claims
+        raise _invalid("The access token is invalid.") from None
+    audience = api.audience(rt.config.issuer)
+    if audience is not None and claims.get("aud") != audience:
+        raise _invalid("The access token is not meant for this API.")
+    user_id = _user_of(claims)
+    if not access_token_still_granted(db.session, claims, now):
+        raise _invalid("The access token was revoked.")
+    scopes = frozenset(str(claims.get("scope", "")).split())
+    if api.scope not in scopes:
+        raise BearerError(
+            403, "insufficient_scope", f"The '{api.scope}' scope is needed.", scope=api.scope
+        )
+    family_id = _family_of(claims)
+    return UserCaller(
+        user_id=user_id,
+        client_id=str(claims.get("client_id", "")),
+        family_id=family_id,
+        session_id=browser_session_of_family(db.session, family_id) if family_id else None,
+        scopes=scopes,
+    )
 
 
-def handle_bearer_error(exc: BearerError) -> Response:
-    return exc.response()
+def _family_of(claims: dict[str, Any]) -> uuid.UUID | None:
+    sid = claims.get("sid")
+    if sid is None:
+        return None
+    # Granted above, so the sid named a live family: it is a UUID this server wrote.
+    return uuid.UUID(str(sid))

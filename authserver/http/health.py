@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import hmac
 import os
 import time
 
-from flask import Blueprint, Flask, Response, g, jsonify, request
+from flask import Blueprint, Flask, Response, abort, g, jsonify, request
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
 from sqlalchemy import Engine, text
 from sqlalchemy.pool import QueuePool
 
 from authserver.db import Database, db, discard_request_session
+from authserver.errors import error_response
 from authserver.metrics import LATENCY, POOL_IN_USE, REQUESTS
 from authserver.runtime import runtime
 
@@ -46,6 +48,23 @@ def readyz() -> tuple[Response, int]:
 
 @bp.get("/metrics")
 def metrics() -> Response:
+    """Prometheus text for a scraper that presents AUTHSERVER_METRICS_TOKEN as a bearer token
+    (Prometheus ``authorization: {credentials_file: ...}``). Without the setting there are no
+    metrics here (404): counts of failed sign-ins and reuse detections tell an attacker how
+    their attempt is going, so they are never public."""
+    expected = runtime().config.metrics_token
+    if not expected:
+        abort(404)
+    scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(
+        presented.strip().encode(), expected.encode()
+    ):
+        return error_response(
+            "invalid_token",
+            "The scraper's bearer token is required.",
+            401,
+            {"WWW-Authenticate": 'Bearer realm="metrics"'},
+        )
     return metrics_response(Database.state().engine)
 
 

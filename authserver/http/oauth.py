@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, Response, jsonify, request
 
 from authserver.db import db
-from authserver.errors import InvalidRequest
+from authserver.errors import InvalidRequest, NotAResourceServer
 from authserver.http.rate_limits import per_account_password_grant, per_client, per_ip
 from authserver.oauth.metadata import (
     INTROSPECTION_PATH,
@@ -53,7 +53,9 @@ def introspect() -> Response:
 def revocations_feed() -> Response:
     """What resource servers verifying JWTs offline must reject, for polling every few
     seconds: everything live, or with ``since`` only what is newer; 304 when nothing is."""
-    authorization_server().authenticate_feed_client()
+    client = authorization_server().authenticate_feed_client()
+    if not client.served_audiences:
+        raise NotAResourceServer()
     since_raw = request.args.get("since")
     if since_raw is not None and not since_raw.isdigit():
         raise InvalidRequest("'since' must be a cursor from an earlier answer.")

@@ -3,8 +3,6 @@ Logout 1.0)."""
 
 from __future__ import annotations
 
-import uuid
-
 from authlib.common.urls import add_params_to_uri
 from flask import Blueprint, Response, jsonify, redirect, render_template, request, url_for
 from flask_wtf.csrf import CSRFError, validate_csrf
@@ -12,9 +10,10 @@ from wtforms import ValidationError as WTFValidationError
 
 from authserver.db import db
 from authserver.http.audit import audit
-from authserver.http.bearer import bearer_claims
+from authserver.http.bearer import require_user_token
 from authserver.http.web import clear_session_cookie, csrf, current_browser_session
 from authserver.models import User
+from authserver.own_apis import USERINFO_API
 from authserver.runtime import runtime
 from authserver.services.audit import AuditEventType
 from authserver.services.browser_sessions import end_session
@@ -33,11 +32,11 @@ END_SESSION_PATH = "/oauth/logout"
 
 @bp.route(USERINFO_PATH, methods=["GET", "POST"])
 def userinfo() -> Response:
-    claims = bearer_claims(required_scope="openid")
-    user = db.session.get(User, uuid.UUID(claims["sub"]))
-    assert user is not None  # bearer_claims checked it exists and is enabled
-    scopes = str(claims.get("scope", "")).split()
-    body: dict[str, object] = {"sub": claims["sub"]}
+    caller = require_user_token(USERINFO_API)
+    user = db.session.get(User, caller.user_id)
+    assert user is not None  # the token was still granted: its user exists and is enabled
+    scopes = caller.scopes
+    body: dict[str, object] = {"sub": str(caller.user_id)}
     if "email" in scopes:
         body["email"] = user.email
         # authserver does not verify addresses itself; say so rather than claim it.

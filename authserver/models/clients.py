@@ -9,6 +9,7 @@ from sqlalchemy import String, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from authserver.db import Base, utcnow
+from authserver.own_apis import FIRST_PARTY_SCOPES, USER_SCOPES
 
 # RFC 6749 §2.3.1 / RFC 8414 §2 names of the ways a client proves who it is.
 CONFIDENTIAL_AUTH_METHODS = ("client_secret_basic", "client_secret_post")
@@ -45,6 +46,9 @@ class Client(Base):
     )
     # Resource indicators (RFC 8707) the client may ask for; the first is its default audience.
     audiences: Mapped[list[str]]
+    # Audiences this client serves as a resource server: it may introspect tokens issued for
+    # them (RFC 7662 §4) and read the revocation feed. Empty for clients that serve no API.
+    served_audiences: Mapped[list[str]] = mapped_column(server_default=text("'[]'"), default=list)
     # Per-client lifetimes in seconds; NULL means the server-wide setting.
     access_token_ttl: Mapped[int | None]
     refresh_absolute_ttl: Mapped[int | None]
@@ -86,13 +90,21 @@ class Client(Base):
         # RFC 9700 §2.1: with several registered URIs the request must name one.
         return self.redirect_uris[0] if len(self.redirect_uris) == 1 else None
 
-    def get_allowed_scope(self, scope: str | None) -> str | None:
-        """The scope to grant at the authorization endpoint; None (invalid_scope) if the
-        request names a scope the client is not registered for."""
+    def get_allowed_scope(self, scope: str | None, *, for_user: bool = True) -> str | None:
+        """The scope to grant (RFC 6749 §3.3); None (invalid_scope) if the request names a
+        scope this client may not have. Without a requested scope, every scope it is
+        registered for. ``for_user=False`` (client_credentials): never a scope that only
+        means something for a signed-in user (``own_apis.USER_SCOPES``)."""
         if not scope or not scope.strip():
-            return " ".join(self.scopes)
+            registered = [s for s in self.scopes if for_user or s not in USER_SCOPES]
+            return " ".join(registered)
         wanted = list(dict.fromkeys(scope.split()))
-        if not set(wanted) <= set(self.scopes):
+        grantable = set(self.scopes)
+        if self.is_first_party:
+            grantable |= FIRST_PARTY_SCOPES
+        if not for_user:
+            grantable -= USER_SCOPES
+        if not set(wanted) <= grantable:
             return None
         return " ".join(wanted)
 

@@ -92,7 +92,10 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
         data = self.request.payload.data
         try:
             audience = resolve_audience(
-                client, resources_of(flask_request.values), rt.config.default_audience
+                client,
+                resources_of(flask_request.values),
+                default_audience=rt.config.default_audience,
+                issuer=rt.config.issuer,
             )
         except AuthServerError as exc:
             raise _as_oauth_error(exc, redirect_uri) from None
@@ -104,7 +107,7 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
             # Stored as requested: §4.1.3 wants the token request to repeat it if it was sent.
             redirect_uri=self.request.payload.redirect_uri or "",
             scope=self.request.scope,
-            audience=audience or rt.config.issuer,
+            audience=audience,
             nonce=data.get("nonce"),
             code_challenge=data.get("code_challenge"),
             code_challenge_method=data.get("code_challenge_method"),

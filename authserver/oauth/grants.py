@@ -61,19 +61,26 @@ class ClientCredentialsGrant(grants.ClientCredentialsGrant):
     TOKEN_ENDPOINT_AUTH_METHODS = CONFIDENTIAL_METHODS
 
     def validate_requested_scope(self) -> None:
-        self.request.scope = resolve_scope(self.request.client, self.request.payload.scope)
+        # No user: scopes that only mean something for a signed-in user are never granted.
+        self.request.scope = resolve_scope(
+            self.request.client, self.request.payload.scope, for_user=False
+        )
 
     def create_token_response(self) -> tuple[int, dict[str, Any], list[tuple[str, str]]]:
         rt = runtime()
         client: Client = self.request.client
         audience = resolve_audience(
-            client, resources_of(self.request.form), rt.config.default_audience
+            client,
+            resources_of(self.request.form),
+            default_audience=rt.config.default_audience,
+            issuer=rt.config.issuer,
+            for_user=False,
         )
         # RFC 9068 §2.2: with no resource owner, sub is the client itself.
         access = rt.access_tokens.issue(
             subject=client.client_id,
             client_id=client.client_id,
-            audience=audience or rt.config.issuer,
+            audience=audience,
             scope=self.request.scope,
             ttl=rt.access_token_ttl(client),
             now=runtime().now(),
@@ -143,9 +150,11 @@ class PasswordGrant(grants.ResourceOwnerPasswordCredentialsGrant):
         now = runtime().now()
         scope = self.request.scope
         audience = resolve_audience(
-            client, resources_of(self.request.form), rt.config.default_audience
+            client,
+            resources_of(self.request.form),
+            default_audience=rt.config.default_audience,
+            issuer=rt.config.issuer,
         )
-        audience = audience or rt.config.issuer
         refresh = None
         if client.check_grant_type("refresh_token"):
             refresh = start_family(
@@ -205,7 +214,14 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
         resources = resources_of(self.request.form)
         # Checked before rotating, so a refused request leaves the token usable.
         requested_audience = (
-            resolve_audience(client, resources, rt.config.default_audience) if resources else None
+            resolve_audience(
+                client,
+                resources,
+                default_audience=rt.config.default_audience,
+                issuer=rt.config.issuer,
+            )
+            if resources
+            else None
         )
         try:
             rotated = rotate_refresh_token(

@@ -72,9 +72,10 @@ class IntrospectionEndpoint(AuthlibIntrospectionEndpoint):
         return _find(token_string, token_type_hint)
 
     def check_permission(self, token: PresentedToken, client: Client, request: Any) -> bool:
-        # Any resource server may introspect access tokens; a refresh token only by the
-        # client it was issued to (RFC 7662 §4: do not tell others about it).
-        return token.refresh is None or token.check_client(client)
+        # RFC 7662 §2.1, §4: a client learns about a token only if it was issued to it, or if
+        # it is an access token for an audience the client serves as a resource server; any
+        # other token answers {"active": false}, as an unknown one would.
+        return token.check_client(client) or token.is_for_audience_of(client)
 
     def create_introspection_payload(self, token: PresentedToken | None) -> dict[str, Any]:
         rt = runtime()

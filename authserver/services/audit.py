@@ -39,6 +39,7 @@ class AuditEventType(enum.StrEnum):
     USER_CREATED = "user_created"
     USER_DISABLED = "user_disabled"
     CLIENT_CREATED = "client_created"
+    CLIENT_UPDATED = "client_updated"
     CLIENT_DISABLED = "client_disabled"
     KEY_ROTATED = "key_rotated"
     RATE_LIMIT_HIT = "rate_limit_hit"
@@ -66,6 +67,7 @@ ALLOWED_DETAILS = frozenset(
         "last_ip_address",
         "families_revoked",
         "sessions_ended",
+        "served_audiences",
     }
 )
 

@@ -104,6 +104,11 @@ def end_session(
     db.refresh(browser_session)
 
 
+def browser_session_of_family(db: Session, family_id: uuid.UUID) -> uuid.UUID | None:
+    """The browser session a refresh family was issued through, if any."""
+    return db.scalar(select(RefreshFamily.browser_session_id).where(RefreshFamily.id == family_id))
+
+
 def move_families(db: Session, source: BrowserSession, target: BrowserSession) -> None:
     """Tie the live families of one session of a user to another session of the same user."""
     assert source.user_id == target.user_id

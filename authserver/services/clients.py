@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 from authserver.errors import InvalidScope, InvalidTarget, NotFound, ValidationError
 from authserver.models import Client, RefreshFamily
 from authserver.models.clients import digest_client_secret
+from authserver.own_apis import own_audiences
 from authserver.services.audit import AuditEventType, record
 from authserver.services.refresh_tokens import RevocationReason
 from authserver.services.revocations import revoke_families
@@ -119,6 +120,7 @@ def create_client(
     post_logout_redirect_uris: list[str] | None = None,
     scopes: list[str] | None = None,
     audiences: list[str] | None = None,
+    served_audiences: list[str] | None = None,
     access_token_ttl: int | None = None,
     refresh_idle_ttl: int | None = None,
     refresh_absolute_ttl: int | None = None,
@@ -154,6 +156,7 @@ def create_client(
     audience_list = list(dict.fromkeys(audiences or []))
     for audience in audience_list:
         _check_audience(audience)
+    served_list = _checked_served_audiences(served_audiences or [])
     for label, ttl in (
         ("access token lifetime", access_token_ttl),
         ("refresh idle lifetime", refresh_idle_ttl),
@@ -174,6 +177,7 @@ def create_client(
         redirect_uris=uris,
         post_logout_redirect_uris=logout_uris,
         audiences=audience_list,
+        served_audiences=served_list,
         access_token_ttl=access_token_ttl,
         refresh_idle_ttl=refresh_idle_ttl,
         refresh_absolute_ttl=refresh_absolute_ttl,
@@ -187,33 +191,80 @@ def create_client(
         client_id=client.client_id,
         grant_type=" ".join(grants),
         scope=" ".join(scope_list),
+        served_audiences=served_list,
     )
     return RegisteredClient(client=client, client_secret=secret)
 
 
-def resolve_scope(client: Client, requested: str | None) -> str:
-    """The scope to grant: the request's if the client may have all of it (RFC 6749 §3.3),
-    or every scope the client is registered for when the request names none."""
-    if requested is None or not requested.strip():
-        return " ".join(client.scopes)
-    wanted = list(dict.fromkeys(requested.split()))
-    if any(not SCOPE_TOKEN.match(s) for s in wanted) or not set(wanted) <= set(client.scopes):
+def _checked_served_audiences(audiences: list[str]) -> list[str]:
+    served = list(dict.fromkeys(audiences))
+    for audience in served:
+        _check_audience(audience)
+    return served
+
+
+def set_served_audiences(
+    session: Session, client_id: str, audiences: list[str], now: datetime
+) -> Client:
+    """Register the client as the resource server of ``audiences`` (replacing its list; empty:
+    it serves none). It may then introspect tokens issued for them and read the revocation
+    feed; running servers see the change within AUTHSERVER_CLIENT_CACHE_SECONDS."""
+    client = find_client(session, client_id, fresh=True)
+    if client is None:
+        raise NotFound(f"no client with the id {client_id.strip()[:64]!r}")
+    client.served_audiences = _checked_served_audiences(audiences)
+    record(
+        session,
+        AuditEventType.CLIENT_UPDATED,
+        now,
+        client_id=client.client_id,
+        served_audiences=client.served_audiences,
+    )
+    session.flush()
+    return client
+
+
+def resolve_scope(client: Client, requested: str | None, *, for_user: bool = True) -> str:
+    """The scope to grant (RFC 6749 §3.3): the request's if the client may have all of it, or
+    every scope it is registered for when the request names none. ``Client.get_allowed_scope``
+    is the rule, shared with the authorization endpoint; this raises where that says no."""
+    granted = client.get_allowed_scope(requested, for_user=for_user)
+    if granted is None:
         raise InvalidScope()
-    return " ".join(wanted)
+    return granted
 
 
-def resolve_audience(client: Client, resources: list[str], default_audience: str) -> str:
+def resolve_audience(
+    client: Client,
+    resources: list[str],
+    *,
+    default_audience: str,
+    issuer: str,
+    for_user: bool = True,
+) -> str:
     """The ``aud`` of the access token (RFC 8707 §2, RFC 9068 §3).
 
-    A requested resource must be one the client is registered for. Without one, the client's
-    first registered audience, then the server default.
+    A requested resource must be one the client is registered for, or one of the server's own
+    APIs (``own_apis``) that the client may reach: any first-party client, or a client
+    registered with that audience, and only for a user (``for_user``). Without a resource,
+    the client's first registered audience that is not an own API, else the server default,
+    else the issuer: an own API is never reached by default.
     """
     if len(resources) > 1:
         raise InvalidTarget("Only one resource per request is supported.")
+    own = own_audiences(issuer)
     if resources:
-        if resources[0] not in client.audiences:
+        requested = resources[0]
+        if requested in own:
+            if not for_user:
+                raise InvalidTarget("This resource acts for a user; the grant names none.")
+            if not (client.is_first_party or requested in client.audiences):
+                raise InvalidTarget()
+            return requested
+        if requested not in client.audiences:
             raise InvalidTarget()
-        return resources[0]
-    if client.audiences:
-        return client.audiences[0]
-    return default_audience
+        return requested
+    for audience in client.audiences:
+        if audience not in own:
+            return audience
+    return default_audience or issuer

@@ -25,9 +25,18 @@ DEMO_RP_REDIRECT_URI = DEMO_RP_BASE + "/callback"
 
 
 def seed_demo(
-    session: Session, hasher: PasswordHasher, known: dict[str, Any], now: datetime
+    session: Session,
+    hasher: PasswordHasher,
+    known: dict[str, Any],
+    now: datetime,
+    *,
+    api_audience: str,
 ) -> dict[str, Any]:
-    """Create whatever of the demo is missing; returns the credentials, old and new."""
+    """Create whatever of the demo is missing; returns the credentials, old and new.
+
+    ``api_audience`` is what the demo apps' tokens carry in ``aud`` (with no audience
+    configured, the issuer): the demo API serves it, so it may introspect them and follow
+    the revocation feed (examples/resource_server.py)."""
     credentials = dict(known)
     if user_service.find_user_by_email(session, DEMO_EMAIL) is None:
         password = secrets.token_urlsafe(12)
@@ -53,6 +62,14 @@ def seed_demo(
         )
         verifier = secrets.token_urlsafe(48)
         credentials.update(web_client_id=web.client.client_id, pkce_verifier=verifier)
+    if "api_client_id" not in credentials:
+        api = client_service.create_client(
+            session,
+            name="Demo API",
+            grant_types=["client_credentials"],
+            served_audiences=[api_audience],
+        )
+        credentials.update(api_client_id=api.client.client_id, api_client_secret=api.client_secret)
     return credentials
 
 

@@ -40,6 +40,14 @@ class PresentedToken:
     def check_client(self, client: Client) -> bool:
         return self.client_id == client.client_id
 
+    def is_for_audience_of(self, client: Client) -> bool:
+        """An access token whose audience ``client`` serves as a resource server."""
+        if self.claims is None:
+            return False
+        audience = self.claims.get("aud")
+        audiences = audience if isinstance(audience, list) else [audience]
+        return any(isinstance(a, str) and a in client.served_audiences for a in audiences)
+
 
 def find_presented_token(
     db: Session, keys: KeyRing, issuer: str, token: str, hint: str | None, now: datetime

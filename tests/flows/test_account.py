@@ -30,6 +30,7 @@ from tests.browser_helpers import (
 from tests.helpers import (
     PASSWORD,
     Clock,
+    account_api_request,
     basic_auth,
     make_client,
     make_user,
@@ -67,13 +68,23 @@ def devices(app: Flask, session: Session) -> SignedInDevices:
     phone = _browser(app, "Phone browser", "198.51.100.2")
     assert sign_in(laptop).status_code == 303
     assert sign_in(phone).status_code == 303
-    photo_app = web_client(session)
+    account = account_api_request(app)
+    # A third-party app registered for the account API (its audience and scope).
+    photo_app = web_client(
+        session,
+        audiences=[account["resource"]],
+        scopes=["openid", "email", "profile", "offline_access", "account"],
+    )
     photo_tokens = tokens_through_browser(
-        laptop, photo_app, _browser(app, "PhotoApp-server/1.0", "192.0.2.10")
+        laptop,
+        photo_app,
+        _browser(app, "PhotoApp-server/1.0", "192.0.2.10"),
+        resource=account["resource"],
+        scope="openid email offline_access account",
     )
     cli_app = make_client(session, name="Command-line app")
     cli = _browser(app, "CLI/1.0", "198.51.100.3")
-    cli_tokens = password_login(cli, cli_app)
+    cli_tokens = password_login(cli, cli_app, **account)
     assert cli_tokens.status_code == 200, cli_tokens.json
     return SignedInDevices(
         laptop, phone, photo_app, photo_tokens, cli_app, dict(cli_tokens.json), cli
@@ -130,7 +141,7 @@ def _bob_signed_in(
     make_user(app, session, email="bob@example.com")
     bob = _browser(app, "Bob's browser", "203.0.113.9")
     sign_in(bob, email="bob@example.com")
-    tokens = password_login(bob, cli_app, email="bob@example.com")
+    tokens = password_login(bob, cli_app, email="bob@example.com", **account_api_request(app))
     assert tokens.status_code == 200
     return bob, dict(tokens.json)
 
@@ -541,10 +552,10 @@ def test_api_refuses_an_access_token_revoked_at_the_revocation_endpoint(
 
 
 def test_api_logout_all_also_ends_access_tokens_without_a_refresh_family(
-    session: Session, devices: SignedInDevices
+    app: Flask, session: Session, devices: SignedInDevices
 ) -> None:
     no_refresh_app = make_client(session, name="Kiosk", grant_types=["password"])
-    kiosk = password_login(devices.cli, no_refresh_app).json
+    kiosk = password_login(devices.cli, no_refresh_app, **account_api_request(app)).json
     assert "refresh_token" not in kiosk
 
     _api(devices.cli, "POST", "/account/logout-all", devices.cli_tokens["access_token"])

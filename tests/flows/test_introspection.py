@@ -14,20 +14,28 @@ from joserfc.jwk import ECKey
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
+from authserver.db import utcnow
 from authserver.models import User
 from authserver.runtime import runtime
 from authserver.services.browser_sessions import end_user_sessions
-from authserver.services.clients import RegisteredClient
+from authserver.services.clients import RegisteredClient, set_served_audiences
 from authserver.services.refresh_tokens import RevocationReason
 from authserver.services.users import disable_user
 from tests.helpers import basic_auth, make_client, make_user, password_login, refresh, token_request
 
 INTROSPECT = "/oauth/introspect"
+# The `config` fixture's default audience: the API that tokens without a resource are for.
+ORDERS_API = "https://api.example.test"
 
 
-def _rs(session: Session) -> RegisteredClient:
+def _rs(session: Session, serves: str = ORDERS_API) -> RegisteredClient:
+    """A resource server: a confidential client registered as serving ``serves``."""
     return make_client(
-        session, name="Orders API", grant_types=["client_credentials"], first_party=False
+        session,
+        name="Orders API",
+        grant_types=["client_credentials"],
+        first_party=False,
+        served_audiences=[serves],
     )
 
 
@@ -185,6 +193,61 @@ def test_introspection_requires_an_authenticated_confidential_client(
     assert anonymous.status_code == 401
     assert as_public.status_code == 401
     assert "active" not in (as_public.json or {})
+
+
+# -- who may learn about which token (RFC 7662 §2.1, §4) -------------------------------------
+
+
+def test_a_resource_server_learns_nothing_of_a_token_for_an_audience_it_does_not_serve(
+    app: Flask, session: Session, client: FlaskClient
+) -> None:
+    _, tokens = _login(app, session, client)
+    billing = _rs(session, serves="https://billing.example.test")
+
+    assert _introspect(client, billing, tokens["access_token"]) == {"active": False}
+
+
+def test_a_client_that_serves_nothing_learns_nothing_of_other_clients_tokens(
+    app: Flask, session: Session, client: FlaskClient
+) -> None:
+    _, tokens = _login(app, session, client)
+    bystander = make_client(session, name="Bystander", grant_types=["client_credentials"])
+
+    assert _introspect(client, bystander, tokens["access_token"]) == {"active": False}
+
+
+def test_a_client_may_introspect_the_access_tokens_issued_to_it(
+    app: Flask, session: Session, client: FlaskClient
+) -> None:
+    registered, tokens = _login(app, session, client)
+    assert not registered.client.served_audiences
+
+    answer = _introspect(client, registered, tokens["access_token"])
+
+    assert answer["active"] is True
+    assert answer["client_id"] == registered.client.client_id
+
+
+def test_serving_an_audience_does_not_open_other_clients_refresh_tokens(
+    app: Flask, session: Session, client: FlaskClient
+) -> None:
+    _, tokens = _login(app, session, client)
+
+    assert _introspect(client, _rs(session), tokens["access_token"])["active"] is True
+    assert _introspect(client, _rs(session), tokens["refresh_token"]) == {"active": False}
+
+
+def test_a_resource_server_registered_later_sees_the_tokens_of_its_audience(
+    app: Flask, session: Session, client: FlaskClient
+) -> None:
+    _, tokens = _login(app, session, client)
+    orders = make_client(session, name="Orders API", grant_types=["client_credentials"])
+    assert _introspect(client, orders, tokens["access_token"]) == {"active": False}
+
+    set_served_audiences(session, orders.client.client_id, [ORDERS_API], utcnow())
+    session.commit()
+
+    assert _introspect(client, orders, tokens["access_token"])["active"] is True
 
 
 def test_discovery_advertises_revocation_and_introspection(client: FlaskClient) -> None:

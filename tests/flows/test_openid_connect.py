@@ -35,7 +35,7 @@ from tests.browser_helpers import (
     tokens_through_browser,
     web_client,
 )
-from tests.helpers import make_user
+from tests.helpers import account_api_request, make_user
 
 ISSUER = "http://127.0.0.1:8000"  # the `config` fixture's issuer
 JWKS_PATH = "/.well-known/jwks.json"
@@ -231,9 +231,17 @@ def test_id_token_is_refused_as_an_access_token_at_userinfo(
 
 
 def test_id_token_is_refused_as_an_access_token_at_the_account_api(
-    client: FlaskClient, rp: RegisteredClient
+    app: Flask, client: FlaskClient, session: Session, user: User
 ) -> None:
-    tokens = _signed_in_tokens(client, rp)
+    account = account_api_request(app)
+    rp = _web_client(
+        session,
+        audiences=[account["resource"]],
+        scopes=["openid", "email", "offline_access", "account"],
+    )
+    tokens = _signed_in_tokens(
+        client, rp, resource=account["resource"], scope="openid offline_access account"
+    )
     assert (
         client.get("/account/sessions", headers=_bearer(tokens["access_token"])).status_code == 200
     )

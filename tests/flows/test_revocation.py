@@ -25,7 +25,11 @@ def _setup(app: Flask, session: Session, http: FlaskClient) -> tuple[RegisteredC
 
 def _resource_server(session: Session) -> RegisteredClient:
     return make_client(
-        session, name="Orders API", grant_types=["client_credentials"], first_party=False
+        session,
+        name="Orders API",
+        grant_types=["client_credentials"],
+        first_party=False,
+        served_audiences=["https://api.example.test"],  # the `config` fixture's default
     )
 
 

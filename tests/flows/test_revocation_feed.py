@@ -11,9 +11,10 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy.orm import Session
 
+from authserver.db import utcnow
 from authserver.runtime import runtime
 from authserver.services.browser_sessions import end_user_sessions
-from authserver.services.clients import RegisteredClient
+from authserver.services.clients import RegisteredClient, set_served_audiences
 from authserver.services.refresh_tokens import RevocationReason
 from tests.helpers import basic_auth, make_client, make_user, password_login
 
@@ -22,7 +23,11 @@ FEED = "/oauth/revocations"
 
 def _rs(session: Session) -> RegisteredClient:
     return make_client(
-        session, name="Orders API", grant_types=["client_credentials"], first_party=False
+        session,
+        name="Orders API",
+        grant_types=["client_credentials"],
+        first_party=False,
+        served_audiences=["https://api.example.test"],  # the `config` fixture's default
     )
 
 
@@ -147,6 +152,33 @@ def test_feed_requires_client_authentication(
 
     assert response.status_code == 401
     assert "entries" not in (response.json or {})
+
+
+def test_a_client_that_serves_no_audience_may_not_read_the_feed(
+    app: Flask, session: Session, client: FlaskClient
+) -> None:
+    _login_and_revoke(app, session, client)
+    app_client = make_client(session, name="Photo app backend")
+
+    response = _feed(client, app_client)
+
+    assert response.status_code == 403
+    assert response.json["error"] == "unauthorized_client"
+    assert "entries" not in response.json
+    assert "cursor" not in response.json
+
+
+def test_a_client_stops_reading_the_feed_once_it_serves_no_audience(
+    app: Flask, session: Session, client: FlaskClient
+) -> None:
+    _login_and_revoke(app, session, client)
+    rs = _rs(session)
+    assert _feed(client, rs).status_code == 200
+
+    set_served_audiences(session, rs.client.client_id, [], utcnow())
+    session.commit()
+
+    assert _feed(client, rs).status_code == 403
 
 
 def test_since_must_be_a_cursor(app: Flask, session: Session, client: FlaskClient) -> None:

@@ -51,7 +51,12 @@ def test_introspecting_an_access_token_is_one_select(
 ) -> None:
     make_user(app, session)
     registered = make_client(session)
-    resource_server = make_client(session, grant_types=["client_credentials"], first_party=False)
+    resource_server = make_client(
+        session,
+        grant_types=["client_credentials"],
+        first_party=False,
+        served_audiences=["https://api.example.test"],  # the `config` fixture's default
+    )
     access_token = password_login(client, registered).json["access_token"]  # type: ignore[index]
     token_request(client, resource_server, grant_type="client_credentials")  # cached
     statements.statements.clear()

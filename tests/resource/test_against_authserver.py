@@ -58,7 +58,11 @@ def login(live_server: LiveServer) -> Login:
         user_id = str(make_user(live_server.app, session).id)
         app = _credentials(session)
         resource_server = _credentials(
-            session, name="Orders API", grant_types=["client_credentials"], first_party=False
+            session,
+            name="Orders API",
+            grant_types=["client_credentials"],
+            first_party=False,
+            served_audiences=[DEFAULT_AUDIENCE],
         )
     with requests.Session() as http:
         response = http.post(

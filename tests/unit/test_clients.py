@@ -11,17 +11,28 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from authserver.errors import InvalidScope, InvalidTarget, ValidationError
+from authserver.db import utcnow
+from authserver.errors import InvalidScope, InvalidTarget, NotFound, ValidationError
 from authserver.models import Client
+from authserver.services.audit import recent_events
 from authserver.services.clients import (
     RegisteredClient,
     create_client,
     find_client,
     resolve_audience,
     resolve_scope,
+    set_served_audiences,
 )
 
 DEFAULT_AUDIENCE = "https://default.example.test"
+ISSUER = "https://login.example.test"
+ACCOUNT_AUDIENCE = ISSUER + "/account"
+
+
+def audience_for(client: Client, resources: list[str], *, for_user: bool = True) -> str:
+    return resolve_audience(
+        client, resources, default_audience=DEFAULT_AUDIENCE, issuer=ISSUER, for_user=for_user
+    )
 
 
 def register(session: Session, **overrides: Any) -> RegisteredClient:
@@ -239,7 +250,7 @@ def test_scope_outside_the_registration_is_invalid_scope(session: Session) -> No
 def test_registered_resource_becomes_the_audience(session: Session) -> None:
     client = register(session).client
 
-    audience = resolve_audience(client, ["https://other.example.test"], DEFAULT_AUDIENCE)
+    audience = audience_for(client, ["https://other.example.test"])
 
     assert audience == "https://other.example.test"
 
@@ -248,24 +259,20 @@ def test_unregistered_resource_is_invalid_target(session: Session) -> None:
     client = register(session).client
 
     with pytest.raises(InvalidTarget):
-        resolve_audience(client, ["https://evil.example.test"], DEFAULT_AUDIENCE)
+        audience_for(client, ["https://evil.example.test"])
 
 
 def test_two_resources_are_invalid_target(session: Session) -> None:
     client = register(session).client
 
     with pytest.raises(InvalidTarget):
-        resolve_audience(
-            client,
-            ["https://api.example.test", "https://other.example.test"],
-            DEFAULT_AUDIENCE,
-        )
+        audience_for(client, ["https://api.example.test", "https://other.example.test"])
 
 
 def test_no_resource_resolves_to_the_first_registered_audience(session: Session) -> None:
     client = register(session).client
 
-    assert resolve_audience(client, [], DEFAULT_AUDIENCE) == "https://api.example.test"
+    assert audience_for(client, []) == "https://api.example.test"
 
 
 def test_no_resource_and_no_registered_audience_resolves_to_the_default(
@@ -273,4 +280,121 @@ def test_no_resource_and_no_registered_audience_resolves_to_the_default(
 ) -> None:
     client = register(session, audiences=[]).client
 
-    assert resolve_audience(client, [], DEFAULT_AUDIENCE) == DEFAULT_AUDIENCE
+    assert audience_for(client, []) == DEFAULT_AUDIENCE
+
+
+def test_no_resource_no_registered_audience_and_no_default_resolves_to_the_issuer(
+    session: Session,
+) -> None:
+    client = register(session, audiences=[]).client
+
+    assert resolve_audience(client, [], default_audience="", issuer=ISSUER) == ISSUER
+
+
+# -- the server's own APIs (own_apis.py) -------------------------------------------------------
+
+
+def test_a_first_party_client_may_ask_for_the_account_api_by_name(session: Session) -> None:
+    client = register(session, first_party=True).client
+
+    assert audience_for(client, [ACCOUNT_AUDIENCE]) == ACCOUNT_AUDIENCE
+
+
+def test_a_third_party_client_may_not_ask_for_the_account_api(session: Session) -> None:
+    client = register(session).client
+
+    with pytest.raises(InvalidTarget):
+        audience_for(client, [ACCOUNT_AUDIENCE])
+
+
+def test_a_third_party_client_registered_for_the_account_api_may_ask_for_it(
+    session: Session,
+) -> None:
+    client = register(session, audiences=["https://api.example.test", ACCOUNT_AUDIENCE]).client
+
+    assert audience_for(client, [ACCOUNT_AUDIENCE]) == ACCOUNT_AUDIENCE
+
+
+def test_the_account_api_is_never_reached_without_a_user(session: Session) -> None:
+    client = register(session, first_party=True, audiences=[ACCOUNT_AUDIENCE]).client
+
+    with pytest.raises(InvalidTarget):
+        audience_for(client, [ACCOUNT_AUDIENCE], for_user=False)
+
+
+def test_an_own_api_registered_first_is_never_the_default_audience(session: Session) -> None:
+    first_own = register(session, audiences=[ACCOUNT_AUDIENCE, "https://api.example.test"]).client
+    only_own = register(session, audiences=[ACCOUNT_AUDIENCE]).client
+
+    assert audience_for(first_own, []) == "https://api.example.test"
+    assert audience_for(only_own, []) == DEFAULT_AUDIENCE
+
+
+def test_a_first_party_client_may_ask_for_the_account_scope_without_registering_it(
+    session: Session,
+) -> None:
+    client = register(session, first_party=True).client
+
+    assert resolve_scope(client, "account") == "account"
+
+
+def test_the_account_scope_is_never_part_of_a_default_grant(session: Session) -> None:
+    client = register(session, first_party=True).client
+
+    assert "account" not in resolve_scope(client, None).split()
+
+
+def test_a_third_party_client_may_not_ask_for_the_account_scope_unless_registered(
+    session: Session,
+) -> None:
+    unregistered = register(session).client
+    registered = register(session, scopes=["read", "account"]).client
+
+    with pytest.raises(InvalidScope):
+        resolve_scope(unregistered, "account")
+    assert resolve_scope(registered, "account") == "account"
+
+
+@pytest.mark.parametrize("scope", ["openid", "email", "profile", "offline_access", "account"])
+def test_a_client_acting_for_itself_is_never_granted_a_user_scope(
+    session: Session, scope: str
+) -> None:
+    client = register(session, first_party=True, scopes=["read", scope]).client
+
+    with pytest.raises(InvalidScope):
+        resolve_scope(client, f"read {scope}", for_user=False)
+    assert resolve_scope(client, None, for_user=False) == "read"
+
+
+# -- resource servers (served audiences) -------------------------------------------------------
+
+
+def test_a_client_registered_as_a_resource_server_keeps_its_served_audiences(
+    session: Session,
+) -> None:
+    client = register(session, served_audiences=["https://api.example.test"]).client
+
+    assert client.served_audiences == ["https://api.example.test"]
+
+
+def test_a_served_audience_must_be_an_absolute_uri(session: Session) -> None:
+    with pytest.raises(ValidationError):
+        register(session, served_audiences=["orders"])
+
+
+def test_set_served_audiences_replaces_the_list_and_is_audited(session: Session) -> None:
+    client = register(session, served_audiences=["https://api.example.test"]).client
+
+    set_served_audiences(session, client.client_id, ["https://billing.example.test"], utcnow())
+
+    assert find_client(session, client.client_id, fresh=True).served_audiences == [  # type: ignore[union-attr]
+        "https://billing.example.test"
+    ]
+    (event,) = recent_events(session, event_type="client_updated")
+    assert event.client_id == client.client_id
+    assert event.details["served_audiences"] == ["https://billing.example.test"]
+
+
+def test_set_served_audiences_of_an_unknown_client_is_not_found(session: Session) -> None:
+    with pytest.raises(NotFound):
+        set_served_audiences(session, "no-such-client", [], utcnow())

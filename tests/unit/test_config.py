@@ -191,6 +191,27 @@ def test_production_refuses_a_short_secret_key() -> None:
     assert problems == ["AUTHSERVER_SECRET_KEY must be at least 32 characters"]
 
 
+def test_production_refuses_a_short_metrics_token() -> None:
+    problems = _problems(_production(AUTHSERVER_METRICS_TOKEN="m" * 31))
+
+    assert problems == ["AUTHSERVER_METRICS_TOKEN must be at least 32 characters"]
+
+
+def test_production_accepts_a_long_metrics_token_and_no_token_at_all() -> None:
+    assert Config.from_env(_production(AUTHSERVER_METRICS_TOKEN="m" * 32)).metrics_token
+    assert Config.from_env(_production(AUTHSERVER_METRICS_TOKEN=None)).metrics_token == ""
+
+
+@pytest.mark.parametrize("path", ["/account"])
+def test_the_default_audience_may_not_be_an_audience_of_authservers_own_apis(path: str) -> None:
+    issuer = PRODUCTION_ENV["AUTHSERVER_ISSUER"]
+
+    problems = _problems(_production(AUTHSERVER_DEFAULT_AUDIENCE=issuer + path))
+
+    assert len(problems) == 1
+    assert problems[0].startswith("AUTHSERVER_DEFAULT_AUDIENCE must not be an audience")
+
+
 def test_production_refuses_a_missing_key_encryption_key() -> None:
     problems = _problems(_production(AUTHSERVER_KEY_ENCRYPTION_KEY=None))
 
