@@ -28,11 +28,12 @@ from sqlalchemy import delete, inspect, select, text
 from authserver import create_app
 from authserver.cli import alembic_config
 from authserver.config import Config
-from authserver.db import db, make_engine
+from authserver.db import db, make_engine, utcnow
 from authserver.models import Client, RefreshFamily, SigningKey
 from authserver.runtime import runtime
 from authserver.services.audit import recent_events
 from authserver.services.users import authenticate_user, create_user, find_user_by_email
+from tests.browser_helpers import sign_in
 from tests.conftest import free_port, scratch_database
 from tests.helpers import make_client, password_login, refresh, token_request
 
@@ -707,6 +708,35 @@ def test_audit_tail_shows_a_users_events_with_no_secret(cli_env: dict[str, str])
     lines = result.stdout.strip().splitlines()
     assert [line.split()[2] for line in lines] == ["user_created", "user_disabled"]
     assert password not in said(result)
+
+
+def test_audit_tail_shows_the_failed_and_throttled_sign_ins_of_an_account(
+    cli_env: dict[str, str], cli_app: Flask
+) -> None:
+    email = unique_email()
+    wrong = "not the password of this account"
+    with db.transaction(cli_app) as session:
+        create_user(session, runtime(cli_app).hasher, email, PASSWORD)
+        registered = make_client(session)
+    # The server's clock stands still: the throttle's delays count from the last failure.
+    frozen = utcnow()
+    runtime(cli_app).clock = lambda: frozen
+    http = cli_app.test_client()
+    assert sign_in(http, email=email, password=wrong).status_code == 401
+    free = runtime(cli_app).config.signin_free_failures
+    for _ in range(free):
+        assert password_login(http, registered, email, wrong).status_code == 400
+    throttled = password_login(http, registered, email, wrong)
+    assert throttled.status_code == 429
+
+    result = run_cli("audit", "tail", "--user", email, env=cli_env)
+
+    assert result.returncode == 0, result.stderr
+    events = [line.split()[2] for line in result.stdout.strip().splitlines()]
+    assert events == ["user_created"] + ["signin_failed"] * (free + 1) + ["rate_limit_hit"]
+    assert result.stdout.count("reason=wrong_password") == free + 1
+    assert "method=password_form" in result.stdout
+    assert wrong not in said(result)
 
 
 def test_audit_tail_filters_by_type(cli_env: dict[str, str]) -> None:

@@ -9,19 +9,8 @@ from typing import Any
 from flask import request
 
 from authserver.db import db
-from authserver.errors import ValidationError
 from authserver.runtime import runtime
 from authserver.services.audit import AuditEventType, record
-from authserver.services.users import normalize_email
-
-
-def auditable_email(raw: str | None) -> str | None:
-    """The typed-in sign-in name, for the trail, only if it is an email address: people type
-    their password into the email field, and a password must never reach a log."""
-    try:
-        return normalize_email(raw) if raw else None
-    except ValidationError:
-        return None
 
 
 def audit(

@@ -8,14 +8,8 @@ from flask import Blueprint, Response, redirect, render_template, request, url_f
 
 from authserver.db import db
 from authserver.errors import ValidationError
-from authserver.http.audit import audit, auditable_email
-from authserver.http.rate_limits import (
-    is_trusted_device,
-    per_account,
-    per_ip,
-    remember_device,
-    throttle_account,
-)
+from authserver.http.audit import audit
+from authserver.http.rate_limits import is_trusted_device, per_account, per_ip, remember_device
 from authserver.http.web import (
     clear_session_cookie,
     current_browser_session,
@@ -23,19 +17,19 @@ from authserver.http.web import (
     session_policy,
     set_session_cookie,
 )
+from authserver.request_context import request_context
 from authserver.runtime import runtime
 from authserver.services.audit import AuditEventType
 from authserver.services.browser_sessions import (
     end_session,
     end_user_sessions,
     list_devices,
-    move_families,
     revoke_device,
-    start_session,
 )
 from authserver.services.refresh_tokens import RevocationReason
-from authserver.services.sign_in_throttle import record_failure, record_success, seconds_to_wait
-from authserver.services.users import authenticate_user, change_password
+from authserver.services.sign_in import SignInFailed, SignInThrottled, sign_in_browser
+from authserver.services.sign_in_throttle import throttle_account
+from authserver.services.users import change_password
 
 bp = Blueprint("pages", __name__)
 
@@ -59,64 +53,34 @@ def login() -> tuple[str, int] | tuple[str, int, dict[str, str]] | Response:
     rt = runtime()
     target = safe_next(request.form.get("next"))
     email = request.form.get("email", "")
-    account = throttle_account(email)
-    ip = request.remote_addr or "-"
-    wait = seconds_to_wait(
-        db.session,
-        account,
-        ip,
-        rt.now(),
-        rt.throttle_policy,
-        trusted_device=is_trusted_device(account),
-    )
-    if wait:
-        audit(
-            AuditEventType.RATE_LIMIT_HIT,
-            endpoint="sign_in_throttle",
-            email=auditable_email(email),
+    try:
+        started = sign_in_browser(
+            db.session,
+            rt.hasher,
+            rt.throttle_policy,
+            session_policy(rt.config),
+            email=email,
+            password=request.form.get("password", ""),
+            context=request_context(),
+            trusted_device=is_trusted_device(throttle_account(email)),
+            previous=current_browser_session(),
         )
+    except SignInThrottled as throttled:
         page = render_template(
             "login.html",
             next=target,
             email=email[:254],
-            error=f"Too many failed attempts. Try again in {wait} seconds.",
+            error=f"Too many failed attempts. Try again in {throttled.retry_after} seconds.",
         )
-        return page, 429, {"Retry-After": str(wait)}
-    user = authenticate_user(db.session, rt.hasher, email, request.form.get("password", ""))
-    if user is None:
-        record_failure(db.session, account, ip, rt.now(), rt.throttle_policy)
-        audit(AuditEventType.SIGNIN_FAILED, method="password_form", email=auditable_email(email))
+        return page, 429, {"Retry-After": str(throttled.retry_after)}
+    except SignInFailed:
         page = render_template(
             "login.html", next=target, email=email[:254], error="Email or password is incorrect."
         )
         return page, 401
-    record_success(db.session, account, ip)
-    now = runtime().now()
-    # A fresh id at every sign-in: a session id planted before sign-in is worth nothing.
-    started = start_session(
-        db.session,
-        user=user,
-        policy=session_policy(rt.config),
-        now=now,
-        ip_address=request.remote_addr,
-        user_agent=request.user_agent.string,
-    )
-    previous = current_browser_session()
-    if previous is not None:
-        if previous.user_id == user.id:
-            # Re-authentication (prompt=login): the apps connected through this browser
-            # stay connected, now tied to the new session.
-            move_families(db.session, previous, started.session)
-        end_session(db.session, previous, RevocationReason.LOGOUT, now)
-    audit(
-        AuditEventType.SIGNIN_SUCCEEDED,
-        user_id=user.id,
-        method="password_form",
-        browser_session_id=started.session.id,
-    )
     response = _see_other(target)
     set_session_cookie(response, started.token, rt.config)
-    remember_device(response, account)
+    remember_device(response, throttle_account(email))
     return response
 
 

@@ -19,11 +19,10 @@ from flask_limiter.util import get_remote_address
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 
 from authserver.config import Config
-from authserver.errors import ValidationError
 from authserver.http.audit import audit
 from authserver.runtime import runtime
 from authserver.services.audit import AuditEventType
-from authserver.services.users import normalize_email
+from authserver.services.sign_in_throttle import throttle_account
 
 limiter = Limiter(key_func=get_remote_address)
 
@@ -53,18 +52,6 @@ def claimed_client_id() -> str:
 
 def claimed_account() -> str:
     return "account:" + throttle_account(request.form.get("username") or request.form.get("email"))
-
-
-def throttle_account(raw: str | None) -> str:
-    """The key an account's attempts are counted under, valid email or not."""
-    if not raw:
-        return "-"
-    try:
-        return normalize_email(raw)
-    except ValidationError:
-        # Not an address, so no account: a digest keeps the key short and free of anything
-        # a database refuses (PostgreSQL text cannot hold NUL).
-        return "invalid:" + hashlib.sha256(raw.encode("utf-8", "replace")).hexdigest()
 
 
 def is_password_grant() -> bool:

@@ -13,22 +13,19 @@ from flask import request as flask_request
 
 from authserver.db import db
 from authserver.errors import (
-    InvalidGrant,
     InvalidRequest,
     RefreshTokenReused,
-    TooManyAttempts,
     UnauthorizedClient,
 )
-from authserver.http.audit import audit, auditable_email
-from authserver.http.rate_limits import throttle_account
+from authserver.http.audit import audit
 from authserver.models import Client, User
+from authserver.request_context import request_context
 from authserver.runtime import runtime
 from authserver.services.access_tokens import IssuedAccessToken
 from authserver.services.audit import AuditEventType, clip_user_agent
 from authserver.services.clients import resolve_audience, resolve_scope
 from authserver.services.refresh_tokens import RotationAudit, rotate_refresh_token, start_family
-from authserver.services.sign_in_throttle import record_failure, record_success, seconds_to_wait
-from authserver.services.users import authenticate_user
+from authserver.services.sign_in import sign_in_for_token
 
 CONFIDENTIAL_METHODS = ["client_secret_basic", "client_secret_post"]
 ALL_METHODS = [*CONFIDENTIAL_METHODS, "none"]
@@ -112,34 +109,14 @@ class PasswordGrant(grants.ResourceOwnerPasswordCredentialsGrant):
         # Cheap checks first: a bad scope must not cost a password hash.
         self.request.scope = resolve_scope(client, self.request.payload.scope)
         rt = runtime()
-        account = throttle_account(username)
-        ip = flask_request.remote_addr or "-"
-        wait = seconds_to_wait(db.session, account, ip, rt.now(), rt.throttle_policy)
-        if wait:
-            audit(
-                AuditEventType.RATE_LIMIT_HIT,
-                client_id=client.client_id,
-                endpoint="sign_in_throttle",
-                email=auditable_email(username),
-            )
-            raise TooManyAttempts(wait)
-        user = authenticate_user(db.session, rt.hasher, username, password)
-        if user is None:
-            record_failure(db.session, account, ip, rt.now(), rt.throttle_policy)
-            audit(
-                AuditEventType.SIGNIN_FAILED,
-                client_id=client.client_id,
-                method=self.GRANT_TYPE,
-                email=auditable_email(username),
-            )
-            # RFC 6749 §5.2: invalid resource owner credentials are invalid_grant.
-            raise InvalidGrant("The email or password is incorrect.")
-        record_success(db.session, account, ip)
-        audit(
-            AuditEventType.SIGNIN_SUCCEEDED,
-            user_id=user.id,
+        user = sign_in_for_token(
+            db.session,
+            rt.hasher,
+            rt.throttle_policy,
+            email=username,
+            password=password,
             client_id=client.client_id,
-            method=self.GRANT_TYPE,
+            context=request_context(),
         )
         self.request.user = user
 

@@ -52,8 +52,15 @@ def revoke_families(
 
 
 def record_user_signed_out_everywhere(db: Session, user_id: uuid.UUID, now: datetime) -> None:
-    """Tokens of this user issued before now are dead, including ones without a family."""
-    db.add(Revocation(kind=SUB, value=str(user_id), not_before=now, created_at=now))
+    """Tokens of this user issued before now are dead, including ones without a family.
+
+    The cut-off is the whole second: ``iat`` has whole seconds (RFC 7519 §2 NumericDate as
+    authserver writes it), so a cut-off with microseconds would refuse a token issued after
+    it in the same second, and the user signing in again at once would be refused. A token
+    without a family issued in that same second before the sign-out is not recalled by this
+    entry; one with a family is, by its family's revocation."""
+    not_before = now.replace(microsecond=0)
+    db.add(Revocation(kind=SUB, value=str(user_id), not_before=not_before, created_at=now))
     db.flush()
 
 

@@ -21,6 +21,7 @@ Counters live in the database, so every server process sees the same numbers.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -29,7 +30,9 @@ from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from authserver.errors import ValidationError
 from authserver.models import SignInThrottle
+from authserver.services.users import normalize_email
 
 EVERYWHERE = "*"
 
@@ -40,6 +43,18 @@ class ThrottlePolicy:
     max_delay: timedelta = timedelta(minutes=5)
     failures_per_window: int = 100
     window: timedelta = timedelta(hours=1)
+
+
+def throttle_account(raw: str | None) -> str:
+    """The key an account's attempts are counted under, valid email or not."""
+    if not raw:
+        return "-"
+    try:
+        return normalize_email(raw)
+    except ValidationError:
+        # Not an address, so no account: a digest keeps the key short and free of anything
+        # a database refuses (PostgreSQL text cannot hold NUL).
+        return "invalid:" + hashlib.sha256(raw.encode("utf-8", "replace")).hexdigest()
 
 
 def _row(db: Session, account: str, ip_address: str) -> SignInThrottle | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import unicodedata
 import uuid
+from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import select
@@ -59,26 +60,51 @@ def create_user(session: Session, hasher: PasswordHasher, email: str, password: 
     return user
 
 
+@dataclass(frozen=True)
+class PasswordCheck:
+    """What one password attempt found: the account the email names (for the operator's audit
+    trail only, never for the caller) and the user, if the password is right and the account
+    enabled."""
+
+    account: User | None
+    user: User | None
+
+    @property
+    def failure_reason(self) -> str | None:
+        if self.user is not None:
+            return None
+        if self.account is None:
+            return "unknown_account"
+        return "account_disabled" if self.account.disabled else "wrong_password"
+
+
+def check_password(
+    session: Session, hasher: PasswordHasher, email: str, password: str
+) -> PasswordCheck:
+    """Check a sign-in attempt.
+
+    Unknown email, wrong password and disabled account cost one argon2 verification each, so
+    neither the answer nor its timing tells them apart to the caller.
+    """
+    account = find_user_by_email(session, email)
+    if account is None:
+        hasher.verify_dummy(password)
+        return PasswordCheck(account=None, user=None)
+    if not hasher.verify(account.password_hash, password) or account.disabled:
+        return PasswordCheck(account=account, user=None)
+    if hasher.needs_rehash(account.password_hash):
+        # The parameters were raised since this hash was made; the plaintext is at hand only
+        # now, so upgrade it now.
+        account.password_hash = hasher.rehash(password)
+        session.flush()
+    return PasswordCheck(account=account, user=account)
+
+
 def authenticate_user(
     session: Session, hasher: PasswordHasher, email: str, password: str
 ) -> User | None:
-    """The user whose email and password these are, or None.
-
-    Unknown email, wrong password and disabled account all return None after one argon2
-    verification, so neither the answer nor its timing tells them apart.
-    """
-    user = find_user_by_email(session, email)
-    if user is None:
-        hasher.verify_dummy(password)
-        return None
-    if not hasher.verify(user.password_hash, password) or user.disabled:
-        return None
-    if hasher.needs_rehash(user.password_hash):
-        # The parameters were raised since this hash was made; the plaintext is at hand only
-        # now, so upgrade it now.
-        user.password_hash = hasher.rehash(password)
-        session.flush()
-    return user
+    """The user whose email and password these are, or None (see ``check_password``)."""
+    return check_password(session, hasher, email, password).user
 
 
 def disable_user(session: Session, email: str, now: datetime) -> User:

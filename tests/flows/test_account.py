@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -552,16 +552,35 @@ def test_api_refuses_an_access_token_revoked_at_the_revocation_endpoint(
 
 
 def test_api_logout_all_also_ends_access_tokens_without_a_refresh_family(
-    app: Flask, session: Session, devices: SignedInDevices
+    app: Flask, session: Session, devices: SignedInDevices, clock: Clock
 ) -> None:
     no_refresh_app = make_client(session, name="Kiosk", grant_types=["password"])
     kiosk = password_login(devices.cli, no_refresh_app, **account_api_request(app)).json
     assert "refresh_token" not in kiosk
+    clock.advance(seconds=1)  # the cut-off is a whole second (see the test below)
 
     _api(devices.cli, "POST", "/account/logout-all", devices.cli_tokens["access_token"])
 
     response = _api(devices.cli, "GET", "/account/sessions", kiosk["access_token"])
     assert response.status_code == 401
+
+
+def test_signing_in_again_in_the_second_of_a_logout_all_works_everywhere(
+    app: Flask, session: Session, devices: SignedInDevices, clock: Clock
+) -> None:
+    # Late in a second: a cut-off that kept the microseconds would refuse every token issued
+    # in the rest of it, since iat has whole seconds.
+    clock.now = clock.now.replace(microsecond=900_000) + timedelta(seconds=1)
+    _api(devices.cli, "POST", "/account/logout-all", devices.cli_tokens["access_token"])
+    clock.advance(milliseconds=50)
+    no_refresh_app = make_client(session, name="Kiosk", grant_types=["password"])
+
+    again = password_login(devices.cli, devices.cli_app, **account_api_request(app)).json
+    kiosk = password_login(devices.cli, no_refresh_app, **account_api_request(app)).json
+
+    for token in (again["access_token"], kiosk["access_token"]):
+        assert _api(devices.cli, "GET", "/account/sessions", token).status_code == 200
+    assert _refreshes(devices.cli, devices.cli_app, again)
 
 
 # -- password change ---------------------------------------------------------------------------

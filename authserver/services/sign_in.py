@@ -1,0 +1,225 @@
+"""Signing in with a password: the sign-in page and the password grant run the same steps.
+
+throttle (before any hash) -> check the password -> record the outcome for the throttle ->
+audit -> (the page) start a browser session. The request's context (address, user agent,
+time) is built at the boundary and passed in; nothing here reads Flask's request.
+
+The audit trail names the account a failed attempt was for, when the address belongs to one:
+the trail is operator-only, and an operator investigating attacks on an account must see them
+(`authserver audit tail --user EMAIL`). The caller is never told whether the account exists.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from authserver.errors import InvalidGrant, TooManyAttempts, ValidationError
+from authserver.models import BrowserSession, User
+from authserver.services.audit import AuditEventType, record
+from authserver.services.browser_sessions import (
+    SessionPolicy,
+    StartedSession,
+    end_session,
+    move_families,
+    start_session,
+)
+from authserver.services.passwords import PasswordHasher
+from authserver.services.refresh_tokens import RevocationReason
+from authserver.services.sign_in_throttle import (
+    ThrottlePolicy,
+    record_failure,
+    record_success,
+    seconds_to_wait,
+    throttle_account,
+)
+from authserver.services.users import check_password, find_user_by_email, normalize_email
+
+# How the attempt arrived, as the audit trail's ``method`` says it.
+PASSWORD_FORM = "password_form"  # noqa: S105 (a method name, not a password)
+PASSWORD_GRANT = "password"  # noqa: S105 (the grant's name, not a password)
+
+
+@dataclass(frozen=True)
+class RequestContext:
+    """Who is asking, as the request's boundary saw it."""
+
+    ip_address: str | None
+    user_agent: str | None
+    now: datetime
+
+
+class SignInThrottled(TooManyAttempts):
+    """Too many failed attempts for this account: refused before any hash."""
+
+
+class SignInFailed(InvalidGrant):
+    """Wrong email or password (or a disabled account; the caller is not told which).
+    RFC 6749 §5.2: invalid resource owner credentials are ``invalid_grant``."""
+
+    default_description = "The email or password is incorrect."
+
+
+def auditable_email(raw: str | None) -> str | None:
+    """The typed-in sign-in name, for the trail, only if it is an email address: people type
+    their password into the email field, and a password must never reach a log."""
+    try:
+        return normalize_email(raw) if raw else None
+    except ValidationError:
+        return None
+
+
+def _audit(
+    db: Session,
+    event_type: AuditEventType,
+    context: RequestContext,
+    *,
+    user_id: uuid.UUID | None,
+    client_id: str | None,
+    **details: Any,
+) -> None:
+    record(
+        db,
+        event_type,
+        context.now,
+        user_id=user_id,
+        client_id=client_id,
+        ip_address=context.ip_address,
+        user_agent=context.user_agent,
+        **details,
+    )
+
+
+def _check_attempt(
+    db: Session,
+    hasher: PasswordHasher,
+    throttle: ThrottlePolicy,
+    *,
+    email: str,
+    password: str,
+    method: str,
+    context: RequestContext,
+    client_id: str | None,
+    trusted_device: bool,
+) -> User:
+    account = throttle_account(email)
+    ip = context.ip_address or "-"
+    wait = seconds_to_wait(db, account, ip, context.now, throttle, trusted_device=trusted_device)
+    if wait:
+        target = find_user_by_email(db, email)
+        _audit(
+            db,
+            AuditEventType.RATE_LIMIT_HIT,
+            context,
+            user_id=target.id if target else None,
+            client_id=client_id,
+            endpoint="sign_in_throttle",
+            email=auditable_email(email),
+        )
+        raise SignInThrottled(wait)
+    checked = check_password(db, hasher, email, password)
+    if checked.user is None:
+        record_failure(db, account, ip, context.now, throttle)
+        _audit(
+            db,
+            AuditEventType.SIGNIN_FAILED,
+            context,
+            user_id=checked.account.id if checked.account else None,
+            client_id=client_id,
+            method=method,
+            reason=checked.failure_reason,
+            email=auditable_email(email),
+        )
+        raise SignInFailed()
+    record_success(db, account, ip)
+    return checked.user
+
+
+def sign_in_for_token(
+    db: Session,
+    hasher: PasswordHasher,
+    throttle: ThrottlePolicy,
+    *,
+    email: str,
+    password: str,
+    client_id: str,
+    context: RequestContext,
+) -> User:
+    """The password grant (RFC 6749 §4.3): the user, or SignInThrottled / SignInFailed."""
+    user = _check_attempt(
+        db,
+        hasher,
+        throttle,
+        email=email,
+        password=password,
+        method=PASSWORD_GRANT,
+        context=context,
+        client_id=client_id,
+        trusted_device=False,
+    )
+    _audit(
+        db,
+        AuditEventType.SIGNIN_SUCCEEDED,
+        context,
+        user_id=user.id,
+        client_id=client_id,
+        method=PASSWORD_GRANT,
+    )
+    return user
+
+
+def sign_in_browser(
+    db: Session,
+    hasher: PasswordHasher,
+    throttle: ThrottlePolicy,
+    sessions: SessionPolicy,
+    *,
+    email: str,
+    password: str,
+    context: RequestContext,
+    trusted_device: bool,
+    previous: BrowserSession | None,
+) -> StartedSession:
+    """The sign-in page: a new browser session, or SignInThrottled / SignInFailed.
+
+    A fresh session id at every sign-in: an id planted before sign-in is worth nothing (no
+    fixation). Signing in again as the same user (``prompt=login``) keeps the apps connected
+    through the previous session, now tied to the new one; the previous session ends.
+    """
+    user = _check_attempt(
+        db,
+        hasher,
+        throttle,
+        email=email,
+        password=password,
+        method=PASSWORD_FORM,
+        context=context,
+        client_id=None,
+        trusted_device=trusted_device,
+    )
+    started = start_session(
+        db,
+        user=user,
+        policy=sessions,
+        now=context.now,
+        ip_address=context.ip_address,
+        user_agent=context.user_agent,
+    )
+    if previous is not None:
+        if previous.user_id == user.id:
+            move_families(db, previous, started.session)
+        end_session(db, previous, RevocationReason.LOGOUT, context.now)
+    _audit(
+        db,
+        AuditEventType.SIGNIN_SUCCEEDED,
+        context,
+        user_id=user.id,
+        client_id=None,
+        method=PASSWORD_FORM,
+        browser_session_id=started.session.id,
+    )
+    return started
