@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import timedelta
 from urllib.parse import urlsplit
 
-from flask import Flask, Response, current_app, g, render_template, request
+from flask import Flask, Response, current_app, g, render_template, request, session
 from flask_wtf.csrf import CSRFError, CSRFProtect
 
 from authserver.config import Config
@@ -19,6 +19,13 @@ csrf = CSRFProtect()
 
 # Paths of the pages (not the JSON/OAuth endpoints) that get page headers and form checks.
 PAGE_PREFIXES = ("/login", "/logout", "/logged-out", "/account", "/oauth/authorize")
+# Pages whose forms carry a CSRF token: those above and RP-initiated logout's confirmation.
+FORM_PREFIXES = (*PAGE_PREFIXES, "/oauth/logout")
+# Flask-WTF keeps the CSRF secret under this key of Flask's signed cookie session
+# (WTF_CSRF_FIELD_NAME); the browser session it was issued in is kept beside it.
+CSRF_SECRET_KEY = "csrf_token"  # noqa: S105 (a key name, not a secret)
+CSRF_ISSUED_IN = "csrf_issued_in"
+NO_BROWSER_SESSION = "-"
 API_PREFIXES = ("/account/sessions", "/account/logout-all")
 
 
@@ -83,6 +90,23 @@ def safe_next(target: str | None, default: str = "/account") -> str:
 
 def _is_page(path: str) -> bool:
     return path.startswith(PAGE_PREFIXES) and not path.startswith(API_PREFIXES)
+
+
+def bind_csrf_to_browser_session() -> None:
+    """CSRF tokens expire with the browser session they were issued in.
+
+    Flask-WTF derives every token from one secret in Flask's signed cookie, which outlives
+    sign-in and sign-out. So the secret is remembered with the browser session it was issued
+    in (or none, before sign-in); when a page request arrives in another one (signed in, out,
+    or the session expired), the secret is dropped: forms rendered before are refused as
+    expired, and the next page gets a fresh token."""
+    if not request.path.startswith(FORM_PREFIXES) or request.path.startswith(API_PREFIXES):
+        return
+    current = current_browser_session()
+    issued_in = str(current.id) if current is not None else NO_BROWSER_SESSION
+    if session.get(CSRF_ISSUED_IN) != issued_in:
+        session.pop(CSRF_SECRET_KEY, None)
+        session[CSRF_ISSUED_IN] = issued_in
 
 
 def refuse_cross_site_forms() -> Response | None:
@@ -160,10 +184,15 @@ def init_web(app: Flask, config: Config) -> None:
         SESSION_COOKIE_PATH="/",
         # Referrer-Policy: no-referrer means no Referer to check; Origin is checked above.
         WTF_CSRF_SSL_STRICT=False,
-        WTF_CSRF_TIME_LIMIT=None,
+        WTF_CSRF_FIELD_NAME=CSRF_SECRET_KEY,
+        # A backstop: no token outlives the longest browser session, whatever happens to
+        # the cookie (the binding above ends it with its session).
+        WTF_CSRF_TIME_LIMIT=config.session_absolute_ttl,
     )
-    # Before CSRFProtect's own hook: a cross-site POST is refused as such (403).
+    # Before CSRFProtect's own hook: a cross-site POST is refused as such (403), and a token
+    # from another browser session finds its secret gone.
     app.before_request(refuse_cross_site_forms)
+    app.before_request(bind_csrf_to_browser_session)
     csrf.init_app(app)
     app.after_request(add_security_headers)
     app.register_error_handler(CSRFError, handle_csrf_error)

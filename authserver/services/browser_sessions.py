@@ -18,6 +18,10 @@ from authserver.services.revocations import record_user_signed_out_everywhere, r
 SESSION_TOKEN_BYTES = 32  # 256 bits
 # last_seen_at is written at most this often: an active tab should not cost a write per page.
 TOUCH_INTERVAL = timedelta(seconds=60)
+# ...and at least this often relative to the idle lifetime, so that with a short idle lifetime
+# (under a minute) activity still keeps the session alive: a session touched at most a tenth
+# of its idle lifetime ago keeps at least nine tenths of it.
+TOUCH_FRACTION_OF_IDLE_TTL = 10
 
 
 @dataclass(frozen=True)
@@ -74,11 +78,16 @@ def resolve_session(
     ).one_or_none()
     if browser_session is None or not is_live(browser_session, now):
         return None
-    if now - browser_session.last_seen_at >= TOUCH_INTERVAL:
+    if now - browser_session.last_seen_at >= touch_interval(policy):
         browser_session.last_seen_at = now
         browser_session.idle_expires_at = min(now + policy.idle_ttl, browser_session.expires_at)
         db.flush()
     return browser_session
+
+
+def touch_interval(policy: SessionPolicy) -> timedelta:
+    """How long after its last recorded activity a request moves the idle expiry forward."""
+    return min(TOUCH_INTERVAL, policy.idle_ttl / TOUCH_FRACTION_OF_IDLE_TTL)
 
 
 def is_live(browser_session: BrowserSession, now: datetime) -> bool:

@@ -19,8 +19,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from werkzeug.test import TestResponse
 
+from authserver import create_app
 from authserver.config import Config
+from authserver.db import db, utcnow
 from authserver.models import BrowserSession, RefreshFamily
+from authserver.runtime import runtime
 from authserver.services.refresh_tokens import digest_token
 from tests.browser_helpers import (
     browser_session_rows,
@@ -368,6 +371,80 @@ def test_logout_with_a_bad_csrf_token_leaves_the_user_signed_in(
     assert [row.revoked_at for row in browser_session_rows(session)] == [None]
 
 
+# -- CSRF tokens live as long as the browser session they were issued in ----------------------
+
+
+def _sign_out_others(http: FlaskClient, csrf_token: str) -> TestResponse:
+    return http.post("/account/devices/sign-out-others", data={"csrf_token": csrf_token})
+
+
+def test_a_token_from_before_signing_out_is_refused_after_signing_in_again(
+    app: Flask, session: Session, client: FlaskClient
+) -> None:
+    make_user(app, session)
+    sign_in(client)
+    old_token = _account_token(client)
+    _post_logout(client, _account_token(client))
+    sign_in(client)
+    phone = app.test_client()
+    sign_in(phone)
+
+    response = _sign_out_others(client, old_token)
+
+    assert refused_as_csrf(response)
+    assert signed_in_as(phone) == "ann@example.com"
+
+
+def test_a_token_from_a_session_that_timed_out_is_refused_in_the_next_one(
+    app: Flask, session: Session, client: FlaskClient, clock: Clock
+) -> None:
+    make_user(app, session)
+    sign_in(client)
+    old_token = _account_token(client)
+    clock.advance(minutes=31)
+    sign_in(client)
+    phone = app.test_client()
+    sign_in(phone)
+
+    response = _sign_out_others(client, old_token)
+
+    assert refused_as_csrf(response)
+    assert signed_in_as(phone) == "ann@example.com"
+
+
+def test_a_token_issued_before_sign_in_does_not_serve_the_signed_in_session(
+    app: Flask, session: Session, client: FlaskClient
+) -> None:
+    make_user(app, session)
+    anonymous_token = _login_form_token(client)
+    assert _post_login(client, anonymous_token).status_code == 303
+    phone = app.test_client()
+    sign_in(phone)
+
+    response = _sign_out_others(client, anonymous_token)
+
+    assert refused_as_csrf(response)
+    assert signed_in_as(phone) == "ann@example.com"
+
+
+def test_a_token_issued_in_the_current_session_keeps_working_across_pages(
+    app: Flask, session: Session, client: FlaskClient
+) -> None:
+    make_user(app, session)
+    sign_in(client)
+    token = _account_token(client)
+    client.get("/account")
+    client.get("/logout")
+    phone = app.test_client()
+    sign_in(phone)
+
+    response = _sign_out_others(client, token)
+
+    assert response.status_code == 303
+    assert signed_in_as(phone) is None
+    assert signed_in_as(client) == "ann@example.com"
+
+
 # -- cross-site forms --------------------------------------------------------------------------
 
 CROSS_SITE_HEADERS = [
@@ -521,6 +598,27 @@ def test_activity_every_20_minutes_keeps_the_session_for_2_hours(
     # Still alive 2 h in, and the idle limit counts from the last visit, not from sign-in.
     clock.advance(minutes=29)
     assert signed_in_as(client) == "ann@example.com"
+
+
+def test_with_an_idle_lifetime_under_a_minute_activity_still_keeps_the_session(
+    app: Flask, config: Config, session: Session
+) -> None:
+    short_idle = create_app(replace(config, session_idle_ttl=30))
+    # Inside the test's rolled-back transaction, like the `app` fixture.
+    db.state(short_idle).engine.dispose()
+    db.state(short_idle).session_factory = db.state(app).session_factory
+    clock = Clock(utcnow())
+    runtime(short_idle).clock = clock
+    http = short_idle.test_client()
+    make_user(app, session)
+    sign_in(http)
+
+    for _ in range(15):  # a visit every 20 s for 5 minutes
+        clock.advance(seconds=20)
+        assert signed_in_as(http) == "ann@example.com"
+    clock.advance(seconds=31)
+
+    assert signed_in_as(http) is None
 
 
 def test_session_ends_12_hours_after_sign_in_despite_activity(
