@@ -8,6 +8,7 @@ and reported together, one line each, so an operator fixes them in one pass.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from collections.abc import Callable, Mapping
@@ -15,6 +16,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
+
+from limits import RateLimitItem, parse_many
 
 from authserver.own_apis import own_audiences
 
@@ -28,6 +31,29 @@ DEV_KEY_ENCRYPTION_KEY = "authserver-development-key-encryption-key-not-for-prod
 MIN_SECRET_LENGTH = 32
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 SIGNING_ALGORITHMS = ("ES256", "RS256")
+
+
+RATE_LIMIT_SETTINGS = (
+    "ratelimit_token",
+    "ratelimit_token_per_client",
+    "ratelimit_signin",
+    "ratelimit_signin_per_account",
+    "ratelimit_introspection",
+    "ratelimit_revocation",
+    "ratelimit_bearer_api",
+    "ratelimit_per_browser_session",
+    "ratelimit_per_family",
+)
+
+
+@functools.cache
+def parse_rate_limit(value: str) -> RateLimitItem:
+    """One rate in the notation of the ``limits`` library (Flask-Limiter's): "600/minute".
+    ValueError if it is not one, or if it names several."""
+    parsed = parse_many(value)
+    if len(parsed) != 1:
+        raise ValueError(f"one rate expected, got {value!r}")
+    return parsed[0]
 
 
 def default_database_url(instance_dir: str) -> str:
@@ -92,6 +118,11 @@ class Config:
     ratelimit_signin_per_account: str = "20/minute"
     ratelimit_introspection: str = "6000/minute"
     ratelimit_revocation: str = "600/minute"
+    # Budgets of one browser session (every request it makes) and of one refresh family (its
+    # rotations, and its access tokens' calls to the account API and userinfo).
+    ratelimit_bearer_api: str = "600/minute"
+    ratelimit_per_browser_session: str = "300/minute"
+    ratelimit_per_family: str = "120/minute"
     # Failed guesses (services/sign_in_throttle.py).
     signin_free_failures: int = 5
     signin_failures_per_hour: int = 100
@@ -224,6 +255,17 @@ class Config:
             if not audience.scheme or "#" in self.default_audience:
                 problems.append(
                     "AUTHSERVER_DEFAULT_AUDIENCE must be an absolute URI without fragment"
+                )
+        for name in RATE_LIMIT_SETTINGS:
+            # The family budget is counted by authserver itself: one rate. Flask-Limiter's own
+            # limits take several, separated by ";".
+            parse = parse_rate_limit if name == "ratelimit_per_family" else parse_many
+            try:
+                parse(getattr(self, name))
+            except ValueError:
+                problems.append(
+                    f"AUTHSERVER_{name.upper()} must be a rate like 600/minute, "
+                    f"got {getattr(self, name)!r}"
                 )
         if self.default_audience and self.default_audience in own_audiences(self.issuer):
             problems.append(

@@ -12,6 +12,7 @@ from flask import Blueprint, Response, jsonify
 from authserver.db import db
 from authserver.http.audit import audit
 from authserver.http.bearer import require_user_token
+from authserver.http.rate_limits import per_ip_bearer_api
 from authserver.http.web import csrf
 from authserver.own_apis import ACCOUNT_API
 from authserver.runtime import runtime
@@ -42,6 +43,7 @@ def _device_json(device: Device) -> dict[str, object]:
 
 
 @bp.get("/account/sessions")
+@per_ip_bearer_api
 def list_sessions() -> Response:
     caller = require_user_token(ACCOUNT_API)
     devices = list_devices(
@@ -57,6 +59,7 @@ def list_sessions() -> Response:
 
 
 @bp.delete("/account/sessions/<uuid:device_id>")
+@per_ip_bearer_api
 def revoke_session(device_id: uuid.UUID) -> Response | tuple[Response, int]:
     caller = require_user_token(ACCOUNT_API)
     if not revoke_device(db.session, caller.user_id, device_id, runtime().now()):
@@ -71,6 +74,7 @@ def revoke_session(device_id: uuid.UUID) -> Response | tuple[Response, int]:
 
 
 @bp.post("/account/sessions/revoke-others")
+@per_ip_bearer_api
 def revoke_other_sessions() -> Response:
     caller = require_user_token(ACCOUNT_API)
     sessions, families = end_user_sessions(
@@ -93,6 +97,7 @@ def revoke_other_sessions() -> Response:
 
 
 @bp.post("/account/logout-all")
+@per_ip_bearer_api
 def logout_all() -> Response:
     caller = require_user_token(ACCOUNT_API)
     sessions, families = end_user_sessions(

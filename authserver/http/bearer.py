@@ -10,7 +10,8 @@ userinfo and the account API.
 3. a token that names no user (client_credentials: ``sub`` is the client): 401 ``invalid_token``;
 4. a token revoked since (its family, its ``jti``, its user signed out everywhere or
    disabled): 401 ``invalid_token``;
-5. a token without the API's scope: 403 ``insufficient_scope``, naming the scope.
+5. its refresh family's request budget spent (``AUTHSERVER_RATELIMIT_PER_FAMILY``): 429;
+6. a token without the API's scope: 403 ``insufficient_scope``, naming the scope.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from flask import request
 
 from authserver.db import db
 from authserver.errors import BearerError
+from authserver.http.rate_limits import spend_family_budget
 from authserver.own_apis import OwnApi
 from authserver.runtime import runtime
 from authserver.services.browser_sessions import browser_session_of_family
@@ -87,12 +89,14 @@ def require_user_token(api: OwnApi) -> UserCaller:
     user_id = _user_of(claims)
     if not access_token_still_granted(db.session, claims, now):
         raise _invalid("The access token was revoked.")
+    family_id = _family_of(claims)
+    # Only a live token of this API spends from its family's budget: nobody else can.
+    spend_family_budget(str(family_id) if family_id else None, str(claims.get("jti", "")))
     scopes = frozenset(str(claims.get("scope", "")).split())
     if api.scope not in scopes:
         raise BearerError(
             403, "insufficient_scope", f"The '{api.scope}' scope is needed.", scope=api.scope
         )
-    family_id = _family_of(claims)
     return UserCaller(
         user_id=user_id,
         client_id=str(claims.get("client_id", "")),

@@ -11,6 +11,7 @@ from wtforms import ValidationError as WTFValidationError
 from authserver.db import db
 from authserver.http.audit import audit
 from authserver.http.bearer import require_user_token
+from authserver.http.rate_limits import per_ip_bearer_api
 from authserver.http.web import clear_session_cookie, csrf, current_browser_session
 from authserver.models import User
 from authserver.own_apis import USERINFO_API
@@ -31,6 +32,7 @@ END_SESSION_PATH = "/oauth/logout"
 
 
 @bp.route(USERINFO_PATH, methods=["GET", "POST"])
+@per_ip_bearer_api
 def userinfo() -> Response:
     caller = require_user_token(USERINFO_API)
     user = db.session.get(User, caller.user_id)

@@ -9,22 +9,52 @@ is 429 with ``Retry-After`` (RFC 6585 §4).
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 import time
 from collections.abc import Callable
 
-from flask import Flask, Response, g, request
-from flask_limiter import Limiter, RequestLimit
+from flask import Flask, Response, current_app, g, request
+from flask_limiter import ApplicationLimit, Limiter, RequestLimit
 from flask_limiter.util import get_remote_address
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 
-from authserver.config import Config
+from authserver.config import Config, parse_rate_limit
+from authserver.errors import TooManyAttempts
 from authserver.http.audit import audit
+from authserver.http.web import session_cookie_name
 from authserver.runtime import runtime
 from authserver.services.audit import AuditEventType
 from authserver.services.sign_in_throttle import throttle_account
 
-limiter = Limiter(key_func=get_remote_address)
+
+def _browser_session_cookie() -> str | None:
+    return request.cookies.get(session_cookie_name(runtime().config)) or None
+
+
+def browser_session_key() -> str:
+    """A browser session's own budget, keyed by a digest of its cookie: the session id itself
+    never reaches the rate-limit store. A forged cookie gets a budget of its own, which costs
+    nobody else anything (the per-address limits still count it)."""
+    cookie = _browser_session_cookie() or ""
+    return "browser-session:" + hashlib.sha256(cookie.encode("utf-8", "replace")).hexdigest()[:32]
+
+
+log = logging.getLogger(__name__)
+
+limiter = Limiter(
+    key_func=get_remote_address,
+    # Every request a signed-in browser makes, whatever the page, spends from its session's
+    # budget (scope "browser_session": one count shared by all routes).
+    application_limits=[
+        ApplicationLimit(
+            limit_provider=lambda: runtime().config.ratelimit_per_browser_session,
+            key_function=browser_session_key,
+            scope="browser_session",
+            exempt_when=lambda: _browser_session_cookie() is None,
+        )
+    ],
+)
 
 # One audit row per limit and caller per minute: a flood of refused requests must not turn
 # into a flood of database writes.
@@ -67,6 +97,9 @@ per_ip = {
         ("introspection", "ratelimit_introspection"),
     )
 }
+# The bearer APIs (account API, userinfo): every method, per address, before the token is
+# even parsed; each verified token's family has its own budget on top (spend_family_budget).
+per_ip_bearer_api = limiter.limit(_setting("ratelimit_bearer_api"), key_func=get_remote_address)
 per_client = {
     name: limiter.limit(_setting(setting), key_func=claimed_client_id, methods=["POST"])
     for name, setting in (
@@ -86,10 +119,42 @@ per_account_password_grant = limiter.limit(
 )
 
 
+def spend_family_budget(family_id: str | None, jti: str) -> None:
+    """One request from the budget of the refresh family a verified access token belongs to
+    (of the token itself when it has none), counted in the rate-limit store.
+
+    Flask-Limiter's decorators choose their key before the view runs, when the token is not
+    verified yet, and a key taken from an unverified token would let anyone spend another
+    family's budget; so the bearer boundary spends it here, after verification. A full budget
+    is 429 with Retry-After. If the store is unreachable nothing is refused (as with
+    Flask-Limiter's own limits, which fall back to memory)."""
+    config = runtime().config
+    if not config.ratelimit_enabled:
+        return
+    item = parse_rate_limit(config.ratelimit_per_family)
+    prefix = current_app.config.get("RATELIMIT_KEY_PREFIX") or ""
+    identity = [*([prefix] if prefix else []), "family-budget"]
+    identity.append(f"family:{family_id}" if family_id else f"token:{jti[:64]}")
+    try:
+        if limiter.limiter.hit(item, *identity):
+            return
+        reset_at = limiter.limiter.get_window_stats(item, *identity).reset_time
+    except Exception:  # any storage failure: count nothing rather than refuse
+        log.warning("rate-limit store unavailable for the family budget")
+        return
+    _report(f"{':'.join(identity)}/{item}", str(item))
+    raise TooManyAttempts(max(1, math.ceil(reset_at - time.time())))
+
+
 def _report_breach(limit: RequestLimit) -> Response | None:
     # For errors.py, which answers the 429: when this window frees a slot.
     g.retry_after = max(1, math.ceil(limit.reset_at - time.time()))
-    key = f"{limit.key}/{limit.limit}"
+    _report(f"{limit.key}/{limit.limit}", str(limit.limit))
+    return None
+
+
+def _report(key: str, limit: str) -> None:
+    """An audit row for a refusal, at most once a minute per limit and caller."""
     now = time.monotonic()
     if now - _last_reported.get(key, float("-inf")) >= _REPORT_EVERY_SECONDS:
         if len(_last_reported) > 10_000:
@@ -98,9 +163,8 @@ def _report_breach(limit: RequestLimit) -> Response | None:
         audit(
             AuditEventType.RATE_LIMIT_HIT,
             endpoint=request.endpoint or request.path[:100],
-            limit=str(limit.limit),
+            limit=limit,
         )
-    return None
 
 
 # -- trusted devices (see services/sign_in_throttle.py) ------------------------------------

@@ -212,6 +212,25 @@ def test_the_default_audience_may_not_be_an_audience_of_authservers_own_apis(pat
     assert problems[0].startswith("AUTHSERVER_DEFAULT_AUDIENCE must not be an audience")
 
 
+def test_a_rate_limit_that_does_not_parse_is_refused() -> None:
+    problems = _problems({"AUTHSERVER_RATELIMIT_PER_BROWSER_SESSION": "lots"})
+
+    assert problems == [
+        "AUTHSERVER_RATELIMIT_PER_BROWSER_SESSION must be a rate like 600/minute, got 'lots'"
+    ]
+
+
+def test_the_family_budget_is_one_rate_while_flask_limiters_take_several() -> None:
+    several = "10/second;600/minute"
+
+    problems = _problems(
+        {"AUTHSERVER_RATELIMIT_PER_FAMILY": several, "AUTHSERVER_RATELIMIT_TOKEN": several}
+    )
+
+    assert len(problems) == 1
+    assert problems[0].startswith("AUTHSERVER_RATELIMIT_PER_FAMILY must be a rate")
+
+
 def test_production_refuses_a_missing_key_encryption_key() -> None:
     problems = _problems(_production(AUTHSERVER_KEY_ENCRYPTION_KEY=None))
 
