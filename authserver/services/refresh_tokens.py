@@ -19,6 +19,7 @@ import hashlib
 import hmac
 import secrets
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
@@ -41,7 +42,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session
 
 from authserver.db import execute_alone
-from authserver.errors import InvalidGrant, InvalidScope, RefreshTokenReused
+from authserver.errors import InvalidGrant, InvalidScope, InvalidTarget, RefreshTokenReused
 from authserver.models import Client, RefreshFamily, RefreshToken, User
 from authserver.services.audit import rotation_audit_row
 from authserver.services.revocations import revoke_families
@@ -203,10 +204,18 @@ def rotate_refresh_token(
     requested_scope: str | None,
     policy: RefreshPolicy,
     now: datetime,
+    requested_resources: Sequence[str] = (),
     ip_address: str | None = None,
     audit: RotationAudit | None = None,
 ) -> IssuedRefreshToken:
     """Exchange a refresh token for its successor (RFC 6749 §6, RFC 9700 §4.14.2).
+
+    The order of the checks is a rule of its own: an unknown token is refused; a used token is
+    a retry inside the grace window or reuse *whatever else the request carries* (another
+    client, a wider scope, another resource), and reuse revokes the family; only a live token
+    is then checked against the request (its client, its family, ``requested_scope`` and
+    ``requested_resources``), and those refusals leave it usable. So whoever holds a stolen,
+    used token learns ``invalid_grant`` and nothing about whether its family is alive.
 
     With ``audit``, the rotation may write its token_issued audit row in the same statement
     (the result says whether it did; the caller records it otherwise).
@@ -217,11 +226,11 @@ def rotate_refresh_token(
     """
     digest = digest_token(presented)
     successor = _new_token()
-    if requested_scope is None:
+    if requested_scope is None and not requested_resources:
         # The common case without ORM objects, in one statement on PostgreSQL (three on
         # SQLite): claim the token if it is live and its family usable by this client, slide
         # the family, insert the successor. Anything else (unknown, used, refused, narrowed
-        # scope) takes the path below, which reads first and explains.
+        # scope, a resource) takes the path below, which reads first and explains.
         fast = _claim_and_rotate(
             session, digest, presented, successor, client, policy, now, ip_address, audit
         )
@@ -234,14 +243,9 @@ def rotate_refresh_token(
     if token is None:
         raise InvalidGrant()
     family = token.family
-    _check_family_usable(family, client, now)
-    if requested_scope is not None and not set(requested_scope.split()) <= set(
-        family.scope.split()
-    ):
-        # RFC 6749 §6: the scope can narrow, never widen.
-        raise InvalidScope()
-
     if token.used_at is None:
+        _check_family_usable(family, client, now)
+        _check_within_grant(family, requested_scope, requested_resources)
         claimed = session.execute(
             update(RefreshToken)
             .where(RefreshToken.id == token.id, RefreshToken.used_at.is_(None))
@@ -252,24 +256,78 @@ def rotate_refresh_token(
             family.last_ip_address = ip_address
             _issue_successor(session, family, token, successor, policy, now)
             return IssuedRefreshToken.of(family, successor)
-        # Another request claimed it first; read what it wrote.
-    token = session.scalars(
-        select(RefreshToken)
-        .where(RefreshToken.id == token.id)
-        .execution_options(populate_existing=True)
-    ).one()
-    retried = _successor_for_retry(session, token, presented, policy, now)
-    if retried is not None:
-        session.refresh(family)
-        _check_family_usable(family, client, now)
-        # The winner may have stamped a slightly later time than this loser's clock read.
-        family.last_used_at = max(family.last_used_at, now)
-        session.flush()
-        return IssuedRefreshToken.of(family, retried, replayed=True)
-    revoke_family(session, family, RevocationReason.REUSE_DETECTED, now)
-    raise RefreshTokenReused(
-        family.id, client.client_id, family.user_id, family.ip_address, family.last_ip_address
+        # Another request claimed it first; read what it wrote. This request is now a
+        # retry or a reuse like any other presentation of a used token.
+        token = session.scalars(
+            select(RefreshToken)
+            .where(RefreshToken.id == token.id)
+            .execution_options(populate_existing=True)
+        ).one()
+    return _answer_used_token(
+        session, token, presented, client, requested_scope, requested_resources, policy, now
     )
+
+
+def _answer_used_token(
+    session: Session,
+    token: RefreshToken,
+    presented: str,
+    client: Client,
+    requested_scope: str | None,
+    requested_resources: Sequence[str],
+    policy: RefreshPolicy,
+    now: datetime,
+) -> IssuedRefreshToken:
+    """A used token: the same successor again if this is a retry, else reuse, which revokes
+    the family (RFC 9700 §4.14.2) whatever else the request carries."""
+    family = token.family
+    # A retry comes from the family's own client. A used token shown by any other client has
+    # left the client it was bound to (RFC 6749 §6): the lineage has leaked.
+    retried = (
+        _successor_for_retry(session, token, presented, policy, now)
+        if family.client_pk == client.id
+        else None
+    )
+    if retried is None:
+        revoke_family(session, family, RevocationReason.REUSE_DETECTED, now)
+        raise RefreshTokenReused(
+            family.id,
+            client.client_id,
+            family.user_id,
+            family.ip_address,
+            family.last_ip_address,
+            family_client_id=family.client.client_id,
+        )
+    session.refresh(family)
+    # A retry is answered as the request it repeats would be answered now. Its presenter
+    # holds the parent (the successor's key derives from it) and could have had the successor
+    # by asking plainly, so refusing a dead family, a wider scope or another resource tells it
+    # nothing new, and revoking would log out a client that merely retried. A family that
+    # died since (signed out, expired, its user disabled) has nothing left to revoke.
+    _check_family_usable(family, client, now)
+    _check_within_grant(family, requested_scope, requested_resources)
+    # The winner may have stamped a slightly later time than this loser's clock read.
+    family.last_used_at = max(family.last_used_at, now)
+    session.flush()
+    return IssuedRefreshToken.of(family, retried, replayed=True)
+
+
+def _check_within_grant(
+    family: RefreshFamily, requested_scope: str | None, requested_resources: Sequence[str]
+) -> None:
+    """What a refresh may ask of its family: a narrower scope, and only the audience the
+    original grant was for."""
+    if requested_scope is not None and not set(requested_scope.split()) <= set(
+        family.scope.split()
+    ):
+        # RFC 6749 §6: the scope can narrow, never widen.
+        raise InvalidScope()
+    # RFC 8707 §2.2: at refresh, a resource must be one the original grant covered. A family
+    # has one audience; the client's current registrations do not widen what the user granted.
+    if len(requested_resources) > 1:
+        raise InvalidTarget("Only one resource per request is supported.")
+    if requested_resources and requested_resources[0] != family.audience:
+        raise InvalidTarget("The resource is not one this refresh token was granted for.")
 
 
 _TOKENS = cast(Table, RefreshToken.__table__)
