@@ -40,6 +40,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.dml import ReturningUpdate
 
 from authserver.db import execute_alone
 from authserver.errors import InvalidGrant, InvalidScope, InvalidTarget, RefreshTokenReused
@@ -226,13 +227,23 @@ def rotate_refresh_token(
     """
     digest = digest_token(presented)
     successor = _new_token()
-    if requested_scope is None and not requested_resources:
+    if requested_scope is None and len(requested_resources) <= 1:
         # The common case without ORM objects, in one statement on PostgreSQL (three on
-        # SQLite): claim the token if it is live and its family usable by this client, slide
-        # the family, insert the successor. Anything else (unknown, used, refused, narrowed
-        # scope, a resource) takes the path below, which reads first and explains.
+        # SQLite): claim the token if it is live, its family usable by this client and
+        # granted for the resource named (if one is), slide the family, insert the successor.
+        # Anything else (unknown, used, refused, narrowed scope) takes the path below, which
+        # reads first and explains.
         fast = _claim_and_rotate(
-            session, digest, presented, successor, client, policy, now, ip_address, audit
+            session,
+            digest,
+            presented,
+            successor,
+            client,
+            policy,
+            now,
+            ip_address,
+            audit,
+            requested_audience=requested_resources[0] if requested_resources else None,
         )
         if fast is not None:
             return fast
@@ -359,18 +370,24 @@ def live_family_exists(family_id: ColumnElement[Any], *also: ColumnElement[bool]
     )
 
 
-_CLAIM_IF_USABLE = (
-    update(_TOKENS)
-    .where(
-        _TOKENS.c.token_digest == bindparam("digest"),
-        _TOKENS.c.used_at.is_(None),
-        live_family_exists(
-            _TOKENS.c.family_id, _FAMILIES.c.client_pk == bindparam("presenting_client")
-        ),
+@functools.cache
+def _claim_if_usable(for_audience: bool) -> ReturningUpdate[Any]:
+    """The claim. ``for_audience``: the request named a resource, which must also be the
+    family's audience (RFC 8707 §2.2), so a client that sends its resource on every refresh
+    keeps the one-statement rotation."""
+    also = [_FAMILIES.c.client_pk == bindparam("presenting_client")]
+    if for_audience:
+        also.append(_FAMILIES.c.audience == bindparam("requested_audience"))
+    return (
+        update(_TOKENS)
+        .where(
+            _TOKENS.c.token_digest == bindparam("digest"),
+            _TOKENS.c.used_at.is_(None),
+            live_family_exists(_TOKENS.c.family_id, *also),
+        )
+        .values(used_at=bindparam("now"), successor_ciphertext=bindparam("sealed"))
+        .returning(_TOKENS.c.id, _TOKENS.c.family_id, _TOKENS.c.generation)
     )
-    .values(used_at=bindparam("now"), successor_ciphertext=bindparam("sealed"))
-    .returning(_TOKENS.c.id, _TOKENS.c.family_id, _TOKENS.c.generation)
-)
 
 
 def _slide_family(which: ColumnElement[bool]) -> Update:
@@ -400,12 +417,12 @@ _INSERT_TOKEN = insert(_TOKENS)
 
 
 @functools.cache
-def _rotate_in_one_statement(audited: bool) -> Select[Any]:
+def _rotate_in_one_statement(audited: bool, for_audience: bool = False) -> Select[Any]:
     """PostgreSQL: the claim, the slide and the insert (and, if ``audited``, the token_issued
     audit row) as one statement of data-modifying CTEs, one round trip instead of three. The
     inserts read the slide, which reads the claim, so they happen in that order; a token that
     fails the claim's WHERE clause makes every part empty and the statement changes nothing."""
-    claimed = _CLAIM_IF_USABLE.cte("claimed")
+    claimed = _claim_if_usable(for_audience).cte("claimed")
     slid = (
         _slide_family(_FAMILIES.c.id == claimed.c.family_id)
         .returning(claimed.c.id.label("parent_id"), claimed.c.generation, _FAMILIES.c.id)
@@ -442,9 +459,13 @@ def _claim_and_rotate(
     now: datetime,
     ip_address: str | None,
     audit: RotationAudit | None,
+    requested_audience: str | None,
 ) -> IssuedRefreshToken | None:
-    """Rotate a live token of a usable family, or return None having changed nothing."""
+    """Rotate a live token of a usable family (granted for ``requested_audience``, if given),
+    or return None having changed nothing."""
     sealed = _seal_successor(presented, successor, digest)
+    for_audience = requested_audience is not None
+    audience_params = {"requested_audience": requested_audience} if for_audience else {}
     if session.get_bind().dialect.name == "postgresql":
         audit_params = (
             {"audit_client_id": audit.client_id, "audit_user_agent": audit.user_agent}
@@ -455,9 +476,10 @@ def _claim_and_rotate(
         # lost, the client's retry is inside the grace window and gets this same successor.
         rows = execute_alone(
             session,
-            _rotate_in_one_statement(audited=audit is not None),
+            _rotate_in_one_statement(audited=audit is not None, for_audience=for_audience),
             {
                 **audit_params,
+                **audience_params,
                 "digest": digest,
                 "presenting_client": client.id,
                 "now": now,
@@ -480,8 +502,9 @@ def _claim_and_rotate(
             audited=audit is not None,
         )
     claimed = session.execute(
-        _CLAIM_IF_USABLE,
+        _claim_if_usable(for_audience),
         {
+            **audience_params,
             "digest": digest,
             "presenting_client": client.id,
             "now": now,
