@@ -227,7 +227,7 @@ def rotate_refresh_token(
     """
     digest = digest_token(presented)
     successor = _new_token()
-    if requested_scope is None and len(requested_resources) <= 1:
+    if requested_scope is None and _claim_can_check(requested_resources):
         # The common case without ORM objects, in one statement on PostgreSQL (three on
         # SQLite): claim the token if it is live, its family usable by this client and
         # granted for the resource named (if one is), slide the family, insert the successor.
@@ -276,6 +276,15 @@ def rotate_refresh_token(
         ).one()
     return _answer_used_token(
         session, token, presented, client, requested_scope, requested_resources, policy, now
+    )
+
+
+def _claim_can_check(requested_resources: Sequence[str]) -> bool:
+    """Whether the one-statement claim can check the resources against the family: none, or
+    one that could be an audience. An audience is a URI, so printable; anything else (NUL,
+    which PostgreSQL text cannot even hold) must not reach the SQL, and is refused below."""
+    return not requested_resources or (
+        len(requested_resources) == 1 and requested_resources[0].isprintable()
     )
 
 

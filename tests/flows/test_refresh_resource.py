@@ -102,6 +102,26 @@ def test_refresh_naming_anything_but_the_granted_resource_is_invalid_target(
     assert "access_token" not in response.json
 
 
+@pytest.mark.parametrize(
+    "resource",
+    [
+        pytest.param("https://billing.example.test\x00", id="nul"),
+        pytest.param("https://billing.example.test\n", id="newline"),
+        pytest.param("https://billing\x7f.example.test", id="delete"),
+    ],
+)
+def test_a_resource_no_audience_could_be_is_invalid_target(
+    app: Flask, session: Session, client: FlaskClient, resource: str
+) -> None:
+    registered, token = _signed_in_for_billing(app, session, client)
+
+    response = refresh(client, registered, token, resource=resource)
+
+    assert response.status_code == 400
+    assert response.json["error"] == "invalid_target"
+    assert _token_is_unused(session, token)
+
+
 def test_a_refused_resource_leaves_the_token_usable(
     app: Flask, session: Session, client: FlaskClient
 ) -> None:
