@@ -57,7 +57,9 @@ class InvalidGrant(AuthServerError):
 
 
 class RefreshTokenReused(InvalidGrant):
-    """A refresh token was presented again outside the grace window; its family is revoked."""
+    """A used refresh token was presented again, not as a retry inside the grace window; its
+    family is revoked. ``client_id`` is the presenting client, ``family_client_id`` the one
+    the family belongs to (they differ when the token leaked to another client)."""
 
     def __init__(
         self,
@@ -66,11 +68,14 @@ class RefreshTokenReused(InvalidGrant):
         user_id: uuid.UUID,
         first_ip_address: str | None,
         last_ip_address: str | None,
+        *,
+        family_client_id: str,
     ) -> None:
         super().__init__()
         # Identifiers and addresses only, for the security trail; never the token.
         self.family_id = family_id
         self.client_id = client_id
+        self.family_client_id = family_client_id
         self.user_id = user_id
         self.first_ip_address = first_ip_address
         self.last_ip_address = last_ip_address

@@ -43,6 +43,11 @@ class AuthorizationCode(Base):
     family_id: Mapped[uuid.UUID | None] = mapped_column(
         ForeignKey("refresh_families.id", ondelete="SET NULL"), index=True
     )
+    # The access token the code was exchanged for (its jti, and its exp for the denylist
+    # entry): a replay denylists it, which is the only way to reach it when the code started
+    # no family (RFC 6749 §4.1.2, RFC 9700 §4.2.4).
+    access_token_jti: Mapped[str | None] = mapped_column(String(64))
+    access_token_expires_at: Mapped[datetime | None]
 
     client: Mapped[Client] = relationship(lazy="joined")
     user: Mapped[User] = relationship(lazy="joined")

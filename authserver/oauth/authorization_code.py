@@ -2,7 +2,8 @@
 
 authlib validates the authorization request (client, exact redirect URI, response type,
 scope) and the token request (client authentication, redirect URI, PKCE verifier); these
-subclasses store codes and issue tokens through services/.
+subclasses store codes, use up a code whose redemption is refused, and issue tokens through
+services/.
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ from authserver.services.authorization_codes import (
     claim_code,
     find_code,
     issue_code,
-    record_family,
+    record_tokens_issued,
+    spend_code,
 )
 from authserver.services.clients import resolve_audience
 from authserver.services.id_tokens import issue_id_token
@@ -126,8 +128,24 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
 
     # -- token endpoint ------------------------------------------------------------------
 
+    def validate_token_request(self) -> None:
+        """authlib's checks (client, code, redirect URI) and then the PKCE verifier (its
+        ``after_validate_token_request`` hook). A code that was found but fails any of the
+        later ones is used up: a code is spent by its first presentation (RFC 6749 §10.5,
+        RFC 9700 §4.2.4), so a thief gets one guess at the verifier, and a probe without one
+        learns nothing it could try again with. Error responses commit, so the code stays
+        spent."""
+        self.presented_code: AuthorizationCode | None = None
+        try:
+            super().validate_token_request()
+        except (OAuth2Error, AuthServerError):
+            if self.presented_code is not None:
+                spend_code(db.session, self.presented_code, runtime().now())
+            raise
+
     def query_authorization_code(self, code: str, client: Client) -> AuthorizationCode:
-        return find_code(db.session, code, client, runtime().now())
+        self.presented_code = find_code(db.session, code, client, runtime().now())
+        return self.presented_code
 
     def authenticate_user(self, authorization_code: AuthorizationCode) -> User:
         return authorization_code.user
@@ -163,7 +181,6 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
                 ip_address=flask_request.remote_addr,
                 browser_session_id=code.browser_session_id,
             )
-            record_family(db.session, code, refresh.family.id)
         access = rt.access_tokens.issue(
             subject=str(user.id),
             client_id=client.client_id,
@@ -172,6 +189,13 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
             ttl=rt.access_token_ttl(client),
             now=now,
             family_id=refresh.family.id if refresh else None,
+        )
+        record_tokens_issued(
+            db.session,
+            code,
+            family_id=refresh.family.id if refresh else None,
+            access_token_jti=access.jti,
+            access_token_expires_at=access.expires_at,
         )
         body = token_body(access, code.scope, refresh.token if refresh else None)
         if OPENID in scopes:

@@ -188,24 +188,15 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
         client: Client = self.request.client
         now = runtime().now()
         requested_scope = (self.request.payload.scope or "").strip() or None
-        resources = resources_of(self.request.form)
-        # Checked before rotating, so a refused request leaves the token usable.
-        requested_audience = (
-            resolve_audience(
-                client,
-                resources,
-                default_audience=rt.config.default_audience,
-                issuer=rt.config.issuer,
-            )
-            if resources
-            else None
-        )
         try:
+            # The scope and resource are checked by the rotation, after it has looked at the
+            # token: a used token is reuse whatever the request asks for.
             rotated = rotate_refresh_token(
                 db.session,
                 presented=self.request.form["refresh_token"],
                 client=client,
                 requested_scope=requested_scope,
+                requested_resources=resources_of(self.request.form),
                 policy=rt.refresh_policy(client),
                 now=now,
                 ip_address=flask_request.remote_addr,
@@ -213,7 +204,13 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
             )
         except RefreshTokenReused as reuse:
             # Someone else holds a token of this family: the caller's address, and where the
-            # family signed in and was last refreshed from, tell who.
+            # family signed in and was last refreshed from, tell who; a presenting client
+            # other than the family's tells where the token leaked to.
+            leaked_to_another_client: dict[str, Any] = (
+                {"family_client_id": reuse.family_client_id}
+                if reuse.family_client_id != reuse.client_id
+                else {}
+            )
             audit(
                 AuditEventType.REFRESH_REUSE_DETECTED,
                 user_id=reuse.user_id,
@@ -221,16 +218,17 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
                 family_id=reuse.family_id,
                 first_ip_address=reuse.first_ip_address,
                 last_ip_address=reuse.last_ip_address,
+                **leaked_to_another_client,
             )
             raise
-        audience = requested_audience or rotated.audience
         scope = (
             " ".join(dict.fromkeys(requested_scope.split())) if requested_scope else rotated.scope
         )
         access = rt.access_tokens.issue(
             subject=str(rotated.user_id),
             client_id=client.client_id,
-            audience=audience,
+            # The family's: a resource at refresh may only name it (RFC 8707 §2.2).
+            audience=rotated.audience,
             scope=scope,
             ttl=rt.access_token_ttl(client),
             now=now,

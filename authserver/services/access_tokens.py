@@ -5,7 +5,7 @@ from __future__ import annotations
 import secrets
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 from joserfc import jwt
 
@@ -21,6 +21,8 @@ class IssuedAccessToken:
     token: str
     jti: str
     expires_in: int
+    # The token's exp claim, for whoever must remember the token until then (a denylist).
+    expires_at: datetime
 
 
 class AccessTokenIssuer:
@@ -50,12 +52,13 @@ class AccessTokenIssuer:
         if signing is None:
             raise NoSigningKey("no current signing key")
         issued_at = int(now.timestamp())
+        expires = issued_at + ttl
         jti = secrets.token_urlsafe(16)
         claims: dict[str, object] = {
             "iss": self.issuer,
             "sub": subject,
             "aud": audience,
-            "exp": issued_at + ttl,
+            "exp": expires,
             "iat": issued_at,
             "jti": jti,
             "client_id": client_id,
@@ -67,4 +70,9 @@ class AccessTokenIssuer:
         # RFC 9068 §2.1: typ "at+jwt" keeps an access token from passing as an ID token.
         header = {"typ": "at+jwt", "alg": signing.algorithm, "kid": signing.kid}
         token = jwt.encode(header, claims, signing.private_key, algorithms=[signing.algorithm])
-        return IssuedAccessToken(token=token, jti=jti, expires_in=ttl)
+        return IssuedAccessToken(
+            token=token,
+            jti=jti,
+            expires_in=ttl,
+            expires_at=datetime.fromtimestamp(expires, UTC),
+        )

@@ -56,6 +56,7 @@ ALLOWED_DETAILS = frozenset(
         "method",
         "reason",
         "family_id",
+        "family_client_id",
         "browser_session_id",
         "scope",
         "kid",

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from authserver.errors import InvalidGrant
 from authserver.models import AuthorizationCode, BrowserSession, Client, RefreshFamily, User
 from authserver.services.refresh_tokens import RevocationReason, digest_token
-from authserver.services.revocations import revoke_families
+from authserver.services.revocations import denylist_access_token, revoke_families
 
 CODE_BYTES = 32  # 256 bits
 
@@ -55,13 +55,24 @@ def issue_code(
 
 
 def find_code(db: Session, code: str, client: Client, now: datetime) -> AuthorizationCode:
-    """The code, if this client may still redeem it. A code shown a second time is a replay:
-    the tokens issued from it are revoked (RFC 6749 §4.1.2)."""
+    """The code, if this client may still redeem it.
+
+    In this order: an unknown code is refused. A code of another client is refused and used
+    up: it is bound to its client (RFC 6749 §4.1.3), so it has leaked, and it gets no second
+    chance; what it issued is left alone. A used code shown again by its own client is a
+    replay: the tokens issued from it are revoked (§4.1.2, RFC 9700 §4.2.4).
+    """
     found = db.scalars(
         select(AuthorizationCode).where(AuthorizationCode.code_digest == digest_token(code))
     ).one_or_none()
-    # Bound to its client (§4.1.3): another client's code is simply invalid.
-    if found is None or found.client_pk != client.id:
+    if found is None:
+        raise InvalidGrant()
+    if found.client_pk != client.id:
+        # Revoking what the code issued is for its own client's replays only: codes leak
+        # through the browser (history, Referer; RFC 9700 §4.2, §4.3) long after they were
+        # redeemed, and anyone may name a public client, so another client's presentation
+        # must not be a way to sign a user out of an app.
+        _mark_used(db, found, now)
         raise InvalidGrant()
     if found.used_at is not None:
         revoke_tokens_of_code(db, found, now)
@@ -72,8 +83,25 @@ def find_code(db: Session, code: str, client: Client, now: datetime) -> Authoriz
 
 
 def claim_code(db: Session, code: AuthorizationCode, now: datetime) -> None:
-    """Mark the code used. Of two parallel redemptions exactly one gets past this point;
-    the other is treated as the replay it is."""
+    """Mark the code used to redeem it. Of two parallel redemptions exactly one gets past this
+    point; the other is treated as the replay it is."""
+    if not _mark_used(db, code, now):
+        _replayed(db, code, now)
+        raise InvalidGrant()
+
+
+def spend_code(db: Session, code: AuthorizationCode, now: datetime) -> None:
+    """Use the code up without redeeming it: its client presented it and the request was
+    refused (a wrong or missing PKCE verifier, another redirect URI). A code is spent by its
+    first presentation at the token endpoint (RFC 6749 §10.5, RFC 9700 §4.2.4), so whoever
+    holds a stolen code gets one guess at the verifier. If a parallel request redeemed it
+    first, this presentation is a replay of it."""
+    if not _mark_used(db, code, now):
+        _replayed(db, code, now)
+
+
+def _mark_used(db: Session, code: AuthorizationCode, now: datetime) -> bool:
+    """Set ``used_at`` unless it is set; whether this call set it."""
     claimed = db.execute(
         update(AuthorizationCode)
         .where(AuthorizationCode.id == code.id, AuthorizationCode.used_at.is_(None))
@@ -81,20 +109,41 @@ def claim_code(db: Session, code: AuthorizationCode, now: datetime) -> None:
         .execution_options(synchronize_session=False)
     )
     if claimed.rowcount != 1:  # type: ignore[attr-defined]
-        db.refresh(code)
-        revoke_tokens_of_code(db, code, now)
-        raise InvalidGrant()
+        return False
     code.used_at = now
+    return True
 
 
-def record_family(db: Session, code: AuthorizationCode, family_id: uuid.UUID) -> None:
+def _replayed(db: Session, code: AuthorizationCode, now: datetime) -> None:
+    # The other request has committed (PostgreSQL's UPDATE waited for it; SQLite runs one
+    # writer at a time), so this reads what it issued.
+    db.refresh(code)
+    revoke_tokens_of_code(db, code, now)
+
+
+def record_tokens_issued(
+    db: Session,
+    code: AuthorizationCode,
+    *,
+    family_id: uuid.UUID | None,
+    access_token_jti: str,
+    access_token_expires_at: datetime,
+) -> None:
+    """Remember what the code was exchanged for, so that a replay can revoke it."""
     code.family_id = family_id
+    code.access_token_jti = access_token_jti
+    code.access_token_expires_at = access_token_expires_at
     db.flush()
 
 
 def revoke_tokens_of_code(db: Session, code: AuthorizationCode, now: datetime) -> None:
-    if code.family_id is None:
-        return
-    revoke_families(
-        db, [RefreshFamily.id == code.family_id], RevocationReason.CODE_REPLAYED.value, now
-    )
+    """RFC 6749 §4.1.2, RFC 9700 §4.2.4: revoke every token issued from the code. Its family
+    (and with it every access token carrying that ``sid``), and its access token by ``jti``,
+    which also reaches a code that started no family (a client without offline access); both
+    reach introspection, userinfo and the revocation feed."""
+    if code.family_id is not None:
+        revoke_families(
+            db, [RefreshFamily.id == code.family_id], RevocationReason.CODE_REPLAYED.value, now
+        )
+    if code.access_token_jti is not None and code.access_token_expires_at is not None:
+        denylist_access_token(db, code.access_token_jti, code.access_token_expires_at, now)

@@ -239,8 +239,8 @@ class _Purge:
         # token must find it marked used so that the whole family is revoked; deleted, it
         # would be an unknown token, refused quietly while the thief's copy of the lineage
         # lived on. So used tokens stay exactly as long as their family is live.
-        # A dead family answers every token with invalid_grant before any reuse check
-        # (refresh_tokens._check_family_usable), so it and its tokens can go.
+        # A dead family answers every token with invalid_grant (a used one is still reuse and
+        # recorded, but there is nothing left to revoke), so it and its tokens can go.
         # Expired: its last access token may still be out there and be checked against the
         # family (introspection, userinfo), so wait at least the longest access-token
         # lifetime. Revoked: the family already says no; a missing family says no as well.

@@ -19,6 +19,7 @@ import hashlib
 import hmac
 import secrets
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
@@ -39,9 +40,10 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.dml import ReturningUpdate
 
 from authserver.db import execute_alone
-from authserver.errors import InvalidGrant, InvalidScope, RefreshTokenReused
+from authserver.errors import InvalidGrant, InvalidScope, InvalidTarget, RefreshTokenReused
 from authserver.models import Client, RefreshFamily, RefreshToken, User
 from authserver.services.audit import rotation_audit_row
 from authserver.services.revocations import revoke_families
@@ -203,10 +205,18 @@ def rotate_refresh_token(
     requested_scope: str | None,
     policy: RefreshPolicy,
     now: datetime,
+    requested_resources: Sequence[str] = (),
     ip_address: str | None = None,
     audit: RotationAudit | None = None,
 ) -> IssuedRefreshToken:
     """Exchange a refresh token for its successor (RFC 6749 §6, RFC 9700 §4.14.2).
+
+    The order of the checks is a rule of its own: an unknown token is refused; a used token is
+    a retry inside the grace window or reuse *whatever else the request carries* (another
+    client, a wider scope, another resource), and reuse revokes the family; only a live token
+    is then checked against the request (its client, its family, ``requested_scope`` and
+    ``requested_resources``), and those refusals leave it usable. So whoever holds a stolen,
+    used token learns ``invalid_grant`` and nothing about whether its family is alive.
 
     With ``audit``, the rotation may write its token_issued audit row in the same statement
     (the result says whether it did; the caller records it otherwise).
@@ -217,13 +227,23 @@ def rotate_refresh_token(
     """
     digest = digest_token(presented)
     successor = _new_token()
-    if requested_scope is None:
+    if requested_scope is None and _claim_can_check(requested_resources):
         # The common case without ORM objects, in one statement on PostgreSQL (three on
-        # SQLite): claim the token if it is live and its family usable by this client, slide
-        # the family, insert the successor. Anything else (unknown, used, refused, narrowed
-        # scope) takes the path below, which reads first and explains.
+        # SQLite): claim the token if it is live, its family usable by this client and
+        # granted for the resource named (if one is), slide the family, insert the successor.
+        # Anything else (unknown, used, refused, narrowed scope) takes the path below, which
+        # reads first and explains.
         fast = _claim_and_rotate(
-            session, digest, presented, successor, client, policy, now, ip_address, audit
+            session,
+            digest,
+            presented,
+            successor,
+            client,
+            policy,
+            now,
+            ip_address,
+            audit,
+            requested_audience=requested_resources[0] if requested_resources else None,
         )
         if fast is not None:
             return fast
@@ -234,14 +254,9 @@ def rotate_refresh_token(
     if token is None:
         raise InvalidGrant()
     family = token.family
-    _check_family_usable(family, client, now)
-    if requested_scope is not None and not set(requested_scope.split()) <= set(
-        family.scope.split()
-    ):
-        # RFC 6749 §6: the scope can narrow, never widen.
-        raise InvalidScope()
-
     if token.used_at is None:
+        _check_family_usable(family, client, now)
+        _check_within_grant(family, requested_scope, requested_resources)
         claimed = session.execute(
             update(RefreshToken)
             .where(RefreshToken.id == token.id, RefreshToken.used_at.is_(None))
@@ -252,24 +267,87 @@ def rotate_refresh_token(
             family.last_ip_address = ip_address
             _issue_successor(session, family, token, successor, policy, now)
             return IssuedRefreshToken.of(family, successor)
-        # Another request claimed it first; read what it wrote.
-    token = session.scalars(
-        select(RefreshToken)
-        .where(RefreshToken.id == token.id)
-        .execution_options(populate_existing=True)
-    ).one()
-    retried = _successor_for_retry(session, token, presented, policy, now)
-    if retried is not None:
-        session.refresh(family)
-        _check_family_usable(family, client, now)
-        # The winner may have stamped a slightly later time than this loser's clock read.
-        family.last_used_at = max(family.last_used_at, now)
-        session.flush()
-        return IssuedRefreshToken.of(family, retried, replayed=True)
-    revoke_family(session, family, RevocationReason.REUSE_DETECTED, now)
-    raise RefreshTokenReused(
-        family.id, client.client_id, family.user_id, family.ip_address, family.last_ip_address
+        # Another request claimed it first; read what it wrote. This request is now a
+        # retry or a reuse like any other presentation of a used token.
+        token = session.scalars(
+            select(RefreshToken)
+            .where(RefreshToken.id == token.id)
+            .execution_options(populate_existing=True)
+        ).one()
+    return _answer_used_token(
+        session, token, presented, client, requested_scope, requested_resources, policy, now
     )
+
+
+def _claim_can_check(requested_resources: Sequence[str]) -> bool:
+    """Whether the one-statement claim can check the resources against the family: none, or
+    one that could be an audience. An audience is a URI, so printable; anything else (NUL,
+    which PostgreSQL text cannot even hold) must not reach the SQL, and is refused below."""
+    return not requested_resources or (
+        len(requested_resources) == 1 and requested_resources[0].isprintable()
+    )
+
+
+def _answer_used_token(
+    session: Session,
+    token: RefreshToken,
+    presented: str,
+    client: Client,
+    requested_scope: str | None,
+    requested_resources: Sequence[str],
+    policy: RefreshPolicy,
+    now: datetime,
+) -> IssuedRefreshToken:
+    """A used token: the same successor again if this is a retry, else reuse, which revokes
+    the family (RFC 9700 §4.14.2) whatever else the request carries."""
+    family = token.family
+    # A retry comes from the family's own client. A used token shown by any other client has
+    # left the client it was bound to (RFC 6749 §6): the lineage has leaked.
+    retried = (
+        _successor_for_retry(session, token, presented, policy, now)
+        if family.client_pk == client.id
+        else None
+    )
+    if retried is None:
+        revoke_family(session, family, RevocationReason.REUSE_DETECTED, now)
+        raise RefreshTokenReused(
+            family.id,
+            client.client_id,
+            family.user_id,
+            family.ip_address,
+            family.last_ip_address,
+            family_client_id=family.client.client_id,
+        )
+    session.refresh(family)
+    # A retry is answered as the request it repeats would be answered now. Its presenter
+    # holds the parent (the successor's key derives from it) and could have had the successor
+    # by asking plainly, so refusing a dead family, a wider scope or another resource tells it
+    # nothing new, and revoking would log out a client that merely retried. A family that
+    # died since (signed out, expired, its user disabled) has nothing left to revoke.
+    _check_family_usable(family, client, now)
+    _check_within_grant(family, requested_scope, requested_resources)
+    # The winner may have stamped a slightly later time than this loser's clock read.
+    family.last_used_at = max(family.last_used_at, now)
+    session.flush()
+    return IssuedRefreshToken.of(family, retried, replayed=True)
+
+
+def _check_within_grant(
+    family: RefreshFamily, requested_scope: str | None, requested_resources: Sequence[str]
+) -> None:
+    """What a refresh may ask of its family: a narrower scope, and only the audience the
+    original grant was for."""
+    if requested_scope is not None and not set(requested_scope.split()) <= set(
+        family.scope.split()
+    ):
+        # RFC 6749 §6: the scope can narrow, never widen.
+        raise InvalidScope()
+    # RFC 8707 §2.2: at refresh, a resource must be one the original grant covered. A family
+    # has one audience; the client's current registrations do not widen what the user granted.
+    if len(requested_resources) > 1:
+        raise InvalidTarget("Only one resource per request is supported.")
+    if requested_resources and requested_resources[0] != family.audience:
+        raise InvalidTarget("The resource is not one this refresh token was granted for.")
 
 
 _TOKENS = cast(Table, RefreshToken.__table__)
@@ -301,18 +379,24 @@ def live_family_exists(family_id: ColumnElement[Any], *also: ColumnElement[bool]
     )
 
 
-_CLAIM_IF_USABLE = (
-    update(_TOKENS)
-    .where(
-        _TOKENS.c.token_digest == bindparam("digest"),
-        _TOKENS.c.used_at.is_(None),
-        live_family_exists(
-            _TOKENS.c.family_id, _FAMILIES.c.client_pk == bindparam("presenting_client")
-        ),
+@functools.cache
+def _claim_if_usable(for_audience: bool) -> ReturningUpdate[Any]:
+    """The claim. ``for_audience``: the request named a resource, which must also be the
+    family's audience (RFC 8707 §2.2), so a client that sends its resource on every refresh
+    keeps the one-statement rotation."""
+    also = [_FAMILIES.c.client_pk == bindparam("presenting_client")]
+    if for_audience:
+        also.append(_FAMILIES.c.audience == bindparam("requested_audience"))
+    return (
+        update(_TOKENS)
+        .where(
+            _TOKENS.c.token_digest == bindparam("digest"),
+            _TOKENS.c.used_at.is_(None),
+            live_family_exists(_TOKENS.c.family_id, *also),
+        )
+        .values(used_at=bindparam("now"), successor_ciphertext=bindparam("sealed"))
+        .returning(_TOKENS.c.id, _TOKENS.c.family_id, _TOKENS.c.generation)
     )
-    .values(used_at=bindparam("now"), successor_ciphertext=bindparam("sealed"))
-    .returning(_TOKENS.c.id, _TOKENS.c.family_id, _TOKENS.c.generation)
-)
 
 
 def _slide_family(which: ColumnElement[bool]) -> Update:
@@ -342,12 +426,12 @@ _INSERT_TOKEN = insert(_TOKENS)
 
 
 @functools.cache
-def _rotate_in_one_statement(audited: bool) -> Select[Any]:
+def _rotate_in_one_statement(audited: bool, for_audience: bool = False) -> Select[Any]:
     """PostgreSQL: the claim, the slide and the insert (and, if ``audited``, the token_issued
     audit row) as one statement of data-modifying CTEs, one round trip instead of three. The
     inserts read the slide, which reads the claim, so they happen in that order; a token that
     fails the claim's WHERE clause makes every part empty and the statement changes nothing."""
-    claimed = _CLAIM_IF_USABLE.cte("claimed")
+    claimed = _claim_if_usable(for_audience).cte("claimed")
     slid = (
         _slide_family(_FAMILIES.c.id == claimed.c.family_id)
         .returning(claimed.c.id.label("parent_id"), claimed.c.generation, _FAMILIES.c.id)
@@ -384,9 +468,13 @@ def _claim_and_rotate(
     now: datetime,
     ip_address: str | None,
     audit: RotationAudit | None,
+    requested_audience: str | None,
 ) -> IssuedRefreshToken | None:
-    """Rotate a live token of a usable family, or return None having changed nothing."""
+    """Rotate a live token of a usable family (granted for ``requested_audience``, if given),
+    or return None having changed nothing."""
     sealed = _seal_successor(presented, successor, digest)
+    for_audience = requested_audience is not None
+    audience_params = {"requested_audience": requested_audience} if for_audience else {}
     if session.get_bind().dialect.name == "postgresql":
         audit_params = (
             {"audit_client_id": audit.client_id, "audit_user_agent": audit.user_agent}
@@ -397,9 +485,10 @@ def _claim_and_rotate(
         # lost, the client's retry is inside the grace window and gets this same successor.
         rows = execute_alone(
             session,
-            _rotate_in_one_statement(audited=audit is not None),
+            _rotate_in_one_statement(audited=audit is not None, for_audience=for_audience),
             {
                 **audit_params,
+                **audience_params,
                 "digest": digest,
                 "presenting_client": client.id,
                 "now": now,
@@ -422,8 +511,9 @@ def _claim_and_rotate(
             audited=audit is not None,
         )
     claimed = session.execute(
-        _CLAIM_IF_USABLE,
+        _claim_if_usable(for_audience),
         {
+            **audience_params,
             "digest": digest,
             "presenting_client": client.id,
             "now": now,

@@ -3,8 +3,9 @@
 What a browser and a client see at ``/oauth/authorize`` and at the token endpoint: PKCE with
 S256 only, exact redirect URIs and never an open redirect, single-use short-lived codes bound to
 their client and redirect URI, ``iss`` on every response (RFC 9207), consent, ``prompt`` and the
-rules for issuing a refresh token. Concurrent redemptions of one code are in
-``test_authorization_code_concurrency.py``.
+rules for issuing a refresh token. What a replay or a refused redemption does to a code and
+to the tokens it issued is in ``test_authorization_code_single_use.py``; concurrent
+redemptions of one code are in ``test_authorization_code_concurrency.py``.
 """
 
 from __future__ import annotations

@@ -3,9 +3,11 @@
 RFC 6749 §4.1.2: a code is used once. When several token requests present the same code at
 the same moment (a client retrying over a flaky network, or an attacker racing the client with
 a stolen code), exactly one gets tokens; every other one gets ``invalid_grant``, never a 5xx.
-The others are replays, so they revoke the refresh family the one winner got. On SQLite this
-relies on BEGIN IMMEDIATE (``authserver.db._configure_sqlite``); on PostgreSQL on the
-conditional UPDATE in ``claim_code``.
+The others are replays, so they revoke what the one winner got: its refresh family and its
+access token. A request with a wrong verifier is a presentation too, so it spends the code or
+replays it, whichever comes first. On SQLite this relies on BEGIN IMMEDIATE
+(``authserver.db._configure_sqlite``); on PostgreSQL on the conditional UPDATE in
+``services/authorization_codes.py``.
 """
 
 from __future__ import annotations
@@ -46,7 +48,9 @@ class IssuedCode:
     verifier: str
 
 
-def _issue_code_through_the_browser(live_server: LiveServer) -> IssuedCode:
+def _issue_code_through_the_browser(
+    live_server: LiveServer, grant_types: tuple[str, ...] = ("authorization_code", "refresh_token")
+) -> IssuedCode:
     """A committed user and first-party client, and a code from a real sign-in and authorize."""
     app = live_server.app
     with db.transaction(app) as session:
@@ -54,7 +58,7 @@ def _issue_code_through_the_browser(live_server: LiveServer) -> IssuedCode:
         registered = make_client(
             session,
             name="Operator app",
-            grant_types=["authorization_code", "refresh_token"],
+            grant_types=list(grant_types),
             first_party=True,
             redirect_uris=[REDIRECT_URI],
             scopes=["openid", "email", "offline_access"],
@@ -99,11 +103,14 @@ def _post_token(
         return Outcome(response.status_code, response.json() if is_json else {})
 
 
-def _redeem_all_at_once(live_server: LiveServer, issued: IssuedCode) -> list[Outcome]:
-    """Redeem the code BURST times, each from its own thread, released together by a barrier."""
+def _redeem_all_at_once(
+    live_server: LiveServer, issued: IssuedCode, verifiers: list[str] | None = None
+) -> list[Outcome]:
+    """Redeem the code BURST times, each from its own thread, released together by a barrier;
+    the i-th request sends ``verifiers[i]`` (the right verifier by default)."""
     barrier = threading.Barrier(BURST)
 
-    def one() -> Outcome:
+    def one(verifier: str) -> Outcome:
         with requests.Session() as http:
             # Open the keep-alive connection first, so the barrier releases requests rather
             # than TCP handshakes.
@@ -117,12 +124,21 @@ def _redeem_all_at_once(live_server: LiveServer, issued: IssuedCode) -> list[Out
                 grant_type="authorization_code",
                 code=issued.code,
                 redirect_uri=REDIRECT_URI,
-                code_verifier=issued.verifier,
+                code_verifier=verifier,
             )
 
     with ThreadPoolExecutor(max_workers=BURST) as pool:
-        futures = [pool.submit(one) for _ in range(BURST)]
+        futures = [pool.submit(one, v) for v in verifiers or [issued.verifier] * BURST]
         return [future.result() for future in futures]
+
+
+def _userinfo_status(live_server: LiveServer, access_token: str) -> int:
+    with requests.get(
+        live_server.url + "/oauth/userinfo",
+        headers={"Authorization": f"Bearer {access_token}"},
+        timeout=HTTP_TIMEOUT,
+    ) as response:
+        return response.status_code
 
 
 def _the_one_winner(outcomes: list[Outcome]) -> Outcome:
@@ -184,3 +200,38 @@ def test_losing_redemptions_revoke_the_winners_refresh_family(
     assert after.body["error"] == "invalid_grant"
     with db.transaction(live_server.app) as session:
         assert session.scalars(select(RefreshFamily.revoked_reason)).one() == "code_replayed"
+
+
+def test_losing_redemptions_deny_the_winners_access_token_when_no_family_was_started(
+    live_server: LiveServer,
+) -> None:
+    issued = _issue_code_through_the_browser(live_server, grant_types=("authorization_code",))
+
+    winner = _the_one_winner(_redeem_all_at_once(live_server, issued))
+
+    assert "refresh_token" not in winner.body
+    assert _userinfo_status(live_server, winner.body["access_token"]) == 401
+
+
+def test_wrong_verifiers_racing_the_right_one_leave_no_token_alive(
+    live_server: LiveServer,
+) -> None:
+    """Whichever comes first, every other request is a second presentation of the code: a
+    wrong verifier first uses the code up, after a redemption it takes back the tokens."""
+    issued = _issue_code_through_the_browser(live_server)
+    someone_elses = "x" * 43
+    verifiers = [issued.verifier if i % 2 else someone_elses for i in range(BURST)]
+
+    outcomes = _redeem_all_at_once(live_server, issued, verifiers)
+
+    assert [o.status for o in outcomes if o.status >= 500] == [], [o.body for o in outcomes]
+    winners = [o for o in outcomes if o.status == 200]
+    assert len(winners) <= 1
+    assert {o.body.get("error") for o in outcomes if o.status != 200} == {"invalid_grant"}
+    for winner in winners:
+        assert _userinfo_status(live_server, winner.body["access_token"]) == 401
+    with db.transaction(live_server.app) as session:
+        assert (
+            session.scalars(select(RefreshFamily).where(RefreshFamily.revoked_at.is_(None))).all()
+            == []
+        )

@@ -82,12 +82,16 @@ def _sign_in(live_server: LiveServer) -> tuple[RegisteredClient, str]:
 
 
 def _refresh_all_at_once(
-    live_server: LiveServer, presented: list[tuple[RegisteredClient, str]]
+    live_server: LiveServer,
+    presented: list[tuple[RegisteredClient, str]],
+    extra_forms: list[dict[str, str]] | None = None,
 ) -> list[Outcome]:
-    """POST every (client, token) pair from its own thread, released together by a barrier."""
+    """POST every (client, token) pair from its own thread, released together by a barrier;
+    ``extra_forms[i]`` adds fields to the i-th request."""
     barrier = threading.Barrier(len(presented))
+    extras = extra_forms or [{}] * len(presented)
 
-    def one(registered: RegisteredClient, token: str) -> Outcome:
+    def one(registered: RegisteredClient, token: str, extra: dict[str, str]) -> Outcome:
         with requests.Session() as http:
             # Open the keep-alive connection first, so the barrier releases requests rather
             # than TCP handshakes.
@@ -100,10 +104,14 @@ def _refresh_all_at_once(
                 registered,
                 grant_type="refresh_token",
                 refresh_token=token,
+                **extra,
             )
 
     with ThreadPoolExecutor(max_workers=len(presented)) as pool:
-        futures = [pool.submit(one, registered, token) for registered, token in presented]
+        futures = [
+            pool.submit(one, registered, token, extra)
+            for (registered, token), extra in zip(presented, extras, strict=True)
+        ]
         return [future.result() for future in futures]
 
 
@@ -192,6 +200,31 @@ def test_original_token_after_the_grace_window_revokes_the_family_despite_the_bu
         assert family.revoked_reason == "reuse_detected"
     # The successor the burst handed out dies with its family.
     assert _refresh(live_server, registered, successor).body["error"] == "invalid_grant"
+
+
+def test_wider_scopes_inside_a_burst_are_refused_without_revoking_the_family(
+    live_server: LiveServer,
+) -> None:
+    """Whichever request claims the token, the others are retries inside the grace window:
+    the plain ones get the one successor, those asking a wider scope get invalid_scope, as
+    they would have before the claim, and nobody is logged out."""
+    registered, first = _sign_in(live_server)
+    family_id = _family_of(live_server, first)
+    wider = {"scope": "read write admin"}
+    extras = [wider if i % 2 else {} for i in range(BURST)]
+
+    outcomes = _refresh_all_at_once(live_server, [(registered, first)] * BURST, extras)
+
+    plain = [o for o, extra in zip(outcomes, extras, strict=True) if not extra]
+    asking_more = [o for o, extra in zip(outcomes, extras, strict=True) if extra]
+    _the_one_successor(plain)
+    assert [(o.status, o.body.get("error")) for o in asking_more] == [(400, "invalid_scope")] * len(
+        asking_more
+    )
+    with db.transaction(live_server.app) as session:
+        family = session.get(RefreshFamily, family_id)
+        assert family is not None
+        assert family.revoked_at is None
 
 
 def test_simultaneous_refreshes_of_different_families_all_rotate(

@@ -32,6 +32,28 @@ def test_a_refresh_is_one_statement_that_also_writes_its_audit_row(
     assert "INSERT INTO audit_events" in statement
 
 
+@pytest.mark.postgres_only  # SQLite rotates in three statements and writes the row apart
+def test_a_refresh_naming_its_resource_is_one_statement_too(
+    app: Flask, session: Session, client: FlaskClient, statements: StatementLog
+) -> None:
+    """RFC 8707 clients send the resource on every refresh: the check that it is the family's
+    audience is part of the claim."""
+    make_user(app, session)
+    registered = make_client(session, audiences=["https://orders.example.test"])
+    signed_in = password_login(client, registered).json
+    assert signed_in is not None
+    statements.statements.clear()
+
+    response = refresh(
+        client, registered, signed_in["refresh_token"], resource="https://orders.example.test"
+    )
+
+    assert response.status_code == 200
+    [statement] = statements.of_the_request()
+    assert "UPDATE refresh_tokens" in statement
+    assert "INSERT INTO refresh_tokens" in statement
+
+
 def test_client_credentials_is_one_insert_of_its_audit_row(
     session: Session, client: FlaskClient, statements: StatementLog
 ) -> None:

@@ -15,7 +15,7 @@ from flask import Flask
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from authserver.errors import InvalidGrant, RefreshTokenReused
+from authserver.errors import InvalidGrant, InvalidScope, RefreshTokenReused
 from authserver.models import Client, RefreshFamily, RefreshToken, User
 from authserver.services.refresh_tokens import (
     IssuedRefreshToken,
@@ -191,6 +191,63 @@ def test_retry_one_second_after_the_grace_window_revokes_the_family(
     assert family.revoked_reason == "reuse_detected"
     with pytest.raises(InvalidGrant):
         rotate(session, oauth_client, successor, too_late)
+
+
+def test_a_wider_scope_at_the_last_instant_of_the_grace_window_is_refused_and_revokes_nothing(
+    session: Session, user: User, oauth_client: Client
+) -> None:
+    first = start(session, user, oauth_client)
+    used_at = NOW + timedelta(minutes=5)
+    rotate(session, oauth_client, first.token, used_at)
+
+    with pytest.raises(InvalidScope):
+        rotate_refresh_token(
+            session,
+            presented=first.token,
+            client=oauth_client,
+            requested_scope="read write admin",
+            policy=POLICY,
+            now=used_at + GRACE,
+        )
+
+    assert _family(session, first).revoked_at is None
+
+
+def test_a_wider_scope_one_second_after_the_grace_window_is_reuse(
+    session: Session, user: User, oauth_client: Client
+) -> None:
+    first = start(session, user, oauth_client)
+    used_at = NOW + timedelta(minutes=5)
+    rotate(session, oauth_client, first.token, used_at)
+    too_late = used_at + GRACE + timedelta(seconds=1)
+
+    with pytest.raises(RefreshTokenReused):
+        rotate_refresh_token(
+            session,
+            presented=first.token,
+            client=oauth_client,
+            requested_scope="read write admin",
+            policy=POLICY,
+            now=too_late,
+        )
+
+    assert _family(session, first).revoked_reason == "reuse_detected"
+
+
+def test_reuse_by_another_client_names_the_presenter_and_the_family_client(
+    session: Session, user: User, oauth_client: Client
+) -> None:
+    first = start(session, user, oauth_client)
+    rotate(session, oauth_client, first.token, NOW + timedelta(minutes=1))
+    other = make_client(session, name="Other app").client
+
+    with pytest.raises(RefreshTokenReused) as reuse:
+        rotate(session, other, first.token, NOW + timedelta(minutes=1))
+
+    assert (reuse.value.client_id, reuse.value.family_client_id) == (
+        other.client_id,
+        oauth_client.client_id,
+    )
 
 
 def test_successor_ciphertext_does_not_contain_the_successor_token(
