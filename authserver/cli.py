@@ -144,9 +144,12 @@ def users_create(email: str, password_stdin: bool) -> None:
     if not password_stdin:
         _fail("pass the password on standard input with --password-stdin")
     password = _read_password_from_stdin()
+    rt = runtime()
     with db.transaction(_app()) as session:
         try:
-            user = user_service.create_user(session, runtime().hasher, email, password)
+            user = user_service.create_user(
+                session, rt.hasher, email, password, password_policy=rt.password_policy
+            )
         except PasswordRejected as exc:
             _fail(exc.description)
         click.echo(f"created user {user.email} ({user.id})")
@@ -477,7 +480,7 @@ def dev_seed() -> None:
         key_service.ensure_signing_key(session, rt.key_cipher, rt.config.signing_alg, utcnow())
         if "password" not in known and user_service.find_user_by_email(session, DEMO_EMAIL):
             _fail(f"the demo user exists but {credentials_file} is gone; delete the database")
-        creds = seed_demo(session, rt.hasher, known, utcnow())
+        creds = seed_demo(session, rt.hasher, rt.password_policy, known, utcnow())
         if creds != known:
             credentials_file.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(credentials_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

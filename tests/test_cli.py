@@ -245,12 +245,62 @@ def test_users_create_with_a_too_short_password_fails_with_one_line(
         assert find_user_by_email(session, email) is None
 
 
+@pytest.mark.parametrize("weak", ["password123", "P@ssw0rd2024", "summer2024!"])
+def test_users_create_with_a_common_password_fails_with_one_line_saying_why(
+    cli_env: dict[str, str], cli_app: Flask, weak: str
+) -> None:
+    email = unique_email()
+
+    result = run_cli("users", "create", email, "--password-stdin", env=cli_env, stdin=weak + "\n")
+
+    line = assert_fails_with_one_line(result)
+    assert line.startswith("Error: This password is too easy to guess. ")
+    assert weak not in said(result)
+    with db.transaction(cli_app) as session:
+        assert find_user_by_email(session, email) is None
+
+
+def test_users_create_with_a_password_built_from_the_address_fails_with_one_line(
+    cli_env: dict[str, str],
+) -> None:
+    local = f"zorbulon{uuid.uuid4().hex[:6]}"
+    email = f"{local}@example.com"
+
+    result = run_cli(
+        "users", "create", email, "--password-stdin", env=cli_env, stdin=f"{local}2024!\n"
+    )
+
+    line = assert_fails_with_one_line(result)
+    assert "It contains your address or the name of this service." in line
+
+
+def test_users_create_accepts_a_common_password_when_the_check_is_turned_off(
+    cli_env: dict[str, str], cli_app: Flask
+) -> None:
+    email = unique_email()
+    environment = {**cli_env, "AUTHSERVER_PASSWORD_MIN_SCORE": "0"}
+
+    result = run_cli(
+        "users", "create", email, "--password-stdin", env=environment, stdin="password123\n"
+    )
+
+    assert result.returncode == 0, result.stderr
+    with db.transaction(cli_app) as session:
+        assert find_user_by_email(session, email) is not None
+
+
 def test_users_disable_stops_the_user_from_signing_in(
     cli_env: dict[str, str], cli_app: Flask
 ) -> None:
     email = unique_email()
     with db.transaction(cli_app) as session:
-        create_user(session, runtime(cli_app).hasher, email, PASSWORD)
+        create_user(
+            session,
+            runtime(cli_app).hasher,
+            email,
+            PASSWORD,
+            password_policy=runtime(cli_app).password_policy,
+        )
 
     result = run_cli("users", "disable", email, env=cli_env)
 
@@ -331,7 +381,13 @@ def test_clients_disable_refuses_the_client_and_revokes_its_refresh_tokens(
 ) -> None:
     email = unique_email()
     with db.transaction(cli_app) as session:
-        create_user(session, runtime(cli_app).hasher, email, PASSWORD)
+        create_user(
+            session,
+            runtime(cli_app).hasher,
+            email,
+            PASSWORD,
+            password_policy=runtime(cli_app).password_policy,
+        )
         registered = make_client(session)
         other = make_client(session)
     client_id = registered.client.client_id

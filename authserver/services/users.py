@@ -1,4 +1,4 @@
-"""Users: creation, sign-in by password, disabling."""
+"""Users: creation, sign-in by password, disabling, changing the password."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from authserver.errors import NotFound, ValidationError
 from authserver.models import User
 from authserver.services.audit import AuditEventType, record
 from authserver.services.browser_sessions import end_user_sessions
+from authserver.services.password_policy import PasswordPolicy
 from authserver.services.passwords import PasswordHasher
 from authserver.services.refresh_tokens import RevocationReason
 
@@ -48,10 +49,20 @@ def find_user_by_email(session: Session, email: str) -> User | None:
     return session.scalars(select(User).where(User.email == normalized)).one_or_none()
 
 
-def create_user(session: Session, hasher: PasswordHasher, email: str, password: str) -> User:
+def create_user(
+    session: Session,
+    hasher: PasswordHasher,
+    email: str,
+    password: str,
+    *,
+    password_policy: PasswordPolicy,
+) -> User:
+    """Create an account, refusing an address that is taken and a password the policy
+    refuses."""
     normalized = normalize_email(email)
     if session.scalars(select(User.id).where(User.email == normalized)).first() is not None:
         raise ValidationError(f"a user with the email {normalized!r} already exists")
+    password_policy.check(password, email=normalized)
     user = User(email=normalized, password_hash=hasher.hash(password))
     session.add(user)
     session.flush()
@@ -108,12 +119,15 @@ def change_password(
     current_password: str,
     new_password: str,
     now: datetime,
+    password_policy: PasswordPolicy,
     keep_session_id: uuid.UUID | None = None,
 ) -> None:
-    """Change the password (the current one is required) and sign out every other session
-    and app: whoever may have known the old password loses what it gave them."""
+    """Change the password (the current one is required, ASVS 5.0 6.2.3; the new one must pass
+    the policy) and sign out every other session and app: whoever may have known the old
+    password loses what it gave them."""
     if not hasher.verify(user.password_hash, current_password):
         raise ValidationError("The current password is incorrect.")
+    password_policy.check(new_password, email=user.email)
     user.password_hash = hasher.hash(new_password)
     sessions, families = end_user_sessions(
         session, user.id, RevocationReason.PASSWORD_CHANGED, now, keep_session_id=keep_session_id

@@ -1,4 +1,5 @@
-"""Users: email normalisation, creation, password sign-in (with rehash) and disabling."""
+"""Users: email normalisation, creation (with the password policy), password sign-in (with
+rehash), disabling, and the password change."""
 
 from __future__ import annotations
 
@@ -12,10 +13,13 @@ from sqlalchemy.orm import Session
 
 from authserver.errors import NotFound, ValidationError
 from authserver.models import RefreshFamily, User
-from authserver.services.passwords import PasswordHasher
+from authserver.services.demo import DEMO_EMAIL, seed_demo
+from authserver.services.password_policy import PasswordPolicy
+from authserver.services.passwords import PasswordHasher, PasswordRejected
 from authserver.services.refresh_tokens import RefreshPolicy, start_family
 from authserver.services.users import (
     authenticate_user,
+    change_password,
     create_user,
     disable_user,
     normalize_email,
@@ -23,7 +27,9 @@ from authserver.services.users import (
 from tests.helpers import make_client
 
 PASSWORD = "correct horse battery staple"
+NEW_PASSWORD = "a brand new passphrase"
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+POLICY = PasswordPolicy()
 
 
 class CountingHasher(PasswordHasher):
@@ -44,7 +50,6 @@ def make_hasher(**overrides: Any) -> CountingHasher:
         "memory_cost_kib": 19456,
         "parallelism": 1,
         "max_bytes": 1024,
-        "min_length": 8,
         "concurrency": 2,
     }
     options.update(overrides)
@@ -108,7 +113,7 @@ def test_invalid_email_is_refused(raw: str) -> None:
 def test_create_user_stores_the_normalised_email_and_an_argon2id_hash(
     session: Session, hasher: CountingHasher
 ) -> None:
-    create_user(session, hasher, " Ann@Example.com ", PASSWORD)
+    create_user(session, hasher, " Ann@Example.com ", PASSWORD, password_policy=POLICY)
 
     stored = _stored_user(session, "ann@example.com")
     assert stored.password_hash.startswith("$argon2id$")
@@ -118,18 +123,36 @@ def test_create_user_stores_the_normalised_email_and_an_argon2id_hash(
 
 def test_create_user_refuses_an_invalid_email(session: Session, hasher: CountingHasher) -> None:
     with pytest.raises(ValidationError, match="not a valid email address"):
-        create_user(session, hasher, "not-an-email", PASSWORD)
+        create_user(session, hasher, "not-an-email", PASSWORD, password_policy=POLICY)
 
 
 def test_duplicate_email_in_another_case_is_refused(
     session: Session, hasher: CountingHasher
 ) -> None:
-    create_user(session, hasher, "ann@example.com", PASSWORD)
+    create_user(session, hasher, "ann@example.com", PASSWORD, password_policy=POLICY)
 
     with pytest.raises(ValidationError, match="already exists"):
-        create_user(session, hasher, "ANN@Example.com", PASSWORD)
+        create_user(session, hasher, "ANN@Example.com", PASSWORD, password_policy=POLICY)
 
     assert len(session.scalars(select(User)).all()) == 1
+
+
+def test_create_user_refuses_a_common_password_and_creates_nothing(
+    session: Session, hasher: CountingHasher
+) -> None:
+    with pytest.raises(PasswordRejected, match=re.escape("This is a very common password.")):
+        create_user(session, hasher, "ann@example.com", "password123", password_policy=POLICY)
+
+    assert session.scalars(select(User)).all() == []
+
+
+def test_the_demo_seed_creates_a_user_whose_password_passes_the_default_policy(
+    session: Session, hasher: CountingHasher
+) -> None:
+    credentials = seed_demo(session, hasher, POLICY, {}, NOW)
+
+    assert credentials["email"] == DEMO_EMAIL
+    POLICY.check(credentials["password"], email=DEMO_EMAIL)
 
 
 # -- sign-in ---------------------------------------------------------------------------------
@@ -138,7 +161,7 @@ def test_duplicate_email_in_another_case_is_refused(
 def test_authenticate_returns_the_user_for_the_right_password(
     session: Session, hasher: CountingHasher
 ) -> None:
-    user = create_user(session, hasher, "ann@example.com", PASSWORD)
+    user = create_user(session, hasher, "ann@example.com", PASSWORD, password_policy=POLICY)
 
     signed_in = authenticate_user(session, hasher, "ANN@example.com", PASSWORD)
 
@@ -149,7 +172,7 @@ def test_authenticate_returns_the_user_for_the_right_password(
 def test_authenticate_returns_none_for_a_wrong_password(
     session: Session, hasher: CountingHasher
 ) -> None:
-    create_user(session, hasher, "ann@example.com", PASSWORD)
+    create_user(session, hasher, "ann@example.com", PASSWORD, password_policy=POLICY)
 
     assert authenticate_user(session, hasher, "ann@example.com", "wrong password!") is None
 
@@ -157,7 +180,7 @@ def test_authenticate_returns_none_for_a_wrong_password(
 def test_authenticate_returns_none_for_an_unknown_email(
     session: Session, hasher: CountingHasher
 ) -> None:
-    create_user(session, hasher, "ann@example.com", PASSWORD)
+    create_user(session, hasher, "ann@example.com", PASSWORD, password_policy=POLICY)
 
     assert authenticate_user(session, hasher, "bob@example.com", PASSWORD) is None
 
@@ -165,7 +188,7 @@ def test_authenticate_returns_none_for_an_unknown_email(
 def test_authenticate_returns_none_for_a_disabled_user_even_with_the_right_password(
     session: Session, hasher: CountingHasher
 ) -> None:
-    create_user(session, hasher, "ann@example.com", PASSWORD)
+    create_user(session, hasher, "ann@example.com", PASSWORD, password_policy=POLICY)
     disable_user(session, "ann@example.com", NOW)
 
     assert authenticate_user(session, hasher, "ann@example.com", PASSWORD) is None
@@ -184,7 +207,7 @@ def test_every_refused_sign_in_spends_exactly_one_argon2_verification(
     session: Session, email: str, password: str, disabled: bool
 ) -> None:
     hasher = make_hasher()
-    create_user(session, hasher, "ann@example.com", PASSWORD)
+    create_user(session, hasher, "ann@example.com", PASSWORD, password_policy=POLICY)
     if disabled:
         disable_user(session, "ann@example.com", NOW)
 
@@ -196,7 +219,7 @@ def test_every_refused_sign_in_spends_exactly_one_argon2_verification(
 def test_sign_in_with_raised_parameters_rehashes_the_stored_password(session: Session) -> None:
     old = make_hasher(time_cost=2)
     new = make_hasher(time_cost=3)
-    create_user(session, old, "ann@example.com", PASSWORD)
+    create_user(session, old, "ann@example.com", PASSWORD, password_policy=POLICY)
     assert re.search(r"\$m=19456,t=2,p=1\$", _stored_user(session, "ann@example.com").password_hash)
 
     assert authenticate_user(session, new, "ann@example.com", PASSWORD) is not None
@@ -210,7 +233,7 @@ def test_sign_in_with_raised_parameters_rehashes_the_stored_password(session: Se
 def test_sign_in_with_unchanged_parameters_keeps_the_stored_hash(
     session: Session, hasher: CountingHasher
 ) -> None:
-    create_user(session, hasher, "ann@example.com", PASSWORD)
+    create_user(session, hasher, "ann@example.com", PASSWORD, password_policy=POLICY)
     before = _stored_user(session, "ann@example.com").password_hash
 
     authenticate_user(session, hasher, "ann@example.com", PASSWORD)
@@ -221,7 +244,7 @@ def test_sign_in_with_unchanged_parameters_keeps_the_stored_hash(
 def test_wrong_password_with_raised_parameters_does_not_rehash(session: Session) -> None:
     old = make_hasher(time_cost=2)
     new = make_hasher(time_cost=3)
-    create_user(session, old, "ann@example.com", PASSWORD)
+    create_user(session, old, "ann@example.com", PASSWORD, password_policy=POLICY)
     before = _stored_user(session, "ann@example.com").password_hash
 
     authenticate_user(session, new, "ann@example.com", "wrong password!")
@@ -233,7 +256,7 @@ def test_wrong_password_with_raised_parameters_does_not_rehash(session: Session)
 
 
 def test_disable_user_marks_the_user_disabled(session: Session, hasher: CountingHasher) -> None:
-    create_user(session, hasher, "ann@example.com", PASSWORD)
+    create_user(session, hasher, "ann@example.com", PASSWORD, password_policy=POLICY)
 
     disable_user(session, " Ann@Example.com", NOW)
 
@@ -243,8 +266,8 @@ def test_disable_user_marks_the_user_disabled(session: Session, hasher: Counting
 def test_disable_user_revokes_every_refresh_family_of_that_user_only(
     session: Session, hasher: CountingHasher
 ) -> None:
-    ann = create_user(session, hasher, "ann@example.com", PASSWORD)
-    bob = create_user(session, hasher, "bob@example.com", PASSWORD)
+    ann = create_user(session, hasher, "ann@example.com", PASSWORD, password_policy=POLICY)
+    bob = create_user(session, hasher, "bob@example.com", PASSWORD, password_policy=POLICY)
     client = make_client(session).client
     policy = RefreshPolicy.for_client(client, idle_ttl=3600, absolute_ttl=7200, reuse_grace=15)
     for user in (ann, ann, bob):
@@ -265,7 +288,47 @@ def test_disable_user_revokes_every_refresh_family_of_that_user_only(
 def test_disable_of_an_unknown_email_raises_not_found(
     session: Session, hasher: CountingHasher
 ) -> None:
-    create_user(session, hasher, "ann@example.com", PASSWORD)
+    create_user(session, hasher, "ann@example.com", PASSWORD, password_policy=POLICY)
 
     with pytest.raises(NotFound, match=re.escape("bob@example.com")):
         disable_user(session, "bob@example.com", NOW)
+
+
+# -- changing the password -------------------------------------------------------------------
+
+
+def test_change_password_refuses_a_weak_new_password_and_keeps_the_old_one(
+    session: Session, hasher: CountingHasher
+) -> None:
+    user = create_user(session, hasher, "ann@example.com", PASSWORD, password_policy=POLICY)
+
+    with pytest.raises(PasswordRejected, match="too easy to guess"):
+        change_password(
+            session,
+            hasher,
+            user,
+            current_password=PASSWORD,
+            new_password="annexample2024",
+            now=NOW,
+            password_policy=POLICY,
+        )
+
+    assert authenticate_user(session, hasher, "ann@example.com", PASSWORD) is not None
+
+
+def test_change_password_accepts_a_strong_new_password(
+    session: Session, hasher: CountingHasher
+) -> None:
+    user = create_user(session, hasher, "ann@example.com", PASSWORD, password_policy=POLICY)
+
+    change_password(
+        session,
+        hasher,
+        user,
+        current_password=PASSWORD,
+        new_password=NEW_PASSWORD,
+        now=NOW,
+        password_policy=POLICY,
+    )
+
+    assert authenticate_user(session, hasher, "ann@example.com", NEW_PASSWORD) is not None
