@@ -144,9 +144,12 @@ def users_create(email: str, password_stdin: bool) -> None:
     if not password_stdin:
         _fail("pass the password on standard input with --password-stdin")
     password = _read_password_from_stdin()
+    rt = runtime()
     with db.transaction(_app()) as session:
         try:
-            user = user_service.create_user(session, runtime().hasher, email, password)
+            user = user_service.create_user(
+                session, rt.hasher, email, password, password_policy=rt.password_policy
+            )
         except PasswordRejected as exc:
             _fail(exc.description)
         click.echo(f"created user {user.email} ({user.id})")
@@ -160,6 +163,41 @@ def users_disable(email: str) -> None:
     with db.transaction(_app()) as session:
         user = user_service.disable_user(session, email, utcnow())
         click.echo(f"disabled user {user.email}; their refresh tokens are revoked")
+
+
+@users_group.command("lookalikes")
+@with_appcontext
+def users_lookalikes() -> None:
+    """List the accounts whose addresses look alike (UTS #39), one group at a time.
+
+    Each account is one line: id, created date, address, and the address with every
+    character beyond ASCII spelt out as <U+XXXX>, since two lines that look alike are the
+    point. The groups are computed from the addresses, so accounts that collided before the
+    rule existed show too.
+    """
+    from authserver.services.lookalikes import lookalike_groups
+
+    with db.transaction(_app()) as session:
+        groups = lookalike_groups(session)
+    if not groups:
+        click.echo("no look-alike accounts")
+        return
+    for number, group in enumerate(groups, start=1):
+        click.echo(f"group {number}: {len(group)} accounts whose addresses look alike")
+        for account in group:
+            spelt = _spelt_out(account.email)
+            click.echo(
+                f"  {account.id}  {account.created_at:%Y-%m-%d %H:%M:%S}  {account.email}"
+                + (f"  ({spelt})" if spelt != account.email else "")
+            )
+    accounts = sum(len(group) for group in groups)
+    click.echo(f"look-alike groups: {len(groups)}; accounts in them: {accounts}")
+
+
+def _spelt_out(text: str) -> str:
+    return "".join(
+        char if char.isascii() and char.isprintable() else f"<U+{ord(char):04X}>" for char in text
+    )
 
 
 # -- clients ---------------------------------------------------------------------------------
@@ -509,6 +547,7 @@ def dev_seed() -> None:
         creds = seed_demo(
             session,
             rt.hasher,
+            rt.password_policy,
             known,
             utcnow(),
             api_audience=rt.config.default_audience or rt.config.issuer,

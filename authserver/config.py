@@ -105,6 +105,8 @@ class Config:
     argon2_parallelism: int = 1
     password_max_bytes: int = 1024
     password_min_length: int = 8
+    # zxcvbn score (0-4) a new password must reach (services/password_policy.py); 0: no check.
+    password_min_score: int = 3
     # How many hashes may run at once; more would only queue inside the CPU and cost memory.
     hash_concurrency: int = field(default_factory=lambda: os.cpu_count() or 1)
 
@@ -250,6 +252,8 @@ class Config:
             problems.append("AUTHSERVER_ARGON2_TIME_COST must be at least 2 with under 46 MiB")
         if self.password_min_length < 1:
             problems.append("AUTHSERVER_PASSWORD_MIN_LENGTH must be at least 1")
+        if not 0 <= self.password_min_score <= 4:
+            problems.append("AUTHSERVER_PASSWORD_MIN_SCORE must be 0 (off) to 4")
         if self.default_audience:
             audience = urlsplit(self.default_audience)
             if not audience.scheme or "#" in self.default_audience:

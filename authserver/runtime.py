@@ -26,6 +26,7 @@ from authserver.services.keys import (
     maintain_signing_keys,
     published_key_rows,
 )
+from authserver.services.password_policy import PasswordPolicy
 from authserver.services.passwords import PasswordHasher
 from authserver.services.refresh_tokens import RefreshPolicy
 from authserver.services.revocations import longest_access_token_ttl
@@ -38,6 +39,8 @@ EXTENSION_KEY = "authserver.runtime"
 class Runtime:
     config: Config
     hasher: PasswordHasher
+    # What every new password must be (CLI, account page, later reset and sign-up).
+    password_policy: PasswordPolicy
     key_cipher: KeyCipher
     keys: KeyRing
     access_tokens: AccessTokenIssuer
@@ -104,14 +107,20 @@ def build_runtime(config: Config, db_state: DatabaseState) -> Runtime:
         memory_cost_kib=config.argon2_memory_cost_kib,
         parallelism=config.argon2_parallelism,
         max_bytes=config.password_max_bytes,
-        min_length=config.password_min_length,
         concurrency=config.hash_concurrency,
+    )
+    password_policy = PasswordPolicy.for_issuer(
+        config.issuer,
+        min_length=config.password_min_length,
+        max_bytes=config.password_max_bytes,
+        min_score=config.password_min_score,
     )
     cipher = KeyCipher(config.key_encryption_key)
     keys = KeyRing(_key_loader(db_state, cipher, config), cipher, config.key_refresh_interval)
     return Runtime(
         config=config,
         hasher=hasher,
+        password_policy=password_policy,
         key_cipher=cipher,
         keys=keys,
         access_tokens=AccessTokenIssuer(config.issuer, keys),

@@ -242,7 +242,11 @@ def seed(settings: Settings, env: dict[str, str], users: int) -> Seeded:
         user_ids = [
             str(
                 user_service.create_user(
-                    session, runtime(app).hasher, f"bench-{i}@example.test", PASSWORD
+                    session,
+                    runtime(app).hasher,
+                    f"bench-{i}@example.test",
+                    PASSWORD,
+                    password_policy=runtime(app).password_policy,
                 ).id
             )
             for i in range(users)

@@ -23,7 +23,10 @@ PASSWORD = "correct horse battery staple"
 def make_user(
     app: Flask, session: Session, email: str = "ann@example.com", password: str = PASSWORD
 ) -> User:
-    user = user_service.create_user(session, runtime(app).hasher, email, password)
+    rt = runtime(app)
+    user = user_service.create_user(
+        session, rt.hasher, email, password, password_policy=rt.password_policy
+    )
     session.commit()
     return user
 

@@ -18,6 +18,7 @@ import sys
 import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -29,7 +30,7 @@ from authserver import create_app
 from authserver.cli import alembic_config
 from authserver.config import Config
 from authserver.db import db, make_engine, utcnow
-from authserver.models import Client, RefreshFamily, SigningKey
+from authserver.models import Client, RefreshFamily, SigningKey, User
 from authserver.runtime import runtime
 from authserver.services.audit import recent_events
 from authserver.services.users import authenticate_user, create_user, find_user_by_email
@@ -246,12 +247,141 @@ def test_users_create_with_a_too_short_password_fails_with_one_line(
         assert find_user_by_email(session, email) is None
 
 
+@pytest.mark.parametrize("weak", ["password123", "P@ssw0rd2024", "summer2024!"])
+def test_users_create_with_a_common_password_fails_with_one_line_saying_why(
+    cli_env: dict[str, str], cli_app: Flask, weak: str
+) -> None:
+    email = unique_email()
+
+    result = run_cli("users", "create", email, "--password-stdin", env=cli_env, stdin=weak + "\n")
+
+    line = assert_fails_with_one_line(result)
+    assert line.startswith("Error: This password is too easy to guess. ")
+    assert weak not in said(result)
+    with db.transaction(cli_app) as session:
+        assert find_user_by_email(session, email) is None
+
+
+def test_users_create_with_a_password_built_from_the_address_fails_with_one_line(
+    cli_env: dict[str, str],
+) -> None:
+    local = f"zorbulon{uuid.uuid4().hex[:6]}"
+    email = f"{local}@example.com"
+
+    result = run_cli(
+        "users", "create", email, "--password-stdin", env=cli_env, stdin=f"{local}2024!\n"
+    )
+
+    line = assert_fails_with_one_line(result)
+    assert "It contains your address or the name of this service." in line
+
+
+def test_users_create_accepts_a_common_password_when_the_check_is_turned_off(
+    cli_env: dict[str, str], cli_app: Flask
+) -> None:
+    email = unique_email()
+    environment = {**cli_env, "AUTHSERVER_PASSWORD_MIN_SCORE": "0"}
+
+    result = run_cli(
+        "users", "create", email, "--password-stdin", env=environment, stdin="password123\n"
+    )
+
+    assert result.returncode == 0, result.stderr
+    with db.transaction(cli_app) as session:
+        assert find_user_by_email(session, email) is not None
+
+
+def _lookalike_of(email: str) -> str:
+    """The same address with a Cyrillic a (U+0430) for the Latin one in "example"."""
+    return email.replace("example", "ex\u0430mple")
+
+
+def test_users_create_of_a_lookalike_address_fails_with_one_line_naming_no_account(
+    cli_env: dict[str, str], cli_app: Flask
+) -> None:
+    email = unique_email()
+    first = run_cli("users", "create", email, "--password-stdin", env=cli_env, stdin=PASSWORD)
+    assert first.returncode == 0, first.stderr
+
+    again = run_cli(
+        "users", "create", _lookalike_of(email), "--password-stdin", env=cli_env, stdin=PASSWORD
+    )
+
+    line = assert_fails_with_one_line(again)
+    assert line == "Error: an account with an address that looks the same already exists"
+    with db.transaction(cli_app) as session:
+        assert find_user_by_email(session, _lookalike_of(email)) is None
+
+
+def test_users_create_of_an_address_with_a_zero_width_space_fails_with_one_line(
+    cli_env: dict[str, str],
+) -> None:
+    email = unique_email().replace("@", "\u200b@")
+
+    result = run_cli("users", "create", email, "--password-stdin", env=cli_env, stdin=PASSWORD)
+
+    line = assert_fails_with_one_line(result)
+    assert "U+200B" in line
+    assert "does not show" in line
+
+
+def test_users_lookalikes_says_so_when_no_addresses_look_alike(cli_env: dict[str, str]) -> None:
+    # The tests of this module give every account a random address of hex digits; the one
+    # that stores look-alikes removes them again.
+    result = run_cli("users", "lookalikes", env=cli_env)
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "no look-alike accounts\n"
+
+
+def test_users_lookalikes_lists_accounts_that_collided_before_the_rule(
+    cli_env: dict[str, str], cli_app: Flask
+) -> None:
+    email = f"lookalike-{uuid.uuid4().hex[:8]}@example.com"
+    # As an older authserver stored them: no skeleton digest, nothing refused.
+    legacy = [email, _lookalike_of(email), email.replace("@", "\u200b@")]
+    with db.transaction(cli_app) as session:
+        first = utcnow()
+        users = [
+            User(email=address, password_hash="x", created_at=first + timedelta(seconds=n))
+            for n, address in enumerate(legacy)
+        ]
+        session.add_all(users)
+        session.flush()
+        ids = [user.id for user in users]
+    try:
+        result = run_cli("users", "lookalikes", env=cli_env)
+    finally:
+        with db.transaction(cli_app) as session:
+            session.execute(delete(User).where(User.id.in_(ids)))
+
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "group 1: 3 accounts whose addresses look alike"
+    assert lines[-1] == "look-alike groups: 1; accounts in them: 3"
+    accounts = lines[1:-1]
+    assert len(accounts) == 3
+    for account_line, user_id, address in zip(accounts, ids, legacy, strict=True):
+        fields = account_line.split()
+        assert fields[0] == str(user_id)
+        assert TIMESTAMP.match(f"{fields[1]} {fields[2]}")
+        assert fields[3] == address
+    assert accounts[1].endswith(f"({_lookalike_of(email).replace(chr(0x430), '<U+0430>')})")
+    assert "<U+200B>" in accounts[2]
+
+
 def test_users_disable_stops_the_user_from_signing_in(
     cli_env: dict[str, str], cli_app: Flask
 ) -> None:
     email = unique_email()
     with db.transaction(cli_app) as session:
-        create_user(session, runtime(cli_app).hasher, email, PASSWORD)
+        create_user(
+            session,
+            runtime(cli_app).hasher,
+            email,
+            PASSWORD,
+            password_policy=runtime(cli_app).password_policy,
+        )
 
     result = run_cli("users", "disable", email, env=cli_env)
 
@@ -332,7 +462,13 @@ def test_clients_disable_refuses_the_client_and_revokes_its_refresh_tokens(
 ) -> None:
     email = unique_email()
     with db.transaction(cli_app) as session:
-        create_user(session, runtime(cli_app).hasher, email, PASSWORD)
+        create_user(
+            session,
+            runtime(cli_app).hasher,
+            email,
+            PASSWORD,
+            password_policy=runtime(cli_app).password_policy,
+        )
         registered = make_client(session)
         other = make_client(session)
     client_id = registered.client.client_id
@@ -716,7 +852,8 @@ def test_audit_tail_shows_the_failed_and_throttled_sign_ins_of_an_account(
     email = unique_email()
     wrong = "not the password of this account"
     with db.transaction(cli_app) as session:
-        create_user(session, runtime(cli_app).hasher, email, PASSWORD)
+        rt = runtime(cli_app)
+        create_user(session, rt.hasher, email, PASSWORD, password_policy=rt.password_policy)
         registered = make_client(session)
     # The server's clock stands still: the throttle's delays count from the last failure.
     frozen = utcnow()

@@ -83,7 +83,6 @@ def test_a_hash_that_cannot_get_a_slot_in_time_is_refused_not_queued_forever() -
         memory_cost_kib=19 * 1024,
         parallelism=1,
         max_bytes=1024,
-        min_length=8,
         concurrency=1,
         queue_timeout=0.1,
     )

@@ -11,26 +11,29 @@ from __future__ import annotations
 import ast
 import inspect as pyinspect
 import itertools
+import logging
 import os
 import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import icu
 import pytest
 from alembic import command
 from alembic.config import Config as AlembicConfig
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, func, inspect, select, text
+from sqlalchemy import Boolean, Engine, String, Uuid, column, func, inspect, select, table, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from authserver.cli import alembic_config
-from authserver.db import make_engine, utcnow
+from authserver.db import UTCDateTime, make_engine, utcnow
 from authserver.models import Client, RefreshFamily, RefreshToken, User
+from authserver.services.lookalikes import email_skeleton_digest, lookalike_groups
 from authserver.services.refresh_tokens import digest_token
 from tests.conftest import reset_schema, scratch_database
 
@@ -306,3 +309,140 @@ def test_alembic_command_line_upgrades_an_empty_database(empty_url: str, engine_
     assert "Traceback" not in result.stdout + result.stderr
     assert _tables(engine_on) == APPLICATION_TABLES | {"alembic_version"}
     assert _current_revision(engine_on) == _script().get_current_head()
+
+
+# -- 0012: look-alike addresses -----------------------------------------------------------------
+
+SKELETON_REVISION = "0012_user_email_skeleton"
+SKELETON_INDEX = "ix_users_email_skeleton_digest"
+MIGRATION_START = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+
+
+def _insert_users_as_before_the_skeleton(engine: Engine, emails: list[str]) -> list[uuid.UUID]:
+    """Accounts as the revision before 0012 stored them, the first oldest."""
+    users = table(
+        "users",
+        column("id", Uuid()),
+        column("email", String()),
+        column("password_hash", String()),
+        column("disabled", Boolean()),
+        column("created_at", UTCDateTime()),
+        column("updated_at", UTCDateTime()),
+    )
+    ids = [uuid.uuid4() for _ in emails]
+    with engine.begin() as conn:
+        conn.execute(
+            users.insert(),
+            [
+                {
+                    "id": user_id,
+                    "email": email,
+                    "password_hash": "not-a-real-hash",
+                    "disabled": False,
+                    "created_at": MIGRATION_START + timedelta(minutes=n),
+                    "updated_at": MIGRATION_START + timedelta(minutes=n),
+                }
+                for n, (user_id, email) in enumerate(zip(ids, emails, strict=True))
+            ],
+        )
+    return ids
+
+
+def _stored_digests(engine: Engine) -> dict[uuid.UUID, str | None]:
+    with Session(engine) as session:
+        rows = session.execute(select(User.id, User.email_skeleton_digest)).all()
+    return {row.id: row.email_skeleton_digest for row in rows}
+
+
+def test_upgrade_keeps_the_skeleton_for_the_oldest_of_accounts_that_already_look_alike(
+    empty_url: str, engine_on: Engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = _config(empty_url)
+    command.upgrade(config, _script().get_revision(SKELETON_REVISION).down_revision)
+    alice, cyrillic, hidden, bob, dotted = _insert_users_as_before_the_skeleton(
+        engine_on,
+        [
+            "alice@example.com",
+            "\u0430lice@example.com",
+            "al\u200bice@example.com",
+            "bob@example.com",
+            "ali\u0307ce@example.com",
+        ],
+    )
+
+    with caplog.at_level(logging.WARNING, logger="authserver.migrations"):
+        command.upgrade(config, SKELETON_REVISION)
+
+    assert _stored_digests(engine_on) == {
+        alice: email_skeleton_digest("alice@example.com"),
+        cyrillic: None,
+        hidden: None,
+        bob: email_skeleton_digest("bob@example.com"),
+        dotted: None,
+    }
+    (warning,) = [r for r in caplog.records if r.name == "authserver.migrations"]
+    assert warning.levelno == logging.WARNING
+    assert warning.getMessage().startswith("4 existing accounts")
+    assert "`authserver users lookalikes`" in warning.getMessage()
+
+
+def test_after_the_upgrade_the_accounts_that_lost_the_skeleton_still_show_in_the_report(
+    empty_url: str, engine_on: Engine
+) -> None:
+    config = _config(empty_url)
+    command.upgrade(config, _script().get_revision(SKELETON_REVISION).down_revision)
+    alice, cyrillic = _insert_users_as_before_the_skeleton(
+        engine_on, ["alice@example.com", "\u0430lice@example.com"]
+    )
+
+    command.upgrade(config, "head")
+
+    with Session(engine_on) as session:
+        groups = lookalike_groups(session)
+    assert [[account.id for account in group] for group in groups] == [[alice, cyrillic]]
+
+
+def test_upgrade_of_accounts_that_do_not_look_alike_warns_of_nothing(
+    empty_url: str, engine_on: Engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = _config(empty_url)
+    command.upgrade(config, _script().get_revision(SKELETON_REVISION).down_revision)
+    ids = _insert_users_as_before_the_skeleton(
+        engine_on, [f"user{n}@example.com" for n in range(2500)]
+    )
+
+    with caplog.at_level(logging.WARNING, logger="authserver.migrations"):
+        command.upgrade(config, SKELETON_REVISION)
+
+    digests = _stored_digests(engine_on)
+    assert None not in digests.values()
+    assert digests[ids[-1]] == email_skeleton_digest("user2499@example.com")
+    assert not [r for r in caplog.records if r.name == "authserver.migrations"]
+
+
+def test_skeleton_digest_index_is_unique(empty_url: str, engine_on: Engine) -> None:
+    command.upgrade(_config(empty_url), "head")
+
+    indexes = {i["name"]: i for i in inspect(engine_on).get_indexes("users")}
+
+    assert indexes[SKELETON_INDEX]["unique"]
+    assert indexes[SKELETON_INDEX]["column_names"] == ["email_skeleton_digest"]
+
+
+@pytest.mark.parametrize(
+    "email",
+    [
+        "alice@example.com",
+        "ali\u0307ce@example.com",
+        "\u0430lice@ex\u0430mple.com",
+        "b0b@example.com",
+        "\u13b7@example.com",
+        "j\u0307\u0323x@example.com",
+        "i\u0301\u0307@example.com",
+        "\uaf66\uaf66@example.com",
+    ],
+)
+def test_the_revision_computes_the_skeleton_digest_as_the_service_does(email: str) -> None:
+    revision = _script().get_revision(SKELETON_REVISION).module
+
+    assert revision._skeleton_digest(icu.SpoofChecker(), email) == email_skeleton_digest(email)

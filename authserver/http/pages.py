@@ -125,6 +125,7 @@ def _account_page(notice: str | None = None, password_error: str | None = None) 
         devices=devices,
         notice=notice,
         password_error=password_error,
+        password_policy=runtime().password_policy,
     )
 
 
@@ -184,6 +185,7 @@ def change_password_page() -> str | tuple[str, int] | Response:
             current_password=request.form.get("current_password", ""),
             new_password=request.form.get("new_password", ""),
             now=runtime().now(),
+            password_policy=runtime().password_policy,
             keep_session_id=browser_session.id,
         )
     except ValidationError as exc:

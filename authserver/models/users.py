@@ -15,6 +15,11 @@ class User(Base):
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
     # Normalised (trimmed, NFKC, case-folded) so that one address is one account.
     email: Mapped[str] = mapped_column(String(254), unique=True)
+    # SHA-256 (hex) of the address's UTS #39 skeleton (services/lookalikes.py): addresses that
+    # look alike share it, so the unique index refuses a second one. NULL only for accounts
+    # that already looked like an older one when the column was added (`authserver users
+    # lookalikes` lists them).
+    email_skeleton_digest: Mapped[str | None] = mapped_column(String(64), unique=True, index=True)
     # argon2id PHC string; parameters travel inside it, so old hashes verify after a change.
     password_hash: Mapped[str] = mapped_column(String(255))
     # A disabled user cannot sign in and their refresh tokens stop working.

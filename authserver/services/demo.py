@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from authserver.services import clients as client_service
 from authserver.services import users as user_service
+from authserver.services.password_policy import PasswordPolicy
 from authserver.services.passwords import PasswordHasher
 
 DEMO_EMAIL = "demo@example.com"
@@ -27,6 +28,7 @@ DEMO_RP_REDIRECT_URI = DEMO_RP_BASE + "/callback"
 def seed_demo(
     session: Session,
     hasher: PasswordHasher,
+    password_policy: PasswordPolicy,
     known: dict[str, Any],
     now: datetime,
     *,
@@ -39,8 +41,11 @@ def seed_demo(
     the revocation feed (examples/resource_server.py)."""
     credentials = dict(known)
     if user_service.find_user_by_email(session, DEMO_EMAIL) is None:
+        # 96 random bits: zxcvbn scores such a password 4 whatever the policy's minimum.
         password = secrets.token_urlsafe(12)
-        user_service.create_user(session, hasher, DEMO_EMAIL, password)
+        user_service.create_user(
+            session, hasher, DEMO_EMAIL, password, password_policy=password_policy
+        )
         credentials.update(email=DEMO_EMAIL, password=password)
         app = client_service.create_client(
             session,

@@ -26,7 +26,17 @@ class HashingBusy(TemporarilyUnavailable):
 
 
 class PasswordRejected(ValidationError):
-    """The password breaks the length policy; nothing was hashed."""
+    """A new password that breaks the password policy (``services/password_policy.py``);
+    nothing was hashed. The description says why, and never contains the password."""
+
+
+def fits_in_bytes(password: str, max_bytes: int) -> bool:
+    """Whether the password is valid text of at most ``max_bytes`` bytes in UTF-8."""
+    try:
+        encoded = password.encode("utf-8")
+    except UnicodeEncodeError:
+        return False  # lone surrogates (from undecodable CLI bytes) are not a password
+    return len(encoded) <= max_bytes
 
 
 class PasswordHasher:
@@ -37,7 +47,6 @@ class PasswordHasher:
         memory_cost_kib: int,
         parallelism: int,
         max_bytes: int,
-        min_length: int,
         concurrency: int,
         queue_timeout: float = 2.0,
     ) -> None:
@@ -50,7 +59,6 @@ class PasswordHasher:
             type=Type.ID,
         )
         self.max_bytes = max_bytes
-        self.min_length = min_length
         self._slots = threading.BoundedSemaphore(concurrency)
         self.queue_timeout = queue_timeout
         self._count_lock = threading.Lock()
@@ -66,23 +74,20 @@ class PasswordHasher:
         Checked before hashing: argon2 pre-hashes any length, but a megabyte-long password
         still costs bandwidth and time for nothing.
         """
-        try:
-            encoded = password.encode("utf-8")
-        except UnicodeEncodeError:
-            return False  # lone surrogates (from undecodable CLI bytes) are not a password
-        return len(encoded) <= self.max_bytes
+        return fits_in_bytes(password, self.max_bytes)
 
     def hash(self, password: str) -> str:
+        """Hash a new password. Whether it is acceptable is the password policy's question
+        (``PasswordPolicy.check``), asked before this; the one rule kept here is the one
+        ``verify`` enforces, so that no stored hash can be one that never verifies."""
         if not self.fits(password):
             raise PasswordRejected(
                 f"password must be valid text of at most {self.max_bytes} bytes in UTF-8"
             )
-        if len(password) < self.min_length:
-            raise PasswordRejected(f"password must be at least {self.min_length} characters")
         return self.rehash(password)
 
     def rehash(self, password: str) -> str:
-        """Hash a password already accepted once (on sign-in), skipping the policy checks."""
+        """Hash a password already accepted once (on sign-in), skipping every check."""
         with self._slot():
             return self._argon2.hash(password)
 

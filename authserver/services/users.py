@@ -1,4 +1,4 @@
-"""Users: creation, sign-in by password, disabling."""
+"""Users: creation, sign-in by password, disabling, changing the password."""
 
 from __future__ import annotations
 
@@ -8,16 +8,21 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from authserver.errors import NotFound, ValidationError
 from authserver.models import User
 from authserver.services.audit import AuditEventType, record
 from authserver.services.browser_sessions import end_user_sessions
+from authserver.services.lookalikes import email_skeleton_digest, invisible_characters
+from authserver.services.password_policy import PasswordPolicy
 from authserver.services.passwords import PasswordHasher
 from authserver.services.refresh_tokens import RevocationReason
 
 MAX_EMAIL_LENGTH = 254  # RFC 5321 §4.5.3.1.3 path limit less the angle brackets
+# Says nothing of which account: whoever creates accounts learns no more than that one exists.
+LOOKALIKE_EXISTS = "an account with an address that looks the same already exists"
 
 
 def normalize_email(raw: str) -> str:
@@ -49,13 +54,58 @@ def find_user_by_email(session: Session, email: str) -> User | None:
     return session.scalars(select(User).where(User.email == normalized)).one_or_none()
 
 
-def create_user(session: Session, hasher: PasswordHasher, email: str, password: str) -> User:
-    normalized = normalize_email(email)
+def new_account_email(raw: str) -> str:
+    """The normalised address for a new account, refused if it has characters that do not
+    show (``lookalikes.invisible_characters``).
+
+    Only new addresses are held to this: sign-in looks addresses up with ``normalize_email``
+    alone, so an account made before the rule keeps working. The skeleton would already stop
+    ``al<U+200B>ice`` next to ``alice``, but an address is typed by people who cannot see such
+    a character and read by operators who cannot either; refusing it outright keeps every
+    stored address what it looks like. The zero-width joiners are refused too, although
+    IDNA2008 (RFC 5892 Appendix A.1, A.2) allows them in some scripts' domain labels: the
+    refusal names the code point, so such a case is seen for what it is.
+    """
+    normalized = normalize_email(raw)
+    hidden = invisible_characters(normalized)
+    if hidden:
+        raise ValidationError(
+            f"not a valid email address: it contains {', '.join(hidden[:3])}, "
+            "a character that does not show"
+        )
+    return normalized
+
+
+def create_user(
+    session: Session,
+    hasher: PasswordHasher,
+    email: str,
+    password: str,
+    *,
+    password_policy: PasswordPolicy,
+) -> User:
+    """Create an account, refusing an address that is taken or looks like one that is (UTS #39
+    skeleton, ``services/lookalikes.py``) and a password the policy refuses."""
+    normalized = new_account_email(email)
     if session.scalars(select(User.id).where(User.email == normalized)).first() is not None:
         raise ValidationError(f"a user with the email {normalized!r} already exists")
-    user = User(email=normalized, password_hash=hasher.hash(password))
-    session.add(user)
-    session.flush()
+    skeleton_digest = email_skeleton_digest(normalized)
+    taken = select(User.id).where(User.email_skeleton_digest == skeleton_digest)
+    if session.scalars(taken).first() is not None:
+        raise ValidationError(LOOKALIKE_EXISTS)
+    password_policy.check(password, email=normalized)
+    user = User(
+        email=normalized,
+        email_skeleton_digest=skeleton_digest,
+        password_hash=hasher.hash(password),
+    )
+    try:
+        # A savepoint: if another transaction took this address or a look-alike since the
+        # checks above, the unique indexes refuse the row and only the row is undone.
+        with session.begin_nested():
+            session.add(user)
+    except IntegrityError:
+        raise ValidationError(LOOKALIKE_EXISTS) from None
     record(session, AuditEventType.USER_CREATED, user.created_at, user_id=user.id)
     return user
 
@@ -134,12 +184,15 @@ def change_password(
     current_password: str,
     new_password: str,
     now: datetime,
+    password_policy: PasswordPolicy,
     keep_session_id: uuid.UUID | None = None,
 ) -> None:
-    """Change the password (the current one is required) and sign out every other session
-    and app: whoever may have known the old password loses what it gave them."""
+    """Change the password (the current one is required, ASVS 5.0 6.2.3; the new one must pass
+    the policy) and sign out every other session and app: whoever may have known the old
+    password loses what it gave them."""
     if not hasher.verify(user.password_hash, current_password):
         raise ValidationError("The current password is incorrect.")
+    password_policy.check(new_password, email=user.email)
     user.password_hash = hasher.hash(new_password)
     sessions, families = end_user_sessions(
         session, user.id, RevocationReason.PASSWORD_CHANGED, now, keep_session_id=keep_session_id

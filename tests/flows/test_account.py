@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from markupsafe import escape
 from sqlalchemy.orm import Session
 from werkzeug.test import TestResponse
 
@@ -612,6 +613,41 @@ def test_password_change_to_a_too_short_password_is_refused_and_changes_nothing(
     assert response.status_code == 400
     assert "at least 8 characters" in response.get_data(as_text=True)
     _assert_nothing_changed(devices)
+
+
+@pytest.mark.parametrize(
+    ("weak", "reason"),
+    [
+        pytest.param("password123", "This is a very common password.", id="common"),
+        pytest.param(
+            "annexample2024",
+            "It contains your address or the name of this service.",
+            id="built-from-the-address",
+        ),
+        pytest.param("aaaaaaaaaaaa", 'Repeats like "aaa" are easy to guess.', id="repeats"),
+    ],
+)
+def test_password_change_to_an_easily_guessed_password_shows_why_and_changes_nothing(
+    devices: SignedInDevices, weak: str, reason: str
+) -> None:
+    response = _change_password(devices.laptop, PASSWORD, weak)
+
+    page = response.get_data(as_text=True)
+    assert response.status_code == 400
+    assert "This password is too easy to guess." in page
+    assert escape(reason) in page
+    assert weak not in page
+    _assert_nothing_changed(devices)
+    assert not _password_login_works(devices.cli, devices.cli_app, weak)
+
+
+def test_account_page_says_what_a_new_password_must_be(
+    app: Flask, devices: SignedInDevices
+) -> None:
+    page = devices.laptop.get("/account").get_data(as_text=True)
+
+    assert escape(runtime(app).password_policy.describe()) in page
+    assert 'minlength="8"' in page
 
 
 def test_password_change_signs_out_every_other_browser_and_app(

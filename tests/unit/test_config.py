@@ -134,6 +134,19 @@ def test_a_negative_client_cache_time_is_refused_and_zero_turns_it_off() -> None
     assert off.client_cache_seconds == 0
 
 
+def test_password_min_score_defaults_to_3_and_is_read_from_its_variable() -> None:
+    assert Config.from_env({}).password_min_score == 3
+    assert Config.from_env({"AUTHSERVER_PASSWORD_MIN_SCORE": "4"}).password_min_score == 4
+    assert Config.from_env({"AUTHSERVER_PASSWORD_MIN_SCORE": "0"}).password_min_score == 0
+
+
+@pytest.mark.parametrize("value", ["-1", "5"])
+def test_a_password_min_score_outside_0_to_4_is_refused(value: str) -> None:
+    problems = _problems({"AUTHSERVER_PASSWORD_MIN_SCORE": value})
+
+    assert problems == ["AUTHSERVER_PASSWORD_MIN_SCORE must be 0 (off) to 4"]
+
+
 def test_idle_ttl_longer_than_absolute_ttl_is_refused() -> None:
     problems = _problems(
         {"AUTHSERVER_REFRESH_IDLE_TTL": "3601", "AUTHSERVER_REFRESH_ABSOLUTE_TTL": "3600"}

@@ -1,4 +1,5 @@
-"""argon2id password hashing: parameters, the length policy, verification and rehash checks."""
+"""argon2id password hashing: parameters, the byte limit it shares with verify, verification and
+rehash checks. What a new password must be is tests/unit/test_password_policy.py."""
 
 from __future__ import annotations
 
@@ -19,7 +20,6 @@ def make_hasher(**overrides: Any) -> PasswordHasher:
         "memory_cost_kib": 19456,
         "parallelism": 1,
         "max_bytes": 64,
-        "min_length": 8,
         "concurrency": 2,
     }
     options.update(overrides)
@@ -109,13 +109,6 @@ def test_verify_refuses_a_password_that_is_not_valid_unicode() -> None:
     hasher = make_hasher()
 
     assert hasher.verify(hasher.hash(PASSWORD), "password\udc80") is False
-
-
-def test_too_short_password_is_refused() -> None:
-    hasher = make_hasher(min_length=8)
-
-    with pytest.raises(PasswordRejected, match="at least 8 characters"):
-        hasher.hash("seven77")
 
 
 def test_needs_rehash_when_time_cost_changed() -> None:
