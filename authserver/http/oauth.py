@@ -5,7 +5,6 @@ from __future__ import annotations
 from flask import Blueprint, Response, jsonify, request
 
 from authserver.db import db
-from authserver.errors import InvalidRequest
 from authserver.http.rate_limits import per_account_password_grant, per_client, per_ip
 from authserver.oauth.metadata import (
     INTROSPECTION_PATH,
@@ -15,7 +14,11 @@ from authserver.oauth.metadata import (
 )
 from authserver.oauth.server import authorization_server, check_form_shape
 from authserver.runtime import runtime
-from authserver.services.revocations import longest_access_token_ttl, read_feed
+from authserver.services.revocations import (
+    longest_access_token_ttl,
+    parse_feed_cursor,
+    read_feed,
+)
 
 bp = Blueprint("oauth", __name__)
 
@@ -54,10 +57,8 @@ def revocations_feed() -> Response:
     """What resource servers verifying JWTs offline must reject, for polling every few
     seconds: everything live, or with ``since`` only what is newer; 304 when nothing is."""
     authorization_server().authenticate_feed_client()
-    since_raw = request.args.get("since")
-    if since_raw is not None and not since_raw.isdigit():
-        raise InvalidRequest("'since' must be a cursor from an earlier answer.")
-    since = int(since_raw) if since_raw is not None else None
+    since_text = request.args.get("since")
+    since = parse_feed_cursor(since_text) if since_text is not None else None
     rt = runtime()
     page = read_feed(
         db.session,
