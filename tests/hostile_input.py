@@ -408,16 +408,20 @@ def real_kid_with_junk(material: TokenMaterial) -> st.SearchStrategy[str]:
     )
 
 
+FAMILIES = (
+    wrong_structure,
+    bad_encodings,
+    wrong_sizes,
+    hostile_headers,
+    deep_nesting,
+    real_kid_with_junk,
+)
+
+
 def malformed_tokens(material: TokenMaterial) -> st.SearchStrategy[str]:
-    """Any of the families."""
-    return st.one_of(
-        wrong_structure(material),
-        bad_encodings(material),
-        wrong_sizes(material),
-        hostile_headers(material),
-        deep_nesting(material),
-        real_kid_with_junk(material),
-    )
+    """Any of the families. The family is drawn first so that each gets a fair share of a
+    test's examples: a plain st.one_of over them left deep nesting about one draw in twenty."""
+    return st.sampled_from(FAMILIES).flatmap(lambda family: family(material))
 
 
 # -- feed cursors ------------------------------------------------------------------------------
