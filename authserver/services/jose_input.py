@@ -170,8 +170,8 @@ def _nesting_exceeds(text: str, limit: int) -> bool:
 
 
 def _object_without_duplicates(pairs: list[tuple[str, object]]) -> dict[str, object]:
-    # RFC 7515 §5.2 step 4: reject duplicate Header Parameter names, or keep only the last.
-    # Rejecting means no two parsers can read different headers from one token.
+    # RFC 7515 §4: reject duplicate Header Parameter names, or keep only the last one (and
+    # RFC 7493 §2.3 forbids them). Rejecting means no two parsers read different headers.
     members = dict(pairs)
     if len(members) != len(pairs):
         raise MalformedJws("header member repeated")

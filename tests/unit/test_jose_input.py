@@ -253,7 +253,8 @@ def test_a_header_that_is_not_an_object_is_refused(text: str) -> None:
     ids=["kid twice", "alg twice"],
 )
 def test_a_repeated_member_is_refused(text: str) -> None:
-    # RFC 7515 §5.2: keeping the last would read "ES256" where another parser reads "none".
+    # RFC 7515 §4 also allows keeping the last member; then one parser would read "ES256"
+    # where another, keeping the first, reads "none".
     assert refusal(with_header(text)) == "header member repeated"
 
 
