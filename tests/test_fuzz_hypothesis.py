@@ -1,34 +1,51 @@
 """Hostile input at the client-authenticated form endpoints (token, revocation, introspection):
 malformed HTTP Basic credentials, NUL and control characters in every field, values up to and
-past the 64 KiB body limit, JSON where a form belongs, repeated parameters.
+past the 64 KiB body limit, JSON where a form belongs, repeated parameters. Then malformed JOSE
+wherever a token is read (every bearer endpoint, ``id_token_hint`` at logout, ``token`` at
+revocation and introspection; strategies in ``tests/hostile_input.py``) and junk cursors at the
+revocation feed.
 
 Whatever arrives, the answer is a 200 or an RFC 6749 §5.2 JSON error with a code the RFCs
-define and the status that code calls for; never a 5xx, never a stack trace, and never a
-secret read back to the caller.
+define and the status that code calls for; never a 5xx, never a stack trace, never a log line
+at ERROR, and never a secret read back to the caller.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import logging
 import re
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from importlib.resources import files
 from typing import Any
 from urllib.parse import quote_plus, urlencode
 
 import pytest
+import schemathesis
 from flask import Flask
 from flask.testing import FlaskClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from hypothesis.strategies import DataObject
+from schemathesis.specs.openapi.schemas import OpenApiSchema
 from sqlalchemy.orm import Session
 from werkzeug.test import TestResponse
 
 from authserver.app import MAX_REQUEST_BYTES
 from authserver.services.clients import RegisteredClient
+from authserver.services.revocations import FEED_CURSOR_REFUSED, MAX_FEED_CURSOR
 from tests.browser_helpers import csrf_token_of
 from tests.helpers import PASSWORD, basic_auth, make_client, make_user, password_login
+from tests.hostile_input import (
+    TokenMaterial,
+    b64url,
+    compact_json,
+    junk_feed_cursors,
+    malformed_tokens,
+)
 
 TOKEN = "/oauth/token"
 REVOKE = "/oauth/revoke"
@@ -102,7 +119,11 @@ def world(app: Flask, session: Session, client: FlaskClient) -> World:
     make_user(app, session)
     first_party = make_client(session, name="First-party app")
     resource_server = make_client(
-        session, name="Orders API", grant_types=["client_credentials"], first_party=False
+        session,
+        name="Orders API",
+        grant_types=["client_credentials"],
+        first_party=False,
+        served_audiences=["https://api.example.test"],  # the `config` fixture's default
     )
     tokens = password_login(client, first_party)
     assert tokens.status_code == 200
@@ -483,3 +504,314 @@ def test_nul_in_the_sign_in_email_is_refused_not_a_5xx(app: Flask, world: World)
     )
 
     assert response.status_code in (400, 401)
+
+
+# -- malformed JOSE wherever a token is read ---------------------------------------------------
+# The bearer endpoints' exact codes belong to the bearer boundary; here every answer must be
+# one the OpenAPI document lists for that operation, a 4xx, in the RFC 6750 §3.1 shape.
+
+BEARER_ENDPOINTS = [
+    ("GET", "/oauth/userinfo"),
+    ("POST", "/oauth/userinfo"),
+    ("GET", "/account/sessions"),
+    ("DELETE", "/account/sessions/{id}"),
+    ("POST", "/account/sessions/revoke-others"),
+    ("POST", "/account/logout-all"),
+]
+BEARER_ERRORS = {"invalid_request", "invalid_token", "insufficient_scope"}
+LOGOUT = "/oauth/logout"
+FEED = "/oauth/revocations"
+HINT_REFUSED = "The id_token_hint was not issued by this server."
+# Shorter values could turn up in an answer by coincidence ("A", "."), not by echo.
+ECHO_CHECK_MIN_LENGTH = 16
+
+JOSE_FUZZ = settings(FUZZ, max_examples=150)
+
+
+@pytest.fixture(scope="module")
+def api() -> OpenApiSchema:
+    document = json.loads(files("authserver").joinpath("openapi.json").read_text("utf-8"))
+    return schemathesis.openapi.from_dict(document)
+
+
+@pytest.fixture
+def material(world: World) -> TokenMaterial:
+    """What any caller can learn: the published kids, and a real access token of its own."""
+    jwks = world.http.get("/.well-known/jwks.json").json
+    assert jwks["keys"]
+    return TokenMaterial.of([key["kid"] for key in jwks["keys"]], world.access_token)
+
+
+def error_log_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [
+        f"{record.name}: {record.getMessage()}"
+        for record in caplog.records
+        if record.levelno >= logging.ERROR
+    ]
+
+
+def assert_not_echoed(response: TestResponse, value: str) -> None:
+    if len(value) >= ECHO_CHECK_MIN_LENGTH:
+        assert value not in response.get_data(as_text=True), "the input came back in the body"
+        assert value not in str(response.headers), "the input came back in a header"
+
+
+def call_bearer_endpoint(
+    http: FlaskClient, method: str, path: str, authorization: str
+) -> TestResponse:
+    url = path.replace("{id}", str(uuid.uuid4()))
+    return http.open(url, method=method, headers={"Authorization": authorization})
+
+
+def assert_documented_bearer_refusal(
+    api: OpenApiSchema, method: str, path: str, response: TestResponse
+) -> None:
+    text = response.get_data(as_text=True)
+    for marker in LEAK_MARKERS:
+        assert marker not in text, f"{response.status_code} leaked {marker!r}: {text[:300]}"
+    operation = api[path][method]
+    assert 400 <= response.status_code < 500, f"{method} {path}: {response.status_code} {text}"
+    assert str(response.status_code) in operation.definition.raw["responses"], (
+        f"{method} {path} answered an undocumented {response.status_code}"
+    )
+    operation.validate_response(response)
+    body = response.json
+    assert body["error"] in BEARER_ERRORS, body
+    assert DESCRIPTION_CHARS.fullmatch(body.get("error_description", "")), body
+    if response.status_code == 401:
+        # RFC 6750 §3: a 401 says which scheme to use.
+        assert response.headers["WWW-Authenticate"].startswith("Bearer")
+
+
+@JOSE_FUZZ
+@given(
+    endpoint=st.sampled_from(BEARER_ENDPOINTS),
+    scheme=st.sampled_from(["Bearer", "bearer"]),
+    data=st.data(),
+)
+def test_malformed_jose_in_a_bearer_header_gets_a_documented_4xx(
+    world: World,
+    material: TokenMaterial,
+    api: OpenApiSchema,
+    caplog: pytest.LogCaptureFixture,
+    data: DataObject,
+    endpoint: tuple[str, str],
+    scheme: str,
+) -> None:
+    token = data.draw(malformed_tokens(material), label="token")
+    method, path = endpoint
+    caplog.clear()
+
+    response = call_bearer_endpoint(world.http, method, path, f"{scheme} {token}")
+
+    assert error_log_lines(caplog) == []
+    assert_documented_bearer_refusal(api, method, path, response)
+    assert_not_echoed(response, token)
+
+
+def form_too_large(form: dict[str, str]) -> bool:
+    """Whether this form is past the body limit, which every POST answers with 413."""
+    return len(urlencode(form)) > MAX_REQUEST_BYTES
+
+
+@JOSE_FUZZ
+@given(method=st.sampled_from(["GET", "POST"]), data=st.data())
+def test_a_malformed_id_token_hint_gets_the_logout_error_page(
+    world: World,
+    material: TokenMaterial,
+    caplog: pytest.LogCaptureFixture,
+    data: DataObject,
+    method: str,
+) -> None:
+    hint = data.draw(malformed_tokens(material), label="id_token_hint")
+    form = {"id_token_hint": hint}
+    caplog.clear()
+
+    if method == "GET":
+        response = world.http.get(LOGOUT, query_string=form)
+    else:
+        response = world.http.post(LOGOUT, data=form)
+
+    assert error_log_lines(caplog) == []
+    text = response.get_data(as_text=True)
+    for marker in LEAK_MARKERS:
+        assert marker not in text
+    assert_not_echoed(response, hint)
+    if method == "POST" and form_too_large(form):
+        assert response.status_code == 413, text[:300]
+    elif hint:
+        assert response.status_code == 400, text[:300]
+        assert HINT_REFUSED in text
+    else:
+        # No hint is a fine request: the confirmation page (RP-Initiated Logout 1.0 §2).
+        assert response.status_code == 200, text[:300]
+
+
+def expected_token_endpoint_answer(form: dict[str, str]) -> tuple[int, str | None]:
+    """(status, error) of revocation and introspection for this form from a client that
+    authenticated: a missing token is invalid_request (RFC 7009 §2.1, RFC 7662 §2.1); a
+    token that is not one of ours is no error at all."""
+    if form_too_large(form):
+        return 413, "request_entity_too_large"
+    if not form["token"]:
+        return 400, "invalid_request"
+    return 200, None
+
+
+@JOSE_FUZZ
+@given(hint=st.sampled_from([None, "access_token", "refresh_token"]), data=st.data())
+def test_a_malformed_token_at_revocation_answers_200_and_revokes_nothing(
+    world: World,
+    material: TokenMaterial,
+    caplog: pytest.LogCaptureFixture,
+    data: DataObject,
+    hint: str | None,
+) -> None:
+    token = data.draw(malformed_tokens(material), label="token")
+    form = {"token": token, **({"token_type_hint": hint} if hint else {})}
+    caplog.clear()
+
+    response = world.http.post(REVOKE, data=form, headers=basic_auth(world.first_party))
+
+    assert error_log_lines(caplog) == []
+    body = assert_safe_answer(response, world.secrets)
+    # RFC 7009 §2.2: an invalid token is no error; the client learns nothing.
+    assert (response.status_code, body.get("error")) == expected_token_endpoint_answer(form)
+    assert_not_echoed(response, token)
+    still_live = world.http.post(
+        INTROSPECT, data={"token": world.refresh_token}, headers=basic_auth(world.first_party)
+    )
+    assert still_live.json["active"] is True
+
+
+@JOSE_FUZZ
+@given(hint=st.sampled_from([None, "access_token", "refresh_token"]), data=st.data())
+def test_a_malformed_token_at_introspection_is_inactive(
+    world: World,
+    material: TokenMaterial,
+    caplog: pytest.LogCaptureFixture,
+    data: DataObject,
+    hint: str | None,
+) -> None:
+    token = data.draw(malformed_tokens(material), label="token")
+    form = {"token": token, **({"token_type_hint": hint} if hint else {})}
+    caplog.clear()
+
+    response = world.http.post(INTROSPECT, data=form, headers=basic_auth(world.resource_server))
+
+    assert error_log_lines(caplog) == []
+    body = assert_safe_answer(response, world.secrets)
+    status, error = expected_token_endpoint_answer(form)
+    assert (response.status_code, body.get("error")) == (status, error)
+    if status == 200:
+        assert body == {"active": False}  # RFC 7662 §2.2: and nothing more
+    assert_not_echoed(response, token)
+
+
+# -- the feed's cursor ---------------------------------------------------------------------------
+
+
+@FUZZ
+@given(since=junk_feed_cursors)
+def test_a_junk_feed_cursor_is_invalid_request_in_fixed_words(
+    world: World, caplog: pytest.LogCaptureFixture, since: str
+) -> None:
+    caplog.clear()
+
+    response = world.http.get(
+        FEED, query_string={"since": since}, headers=basic_auth(world.resource_server)
+    )
+
+    assert error_log_lines(caplog) == []
+    assert response.status_code == 400, response.get_data(as_text=True)[:300]
+    assert response.json == {"error": "invalid_request", "error_description": FEED_CURSOR_REFUSED}
+
+
+@FUZZ
+@given(since=st.integers(min_value=0, max_value=MAX_FEED_CURSOR))
+def test_every_cursor_in_the_bigint_range_is_read(world: World, since: int) -> None:
+    response = world.http.get(
+        FEED, query_string={"since": str(since)}, headers=basic_auth(world.resource_server)
+    )
+
+    assert response.status_code == 200
+    assert response.json["cursor"] >= since
+
+
+# -- what the JOSE fuzzing found, pinned ---------------------------------------------------------
+
+
+def _forged(header_text: str) -> str:
+    return f"{b64url(header_text.encode())}.e30.AA"
+
+
+def pinned_tokens(kid: str) -> dict[str, str]:
+    """Each once answered 500 with a traceback in the log, at every place a token is read."""
+    return {
+        # RecursionError in json.loads, while looking for the kid.
+        "kid nested 3000 deep": _forged('{"kid":' + "[" * 3000 + "]" * 3000 + "}"),
+        # TypeErrors inside joserfc's crit check, once the kid named a real key.
+        "crit a number": _forged(compact_json({"alg": "ES256", "kid": kid, "crit": 5})),
+        "crit holding a list": _forged(compact_json({"alg": "ES256", "kid": kid, "crit": [[1]]})),
+        "crit holding an object": _forged(compact_json({"alg": "ES256", "kid": kid, "crit": [{}]})),
+    }
+
+
+PINNED = list(pinned_tokens("any-kid"))
+
+
+@pytest.mark.parametrize("name", PINNED)
+def test_pinned_tokens_are_refused_everywhere_without_an_error_log(
+    world: World,
+    material: TokenMaterial,
+    api: OpenApiSchema,
+    caplog: pytest.LogCaptureFixture,
+    name: str,
+) -> None:
+    token = pinned_tokens(material.kids[0])[name]
+
+    bearer = [
+        (method, path, call_bearer_endpoint(world.http, method, path, f"Bearer {token}"))
+        for method, path in BEARER_ENDPOINTS
+    ]
+    logout = world.http.get(LOGOUT, query_string={"id_token_hint": token})
+    revoke = world.http.post(REVOKE, data={"token": token}, headers=basic_auth(world.first_party))
+    introspect = world.http.post(
+        INTROSPECT, data={"token": token}, headers=basic_auth(world.resource_server)
+    )
+
+    assert error_log_lines(caplog) == []
+    for method, path, response in bearer:
+        assert response.status_code == 401
+        assert_documented_bearer_refusal(api, method, path, response)
+    assert logout.status_code == 400
+    assert revoke.status_code == 200
+    assert introspect.json == {"active": False}
+
+
+@pytest.mark.parametrize("since", ["\u00b2", "\u0661", "99999999999999999999", "0" * 5000])
+def test_pinned_cursors_are_invalid_request(world: World, since: str) -> None:
+    """str.isdigit() took the first two (int() then failed on one and read the other as 1);
+    PostgreSQL's bigint refused the third; int() refuses more than 4300 digits."""
+    response = world.http.get(
+        FEED, query_string={"since": since}, headers=basic_auth(world.resource_server)
+    )
+
+    assert response.status_code == 400
+    assert response.json["error"] == "invalid_request"
+
+
+def test_the_error_log_check_sees_an_unhandled_error(
+    world: World, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fuzz tests' "no ERROR line" can fail: a crash in token parsing is logged."""
+
+    def crash(token: str) -> None:
+        raise RuntimeError("parser bug")
+
+    monkeypatch.setattr("authserver.services.token_verification.parse_compact_jws", crash)
+
+    response = world.http.get("/oauth/userinfo", headers={"Authorization": "Bearer a.b.c"})
+
+    assert response.status_code == 500
+    assert error_log_lines(caplog) == ["authserver.errors: unhandled error"]

@@ -7,11 +7,17 @@ schemathesis' own pytest integration (``schemathesis.pytest.from_fixture``) does
 pytest this project installs (it writes ``Node._nodeid``, which pytest 9.2 no longer has), so
 each operation is a plain parametrized test that drives ``APIOperation.as_strategy`` with
 Hypothesis, bounded and derandomized so CI sees the same requests every run.
+
+Generated values reach only what the document describes. Two inputs the server parses are
+more hostile than their schemas say, so each example may swap them for a draw from
+``tests/hostile_input.py``: the bearer endpoints' ``Authorization`` header (which OpenAPI cannot
+describe as a parameter) for malformed JOSE, and the feed's ``since`` for junk cursors.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from importlib.resources import files
@@ -21,6 +27,8 @@ import pytest
 import schemathesis
 from flask import Flask
 from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.strategies import DataObject
 from schemathesis import Case, GenerationMode
 from schemathesis.specs.openapi.schemas import OpenApiSchema
 from sqlalchemy.orm import Session
@@ -32,6 +40,7 @@ from authserver.runtime import runtime
 from authserver.services.clients import RegisteredClient
 from authserver.services.refresh_tokens import start_family
 from tests.helpers import basic_auth, make_client, make_user
+from tests.hostile_input import TokenMaterial, junk_feed_cursors, malformed_tokens
 
 DOCUMENT = files("authserver").joinpath("openapi.json")
 EXAMPLES_PER_OPERATION = 25
@@ -138,6 +147,10 @@ class Seeded:
         self.session.commit()
         return access.token
 
+    def token_material(self) -> TokenMaterial:
+        kids = list(runtime(self.app).keys.snapshot().by_kid)
+        return TokenMaterial.of(kids, self.fresh_access_token())
+
 
 @pytest.fixture
 def config(config: Config) -> Config:
@@ -206,6 +219,38 @@ def _load_schema(seeded: Seeded) -> OpenApiSchema:
     return schema
 
 
+def _sendable_in_a_header(value: str) -> bool:
+    """HTTP carries header values as bytes; the client refuses what Latin-1 cannot encode."""
+    try:
+        value.encode("latin-1")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def malformed_bearer_authorizations(material: TokenMaterial) -> st.SearchStrategy[str]:
+    tokens = malformed_tokens(material).filter(_sendable_in_a_header)
+    return st.one_of(
+        tokens.map("Bearer {}".format),
+        st.sampled_from(["Bearer", "Bearer ", "Bearer  ", "Basic Og==", "Digest x", "x"]),
+    )
+
+
+def _with_hostile_input(case: Case, data: DataObject, material: TokenMaterial) -> Case:
+    """Half the time, the one input of this operation the schema cannot make hostile enough
+    swapped for a draw from tests/hostile_input.py."""
+    if not data.draw(st.booleans(), label="swap"):
+        return case
+    security = case.operation.definition.raw.get("security", [])
+    if any("bearerAccessToken" in requirement for requirement in security):
+        authorization = data.draw(malformed_bearer_authorizations(material), label="bearer")
+        case.headers = {**(case.headers or {}), "Authorization": authorization}
+    elif case.path == "/oauth/revocations":
+        since = data.draw(junk_feed_cursors, label="since")
+        case.query = {**(case.query or {}), "since": since}
+    return case
+
+
 def _assert_answer_is_safe(case: Case, status: int, content_type: str, body: bytes) -> None:
     text = body.decode("utf-8", "replace")
     for marker in LEAK_MARKERS:
@@ -222,12 +267,17 @@ def _assert_answer_is_safe(case: Case, status: int, content_type: str, body: byt
 
 @pytest.mark.parametrize(("method", "path", "mode"), CASES)
 def test_generated_requests_get_documented_answers_and_never_a_5xx(
-    seeded: Seeded, method: str, path: str, mode: GenerationMode
+    seeded: Seeded,
+    caplog: pytest.LogCaptureFixture,
+    method: str,
+    path: str,
+    mode: GenerationMode,
 ) -> None:
     operation = _load_schema(seeded)[path][method]
     cases = operation.as_strategy(generation_mode=mode)
+    material = seeded.token_material()
 
-    @given(case=cases)
+    @given(case=cases, data=st.data())
     @settings(
         max_examples=EXAMPLES_PER_OPERATION,
         deadline=None,
@@ -236,8 +286,12 @@ def test_generated_requests_get_documented_answers_and_never_a_5xx(
         # One app and its rolled-back transaction serve every example, on purpose.
         suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
     )
-    def exchange(case: Case) -> None:
+    def exchange(case: Case, data: DataObject) -> None:
+        case = _with_hostile_input(case, data, material)
+        caplog.clear()
         response = case.call()
+        errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+        assert errors == [], f"{case.operation.label} logged {errors}"
         case.validate_response(response)
         content_type = response.headers.get("content-type", [""])[0]
         _assert_answer_is_safe(case, response.status_code, content_type, response.content)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, Response, jsonify, request
 
 from authserver.db import db
-from authserver.errors import InvalidRequest, NotAResourceServer
+from authserver.errors import NotAResourceServer
 from authserver.http.rate_limits import per_account_password_grant, per_client, per_ip
 from authserver.oauth.metadata import (
     INTROSPECTION_PATH,
@@ -15,7 +15,11 @@ from authserver.oauth.metadata import (
 )
 from authserver.oauth.server import authorization_server, check_form_shape
 from authserver.runtime import runtime
-from authserver.services.revocations import longest_access_token_ttl, read_feed
+from authserver.services.revocations import (
+    longest_access_token_ttl,
+    parse_feed_cursor,
+    read_feed,
+)
 
 bp = Blueprint("oauth", __name__)
 
@@ -56,10 +60,8 @@ def revocations_feed() -> Response:
     client = authorization_server().authenticate_feed_client()
     if not client.served_audiences:
         raise NotAResourceServer()
-    since_raw = request.args.get("since")
-    if since_raw is not None and not since_raw.isdigit():
-        raise InvalidRequest("'since' must be a cursor from an earlier answer.")
-    since = int(since_raw) if since_raw is not None else None
+    since_text = request.args.get("since")
+    since = parse_feed_cursor(since_text) if since_text is not None else None
     rt = runtime()
     page = read_feed(
         db.session,

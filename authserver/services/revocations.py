@@ -9,6 +9,7 @@ lifetime after the revocation, a denylisted jti until its token's ``exp``.
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, func, or_, select, update
 from sqlalchemy.orm import Session
 
+from authserver.errors import InvalidRequest
 from authserver.models import Client, RefreshFamily, Revocation
 from authserver.services.audit import AuditEventType, record
 
@@ -83,6 +85,22 @@ def longest_access_token_ttl(db: Session, default_ttl: int) -> timedelta:
     """The longest lifetime any access token can have now: the server default or a client's."""
     longest_client = db.scalar(select(func.max(Client.access_token_ttl)))
     return timedelta(seconds=max(default_ttl, longest_client or 0))
+
+
+# The cursor is a revocations.id: a PostgreSQL bigint (an SQLite integer), signed 64-bit.
+MAX_FEED_CURSOR = 2**63 - 1
+# ASCII digits only: str.isdigit() also takes SUPERSCRIPT TWO and other scripts' digits, and
+# int() reads some of them (ARABIC-INDIC DIGIT ONE as 1).
+FEED_CURSOR_TEXT = re.compile(r"[0-9]{1,19}")
+FEED_CURSOR_REFUSED = "'since' must be a cursor from an earlier answer."
+
+
+def parse_feed_cursor(text: str) -> int:
+    """``since`` as a cursor, or ``InvalidRequest`` in words that never repeat the input
+    (RFC 6749 §5.2 limits what an error_description may hold)."""
+    if not FEED_CURSOR_TEXT.fullmatch(text) or int(text) > MAX_FEED_CURSOR:
+        raise InvalidRequest(FEED_CURSOR_REFUSED)
+    return int(text)
 
 
 @dataclass(frozen=True)
