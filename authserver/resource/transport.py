@@ -110,7 +110,9 @@ def call(
 def json_object(body: bytes, what: str) -> dict[str, Any]:
     try:
         document = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        # RecursionError: nesting past the interpreter's limit. The issuer is trusted, but a
+        # reply that is not a document must fail like one, not crash the verifying request.
         raise FetchFailed(f"{what} is not JSON") from exc
     if not isinstance(document, dict):
         raise FetchFailed(f"{what} is not a JSON object")

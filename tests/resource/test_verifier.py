@@ -3,10 +3,11 @@ how often it asks the issuer for keys."""
 
 from __future__ import annotations
 
+import json
 import secrets
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -766,3 +767,24 @@ def test_one_unusable_key_in_the_jwks_does_not_hide_the_others(
     issuer.publish(good)
 
     assert verifier.verify(mint(good, issuer.url, clock())).subject == "user-1"
+
+
+def test_an_issuer_reply_nested_past_the_recursion_limit_is_jwks_unavailable(
+    signing_key: IssuerKey, clock: FakeClock
+) -> None:
+    """A reply that is not a document fails like one: never a RecursionError out of verify."""
+    issuer_url = "https://issuer.test"
+    deep = b'{"keys": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+
+    def http(
+        method: str, url: str, headers: Mapping[str, str], body: bytes | None
+    ) -> tuple[int, dict[str, str], bytes]:
+        if url.endswith("/.well-known/oauth-authorization-server"):
+            document = {"issuer": issuer_url, "jwks_uri": issuer_url + "/jwks"}
+            return 200, {}, json.dumps(document).encode()
+        return 200, {}, deep
+
+    verifier = TokenVerifier(issuer_url, AUDIENCE, clock=clock, http=http)
+
+    with pytest.raises(JWKSUnavailable):
+        verifier.verify(mint(signing_key, issuer_url, clock()))
