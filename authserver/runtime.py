@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 
 from flask import Flask, current_app
 
-from authserver.config import Config
+from authserver.config import Config, parse_rate_limit
 from authserver.db import DatabaseState, utcnow
 from authserver.models import Client, SigningKey
 from authserver.services.access_tokens import AccessTokenIssuer
@@ -28,7 +28,7 @@ from authserver.services.keys import (
 )
 from authserver.services.password_policy import PasswordPolicy
 from authserver.services.passwords import PasswordHasher
-from authserver.services.refresh_tokens import RefreshPolicy
+from authserver.services.refresh_tokens import RefreshPolicy, RotationBudget
 from authserver.services.revocations import longest_access_token_ttl
 from authserver.services.sign_in_throttle import ThrottlePolicy
 
@@ -59,7 +59,17 @@ class Runtime:
             idle_ttl=self.config.refresh_idle_ttl,
             absolute_ttl=self.config.refresh_absolute_ttl,
             reuse_grace=self.config.refresh_reuse_grace,
+            rotation_budget=self.rotation_budget,
         )
+
+    @property
+    def rotation_budget(self) -> RotationBudget | None:
+        """A family's budget of rotations (AUTHSERVER_RATELIMIT_PER_FAMILY); None when rate
+        limits are off."""
+        if not self.config.ratelimit_enabled:
+            return None
+        rate = parse_rate_limit(self.config.ratelimit_per_family)
+        return RotationBudget(rate.amount, timedelta(seconds=rate.get_expiry()))
 
     @property
     def throttle_policy(self) -> ThrottlePolicy:

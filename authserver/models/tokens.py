@@ -44,6 +44,11 @@ class RefreshFamily(Base):
     # Where the family was last refreshed from: with ip_address, the two addresses a reuse
     # alert shows.
     last_ip_address: Mapped[str | None] = mapped_column(String(45))
+    # The family's rotation budget (AUTHSERVER_RATELIMIT_PER_FAMILY): when its current window
+    # began (NULL before the first rotation) and how many rotations it made in it. Written by
+    # the rotating statement itself, so the budget costs no round trip of its own.
+    rotation_window_started_at: Mapped[datetime | None]
+    rotations_in_window: Mapped[int] = mapped_column(server_default=text("0"), default=0)
     # The browser session the family was issued through (authorization code flow); signing
     # that browser out revokes the family.
     browser_session_id: Mapped[uuid.UUID | None] = mapped_column(

@@ -17,6 +17,7 @@ import enum
 import functools
 import hashlib
 import hmac
+import math
 import secrets
 import uuid
 from collections.abc import Sequence
@@ -36,6 +37,7 @@ from sqlalchemy import (
     case,
     exists,
     insert,
+    or_,
     select,
     update,
 )
@@ -43,7 +45,13 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql.dml import ReturningUpdate
 
 from authserver.db import execute_alone
-from authserver.errors import InvalidGrant, InvalidScope, InvalidTarget, RefreshTokenReused
+from authserver.errors import (
+    InvalidGrant,
+    InvalidScope,
+    InvalidTarget,
+    RefreshTokenReused,
+    TooManyAttempts,
+)
 from authserver.models import Client, RefreshFamily, RefreshToken, User
 from authserver.services.audit import rotation_audit_row
 from authserver.services.revocations import revoke_families
@@ -65,20 +73,56 @@ class RevocationReason(enum.StrEnum):
 
 
 @dataclass(frozen=True)
+class RotationBudget:
+    """How many rotations a family may make in a window of time (a family's request budget,
+    AUTHSERVER_RATELIMIT_PER_FAMILY), counted in its own row by the rotating statement."""
+
+    rotations: int
+    window: timedelta
+
+
+# What the statement compares with when no budget is set: no family ever reaches it.
+_UNLIMITED_ROTATIONS = 2**31 - 1
+
+
+@dataclass(frozen=True)
 class RefreshPolicy:
     idle_ttl: timedelta
     absolute_ttl: timedelta
     reuse_grace: timedelta
+    rotation_budget: RotationBudget | None = None
 
     @classmethod
     def for_client(
-        cls, client: Client, *, idle_ttl: int, absolute_ttl: int, reuse_grace: int
+        cls,
+        client: Client,
+        *,
+        idle_ttl: int,
+        absolute_ttl: int,
+        reuse_grace: int,
+        rotation_budget: RotationBudget | None = None,
     ) -> RefreshPolicy:
         return cls(
             idle_ttl=timedelta(seconds=client.refresh_idle_ttl or idle_ttl),
             absolute_ttl=timedelta(seconds=client.refresh_absolute_ttl or absolute_ttl),
             reuse_grace=timedelta(seconds=reuse_grace),
+            rotation_budget=rotation_budget,
         )
+
+    def budget_params(self, now: datetime) -> dict[str, Any]:
+        """The rotating statement's budget parameters: a window that began before
+        ``window_start`` is over; within one, ``rotation_budget`` rotations are allowed."""
+        budget = self.rotation_budget
+        if budget is None:
+            return {"window_start": now, "rotation_budget": _UNLIMITED_ROTATIONS}
+        return {"window_start": now - budget.window, "rotation_budget": budget.rotations}
+
+
+class FamilyBudgetSpent(TooManyAttempts):
+    """The family made all the rotations its budget allows in this window; its token is left
+    usable for when the window ends."""
+
+    default_description = "This session refreshed too often; wait before refreshing again."
 
 
 @dataclass(frozen=True)
@@ -257,6 +301,7 @@ def rotate_refresh_token(
     if token.used_at is None:
         _check_family_usable(family, client, now)
         _check_within_grant(family, requested_scope, requested_resources)
+        _check_rotation_budget(family, policy, now)
         claimed = session.execute(
             update(RefreshToken)
             .where(RefreshToken.id == token.id, RefreshToken.used_at.is_(None))
@@ -332,6 +377,18 @@ def _answer_used_token(
     return IssuedRefreshToken.of(family, retried, replayed=True)
 
 
+def _check_rotation_budget(family: RefreshFamily, policy: RefreshPolicy, now: datetime) -> None:
+    """Refuse, leaving the token usable, when the family spent its rotations for this window.
+    The claim's WHERE clause says the same in SQL (``_within_budget``)."""
+    budget = policy.rotation_budget
+    started = family.rotation_window_started_at
+    if budget is None or started is None or started <= now - budget.window:
+        return
+    if family.rotations_in_window >= budget.rotations:
+        wait = started + budget.window - now
+        raise FamilyBudgetSpent(math.ceil(wait.total_seconds()))
+
+
 def _check_within_grant(
     family: RefreshFamily, requested_scope: str | None, requested_resources: Sequence[str]
 ) -> None:
@@ -379,12 +436,27 @@ def live_family_exists(family_id: ColumnElement[Any], *also: ColumnElement[bool]
     )
 
 
+def _window_is_open() -> ColumnElement[bool]:
+    """SQL: the family's budget window began after ``window_start``, so it still counts."""
+    return _FAMILIES.c.rotation_window_started_at > bindparam("window_start")
+
+
+def _within_budget() -> ColumnElement[bool]:
+    """SQL: the family may rotate now: its window is over (or never began), or it made fewer
+    than ``rotation_budget`` rotations in it. ``_check_rotation_budget`` in Python."""
+    return or_(
+        _FAMILIES.c.rotation_window_started_at.is_(None),
+        ~_window_is_open(),
+        _FAMILIES.c.rotations_in_window < bindparam("rotation_budget"),
+    )
+
+
 @functools.cache
 def _claim_if_usable(for_audience: bool) -> ReturningUpdate[Any]:
     """The claim. ``for_audience``: the request named a resource, which must also be the
     family's audience (RFC 8707 §2.2), so a client that sends its resource on every refresh
     keeps the one-statement rotation."""
-    also = [_FAMILIES.c.client_pk == bindparam("presenting_client")]
+    also = [_FAMILIES.c.client_pk == bindparam("presenting_client"), _within_budget()]
     if for_audience:
         also.append(_FAMILIES.c.audience == bindparam("requested_audience"))
     return (
@@ -411,6 +483,15 @@ def _slide_family(which: ColumnElement[bool]) -> Update:
             ),
             last_used_at=bindparam("now"),
             last_ip_address=bindparam("last_ip"),
+            # The rotation spends one of the family's budget: in the open window, or as the
+            # first of a new one.
+            rotations_in_window=case(
+                (_window_is_open(), _FAMILIES.c.rotations_in_window + 1), else_=1
+            ),
+            rotation_window_started_at=case(
+                (_window_is_open(), _FAMILIES.c.rotation_window_started_at),
+                else_=bindparam("now"),
+            ),
         )
         .returning(
             _FAMILIES.c.user_id,
@@ -489,6 +570,7 @@ def _claim_and_rotate(
             {
                 **audit_params,
                 **audience_params,
+                **policy.budget_params(now),
                 "digest": digest,
                 "presenting_client": client.id,
                 "now": now,
@@ -514,6 +596,7 @@ def _claim_and_rotate(
         _claim_if_usable(for_audience),
         {
             **audience_params,
+            **policy.budget_params(now),
             "digest": digest,
             "presenting_client": client.id,
             "now": now,
@@ -525,6 +608,7 @@ def _claim_and_rotate(
     family = session.execute(
         _SLIDE_FAMILY,
         {
+            **policy.budget_params(now),
             "family_id": claimed.family_id,
             "idle_until": now + policy.idle_ttl,
             "now": now,
@@ -571,6 +655,7 @@ def _issue_successor(
     # Idle expiry slides forward with use; the absolute expiry never moves.
     family.idle_expires_at = min(now + policy.idle_ttl, family.expires_at)
     family.last_used_at = now
+    _spend_rotation(family, policy, now)
     session.add(
         RefreshToken(
             family_id=family.id,
@@ -582,6 +667,17 @@ def _issue_successor(
         )
     )
     session.flush()
+
+
+def _spend_rotation(family: RefreshFamily, policy: RefreshPolicy, now: datetime) -> None:
+    """The slide's budget columns, for a rotation made through the ORM (the slow path)."""
+    budget = policy.rotation_budget
+    started = family.rotation_window_started_at
+    if budget is not None and started is not None and started > now - budget.window:
+        family.rotations_in_window += 1
+    else:
+        family.rotation_window_started_at = now
+        family.rotations_in_window = 1
 
 
 def _successor_for_retry(

@@ -15,7 +15,14 @@ from werkzeug.test import TestResponse
 
 from authserver.config import Config
 from tests.browser_helpers import sign_in
-from tests.helpers import account_api_request, make_client, make_user, password_login, refresh
+from tests.helpers import (
+    Clock,
+    account_api_request,
+    make_client,
+    make_user,
+    password_login,
+    refresh,
+)
 
 BROWSER_BUDGET = 4
 FAMILY_BUDGET = 3
@@ -124,3 +131,58 @@ def test_tokens_that_are_refused_spend_nothing_of_a_familys_budget(
     answers = [_sessions(client, tokens["access_token"]).status_code for _ in range(FAMILY_BUDGET)]
 
     assert answers == [200] * FAMILY_BUDGET
+
+
+# -- a refresh family at the token endpoint -----------------------------------------------------
+
+
+def test_a_family_that_spent_its_rotations_is_refused_with_its_token_left_usable(
+    app: Flask, session: Session, client: FlaskClient, clock: Clock
+) -> None:
+    make_user(app, session)
+    registered = make_client(session)
+    token = password_login(client, registered).json["refresh_token"]
+    for _ in range(FAMILY_BUDGET):
+        rotated = refresh(client, registered, token)
+        assert rotated.status_code == 200
+        token = rotated.json["refresh_token"]
+
+    refused = refresh(client, registered, token)
+
+    assert refused.status_code == 429
+    assert refused.json["error"] == "temporarily_unavailable"
+    assert 0 < int(refused.headers["Retry-After"]) <= 24 * 3600
+    # The window ends: the same token, untouched by the refusal, rotates.
+    clock.advance(days=1)
+    assert refresh(client, registered, token).status_code == 200
+
+
+def test_another_family_of_the_same_client_rotates_while_one_is_out_of_budget(
+    app: Flask, session: Session, client: FlaskClient
+) -> None:
+    make_user(app, session)
+    registered = make_client(session)
+    spent = password_login(client, registered).json["refresh_token"]
+    fresh = password_login(client, registered).json["refresh_token"]
+    for _ in range(FAMILY_BUDGET):
+        spent = refresh(client, registered, spent).json["refresh_token"]
+    assert refresh(client, registered, spent).status_code == 429
+
+    assert refresh(client, registered, fresh).status_code == 200
+
+
+def test_a_retry_of_the_last_rotation_is_answered_though_the_budget_is_spent(
+    app: Flask, session: Session, client: FlaskClient
+) -> None:
+    make_user(app, session)
+    registered = make_client(session)
+    token = password_login(client, registered).json["refresh_token"]
+    for _ in range(FAMILY_BUDGET - 1):
+        token = refresh(client, registered, token).json["refresh_token"]
+    last = refresh(client, registered, token)
+
+    # The answer was lost; the client retries inside the grace window (no new rotation).
+    retried = refresh(client, registered, token)
+
+    assert retried.status_code == 200
+    assert retried.json["refresh_token"] == last.json["refresh_token"]
