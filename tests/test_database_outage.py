@@ -372,12 +372,18 @@ def outage_server(
             # The proxy recognises a rotation's COMMIT by the SQL text before it; a prepared
             # statement sends its text only once per connection, so prepare none.
             "AUTHSERVER_DB_PREPARE_THRESHOLD": "0",
-            # The stream sends hundreds of refreshes a second from one address and one
-            # client; the limiter stays on (its hooks run during the outage too), its limits
-            # out of reach.
+            # The stream sends hundreds of refreshes a second from one address, one client
+            # and a few families; the limiter stays on (its hooks run during the outage too),
+            # its limits and the families' budgets out of reach.
             **{
                 f"AUTHSERVER_RATELIMIT_{name}": "100000/minute"
-                for name in ("TOKEN", "TOKEN_PER_CLIENT", "SIGNIN", "SIGNIN_PER_ACCOUNT")
+                for name in (
+                    "TOKEN",
+                    "TOKEN_PER_CLIENT",
+                    "SIGNIN",
+                    "SIGNIN_PER_ACCOUNT",
+                    "PER_FAMILY",
+                )
             },
         }
         process = _start_gunicorn(port, env, log)
