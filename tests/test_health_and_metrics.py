@@ -119,12 +119,14 @@ def test_metrics_count_requests_by_endpoint_not_by_path(client: FlaskClient) -> 
 # -- who may read /metrics -------------------------------------------------------------------
 
 
-def test_metrics_are_off_without_a_scraper_token(engine: object, config: Config) -> None:
-    app = create_app(replace(config, metrics_token=""))
-    try:
-        response = app.test_client().get("/metrics", headers=SCRAPER)
-    finally:
-        db.state(app).engine.dispose()
+def test_metrics_are_off_without_a_scraper_token(app: Flask, config: Config) -> None:
+    without_token = create_app(replace(config, metrics_token=""))
+    # Inside the test's rolled-back transaction, like the `app` fixture: the signing key this
+    # app creates on its first request must not outlive the test.
+    db.state(without_token).engine.dispose()
+    db.state(without_token).session_factory = db.state(app).session_factory
+
+    response = without_token.test_client().get("/metrics", headers=SCRAPER)
 
     assert response.status_code == 404
     assert "authserver_" not in response.get_data(as_text=True)
