@@ -44,6 +44,25 @@ def make_client(session: Session, **overrides: Any) -> RegisteredClient:
     return registered
 
 
+# The `config` fixture's default audience: what tokens carry when no resource is named.
+DEFAULT_AUDIENCE = "https://api.example.test"
+
+
+def make_resource_server(
+    session: Session, serves: str = DEFAULT_AUDIENCE, **overrides: Any
+) -> RegisteredClient:
+    """A confidential client registered as the resource server of ``serves``: it may
+    introspect tokens for that audience and read the revocation feed."""
+    options: dict[str, Any] = {
+        "name": "Orders API",
+        "grant_types": ["client_credentials"],
+        "first_party": False,
+        "served_audiences": [serves],
+    }
+    options.update(overrides)
+    return make_client(session, **options)
+
+
 def basic_auth(registered: RegisteredClient) -> dict[str, str]:
     raw = f"{registered.client.client_id}:{registered.client_secret}".encode()
     return {"Authorization": "Basic " + base64.b64encode(raw).decode()}

@@ -38,7 +38,14 @@ from authserver.app import MAX_REQUEST_BYTES
 from authserver.services.clients import RegisteredClient
 from authserver.services.revocations import FEED_CURSOR_REFUSED, MAX_FEED_CURSOR
 from tests.browser_helpers import csrf_token_of
-from tests.helpers import PASSWORD, basic_auth, make_client, make_user, password_login
+from tests.helpers import (
+    PASSWORD,
+    basic_auth,
+    make_client,
+    make_resource_server,
+    make_user,
+    password_login,
+)
 from tests.hostile_input import (
     TokenMaterial,
     b64url,
@@ -118,13 +125,7 @@ class World:
 def world(app: Flask, session: Session, client: FlaskClient) -> World:
     make_user(app, session)
     first_party = make_client(session, name="First-party app")
-    resource_server = make_client(
-        session,
-        name="Orders API",
-        grant_types=["client_credentials"],
-        first_party=False,
-        served_audiences=["https://api.example.test"],  # the `config` fixture's default
-    )
+    resource_server = make_resource_server(session)
     tokens = password_login(client, first_party)
     assert tokens.status_code == 200
     return World(

@@ -37,7 +37,13 @@ from tests.browser_helpers import (
     sign_in,
     web_client,
 )
-from tests.helpers import basic_auth, make_client, make_user, refresh, token_request
+from tests.helpers import (
+    basic_auth,
+    make_resource_server,
+    make_user,
+    refresh,
+    token_request,
+)
 
 OTHER_REDIRECT_URI = "https://rp.example.test/other-callback"
 
@@ -81,16 +87,6 @@ def _introspect(http: FlaskClient, rs: RegisteredClient, token: str) -> dict[str
     assert response.status_code == 200, response.json
     body: dict[str, Any] = response.json
     return body
-
-
-def _resource_server(session: Session) -> RegisteredClient:
-    return make_client(
-        session,
-        name="Orders API",
-        grant_types=["client_credentials"],
-        first_party=False,
-        served_audiences=["https://api.example.test"],  # the `config` fixture's default
-    )
 
 
 def _feed_jtis(http: FlaskClient, rs: RegisteredClient) -> dict[str, int]:
@@ -156,7 +152,7 @@ def test_a_replayed_code_makes_its_first_access_token_inactive_at_introspection(
     app: Flask, session: Session, client: FlaskClient, registration: dict[str, Any], scope: str
 ) -> None:
     rp, code, verifier, tokens = _redeemed_once(app, session, client, registration, scope)
-    rs = _resource_server(session)
+    rs = make_resource_server(session)
     assert _introspect(client, rs, tokens["access_token"])["active"] is True
 
     _redeem(client, rp, code, verifier)
@@ -169,7 +165,7 @@ def test_a_replayed_code_puts_its_first_access_token_in_the_revocation_feed(
     app: Flask, session: Session, client: FlaskClient, registration: dict[str, Any], scope: str
 ) -> None:
     rp, code, verifier, tokens = _redeemed_once(app, session, client, registration, scope)
-    rs = _resource_server(session)
+    rs = make_resource_server(session)
     claims = _claims(tokens["access_token"])
     assert claims["jti"] not in _feed_jtis(client, rs)
 

@@ -21,7 +21,15 @@ from authserver.services.browser_sessions import end_user_sessions
 from authserver.services.clients import RegisteredClient, set_served_audiences
 from authserver.services.refresh_tokens import RevocationReason
 from authserver.services.users import disable_user
-from tests.helpers import basic_auth, make_client, make_user, password_login, refresh, token_request
+from tests.helpers import (
+    basic_auth,
+    make_client,
+    make_resource_server,
+    make_user,
+    password_login,
+    refresh,
+    token_request,
+)
 
 INTROSPECT = "/oauth/introspect"
 # The `config` fixture's default audience: the API that tokens without a resource are for.
@@ -29,14 +37,7 @@ ORDERS_API = "https://api.example.test"
 
 
 def _rs(session: Session, serves: str = ORDERS_API) -> RegisteredClient:
-    """A resource server: a confidential client registered as serving ``serves``."""
-    return make_client(
-        session,
-        name="Orders API",
-        grant_types=["client_credentials"],
-        first_party=False,
-        served_audiences=[serves],
-    )
+    return make_resource_server(session, serves)
 
 
 def _introspect(http: FlaskClient, rs: RegisteredClient, token: str) -> dict[str, Any]:

@@ -9,7 +9,14 @@ from sqlalchemy.orm import Session
 
 from authserver.models import RefreshFamily
 from authserver.services.clients import RegisteredClient
-from tests.helpers import basic_auth, make_client, make_user, password_login, refresh
+from tests.helpers import (
+    basic_auth,
+    make_client,
+    make_resource_server,
+    make_user,
+    password_login,
+    refresh,
+)
 
 REVOKE = "/oauth/revoke"
 INTROSPECT = "/oauth/introspect"
@@ -21,16 +28,6 @@ def _setup(app: Flask, session: Session, http: FlaskClient) -> tuple[RegisteredC
     tokens = password_login(http, registered).json
     assert tokens is not None
     return registered, tokens
-
-
-def _resource_server(session: Session) -> RegisteredClient:
-    return make_client(
-        session,
-        name="Orders API",
-        grant_types=["client_credentials"],
-        first_party=False,
-        served_audiences=["https://api.example.test"],  # the `config` fixture's default
-    )
 
 
 def _active(http: FlaskClient, rs: RegisteredClient, token: str) -> bool:
@@ -60,7 +57,7 @@ def test_access_tokens_of_a_revoked_family_are_inactive_at_once(
     app: Flask, session: Session, client: FlaskClient
 ) -> None:
     registered, tokens = _setup(app, session, client)
-    rs = _resource_server(session)
+    rs = make_resource_server(session)
     assert _active(client, rs, tokens["access_token"])
 
     client.post(REVOKE, data={"token": tokens["refresh_token"]}, headers=basic_auth(registered))
@@ -72,7 +69,7 @@ def test_revoking_an_access_token_denylists_it_but_leaves_the_family(
     app: Flask, session: Session, client: FlaskClient
 ) -> None:
     registered, tokens = _setup(app, session, client)
-    rs = _resource_server(session)
+    rs = make_resource_server(session)
 
     response = client.post(
         REVOKE,
@@ -138,7 +135,7 @@ def test_a_client_cannot_revoke_another_clients_access_token(
 ) -> None:
     _, tokens = _setup(app, session, client)
     other = make_client(session, name="Other app")
-    rs = _resource_server(session)
+    rs = make_resource_server(session)
 
     client.post(REVOKE, data={"token": tokens["access_token"]}, headers=basic_auth(other))
 

@@ -16,19 +16,9 @@ from authserver.runtime import runtime
 from authserver.services.browser_sessions import end_user_sessions
 from authserver.services.clients import RegisteredClient, set_served_audiences
 from authserver.services.refresh_tokens import RevocationReason
-from tests.helpers import basic_auth, make_client, make_user, password_login
+from tests.helpers import basic_auth, make_client, make_resource_server, make_user, password_login
 
 FEED = "/oauth/revocations"
-
-
-def _rs(session: Session) -> RegisteredClient:
-    return make_client(
-        session,
-        name="Orders API",
-        grant_types=["client_credentials"],
-        first_party=False,
-        served_audiences=["https://api.example.test"],  # the `config` fixture's default
-    )
 
 
 def _feed(http: FlaskClient, rs: RegisteredClient, **query: str) -> Any:
@@ -55,7 +45,7 @@ def test_feed_lists_a_revoked_family_by_sid(
 ) -> None:
     tokens = _login_and_revoke(app, session, client)
 
-    page = _feed(client, _rs(session))
+    page = _feed(client, make_resource_server(session))
 
     assert page.status_code == 200
     sids = [e["value"] for e in page.json["entries"] if e["type"] == "sid"]
@@ -75,7 +65,7 @@ def test_feed_lists_denylisted_access_tokens_by_jti(
         "/oauth/revoke", data={"token": tokens["access_token"]}, headers=basic_auth(registered)
     )
 
-    entries = _feed(client, _rs(session)).json["entries"]
+    entries = _feed(client, make_resource_server(session)).json["entries"]
 
     assert [e["type"] for e in entries] == ["jti"]
 
@@ -88,7 +78,7 @@ def test_feed_lists_users_signed_out_everywhere_with_a_not_before(
     end_user_sessions(session, user.id, RevocationReason.LOGOUT_EVERYWHERE, now)
     session.commit()
 
-    entries = _feed(client, _rs(session)).json["entries"]
+    entries = _feed(client, make_resource_server(session)).json["entries"]
 
     subs = [e for e in entries if e["type"] == "sub"]
     assert subs == [
@@ -105,7 +95,7 @@ def test_since_returns_only_newer_entries(
     app: Flask, session: Session, client: FlaskClient
 ) -> None:
     _login_and_revoke(app, session, client)
-    rs = _rs(session)
+    rs = make_resource_server(session)
     first = _feed(client, rs).json
 
     user = make_user(app, session, email="bob@example.com")
@@ -119,7 +109,7 @@ def test_since_returns_only_newer_entries(
 
 def test_nothing_new_answers_304(app: Flask, session: Session, client: FlaskClient) -> None:
     _login_and_revoke(app, session, client)
-    rs = _rs(session)
+    rs = make_resource_server(session)
     first = _feed(client, rs)
 
     again = client.get(
@@ -140,7 +130,7 @@ def test_entries_drop_out_once_no_unexpired_token_can_carry_them(
     later = rt.now() + timedelta(seconds=app.config["AUTHSERVER"].access_token_ttl + 1)
     rt.clock = lambda: later
 
-    assert _feed(client, _rs(session)).json["entries"] == []
+    assert _feed(client, make_resource_server(session)).json["entries"] == []
 
 
 def test_feed_requires_client_authentication(
@@ -172,7 +162,7 @@ def test_a_client_stops_reading_the_feed_once_it_serves_no_audience(
     app: Flask, session: Session, client: FlaskClient
 ) -> None:
     _login_and_revoke(app, session, client)
-    rs = _rs(session)
+    rs = make_resource_server(session)
     assert _feed(client, rs).status_code == 200
 
     set_served_audiences(session, rs.client.client_id, [], utcnow())
@@ -182,7 +172,7 @@ def test_a_client_stops_reading_the_feed_once_it_serves_no_audience(
 
 
 def test_since_must_be_a_cursor(app: Flask, session: Session, client: FlaskClient) -> None:
-    response = _feed(client, _rs(session), since="yesterday")
+    response = _feed(client, make_resource_server(session), since="yesterday")
 
     assert response.status_code == 400
     assert response.json["error"] == "invalid_request"
