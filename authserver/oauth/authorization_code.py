@@ -33,6 +33,7 @@ from authserver.services.authorization_codes import (
     spend_code,
 )
 from authserver.services.clients import resolve_audience
+from authserver.services.grants import check_resource_of_grant
 from authserver.services.id_tokens import issue_id_token
 from authserver.services.refresh_tokens import start_family
 
@@ -138,6 +139,10 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
         self.presented_code: AuthorizationCode | None = None
         try:
             super().validate_token_request()
+            # RFC 8707 §2.2: a resource here may only name the audience the code was for.
+            check_resource_of_grant(
+                resources_of(self.request.form), self.request.authorization_code.audience
+            )
         except (OAuth2Error, AuthServerError):
             if self.presented_code is not None:
                 spend_code(db.session, self.presented_code, runtime().now())

@@ -48,12 +48,12 @@ from authserver.db import execute_alone
 from authserver.errors import (
     InvalidGrant,
     InvalidScope,
-    InvalidTarget,
     RefreshTokenReused,
     TooManyAttempts,
 )
 from authserver.models import Client, RefreshFamily, RefreshToken, User
 from authserver.services.audit import rotation_audit_row
+from authserver.services.grants import check_resource_of_grant
 from authserver.services.revocations import revoke_families
 
 TOKEN_BYTES = 32  # 256 bits
@@ -399,12 +399,7 @@ def _check_within_grant(
     ):
         # RFC 6749 §6: the scope can narrow, never widen.
         raise InvalidScope()
-    # RFC 8707 §2.2: at refresh, a resource must be one the original grant covered. A family
-    # has one audience; the client's current registrations do not widen what the user granted.
-    if len(requested_resources) > 1:
-        raise InvalidTarget("Only one resource per request is supported.")
-    if requested_resources and requested_resources[0] != family.audience:
-        raise InvalidTarget("The resource is not one this refresh token was granted for.")
+    check_resource_of_grant(requested_resources, family.audience)
 
 
 _TOKENS = cast(Table, RefreshToken.__table__)

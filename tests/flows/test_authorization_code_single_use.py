@@ -38,6 +38,7 @@ from tests.browser_helpers import (
     web_client,
 )
 from tests.helpers import (
+    DEFAULT_AUDIENCE,
     basic_auth,
     make_resource_server,
     make_user,
@@ -200,6 +201,10 @@ REFUSED_PRESENTATIONS = [
     pytest.param({"code_verifier": "too-short"}, "invalid_request", id="malformed-verifier"),
     pytest.param({"redirect_uri": OTHER_REDIRECT_URI}, "invalid_grant", id="other-redirect-uri"),
     pytest.param({"redirect_uri": None}, "invalid_grant", id="missing-redirect-uri"),
+    # RFC 8707 §2.2: the code was for the default audience; a resource may only name it.
+    pytest.param(
+        {"resource": "https://billing.example.test"}, "invalid_target", id="another-resource"
+    ),
 ]
 
 
@@ -224,6 +229,19 @@ def test_a_refused_presentation_uses_the_code_up(
     assert right.status_code == 400
     assert right.json["error"] == "invalid_grant"
     assert "access_token" not in right.json
+
+
+def test_a_redemption_naming_the_codes_own_audience_gets_its_tokens(
+    app: Flask, session: Session, client: FlaskClient
+) -> None:
+    _signed_in(app, session, client)
+    rp = web_client(session)
+    code, verifier = _code_for(client, rp, "openid email")
+
+    tokens = _redeem(client, rp, code, verifier, resource=DEFAULT_AUDIENCE)
+
+    assert tokens.status_code == 200, tokens.json
+    assert _claims(tokens.json["access_token"])["aud"] == DEFAULT_AUDIENCE
 
 
 def test_a_request_refused_before_the_code_is_read_leaves_it_redeemable(
