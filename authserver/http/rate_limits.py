@@ -2,8 +2,9 @@
 
 Limits are settings (``AUTHSERVER_RATELIMIT_*``, in Flask-Limiter's "N/period" notation), per
 client address and per client; counts live in memory, or in Redis when
-``AUTHSERVER_RATELIMIT_STORAGE_URI`` names one, so that several processes share them. A refusal
-is 429 with ``Retry-After`` (RFC 6585 §4).
+``AUTHSERVER_RATELIMIT_STORAGE_URI`` names one, so that several processes share them, under
+``AUTHSERVER_RATELIMIT_KEY_PREFIX`` when several deployments share one store. A refusal is 429
+with ``Retry-After`` (RFC 6585 §4).
 """
 
 from __future__ import annotations
@@ -28,9 +29,9 @@ from authserver.services.users import normalize_email
 limiter = Limiter(key_func=get_remote_address)
 
 # One audit row per limit and caller per minute: a flood of refused requests must not turn
-# into a flood of database writes.
+# into a flood of database writes. When each was last written is kept per app
+# (Runtime.rate_limit_reports).
 _REPORT_EVERY_SECONDS = 60.0
-_last_reported: dict[str, float] = {}
 
 
 def _setting(name: str) -> Callable[[], str]:
@@ -39,6 +40,20 @@ def _setting(name: str) -> Callable[[], str]:
         return value
 
     return read
+
+
+def _under_prefix(key_func: Callable[[], str]) -> Callable[[], str]:
+    """``key_func``'s key behind AUTHSERVER_RATELIMIT_KEY_PREFIX, read per request like the
+    limits: the one Limiter serves every app of a process, and Flask-Limiter's own
+    RATELIMIT_KEY_PREFIX keeps the first app's value for all that come after."""
+
+    def key() -> str:
+        prefix = runtime().config.ratelimit_key_prefix
+        counted = key_func()
+        # An empty key stays empty: Flask-Limiter skips the limit, as it did without a prefix.
+        return f"{prefix}/{counted}" if prefix and counted else counted
+
+    return key
 
 
 def claimed_client_id() -> str:
@@ -72,7 +87,9 @@ def is_password_grant() -> bool:
 
 
 per_ip = {
-    name: limiter.limit(_setting(setting), key_func=get_remote_address, methods=["POST"])
+    name: limiter.limit(
+        _setting(setting), key_func=_under_prefix(get_remote_address), methods=["POST"]
+    )
     for name, setting in (
         ("token", "ratelimit_token"),
         ("signin", "ratelimit_signin"),
@@ -81,7 +98,9 @@ per_ip = {
     )
 }
 per_client = {
-    name: limiter.limit(_setting(setting), key_func=claimed_client_id, methods=["POST"])
+    name: limiter.limit(
+        _setting(setting), key_func=_under_prefix(claimed_client_id), methods=["POST"]
+    )
     for name, setting in (
         ("token", "ratelimit_token_per_client"),
         ("revocation", "ratelimit_revocation"),
@@ -89,11 +108,13 @@ per_client = {
     )
 }
 per_account = limiter.limit(
-    _setting("ratelimit_signin_per_account"), key_func=claimed_account, methods=["POST"]
+    _setting("ratelimit_signin_per_account"),
+    key_func=_under_prefix(claimed_account),
+    methods=["POST"],
 )
 per_account_password_grant = limiter.limit(
     _setting("ratelimit_signin_per_account"),
-    key_func=claimed_account,
+    key_func=_under_prefix(claimed_account),
     methods=["POST"],
     exempt_when=lambda: not is_password_grant(),
 )
@@ -104,10 +125,11 @@ def _report_breach(limit: RequestLimit) -> Response | None:
     g.retry_after = max(1, math.ceil(limit.reset_at - time.time()))
     key = f"{limit.key}/{limit.limit}"
     now = time.monotonic()
-    if now - _last_reported.get(key, float("-inf")) >= _REPORT_EVERY_SECONDS:
-        if len(_last_reported) > 10_000:
-            _last_reported.clear()
-        _last_reported[key] = now
+    last_reported = runtime().rate_limit_reports
+    if now - last_reported.get(key, float("-inf")) >= _REPORT_EVERY_SECONDS:
+        if len(last_reported) > 10_000:
+            last_reported.clear()
+        last_reported[key] = now
         audit(
             AuditEventType.RATE_LIMIT_HIT,
             endpoint=request.endpoint or request.path[:100],
