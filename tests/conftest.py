@@ -35,6 +35,7 @@ import pytest
 import redis
 from flask import Flask
 from flask.testing import FlaskClient
+from hypothesis import HealthCheck, settings
 from sqlalchemy import Connection, Engine, create_engine, event, make_url, pool, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
@@ -47,6 +48,12 @@ from authserver.runtime import runtime
 from tests.helpers import Clock
 
 REQUIRE_POSTGRES = os.environ.get("AUTHSERVER_TEST_REQUIRE_POSTGRES") == "1"
+
+# Property-based tests are judged on what they find, never on how long an example took: no
+# deadline per example and no "too slow" health check, for every test, including ones that
+# build their own settings (they start from this profile).
+settings.register_profile("authserver", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("authserver")
 SQLITE_SKIP_REASON = "needs PostgreSQL (running on the SQLite fallback)"
 # Every database the suite creates says so; the suite drops no database without this comment.
 SUITE_DATABASE_COMMENT = "authserver test suite: made by a test run and dropped at its end"
@@ -70,7 +77,8 @@ def is_xdist_controller(config: pytest.Config) -> bool:
 
 class TestDatabase:
     def __init__(self) -> None:
-        # The database the tests of this process use ("" in an xdist controller on SQLite).
+        # The database the tests of this process use ("" in an xdist controller, which runs
+        # none).
         self.url = ""
         # The PostgreSQL server's database named by TEST_DATABASE_URL or testcontainers; ""
         # on the SQLite fallback.
@@ -97,13 +105,14 @@ class TestDatabase:
             self.server_url, self.source = self._find_server()
         worker = worker_id(config)
         self.per_worker = worker is not None or is_xdist_controller(config)
-        if self.server_url and worker is not None:
+        if worker is not None and self.server_url.startswith("postgresql"):
             name = f"{make_url(self.server_url).database}_{worker}"
             self.url = create_suite_database(self.server_url, name)
             self._created.append(name)
-        elif self.server_url:
+        elif self.server_url and not self.per_worker:
             self.url = self.server_url
-        elif not is_xdist_controller(config):
+        elif worker is not None or not self.per_worker:
+            # The fallback, or an SQLite TEST_DATABASE_URL under xdist: a file per process.
             self._tmpdir = tempfile.TemporaryDirectory(prefix="authserver-test-")
             self.url = f"sqlite:///{Path(self._tmpdir.name) / 'test.db'}"
 
@@ -142,7 +151,7 @@ class TestDatabase:
             self._tmpdir.cleanup()
 
     def describe(self) -> str:
-        if not self.server_url:
+        if not self.server_url.startswith("postgresql"):
             where = "SQLite, a file per worker" if self.per_worker else self.url
             return f"{where} ({self.source})"
         server = make_url(self.server_url)
