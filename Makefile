@@ -5,12 +5,15 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
+# pytest-xdist workers for `make test`, each with a database of its own (tests/conftest.py).
+# TEST_WORKERS=0 runs the suite in one process; so does -n 0 in PYTEST_ARGS (the last -n wins).
+TEST_WORKERS ?= 3
 
 .PHONY: run test lint format install clean help bench
 
 help:
 	@echo "make run    - start the server on http://$(HOST):$(PORT) with an embedded SQLite database"
-	@echo "make test   - install everything and run the test suite"
+	@echo "make test   - install everything and run the test suite (TEST_WORKERS=$(TEST_WORKERS) in parallel)"
 	@echo "make lint   - ruff check, ruff format --check, mypy"
 	@echo "make format - apply ruff's formatting and fixes"
 	@echo "make bench  - benchmark under gunicorn + PostgreSQL with wrk (see docs/PERFORMANCE.md)"
@@ -33,7 +36,7 @@ run: $(STAMP)
 	$(BIN)/authserver serve --host $(HOST) --port $(PORT)
 
 test: $(STAMP)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check authserver tests migrations examples bench gunicorn.conf.py

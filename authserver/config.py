@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -31,6 +32,8 @@ DEV_KEY_ENCRYPTION_KEY = "authserver-development-key-encryption-key-not-for-prod
 MIN_SECRET_LENGTH = 32
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 SIGNING_ALGORITHMS = ("ES256", "RS256")
+# A key prefix goes into every rate-limit key: nothing that would need quoting anywhere.
+RATELIMIT_KEY_PREFIX = re.compile(r"[A-Za-z0-9_.:-]{0,64}")
 
 
 RATE_LIMIT_SETTINGS = (
@@ -114,6 +117,9 @@ class Config:
     # "memory://" (per process) or a Redis URL shared by every process.
     ratelimit_enabled: int = 1
     ratelimit_storage_uri: str = "memory://"
+    # Put before every key in the store, so that deployments (or test runs) sharing one Redis
+    # count apart; empty: no prefix.
+    ratelimit_key_prefix: str = ""
     ratelimit_token: str = "600/minute"  # noqa: S105 (a rate, not a secret)
     ratelimit_token_per_client: str = "1200/minute"  # noqa: S105
     ratelimit_signin: str = "60/minute"
@@ -288,6 +294,11 @@ class Config:
             problems.append("AUTHSERVER_TOKEN_AUDIT_FLUSH_MS must be 0 (off) or positive")
         if self.client_cache_seconds < 0:
             problems.append("AUTHSERVER_CLIENT_CACHE_SECONDS must be 0 (off) or positive")
+        if not RATELIMIT_KEY_PREFIX.fullmatch(self.ratelimit_key_prefix):
+            problems.append(
+                "AUTHSERVER_RATELIMIT_KEY_PREFIX must be at most 64 letters, digits, '-', '_', "
+                "'.' or ':'"
+            )
         if self.trusted_proxies < 0:
             problems.append("AUTHSERVER_TRUSTED_PROXIES must be 0 or positive")
         if self.is_production:

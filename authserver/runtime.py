@@ -7,7 +7,7 @@ need as arguments and never look here.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from flask import Flask, current_app
@@ -49,6 +49,8 @@ class Runtime:
     audit_queue: AuditQueue | None = None
     # The time every request handler uses; tests replace it to move through expiries.
     clock: Callable[[], datetime] = utcnow
+    # When a breach of each rate limit and caller was last audited (http/rate_limits.py).
+    rate_limit_reports: dict[str, float] = field(default_factory=dict)
 
     def now(self) -> datetime:
         return self.clock()

@@ -4,9 +4,18 @@ Which database: ``TEST_DATABASE_URL`` if set; else a throwaway PostgreSQL from t
 when a Docker engine answers; else SQLite, with the PostgreSQL-only tests skipped (and a line
 saying so). ``AUTHSERVER_TEST_REQUIRE_POSTGRES=1`` turns that fallback into an error.
 
+Under pytest-xdist (``make test`` runs ``-n``) each worker gets a database of its own on the
+same server: ``<database>_<worker id>`` (``authserver_test_gw0``), created through an admin
+connection, built by the migrations like the serial run's, and dropped when the worker ends.
+The controller finds the server once (it starts the one testcontainers PostgreSQL, if any) and
+hands it to the workers. On SQLite each worker has its own file in a temporary folder. The suite
+drops only databases it created: each carries a comment saying so, and one that exists without
+it is left alone and reported.
+
 The schema is built by the alembic migrations, never by ``create_all()``. Each test runs in an
 outer transaction that is rolled back (``join_transaction_mode="create_savepoint"``, as
 warehouse does); tests about concurrency or real HTTP use committed data and clean up after.
+docs/testing.md says how everything else tests could share is kept apart.
 """
 
 from __future__ import annotations
@@ -15,6 +24,7 @@ import os
 import socket
 import tempfile
 import threading
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
@@ -22,9 +32,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import Engine, create_engine, event, make_url, pool, text
+from hypothesis import HealthCheck, settings
+from sqlalchemy import Connection, Engine, create_engine, event, make_url, pool, text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 from werkzeug.serving import make_server
 
@@ -36,51 +49,114 @@ from tests.helpers import Clock
 
 REQUIRE_POSTGRES = os.environ.get("AUTHSERVER_TEST_REQUIRE_POSTGRES") == "1"
 
+# Property-based tests are judged on what they find, never on how long an example took: no
+# deadline per example and no "too slow" health check, for every test, including ones that
+# build their own settings (they start from this profile).
+settings.register_profile("authserver", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("authserver")
+SQLITE_SKIP_REASON = "needs PostgreSQL (running on the SQLite fallback)"
+# Every database the suite creates says so; the suite drops no database without this comment.
+SUITE_DATABASE_COMMENT = "authserver test suite: made by a test run and dropped at its end"
+# What the xdist controller hands each worker: (server URL or "" for SQLite, where it came from).
+HANDED_DATABASE = "authserver_test_database"
+# PostgreSQL truncates longer identifiers, and two names could then meet.
+MAX_DATABASE_NAME_BYTES = 63
+
+
+def worker_id(config: pytest.Config) -> str | None:
+    """``gw0``, ``gw1``... in a pytest-xdist worker; None in a serial run or the controller."""
+    workerinput: dict[str, Any] | None = getattr(config, "workerinput", None)
+    return None if workerinput is None else str(workerinput["workerid"])
+
+
+def is_xdist_controller(config: pytest.Config) -> bool:
+    """Whether this process hands tests to xdist workers and runs none itself."""
+    distributes = getattr(config.option, "dist", "no") != "no"
+    return distributes and worker_id(config) is None and not config.option.collectonly
+
 
 class TestDatabase:
     def __init__(self) -> None:
+        # The database the tests of this process use ("" in an xdist controller, which runs
+        # none).
         self.url = ""
+        # The PostgreSQL server's database named by TEST_DATABASE_URL or testcontainers; ""
+        # on the SQLite fallback.
+        self.server_url = ""
         self.source = ""
+        self.per_worker = False
+        self._created: list[str] = []
         self._container: Any = None
         self._tmpdir: tempfile.TemporaryDirectory[str] | None = None
+        # PostgreSQL-only tests skipped on SQLite, counted from the reports (so an xdist
+        # controller counts its workers' skips too).
+        self.skipped_for_sqlite = 0
 
     @property
     def is_postgres(self) -> bool:
-        return self.url.startswith("postgresql")
+        return (self.url or self.server_url).startswith("postgresql")
 
-    def start(self) -> None:
+    def start(self, config: pytest.Config) -> None:
+        workerinput: dict[str, Any] = getattr(config, "workerinput", {})
+        handed = workerinput.get(HANDED_DATABASE)
+        if handed is not None:
+            self.server_url, self.source = handed
+        else:
+            self.server_url, self.source = self._find_server()
+        worker = worker_id(config)
+        self.per_worker = worker is not None or is_xdist_controller(config)
+        if worker is not None and self.server_url.startswith("postgresql"):
+            name = f"{make_url(self.server_url).database}_{worker}"
+            self.url = create_suite_database(self.server_url, name)
+            self._created.append(name)
+        elif self.server_url and not self.per_worker:
+            self.url = self.server_url
+        elif worker is not None or not self.per_worker:
+            # The fallback, or an SQLite TEST_DATABASE_URL under xdist: a file per process.
+            self._tmpdir = tempfile.TemporaryDirectory(prefix="authserver-test-")
+            self.url = f"sqlite:///{Path(self._tmpdir.name) / 'test.db'}"
+
+    def _find_server(self) -> tuple[str, str]:
         url = os.environ.get("TEST_DATABASE_URL")
         if url:
-            self.url, self.source = url, "TEST_DATABASE_URL"
-            return
+            return url, "TEST_DATABASE_URL"
         container_url = self._try_testcontainers()
         if container_url:
-            self.url, self.source = container_url, "testcontainers"
-            return
+            return container_url, "testcontainers"
         if REQUIRE_POSTGRES:
             raise pytest.UsageError(
                 "AUTHSERVER_TEST_REQUIRE_POSTGRES=1 but no PostgreSQL: set TEST_DATABASE_URL "
                 "or run a Docker engine for testcontainers"
             )
-        self._tmpdir = tempfile.TemporaryDirectory(prefix="authserver-test-")
-        self.url = f"sqlite:///{Path(self._tmpdir.name) / 'test.db'}"
-        self.source = "SQLite fallback"
+        return "", "SQLite fallback"
 
     def _try_testcontainers(self) -> str | None:
         if not _docker_engine_answers():
             return None
         from testcontainers.postgres import PostgresContainer
 
+        # One container for the whole run: under xdist the controller starts it and each
+        # worker creates its database in it, as on any other server.
         self._container = PostgresContainer("postgres:16-alpine", driver="psycopg")
         self._container.start()
         url: str = self._container.get_connection_url()
         return url
 
     def stop(self) -> None:
+        for name in self._created:
+            drop_suite_database(self.server_url, name)
         if self._container is not None:
             self._container.stop()
         if self._tmpdir is not None:
             self._tmpdir.cleanup()
+
+    def describe(self) -> str:
+        if not self.server_url.startswith("postgresql"):
+            where = "SQLite, a file per worker" if self.per_worker else self.url
+            return f"{where} ({self.source})"
+        server = make_url(self.server_url)
+        name = f"{server.database}_<worker>, one per worker" if self.per_worker else server.database
+        return f"{server.host}:{server.port}/{name} ({self.source})"
 
 
 def _docker_engine_answers() -> bool:
@@ -98,39 +174,106 @@ def _docker_engine_answers() -> bool:
         return False
 
 
+@contextmanager
+def _admin_connection(server_url: str) -> Iterator[Connection]:
+    """A connection to the server's own database that may create and drop others."""
+    admin = create_engine(
+        make_url(server_url), isolation_level="AUTOCOMMIT", poolclass=pool.NullPool
+    )
+    try:
+        with admin.connect() as conn:
+            yield conn
+    finally:
+        admin.dispose()
+
+
+def create_suite_database(server_url: str, name: str) -> str:
+    """Create the empty database ``name`` on ``server_url``'s server, marked as the suite's;
+    return its URL.
+
+    A database of that name left by an interrupted run (it carries the mark, and nobody is
+    connected to it) is dropped first. One without the mark, or one in use by another run, is
+    left alone: the run stops and says so.
+    """
+    if len(name.encode()) > MAX_DATABASE_NAME_BYTES:
+        raise pytest.UsageError(
+            f"test database name {name!r} is longer than PostgreSQL's {MAX_DATABASE_NAME_BYTES} "
+            "bytes: name a shorter database in TEST_DATABASE_URL"
+        )
+    with _admin_connection(server_url) as conn:
+        comment = conn.execute(
+            text(
+                "SELECT coalesce(shobj_description(oid, 'pg_database'), '') FROM pg_database "
+                "WHERE datname = :name"
+            ),
+            {"name": name},
+        ).scalar()
+        if comment is not None:
+            if comment != SUITE_DATABASE_COMMENT:
+                raise pytest.UsageError(
+                    f"database {name!r} exists and was not made by this test suite, which "
+                    "drops only its own: drop it yourself or name another TEST_DATABASE_URL"
+                )
+            try:
+                # Without FORCE: a run still connected to it keeps it.
+                conn.execute(text(f'DROP DATABASE "{name}"'))
+            except DBAPIError as exc:
+                raise pytest.UsageError(
+                    f"database {name!r} is in use by another test run on the same "
+                    f"TEST_DATABASE_URL ({str(exc.orig).strip()})"
+                ) from None
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+        conn.execute(text(f"COMMENT ON DATABASE \"{name}\" IS '{SUITE_DATABASE_COMMENT}'"))
+    return make_url(server_url).set(database=name).render_as_string(hide_password=False)
+
+
+def drop_suite_database(server_url: str, name: str) -> None:
+    """Drop a database this run created with ``create_suite_database``."""
+    with _admin_connection(server_url) as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
 TEST_DB = TestDatabase()
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    TEST_DB.start()
+    TEST_DB.start(config)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
     TEST_DB.stop()
 
 
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: Any) -> None:
+    """xdist controller: hand the server it found (or started) to each worker."""
+    node.workerinput[HANDED_DATABASE] = (TEST_DB.server_url, TEST_DB.source)
+
+
 def pytest_report_header(config: pytest.Config) -> str:
-    return f"authserver test database: {TEST_DB.url.split('@')[-1]} ({TEST_DB.source})"
+    return f"authserver test database: {TEST_DB.describe().split('@')[-1]}"
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if TEST_DB.is_postgres:
         return
-    skip = pytest.mark.skip(reason="needs PostgreSQL (running on the SQLite fallback)")
-    skipped = 0
+    skip = pytest.mark.skip(reason=SQLITE_SKIP_REASON)
     for item in items:
         if "postgres_only" in item.keywords:
             item.add_marker(skip)
-            skipped += 1
-    config.stash[SKIPPED_FOR_SQLITE] = skipped
 
 
-SKIPPED_FOR_SQLITE = pytest.StashKey[int]()
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    # Runs where the reports are gathered: in a serial run, and in an xdist controller for
+    # every worker's tests (collection, and so the marking above, happens in the workers).
+    skipped = report.when == "setup" and report.skipped and isinstance(report.longrepr, tuple)
+    if skipped and report.longrepr[2] == f"Skipped: {SQLITE_SKIP_REASON}":
+        TEST_DB.skipped_for_sqlite += 1
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
     # A line, not a warning: filterwarnings=error would turn a warning into a failure.
-    skipped = config.stash.get(SKIPPED_FOR_SQLITE, 0)
+    skipped = TEST_DB.skipped_for_sqlite
     if skipped:
         terminalreporter.write_line(
             f"no PostgreSQL: {skipped} PostgreSQL-only tests were skipped on the SQLite "
@@ -165,7 +308,8 @@ def reset_schema(engine: Engine) -> None:
 def scratch_database(database_url: str, suffix: str, folder: Path) -> Iterator[str]:
     """A second, empty database beside the test database, removed afterwards.
 
-    On PostgreSQL ``<test database>_<suffix>`` on the same server; on SQLite a file in
+    On PostgreSQL ``<test database>_<suffix>`` on the same server (so one per xdist worker, as
+    the test database is), made and dropped like the workers' databases; on SQLite a file in
     ``folder``.
     """
     test_url = make_url(database_url)
@@ -173,16 +317,11 @@ def scratch_database(database_url: str, suffix: str, folder: Path) -> Iterator[s
         yield f"sqlite:///{folder / f'{suffix}.db'}"
         return
     name = f"{test_url.database}_{suffix}"
-    admin = create_engine(test_url, isolation_level="AUTOCOMMIT", poolclass=pool.NullPool)
+    url = create_suite_database(database_url, name)
     try:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-        yield test_url.set(database=name).render_as_string(hide_password=False)
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        yield url
     finally:
-        admin.dispose()
+        drop_suite_database(database_url, name)
 
 
 @pytest.fixture(scope="session")
@@ -254,12 +393,55 @@ def truncate_all(engine: Engine) -> None:
             conn.execute(table.delete())
 
 
+def listening_socket() -> socket.socket:
+    """A socket listening on 127.0.0.1 on a port the kernel picked.
+
+    Hand it to the server (``make_server(..., fd=sock.fileno())``, gunicorn's
+    ``-b fd://N`` with ``pass_fds``): the port is the server's from the first moment, where a
+    port found free and bound later may have been taken in between by another test, worker or
+    program.
+    """
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(128)
+    return sock
+
+
+def url_of(sock: socket.socket) -> str:
+    host, port = sock.getsockname()
+    return f"http://{host}:{port}"
+
+
+def gunicorn_files(folder: Path) -> dict[str, str]:
+    """Environment for a gunicorn the tests start, so that its files are its own: gunicorn
+    (25.1 and later) opens a control socket at ``$XDG_RUNTIME_DIR/gunicorn.ctl``, else
+    ``~/.gunicorn/gunicorn.ctl``, one path that every gunicorn on the machine would take
+    from the one started before it, and remove on its way out."""
+    return {"XDG_RUNTIME_DIR": str(folder)}
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    """A TCP port on 127.0.0.1 that was free a moment ago: only for a port nothing will
+    listen on (a server that must listen gets ``listening_socket()``)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+@contextmanager
+def serving(app: Flask, listener: socket.socket) -> Iterator[None]:
+    """``app`` served on ``listener`` by a threaded werkzeug server, for the block's duration."""
+    server = make_server("127.0.0.1", 0, app, threaded=True, fd=listener.fileno())
+    listener.close()  # the server holds its own descriptor of the same socket
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
 
 
 class LiveServer:
@@ -280,17 +462,38 @@ def committed_app(engine: Engine, config: Config) -> Iterator[Flask]:
 @pytest.fixture
 def live_server(engine: Engine, config: Config) -> Iterator[LiveServer]:
     """The app behind a real threaded HTTP server on 127.0.0.1, with committed data."""
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
+    listener = listening_socket()
+    url = url_of(listener)
     application = create_app(replace(config, issuer=url))
-    server = make_server("127.0.0.1", port, application, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield LiveServer(application, url)
-    server.shutdown()
-    thread.join(timeout=5)
+    with serving(application, listener):
+        yield LiveServer(application, url)
     db.state(application).engine.dispose()
     truncate_all(engine)
+
+
+# Rate-limit counts of the tests that share them through Redis; each test counts under a
+# prefix of its own (AUTHSERVER_RATELIMIT_KEY_PREFIX) and deletes only its own keys, so
+# workers, and other people's runs on the same Redis, never see or wipe each other's.
+REDIS_URL = "redis://127.0.0.1:6379/14"
+
+
+def redis_answers() -> bool:
+    try:
+        return bool(redis.Redis.from_url(REDIS_URL, socket_timeout=5).ping())
+    except redis.RedisError:
+        return False
+
+
+@pytest.fixture
+def rate_limit_key_prefix() -> Iterator[str]:
+    prefix = f"authserver-test-{uuid.uuid4().hex}"
+    yield prefix
+    store = redis.Redis.from_url(REDIS_URL, socket_timeout=5)
+    try:
+        for key in store.scan_iter(match=f"*{prefix}*", count=1000):
+            store.delete(key)
+    finally:
+        store.close()
 
 
 class StatementLog:

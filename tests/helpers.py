@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import time
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -18,6 +20,19 @@ from authserver.services import users as user_service
 from authserver.services.clients import RegisteredClient
 
 PASSWORD = "correct horse battery staple"
+
+# How long a test waits for something that should happen before it calls it a hang. A test
+# waits for a condition and is judged on it, never on how soon it came: on a shared two-core
+# machine under load, anything may take many times longer than on a quiet one.
+HANG_SECONDS = 120.0
+
+
+def wait_until(condition: Callable[[], bool], what: str, *, timeout: float = HANG_SECONDS) -> None:
+    """Return as soon as ``condition()`` holds; fail the test if it never does."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"still waiting after {timeout:.0f} s for {what}"
+        time.sleep(0.02)
 
 
 def make_user(

@@ -27,10 +27,10 @@ from authserver.runtime import runtime
 from authserver.services.audit import row_writer
 from authserver.services.audit_queue import AuditQueue
 from tests.conftest import truncate_all
-from tests.helpers import make_client, make_user, token_request
+from tests.helpers import HANG_SECONDS, make_client, make_user, token_request
 
 
-def _wait_for(condition: Callable[[], bool], seconds: float = 10.0) -> bool:
+def _wait_for(condition: Callable[[], bool], seconds: float = HANG_SECONDS) -> bool:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if condition():

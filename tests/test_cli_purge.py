@@ -36,7 +36,7 @@ from authserver.services.refresh_tokens import (
 )
 from authserver.services.revocations import denylist_access_token
 from tests.conftest import scratch_database, truncate_all
-from tests.helpers import make_client, make_user
+from tests.helpers import HANG_SECONDS, make_client, make_user
 from tests.test_cli import (
     AUTHSERVER,
     UNREACHABLE_DATABASE,
@@ -219,7 +219,7 @@ class Janitor:
 
     def __exit__(self, *_exc: object) -> None:
         self.process.kill()
-        self.process.wait(timeout=10)
+        self.process.wait(timeout=HANG_SECONDS)
         for reader in self._readers:
             reader.join(timeout=5)
         for stream in (self.process.stdout, self.process.stderr):
@@ -231,19 +231,20 @@ class Janitor:
         for line in stream:
             into.append(line.rstrip("\n"))
 
-    def wait_for(self, lines: list[str], prefix: str, times: int, timeout: float = 20) -> None:
+    def wait_for(
+        self, lines: list[str], prefix: str, times: int, timeout: float = HANG_SECONDS
+    ) -> None:
         deadline = time.monotonic() + timeout
         while sum(line.startswith(prefix) for line in lines) < times:
             assert self.process.poll() is None, f"exited early: {self.stderr}"
             assert time.monotonic() < deadline, f"not {times} x {prefix!r}: {lines}"
             time.sleep(0.05)
 
-    def terminate(self) -> tuple[int, float]:
-        """SIGTERM, then (exit status, seconds it took to exit)."""
-        started = time.monotonic()
+    def terminate(self) -> int:
+        """SIGTERM, then the exit status. The wait is bounded only against a hang: a janitor
+        that waited out "--every 1h" before exiting would fail it, a slow machine would not."""
         self.process.send_signal(signal.SIGTERM)
-        status = self.process.wait(timeout=10)
-        return status, time.monotonic() - started
+        return self.process.wait(timeout=HANG_SECONDS)
 
 
 def test_purge_every_runs_again_and_again_and_stops_cleanly_on_sigterm(
@@ -252,10 +253,9 @@ def test_purge_every_runs_again_and_again_and_stops_cleanly_on_sigterm(
     with Janitor("1s", purge_env) as janitor:
         janitor.wait_for(janitor.stdout, "total", times=2)
 
-        status, took = janitor.terminate()
+        status = janitor.terminate()
 
     assert status == 0, janitor.stderr
-    assert took < 5
     assert sum(line.startswith("total") for line in janitor.stdout) >= 2
     assert "Traceback" not in "\n".join(janitor.stderr)
 
@@ -266,10 +266,9 @@ def test_purge_every_stops_on_sigterm_without_waiting_for_the_next_run(
     with Janitor("1h", purge_env) as janitor:
         janitor.wait_for(janitor.stdout, "total", times=1)
 
-        status, took = janitor.terminate()
+        status = janitor.terminate()
 
     assert status == 0, janitor.stderr
-    assert took < 5
 
 
 def test_purge_every_survives_a_database_that_is_down(tmp_path: Path) -> None:
@@ -277,7 +276,7 @@ def test_purge_every_survives_a_database_that_is_down(tmp_path: Path) -> None:
     with Janitor("1s", environment) as janitor:
         janitor.wait_for(janitor.stderr, "purge failed: database error: ", times=2)
 
-        status, _ = janitor.terminate()
+        status = janitor.terminate()
 
     assert status == 0
     failures = [line for line in janitor.stderr if line.startswith("purge failed:")]

@@ -2,8 +2,9 @@
 
 Limits are settings (``AUTHSERVER_RATELIMIT_*``, in Flask-Limiter's "N/period" notation), per
 client address and per client; counts live in memory, or in Redis when
-``AUTHSERVER_RATELIMIT_STORAGE_URI`` names one, so that several processes share them. A refusal
-is 429 with ``Retry-After`` (RFC 6585 §4).
+``AUTHSERVER_RATELIMIT_STORAGE_URI`` names one, so that several processes share them, under
+``AUTHSERVER_RATELIMIT_KEY_PREFIX`` when several deployments share one store. A refusal is 429
+with ``Retry-After`` (RFC 6585 §4).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import math
 import time
 from collections.abc import Callable
 
-from flask import Flask, Response, current_app, g, request
+from flask import Flask, Response, g, request
 from flask_limiter import ApplicationLimit, Limiter, RequestLimit
 from flask_limiter.util import get_remote_address
 from itsdangerous import BadSignature, URLSafeTimedSerializer
@@ -42,6 +43,21 @@ def browser_session_key() -> str:
 
 log = logging.getLogger(__name__)
 
+
+def _under_prefix(key_func: Callable[[], str]) -> Callable[[], str]:
+    """``key_func``'s key behind AUTHSERVER_RATELIMIT_KEY_PREFIX, read per request like the
+    limits: the one Limiter serves every app of a process, and Flask-Limiter's own
+    RATELIMIT_KEY_PREFIX keeps the first app's value for all that come after."""
+
+    def key() -> str:
+        prefix = runtime().config.ratelimit_key_prefix
+        counted = key_func()
+        # An empty key stays empty: Flask-Limiter skips the limit, as it did without a prefix.
+        return f"{prefix}/{counted}" if prefix and counted else counted
+
+    return key
+
+
 limiter = Limiter(
     key_func=get_remote_address,
     # Every request a signed-in browser makes, whatever the page, spends from its session's
@@ -49,7 +65,7 @@ limiter = Limiter(
     application_limits=[
         ApplicationLimit(
             limit_provider=lambda: runtime().config.ratelimit_per_browser_session,
-            key_function=browser_session_key,
+            key_function=_under_prefix(browser_session_key),
             scope="browser_session",
             exempt_when=lambda: _browser_session_cookie() is None,
         )
@@ -57,9 +73,9 @@ limiter = Limiter(
 )
 
 # One audit row per limit and caller per minute: a flood of refused requests must not turn
-# into a flood of database writes.
+# into a flood of database writes. When each was last written is kept per app
+# (Runtime.rate_limit_reports).
 _REPORT_EVERY_SECONDS = 60.0
-_last_reported: dict[str, float] = {}
 
 
 def _setting(name: str) -> Callable[[], str]:
@@ -89,7 +105,9 @@ def is_password_grant() -> bool:
 
 
 per_ip = {
-    name: limiter.limit(_setting(setting), key_func=get_remote_address, methods=["POST"])
+    name: limiter.limit(
+        _setting(setting), key_func=_under_prefix(get_remote_address), methods=["POST"]
+    )
     for name, setting in (
         ("token", "ratelimit_token"),
         ("signin", "ratelimit_signin"),
@@ -99,9 +117,13 @@ per_ip = {
 }
 # The bearer APIs (account API, userinfo): every method, per address, before the token is
 # even parsed; each verified token's family has its own budget on top (spend_family_budget).
-per_ip_bearer_api = limiter.limit(_setting("ratelimit_bearer_api"), key_func=get_remote_address)
+per_ip_bearer_api = limiter.limit(
+    _setting("ratelimit_bearer_api"), key_func=_under_prefix(get_remote_address)
+)
 per_client = {
-    name: limiter.limit(_setting(setting), key_func=claimed_client_id, methods=["POST"])
+    name: limiter.limit(
+        _setting(setting), key_func=_under_prefix(claimed_client_id), methods=["POST"]
+    )
     for name, setting in (
         ("token", "ratelimit_token_per_client"),
         ("revocation", "ratelimit_revocation"),
@@ -109,11 +131,13 @@ per_client = {
     )
 }
 per_account = limiter.limit(
-    _setting("ratelimit_signin_per_account"), key_func=claimed_account, methods=["POST"]
+    _setting("ratelimit_signin_per_account"),
+    key_func=_under_prefix(claimed_account),
+    methods=["POST"],
 )
 per_account_password_grant = limiter.limit(
     _setting("ratelimit_signin_per_account"),
-    key_func=claimed_account,
+    key_func=_under_prefix(claimed_account),
     methods=["POST"],
     exempt_when=lambda: not is_password_grant(),
 )
@@ -132,7 +156,7 @@ def spend_family_budget(family_id: str | None, jti: str) -> None:
     if not config.ratelimit_enabled:
         return
     item = parse_rate_limit(config.ratelimit_per_family)
-    prefix = current_app.config.get("RATELIMIT_KEY_PREFIX") or ""
+    prefix = config.ratelimit_key_prefix
     identity = [*([prefix] if prefix else []), "family-budget"]
     identity.append(f"family:{family_id}" if family_id else f"token:{jti[:64]}")
     try:
@@ -156,10 +180,11 @@ def _report_breach(limit: RequestLimit) -> Response | None:
 def _report(key: str, limit: str) -> None:
     """An audit row for a refusal, at most once a minute per limit and caller."""
     now = time.monotonic()
-    if now - _last_reported.get(key, float("-inf")) >= _REPORT_EVERY_SECONDS:
-        if len(_last_reported) > 10_000:
-            _last_reported.clear()
-        _last_reported[key] = now
+    last_reported = runtime().rate_limit_reports
+    if now - last_reported.get(key, float("-inf")) >= _REPORT_EVERY_SECONDS:
+        if len(last_reported) > 10_000:
+            last_reported.clear()
+        last_reported[key] = now
         audit(
             AuditEventType.RATE_LIMIT_HIT,
             endpoint=request.endpoint or request.path[:100],

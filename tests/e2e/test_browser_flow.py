@@ -11,7 +11,6 @@ it and never downloads a browser. Without it the module is skipped, unless
 from __future__ import annotations
 
 import os
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,12 +27,11 @@ if not CHROMIUM.exists():
 
 from playwright.sync_api import Browser, Page, expect, sync_playwright  # noqa: E402
 from sqlalchemy import select  # noqa: E402
-from werkzeug.serving import make_server  # noqa: E402
 
 from authserver.db import db  # noqa: E402
 from authserver.models import BrowserSession, RefreshFamily  # noqa: E402
 from examples.relying_party import create_rp_app  # noqa: E402
-from tests.conftest import LiveServer, free_port  # noqa: E402
+from tests.conftest import LiveServer, listening_socket, serving, url_of  # noqa: E402
 from tests.helpers import PASSWORD, make_client, make_user  # noqa: E402
 
 EMAIL = "ann@example.com"
@@ -55,8 +53,8 @@ TIMEOUT_MS = 15_000
 def rp_url(live_server: LiveServer) -> Iterator[str]:
     """A relying party on its own 127.0.0.1 port, registered with the live authserver as a
     public, third-party client; yields its base URL."""
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
+    listener = listening_socket()
+    base = url_of(listener)
     with db.transaction(live_server.app) as session:
         make_user(live_server.app, session, EMAIL)
         registered = make_client(
@@ -71,12 +69,8 @@ def rp_url(live_server: LiveServer) -> Iterator[str]:
         )
         client_id = registered.client.client_id
     rp_app = create_rp_app(live_server.url, client_id, base)
-    server = make_server("127.0.0.1", port, rp_app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield base
-    server.shutdown()
-    thread.join(timeout=5)
+    with serving(rp_app, listener):
+        yield base
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 from dataclasses import replace
 
 import pytest
@@ -11,8 +10,12 @@ from flask.testing import FlaskClient
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from authserver.app import create_app
 from authserver.config import Config
+from authserver.db import db
 from authserver.models import AuditEvent
+from authserver.services.clients import RegisteredClient
+from tests.conftest import REDIS_URL, redis_answers
 from tests.helpers import make_client, token_from
 
 
@@ -63,39 +66,50 @@ def test_a_rate_limit_hit_is_audited_once_per_minute_not_per_request(
     assert hits == 1
 
 
-def _redis_answers() -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", 6379), timeout=1) as sock:
-            sock.sendall(b"PING\r\n")
-            return sock.recv(16).startswith(b"+PONG")
-    except OSError:
-        return False
+def _server(app: Flask, config: Config) -> Flask:
+    """A fresh app with its own connection to the store, as another process would have, on
+    the test's transaction."""
+    application = create_app(config)
+    db.state(application).session_factory = db.state(app).session_factory
+    return application
 
 
-@pytest.mark.skipif(not _redis_answers(), reason="no Redis on 127.0.0.1:6379")
+def _client_credentials(server: Flask, registered: RegisteredClient) -> int:
+    return token_from(server.test_client(), registered, grant_type="client_credentials").status_code
+
+
+@pytest.mark.skipif(not redis_answers(), reason="no Redis on 127.0.0.1:6379")
 def test_counts_kept_in_redis_outlive_the_process_that_made_them(
-    app: Flask, config: Config, session: Session
+    app: Flask, config: Config, session: Session, rate_limit_key_prefix: str
 ) -> None:
-    from authserver.app import create_app
-    from authserver.db import db
-
-    with socket.create_connection(("127.0.0.1", 6379), timeout=1) as sock:
-        sock.sendall(b"SELECT 15\r\nFLUSHDB\r\n")
-        sock.recv(64)
-    shared = replace(config, ratelimit_storage_uri="redis://127.0.0.1:6379/15")
+    shared = replace(
+        config, ratelimit_storage_uri=REDIS_URL, ratelimit_key_prefix=rate_limit_key_prefix
+    )
     registered = make_client(session, grant_types=["client_credentials"])
 
-    def server() -> Flask:
-        # A fresh app opens its own connection to the store: like another process would.
-        application = create_app(shared)
-        db.state(application).session_factory = db.state(app).session_factory
-        return application
-
-    first = [
-        token_from(server().test_client(), registered, grant_type="client_credentials").status_code
-        for _ in range(4)
-    ]
-    fifth = token_from(server().test_client(), registered, grant_type="client_credentials")
+    first = [_client_credentials(_server(app, shared), registered) for _ in range(4)]
+    fifth = _client_credentials(_server(app, shared), registered)
 
     assert first == [200, 200, 200, 200]
-    assert fifth.status_code == 429
+    assert fifth == 429
+
+
+@pytest.mark.skipif(not redis_answers(), reason="no Redis on 127.0.0.1:6379")
+def test_servers_with_different_key_prefixes_count_apart_in_one_redis(
+    app: Flask, config: Config, session: Session, rate_limit_key_prefix: str
+) -> None:
+    east, west = (
+        replace(
+            config,
+            ratelimit_storage_uri=REDIS_URL,
+            ratelimit_key_prefix=f"{rate_limit_key_prefix}.{region}",
+        )
+        for region in ("east", "west")
+    )
+    registered = make_client(session, grant_types=["client_credentials"])
+
+    in_east = [_client_credentials(_server(app, east), registered) for _ in range(5)]
+    in_west = [_client_credentials(_server(app, west), registered) for _ in range(5)]
+
+    assert in_east == [200, 200, 200, 200, 429]
+    assert in_west == [200, 200, 200, 200, 429]

@@ -22,6 +22,8 @@ from typing import Any
 from joserfc import jws, jwt
 from joserfc.jwk import ECKey, RSAKey
 
+from tests.helpers import HANG_SECONDS
+
 AUDIENCE = "https://api.example.test"
 FEED_CLIENT_ID = "resource-server"
 FEED_CLIENT_SECRET = "resource-server-secret"
@@ -178,7 +180,7 @@ class FakeIssuer:
         with self._lock:
             return [r for r in self.requests if r.path == path]
 
-    def wait_for_requests(self, path: str, count: int, timeout: float = 5.0) -> None:
+    def wait_for_requests(self, path: str, count: int, timeout: float = HANG_SECONDS) -> None:
         """Block until ``path`` has been requested ``count`` times in all."""
         with self._request_seen:
             ok = self._request_seen.wait_for(

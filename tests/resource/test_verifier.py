@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import secrets
 import threading
-import time
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 
@@ -495,17 +494,16 @@ def test_key_embedded_in_the_header_is_never_trusted(
 def test_megabyte_token_is_refused_before_parsing(
     verifier: TokenVerifier, issuer: FakeIssuer, signing_key: IssuerKey, clock: FakeClock
 ) -> None:
-    """Parsing would fail on the header, fetch keys, or take time; none of that happens."""
+    """Parsing would fail on the header ("!" is not base64url) or fetch keys; the answer is
+    "too large" instead, and no key is fetched: the length is checked before anything else.
+    (How long a check takes is for a benchmark, not for a test on a busy machine.)"""
     huge = "!" * 1024 * 1024 + "." + "a" * 10 + "." + "b" * 10
 
-    started = time.perf_counter()
     for _ in range(1000):
         with pytest.raises(MalformedToken, match="too large"):
             verifier.verify(huge)
-    elapsed = time.perf_counter() - started
 
     assert issuer.requests == []
-    assert elapsed < 1.0  # a length check; one regex pass over 1 MB each would take seconds
 
 
 def test_token_just_over_8_kib_is_refused(

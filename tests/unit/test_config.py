@@ -147,6 +147,20 @@ def test_a_password_min_score_outside_0_to_4_is_refused(value: str) -> None:
     assert problems == ["AUTHSERVER_PASSWORD_MIN_SCORE must be 0 (off) to 4"]
 
 
+@pytest.mark.parametrize("prefix", ["has space", "a/b", "x" * 65, "é"])
+def test_a_rate_limit_key_prefix_that_would_need_quoting_is_refused(prefix: str) -> None:
+    assert _problems({"AUTHSERVER_RATELIMIT_KEY_PREFIX": prefix}) == [
+        "AUTHSERVER_RATELIMIT_KEY_PREFIX must be at most 64 letters, digits, '-', '_', '.' or ':'"
+    ]
+
+
+def test_a_rate_limit_key_prefix_is_read_and_empty_means_none() -> None:
+    prefixed = Config.from_env({"AUTHSERVER_RATELIMIT_KEY_PREFIX": "eu-1.auth:prod_2"})
+
+    assert prefixed.ratelimit_key_prefix == "eu-1.auth:prod_2"
+    assert Config.from_env({}).ratelimit_key_prefix == ""
+
+
 def test_idle_ttl_longer_than_absolute_ttl_is_refused() -> None:
     problems = _problems(
         {"AUTHSERVER_REFRESH_IDLE_TTL": "3601", "AUTHSERVER_REFRESH_ABSOLUTE_TTL": "3600"}
