@@ -86,6 +86,10 @@ class TestDatabase:
         self.source = ""
         self.per_worker = False
         self._created: list[str] = []
+        # A connection to the worker's database held for the whole run: another run on the same
+        # TEST_DATABASE_URL then sees it in use and leaves it alone, even before the first test
+        # connects.
+        self._keeper: Connection | None = None
         self._container: Any = None
         self._tmpdir: tempfile.TemporaryDirectory[str] | None = None
         # PostgreSQL-only tests skipped on SQLite, counted from the reports (so an xdist
@@ -109,6 +113,8 @@ class TestDatabase:
             name = f"{make_url(self.server_url).database}_{worker}"
             self.url = create_suite_database(self.server_url, name)
             self._created.append(name)
+            keeper = create_engine(self.url, isolation_level="AUTOCOMMIT", poolclass=pool.NullPool)
+            self._keeper = keeper.connect()
         elif self.server_url and not self.per_worker:
             self.url = self.server_url
         elif worker is not None or not self.per_worker:
@@ -143,6 +149,9 @@ class TestDatabase:
         return url
 
     def stop(self) -> None:
+        if self._keeper is not None:
+            self._keeper.close()
+            self._keeper.engine.dispose()
         for name in self._created:
             drop_suite_database(self.server_url, name)
         if self._container is not None:

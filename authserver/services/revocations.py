@@ -115,11 +115,14 @@ def read_feed(db: Session, since: int | None, now: datetime, token_ttl: timedelt
         Revocation.expires_at > now,
         (Revocation.expires_at.is_(None)) & (Revocation.created_at > now - token_ttl),
     )
-    query = select(Revocation).where(live).order_by(Revocation.id)
+    # The cursor first, and the page bounded by it: on PostgreSQL each statement sees what was
+    # committed when it began, so a cursor read after the page could pass an entry committed
+    # in between, and every later poll (since=cursor) would skip it.
+    cursor = db.scalar(select(func.max(Revocation.id))) or 0
+    query = select(Revocation).where(live, Revocation.id <= cursor).order_by(Revocation.id)
     if since is not None:
         query = query.where(Revocation.id > since)
     rows = list(db.scalars(query))
-    cursor = db.scalar(select(func.max(Revocation.id))) or 0
     entries: list[dict[str, Any]] = []
     for row in rows:
         expires_at = row.expires_at or row.created_at + token_ttl
