@@ -1,10 +1,11 @@
 """Request rate limits (Flask-Limiter) and the sign-in throttle's web side.
 
-Limits are settings (``AUTHSERVER_RATELIMIT_*``, in Flask-Limiter's "N/period" notation), per
-client address and per client; counts live in memory, or in Redis when
-``AUTHSERVER_RATELIMIT_STORAGE_URI`` names one, so that several processes share them, under
-``AUTHSERVER_RATELIMIT_KEY_PREFIX`` when several deployments share one store. A refusal is 429
-with ``Retry-After`` (RFC 6585 §4).
+Limits are settings (``AUTHSERVER_RATELIMIT_*``, in Flask-Limiter's "N/period" notation): per
+client address, per client and per account, and budgets per browser session and per refresh
+family (a family's rotations are counted in its own row, services/refresh_tokens.py). Counts
+live in memory, or in Redis when ``AUTHSERVER_RATELIMIT_STORAGE_URI`` names one, so that
+several processes share them, under ``AUTHSERVER_RATELIMIT_KEY_PREFIX`` when several
+deployments share one store. A refusal is 429 with ``Retry-After`` (RFC 6585 §4).
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ from authserver.runtime import runtime
 from authserver.services.audit import AuditEventType
 from authserver.services.sign_in_throttle import throttle_account
 
+log = logging.getLogger(__name__)
+
 
 def _browser_session_cookie() -> str | None:
     return request.cookies.get(session_cookie_name(runtime().config)) or None
@@ -39,9 +42,6 @@ def browser_session_key() -> str:
     nobody else anything (the per-address limits still count it)."""
     cookie = _browser_session_cookie() or ""
     return "browser-session:" + hashlib.sha256(cookie.encode("utf-8", "replace")).hexdigest()[:32]
-
-
-log = logging.getLogger(__name__)
 
 
 def _under_prefix(key_func: Callable[[], str]) -> Callable[[], str]:
