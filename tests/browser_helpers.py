@@ -10,6 +10,7 @@ import secrets
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
+from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -17,7 +18,7 @@ from werkzeug.test import TestResponse
 
 from authserver.models import BrowserSession
 from authserver.services.clients import RegisteredClient
-from tests.helpers import PASSWORD, make_client, token_request
+from tests.helpers import PASSWORD, make_client, make_user, token_request
 
 REDIRECT_URI = "https://rp.example.test/callback"
 
@@ -52,6 +53,12 @@ def sign_in(
     )
 
 
+def sign_in_new_user(app: Flask, session: Session, http: FlaskClient) -> None:
+    """Ann, created and signed in in ``http``."""
+    make_user(app, session)
+    assert sign_in(http).status_code == 303
+
+
 def authorize_url(client_id: str, challenge: str, **extra: str) -> str:
     params = {
         "response_type": "code",
@@ -84,30 +91,48 @@ def web_client(session: Session, **overrides: object) -> RegisteredClient:
     return make_client(session, **options)
 
 
-def tokens_through_browser(
-    browser: FlaskClient,
-    rp: RegisteredClient,
-    redeemer: FlaskClient | None = None,
-    **authorize_params: str,
-) -> dict[str, Any]:
-    """Code flow in this signed-in browser, the code redeemed by ``redeemer`` (the app's
-    server; the browser itself by default); the consent page is approved if one is shown (a
-    third-party client asks first). ``authorize_params`` go to the authorization request.
-    The refresh family is tied to the browser session."""
+def code_through_browser(
+    browser: FlaskClient, rp: RegisteredClient, **authorize_params: str
+) -> tuple[str, str]:
+    """(code, verifier) from the authorization endpoint in this signed-in browser; the consent
+    page is approved if one is shown (a third-party client asks first). ``authorize_params``
+    go to the authorization request."""
     verifier, challenge = pkce_pair()
     url = authorize_url(rp.client.client_id, challenge, **authorize_params)
     answer = browser.get(url)
     if answer.status_code == 200:
         answer = browser.post(url, data={"csrf_token": csrf_token_of(answer), "decision": "allow"})
     assert answer.status_code == 302, answer.get_data(as_text=True)
-    tokens = token_request(
-        redeemer or browser,
-        rp,
-        grant_type="authorization_code",
-        code=query_of(answer.headers["Location"])["code"],
-        redirect_uri=REDIRECT_URI,
-        code_verifier=verifier,
-    )
+    location = answer.headers["Location"]
+    assert location.startswith(REDIRECT_URI + "?"), location
+    return query_of(location)["code"], verifier
+
+
+def redeem_code(
+    http: FlaskClient, rp: RegisteredClient, code: str, verifier: str | None, **form: str | None
+) -> TestResponse:
+    """The token request for ``code``; a field given as None (the verifier too) is left out."""
+    fields: dict[str, str | None] = {
+        "grant_type": "authorization_code",
+        "code": code,
+        "redirect_uri": REDIRECT_URI,
+        "code_verifier": verifier,
+        **form,
+    }
+    return token_request(http, rp, **{k: v for k, v in fields.items() if v is not None})
+
+
+def tokens_through_browser(
+    browser: FlaskClient,
+    rp: RegisteredClient,
+    redeemer: FlaskClient | None = None,
+    **authorize_params: str,
+) -> dict[str, Any]:
+    """Code flow in this signed-in browser (``code_through_browser``), the code redeemed by
+    ``redeemer`` (the app's server; the browser itself by default). The refresh family is
+    tied to the browser session."""
+    code, verifier = code_through_browser(browser, rp, **authorize_params)
+    tokens = redeem_code(redeemer or browser, rp, code, verifier)
     assert tokens.status_code == 200, tokens.json
     return dict(tokens.json)
 

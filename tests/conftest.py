@@ -37,7 +37,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from hypothesis import HealthCheck, settings
 from sqlalchemy import Connection, Engine, create_engine, event, make_url, pool, text
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 from werkzeug.serving import make_server
 
@@ -107,6 +107,10 @@ class TestDatabase:
             self.server_url, self.source = handed
         else:
             self.server_url, self.source = self._find_server()
+            if self.server_url.startswith("postgresql"):
+                # Once, where a refusal is one line (a worker's would be a node's traceback).
+                with _admin_connection(self.server_url):
+                    pass
         worker = worker_id(config)
         self.per_worker = worker is not None or is_xdist_controller(config)
         if worker is not None and self.server_url.startswith("postgresql"):
@@ -190,7 +194,16 @@ def _admin_connection(server_url: str) -> Iterator[Connection]:
         make_url(server_url), isolation_level="AUTOCOMMIT", poolclass=pool.NullPool
     )
     try:
-        with admin.connect() as conn:
+        try:
+            conn = admin.connect()
+        except OperationalError as exc:
+            # One line for the person running the suite, not a traceback of the pool.
+            first = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
+            raise pytest.UsageError(
+                f"cannot connect to TEST_DATABASE_URL's database ({first}); create it first, "
+                "for example with createdb"
+            ) from None
+        with conn:
             yield conn
     finally:
         admin.dispose()

@@ -50,7 +50,7 @@ def list_sessions() -> Response:
         db.session,
         caller.user_id,
         runtime().now(),
-        current_session_id=caller.session_id,
+        current_session_id=caller.browser_session_id(),
         current_family_id=caller.family_id,
     )
     response = jsonify(sessions=[_device_json(d) for d in devices])
@@ -82,7 +82,7 @@ def revoke_other_sessions() -> Response:
         caller.user_id,
         RevocationReason.LOGOUT_EVERYWHERE,
         runtime().now(),
-        keep_session_id=caller.session_id,
+        keep_session_id=caller.browser_session_id(),
         keep_family_id=caller.family_id,
     )
     audit(

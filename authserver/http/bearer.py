@@ -40,9 +40,14 @@ class UserCaller:
     client_id: str
     # The refresh family the token came from (its ``sid``), if any.
     family_id: uuid.UUID | None
-    # The browser session that family was issued through, if any.
-    session_id: uuid.UUID | None
     scopes: frozenset[str]
+
+    def browser_session_id(self) -> uuid.UUID | None:
+        """The browser session the caller's family was issued through, if any: one query,
+        made only by the views that tell the caller's own session apart."""
+        if self.family_id is None:
+            return None
+        return browser_session_of_family(db.session, self.family_id)
 
 
 def _invalid(description: str) -> BearerError:
@@ -101,7 +106,6 @@ def require_user_token(api: OwnApi) -> UserCaller:
         user_id=user_id,
         client_id=str(claims.get("client_id", "")),
         family_id=family_id,
-        session_id=browser_session_of_family(db.session, family_id) if family_id else None,
         scopes=scopes,
     )
 

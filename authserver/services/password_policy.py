@@ -70,9 +70,7 @@ class PasswordPolicy:
         """Raise ``PasswordRejected``, saying why in one line, unless ``password`` may be the
         new password of the account with this (normalised) address."""
         if not fits_in_bytes(password, self.max_bytes):
-            raise PasswordRejected(
-                f"password must be valid text of at most {self.max_bytes} bytes in UTF-8"
-            )
+            raise PasswordRejected.too_long(self.max_bytes)
         if len(password) < self.min_length:
             raise PasswordRejected(f"password must be at least {self.min_length} characters")
         if self.min_score == 0:

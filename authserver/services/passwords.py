@@ -29,6 +29,10 @@ class PasswordRejected(ValidationError):
     """A new password that breaks the password policy (``services/password_policy.py``);
     nothing was hashed. The description says why, and never contains the password."""
 
+    @classmethod
+    def too_long(cls, max_bytes: int) -> PasswordRejected:
+        return cls(f"password must be valid text of at most {max_bytes} bytes in UTF-8")
+
 
 def fits_in_bytes(password: str, max_bytes: int) -> bool:
     """Whether the password is valid text of at most ``max_bytes`` bytes in UTF-8."""
@@ -81,9 +85,7 @@ class PasswordHasher:
         (``PasswordPolicy.check``), asked before this; the one rule kept here is the one
         ``verify`` enforces, so that no stored hash can be one that never verifies."""
         if not self.fits(password):
-            raise PasswordRejected(
-                f"password must be valid text of at most {self.max_bytes} bytes in UTF-8"
-            )
+            raise PasswordRejected.too_long(self.max_bytes)
         return self.rehash(password)
 
     def rehash(self, password: str) -> str:

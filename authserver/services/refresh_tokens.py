@@ -80,6 +80,11 @@ class RotationBudget:
     rotations: int
     window: timedelta
 
+    def counts(self, window_started_at: datetime | None, now: datetime) -> bool:
+        """Whether a window that began at ``window_started_at`` still counts at ``now``; in
+        SQL, ``_window_is_open``."""
+        return window_started_at is not None and window_started_at > now - self.window
+
 
 # What the statement compares with when no budget is set: no family ever reaches it.
 _UNLIMITED_ROTATIONS = 2**31 - 1
@@ -382,7 +387,7 @@ def _check_rotation_budget(family: RefreshFamily, policy: RefreshPolicy, now: da
     The claim's WHERE clause says the same in SQL (``_within_budget``)."""
     budget = policy.rotation_budget
     started = family.rotation_window_started_at
-    if budget is None or started is None or started <= now - budget.window:
+    if budget is None or started is None or not budget.counts(started, now):
         return
     if family.rotations_in_window >= budget.rotations:
         wait = started + budget.window - now
@@ -667,8 +672,7 @@ def _issue_successor(
 def _spend_rotation(family: RefreshFamily, policy: RefreshPolicy, now: datetime) -> None:
     """The slide's budget columns, for a rotation made through the ORM (the slow path)."""
     budget = policy.rotation_budget
-    started = family.rotation_window_started_at
-    if budget is not None and started is not None and started > now - budget.window:
+    if budget is not None and budget.counts(family.rotation_window_started_at, now):
         family.rotations_in_window += 1
     else:
         family.rotation_window_started_at = now

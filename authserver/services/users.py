@@ -150,13 +150,6 @@ def check_password(
     return PasswordCheck(account=account, user=account)
 
 
-def authenticate_user(
-    session: Session, hasher: PasswordHasher, email: str, password: str
-) -> User | None:
-    """The user whose email and password these are, or None (see ``check_password``)."""
-    return check_password(session, hasher, email, password).user
-
-
 def disable_user(session: Session, email: str, now: datetime) -> User:
     """Disable the account and end everything of theirs: browser sessions and families."""
     user = find_user_by_email(session, email)

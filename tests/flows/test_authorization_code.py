@@ -34,10 +34,13 @@ from authserver.services.refresh_tokens import digest_token
 from tests.browser_helpers import (
     REDIRECT_URI,
     authorize_url,
+    code_through_browser,
     csrf_token_of,
     pkce_pair,
     query_of,
+    redeem_code,
     sign_in,
+    sign_in_new_user,
     web_client,
 )
 from tests.helpers import PASSWORD, basic_auth, make_user, refresh, token_request
@@ -49,12 +52,6 @@ CODE_SHAPE = re.compile(r"[A-Za-z0-9_-]{43}")
 
 def _first_party_client(session: Session, **overrides: object) -> RegisteredClient:
     return web_client(session, name="Operator app", first_party=True, **overrides)
-
-
-def _signed_in(app: Flask, session: Session, http: FlaskClient) -> None:
-    make_user(app, session)
-    response = sign_in(http)
-    assert response.status_code == 303
 
 
 def _authorize(
@@ -89,27 +86,6 @@ def _redirect_params(response: TestResponse, redirect_uri: str = REDIRECT_URI) -
     location = response.headers["Location"]
     assert location.startswith(redirect_uri + "?"), location
     return query_of(location)
-
-
-def _code_for(http: FlaskClient, rp: RegisteredClient, **extra: str) -> tuple[str, str]:
-    """(code, verifier) for the signed-in user."""
-    verifier, challenge = pkce_pair()
-    params = _redirect_params(_authorize_and_consent(http, rp, challenge, **extra))
-    return params["code"], verifier
-
-
-def _redeem(
-    http: FlaskClient, rp: RegisteredClient, code: str, verifier: str | None, **form: str
-) -> TestResponse:
-    fields = {
-        "grant_type": "authorization_code",
-        "code": code,
-        "redirect_uri": REDIRECT_URI,
-        **form,
-    }
-    if verifier is not None:
-        fields["code_verifier"] = verifier
-    return token_request(http, rp, **fields)
 
 
 def _assert_error_page(response: TestResponse) -> None:
@@ -208,7 +184,7 @@ def test_full_code_flow_with_pkce_and_consent_returns_tokens(
 def test_authorization_request_without_code_challenge_is_refused_at_the_redirect_uri(
     app: Flask, session: Session, client: FlaskClient
 ) -> None:
-    _signed_in(app, session, client)
+    sign_in_new_user(app, session, client)
     rp = _first_party_client(session)
 
     response = _raw_authorize(
@@ -231,7 +207,7 @@ def test_authorization_request_without_code_challenge_is_refused_at_the_redirect
 def test_code_challenge_method_plain_is_refused(
     app: Flask, session: Session, client: FlaskClient
 ) -> None:
-    _signed_in(app, session, client)
+    sign_in_new_user(app, session, client)
     rp = _first_party_client(session)
     verifier, _ = pkce_pair()
 
@@ -248,7 +224,7 @@ def test_code_challenge_method_plain_is_refused(
 def test_code_challenge_without_method_is_refused(
     app: Flask, session: Session, client: FlaskClient
 ) -> None:
-    _signed_in(app, session, client)
+    sign_in_new_user(app, session, client)
     rp = _first_party_client(session)
     _, challenge = pkce_pair()
 
@@ -293,7 +269,7 @@ def test_verifier_for_a_code_issued_without_challenge_is_refused(
     session.commit()
     verifier, _ = pkce_pair()
 
-    response = _redeem(client, rp, code, verifier)
+    response = redeem_code(client, rp, code, verifier)
 
     assert response.status_code == 400
     assert response.json["error"] == "invalid_request"
@@ -303,12 +279,12 @@ def test_verifier_for_a_code_issued_without_challenge_is_refused(
 def test_wrong_code_verifier_is_invalid_grant(
     app: Flask, session: Session, client: FlaskClient
 ) -> None:
-    _signed_in(app, session, client)
+    sign_in_new_user(app, session, client)
     rp = web_client(session)
-    code, _ = _code_for(client, rp)
+    code, _ = code_through_browser(client, rp)
     someone_elses_verifier, _ = pkce_pair()
 
-    response = _redeem(client, rp, code, someone_elses_verifier)
+    response = redeem_code(client, rp, code, someone_elses_verifier)
 
     assert response.status_code == 400
     assert response.json["error"] == "invalid_grant"
@@ -318,11 +294,11 @@ def test_wrong_code_verifier_is_invalid_grant(
 def test_missing_code_verifier_is_invalid_request(
     app: Flask, session: Session, client: FlaskClient
 ) -> None:
-    _signed_in(app, session, client)
+    sign_in_new_user(app, session, client)
     rp = web_client(session)
-    code, _ = _code_for(client, rp)
+    code, _ = code_through_browser(client, rp)
 
-    response = _redeem(client, rp, code, None)
+    response = redeem_code(client, rp, code, None)
 
     assert response.status_code == 400
     assert response.json["error"] == "invalid_request"
@@ -332,11 +308,11 @@ def test_missing_code_verifier_is_invalid_request(
 def test_public_client_without_code_verifier_is_invalid_request(
     app: Flask, session: Session, client: FlaskClient
 ) -> None:
-    _signed_in(app, session, client)
+    sign_in_new_user(app, session, client)
     rp = web_client(session, public=True)
-    code, _ = _code_for(client, rp)
+    code, _ = code_through_browser(client, rp)
 
-    response = _redeem(client, rp, code, None)
+    response = redeem_code(client, rp, code, None)
 
     assert response.status_code == 400
     assert response.json["error"] == "invalid_request"
@@ -373,7 +349,7 @@ def test_public_client_without_code_verifier_is_invalid_request(
 def test_redirect_uri_not_exactly_registered_gets_an_error_page(
     app: Flask, session: Session, client: FlaskClient, redirect_uri: str
 ) -> None:
-    _signed_in(app, session, client)
+    sign_in_new_user(app, session, client)
     rp = _first_party_client(session)
     _, challenge = pkce_pair()
 
@@ -430,7 +406,7 @@ def test_missing_client_id_gets_an_error_page(session: Session, client: FlaskCli
 def test_missing_redirect_uri_with_several_registered_gets_an_error_page(
     app: Flask, session: Session, client: FlaskClient
 ) -> None:
-    _signed_in(app, session, client)
+    sign_in_new_user(app, session, client)
     rp = _first_party_client(session, redirect_uris=[REDIRECT_URI, OTHER_REDIRECT_URI])
     _, challenge = pkce_pair()
 
@@ -450,12 +426,12 @@ def test_missing_redirect_uri_with_several_registered_gets_an_error_page(
 def test_token_request_with_a_different_redirect_uri_is_invalid_grant(
     app: Flask, session: Session, client: FlaskClient
 ) -> None:
-    _signed_in(app, session, client)
+    sign_in_new_user(app, session, client)
     rp = web_client(session, redirect_uris=[REDIRECT_URI, OTHER_REDIRECT_URI])
-    code, verifier = _code_for(client, rp)
+    code, verifier = code_through_browser(client, rp)
 
     # Also registered, but not the one the code was sent to (RFC 6749 §4.1.3).
-    response = _redeem(client, rp, code, verifier, redirect_uri=OTHER_REDIRECT_URI)
+    response = redeem_code(client, rp, code, verifier, redirect_uri=OTHER_REDIRECT_URI)
 
     assert response.status_code == 400
     assert response.json["error"] == "invalid_grant"
@@ -464,9 +440,9 @@ def test_token_request_with_a_different_redirect_uri_is_invalid_grant(
 def test_token_request_without_the_redirect_uri_of_the_authorization_is_invalid_grant(
     app: Flask, session: Session, client: FlaskClient
 ) -> None:
-    _signed_in(app, session, client)
+    sign_in_new_user(app, session, client)
     rp = web_client(session)
-    code, verifier = _code_for(client, rp)
+    code, verifier = code_through_browser(client, rp)
 
     response = token_request(
         client, rp, grant_type="authorization_code", code=code, code_verifier=verifier
@@ -482,12 +458,12 @@ def test_token_request_without_the_redirect_uri_of_the_authorization_is_invalid_
 def test_code_of_one_client_redeemed_by_another_is_invalid_grant(
     app: Flask, session: Session, client: FlaskClient
 ) -> None:
-    _signed_in(app, session, client)
+    sign_in_new_user(app, session, client)
     rp = web_client(session)
     other = web_client(session, name="Other app")
-    code, verifier = _code_for(client, rp)
+    code, verifier = code_through_browser(client, rp)
 
-    response = _redeem(client, other, code, verifier)
+    response = redeem_code(client, other, code, verifier)
 
     assert response.status_code == 400
     assert response.json["error"] == "invalid_grant"
@@ -498,12 +474,12 @@ def test_code_is_redeemable_until_just_before_sixty_seconds(
     app: Flask, session: Session, client: FlaskClient
 ) -> None:
     start = _freeze_clock(app)
-    _signed_in(app, session, client)
+    sign_in_new_user(app, session, client)
     rp = web_client(session)
-    code, verifier = _code_for(client, rp)
+    code, verifier = code_through_browser(client, rp)
     runtime(app).clock = lambda: start + timedelta(seconds=59)
 
-    response = _redeem(client, rp, code, verifier)
+    response = redeem_code(client, rp, code, verifier)
 
     assert response.status_code == 200, response.json
 
@@ -512,12 +488,12 @@ def test_code_redeemed_sixty_seconds_after_issue_is_invalid_grant(
     app: Flask, session: Session, client: FlaskClient
 ) -> None:
     start = _freeze_clock(app)
-    _signed_in(app, session, client)
+    sign_in_new_user(app, session, client)
     rp = web_client(session)
-    code, verifier = _code_for(client, rp)
+    code, verifier = code_through_browser(client, rp)
     runtime(app).clock = lambda: start + timedelta(seconds=60)
 
-    response = _redeem(client, rp, code, verifier)
+    response = redeem_code(client, rp, code, verifier)
 
     assert response.status_code == 400
     assert response.json["error"] == "invalid_grant"
@@ -527,12 +503,12 @@ def test_code_redeemed_sixty_seconds_after_issue_is_invalid_grant(
 def test_second_redemption_of_a_code_is_invalid_grant(
     app: Flask, session: Session, client: FlaskClient
 ) -> None:
-    _signed_in(app, session, client)
+    sign_in_new_user(app, session, client)
     rp = web_client(session)
-    code, verifier = _code_for(client, rp)
-    assert _redeem(client, rp, code, verifier).status_code == 200
+    code, verifier = code_through_browser(client, rp)
+    assert redeem_code(client, rp, code, verifier).status_code == 200
 
-    replay = _redeem(client, rp, code, verifier)
+    replay = redeem_code(client, rp, code, verifier)
 
     assert replay.status_code == 400
     assert replay.json["error"] == "invalid_grant"
@@ -542,13 +518,13 @@ def test_second_redemption_of_a_code_is_invalid_grant(
 def test_second_redemption_of_a_code_revokes_the_refresh_tokens_issued_from_it(
     app: Flask, session: Session, client: FlaskClient
 ) -> None:
-    _signed_in(app, session, client)
+    sign_in_new_user(app, session, client)
     rp = web_client(session)
-    code, verifier = _code_for(client, rp)
-    first = _redeem(client, rp, code, verifier)
+    code, verifier = code_through_browser(client, rp)
+    first = redeem_code(client, rp, code, verifier)
     refresh_token = first.json["refresh_token"]
 
-    _redeem(client, rp, code, verifier)
+    redeem_code(client, rp, code, verifier)
 
     # RFC 6749 §4.1.2: the tokens of the first redemption die with the replay.
     after = refresh(client, rp, refresh_token)
@@ -561,13 +537,13 @@ def test_second_redemption_of_a_code_revokes_the_refresh_tokens_issued_from_it(
 def test_second_redemption_of_a_code_makes_the_first_access_token_inactive(
     app: Flask, session: Session, client: FlaskClient
 ) -> None:
-    _signed_in(app, session, client)
+    sign_in_new_user(app, session, client)
     rp = web_client(session)
-    code, verifier = _code_for(client, rp)
-    access_token = _redeem(client, rp, code, verifier).json["access_token"]
+    code, verifier = code_through_browser(client, rp)
+    access_token = redeem_code(client, rp, code, verifier).json["access_token"]
     assert _introspect(client, rp, access_token)["active"] is True
 
-    _redeem(client, rp, code, verifier)
+    redeem_code(client, rp, code, verifier)
 
     assert _introspect(client, rp, access_token) == {"active": False}
 
@@ -575,10 +551,10 @@ def test_second_redemption_of_a_code_makes_the_first_access_token_inactive(
 def test_only_the_sha256_of_the_code_is_stored(
     app: Flask, session: Session, client: FlaskClient
 ) -> None:
-    _signed_in(app, session, client)
+    sign_in_new_user(app, session, client)
     rp = web_client(session)
 
-    code, _ = _code_for(client, rp)
+    code, _ = code_through_browser(client, rp)
 
     session.expire_all()
     row = session.scalars(select(AuthorizationCode)).one()
@@ -590,10 +566,10 @@ def test_only_the_sha256_of_the_code_is_stored(
 
 
 def test_code_is_256_bits_of_base64url(app: Flask, session: Session, client: FlaskClient) -> None:
-    _signed_in(app, session, client)
+    sign_in_new_user(app, session, client)
     rp = web_client(session)
 
-    code, _ = _code_for(client, rp)
+    code, _ = code_through_browser(client, rp)
 
     assert CODE_SHAPE.fullmatch(code), code
     assert len(base64.urlsafe_b64decode(code + "=")) == 32
@@ -602,10 +578,10 @@ def test_code_is_256_bits_of_base64url(app: Flask, session: Session, client: Fla
 def test_each_authorization_gets_a_different_code(
     app: Flask, session: Session, client: FlaskClient
 ) -> None:
-    _signed_in(app, session, client)
+    sign_in_new_user(app, session, client)
     rp = _first_party_client(session)
 
-    codes = {_code_for(client, rp)[0] for _ in range(3)}
+    codes = {code_through_browser(client, rp)[0] for _ in range(3)}
 
     assert len(codes) == 3
 
@@ -616,7 +592,7 @@ def test_each_authorization_gets_a_different_code(
 def test_successful_authorization_response_carries_code_state_and_iss(
     app: Flask, session: Session, client: FlaskClient
 ) -> None:
-    _signed_in(app, session, client)
+    sign_in_new_user(app, session, client)
     rp = _first_party_client(session)
     _, challenge = pkce_pair()
 
@@ -631,7 +607,7 @@ def test_successful_authorization_response_carries_code_state_and_iss(
 def test_authorization_response_without_state_in_the_request_has_none(
     app: Flask, session: Session, client: FlaskClient
 ) -> None:
-    _signed_in(app, session, client)
+    sign_in_new_user(app, session, client)
     rp = _first_party_client(session)
     _, challenge = pkce_pair()
 
@@ -653,7 +629,7 @@ def test_redirect_uri_with_its_own_query_keeps_it(
     app: Flask, session: Session, client: FlaskClient
 ) -> None:
     registered_uri = "https://rp.example.test/callback?tenant=blue"
-    _signed_in(app, session, client)
+    sign_in_new_user(app, session, client)
     rp = _first_party_client(session, redirect_uris=[registered_uri])
     _, challenge = pkce_pair()
 
@@ -669,7 +645,7 @@ def test_redirect_uri_with_its_own_query_keeps_it(
 def test_response_type_token_is_refused_with_unsupported_response_type(
     app: Flask, session: Session, client: FlaskClient
 ) -> None:
-    _signed_in(app, session, client)
+    sign_in_new_user(app, session, client)
     rp = _first_party_client(session)
     _, challenge = pkce_pair()
 
@@ -691,7 +667,7 @@ def test_response_type_token_is_refused_with_unsupported_response_type(
 def test_response_type_with_characters_unfit_for_an_error_description_is_refused(
     app: Flask, session: Session, client: FlaskClient, response_type: str
 ) -> None:
-    _signed_in(app, session, client)
+    sign_in_new_user(app, session, client)
     rp = _first_party_client(session)
     _, challenge = pkce_pair()
 
@@ -706,7 +682,7 @@ def test_response_type_with_characters_unfit_for_an_error_description_is_refused
 def test_response_type_code_id_token_is_refused(
     app: Flask, session: Session, client: FlaskClient
 ) -> None:
-    _signed_in(app, session, client)
+    sign_in_new_user(app, session, client)
     rp = _first_party_client(session)
     _, challenge = pkce_pair()
 
@@ -724,7 +700,7 @@ def test_response_type_code_id_token_is_refused(
 def test_first_party_client_gets_a_code_without_a_consent_page(
     app: Flask, session: Session, client: FlaskClient
 ) -> None:
-    _signed_in(app, session, client)
+    sign_in_new_user(app, session, client)
     rp = _first_party_client(session)
     _, challenge = pkce_pair()
 
@@ -736,7 +712,7 @@ def test_first_party_client_gets_a_code_without_a_consent_page(
 def test_third_party_client_shows_a_consent_page_naming_client_and_scopes(
     app: Flask, session: Session, client: FlaskClient
 ) -> None:
-    _signed_in(app, session, client)
+    sign_in_new_user(app, session, client)
     rp = web_client(session)
     _, challenge = pkce_pair()
 
@@ -753,9 +729,9 @@ def test_third_party_client_shows_a_consent_page_naming_client_and_scopes(
 def test_remembered_consent_skips_the_page_for_the_same_or_fewer_scopes(
     app: Flask, session: Session, client: FlaskClient, scope: str
 ) -> None:
-    _signed_in(app, session, client)
+    sign_in_new_user(app, session, client)
     rp = web_client(session)
-    _code_for(client, rp, scope="openid email")
+    code_through_browser(client, rp, scope="openid email")
     _, challenge = pkce_pair()
 
     again = _authorize(client, rp, challenge, scope=scope)
@@ -766,9 +742,9 @@ def test_remembered_consent_skips_the_page_for_the_same_or_fewer_scopes(
 def test_consent_is_asked_again_for_a_wider_scope(
     app: Flask, session: Session, client: FlaskClient
 ) -> None:
-    _signed_in(app, session, client)
+    sign_in_new_user(app, session, client)
     rp = web_client(session)
-    _code_for(client, rp, scope="openid email")
+    code_through_browser(client, rp, scope="openid email")
     _, challenge = pkce_pair()
 
     wider = _authorize(client, rp, challenge, scope="openid email offline_access")
@@ -780,10 +756,10 @@ def test_consent_is_asked_again_for_a_wider_scope(
 def test_consent_for_one_client_is_not_reused_for_another(
     app: Flask, session: Session, client: FlaskClient
 ) -> None:
-    _signed_in(app, session, client)
+    sign_in_new_user(app, session, client)
     rp = web_client(session)
     other = web_client(session, name="Other app")
-    _code_for(client, rp, scope="openid email")
+    code_through_browser(client, rp, scope="openid email")
     _, challenge = pkce_pair()
 
     response = _authorize(client, other, challenge, scope="openid email")
@@ -795,9 +771,9 @@ def test_consent_for_one_client_is_not_reused_for_another(
 def test_consent_of_one_user_is_not_reused_for_another(
     app: Flask, session: Session, client: FlaskClient
 ) -> None:
-    _signed_in(app, session, client)
+    sign_in_new_user(app, session, client)
     rp = web_client(session)
-    _code_for(client, rp, scope="openid email")
+    code_through_browser(client, rp, scope="openid email")
     make_user(app, session, email="bob@example.com")
     bobs_browser = app.test_client()
     sign_in(bobs_browser, email="bob@example.com", password=PASSWORD)
@@ -812,7 +788,7 @@ def test_consent_of_one_user_is_not_reused_for_another(
 def test_denied_consent_redirects_with_access_denied(
     app: Flask, session: Session, client: FlaskClient
 ) -> None:
-    _signed_in(app, session, client)
+    sign_in_new_user(app, session, client)
     rp = web_client(session)
     _, challenge = pkce_pair()
     url = authorize_url(rp.client.client_id, challenge)
@@ -831,7 +807,7 @@ def test_denied_consent_redirects_with_access_denied(
 def test_denied_consent_is_not_remembered(
     app: Flask, session: Session, client: FlaskClient
 ) -> None:
-    _signed_in(app, session, client)
+    sign_in_new_user(app, session, client)
     rp = web_client(session)
     _, challenge = pkce_pair()
     url = authorize_url(rp.client.client_id, challenge)
@@ -847,7 +823,7 @@ def test_denied_consent_is_not_remembered(
 def test_consent_post_without_csrf_token_is_refused_and_issues_no_code(
     app: Flask, session: Session, client: FlaskClient
 ) -> None:
-    _signed_in(app, session, client)
+    sign_in_new_user(app, session, client)
     rp = web_client(session)
     _, challenge = pkce_pair()
     url = authorize_url(rp.client.client_id, challenge)
@@ -866,7 +842,7 @@ def test_consent_post_without_csrf_token_is_refused_and_issues_no_code(
 def test_consent_post_from_another_site_is_refused_and_issues_no_code(
     app: Flask, session: Session, client: FlaskClient
 ) -> None:
-    _signed_in(app, session, client)
+    sign_in_new_user(app, session, client)
     rp = web_client(session)
     _, challenge = pkce_pair()
     url = authorize_url(rp.client.client_id, challenge)
@@ -905,11 +881,11 @@ def test_consent_post_signed_out_issues_no_code(
 def test_offline_access_gets_a_refresh_token(
     app: Flask, session: Session, client: FlaskClient
 ) -> None:
-    _signed_in(app, session, client)
+    sign_in_new_user(app, session, client)
     rp = web_client(session)
-    code, verifier = _code_for(client, rp, scope="openid offline_access")
+    code, verifier = code_through_browser(client, rp, scope="openid offline_access")
 
-    tokens = _redeem(client, rp, code, verifier)
+    tokens = redeem_code(client, rp, code, verifier)
 
     assert tokens.status_code == 200, tokens.json
     assert tokens.json["refresh_token"]
@@ -919,11 +895,11 @@ def test_offline_access_gets_a_refresh_token(
 def test_third_party_without_offline_access_gets_no_refresh_token(
     app: Flask, session: Session, client: FlaskClient
 ) -> None:
-    _signed_in(app, session, client)
+    sign_in_new_user(app, session, client)
     rp = web_client(session)
-    code, verifier = _code_for(client, rp, scope="openid email")
+    code, verifier = code_through_browser(client, rp, scope="openid email")
 
-    tokens = _redeem(client, rp, code, verifier)
+    tokens = redeem_code(client, rp, code, verifier)
 
     assert tokens.status_code == 200, tokens.json
     assert "refresh_token" not in tokens.json
@@ -933,11 +909,11 @@ def test_third_party_without_offline_access_gets_no_refresh_token(
 def test_first_party_without_offline_access_gets_a_refresh_token(
     app: Flask, session: Session, client: FlaskClient
 ) -> None:
-    _signed_in(app, session, client)
+    sign_in_new_user(app, session, client)
     rp = _first_party_client(session)
-    code, verifier = _code_for(client, rp, scope="openid email")
+    code, verifier = code_through_browser(client, rp, scope="openid email")
 
-    tokens = _redeem(client, rp, code, verifier)
+    tokens = redeem_code(client, rp, code, verifier)
 
     assert tokens.status_code == 200, tokens.json
     assert tokens.json["refresh_token"]
@@ -946,11 +922,11 @@ def test_first_party_without_offline_access_gets_a_refresh_token(
 def test_client_not_allowed_refresh_token_gets_none_even_with_offline_access(
     app: Flask, session: Session, client: FlaskClient
 ) -> None:
-    _signed_in(app, session, client)
+    sign_in_new_user(app, session, client)
     rp = _first_party_client(session, grant_types=["authorization_code"])
-    code, verifier = _code_for(client, rp, scope="openid offline_access")
+    code, verifier = code_through_browser(client, rp, scope="openid offline_access")
 
-    tokens = _redeem(client, rp, code, verifier)
+    tokens = redeem_code(client, rp, code, verifier)
 
     assert tokens.status_code == 200, tokens.json
     assert "refresh_token" not in tokens.json
@@ -959,11 +935,11 @@ def test_client_not_allowed_refresh_token_gets_none_even_with_offline_access(
 def test_refresh_family_belongs_to_the_signed_in_browser_session(
     app: Flask, session: Session, client: FlaskClient
 ) -> None:
-    _signed_in(app, session, client)
+    sign_in_new_user(app, session, client)
     rp = web_client(session)
-    code, verifier = _code_for(client, rp)
+    code, verifier = code_through_browser(client, rp)
 
-    tokens = _redeem(client, rp, code, verifier)
+    tokens = redeem_code(client, rp, code, verifier)
 
     assert tokens.status_code == 200, tokens.json
     browser_session = _browser_session(session, client, app)
@@ -976,10 +952,10 @@ def test_refresh_family_belongs_to_the_signed_in_browser_session(
 def test_signing_out_of_the_browser_revokes_refresh_tokens_issued_through_it(
     app: Flask, session: Session, client: FlaskClient
 ) -> None:
-    _signed_in(app, session, client)
+    sign_in_new_user(app, session, client)
     rp = web_client(session)
-    code, verifier = _code_for(client, rp)
-    refresh_token = _redeem(client, rp, code, verifier).json["refresh_token"]
+    code, verifier = code_through_browser(client, rp)
+    refresh_token = redeem_code(client, rp, code, verifier).json["refresh_token"]
     logout_page = client.get("/logout")
 
     signed_out = client.post("/logout", data={"csrf_token": csrf_token_of(logout_page)})
@@ -993,11 +969,11 @@ def test_signing_out_of_the_browser_revokes_refresh_tokens_issued_through_it(
 def test_id_token_carries_the_nonce_of_the_authorization_request(
     app: Flask, session: Session, client: FlaskClient
 ) -> None:
-    _signed_in(app, session, client)
+    sign_in_new_user(app, session, client)
     rp = web_client(session)
-    code, verifier = _code_for(client, rp, nonce="n-abc123")
+    code, verifier = code_through_browser(client, rp, nonce="n-abc123")
 
-    tokens = _redeem(client, rp, code, verifier)
+    tokens = redeem_code(client, rp, code, verifier)
 
     id_token = jwt.decode(tokens.json["id_token"], options={"verify_signature": False})
     assert id_token["nonce"] == "n-abc123"
@@ -1027,7 +1003,7 @@ def test_prompt_none_while_signed_out_redirects_with_login_required(
 def test_prompt_none_needing_consent_redirects_with_consent_required(
     app: Flask, session: Session, client: FlaskClient
 ) -> None:
-    _signed_in(app, session, client)
+    sign_in_new_user(app, session, client)
     rp = web_client(session)
     _, challenge = pkce_pair()
 
@@ -1044,9 +1020,9 @@ def test_prompt_none_needing_consent_redirects_with_consent_required(
 def test_prompt_none_with_remembered_consent_returns_a_code(
     app: Flask, session: Session, client: FlaskClient
 ) -> None:
-    _signed_in(app, session, client)
+    sign_in_new_user(app, session, client)
     rp = web_client(session)
-    _code_for(client, rp)
+    code_through_browser(client, rp)
     _, challenge = pkce_pair()
 
     response = _authorize(client, rp, challenge, prompt="none")
@@ -1057,7 +1033,7 @@ def test_prompt_none_with_remembered_consent_returns_a_code(
 def test_prompt_login_while_signed_in_shows_the_sign_in_page(
     app: Flask, session: Session, client: FlaskClient
 ) -> None:
-    _signed_in(app, session, client)
+    sign_in_new_user(app, session, client)
     rp = _first_party_client(session)
     _, challenge = pkce_pair()
 
@@ -1073,7 +1049,7 @@ def test_prompt_login_while_signed_in_shows_the_sign_in_page(
 def test_signing_in_after_prompt_login_starts_a_new_session_and_returns_a_code(
     app: Flask, session: Session, client: FlaskClient
 ) -> None:
-    _signed_in(app, session, client)
+    sign_in_new_user(app, session, client)
     before = _browser_session(session, client, app)
     rp = _first_party_client(session)
     _, challenge = pkce_pair()
@@ -1130,7 +1106,7 @@ def test_sign_in_redirects_only_to_a_same_origin_path(
 def test_login_page_of_a_signed_in_browser_redirects_only_to_a_same_origin_path(
     app: Flask, session: Session, client: FlaskClient, target: str
 ) -> None:
-    _signed_in(app, session, client)
+    sign_in_new_user(app, session, client)
 
     response = client.get("/login", query_string={"next": target})
 
@@ -1157,10 +1133,10 @@ def test_sign_in_follows_a_same_origin_next(
 def test_public_client_redeems_with_client_id_only(
     app: Flask, session: Session, client: FlaskClient
 ) -> None:
-    _signed_in(app, session, client)
+    sign_in_new_user(app, session, client)
     rp = web_client(session, public=True)
     assert rp.client_secret is None
-    code, verifier = _code_for(client, rp)
+    code, verifier = code_through_browser(client, rp)
 
     response = client.post(
         "/oauth/token",
@@ -1180,9 +1156,9 @@ def test_public_client_redeems_with_client_id_only(
 def test_confidential_client_without_its_secret_is_invalid_client(
     app: Flask, session: Session, client: FlaskClient
 ) -> None:
-    _signed_in(app, session, client)
+    sign_in_new_user(app, session, client)
     rp = web_client(session)
-    code, verifier = _code_for(client, rp)
+    code, verifier = code_through_browser(client, rp)
 
     response = client.post(
         "/oauth/token",
@@ -1200,12 +1176,14 @@ def test_confidential_client_without_its_secret_is_invalid_client(
     assert "access_token" not in response.json
 
 
-def test_confidential_client_with_a_wrong_secret_is_invalid_client(
+def test_confidential_client_with_a_wrong_secret_is_invalid_client_and_leaves_the_code(
     app: Flask, session: Session, client: FlaskClient
 ) -> None:
-    _signed_in(app, session, client)
+    """Client authentication comes first: whoever cannot authenticate as the code's
+    confidential client cannot spend its code either."""
+    sign_in_new_user(app, session, client)
     rp = web_client(session)
-    code, verifier = _code_for(client, rp)
+    code, verifier = code_through_browser(client, rp)
     wrong = base64.b64encode(f"{rp.client.client_id}:not-the-secret".encode()).decode()
 
     response = client.post(
@@ -1222,15 +1200,16 @@ def test_confidential_client_with_a_wrong_secret_is_invalid_client(
     assert response.status_code == 401
     assert response.json["error"] == "invalid_client"
     assert "access_token" not in response.json
+    assert redeem_code(client, rp, code, verifier).status_code == 200
 
 
 def test_confidential_client_authenticating_with_client_secret_post_redeems(
     app: Flask, session: Session, client: FlaskClient
 ) -> None:
-    _signed_in(app, session, client)
+    sign_in_new_user(app, session, client)
     rp = web_client(session)
     assert rp.client_secret is not None
-    code, verifier = _code_for(client, rp)
+    code, verifier = code_through_browser(client, rp)
 
     response = client.post(
         "/oauth/token",
@@ -1250,7 +1229,7 @@ def test_confidential_client_authenticating_with_client_secret_post_redeems(
 def test_a_disabled_client_gets_an_error_page_and_no_code(
     app: Flask, session: Session, client: FlaskClient
 ) -> None:
-    _signed_in(app, session, client)
+    sign_in_new_user(app, session, client)
     rp = _first_party_client(session)
     rp.client.disabled = True
     session.commit()

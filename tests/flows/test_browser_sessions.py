@@ -378,6 +378,20 @@ def _sign_out_others(http: FlaskClient, csrf_token: str) -> TestResponse:
     return http.post("/account/devices/sign-out-others", data={"csrf_token": csrf_token})
 
 
+def _assert_refused_leaving_the_phone_signed_in(
+    app: Flask, http: FlaskClient, csrf_token: str
+) -> None:
+    """Ann's phone, signed in too, is what "sign out everywhere else" with ``csrf_token``
+    would end; the form must be refused as CSRF and the phone stay signed in."""
+    phone = app.test_client()
+    sign_in(phone)
+
+    response = _sign_out_others(http, csrf_token)
+
+    assert refused_as_csrf(response)
+    assert signed_in_as(phone) == "ann@example.com"
+
+
 def test_a_token_from_before_signing_out_is_refused_after_signing_in_again(
     app: Flask, session: Session, client: FlaskClient
 ) -> None:
@@ -386,13 +400,8 @@ def test_a_token_from_before_signing_out_is_refused_after_signing_in_again(
     old_token = _account_token(client)
     _post_logout(client, _account_token(client))
     sign_in(client)
-    phone = app.test_client()
-    sign_in(phone)
 
-    response = _sign_out_others(client, old_token)
-
-    assert refused_as_csrf(response)
-    assert signed_in_as(phone) == "ann@example.com"
+    _assert_refused_leaving_the_phone_signed_in(app, client, old_token)
 
 
 def test_a_token_from_a_session_that_timed_out_is_refused_in_the_next_one(
@@ -403,13 +412,8 @@ def test_a_token_from_a_session_that_timed_out_is_refused_in_the_next_one(
     old_token = _account_token(client)
     clock.advance(minutes=31)
     sign_in(client)
-    phone = app.test_client()
-    sign_in(phone)
 
-    response = _sign_out_others(client, old_token)
-
-    assert refused_as_csrf(response)
-    assert signed_in_as(phone) == "ann@example.com"
+    _assert_refused_leaving_the_phone_signed_in(app, client, old_token)
 
 
 def test_a_token_issued_before_sign_in_does_not_serve_the_signed_in_session(
@@ -418,13 +422,8 @@ def test_a_token_issued_before_sign_in_does_not_serve_the_signed_in_session(
     make_user(app, session)
     anonymous_token = _login_form_token(client)
     assert _post_login(client, anonymous_token).status_code == 303
-    phone = app.test_client()
-    sign_in(phone)
 
-    response = _sign_out_others(client, anonymous_token)
-
-    assert refused_as_csrf(response)
-    assert signed_in_as(phone) == "ann@example.com"
+    _assert_refused_leaving_the_phone_signed_in(app, client, anonymous_token)
 
 
 def test_a_token_issued_in_the_current_session_keeps_working_across_pages(

@@ -23,8 +23,8 @@ from authserver.services.passwords import PasswordHasher, PasswordRejected
 from authserver.services.refresh_tokens import RefreshPolicy, start_family
 from authserver.services.users import (
     LOOKALIKE_EXISTS,
-    authenticate_user,
     change_password,
+    check_password,
     create_user,
     disable_user,
     normalize_email,
@@ -311,8 +311,8 @@ def test_an_account_made_before_the_rule_with_a_hidden_character_still_signs_in(
     session.add(User(email=legacy, password_hash=hasher.hash(PASSWORD)))
     session.flush()
 
-    assert authenticate_user(session, hasher, legacy, PASSWORD) is not None
-    assert authenticate_user(session, hasher, ALICE, PASSWORD) is None
+    assert check_password(session, hasher, legacy, PASSWORD).user is not None
+    assert check_password(session, hasher, ALICE, PASSWORD).user is None
 
 
 # -- two creations at once (PostgreSQL: the second waits on the unique index) -----------------
@@ -377,7 +377,7 @@ def test_authenticate_returns_the_user_for_the_right_password(
 ) -> None:
     user = create_user(session, hasher, "ann@example.com", PASSWORD, password_policy=POLICY)
 
-    signed_in = authenticate_user(session, hasher, "ANN@example.com", PASSWORD)
+    signed_in = check_password(session, hasher, "ANN@example.com", PASSWORD).user
 
     assert signed_in is not None
     assert signed_in.id == user.id
@@ -388,7 +388,7 @@ def test_authenticate_returns_none_for_a_wrong_password(
 ) -> None:
     create_user(session, hasher, "ann@example.com", PASSWORD, password_policy=POLICY)
 
-    assert authenticate_user(session, hasher, "ann@example.com", "wrong password!") is None
+    assert check_password(session, hasher, "ann@example.com", "wrong password!").user is None
 
 
 def test_authenticate_returns_none_for_an_unknown_email(
@@ -396,7 +396,7 @@ def test_authenticate_returns_none_for_an_unknown_email(
 ) -> None:
     create_user(session, hasher, "ann@example.com", PASSWORD, password_policy=POLICY)
 
-    assert authenticate_user(session, hasher, "bob@example.com", PASSWORD) is None
+    assert check_password(session, hasher, "bob@example.com", PASSWORD).user is None
 
 
 def test_authenticate_returns_none_for_a_disabled_user_even_with_the_right_password(
@@ -405,7 +405,7 @@ def test_authenticate_returns_none_for_a_disabled_user_even_with_the_right_passw
     create_user(session, hasher, "ann@example.com", PASSWORD, password_policy=POLICY)
     disable_user(session, "ann@example.com", NOW)
 
-    assert authenticate_user(session, hasher, "ann@example.com", PASSWORD) is None
+    assert check_password(session, hasher, "ann@example.com", PASSWORD).user is None
 
 
 @pytest.mark.parametrize(
@@ -425,7 +425,7 @@ def test_every_refused_sign_in_spends_exactly_one_argon2_verification(
     if disabled:
         disable_user(session, "ann@example.com", NOW)
 
-    assert authenticate_user(session, hasher, email, password) is None
+    assert check_password(session, hasher, email, password).user is None
 
     assert hasher.verify_calls == 1
 
@@ -436,7 +436,7 @@ def test_sign_in_with_raised_parameters_rehashes_the_stored_password(session: Se
     create_user(session, old, "ann@example.com", PASSWORD, password_policy=POLICY)
     assert re.search(r"\$m=19456,t=2,p=1\$", _stored_user(session, "ann@example.com").password_hash)
 
-    assert authenticate_user(session, new, "ann@example.com", PASSWORD) is not None
+    assert check_password(session, new, "ann@example.com", PASSWORD).user is not None
 
     stored = _stored_user(session, "ann@example.com").password_hash
     assert re.search(r"\$m=19456,t=3,p=1\$", stored)
@@ -450,7 +450,7 @@ def test_sign_in_with_unchanged_parameters_keeps_the_stored_hash(
     create_user(session, hasher, "ann@example.com", PASSWORD, password_policy=POLICY)
     before = _stored_user(session, "ann@example.com").password_hash
 
-    authenticate_user(session, hasher, "ann@example.com", PASSWORD)
+    check_password(session, hasher, "ann@example.com", PASSWORD)
 
     assert _stored_user(session, "ann@example.com").password_hash == before
 
@@ -461,7 +461,7 @@ def test_wrong_password_with_raised_parameters_does_not_rehash(session: Session)
     create_user(session, old, "ann@example.com", PASSWORD, password_policy=POLICY)
     before = _stored_user(session, "ann@example.com").password_hash
 
-    authenticate_user(session, new, "ann@example.com", "wrong password!")
+    check_password(session, new, "ann@example.com", "wrong password!")
 
     assert _stored_user(session, "ann@example.com").password_hash == before
 
@@ -527,7 +527,7 @@ def test_change_password_refuses_a_weak_new_password_and_keeps_the_old_one(
             password_policy=POLICY,
         )
 
-    assert authenticate_user(session, hasher, "ann@example.com", PASSWORD) is not None
+    assert check_password(session, hasher, "ann@example.com", PASSWORD).user is not None
 
 
 def test_change_password_accepts_a_strong_new_password(
@@ -545,4 +545,4 @@ def test_change_password_accepts_a_strong_new_password(
         password_policy=POLICY,
     )
 
-    assert authenticate_user(session, hasher, "ann@example.com", NEW_PASSWORD) is not None
+    assert check_password(session, hasher, "ann@example.com", NEW_PASSWORD).user is not None
