@@ -24,6 +24,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from authserver.app import create_app
 from authserver.db import db, utcnow
 from authserver.errors import AuthServerError
+from authserver.models import KeyState
 from authserver.runtime import runtime
 from authserver.services import clients as client_service
 from authserver.services import keys as key_service
@@ -312,13 +313,23 @@ def clients_serve(client_id: str, audiences: tuple[str, ...]) -> None:
 @with_appcontext
 def clients_disable(client_id: str) -> None:
     """Refuse a client from now on and revoke its refresh tokens."""
+    from authserver.services.revocations import longest_access_token_ttl
+
     app = _app()
+    config = runtime(app).config
+    seconds = config.client_cache_seconds
     with db.transaction(app) as session:
-        families = client_service.disable_client(session, client_id, utcnow())
-    seconds = runtime(app).config.client_cache_seconds
+        families = client_service.disable_client(
+            session,
+            client_id,
+            utcnow(),
+            stale_for=timedelta(seconds=seconds),
+            token_ttl=longest_access_token_ttl(session, config.access_token_ttl),
+        )
     click.echo(
-        f"disabled client {client_id}; {families} refresh-token families revoked; running "
-        f"servers refuse it within {seconds} s (AUTHSERVER_CLIENT_CACHE_SECONDS)"
+        f"disabled client {client_id}; {families} refresh-token families revoked; its access "
+        "tokens are recalled (revocation feed, introspection); running servers refuse it "
+        f"within {seconds} s (AUTHSERVER_CLIENT_CACHE_SECONDS)"
     )
 
 
@@ -351,8 +362,15 @@ def keys_rotate(immediately: bool) -> None:
             click.echo(f"no key yet: created current key {first.kid} ({first.algorithm})")
             return
         if immediately:
+            pending = [
+                row.kid
+                for row in key_service.list_signing_keys(session)
+                if row.state == KeyState.NEXT
+            ]
             key = key_service.create_signing_key(session, rt.key_cipher, rt.config.signing_alg, now)
             click.echo(f"new current key {key.kid} ({key.algorithm}); the old one is retired")
+            for kid in pending:
+                click.echo(f"discarded next key {kid}: it would have taken over signing later")
             return
         try:
             key = key_service.add_next_signing_key(
@@ -368,6 +386,47 @@ def keys_rotate(immediately: bool) -> None:
         f"published next key {key.kid} ({key.algorithm}); "
         f"it starts signing at {starts:%Y-%m-%d %H:%M:%S} UTC"
     )
+
+
+@keys_group.command("withdraw")
+@click.argument("kid")
+@with_appcontext
+def keys_withdraw(kid: str) -> None:
+    """Withdraw a compromised key: it never signs again, leaves the JWKS, and every token it
+    signed is refused (introspection at once, resource servers at their next feed poll)."""
+    from authserver.services.revocations import longest_access_token_ttl
+
+    rt = runtime()
+    now = utcnow()
+    stale_for = rt.config.key_refresh_interval
+    try:
+        with db.transaction(_app()) as session:
+            withdrawal = key_service.withdraw_signing_key(
+                session,
+                rt.key_cipher,
+                rt.config.signing_alg,
+                kid.strip(),
+                now,
+                stale_for=timedelta(seconds=stale_for),
+                token_ttl=longest_access_token_ttl(session, rt.config.access_token_ttl),
+            )
+            replacement = withdrawal.replacement
+            replacement_line = (
+                f"new current key {replacement.kid} ({replacement.algorithm}) signs from now on"
+                if replacement is not None
+                else None
+            )
+    except key_service.UnknownSigningKey:
+        _fail(f"no signing key has the kid {kid.strip()[:64]!r}; see `authserver keys list`")
+    except key_service.KeyAlreadyGone as gone:
+        _fail(f"key {kid.strip()[:64]} is {gone} already; nothing to withdraw")
+    click.echo(
+        f"withdrew key {kid.strip()}: out of the JWKS and in the revocation feed; every token it "
+        f"signed is refused; server processes stop signing with it within {stale_for} s "
+        "(AUTHSERVER_KEY_REFRESH_INTERVAL)"
+    )
+    if replacement_line:
+        click.echo(replacement_line)
 
 
 @keys_group.command("list")

@@ -91,8 +91,9 @@ class Config:
     default_audience: str = ""
     signing_alg: str = "ES256"
     jwks_max_age: int = 900
-    # How often a process re-reads the signing keys, so a rotation done elsewhere is seen.
-    key_refresh_interval: int = 30
+    # How often a process re-reads the signing keys, so a rotation or a withdrawal done
+    # elsewhere is seen: one small SELECT per process per interval.
+    key_refresh_interval: int = 5
     # Automatic rotation: a new key is published this many days after the current one began
     # signing; 0 turns it off (rotate with `authserver keys rotate`).
     key_rotation_days: int = 0

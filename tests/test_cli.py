@@ -481,6 +481,7 @@ def test_clients_disable_refuses_the_client_and_revokes_its_refresh_tokens(
 
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith(f"disabled client {client_id}; 1 refresh-token families")
+    assert "its access tokens are recalled" in result.stdout
     with db.transaction(cli_app) as session:
         client = session.scalars(select(Client).where(Client.client_id == client_id)).one()
         assert client.disabled
@@ -701,6 +702,58 @@ def test_keys_rotate_immediately_retires_the_current_key(
     assert keys[new_kid.group(1)]["state"] == "current"
     assert keys[old_kid]["state"] == "retired"
     assert TIMESTAMP.match(keys[old_kid]["retired"])
+
+
+def test_keys_rotate_immediately_discards_a_waiting_next_key(
+    cli_env: dict[str, str], cli_database: CliDatabase
+) -> None:
+    _no_keys(cli_database)
+    run_cli("keys", "rotate", env=cli_env)
+    waiting = run_cli("keys", "rotate", env=cli_env).stdout.split("published next key ")[1]
+    next_kid = waiting.split()[0]
+
+    result = run_cli("keys", "rotate", "--immediately", env=cli_env)
+    listing = run_cli("keys", "list", env=cli_env)
+
+    assert result.returncode == 0, result.stderr
+    assert f"discarded next key {next_kid}: it would have taken over signing later" in (
+        result.stdout
+    )
+    assert _parse_keys_list(listing.stdout)[next_kid]["state"] == "removed"
+
+
+def test_keys_withdraw_replaces_the_current_key(
+    cli_env: dict[str, str], cli_database: CliDatabase
+) -> None:
+    _no_keys(cli_database)
+    first = run_cli("keys", "rotate", env=cli_env)
+    old_kid = first.stdout.split("current key ")[1].split()[0]
+
+    result = run_cli("keys", "withdraw", old_kid, env=cli_env)
+    listing = _parse_keys_list(run_cli("keys", "list", env=cli_env).stdout)
+
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.strip().splitlines()
+    assert lines[0].startswith(f"withdrew key {old_kid}: out of the JWKS and in the revocation")
+    new_kid = re.fullmatch(r"new current key (\S+) \(ES256\) signs from now on", lines[1])
+    assert new_kid is not None
+    assert listing[old_kid]["state"] == "withdrawn"
+    assert listing[new_kid.group(1)]["state"] == "current"
+
+
+def test_keys_withdraw_refuses_an_unknown_or_withdrawn_key_in_one_line(
+    cli_env: dict[str, str], cli_database: CliDatabase
+) -> None:
+    _no_keys(cli_database)
+    first = run_cli("keys", "rotate", env=cli_env)
+    kid = first.stdout.split("current key ")[1].split()[0]
+    run_cli("keys", "withdraw", kid, env=cli_env)
+
+    again = run_cli("keys", "withdraw", kid, env=cli_env)
+    unknown = run_cli("keys", "withdraw", "not-a-kid", env=cli_env)
+
+    assert "is withdrawn already; nothing to withdraw" in assert_fails_with_one_line(again)
+    assert "no signing key has the kid 'not-a-kid'" in assert_fails_with_one_line(unknown)
 
 
 # -- dev -----------------------------------------------------------------------------------

@@ -79,7 +79,7 @@ def require_user_token(api: OwnApi) -> UserCaller:
     rt = runtime()
     now = rt.now()
     try:
-        claims = verify_own_token(
+        token = verify_own_token(
             rt.keys,
             _bearer_token(),
             issuer=rt.config.issuer,
@@ -88,11 +88,12 @@ def require_user_token(api: OwnApi) -> UserCaller:
         )
     except TokenRejected:
         raise _invalid("The access token is invalid.") from None
+    claims = token.claims
     audience = api.audience(rt.config.issuer)
     if audience is not None and claims.get("aud") != audience:
         raise _invalid("The access token is not meant for this API.")
     user_id = _user_of(claims)
-    if not access_token_still_granted(db.session, claims, now):
+    if not access_token_still_granted(db.session, token, now):
         raise _invalid("The access token was revoked.")
     family_id = _family_of(claims)
     # Only a live token of this API spends from its family's budget: nobody else can.

@@ -71,7 +71,7 @@ def end_session_endpoint() -> Response | str | tuple[str, int]:
                 typ="JWT",
                 now=int(runtime().now().timestamp()),
                 check_expiry=False,
-            )
+            ).claims
         except TokenRejected:
             return _error_page("The id_token_hint was not issued by this server.")
     client_id = request.values.get("client_id") or (hint_claims or {}).get("aud")

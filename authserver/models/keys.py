@@ -11,12 +11,16 @@ from authserver.db import Base, utcnow
 
 
 class KeyState(enum.StrEnum):
-    """next -> current -> retired -> removed. Published in the JWKS: next, current, retired."""
+    """next -> current -> retired -> removed. Published in the JWKS: next, current, retired.
+
+    Any state but removed can also end in withdrawn (``authserver keys withdraw``): a key
+    that may be compromised, out of the JWKS at once and its tokens refused everywhere."""
 
     NEXT = "next"  # published, not signing yet: every JWKS cache sees it before it signs
     CURRENT = "current"  # signs new tokens (one at a time) and is published
     RETIRED = "retired"  # no longer signs; published until every token it signed has expired
     REMOVED = "removed"  # out of the JWKS; the row stays until purged
+    WITHDRAWN = "withdrawn"  # out of the JWKS and in the revocation feed; never signs again
 
 
 class SigningKey(Base):

@@ -8,12 +8,22 @@ disabled or has a refresh token replayed. The issuer's revocation feed closes mo
             {"type": "sid", "value": "<refresh family id>", "expires_at": 1700000000},
             {"type": "jti", "value": "<token id>", "expires_at": 1700000000},
             {"type": "sub", "value": "<user id>", "not_before": 1699990000,
-             "expires_at": 1700000000}]}
+             "expires_at": 1700000000},
+            {"type": "client", "value": "<client_id>", "not_before": 1699990000,
+             "expires_at": 1700000000},
+            {"type": "kid", "value": "<signing key id>", "expires_at": 1700000000}]}
     ETag: "42"; without ``since`` every live entry, with it only newer ones; 304 when
     ``If-None-Match`` names the current ETag.
 
+Each type names what a token must not carry: ``sid`` a revoked refresh family (the token's
+``sid`` claim), ``jti`` one revoked access token, ``sub`` a user signed out everywhere or
+disabled (tokens issued before ``not_before``), ``client`` a disabled client (its tokens
+issued before ``not_before``, client_credentials ones included), ``kid`` a withdrawn signing
+key (every token it signed, whenever issued, even while the key is still in a JWKS cache).
+
 A daemon thread polls the feed every ``poll_interval`` seconds and keeps, in memory, the
-revoked ``sid`` and ``jti`` values and a per-user ``not_before``; ``TokenVerifier.verify``
+revoked ``sid``, ``jti`` and ``kid`` values and per-user and per-client ``not_before``
+cut-offs; ``TokenVerifier.verify``
 looks a token up there, so a revocation costs no request at verification time. An entry is
 dropped at its ``expires_at``: by then every token it could match has expired anyway.
 
@@ -72,11 +82,22 @@ class RevocationState:
     revoked_sids: Mapping[str, float] = field(default_factory=dict)  # sid -> expires_at
     revoked_jtis: Mapping[str, float] = field(default_factory=dict)  # jti -> expires_at
     user_not_before: Mapping[str, UserCutoff] = field(default_factory=dict)  # sub -> cutoff
+    # A disabled client: its tokens issued before not_before are revoked.
+    client_not_before: Mapping[str, UserCutoff] = field(default_factory=dict)  # client_id ->
+    # A withdrawn signing key: every token it signed is revoked.
+    revoked_kids: Mapping[str, float] = field(default_factory=dict)  # kid -> expires_at
     # Clock time of the last poll that got an answer (200 or 304); None before the first.
     last_success: float | None = None
 
     def revokes(
-        self, *, session_id: str | None, jti: str, subject: str, issued_at: float, now: float
+        self,
+        *,
+        session_id: str | None,
+        jti: str,
+        subject: str,
+        client_id: str,
+        issued_at: float,
+        now: float,
     ) -> bool:
         """Whether a token with these claims is revoked. Entries past their expires_at count
         for nothing even before the next poll prunes them."""
@@ -84,8 +105,15 @@ class RevocationState:
             return True
         if self.revoked_jtis.get(jti, -math.inf) > now:
             return True
-        cutoff = self.user_not_before.get(subject)
-        return cutoff is not None and cutoff.expires_at > now and issued_at < cutoff.not_before
+        for cutoffs, key in ((self.user_not_before, subject), (self.client_not_before, client_id)):
+            cutoff = cutoffs.get(key)
+            if cutoff is not None and cutoff.expires_at > now and issued_at < cutoff.not_before:
+                return True
+        return False
+
+    def revokes_key(self, kid: str, now: float) -> bool:
+        """Whether every token signed with ``kid`` is revoked (a withdrawn key)."""
+        return self.revoked_kids.get(kid, -math.inf) > now
 
     def pruned(self, now: float) -> RevocationState:
         return replace(
@@ -95,6 +123,10 @@ class RevocationState:
             user_not_before={
                 sub: cut for sub, cut in self.user_not_before.items() if cut.expires_at > now
             },
+            client_not_before={
+                cid: cut for cid, cut in self.client_not_before.items() if cut.expires_at > now
+            },
+            revoked_kids={v: exp for v, exp in self.revoked_kids.items() if exp > now},
         )
 
 
@@ -109,7 +141,8 @@ def _merge_page(
     if not isinstance(cursor, int) or isinstance(cursor, bool) or not isinstance(entries, list):
         raise FetchFailed("the revocation feed answered without a cursor and entries")
     sids, jtis = dict(state.revoked_sids), dict(state.revoked_jtis)
-    users = dict(state.user_not_before)
+    kids = dict(state.revoked_kids)
+    cutoffs = {"sub": dict(state.user_not_before), "client": dict(state.client_not_before)}
     for entry in entries:
         if not isinstance(entry, dict):
             continue
@@ -122,18 +155,20 @@ def _merge_page(
             sids[value] = max(expires_at, sids.get(value, -math.inf))
         elif kind == "jti":
             jtis[value] = max(expires_at, jtis.get(value, -math.inf))
-        elif kind == "sub":
+        elif kind == "kid":
+            kids[value] = max(expires_at, kids.get(value, -math.inf))
+        elif isinstance(kind, str) and kind in cutoffs:
             not_before = entry.get("not_before")
             if not _is_number(not_before):
-                log.warning("revocation feed sub entry without not_before ignored")
+                log.warning("revocation feed %s entry without not_before ignored", kind)
                 continue
             assert isinstance(not_before, int | float)
-            known = users.get(value)
+            known = cutoffs[kind].get(value)
             if known is not None:
                 # Both cutoffs hold until the later expiry; the later not_before covers both.
                 not_before = max(not_before, known.not_before)
                 expires_at = max(expires_at, known.expires_at)
-            users[value] = UserCutoff(not_before=not_before, expires_at=expires_at)
+            cutoffs[kind][value] = UserCutoff(not_before=not_before, expires_at=expires_at)
         # Other types are for a newer client: skipping them keeps this one working.
     if state.cursor is not None and cursor < state.cursor:
         # The feed went back (a restore, a new deployment): start over from a full listing
@@ -147,7 +182,9 @@ def _merge_page(
         etag=etag,
         revoked_sids=sids,
         revoked_jtis=jtis,
-        user_not_before=users,
+        user_not_before=cutoffs["sub"],
+        client_not_before=cutoffs["client"],
+        revoked_kids=kids,
         last_success=now,
     )
     return merged.pruned(now)
@@ -209,14 +246,20 @@ class RevocationFeed:
         thread = self._thread
         return thread is not None and thread.is_alive()
 
-    def revokes(self, *, session_id: str | None, jti: str, subject: str, issued_at: float) -> bool:
+    def revokes(
+        self, *, session_id: str | None, jti: str, subject: str, client_id: str, issued_at: float
+    ) -> bool:
         return self._state.revokes(
             session_id=session_id,
             jti=jti,
             subject=subject,
+            client_id=client_id,
             issued_at=issued_at,
             now=self._clock(),
         )
+
+    def revokes_key(self, kid: str) -> bool:
+        return self._state.revokes_key(kid, self._clock())
 
     def ensure_started(self) -> None:
         if self._thread is None and not self._closed:

@@ -226,6 +226,15 @@ class TokenVerifier:
     ) -> None:
         self.close()
 
+    def poll_revocations(self) -> bool:
+        """Poll the revocation feed now, not at the next interval (an application told out of
+        band that something was revoked). Returns whether the feed answered; False without
+        a feed."""
+        if self._feed is None:
+            return False
+        self._feed.ensure_started()
+        return self._feed.poll()
+
     @property
     def revocation_state(self) -> RevocationState | None:
         """What the revocation feed has said so far; None without a feed."""
@@ -252,6 +261,9 @@ class TokenVerifier:
         kid = header.get("kid")
         if not isinstance(kid, str) or not kid:
             raise UnknownKey("The access token names no signing key.")
+        # Before the key is looked up: a withdrawn key's tokens are refused even while the
+        # JWKS cache still holds it, and never make the cache fetch the JWKS.
+        self._check_key_withdrawn(kid)
         key = self._keys.key_for(kid)
         # RFC 8725 §3.1: the algorithm is the key's. A header naming another one is refused
         # rather than believed (RS256 on an EC key, HS256 with the public key as secret).
@@ -335,14 +347,21 @@ class TokenVerifier:
             claims=claims,
         )
 
-    def _check_revocation(self, token: VerifiedToken) -> None:
+    def _check_key_withdrawn(self, kid: str) -> None:
         if self._feed is None:
             return
         self._feed.ensure_started()
+        if self._feed.revokes_key(kid):
+            raise TokenRevoked("The access token's signing key was withdrawn.")
+
+    def _check_revocation(self, token: VerifiedToken) -> None:
+        if self._feed is None:
+            return
         if self._feed.revokes(
             session_id=token.session_id,
             jti=token.jti,
             subject=token.subject,
+            client_id=token.client_id,
             issued_at=token.claims["iat"],
         ):
             raise TokenRevoked()

@@ -42,6 +42,7 @@ class AuditEventType(enum.StrEnum):
     CLIENT_UPDATED = "client_updated"
     CLIENT_DISABLED = "client_disabled"
     KEY_ROTATED = "key_rotated"
+    KEY_WITHDRAWN = "key_withdrawn"
     RATE_LIMIT_HIT = "rate_limit_hit"
 
 

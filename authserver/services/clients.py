@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import secrets
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from urllib.parse import urlsplit
 
 from sqlalchemy import select
@@ -17,7 +17,7 @@ from authserver.models.clients import digest_client_secret
 from authserver.own_apis import own_audiences
 from authserver.services.audit import AuditEventType, record
 from authserver.services.refresh_tokens import RevocationReason
-from authserver.services.revocations import revoke_families
+from authserver.services.revocations import record_client_disabled, revoke_families
 
 # Grants this server implements; authorization_code is accepted in registrations so clients
 # can be set up ahead of the authorization endpoint.
@@ -49,14 +49,18 @@ def find_client(session: Session, client_id: str, *, fresh: bool = False) -> Cli
     return session.scalars(query).one_or_none()
 
 
-def disable_client(session: Session, client_id: str, now: datetime) -> int:
-    """Refuse the client from now on and revoke every refresh-token family issued to it (a
-    leaked secret, a retired app). Returns how many families were revoked.
+def disable_client(
+    session: Session, client_id: str, now: datetime, *, stale_for: timedelta, token_ttl: timedelta
+) -> int:
+    """Refuse the client from now on, revoke every refresh-token family issued to it and
+    recall every access token it holds (a leaked secret, a retired app). Returns how many
+    families were revoked.
 
-    Running servers stop authenticating it within AUTHSERVER_CLIENT_CACHE_SECONDS (their
-    memory of client rows). Access tokens it already holds are not recalled: user tokens
-    carry a revoked family's ``sid`` and are refused by the revocation feed and
-    introspection; its own client_credentials tokens live out their short lifetime.
+    Running servers stop authenticating it within ``stale_for``
+    (AUTHSERVER_CLIENT_CACHE_SECONDS, their memory of client rows). Every access token issued
+    to it until then, its own client_credentials tokens included, is recalled by a "client"
+    entry in the revocation feed, which introspection and the server's own APIs check too.
+    ``token_ttl`` is the longest access-token lifetime, how long the entry is needed.
     """
     client = find_client(session, client_id, fresh=True)
     if client is None:
@@ -65,6 +69,7 @@ def disable_client(session: Session, client_id: str, now: datetime) -> int:
     families = revoke_families(
         session, [RefreshFamily.client_pk == client.id], RevocationReason.CLIENT_DISABLED, now
     )
+    record_client_disabled(session, client.client_id, now, stale_for, token_ttl)
     record(
         session,
         AuditEventType.CLIENT_DISABLED,

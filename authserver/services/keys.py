@@ -30,6 +30,7 @@ from sqlalchemy.orm import Session
 
 from authserver.models import KeyState, SigningKey
 from authserver.services.audit import AuditEventType, record
+from authserver.services.revocations import record_key_withdrawn
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +97,32 @@ def public_jwk(key: PrivateKey, kid: str, algorithm: str) -> dict[str, Any]:
 def create_signing_key(
     session: Session, cipher: KeyCipher, algorithm: str, now: datetime
 ) -> SigningKey:
-    """Add a new current key; any previous current key is retired but stays published."""
+    """Add a new current key at once (an emergency rotation); any previous current key is
+    retired but stays published, and a pending next key is discarded.
+
+    Why discard the next key: a rotation that cannot wait is made because key material may
+    be exposed, and a next key was stored, sealed and loaded into every process exactly as
+    the current one was, so it is as suspect. Left waiting, it would take over signing at its
+    scheduled time. It has signed nothing, so it leaves the JWKS without recalling a token."""
+    discarded = session.scalars(
+        select(SigningKey.kid).where(SigningKey.state == KeyState.NEXT)
+    ).all()
+    if discarded:
+        session.execute(
+            update(SigningKey)
+            .where(SigningKey.state == KeyState.NEXT)
+            .values(state=KeyState.REMOVED, retired_at=now)
+            .execution_options(synchronize_session="fetch")
+        )
+        for kid in discarded:
+            record(
+                session,
+                AuditEventType.KEY_ROTATED,
+                now,
+                kid=kid,
+                state=KeyState.REMOVED.value,
+                reason="discarded_by_emergency_rotation",
+            )
     key = _generate_private_key(algorithm)
     kid = key.thumbprint()
     session.execute(
@@ -235,6 +261,59 @@ def maintain_signing_keys(
         if pending is None and started is not None and started <= now - schedule.rotate_every:
             add_next_signing_key(session, cipher, algorithm, now)
     session.flush()
+
+
+class UnknownSigningKey(Exception):
+    """No signing key has this kid."""
+
+
+class KeyAlreadyGone(Exception):
+    """The key was withdrawn or removed already."""
+
+
+@dataclass(frozen=True)
+class Withdrawal:
+    withdrawn: SigningKey
+    # The key that signs from now on, when the withdrawn one was signing.
+    replacement: SigningKey | None
+
+
+def withdraw_signing_key(
+    session: Session,
+    cipher: KeyCipher,
+    algorithm: str,
+    kid: str,
+    now: datetime,
+    *,
+    stale_for: timedelta,
+    token_ttl: timedelta,
+) -> Withdrawal:
+    """Take a possibly compromised key out of service everywhere at once.
+
+    It never signs again (a current key is replaced by a new one, as in an emergency
+    rotation), it leaves the JWKS, and a "kid" entry in the revocation feed recalls every
+    token it signed: introspection and the server's own APIs refuse them from this commit,
+    resource servers after their next poll, even with the key still in their JWKS cache.
+    ``stale_for`` is how long another server process may still sign with it (its key-refresh
+    interval), ``token_ttl`` the longest access-token lifetime; together they say how long
+    the feed must carry the entry.
+    """
+    _lock_keys(session)
+    row = session.get(SigningKey, kid, populate_existing=True)
+    if row is None:
+        raise UnknownSigningKey(kid)
+    if row.state in (KeyState.WITHDRAWN, KeyState.REMOVED):
+        raise KeyAlreadyGone(row.state.value)
+    replacement = None
+    if row.state == KeyState.CURRENT:
+        replacement = create_signing_key(session, cipher, algorithm, now)
+    previous = row.state
+    row.state = KeyState.WITHDRAWN
+    row.retired_at = row.retired_at or now
+    record_key_withdrawn(session, kid, now, stale_for, token_ttl)
+    record(session, AuditEventType.KEY_WITHDRAWN, now, kid=kid, state=previous.value)
+    session.flush()
+    return Withdrawal(withdrawn=row, replacement=replacement)
 
 
 def list_signing_keys(session: Session) -> list[SigningKey]:

@@ -303,7 +303,10 @@ class _Purge:
         # and a minute, runtime.key_schedule). So retired_at + that lifetime + grace is when
         # it has been removed for about the grace period. A removed key is in no JWKS and no
         # key ring, so deleting it a little early would harm nothing.
-        due = (SigningKey.state == KeyState.REMOVED) & (SigningKey.retired_at <= cutoff - token_ttl)
+        # A withdrawn key likewise: it left the JWKS and every key ring when it was
+        # withdrawn, and its feed entry ("kid") lives on its own until it expires.
+        gone = SigningKey.state.in_((KeyState.REMOVED, KeyState.WITHDRAWN))
+        due = gone & (SigningKey.retired_at <= cutoff - token_ttl)
         self._in_batches("signing_keys", SigningKey.kid, due)
 
     def _purge_sign_in_throttles(self) -> None:

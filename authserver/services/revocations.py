@@ -4,7 +4,8 @@ carries them (``GET /oauth/revocations``).
 Every path that revokes refresh families goes through ``revoke_families``, so each revoked
 family is recorded once as a "sid" entry. Entries fall out of the feed once no unexpired
 access token can carry them: a family's or user's entry lives for the longest access-token
-lifetime after the revocation, a denylisted jti until its token's ``exp``.
+lifetime after the revocation, a denylisted jti until its token's ``exp``, a disabled client's
+or withdrawn key's until the last token it covers has expired (written with the entry).
 """
 
 from __future__ import annotations
@@ -26,6 +27,11 @@ from authserver.services.audit import AuditEventType, record
 SID = "sid"
 JTI = "jti"
 SUB = "sub"
+# A disabled client: its tokens issued before not_before are dead (client_credentials tokens
+# carry no sid, so no family revocation reaches them).
+CLIENT = "client"
+# A withdrawn signing key: every token it signed is dead, whenever it was issued.
+KID = "kid"
 
 
 def revoke_families(
@@ -63,6 +69,36 @@ def record_user_signed_out_everywhere(db: Session, user_id: uuid.UUID, now: date
     entry; one with a family is, by its family's revocation."""
     not_before = now.replace(microsecond=0)
     db.add(Revocation(kind=SUB, value=str(user_id), not_before=not_before, created_at=now))
+    db.flush()
+
+
+def record_client_disabled(
+    db: Session, client_id: str, now: datetime, stale_for: timedelta, token_ttl: timedelta
+) -> None:
+    """Tokens issued to this client before every server has stopped authenticating it are
+    dead. Servers keep a client row in memory for up to ``stale_for``
+    (AUTHSERVER_CLIENT_CACHE_SECONDS) and may issue tokens that long after the disable, so the
+    cut-off is the first whole second after that; ``iat`` has whole seconds."""
+    not_before = (now + stale_for).replace(microsecond=0) + timedelta(seconds=1)
+    db.add(
+        Revocation(
+            kind=CLIENT,
+            value=client_id,
+            not_before=not_before,
+            expires_at=not_before + token_ttl,
+            created_at=now,
+        )
+    )
+    db.flush()
+
+
+def record_key_withdrawn(
+    db: Session, kid: str, now: datetime, stale_for: timedelta, token_ttl: timedelta
+) -> None:
+    """Every token signed with ``kid`` is dead. A server process may go on signing with it
+    until its next key refresh (``stale_for``), so the entry lives until the last token it
+    can have signed has expired."""
+    db.add(Revocation(kind=KID, value=kid, expires_at=now + stale_for + token_ttl, created_at=now))
     db.flush()
 
 

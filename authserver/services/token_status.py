@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, cast
 
-from sqlalchemy import Select, Table, and_, bindparam, exists, select
+from sqlalchemy import ColumnElement, Select, Table, and_, bindparam, exists, select
 from sqlalchemy.orm import Session
 
 from authserver.db import execute_alone
@@ -21,8 +21,8 @@ from authserver.services.refresh_tokens import (
     live_family_exists,
     revoke_family,
 )
-from authserver.services.revocations import JTI, SUB, denylist_access_token
-from authserver.services.token_verification import TokenRejected, verify_own_token
+from authserver.services.revocations import CLIENT, JTI, KID, SUB, denylist_access_token
+from authserver.services.token_verification import OwnToken, TokenRejected, verify_own_token
 
 ACCESS_TOKEN = "access_token"  # noqa: S105 (RFC 7009 token type names)
 REFRESH_TOKEN = "refresh_token"  # noqa: S105
@@ -35,7 +35,11 @@ class PresentedToken:
     kind: str
     client_id: str
     refresh: RefreshToken | None = None
-    claims: dict[str, Any] | None = None
+    access: OwnToken | None = None
+
+    @property
+    def claims(self) -> dict[str, Any] | None:
+        return self.access.claims if self.access is not None else None
 
     def check_client(self, client: Client) -> bool:
         return self.client_id == client.client_id
@@ -79,15 +83,15 @@ def _find_refresh(db: Session, token: str) -> PresentedToken | None:
 
 def _find_access(keys: KeyRing, issuer: str, token: str, now: datetime) -> PresentedToken | None:
     try:
-        claims = verify_own_token(
+        verified = verify_own_token(
             keys, token, issuer=issuer, typ="at+jwt", now=int(now.timestamp()), check_expiry=False
         )
     except TokenRejected:
         return None
-    client_id = claims.get("client_id")
+    client_id = verified.claims.get("client_id")
     if not isinstance(client_id, str):
         return None
-    return PresentedToken(kind=ACCESS_TOKEN, client_id=client_id, claims=claims)
+    return PresentedToken(kind=ACCESS_TOKEN, client_id=client_id, access=verified)
 
 
 def revoke_presented_token(db: Session, token: PresentedToken, now: datetime) -> None:
@@ -116,8 +120,8 @@ def introspect_presented_token(
         return dict(INACTIVE)
     if token.refresh is not None:
         return _introspect_refresh(token.refresh, issuer, now)
-    assert token.claims is not None
-    return _introspect_access(db, token.claims, now)
+    assert token.access is not None
+    return _introspect_access(db, token.access, now)
 
 
 def _family_live(family: RefreshFamily, now: datetime) -> bool:
@@ -146,17 +150,26 @@ def _introspect_refresh(row: RefreshToken, issuer: str, now: datetime) -> dict[s
     }
 
 
-def access_token_still_granted(db: Session, claims: dict[str, Any], now: datetime) -> bool:
+def access_token_still_granted(db: Session, token: OwnToken, now: datetime) -> bool:
     """Whether what a verified access token stands for still holds: not expired, not
     denylisted, its family (``sid``) not revoked, its user enabled and not signed out
-    everywhere since. Introspection and the endpoints this server protects itself (userinfo,
-    the account API) ask this one question, answered in one query."""
+    everywhere since, its client not disabled since, its signing key not withdrawn.
+    Introspection and the endpoints this server protects itself (userinfo, the account API)
+    ask this one question, answered in one query: the same entries the revocation feed hands
+    resource servers, read at once rather than at the next poll."""
+    claims = token.claims
     if int(claims["exp"]) <= int(now.timestamp()):
         return False
     sid = claims.get("sid")
     subject = str(claims.get("sub", ""))
     users_token = subject != claims.get("client_id")  # a user's token, not a client's own
-    params: dict[str, Any] = {"jti": str(claims.get("jti", ""))[:64], "now": now}
+    params: dict[str, Any] = {
+        "jti": str(claims.get("jti", ""))[:64],
+        "client_id": str(claims.get("client_id", ""))[:64],
+        "kid": token.key_id[:64],
+        "issued_at": datetime.fromtimestamp(int(claims.get("iat", 0)), UTC),
+        "now": now,
+    }
     try:
         if sid is not None:
             params["sid"] = uuid.UUID(str(sid))
@@ -166,7 +179,6 @@ def access_token_still_granted(db: Session, claims: dict[str, Any], now: datetim
         return False
     if users_token:
         params["subject"] = subject
-        params["issued_at"] = datetime.fromtimestamp(int(claims.get("iat", 0)), UTC)
     # Usually the request's only statement: on its own it needs no BEGIN and COMMIT.
     rows = execute_alone(db, _still_granted_query(sid is not None, users_token), params)
     return bool(rows[0][0])
@@ -176,17 +188,26 @@ _REVOCATIONS = cast(Table, Revocation.__table__)
 _USERS = cast(Table, User.__table__)
 
 
+def _cut_off(kind: str, value: str) -> ColumnElement[bool]:
+    """An entry of ``kind`` for ``value`` recalling tokens issued before its not_before."""
+    return (
+        (_REVOCATIONS.c.kind == kind)
+        & (_REVOCATIONS.c.value == bindparam(value))
+        & (_REVOCATIONS.c.not_before > bindparam("issued_at"))
+    )
+
+
 @functools.cache
 def _still_granted_query(has_family: bool, users_token: bool) -> Select[tuple[bool]]:
     """One SELECT of one boolean, built once per shape of token."""
-    revoked = (_REVOCATIONS.c.kind == JTI) & (_REVOCATIONS.c.value == bindparam("jti"))
+    revoked = (
+        ((_REVOCATIONS.c.kind == JTI) & (_REVOCATIONS.c.value == bindparam("jti")))
+        | ((_REVOCATIONS.c.kind == KID) & (_REVOCATIONS.c.value == bindparam("kid")))
+        | _cut_off(CLIENT, "client_id")
+    )
     if users_token:
         # Signed out everywhere after this token was issued.
-        revoked = revoked | (
-            (_REVOCATIONS.c.kind == SUB)
-            & (_REVOCATIONS.c.value == bindparam("subject"))
-            & (_REVOCATIONS.c.not_before > bindparam("issued_at"))
-        )
+        revoked = revoked | _cut_off(SUB, "subject")
     conditions = [~exists(select(_REVOCATIONS.c.id).where(revoked))]
     if has_family:
         conditions.append(live_family_exists(bindparam("sid")))
@@ -201,10 +222,10 @@ def _still_granted_query(has_family: bool, users_token: bool) -> Select[tuple[bo
     return select(and_(*conditions))
 
 
-def _introspect_access(db: Session, claims: dict[str, Any], now: datetime) -> dict[str, Any]:
-    if not access_token_still_granted(db, claims, now):
+def _introspect_access(db: Session, token: OwnToken, now: datetime) -> dict[str, Any]:
+    if not access_token_still_granted(db, token, now):
         return dict(INACTIVE)
-    payload = {k: v for k, v in claims.items() if k in INTROSPECTED_CLAIMS}
+    payload = {k: v for k, v in token.claims.items() if k in INTROSPECTED_CLAIMS}
     payload.update(active=True, token_type="Bearer")  # noqa: S106 (RFC 7662 token_type)
     return payload
 

@@ -5,6 +5,7 @@ by ``jose_input`` before joserfc sees it. Keys come from the in-memory key ring,
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from joserfc import jwt
@@ -23,6 +24,15 @@ class TokenRejected(Exception):
     """The token is not one this server issued, or is no longer valid."""
 
 
+@dataclass(frozen=True)
+class OwnToken:
+    """A token this server signed: its claims and the kid of the key that signed it (a
+    withdrawn key recalls every token it signed, services.revocations.KID)."""
+
+    claims: dict[str, Any]
+    key_id: str
+
+
 def verify_own_token(
     keys: KeyRing,
     token: str,
@@ -31,7 +41,7 @@ def verify_own_token(
     typ: str,
     now: int,
     check_expiry: bool = True,
-) -> dict[str, Any]:
+) -> OwnToken:
     """The claims of ``token`` if this server signed it with a key it still publishes, with
     header ``typ`` and ``iss`` as given and (with ``check_expiry``) not expired; else
     ``TokenRejected``, whatever the caller sent."""
@@ -65,4 +75,4 @@ def verify_own_token(
         raise TokenRejected("no expiry")
     if check_expiry and exp <= now:
         raise TokenRejected("expired")
-    return claims
+    return OwnToken(claims=claims, key_id=key.kid)

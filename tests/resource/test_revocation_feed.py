@@ -114,6 +114,55 @@ def test_token_issued_before_the_users_not_before_is_rejected(
     assert len(issuer.requests_to(FEED)) == 1
 
 
+def test_token_of_a_disabled_client_issued_before_its_not_before_is_rejected(
+    one_poll: TokenVerifier, issuer: FakeIssuer, signing_key: IssuerKey, clock: FakeClock
+) -> None:
+    refused_from = int(clock()) + 6  # the server's client-cache window after the disable
+    issuer.revoke(type="client", value="app-1", not_before=refused_from, expires_at=clock() + 300)
+
+    # Its own client_credentials token: no sid, its subject is the client itself.
+    own = mint(signing_key, issuer.url, clock(), sub="app-1", client_id="app-1")
+    with pytest.raises(TokenRevoked):
+        one_poll.verify(own)
+    with pytest.raises(TokenRevoked):
+        one_poll.verify(mint(signing_key, issuer.url, clock(), client_id="app-1", sid="f-1"))
+    later = mint(signing_key, issuer.url, clock(), client_id="app-1", iat=refused_from)
+    assert one_poll.verify(later).client_id == "app-1"
+    other = mint(signing_key, issuer.url, clock(), sub="app-2", client_id="app-2")
+    assert one_poll.verify(other).client_id == "app-2"
+    assert len(issuer.requests_to(FEED)) == 1
+
+
+def test_every_token_of_a_withdrawn_key_is_rejected_though_the_jwks_still_has_it(
+    one_poll: TokenVerifier, issuer: FakeIssuer, signing_key: IssuerKey, clock: FakeClock
+) -> None:
+    before = mint(signing_key, issuer.url, clock())
+    assert one_poll.verify(before).subject  # the JWKS cache now holds the key
+    issuer.revoke(type="kid", value=signing_key.kid, expires_at=clock() + 300)
+
+    assert one_poll.poll_revocations() is True
+
+    with pytest.raises(TokenRevoked, match="signing key was withdrawn"):
+        one_poll.verify(before)
+    with pytest.raises(TokenRevoked):
+        one_poll.verify(mint(signing_key, issuer.url, clock() + 60, iat=clock() + 60))
+    assert len(issuer.requests_to(FEED)) == 2
+
+
+def test_a_withdrawn_key_counts_for_nothing_after_its_entry_expires(
+    one_poll: TokenVerifier, issuer: FakeIssuer, signing_key: IssuerKey, clock: FakeClock
+) -> None:
+    issuer.revoke(type="kid", value=signing_key.kid, expires_at=clock() + 300)
+    one_poll.start()
+    with pytest.raises(TokenRevoked):
+        one_poll.verify(mint(signing_key, issuer.url, clock()))
+
+    clock.advance(301)
+
+    assert one_poll.verify(mint(signing_key, issuer.url, clock())).subject
+    assert feed_state(one_poll).pruned(clock()).revoked_kids == {}
+
+
 def test_start_polls_before_returning(
     one_poll: TokenVerifier, issuer: FakeIssuer, clock: FakeClock
 ) -> None:
@@ -290,12 +339,16 @@ def test_unknown_and_broken_entries_are_skipped(
     issuer.revoke(type="device", value="phone-1", expires_at=clock() + 300)
     issuer.revoke(type="sub", value="user-1", expires_at=clock() + 300)  # no not_before
     issuer.revoke(type="jti", value=7, expires_at=clock() + 300)
+    issuer.revoke(type=["sub"], value="user-2", not_before=1, expires_at=clock() + 300)
+    issuer.revoke(type="client", value="app-1", expires_at=clock() + 300)  # no not_before
+    issuer.revoke(type="kid", value=["key-1"], expires_at=clock() + 300)
     issuer.revoke(type="jti", value="token-1", expires_at=clock() + 300)
 
     one_poll.start()
 
     state = feed_state(one_poll)
-    assert (set(state.revoked_jtis), state.user_not_before, state.cursor) == ({"token-1"}, {}, 4)
+    assert (set(state.revoked_jtis), state.user_not_before, state.cursor) == ({"token-1"}, {}, 7)
+    assert (state.client_not_before, state.revoked_kids) == ({}, {})
 
 
 # -- lifecycle -----------------------------------------------------------------------------------

@@ -558,14 +558,16 @@ def make_key(committed_app: Flask, state: KeyState, retired: datetime | None) ->
         return key.kid
 
 
-def test_removed_key_goes_once_removed_for_the_grace_period(
-    committed_app: Flask, factory: sessionmaker[Session]
+@pytest.mark.parametrize("state", [KeyState.REMOVED, KeyState.WITHDRAWN])
+def test_removed_or_withdrawn_key_goes_once_out_for_the_grace_period(
+    committed_app: Flask, factory: sessionmaker[Session], state: KeyState
 ) -> None:
-    # A key is removed the longest access-token lifetime after it retired.
+    # A key is removed the longest access-token lifetime after it retired; a withdrawn one
+    # left the JWKS at once, and its tokens are dead by then anyway.
     removed_long_ago = NOW - timedelta(seconds=ACCESS_TOKEN_TTL) - GRACE - MINUTE
     removed_lately = NOW - timedelta(seconds=ACCESS_TOKEN_TTL) - GRACE + MINUTE
-    gone = make_key(committed_app, KeyState.REMOVED, removed_long_ago)
-    kept = make_key(committed_app, KeyState.REMOVED, removed_lately)
+    gone = make_key(committed_app, state, removed_long_ago)
+    kept = make_key(committed_app, state, removed_lately)
 
     report = run_purge(factory)
 

@@ -46,7 +46,9 @@ def sign(header: dict[str, Any], **claims: Any) -> str:
 
 
 def verify(token: str, typ: str = "at+jwt") -> dict[str, Any]:
-    return verify_own_token(KEYS, token, issuer=ISSUER, typ=typ, now=NOW)  # type: ignore[arg-type]
+    verified = verify_own_token(KEYS, token, issuer=ISSUER, typ=typ, now=NOW)  # type: ignore[arg-type]
+    assert verified.key_id == KID
+    return verified.claims
 
 
 OWN_HEADER = {"typ": "at+jwt", "alg": "ES256", "kid": KID}
