@@ -4,13 +4,20 @@ A JWT access token verifies offline until it expires, even after its user signs 
 disabled or has a refresh token replayed. The issuer's revocation feed closes most of that gap:
 
     GET {issuer}/oauth/revocations?since=<cursor>     (HTTP Basic client authentication)
-    200 {"cursor": 42, "entries": [
+    200 {"cursor": 1000000004711, "entries": [
             {"type": "sid", "value": "<refresh family id>", "expires_at": 1700000000},
             {"type": "jti", "value": "<token id>", "expires_at": 1700000000},
             {"type": "sub", "value": "<user id>", "not_before": 1699990000,
              "expires_at": 1700000000}]}
-    ETag: "42"; without ``since`` every live entry, with it only newer ones; 304 when
-    ``If-None-Match`` names the current ETag.
+    ETag: "1000000004711"; without ``since`` every live entry, with it every live entry that
+    the poll which got ``since`` may not have had; 304 when there is none and
+    ``If-None-Match`` names the ETag of the answer that gave ``since``.
+
+The cursor is an opaque integer (on a PostgreSQL issuer it counts transactions, not entries;
+see ``authserver/services/revocations.py``). Delivery is at least once: an entry may come in
+two answers, never in none, so merging an entry is idempotent here. An answer whose cursor is
+lower than the ``since`` sent means the issuer started over (a restore, or a cursor it did not
+hand out), and its answer is then the full listing; the next poll asks for everything again.
 
 A daemon thread polls the feed every ``poll_interval`` seconds and keeps, in memory, the
 revoked ``sid`` and ``jti`` values and a per-user ``not_before``; ``TokenVerifier.verify``
