@@ -125,6 +125,8 @@ def _merge_page(
             log.warning("revocation feed entry without value or expires_at ignored")
             continue
         assert isinstance(expires_at, int | float)
+        # The feed may send an entry again: keeping the later expiry (and not_before) makes a
+        # repeat change nothing, whatever order entries come in.
         if kind == "sid":
             sids[value] = max(expires_at, sids.get(value, -math.inf))
         elif kind == "jti":
