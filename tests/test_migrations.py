@@ -32,9 +32,10 @@ from sqlalchemy.orm import Session
 
 from authserver.cli import alembic_config
 from authserver.db import UTCDateTime, make_engine, utcnow
-from authserver.models import Client, RefreshFamily, RefreshToken, User
+from authserver.models import Client, RefreshFamily, RefreshToken, Revocation, User
 from authserver.services.lookalikes import email_skeleton_digest, lookalike_groups
 from authserver.services.refresh_tokens import digest_token
+from authserver.services.revocations import TXID_CURSOR_BASE, denylist_access_token, read_feed
 from tests.conftest import reset_schema, scratch_database
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -53,6 +54,8 @@ APPLICATION_TABLES = {
     "sign_in_throttles",
 }
 ONE_UNUSED_PER_FAMILY = "uq_refresh_tokens_one_unused_per_family"
+HOUR = timedelta(hours=1)
+ACCESS_TOKEN_TTL = timedelta(minutes=10)
 
 
 @pytest.fixture(scope="module")
@@ -446,3 +449,91 @@ def test_the_revision_computes_the_skeleton_digest_as_the_service_does(email: st
     revision = _script().get_revision(SKELETON_REVISION).module
 
     assert revision._skeleton_digest(icu.SpoofChecker(), email) == email_skeleton_digest(email)
+
+
+# -- 0014: the transaction that wrote each revocation -------------------------------------------
+
+TXID_REVISION = "0014_revocation_txid"
+TRANSACTION_ID = text("SELECT pg_current_xact_id()::text::bigint")
+
+
+def _insert_revocations_as_before_the_txid(engine: Engine, values: list[str]) -> None:
+    revocations = table(
+        "revocations",
+        column("kind", String()),
+        column("value", String()),
+        column("created_at", UTCDateTime()),
+        column("expires_at", UTCDateTime()),
+    )
+    now = utcnow()
+    with engine.begin() as conn:
+        conn.execute(
+            revocations.insert(),
+            [
+                {"kind": "jti", "value": value, "created_at": now, "expires_at": now + HOUR}
+                for value in values
+            ],
+        )
+
+
+def _ended_transaction_id(engine: Engine) -> int:
+    with engine.begin() as conn:
+        transaction_id: int = conn.execute(TRANSACTION_ID).scalar_one()
+    return transaction_id
+
+
+@pytest.mark.postgres_only
+def test_upgrade_records_its_own_transaction_on_every_existing_revocation(
+    empty_url: str, engine_on: Engine
+) -> None:
+    config = _config(empty_url)
+    command.upgrade(config, _script().get_revision(TXID_REVISION).down_revision)
+    _insert_revocations_as_before_the_txid(engine_on, ["token-1", "token-2"])
+    before = _ended_transaction_id(engine_on)
+
+    command.upgrade(config, TXID_REVISION)
+
+    with engine_on.connect() as conn:
+        (txid,) = set(conn.scalars(text("SELECT txid FROM revocations")))
+        # alembic wrote the version row in the same transaction; xmin is its 32-bit id.
+        upgrade = conn.execute(text("SELECT xmin::text::bigint FROM alembic_version")).scalar_one()
+    assert txid > before
+    assert txid % 2**32 == upgrade
+
+
+@pytest.mark.postgres_only
+def test_after_the_upgrade_every_entry_reaches_a_poller_again(
+    empty_url: str, engine_on: Engine
+) -> None:
+    """A poller's cursor from before the upgrade is a revocations.id: it gets the full
+    listing. A cursor of any transaction before the upgrade also gets the entries again."""
+    config = _config(empty_url)
+    command.upgrade(config, _script().get_revision(TXID_REVISION).down_revision)
+    _insert_revocations_as_before_the_txid(engine_on, ["token-1", "token-2"])
+    before = _ended_transaction_id(engine_on)
+
+    command.upgrade(config, "head")
+
+    with Session(engine_on) as session:
+        pages = [
+            read_feed(session, since, utcnow(), ACCESS_TOKEN_TTL)
+            for since in (2, TXID_CURSOR_BASE + before)
+        ]
+    for page in pages:
+        assert [e["value"] for e in page.entries] == ["token-1", "token-2"]
+        assert page.cursor > TXID_CURSOR_BASE + before
+
+
+@pytest.mark.postgres_only
+def test_a_revocation_records_the_transaction_that_wrote_it(
+    empty_url: str, engine_on: Engine
+) -> None:
+    command.upgrade(_config(empty_url), "head")
+
+    with Session(engine_on) as session:
+        denylist_access_token(session, "token-1", utcnow() + HOUR, utcnow())
+        writer = session.execute(TRANSACTION_ID).scalar_one()
+        session.commit()
+        recorded = session.scalars(select(Revocation.txid)).one()
+
+    assert recorded == writer

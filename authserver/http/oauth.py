@@ -56,7 +56,8 @@ def introspect() -> Response:
 @bp.get(REVOCATIONS_FEED_PATH)
 def revocations_feed() -> Response:
     """What resource servers verifying JWTs offline must reject, for polling every few
-    seconds: everything live, or with ``since`` only what is newer; 304 when nothing is."""
+    seconds: everything live, or with ``since`` what that poll may not have had; 304 when that
+    is nothing and ``If-None-Match`` names ``since``'s ETag."""
     client = authorization_server().authenticate_feed_client()
     if not client.served_audiences:
         raise NotAResourceServer()
@@ -69,9 +70,16 @@ def revocations_feed() -> Response:
         rt.now(),
         longest_access_token_ttl(db.session, rt.config.access_token_ttl),
     )
-    response = jsonify(cursor=page.cursor, entries=page.entries)
+    if page.follows_since and not page.entries and request.if_none_match.contains_weak(str(since)):
+        # The cursor moves whenever any transaction ends, so comparing it would never match.
+        # Nothing is new for ``since``: the poller keeps the answer it has, ``since`` its
+        # cursor, which stays sound (a lower cursor only reads again). RFC 9110 §13.1.2 (weak
+        # comparison), §15.4.5 (the 304 names the representation the client holds).
+        # JSON's mimetype, as the 200 has: the page hooks give text/html answers page headers.
+        response = Response(status=304, mimetype="application/json")
+        response.set_etag(str(since))
+    else:
+        response = jsonify(cursor=page.cursor, entries=page.entries)
+        response.set_etag(str(page.cursor))
     response.headers["Cache-Control"] = "no-cache"
-    response.set_etag(str(page.cursor))
-    if since is not None:
-        response.make_conditional(request)
     return response

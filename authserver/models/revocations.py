@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Index, Integer, String
+from sqlalchemy import BigInteger, FetchedValue, Index, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from authserver.db import Base, utcnow
@@ -14,10 +14,12 @@ _CURSOR = BigInteger().with_variant(Integer(), "sqlite")
 class Revocation(Base):
     """One revocation a resource server verifying JWTs offline must hear about.
 
-    Append-only. ``kind`` is "sid" (a refresh family, the ``sid`` claim of its access
-    tokens), "jti" (one denylisted access token), "sub" (a user signed out everywhere: tokens
-    issued before ``not_before`` are dead), "client" (a disabled client: its tokens issued
-    before ``not_before`` are dead) or "kid" (a withdrawn signing key: every token it signed).
+    Append-only; ``txid`` (PostgreSQL) or the id (SQLite) is what the revocation feed's cursor
+    counts (``services.revocations.read_feed``). ``kind`` is "sid" (a refresh family, the
+    ``sid`` claim of its access tokens), "jti" (one denylisted access token), "sub" (a user
+    signed out everywhere: tokens issued before ``not_before`` are dead), "client" (a disabled
+    client: its tokens issued before ``not_before`` are dead) or "kid" (a withdrawn signing
+    key: every token it signed).
     """
 
     __tablename__ = "revocations"
@@ -31,6 +33,10 @@ class Revocation(Base):
     # sid and sub it is created_at plus the longest access-token lifetime, worked out when the
     # feed is read, since that can change.
     expires_at: Mapped[datetime | None]
+    # PostgreSQL: the 64-bit id of the transaction that wrote the row, filled by the column's
+    # default (``pg_current_xact_id()``, migration 0014). Ids are taken when a row is written
+    # but seen when it commits, so the feed counts transactions, not ids. NULL on SQLite.
+    txid: Mapped[int | None] = mapped_column(BigInteger, server_default=FetchedValue(), index=True)
 
     __table_args__ = (Index("ix_revocations_kind_value", "kind", "value"),)
 

@@ -4,7 +4,7 @@ A JWT access token verifies offline until it expires, even after its user signs 
 disabled or has a refresh token replayed. The issuer's revocation feed closes most of that gap:
 
     GET {issuer}/oauth/revocations?since=<cursor>     (HTTP Basic client authentication)
-    200 {"cursor": 42, "entries": [
+    200 {"cursor": 1000000004711, "entries": [
             {"type": "sid", "value": "<refresh family id>", "expires_at": 1700000000},
             {"type": "jti", "value": "<token id>", "expires_at": 1700000000},
             {"type": "sub", "value": "<user id>", "not_before": 1699990000,
@@ -12,8 +12,15 @@ disabled or has a refresh token replayed. The issuer's revocation feed closes mo
             {"type": "client", "value": "<client_id>", "not_before": 1699990000,
              "expires_at": 1700000000},
             {"type": "kid", "value": "<signing key id>", "expires_at": 1700000000}]}
-    ETag: "42"; without ``since`` every live entry, with it only newer ones; 304 when
-    ``If-None-Match`` names the current ETag.
+    ETag: "1000000004711"; without ``since`` every live entry, with it every live entry that
+    the poll which got ``since`` may not have had; 304 when there is none and
+    ``If-None-Match`` names the ETag of the answer that gave ``since``.
+
+The cursor is an opaque integer (on a PostgreSQL issuer it counts transactions, not entries;
+see ``authserver/services/revocations.py``). Delivery is at least once: an entry may come in
+two answers, never in none, so merging an entry is idempotent here. An answer whose cursor is
+lower than the ``since`` sent means the issuer started over (a restore, or a cursor it did not
+hand out), and its answer is then the full listing; the next poll asks for everything again.
 
 Each type names what a token must not carry: ``sid`` a revoked refresh family (the token's
 ``sid`` claim), ``jti`` one revoked access token, ``sub`` a user signed out everywhere or
@@ -151,6 +158,8 @@ def _merge_page(
             log.warning("revocation feed entry without value or expires_at ignored")
             continue
         assert isinstance(expires_at, int | float)
+        # The feed may send an entry again: keeping the later expiry (and not_before) makes a
+        # repeat change nothing, whatever order entries come in.
         if kind == "sid":
             sids[value] = max(expires_at, sids.get(value, -math.inf))
         elif kind == "jti":

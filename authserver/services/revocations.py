@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, func, or_, select, update
+from sqlalchemy import BigInteger, ColumnElement, Text, cast, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from authserver.errors import InvalidRequest
@@ -123,12 +123,20 @@ def longest_access_token_ttl(db: Session, default_ttl: int) -> timedelta:
     return timedelta(seconds=max(default_ttl, longest_client or 0))
 
 
-# The cursor is a revocations.id: a PostgreSQL bigint (an SQLite integer), signed 64-bit.
+# The feed's cursor. What it counts depends on the database (``_feed_position``); either way it
+# is a signed 64-bit integer (a PostgreSQL bigint), and that is all a caller may send back.
 MAX_FEED_CURSOR = 2**63 - 1
 # ASCII digits only: str.isdigit() also takes SUPERSCRIPT TWO and other scripts' digits, and
 # int() reads some of them (ARABIC-INDIC DIGIT ONE as 1).
 FEED_CURSOR_TEXT = re.compile(r"[0-9]{1,19}")
 FEED_CURSOR_REFUSED = "'since' must be a cursor from an earlier answer."
+# PostgreSQL's cursors are a transaction id plus this. Every cursor handed out before
+# migration 0014 was a revocations.id, far below it: a poller still holding one is answered
+# in full, where reading its id as a transaction id could skip what was written between the
+# upgrade and that number. (Decimal, so a cursor still shows its transaction id.)
+TXID_CURSOR_BASE = 10**12
+# The snapshot's xmin, as a bigint (xid8 has no cast to bigint but through text).
+_SNAPSHOT_XMIN = cast(cast(func.pg_snapshot_xmin(func.pg_current_snapshot()), Text), BigInteger)
 
 
 def parse_feed_cursor(text: str) -> int:
@@ -143,21 +151,66 @@ def parse_feed_cursor(text: str) -> int:
 class FeedPage:
     cursor: int
     entries: list[dict[str, Any]]
+    # Whether the page is what a poll with ``since`` had not had yet; False for the full
+    # listing, sent without ``since`` or for a ``since`` this database cannot have handed out.
+    follows_since: bool
+
+
+def _feed_position(db: Session, since: int | None) -> tuple[int, ColumnElement[bool] | None]:
+    """This answer's cursor, read before its page, and which live rows the page holds (None:
+    all of them, the full listing). The one place the databases differ.
+
+    PostgreSQL. A row becomes visible when its transaction commits, not in the order ids were
+    taken, so the cursor counts transactions. Each row records the 64-bit id of the
+    transaction that wrote it (``txid``, the column's default). The cursor is the snapshot's
+    xmin (plus ``TXID_CURSOR_BASE``), which the PostgreSQL documentation ("Transaction ID and
+    Snapshot Information Functions", table "Snapshot Components") defines as the "Lowest
+    transaction ID that was still active. All transaction IDs less than xmin are either
+    committed and visible, or rolled back and dead." It is read in a statement of its own
+    before the page: under READ COMMITTED each statement takes a new snapshot, so every
+    transaction below the cursor had ended when the page's statement began, and the page sees
+    all they committed. The page holds every live row with ``txid >= since``.
+
+    Why nothing is lost: take a row written by transaction t, and the first poll whose cursor
+    is above t. t had ended before that poll's page was read, so the page sees the row, and
+    that poll's ``since``, the cursor before it, was not above t, so the page holds it (the
+    first poll of all sends the full listing). Earlier polls may send the row too, once t has
+    committed: at least once, never not at all. The xmin is the whole cluster's: a
+    transaction that has written anything, in any database, holds it back while it runs, and
+    every poll meanwhile sends again what was written since it began. That costs bytes, never
+    an entry.
+
+    A ``since`` above the xmin cannot have come from this database as it is now (xmin never
+    goes back on one server): a restore, a replica further ahead. One below
+    ``TXID_CURSOR_BASE`` is a revocations.id from before migration 0014. Both get the full
+    listing, which depends on no earlier answer.
+
+    SQLite. One writer at a time (``BEGIN IMMEDIATE`` in ``db.py``), so ids are taken and
+    committed in the same order, and a transaction reads one snapshot throughout: the largest
+    id it reads is a sound cursor for the page it reads. A ``since`` above it gets the full
+    listing, as on PostgreSQL.
+    """
+    if db.get_bind().dialect.name == "postgresql":
+        cursor = TXID_CURSOR_BASE + db.execute(select(_SNAPSHOT_XMIN)).scalar_one()
+        if since is None or not TXID_CURSOR_BASE <= since <= cursor:
+            return cursor, None
+        return cursor, Revocation.txid >= since - TXID_CURSOR_BASE
+    last = db.scalar(select(func.max(Revocation.id))) or 0
+    if since is None or since > last:
+        return last, None
+    return last, Revocation.id > since
 
 
 def read_feed(db: Session, since: int | None, now: datetime, token_ttl: timedelta) -> FeedPage:
-    """Live entries newer than ``since`` (all live entries without it), oldest first."""
+    """Live entries a poll with ``since`` may not have had (all live entries without it)."""
     live = or_(
         Revocation.expires_at > now,
         (Revocation.expires_at.is_(None)) & (Revocation.created_at > now - token_ttl),
     )
-    # The cursor first, and the page bounded by it: on PostgreSQL each statement sees what was
-    # committed when it began, so a cursor read after the page could pass an entry committed
-    # in between, and every later poll (since=cursor) would skip it.
-    cursor = db.scalar(select(func.max(Revocation.id))) or 0
-    query = select(Revocation).where(live, Revocation.id <= cursor).order_by(Revocation.id)
-    if since is not None:
-        query = query.where(Revocation.id > since)
+    cursor, newer = _feed_position(db, since)
+    query = select(Revocation).where(live).order_by(Revocation.id)
+    if newer is not None:
+        query = query.where(newer)
     rows = list(db.scalars(query))
     entries: list[dict[str, Any]] = []
     for row in rows:
@@ -170,4 +223,4 @@ def read_feed(db: Session, since: int | None, now: datetime, token_ttl: timedelt
         if row.not_before is not None:
             entry["not_before"] = int(row.not_before.timestamp())
         entries.append(entry)
-    return FeedPage(cursor=max(cursor, since or 0), entries=entries)
+    return FeedPage(cursor=cursor, entries=entries, follows_since=newer is not None)

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from authserver.resource import RevocationState, TokenRevoked, TokenVerifier
-from authserver.resource.revocation_feed import THREAD_NAME
+from authserver.resource.revocation_feed import THREAD_NAME, UserCutoff
 from tests.helpers import HANG_SECONDS
 from tests.resource.support import (
     AUDIENCE,
@@ -219,6 +219,26 @@ def test_later_polls_continue_from_the_cursor(
     assert second.headers["if-none-match"] == '"2"'
     state = feed_state(polling)
     assert set(state.revoked_jtis) == {"a", "b", "c"}
+
+
+def test_an_entry_sent_again_changes_nothing(
+    one_poll: TokenVerifier, issuer: FakeIssuer, clock: FakeClock
+) -> None:
+    """The feed delivers at least once: an entry may come again, in the same answer or a
+    later one, after entries written after it."""
+    family = {"type": "sid", "value": "family-1", "expires_at": clock() + 300}
+    signed_out = {"type": "sub", "value": "user-1", "not_before": clock() - 10}
+    earlier_sign_out = {**signed_out, "not_before": clock() - 100, "expires_at": clock() + 200}
+    for entry in (family, {**signed_out, "expires_at": clock() + 300}, family, earlier_sign_out):
+        issuer.revoke(**entry)
+
+    one_poll.start()
+
+    state = feed_state(one_poll)
+    assert dict(state.revoked_sids) == {"family-1": clock() + 300}
+    assert dict(state.user_not_before) == {
+        "user-1": UserCutoff(not_before=clock() - 10, expires_at=clock() + 300)
+    }
 
 
 # -- 304, expiry, failures ---------------------------------------------------------------------
