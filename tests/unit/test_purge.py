@@ -699,6 +699,7 @@ def test_report_total_adds_every_kind(factory: sessionmaker[Session], owner: Own
         "browser_sessions": 0,
         "revocations": 0,  # the sid entry is the newest revocation
         "signing_keys": 0,
+        "outbound_messages": 0,
         "audit_events": 1,
         "sign_in_throttles": 0,
     }
