@@ -72,6 +72,8 @@ def purge_app(purge_database_url: str, tmp_path: Path) -> Iterator[Flask]:
             database_url=purge_database_url,
             instance_dir=str(tmp_path / "app-instance"),
             log_level="WARNING",
+            # Only to arrange and check rows: no outbox sender thread in the test process.
+            outbox_in_process=0,
         )
     )
     yield app
