@@ -197,11 +197,14 @@ def test_purge_while_another_purge_runs_says_so_and_succeeds(
 
 
 class Janitor:
-    """`authserver purge --every ...` in the background; its output lines as they come."""
+    """`authserver purge --every ...` in the background (or another command that takes
+    ``--every``); its output lines as they come."""
 
-    def __init__(self, every: str, env: dict[str, str]) -> None:
+    def __init__(
+        self, every: str, env: dict[str, str], command: tuple[str, ...] = ("purge",)
+    ) -> None:
         self.process = subprocess.Popen(
-            [str(AUTHSERVER), "purge", "--every", every],
+            [str(AUTHSERVER), *command, "--every", every],
             env=env,
             cwd=env["AUTHSERVER_INSTANCE_DIR"],
             stdout=subprocess.PIPE,
