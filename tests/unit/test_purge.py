@@ -718,8 +718,9 @@ def test_a_stop_request_ends_the_run_between_batches(factory: sessionmaker[Sessi
         nonlocal asked
         asked += 1
         # Asked once before each kind's first batch and before every further batch; codes,
-        # families, sessions, revocations and keys find nothing, then two audit batches run.
-        return asked > 7
+        # families, sessions, revocations, keys and outbox messages find nothing, then two
+        # audit batches run.
+        return asked > 8
 
     report = purge(
         factory, now=NOW, policy=replace(POLICY, batch_size=2), should_stop=stop_after_two_batches
