@@ -64,7 +64,9 @@ def post(url: str, body: bytes, content_type: str, *, timeout: float) -> int:
         response = connection.getresponse()
         return response.status
     except (OSError, http.client.HTTPException) as exc:
-        if deadline.passed:
+        # The deadline cut the socket, or a single read waited the whole time (the two
+        # bounds are the same length and race): either way, no answer in time.
+        if deadline.passed or isinstance(exc, TimeoutError):
             raise NoAnswer(f"no answer within {timeout:g} s") from None
         raise NoAnswer(_describe(exc)) from None
     finally:
@@ -76,8 +78,6 @@ def _describe(exc: BaseException) -> str:
     """A few words for ``last_error`` and the log: the kind of failure, never the request."""
     if isinstance(exc, ConnectionRefusedError):
         return "connection refused"
-    if isinstance(exc, TimeoutError | socket.timeout):
-        return "timed out"
     if isinstance(exc, socket.gaierror):
         return "host name not resolved"
     if isinstance(exc, ssl.SSLCertVerificationError):
