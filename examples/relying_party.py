@@ -9,7 +9,10 @@ this app ends its own session for it. Run `make run` in one terminal, then:
     .venv/bin/python examples/relying_party.py
 
 and open http://127.0.0.1:8765. It uses the public "Demo web app" client that `make run`
-registers (its client_id is read from instance/demo-credentials.json, or RP_CLIENT_ID).
+registers (its client_id is read from instance/demo-credentials.json, or RP_CLIENT_ID), with
+http://127.0.0.1:8765/backchannel-logout as its back-channel logout URI; a database seeded
+before that existed gets it with
+`authserver clients backchannel-logout CLIENT_ID http://127.0.0.1:8765/backchannel-logout`.
 """
 
 from __future__ import annotations

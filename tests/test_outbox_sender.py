@@ -122,6 +122,33 @@ def test_the_first_request_starts_the_sender_and_close_stops_it(sending_app: Fla
     assert not sender.running
 
 
+def test_a_sender_whose_database_is_away_says_so_and_keeps_trying(
+    config: Config, caplog: pytest.LogCaptureFixture
+) -> None:
+    unreachable = replace(
+        config,
+        database_url="postgresql+psycopg://postgres@127.0.0.1:1/none",
+        outbox_in_process=1,
+        outbox_retry_max_seconds=1,
+    )
+    application = create_app(unreachable)
+    sender = runtime(application).outbox_sender
+    assert sender is not None
+    try:
+        assert application.test_client().get("/healthz").status_code == 200
+
+        wait_until(
+            lambda: "outbox sender: delivery failed (OperationalError)" in caplog.text,
+            "the sender to say the database is away",
+        )
+        assert sender.running
+    finally:
+        sender.close()
+        db.state(application).engine.dispose()
+    # The type of the failure only: never the driver's message, which may quote SQL.
+    assert "127.0.0.1:1" not in caplog.text.split("outbox sender:")[1].splitlines()[0]
+
+
 def test_without_the_in_process_sender_nothing_is_delivered_by_the_server(
     committed_app: Flask,
 ) -> None:

@@ -100,7 +100,7 @@ def _check_redirect_uri(uri: str) -> None:
 BACKCHANNEL_LOGOUT_URI_MAX_LENGTH = 2000
 
 
-def checked_backchannel_logout_uri(uri: str) -> str:
+def _checked_backchannel_logout_uri(uri: str) -> str:
     """OpenID Connect Back-Channel Logout 1.0 §2.2: an absolute URI without fragment, where
     authserver POSTs logout tokens. The redirect URIs' rules hold too (https, plain http only
     on loopback, no user information), and only http(s): the server itself calls it."""
@@ -243,7 +243,7 @@ def create_client(
 
 def _check_backchannel_logout(uri: str | None, session_required: bool) -> None:
     if uri is not None:
-        checked_backchannel_logout_uri(uri)
+        _checked_backchannel_logout_uri(uri)
     elif session_required:
         raise ValidationError("backchannel_logout_session_required needs a back-channel logout URI")
 
