@@ -16,10 +16,10 @@ from sqlalchemy.orm import Session, sessionmaker
 from authserver.config import Config, parse_rate_limit
 from authserver.db import DatabaseState, utcnow
 from authserver.models import Client, SigningKey
-from authserver.services import backchannel_logout
 from authserver.services.access_tokens import AccessTokenIssuer
 from authserver.services.audit import row_writer
 from authserver.services.audit_queue import AuditQueue
+from authserver.services.backchannel_logout import CHANNEL as BACKCHANNEL_LOGOUT
 from authserver.services.backchannel_logout import BackchannelLogoutChannel
 from authserver.services.client_cache import ClientCache
 from authserver.services.keys import (
@@ -172,7 +172,7 @@ def build_runtime(config: Config, db_state: DatabaseState) -> Runtime:
             else None
         ),
         outbox_channels={
-            backchannel_logout.CHANNEL: BackchannelLogoutChannel(config.issuer, keys),
+            BACKCHANNEL_LOGOUT: BackchannelLogoutChannel(config.issuer, keys),
         },
         outbox_policy=outbox_policy(config),
     )
