@@ -20,6 +20,7 @@ from authserver.http.rate_limits import init_rate_limits
 from authserver.http.web import csrf, init_web
 from authserver.oauth.server import AuthorizationServer
 from authserver.runtime import attach_runtime, build_runtime
+from authserver.services.outbox_sender import wake_after_commit
 
 # Exit status for a configuration the server refuses. 3 is what gunicorn reads as "worker
 # failed to boot", so gunicorn stops instead of restarting workers forever.
@@ -75,6 +76,11 @@ def create_app(config: Config | None = None) -> Flask:
     rt = build_runtime(config, db.state(app))
     attach_runtime(app, rt)
     app.before_request(rt.keys.refresh_if_due)
+    if rt.outbox_sender is not None:
+        # Started by the first request a process serves; woken after each commit that
+        # enqueued a message (a logout), so apps hear of it at once.
+        app.before_request(rt.outbox_sender.ensure_started)
+        wake_after_commit(db.state(app).session_factory, rt.outbox_sender.wake)
     AuthorizationServer().init_app(app)
 
     init_web(app, config)

@@ -240,6 +240,18 @@ def clients_group() -> None:
     help="Register as the resource server of this audience: it may introspect tokens issued "
     "for it and read the revocation feed. Repeat for several.",
 )
+@click.option(
+    "--backchannel-logout-uri",
+    default=None,
+    metavar="URI",
+    help="Where to POST a logout token when a browser session the client signed in through "
+    "ends (OpenID Connect Back-Channel Logout).",
+)
+@click.option(
+    "--backchannel-logout-session-required",
+    is_flag=True,
+    help="The client needs the sid in every logout token (authserver always sends it).",
+)
 @click.option("--access-token-ttl", type=click.IntRange(min=1), default=None)
 @click.option("--refresh-idle-ttl", type=click.IntRange(min=1), default=None)
 @click.option("--refresh-absolute-ttl", type=click.IntRange(min=1), default=None)
@@ -255,6 +267,8 @@ def clients_create(
     scope: str,
     audiences: tuple[str, ...],
     served_audiences: tuple[str, ...],
+    backchannel_logout_uri: str | None,
+    backchannel_logout_session_required: bool,
     access_token_ttl: int | None,
     refresh_idle_ttl: int | None,
     refresh_absolute_ttl: int | None,
@@ -276,6 +290,8 @@ def clients_create(
             access_token_ttl=access_token_ttl,
             refresh_idle_ttl=refresh_idle_ttl,
             refresh_absolute_ttl=refresh_absolute_ttl,
+            backchannel_logout_uri=backchannel_logout_uri,
+            backchannel_logout_session_required=backchannel_logout_session_required,
         )
     result = {
         "client_id": registered.client.client_id,
@@ -306,6 +322,29 @@ def clients_serve(client_id: str, audiences: tuple[str, ...]) -> None:
         f"client {client_id} serves {what}; running servers see it within {seconds} s "
         "(AUTHSERVER_CLIENT_CACHE_SECONDS)"
     )
+
+
+@clients_group.command("backchannel-logout")
+@click.argument("client_id")
+@click.argument("uri", required=False, metavar="[URI]")
+@click.option(
+    "--session-required",
+    is_flag=True,
+    help="The client needs the sid in every logout token (authserver always sends it).",
+)
+@with_appcontext
+def clients_backchannel_logout(client_id: str, uri: str | None, session_required: bool) -> None:
+    """Set where CLIENT_ID is sent logout tokens when a browser session it signed in through
+    ends (OpenID Connect Back-Channel Logout); without URI, it is sent none from now on."""
+    with db.transaction(_app()) as session:
+        client_service.set_backchannel_logout(
+            session, client_id, uri, utcnow(), session_required=session_required
+        )
+    if uri is None:
+        click.echo(f"client {client_id} is sent no logout tokens from now on")
+    else:
+        required = " (sid required)" if session_required else ""
+        click.echo(f"client {client_id} is sent logout tokens at {uri}{required}")
 
 
 @clients_group.command("disable")
@@ -572,6 +611,88 @@ def purge_command(every: str | None, batch_size: int) -> None:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+# -- outbox --------------------------------------------------------------------------------
+
+
+@main.group("outbox")
+def outbox_group() -> None:
+    """Messages for other systems (back-channel logout tokens), delivered at least once."""
+
+
+@outbox_group.command("deliver")
+@click.option(
+    "--every",
+    metavar="DURATION",
+    default=None,
+    help="Keep running, delivering what is due this often: 5s, 1m. For deployments with "
+    "AUTHSERVER_OUTBOX_IN_PROCESS=0.",
+)
+@with_appcontext
+def outbox_deliver(every: str | None) -> None:
+    """Deliver every message that is due now (retries included), once or on a schedule."""
+    interval = None
+    if every is not None:
+        try:
+            interval = parse_duration(every)
+        except ValueError as exc:
+            _fail(str(exc))
+    app = _app()
+    rt = runtime(app)
+    session_factory = db.state(app).session_factory
+    # SIGTERM ends it between two rounds (a round is bounded by the HTTP deadline).
+    stop = threading.Event()
+
+    def request_stop(_signum: int, _frame: object) -> None:
+        stop.set()
+
+    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        while not stop.is_set():
+            try:
+                report = rt.deliver_outbox(session_factory)
+            except SQLAlchemyError as exc:
+                if interval is None:
+                    raise
+                click.echo(
+                    f"outbox delivery failed: database error: {_database_error_line(exc)}; "
+                    f"trying again in {every}",
+                    err=True,
+                )
+            else:
+                if interval is None or report.attempted:
+                    click.echo(
+                        f"delivered {report.delivered}, retrying {report.retrying}, "
+                        f"given up {report.given_up}"
+                    )
+            if interval is None or stop.wait(interval.total_seconds()):
+                break
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+@outbox_group.command("status")
+@with_appcontext
+def outbox_status_command() -> None:
+    """Messages per channel: pending (and since when), delivered, given up (until purged)."""
+    from authserver.services.outbox import outbox_status
+
+    with db.transaction(_app()) as session:
+        channels = outbox_status(session)
+    if not channels:
+        click.echo("the outbox is empty")
+        return
+    click.echo(f"{'CHANNEL':<22} {'PENDING':>8} {'DELIVERED':>10} {'GIVEN UP':>9}  OLDEST PENDING")
+    for status in channels:
+        oldest = (
+            f"{status.oldest_pending_at:%Y-%m-%d %H:%M:%S} UTC" if status.oldest_pending_at else "-"
+        )
+        click.echo(
+            f"{status.channel:<22} {status.pending:>8} {status.delivered:>10} "
+            f"{status.given_up:>9}  {oldest}"
+        )
 
 
 # -- development -----------------------------------------------------------------------------

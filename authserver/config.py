@@ -148,6 +148,16 @@ class Config:
     # read it on every request). A client disabled elsewhere is refused within this time.
     client_cache_seconds: int = 5
 
+    # The outbox (services/outbox.py): messages for other systems, such as back-channel logout
+    # tokens, delivered at least once. 1: every server process runs a sender thread; 0: only
+    # `authserver outbox deliver` delivers them.
+    outbox_in_process: int = 1
+    # The longest wait between two attempts at one message (exponential backoff with jitter,
+    # up to this): a receiver that comes back is reached within about this long.
+    outbox_retry_max_seconds: int = 60
+    # A message still undelivered this long after it was written is given up, and audited.
+    outbox_give_up_seconds: int = 24 * 3600
+
     # psycopg's server-side prepared statements: after this many runs of a statement on one
     # connection; 0 turns them off (needed behind PgBouncer < 1.21 in transaction mode).
     db_prepare_threshold: int = 5
@@ -299,6 +309,15 @@ class Config:
             problems.append(
                 "AUTHSERVER_RATELIMIT_KEY_PREFIX must be at most 64 letters, digits, '-', '_', "
                 "'.' or ':'"
+            )
+        if self.outbox_in_process not in (0, 1):
+            problems.append("AUTHSERVER_OUTBOX_IN_PROCESS must be 0 or 1")
+        if self.outbox_retry_max_seconds < 1:
+            problems.append("AUTHSERVER_OUTBOX_RETRY_MAX_SECONDS must be at least 1")
+        if self.outbox_give_up_seconds < self.outbox_retry_max_seconds:
+            problems.append(
+                "AUTHSERVER_OUTBOX_GIVE_UP_SECONDS must be at least "
+                "AUTHSERVER_OUTBOX_RETRY_MAX_SECONDS"
             )
         if self.trusted_proxies < 0:
             problems.append("AUTHSERVER_TRUSTED_PROXIES must be 0 or positive")

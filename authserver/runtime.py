@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from flask import Flask, current_app
+from sqlalchemy.orm import Session, sessionmaker
 
 from authserver.config import Config, parse_rate_limit
 from authserver.db import DatabaseState, utcnow
@@ -18,6 +19,8 @@ from authserver.models import Client, SigningKey
 from authserver.services.access_tokens import AccessTokenIssuer
 from authserver.services.audit import row_writer
 from authserver.services.audit_queue import AuditQueue
+from authserver.services.backchannel_logout import CHANNEL as BACKCHANNEL_LOGOUT
+from authserver.services.backchannel_logout import BackchannelLogoutChannel
 from authserver.services.client_cache import ClientCache
 from authserver.services.keys import (
     KeyCipher,
@@ -26,6 +29,8 @@ from authserver.services.keys import (
     maintain_signing_keys,
     published_key_rows,
 )
+from authserver.services.outbox import Channel, DeliveryReport, OutboxPolicy, deliver_due
+from authserver.services.outbox_sender import OutboxSender
 from authserver.services.password_policy import PasswordPolicy
 from authserver.services.passwords import PasswordHasher
 from authserver.services.refresh_tokens import RefreshPolicy, RotationBudget
@@ -33,6 +38,9 @@ from authserver.services.revocations import longest_access_token_ttl
 from authserver.services.sign_in_throttle import ThrottlePolicy
 
 EXTENSION_KEY = "authserver.runtime"
+# How often an idle in-process outbox sender looks for messages other processes wrote (and
+# never less often than the longest retry interval).
+OUTBOX_SWEEP_SECONDS = 5.0
 
 
 @dataclass
@@ -51,6 +59,12 @@ class Runtime:
     clock: Callable[[], datetime] = utcnow
     # When a breach of each rate limit and caller was last audited (http/rate_limits.py).
     rate_limit_reports: dict[str, float] = field(default_factory=dict)
+    # The outbox's channels by name (services/outbox.py): what each kind of message is
+    # delivered by. A new kind of message (Security Event Token push, e-mail) adds one here.
+    outbox_channels: dict[str, Channel] = field(default_factory=dict)
+    outbox_policy: OutboxPolicy | None = None
+    # This process's sender thread (AUTHSERVER_OUTBOX_IN_PROCESS); None when it is off.
+    outbox_sender: OutboxSender | None = None
 
     def now(self) -> datetime:
         return self.clock()
@@ -82,6 +96,21 @@ class Runtime:
 
     def access_token_ttl(self, client: Client) -> int:
         return client.access_token_ttl or self.config.access_token_ttl
+
+    def deliver_outbox(self, session_factory: sessionmaker[Session]) -> DeliveryReport:
+        """Deliver every outbox message that is due now (the sender thread, `authserver
+        outbox deliver`, tests)."""
+        assert self.outbox_policy is not None
+        return deliver_due(
+            session_factory, self.outbox_channels, self.outbox_policy, clock=self.now
+        )
+
+
+def outbox_policy(config: Config) -> OutboxPolicy:
+    return OutboxPolicy(
+        retry_max=timedelta(seconds=config.outbox_retry_max_seconds),
+        give_up_after=timedelta(seconds=config.outbox_give_up_seconds),
+    )
 
 
 def key_schedule(config: Config, longest_token_ttl: timedelta) -> KeySchedule:
@@ -129,7 +158,7 @@ def build_runtime(config: Config, db_state: DatabaseState) -> Runtime:
     )
     cipher = KeyCipher(config.key_encryption_key)
     keys = KeyRing(_key_loader(db_state, cipher, config), cipher, config.key_refresh_interval)
-    return Runtime(
+    built = Runtime(
         config=config,
         hasher=hasher,
         password_policy=password_policy,
@@ -142,7 +171,19 @@ def build_runtime(config: Config, db_state: DatabaseState) -> Runtime:
             if config.token_audit_flush_ms
             else None
         ),
+        outbox_channels={
+            BACKCHANNEL_LOGOUT: BackchannelLogoutChannel(config.issuer, keys),
+        },
+        outbox_policy=outbox_policy(config),
     )
+    if config.outbox_in_process:
+        built.outbox_sender = OutboxSender(
+            # The factory is looked up at each round: tests swap it.
+            lambda: built.deliver_outbox(db_state.session_factory),
+            sweep_seconds=min(OUTBOX_SWEEP_SECONDS, config.outbox_retry_max_seconds),
+            clock=built.now,
+        )
+    return built
 
 
 def attach_runtime(app: Flask, runtime_: Runtime) -> None:

@@ -1,13 +1,18 @@
 """A small web app that signs its users in through authserver (a "relying party").
 
 It shows the whole browser flow a real app performs: authorization code with PKCE and a
-nonce, the token exchange, ID token verification against the JWKS, a refresh, and
-RP-initiated logout. Run `make run` in one terminal, then:
+nonce, the token exchange, ID token verification against the JWKS, a refresh, RP-initiated
+logout, and back-channel logout: when the user signs out at authserver (or anywhere else that
+ends the browser session), authserver POSTs a logout token to ``/backchannel-logout`` and
+this app ends its own session for it. Run `make run` in one terminal, then:
 
     .venv/bin/python examples/relying_party.py
 
 and open http://127.0.0.1:8765. It uses the public "Demo web app" client that `make run`
-registers (its client_id is read from instance/demo-credentials.json, or RP_CLIENT_ID).
+registers (its client_id is read from instance/demo-credentials.json, or RP_CLIENT_ID), with
+http://127.0.0.1:8765/backchannel-logout as its back-channel logout URI; a database seeded
+before that existed gets it with
+`authserver clients backchannel-logout CLIENT_ID http://127.0.0.1:8765/backchannel-logout`.
 """
 
 from __future__ import annotations
@@ -17,19 +22,30 @@ import hashlib
 import json
 import os
 import secrets
+import threading
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Any
 
-from flask import Flask, redirect, request, session
+from flask import Flask, Response, jsonify, redirect, request, session
 from joserfc import jwt
 from joserfc.jwk import KeySet
 from markupsafe import escape
 
 RP_HOST = "127.0.0.1"
 RP_PORT = 8765
+# Where authserver sends logout tokens: register it as the client's backchannel_logout_uri.
+BACKCHANNEL_LOGOUT_PATH = "/backchannel-logout"
+# OpenID Connect Back-Channel Logout 1.0 §2.4: what makes a JWT a logout token.
+LOGOUT_EVENT = "http://schemas.openid.net/event/backchannel-logout"
+LOGOUT_TOKEN_TYPE = "logout+jwt"  # noqa: S105 (a media type, not a secret)
+# How far the two clocks may disagree, and how old a logout token may be when it arrives
+# (authserver signs it at each delivery attempt, so a fresh one is always on its way).
+CLOCK_SKEW_SECONDS = 60
+LOGOUT_TOKEN_MAX_AGE_SECONDS = 300
 
 
 def _http_json(url: str, form: dict[str, str] | None = None) -> dict[str, Any]:
@@ -42,18 +58,69 @@ def _http_json(url: str, form: dict[str, str] | None = None) -> dict[str, Any]:
     return result
 
 
+class InvalidLogoutToken(Exception):
+    """A logout token that fails one of the checks of Back-Channel Logout §2.6."""
+
+
+class EndedSessions:
+    """What the back-channel has said, kept where every request of this app can see it.
+
+    This app's sessions live in signed cookies, which a request from authserver cannot
+    clear; so it remembers which sessions ended (``sid``), which users were signed out
+    everywhere (``sub``, at a time) and which logout tokens it has acted on (``jti``), and
+    each request of a browser checks its session against that. In memory, so for one
+    process; a real app keeps this where its sessions are (its database, Redis).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._sids: set[str] = set()
+        self._users: dict[str, float] = {}  # sub -> sessions begun before this time ended
+        self._jtis: dict[str, float] = {}  # jti -> when it may be forgotten
+
+    def first_time(self, jti: str, until: float, now: float) -> bool:
+        """Whether this logout token's ``jti`` is new (§2.6: optionally detect replays);
+        remembered until ``until``, past which the token is refused as expired anyway."""
+        with self._lock:
+            self._jtis = {seen: end for seen, end in self._jtis.items() if end > now}
+            if jti in self._jtis:
+                return False
+            self._jtis[jti] = until
+            return True
+
+    def end(self, sid: str | None, sub: str | None, now: float) -> None:
+        """§2.7: a sid ends that session; a sub alone ends every session of that user."""
+        with self._lock:
+            if sid is not None:
+                self._sids.add(sid)
+            elif sub is not None:
+                self._users[sub] = now
+
+    def has_ended(self, claims: dict[str, Any], signed_in_at: float) -> bool:
+        with self._lock:
+            if claims.get("sid") in self._sids:
+                return True
+            cutoff = self._users.get(str(claims.get("sub")))
+            return cutoff is not None and signed_in_at <= cutoff
+
+
 def create_rp_app(issuer: str, client_id: str, base_url: str) -> Flask:
     """The relying party for ``client_id``, served at ``base_url``."""
     app = Flask(__name__)
     app.config.update(SECRET_KEY=secrets.token_hex(32), SESSION_COOKIE_NAME="rp_session")
     redirect_uri = base_url + "/callback"
     metadata = _http_json(issuer + "/.well-known/openid-configuration")
+    ended = EndedSessions()
+    app.extensions["ended_sessions"] = ended
 
     def verify_id_token(id_token: str, nonce: str | None) -> dict[str, Any]:
         keys = KeySet.import_key_set(_http_json(metadata["jwks_uri"]))
         token = jwt.decode(
             id_token, keys, algorithms=metadata["id_token_signing_alg_values_supported"]
         )
+        if str(token.header.get("typ", "JWT")).lower() != "jwt":
+            # A logout token (logout+jwt) or an access token (at+jwt) is not an ID token.
+            raise ValueError("not an ID token")
         claims = token.claims
         jwt.JWTClaimsRegistry(
             iss={"essential": True, "value": issuer},
@@ -63,6 +130,85 @@ def create_rp_app(issuer: str, client_id: str, base_url: str) -> Flask:
         if nonce is not None and claims.get("nonce") != nonce:
             raise ValueError("nonce mismatch")
         return dict(claims)
+
+    def verify_logout_token(logout_token: str) -> dict[str, Any]:
+        """Back-Channel Logout §2.6, every step, then the claims; else InvalidLogoutToken."""
+        # Not reaching the keys is this app's trouble, not the token's: the caller gets a 5xx
+        # and authserver tries again later.
+        keys = KeySet.import_key_set(_http_json(metadata["jwks_uri"]))
+        try:
+            # The keys and algorithms of ID tokens (§2.4); the signature is checked here.
+            token = jwt.decode(
+                logout_token, keys, algorithms=metadata["id_token_signing_alg_values_supported"]
+            )
+        except Exception as exc:
+            # Anyone may POST anything here: whatever the JOSE library makes of it is a 400.
+            reason = f"not a token signed by the issuer ({type(exc).__name__})"
+            raise InvalidLogoutToken(reason) from None
+        # §2.4, §4.1: explicitly typed, so that no ID token or access token passes for one.
+        if str(token.header.get("typ", "")).lower() != LOGOUT_TOKEN_TYPE:
+            raise InvalidLogoutToken("not typed logout+jwt")
+        claims = dict(token.claims)
+        now = time.time()
+        audience = claims.get("aud")
+        audiences = audience if isinstance(audience, list) else [audience]
+        issued_at, expires_at = claims.get("iat"), claims.get("exp")
+        events = claims.get("events")
+        checks = (
+            (claims.get("iss") == issuer, "wrong issuer"),
+            (client_id in audiences, "not meant for this client"),
+            (
+                isinstance(issued_at, int | float)
+                and now - LOGOUT_TOKEN_MAX_AGE_SECONDS <= issued_at <= now + CLOCK_SKEW_SECONDS,
+                "issued too long ago or in the future",
+            ),
+            (
+                isinstance(expires_at, int | float) and expires_at > now - CLOCK_SKEW_SECONDS,
+                "expired",
+            ),
+            (
+                isinstance(events, dict) and isinstance(events.get(LOGOUT_EVENT), dict),
+                "no back-channel logout event",
+            ),
+            # A nonce would let it pass for an ID token in a forged sign-in (§2.4).
+            ("nonce" not in claims, "carries a nonce"),
+            (
+                isinstance(claims.get("sid"), str) or isinstance(claims.get("sub"), str),
+                "names neither a session nor a user",
+            ),
+            (isinstance(claims.get("jti"), str), "no jti"),
+        )
+        for passed, reason in checks:
+            if not passed:
+                raise InvalidLogoutToken(reason)
+        return claims
+
+    def no_store(response: Response) -> Response:
+        response.headers["Cache-Control"] = "no-store"  # §2.8
+        return response
+
+    @app.before_request
+    def drop_ended_session() -> None:
+        claims = session.get("claims")
+        if claims and ended.has_ended(claims, session.get("signed_in_at", 0.0)):
+            session.clear()
+
+    @app.post(BACKCHANNEL_LOGOUT_PATH)
+    def backchannel_logout() -> Response | tuple[Response, int]:
+        """§2.5-§2.8: verify the logout token, end the sessions it names, answer 200; 400
+        with an error for a token that fails a check."""
+        try:
+            claims = verify_logout_token(request.form.get("logout_token", ""))
+        except InvalidLogoutToken as refused:
+            body = jsonify(error="invalid_request", error_description=str(refused))
+            return no_store(body), 400
+        now = time.time()
+        # A jti seen before is a logout already acted on (authserver retries a delivery whose
+        # answer it lost, with the same jti) or a replay: either way nothing is done again,
+        # and the answer says it is done, so the sender stops.
+        if ended.first_time(claims["jti"], claims["exp"] + CLOCK_SKEW_SECONDS, now):
+            ended.end(claims.get("sid"), claims.get("sub"), now)
+        return no_store(Response(status=200))
 
     @app.get("/")
     def home() -> str:
@@ -129,6 +275,7 @@ def create_rp_app(issuer: str, client_id: str, base_url: str) -> Flask:
             claims.update(json.load(response))
         session.update(
             claims=claims,
+            signed_in_at=time.time(),
             id_token=tokens["id_token"],
             refresh_token=tokens.get("refresh_token"),
             refreshes=0,

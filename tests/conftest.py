@@ -368,7 +368,17 @@ def config(database_url: str, tmp_path: Path) -> Config:
         instance_dir=str(tmp_path / "instance"),
         default_audience="https://api.example.test",
         log_level="WARNING",
+        # No sender thread: tests deliver the outbox themselves (runtime.deliver_outbox), and
+        # one that wants the thread turns it on for its own committed server.
+        outbox_in_process=0,
     )
+
+
+def stop_outbox_sender(app: Flask) -> None:
+    """Stop ``app``'s sender thread, if it has one, so it delivers nothing of a later test."""
+    sender = runtime(app).outbox_sender
+    if sender is not None:
+        sender.close()
 
 
 @pytest.fixture
@@ -477,6 +487,7 @@ def committed_app(engine: Engine, config: Config) -> Iterator[Flask]:
     """An app on the real engine: its commits are real (for concurrency tests)."""
     application = create_app(config)
     yield application
+    stop_outbox_sender(application)
     db.state(application).engine.dispose()
     truncate_all(engine)
 
@@ -489,6 +500,7 @@ def live_server(engine: Engine, config: Config) -> Iterator[LiveServer]:
     application = create_app(replace(config, issuer=url))
     with serving(application, listener):
         yield LiveServer(application, url)
+    stop_outbox_sender(application)
     db.state(application).engine.dispose()
     truncate_all(engine)
 

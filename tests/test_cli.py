@@ -147,6 +147,8 @@ def cli_app(cli_database: CliDatabase, tmp_path: Path) -> Iterator[Flask]:
             database_url=cli_database.url,
             instance_dir=str(tmp_path / "app-instance"),
             log_level="WARNING",
+            # Only to arrange and check rows: no outbox sender thread in the test process.
+            outbox_in_process=0,
         )
     )
     yield app

@@ -72,6 +72,8 @@ def purge_app(purge_database_url: str, tmp_path: Path) -> Iterator[Flask]:
             database_url=purge_database_url,
             instance_dir=str(tmp_path / "app-instance"),
             log_level="WARNING",
+            # Only to arrange and check rows: no outbox sender thread in the test process.
+            outbox_in_process=0,
         )
     )
     yield app
@@ -136,6 +138,7 @@ def test_purge_prints_how_many_rows_of_each_kind_it_deleted(
         "browser sessions": 0,
         "revocations": 3,  # the family's sid entry and two jti entries
         "signing keys": 0,
+        "outbound messages": 0,
         "audit events": 1,
         "sign in throttles": 0,
         "total": 7,
@@ -194,11 +197,14 @@ def test_purge_while_another_purge_runs_says_so_and_succeeds(
 
 
 class Janitor:
-    """`authserver purge --every ...` in the background; its output lines as they come."""
+    """`authserver purge --every ...` in the background (or another command that takes
+    ``--every``); its output lines as they come."""
 
-    def __init__(self, every: str, env: dict[str, str]) -> None:
+    def __init__(
+        self, every: str, env: dict[str, str], command: tuple[str, ...] = ("purge",)
+    ) -> None:
         self.process = subprocess.Popen(
-            [str(AUTHSERVER), "purge", "--every", every],
+            [str(AUTHSERVER), *command, "--every", every],
             env=env,
             cwd=env["AUTHSERVER_INSTANCE_DIR"],
             stdout=subprocess.PIPE,

@@ -52,6 +52,8 @@ APPLICATION_TABLES = {
     "revocations",
     "audit_events",
     "sign_in_throttles",
+    "outbound_messages",
+    "browser_session_clients",
 }
 ONE_UNUSED_PER_FAMILY = "uq_refresh_tokens_one_unused_per_family"
 HOUR = timedelta(hours=1)

@@ -5,8 +5,9 @@ from authserver.models.audit import AuditEvent
 from authserver.models.authorization import AuthorizationCode, Consent
 from authserver.models.clients import Client
 from authserver.models.keys import KeyState, SigningKey
+from authserver.models.outbox import OutboundMessage
 from authserver.models.revocations import Revocation
-from authserver.models.sessions import BrowserSession
+from authserver.models.sessions import BrowserSession, BrowserSessionClient
 from authserver.models.throttles import SignInThrottle
 from authserver.models.tokens import RefreshFamily, RefreshToken
 from authserver.models.users import User
@@ -15,9 +16,11 @@ __all__ = [
     "AuditEvent",
     "AuthorizationCode",
     "BrowserSession",
+    "BrowserSessionClient",
     "Client",
     "Consent",
     "KeyState",
+    "OutboundMessage",
     "RefreshFamily",
     "RefreshToken",
     "Revocation",

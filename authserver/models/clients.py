@@ -5,7 +5,7 @@ import hmac
 import uuid
 from datetime import datetime
 
-from sqlalchemy import String, text
+from sqlalchemy import String, false, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from authserver.db import Base, utcnow
@@ -49,6 +49,14 @@ class Client(Base):
     # Audiences this client serves as a resource server: it may introspect tokens issued for
     # them (RFC 7662 §4) and read the revocation feed. Empty for clients that serve no API.
     served_audiences: Mapped[list[str]] = mapped_column(server_default=text("'[]'"), default=list)
+    # Where the client is told that a browser session it signed in through has ended
+    # (OpenID Connect Back-Channel Logout 1.0 §2.2); NULL: it is not told.
+    backchannel_logout_uri: Mapped[str | None] = mapped_column(String(2000))
+    # Whether its logout tokens must carry ``sid`` (§2.2). authserver always sends ``sid``
+    # (and ``sub``), so this is kept as registered and always honoured.
+    backchannel_logout_session_required: Mapped[bool] = mapped_column(
+        default=False, server_default=false()
+    )
     # Per-client lifetimes in seconds; NULL means the server-wide setting.
     access_token_ttl: Mapped[int | None]
     refresh_absolute_ttl: Mapped[int | None]

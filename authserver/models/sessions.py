@@ -38,3 +38,29 @@ class BrowserSession(Base):
 
     def __repr__(self) -> str:
         return f"<BrowserSession {self.id}>"
+
+
+class BrowserSessionClient(Base):
+    """A client that signed in through a browser session: it is told when the session ends
+    (OpenID Connect Back-Channel Logout 1.0 §2.3, "remembering logged-in RPs").
+
+    Written when an authorization code is issued in the session, once per client and
+    ``sid``, so it covers clients that got only an ID token. ``sid`` is the session id the
+    client was given (the ``sid`` of its ID token): the session's own, or that of an earlier
+    session of the same user whose clients were carried over to this one when the user
+    signed in again (``prompt=login``), since the client still knows that earlier id.
+    """
+
+    __tablename__ = "browser_session_clients"
+
+    browser_session_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("browser_sessions.id", ondelete="CASCADE"), primary_key=True
+    )
+    client_pk: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("clients.id", ondelete="CASCADE"), primary_key=True
+    )
+    sid: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    def __repr__(self) -> str:
+        return f"<BrowserSessionClient {self.browser_session_id} {self.client_pk}>"

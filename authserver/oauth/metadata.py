@@ -74,4 +74,9 @@ def server_metadata(config: Config) -> dict[str, Any]:
             "updated_at",
         ],
         "prompt_values_supported": ["none", "login"],
+        # OpenID Connect Back-Channel Logout 1.0 §2.1: clients with a backchannel_logout_uri
+        # get a logout token when a browser session they signed in through ends, always
+        # with the session's sid.
+        "backchannel_logout_supported": True,
+        "backchannel_logout_session_supported": True,
     }

@@ -44,6 +44,10 @@ class AuditEventType(enum.StrEnum):
     KEY_ROTATED = "key_rotated"
     KEY_WITHDRAWN = "key_withdrawn"
     RATE_LIMIT_HIT = "rate_limit_hit"
+    # An outbox message (a back-channel logout token, ...) was taken by its receiver, or
+    # given up (services/outbox.py).
+    OUTBOX_DELIVERED = "outbox_delivered"
+    OUTBOX_GAVE_UP = "outbox_gave_up"
 
 
 # Events that record no change of state, only that a token left the server. Their rows may
@@ -70,6 +74,10 @@ ALLOWED_DETAILS = frozenset(
         "families_revoked",
         "sessions_ended",
         "served_audiences",
+        "channel",
+        "message_id",
+        "attempts",
+        "backchannel_logout_uri",
     }
 )
 

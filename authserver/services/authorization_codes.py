@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from authserver.errors import InvalidGrant
 from authserver.models import AuthorizationCode, BrowserSession, Client, RefreshFamily, User
+from authserver.services.backchannel_logout import record_signed_in_client
 from authserver.services.refresh_tokens import RevocationReason, digest_token
 from authserver.services.revocations import denylist_access_token, revoke_families
 
@@ -50,6 +51,10 @@ def issue_code(
             expires_at=now + ttl,
         )
     )
+    if browser_session is not None:
+        # The client signs in through this session: it is told when the session ends
+        # (OpenID Connect Back-Channel Logout 1.0 §2.3).
+        record_signed_in_client(db, browser_session, client, now)
     db.flush()
     return code
 

@@ -1,5 +1,11 @@
 """Server-side browser sessions: sign-in, lookup with idle and absolute expiry, sign-out,
-sign-out everywhere, and the list of a user's signed-in devices."""
+sign-out everywhere, and the list of a user's signed-in devices.
+
+Every path that ends browser sessions (sign-out, RP-initiated logout, signing a device out,
+sign-out everywhere, a password change, a disabled user, another user signing in) goes
+through ``end_session`` or ``end_user_sessions``: they revoke the refresh families issued
+through the sessions and, in the same transaction, enqueue the back-channel logout tokens
+of the apps that signed in through them (``services/backchannel_logout.py``)."""
 
 from __future__ import annotations
 
@@ -12,6 +18,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from authserver.models import BrowserSession, RefreshFamily, User
+from authserver.services.backchannel_logout import enqueue_logout_tokens
 from authserver.services.refresh_tokens import RevocationReason, digest_token
 from authserver.services.revocations import record_user_signed_out_everywhere, revoke_families
 
@@ -102,14 +109,17 @@ def is_live(browser_session: BrowserSession, now: datetime) -> bool:
 def end_session(
     db: Session, browser_session: BrowserSession, reason: RevocationReason, now: datetime
 ) -> None:
-    """Sign this browser out and revoke the refresh families issued through it."""
-    db.execute(
+    """Sign this browser out, revoke the refresh families issued through it and tell the apps
+    that signed in through it. A session already signed out tells nobody again."""
+    ended = db.scalars(
         update(BrowserSession)
         .where(BrowserSession.id == browser_session.id, BrowserSession.revoked_at.is_(None))
         .values(revoked_at=now, revoked_reason=reason.value)
+        .returning(BrowserSession.id)
         .execution_options(synchronize_session=False)
-    )
+    ).all()
     revoke_families(db, [RefreshFamily.browser_session_id == browser_session.id], reason.value, now)
+    enqueue_logout_tokens(db, ended, now)
     db.refresh(browser_session)
 
 
@@ -139,7 +149,8 @@ def end_user_sessions(
     keep_session_id: uuid.UUID | None = None,
     keep_family_id: uuid.UUID | None = None,
 ) -> tuple[int, int]:
-    """Sign the user out everywhere (except, optionally, one session and one family).
+    """Sign the user out everywhere (except, optionally, one session and one family), and
+    tell the apps that signed in through the sessions ended.
 
     Returns (sessions ended, families revoked).
     """
@@ -148,11 +159,11 @@ def end_user_sessions(
     )
     if keep_session_id is not None:
         sessions = sessions.where(BrowserSession.id != keep_session_id)
-    ended = db.execute(
-        sessions.values(revoked_at=now, revoked_reason=reason.value).execution_options(
-            synchronize_session=False
-        )
-    )
+    ended = db.scalars(
+        sessions.values(revoked_at=now, revoked_reason=reason.value)
+        .returning(BrowserSession.id)
+        .execution_options(synchronize_session=False)
+    ).all()
     conditions = [RefreshFamily.user_id == user_id]
     if keep_session_id is not None:
         conditions.append(
@@ -165,8 +176,9 @@ def end_user_sessions(
     if keep_session_id is None and keep_family_id is None:
         # Everywhere means everywhere: also tokens that belong to no family.
         record_user_signed_out_everywhere(db, user_id, now)
+    enqueue_logout_tokens(db, ended, now)
     db.flush()
-    return int(ended.rowcount), len(revoked)  # type: ignore[attr-defined]
+    return len(ended), len(revoked)
 
 
 @dataclass(frozen=True)

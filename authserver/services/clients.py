@@ -6,6 +6,7 @@ import re
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 from urllib.parse import urlsplit
 
 from sqlalchemy import select
@@ -101,6 +102,41 @@ def _check_redirect_uri(uri: str) -> None:
         raise ValidationError(f"redirect URI has no host: {uri!r}")
 
 
+BACKCHANNEL_LOGOUT_URI_MAX_LENGTH = 2000
+
+
+def _checked_backchannel_logout_uri(uri: str) -> str:
+    """OpenID Connect Back-Channel Logout 1.0 §2.2: an absolute URI without fragment, where
+    authserver POSTs logout tokens. The redirect URIs' rules hold too (https, plain http only
+    on loopback, no user information), and only http(s): the server itself calls it."""
+    if (
+        not uri
+        or len(uri) > BACKCHANNEL_LOGOUT_URI_MAX_LENGTH
+        or any(ord(char) <= 0x20 or ord(char) == 0x7F for char in uri)
+    ):
+        raise ValidationError(
+            "back-channel logout URI must be 1 to 2000 characters, without spaces or controls"
+        )
+    parts = urlsplit(uri)
+    if parts.scheme not in ("https", "http") or "#" in uri:
+        raise ValidationError(
+            f"back-channel logout URI must be an absolute https URL without fragment: {uri!r}"
+        )
+    if "@" in parts.netloc:
+        raise ValidationError(f"back-channel logout URI must not contain user information: {uri!r}")
+    try:
+        parts.port  # noqa: B018 (parsing it is the check)
+    except ValueError:
+        raise ValidationError(f"back-channel logout URI has an invalid port: {uri!r}") from None
+    if not parts.hostname:
+        raise ValidationError(f"back-channel logout URI has no host: {uri!r}")
+    if parts.scheme == "http" and parts.hostname not in ("127.0.0.1", "::1", "localhost"):
+        raise ValidationError(
+            f"back-channel logout URI must use https (or http on loopback): {uri!r}"
+        )
+    return uri
+
+
 def _check_scope_tokens(scopes: list[str]) -> None:
     for scope in scopes:
         if not SCOPE_TOKEN.match(scope):
@@ -129,6 +165,8 @@ def create_client(
     access_token_ttl: int | None = None,
     refresh_idle_ttl: int | None = None,
     refresh_absolute_ttl: int | None = None,
+    backchannel_logout_uri: str | None = None,
+    backchannel_logout_session_required: bool = False,
 ) -> RegisteredClient:
     name = name.strip()
     if not name or len(name) > 200:
@@ -162,6 +200,7 @@ def create_client(
     for audience in audience_list:
         _check_audience(audience)
     served_list = _checked_served_audiences(served_audiences or [])
+    _check_backchannel_logout(backchannel_logout_uri, backchannel_logout_session_required)
     for label, ttl in (
         ("access token lifetime", access_token_ttl),
         ("refresh idle lifetime", refresh_idle_ttl),
@@ -186,9 +225,14 @@ def create_client(
         access_token_ttl=access_token_ttl,
         refresh_idle_ttl=refresh_idle_ttl,
         refresh_absolute_ttl=refresh_absolute_ttl,
+        backchannel_logout_uri=backchannel_logout_uri,
+        backchannel_logout_session_required=backchannel_logout_session_required,
     )
     session.add(client)
     session.flush()
+    details: dict[str, Any] = {}
+    if backchannel_logout_uri:
+        details["backchannel_logout_uri"] = backchannel_logout_uri
     record(
         session,
         AuditEventType.CLIENT_CREATED,
@@ -197,8 +241,44 @@ def create_client(
         grant_type=" ".join(grants),
         scope=" ".join(scope_list),
         served_audiences=served_list,
+        **details,
     )
     return RegisteredClient(client=client, client_secret=secret)
+
+
+def _check_backchannel_logout(uri: str | None, session_required: bool) -> None:
+    if uri is not None:
+        _checked_backchannel_logout_uri(uri)
+    elif session_required:
+        raise ValidationError("backchannel_logout_session_required needs a back-channel logout URI")
+
+
+def set_backchannel_logout(
+    session: Session,
+    client_id: str,
+    uri: str | None,
+    now: datetime,
+    *,
+    session_required: bool = False,
+) -> Client:
+    """Where the client is told that a browser session it signed in through has ended
+    (OpenID Connect Back-Channel Logout 1.0 §2.2), replacing what it had; None: it is told
+    nothing from now on. Logouts already waiting go where they were addressed."""
+    client = find_client(session, client_id, fresh=True)
+    if client is None:
+        raise NotFound(f"no client with the id {client_id.strip()[:64]!r}")
+    _check_backchannel_logout(uri, session_required)
+    client.backchannel_logout_uri = uri
+    client.backchannel_logout_session_required = session_required
+    record(
+        session,
+        AuditEventType.CLIENT_UPDATED,
+        now,
+        client_id=client.client_id,
+        backchannel_logout_uri=uri,
+    )
+    session.flush()
+    return client
 
 
 def _checked_served_audiences(audiences: list[str]) -> list[str]:

@@ -64,6 +64,8 @@ def seed_demo(
             redirect_uris=[DEMO_RP_REDIRECT_URI],
             post_logout_redirect_uris=[DEMO_RP_BASE + "/"],
             scopes=["openid", "email", "profile", "offline_access"],
+            # Signing out at authserver signs the user out of the example app too.
+            backchannel_logout_uri=DEMO_RP_BASE + "/backchannel-logout",
         )
         verifier = secrets.token_urlsafe(48)
         credentials.update(web_client_id=web.client.client_id, pkce_verifier=verifier)

@@ -1,6 +1,6 @@
 """Deleting what the server no longer needs: dead refresh families, spent authorization codes,
-revocation entries no token can carry any more, ended browser sessions, removed signing keys
-and audit events past their retention.
+revocation entries no token can carry any more, ended browser sessions, removed signing keys,
+outbox messages delivered or given up, and audit events past their retention.
 
 Safe while serving: every batch is its own short transaction (select at most ``batch_size``
 primary keys, delete those rows, commit), so no lock is held for longer than one batch and a
@@ -43,6 +43,7 @@ from authserver.models import (
     AuthorizationCode,
     BrowserSession,
     KeyState,
+    OutboundMessage,
     RefreshFamily,
     RefreshToken,
     Revocation,
@@ -93,6 +94,7 @@ KINDS = (
     "browser_sessions",
     "revocations",
     "signing_keys",
+    "outbound_messages",
     "audit_events",
     "sign_in_throttles",
 )
@@ -110,6 +112,7 @@ class PurgeReport:
     browser_sessions: int = 0
     revocations: int = 0
     signing_keys: int = 0
+    outbound_messages: int = 0
     sign_in_throttles: int = 0
     audit_events: int = 0
     another_purge_running: bool = False
@@ -228,6 +231,7 @@ class _Purge:
         self._purge_browser_sessions(grace_cutoff)
         self._purge_revocations(token_ttl)
         self._purge_removed_keys(grace_cutoff, token_ttl)
+        self._purge_outbound_messages(grace_cutoff)
         self._purge_audit_events()
         self._purge_sign_in_throttles()
 
@@ -308,6 +312,13 @@ class _Purge:
         gone = SigningKey.state.in_((KeyState.REMOVED, KeyState.WITHDRAWN))
         due = gone & (SigningKey.retired_at <= cutoff - token_ttl)
         self._in_batches("signing_keys", SigningKey.kid, due)
+
+    def _purge_outbound_messages(self, cutoff: datetime) -> None:
+        # Delivered or given up: nothing will send them again, and their audit events say
+        # what became of them. Pending messages stay however old (the sender gives them up).
+        # Walked by id, oldest first, which is where finished messages are.
+        due = or_(OutboundMessage.delivered_at <= cutoff, OutboundMessage.gave_up_at <= cutoff)
+        self._in_batches("outbound_messages", OutboundMessage.id, due)
 
     def _purge_sign_in_throttles(self) -> None:
         # Counters whose last failure is older than the longest window they count in (an hour)

@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 from authserver.errors import InvalidGrant, TooManyAttempts, ValidationError
 from authserver.models import BrowserSession, User
 from authserver.services.audit import AuditEventType, record
+from authserver.services.backchannel_logout import move_signed_in_clients
 from authserver.services.browser_sessions import (
     SessionPolicy,
     StartedSession,
@@ -188,7 +189,9 @@ def sign_in_browser(
 
     A fresh session id at every sign-in: an id planted before sign-in is worth nothing (no
     fixation). Signing in again as the same user (``prompt=login``) keeps the apps connected
-    through the previous session, now tied to the new one; the previous session ends.
+    through the previous session, now tied to the new one (their refresh families, and whom
+    to tell when it ends); the previous session ends without telling them. Another user
+    signing in ends the previous session like a sign-out.
     """
     user = _check_attempt(
         db,
@@ -212,6 +215,7 @@ def sign_in_browser(
     if previous is not None:
         if previous.user_id == user.id:
             move_families(db, previous, started.session)
+            move_signed_in_clients(db, previous, started.session)
         end_session(db, previous, RevocationReason.LOGOUT, context.now)
     _audit(
         db,

@@ -161,6 +161,48 @@ def test_a_rate_limit_key_prefix_is_read_and_empty_means_none() -> None:
     assert Config.from_env({}).ratelimit_key_prefix == ""
 
 
+def test_the_outbox_settings_default_to_an_in_process_sender_a_minute_and_a_day() -> None:
+    config = Config.from_env({})
+
+    assert config.outbox_in_process == 1
+    assert config.outbox_retry_max_seconds == 60
+    assert config.outbox_give_up_seconds == 86400
+    assert (
+        Config.from_env(
+            {
+                "AUTHSERVER_OUTBOX_IN_PROCESS": "0",
+                "AUTHSERVER_OUTBOX_RETRY_MAX_SECONDS": "5",
+                "AUTHSERVER_OUTBOX_GIVE_UP_SECONDS": "5",
+            }
+        ).outbox_in_process
+        == 0
+    )
+
+
+@pytest.mark.parametrize(
+    ("environ", "problem"),
+    [
+        ({"AUTHSERVER_OUTBOX_IN_PROCESS": "2"}, "AUTHSERVER_OUTBOX_IN_PROCESS must be 0 or 1"),
+        (
+            {"AUTHSERVER_OUTBOX_RETRY_MAX_SECONDS": "0"},
+            "AUTHSERVER_OUTBOX_RETRY_MAX_SECONDS must be at least 1",
+        ),
+        (
+            {
+                "AUTHSERVER_OUTBOX_RETRY_MAX_SECONDS": "120",
+                "AUTHSERVER_OUTBOX_GIVE_UP_SECONDS": "60",
+            },
+            "AUTHSERVER_OUTBOX_GIVE_UP_SECONDS must be at least "
+            "AUTHSERVER_OUTBOX_RETRY_MAX_SECONDS",
+        ),
+    ],
+)
+def test_outbox_settings_that_make_no_sense_are_refused(
+    environ: dict[str, str], problem: str
+) -> None:
+    assert _problems(environ) == [problem]
+
+
 def test_idle_ttl_longer_than_absolute_ttl_is_refused() -> None:
     problems = _problems(
         {"AUTHSERVER_REFRESH_IDLE_TTL": "3601", "AUTHSERVER_REFRESH_ABSOLUTE_TTL": "3600"}

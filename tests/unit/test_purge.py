@@ -30,6 +30,7 @@ from authserver.models import (
     BrowserSession,
     Client,
     KeyState,
+    OutboundMessage,
     RefreshFamily,
     RefreshToken,
     Revocation,
@@ -42,6 +43,7 @@ from authserver.services.audit import AuditEventType, record
 from authserver.services.authorization_codes import claim_code, issue_code
 from authserver.services.browser_sessions import SessionPolicy, end_session, start_session
 from authserver.services.keys import create_signing_key
+from authserver.services.outbox import enqueue
 from authserver.services.purge import PURGE_LOCK, PurgePolicy, PurgeReport, purge
 from authserver.services.refresh_tokens import (
     RefreshPolicy,
@@ -587,6 +589,49 @@ def test_published_keys_stay_however_old(
     assert exists(factory, SigningKey, kid)
 
 
+# -- outbox messages -------------------------------------------------------------------------
+
+
+def make_message(
+    factory: sessionmaker[Session],
+    *,
+    delivered: datetime | None = None,
+    gave_up: datetime | None = None,
+    written: datetime = NOW - timedelta(days=30),
+) -> int:
+    with factory() as session, session.begin():
+        message = enqueue(session, "backchannel_logout", "https://rp.example.test/bcl", {}, written)
+        message.delivered_at = delivered
+        message.gave_up_at = gave_up
+        session.flush()
+        return message.id
+
+
+def test_delivered_and_given_up_messages_go_once_grace_has_passed(
+    factory: sessionmaker[Session],
+) -> None:
+    delivered_long_ago = make_message(factory, delivered=NOW - GRACE - MINUTE)
+    given_up_long_ago = make_message(factory, gave_up=NOW - GRACE - MINUTE)
+    delivered_just_now = make_message(factory, delivered=NOW - GRACE + MINUTE)
+    given_up_just_now = make_message(factory, gave_up=NOW - GRACE + MINUTE)
+
+    report = run_purge(factory)
+
+    assert report.outbound_messages == 2
+    assert not exists(factory, OutboundMessage, delivered_long_ago)
+    assert not exists(factory, OutboundMessage, given_up_long_ago)
+    assert exists(factory, OutboundMessage, delivered_just_now)
+    assert exists(factory, OutboundMessage, given_up_just_now)
+
+
+def test_a_pending_message_stays_however_old(factory: sessionmaker[Session]) -> None:
+    pending = make_message(factory, written=NOW - timedelta(days=400))
+
+    run_purge(factory)
+
+    assert exists(factory, OutboundMessage, pending)
+
+
 # -- audit events ----------------------------------------------------------------------------
 
 
@@ -675,8 +720,9 @@ def test_a_stop_request_ends_the_run_between_batches(factory: sessionmaker[Sessi
         nonlocal asked
         asked += 1
         # Asked once before each kind's first batch and before every further batch; codes,
-        # families, sessions, revocations and keys find nothing, then two audit batches run.
-        return asked > 7
+        # families, sessions, revocations, keys and outbox messages find nothing, then two
+        # audit batches run.
+        return asked > 8
 
     report = purge(
         factory, now=NOW, policy=replace(POLICY, batch_size=2), should_stop=stop_after_two_batches
@@ -701,6 +747,7 @@ def test_report_total_adds_every_kind(factory: sessionmaker[Session], owner: Own
         "browser_sessions": 0,
         "revocations": 0,  # the sid entry is the newest revocation
         "signing_keys": 0,
+        "outbound_messages": 0,
         "audit_events": 1,
         "sign_in_throttles": 0,
     }
