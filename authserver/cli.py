@@ -347,6 +347,35 @@ def clients_backchannel_logout(client_id: str, uri: str | None, session_required
         click.echo(f"client {client_id} is sent logout tokens at {uri}{required}")
 
 
+@clients_group.command("events")
+@click.argument("client_id")
+@click.option("--push", "push_url", metavar="URL", help="POST each SET to URL (RFC 8935).")
+@click.option("--poll", is_flag=True, help="The client polls for SETs (RFC 8936).")
+@click.option("--off", is_flag=True, help="Stop sending it security events.")
+@with_appcontext
+def clients_events(client_id: str, push_url: str | None, poll: bool, off: bool) -> None:
+    """How a resource server receives revocations as Security Event Tokens: pushed to its
+    URL or polled at /oauth/security-events. Exactly one of --push, --poll, --off."""
+    from authserver.services.security_events import POLL, PUSH
+
+    if [push_url is not None, poll, off].count(True) != 1:
+        _fail("give exactly one of --push URL, --poll, --off")
+    delivery = PUSH if push_url is not None else POLL if poll else None
+    app = _app()
+    with db.transaction(app) as session:
+        client_service.set_security_event_delivery(session, client_id, delivery, push_url, utcnow())
+    issuer = runtime(app).config.issuer
+    if delivery == PUSH:
+        click.echo(f"client {client_id} receives security events at {push_url} (RFC 8935 push)")
+    elif delivery == POLL:
+        click.echo(
+            f"client {client_id} polls for security events at {issuer}/oauth/security-events "
+            "(RFC 8936)"
+        )
+    else:
+        click.echo(f"client {client_id} receives no security events")
+
+
 @clients_group.command("disable")
 @click.argument("client_id")
 @with_appcontext
@@ -581,6 +610,7 @@ def purge_command(every: str | None, batch_size: int) -> None:
         access_token_ttl=rt.config.access_token_ttl,
         audit_retention_days=rt.config.audit_retention_days,
         batch_size=batch_size,
+        unacknowledged_events_kept=timedelta(seconds=rt.config.outbox_give_up_seconds),
     )
     # A janitor container is stopped with SIGTERM: finish the batch at hand, then leave.
     stop = threading.Event()

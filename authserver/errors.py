@@ -96,6 +96,15 @@ class NotAResourceServer(AuthServerError):
     default_description = "Only clients registered as resource servers may read this."
 
 
+class NotASecurityEventReceiver(AuthServerError):
+    """The client authenticated but is not registered to poll for Security Event Tokens
+    (``authserver clients events CLIENT_ID --poll``)."""
+
+    error = "unauthorized_client"
+    status_code = 403
+    default_description = "Only clients registered to poll for security events may poll."
+
+
 class InvalidScope(AuthServerError):
     error = "invalid_scope"
     default_description = "The requested scope is invalid or exceeds what was granted."

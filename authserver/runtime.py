@@ -35,6 +35,8 @@ from authserver.services.password_policy import PasswordPolicy
 from authserver.services.passwords import PasswordHasher
 from authserver.services.refresh_tokens import RefreshPolicy, RotationBudget
 from authserver.services.revocations import longest_access_token_ttl
+from authserver.services.security_events import PUSH_CHANNEL as SECURITY_EVENT_PUSH
+from authserver.services.security_events import SecurityEventPushChannel
 from authserver.services.sign_in_throttle import ThrottlePolicy
 
 EXTENSION_KEY = "authserver.runtime"
@@ -173,6 +175,7 @@ def build_runtime(config: Config, db_state: DatabaseState) -> Runtime:
         ),
         outbox_channels={
             BACKCHANNEL_LOGOUT: BackchannelLogoutChannel(config.issuer, keys),
+            SECURITY_EVENT_PUSH: SecurityEventPushChannel(config.issuer, keys),
         },
         outbox_policy=outbox_policy(config),
     )

@@ -599,6 +599,68 @@ def test_clients_serve_with_bad_input_fails_with_one_line_and_changes_nothing(
         assert client.served_audiences == ["https://a.example.test"]
 
 
+def _event_delivery(cli_app: Flask, client_pk: uuid.UUID) -> tuple[str | None, str | None]:
+    with db.transaction(cli_app) as session:
+        client = session.get(Client, client_pk, populate_existing=True)
+        assert client is not None
+        return client.security_event_delivery, client.security_event_push_url
+
+
+def test_clients_events_registers_push_poll_and_off(
+    cli_env: dict[str, str], cli_app: Flask
+) -> None:
+    with db.transaction(cli_app) as session:
+        registered = make_client(
+            session, grant_types=["client_credentials"], served_audiences=["https://a.example.test"]
+        )
+    client_id, pk = registered.client.client_id, registered.client.id
+
+    pushed = run_cli(
+        "clients", "events", client_id, "--push", "https://a.example.test/events", env=cli_env
+    )
+    assert pushed.returncode == 0, pushed.stderr
+    assert "receives security events at https://a.example.test/events" in pushed.stdout
+    assert _event_delivery(cli_app, pk) == ("push", "https://a.example.test/events")
+
+    polled = run_cli("clients", "events", client_id, "--poll", env=cli_env)
+    assert polled.returncode == 0, polled.stderr
+    assert "/oauth/security-events (RFC 8936)" in polled.stdout
+    assert _event_delivery(cli_app, pk) == ("poll", None)
+
+    off = run_cli("clients", "events", client_id, "--off", env=cli_env)
+    assert off.returncode == 0, off.stderr
+    assert _event_delivery(cli_app, pk) == (None, None)
+
+
+@pytest.mark.parametrize(
+    ("arguments", "serves", "expected"),
+    [
+        pytest.param(["--poll"], False, "only a resource server", id="not-a-resource-server"),
+        pytest.param(["--push", "http://a.example.test/e"], True, "https", id="plain-http"),
+        pytest.param(
+            ["--push", "https://u:p@a.example.test/e"], True, "user information", id="userinfo"
+        ),
+        pytest.param(["--push", "ftp://a.example.test/e"], True, "https URL", id="scheme"),
+        pytest.param([], True, "exactly one of", id="no-mode"),
+        pytest.param(["--poll", "--off"], True, "exactly one of", id="two-modes"),
+    ],
+)
+def test_clients_events_with_bad_input_fails_with_one_line_and_changes_nothing(
+    cli_env: dict[str, str], cli_app: Flask, arguments: list[str], serves: bool, expected: str
+) -> None:
+    with db.transaction(cli_app) as session:
+        registered = make_client(
+            session,
+            grant_types=["client_credentials"],
+            served_audiences=["https://a.example.test"] if serves else [],
+        )
+
+    result = run_cli("clients", "events", registered.client.client_id, *arguments, env=cli_env)
+
+    assert expected in assert_fails_with_one_line(result)
+    assert _event_delivery(cli_app, registered.client.id) == (None, None)
+
+
 def test_clients_create_refuses_an_unknown_grant_as_a_usage_error(
     cli_env: dict[str, str],
 ) -> None:

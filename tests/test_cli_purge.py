@@ -139,6 +139,7 @@ def test_purge_prints_how_many_rows_of_each_kind_it_deleted(
         "revocations": 3,  # the family's sid entry and two jti entries
         "signing keys": 0,
         "outbound messages": 0,
+        "security events": 0,
         "audit events": 1,
         "sign in throttles": 0,
         "total": 7,

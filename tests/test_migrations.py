@@ -54,6 +54,7 @@ APPLICATION_TABLES = {
     "sign_in_throttles",
     "outbound_messages",
     "browser_session_clients",
+    "security_events",
 }
 ONE_UNUSED_PER_FAMILY = "uq_refresh_tokens_one_unused_per_family"
 HOUR = timedelta(hours=1)

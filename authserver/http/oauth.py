@@ -5,16 +5,22 @@ from __future__ import annotations
 from flask import Blueprint, Response, jsonify, request
 
 from authserver.db import db
-from authserver.errors import NotAResourceServer
+from authserver.errors import (
+    NotAResourceServer,
+    NotASecurityEventReceiver,
+    TemporarilyUnavailable,
+)
 from authserver.http.rate_limits import per_account_password_grant, per_client, per_ip
 from authserver.oauth.metadata import (
     INTROSPECTION_PATH,
     REVOCATION_PATH,
     REVOCATIONS_FEED_PATH,
+    SECURITY_EVENTS_POLL_PATH,
     TOKEN_PATH,
 )
 from authserver.oauth.server import authorization_server, check_form_shape
 from authserver.runtime import runtime
+from authserver.services import security_events
 from authserver.services.revocations import (
     longest_access_token_ttl,
     parse_feed_cursor,
@@ -82,4 +88,39 @@ def revocations_feed() -> Response:
         response = jsonify(cursor=page.cursor, entries=page.entries)
         response.set_etag(str(page.cursor))
     response.headers["Cache-Control"] = "no-cache"
+    return response
+
+
+@bp.post(SECURITY_EVENTS_POLL_PATH)
+def poll_security_events() -> Response:
+    """RFC 8936 §2.4: acknowledge SETs and receive the next ones. Answered at once whatever
+    ``returnImmediately`` says (§2.4.1 lets the transmitter choose)."""
+    client = authorization_server().authenticate_feed_client()
+    if client.security_event_delivery != security_events.POLL:
+        raise NotASecurityEventReceiver()
+    rt = runtime()
+    now = rt.now()
+    answer = security_events.poll(
+        db.session,
+        client.id,
+        security_events.parse_poll_request(
+            request.get_json(silent=True) if request.is_json else None
+        ),
+        now,
+    )
+    signing = rt.keys.snapshot().signing
+    if signing is None and answer.events:
+        raise TemporarilyUnavailable()
+    sets = {
+        event.jti: security_events.sign_security_event(
+            signing, rt.config.issuer, client.client_id, event.jti, event.claims, now
+        )
+        for event in answer.events
+        if signing is not None
+    }
+    body: dict[str, object] = {"sets": sets}
+    if answer.more_available:
+        body["moreAvailable"] = True
+    response = jsonify(body)
+    response.headers["Cache-Control"] = "no-store"
     return response

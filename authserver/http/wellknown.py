@@ -5,7 +5,12 @@ from __future__ import annotations
 from flask import Blueprint, Response, jsonify, request
 
 from authserver.http.jwks_document import jwks_answer
-from authserver.oauth.metadata import JWKS_PATH, server_metadata
+from authserver.oauth.metadata import (
+    JWKS_PATH,
+    SSF_CONFIGURATION_PATH,
+    server_metadata,
+    ssf_transmitter_metadata,
+)
 from authserver.runtime import runtime
 
 bp = Blueprint("wellknown", __name__)
@@ -26,5 +31,13 @@ def jwks() -> Response:
 @bp.get("/.well-known/openid-configuration")
 def metadata() -> Response:
     response = jsonify(server_metadata(runtime().config))
+    response.headers["Cache-Control"] = "public, max-age=3600"
+    return response
+
+
+@bp.get(SSF_CONFIGURATION_PATH)
+def ssf_configuration() -> Response:
+    """Shared Signals Framework 1.0 §7.2: where a receiver learns how SETs reach it."""
+    response = jsonify(ssf_transmitter_metadata(runtime().config))
     response.headers["Cache-Control"] = "public, max-age=3600"
     return response

@@ -7,6 +7,7 @@ from authserver.models.clients import Client
 from authserver.models.keys import KeyState, SigningKey
 from authserver.models.outbox import OutboundMessage
 from authserver.models.revocations import Revocation
+from authserver.models.security_events import SecurityEvent
 from authserver.models.sessions import BrowserSession, BrowserSessionClient
 from authserver.models.throttles import SignInThrottle
 from authserver.models.tokens import RefreshFamily, RefreshToken
@@ -24,6 +25,7 @@ __all__ = [
     "RefreshFamily",
     "RefreshToken",
     "Revocation",
+    "SecurityEvent",
     "SignInThrottle",
     "SigningKey",
     "User",

@@ -57,6 +57,10 @@ class Client(Base):
     backchannel_logout_session_required: Mapped[bool] = mapped_column(
         default=False, server_default=false()
     )
+    # How this client, a resource server, receives Security Event Tokens (RFC 8417) about
+    # revocations: "push" to security_event_push_url (RFC 8935), "poll" (RFC 8936), or NULL.
+    security_event_delivery: Mapped[str | None] = mapped_column(String(8))
+    security_event_push_url: Mapped[str | None] = mapped_column(String(2000))
     # Per-client lifetimes in seconds; NULL means the server-wide setting.
     access_token_ttl: Mapped[int | None]
     refresh_absolute_ttl: Mapped[int | None]

@@ -10,6 +10,7 @@ from typing import Any
 
 from authserver.config import Config
 from authserver.oauth.server import supported_grant_types
+from authserver.services.security_events import POLL_DELIVERY_METHOD, PUSH_DELIVERY_METHOD
 
 TOKEN_PATH = "/oauth/token"  # noqa: S105 (a path, not a secret)
 AUTHORIZATION_PATH = "/oauth/authorize"
@@ -18,6 +19,8 @@ END_SESSION_PATH = "/oauth/logout"
 REVOCATION_PATH = "/oauth/revoke"
 INTROSPECTION_PATH = "/oauth/introspect"
 REVOCATIONS_FEED_PATH = "/oauth/revocations"
+SECURITY_EVENTS_POLL_PATH = "/oauth/security-events"
+SSF_CONFIGURATION_PATH = "/.well-known/ssf-configuration"
 JWKS_PATH = "/.well-known/jwks.json"
 OIDC_SCOPES = ["openid", "profile", "email", "offline_access"]
 
@@ -79,4 +82,20 @@ def server_metadata(config: Config) -> dict[str, Any]:
         # with the session's sid.
         "backchannel_logout_supported": True,
         "backchannel_logout_session_supported": True,
+    }
+
+
+def ssf_transmitter_metadata(config: Config) -> dict[str, Any]:
+    """Shared Signals Framework 1.0 §7.1 transmitter configuration metadata. Streams are
+    configured by the operator (``authserver clients events``), not over HTTP, so the
+    stream-management endpoints are absent, as SSF allows."""
+    issuer = config.issuer
+    return {
+        "spec_version": "1_0",
+        "issuer": issuer,
+        "jwks_uri": issuer + JWKS_PATH,
+        "delivery_methods_supported": [PUSH_DELIVERY_METHOD, POLL_DELIVERY_METHOD],
+        "default_subjects": "ALL",
+        # Not registered: where a receiver registered for RFC 8936 polls.
+        "poll_endpoint": issuer + SECURITY_EVENTS_POLL_PATH,
     }

@@ -8,7 +8,8 @@
 
 Tokens are verified offline (RFC 9068 §4) against the issuer's JWKS, which is discovered from
 its metadata (RFC 8414) and cached. Optional extras: a revocation feed polled in the
-background (``revocation_feed=True``, see ``revocation_feed``), online checks with
+background (``revocation_feed=True``, see ``revocation_feed``), revocations pushed as Security
+Event Tokens (``SecurityEventReceiver``, see ``security_events``), online checks with
 ``IntrospectionClient`` (RFC 7662), and a Flask decorator in ``authserver.resource.flask``.
 
 This package depends only on the standard library and joserfc (Flask for the ``flask``
@@ -34,6 +35,7 @@ from .errors import (
 )
 from .introspection import IntrospectionClient
 from .revocation_feed import RevocationState
+from .security_events import PushAnswer, SecurityEventReceiver, SetRejected
 from .transport import HttpCall, HttpResponse, make_urllib_http
 from .verifier import TokenVerifier, VerifiedToken
 
@@ -46,7 +48,10 @@ __all__ = [
     "InvalidToken",
     "JWKSUnavailable",
     "MalformedToken",
+    "PushAnswer",
     "RevocationState",
+    "SecurityEventReceiver",
+    "SetRejected",
     "TokenExpired",
     "TokenNotYetValid",
     "TokenRevoked",

@@ -147,6 +147,20 @@ def _merge_page(
     cursor, entries = page.get("cursor"), page.get("entries")
     if not isinstance(cursor, int) or isinstance(cursor, bool) or not isinstance(entries, list):
         raise FetchFailed("the revocation feed answered without a cursor and entries")
+    merged = _merge_entries(state, entries)
+    if state.cursor is not None and cursor < state.cursor:
+        # The feed went back (a restore, a new deployment): start over from a full listing
+        # rather than wait for it to climb past the cursor we remember.
+        log.warning("revocation feed cursor went back from %s to %s", state.cursor, cursor)
+        next_cursor, etag = None, None
+    else:
+        next_cursor = cursor
+    return replace(merged, cursor=next_cursor, etag=etag, last_success=now).pruned(now)
+
+
+def _merge_entries(state: RevocationState, entries: list[Any]) -> RevocationState:
+    """``state`` with feed entries added. An entry already known merges with it (the later
+    expiry, the later not_before), so an entry that arrives twice changes nothing."""
     sids, jtis = dict(state.revoked_sids), dict(state.revoked_jtis)
     kids = dict(state.revoked_kids)
     cutoffs = {"sub": dict(state.user_not_before), "client": dict(state.client_not_before)}
@@ -179,24 +193,14 @@ def _merge_page(
                 expires_at = max(expires_at, known.expires_at)
             cutoffs[kind][value] = UserCutoff(not_before=not_before, expires_at=expires_at)
         # Other types are for a newer client: skipping them keeps this one working.
-    if state.cursor is not None and cursor < state.cursor:
-        # The feed went back (a restore, a new deployment): start over from a full listing
-        # rather than wait for it to climb past the cursor we remember.
-        log.warning("revocation feed cursor went back from %s to %s", state.cursor, cursor)
-        next_cursor, etag = None, None
-    else:
-        next_cursor = cursor
-    merged = RevocationState(
-        cursor=next_cursor,
-        etag=etag,
+    return replace(
+        state,
         revoked_sids=sids,
         revoked_jtis=jtis,
         user_not_before=cutoffs["sub"],
         client_not_before=cutoffs["client"],
         revoked_kids=kids,
-        last_success=now,
     )
-    return merged.pruned(now)
 
 
 def _reset_in_forked_children(feed: RevocationFeed) -> None:
@@ -269,6 +273,13 @@ class RevocationFeed:
 
     def revokes_key(self, kid: str) -> bool:
         return self._state.revokes_key(kid, self._clock())
+
+    def add_entries(self, entries: list[dict[str, Any]]) -> None:
+        """Entries learnt another way than a poll (a pushed Security Event Token), in the
+        feed's own shape. The cursor stays: the feed still lists them, and merging them again
+        changes nothing."""
+        with self._poll_lock:
+            self._state = _merge_entries(self._state, list(entries)).pruned(self._clock())
 
     def ensure_started(self) -> None:
         if self._thread is None and not self._closed:

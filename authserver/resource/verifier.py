@@ -235,6 +235,13 @@ class TokenVerifier:
         self._feed.ensure_started()
         return self._feed.poll()
 
+    def add_revocations(self, entries: list[dict[str, Any]]) -> None:
+        """Revocations learnt without a poll (``security_events.SecurityEventReceiver``), as
+        revocation-feed entries; they count from the next ``verify``."""
+        if self._feed is None:
+            raise RuntimeError("add_revocations needs a verifier with revocation_feed=True")
+        self._feed.add_entries(entries)
+
     @property
     def revocation_state(self) -> RevocationState | None:
         """What the revocation feed has said so far; None without a feed."""
@@ -251,16 +258,27 @@ class TokenVerifier:
 
         Raises ``JWKSUnavailable`` when no signing keys could be had at all.
         """
+        # RFC 9068 §4: the resource server MUST check typ, so an ID token or any other JWT
+        # from the same issuer and keys cannot pass as an access token.
+        claims = self.signed_claims(token, ACCESS_TOKEN_TYPES)
+        verified = self._check_claims(claims)
+        self._check_revocation(verified)
+        return verified
+
+    def signed_claims(self, token: str, types: Collection[str]) -> dict[str, Any]:
+        """The claims of a compact JWS the issuer signed with a key it publishes (and has not
+        withdrawn), whose header ``typ`` is one of ``types`` (lower case); nothing about the
+        claims themselves is checked. Raises an ``InvalidToken`` subclass otherwise."""
         if not isinstance(token, str):
             raise MalformedToken()
         if len(token) > MAX_TOKEN_LENGTH:
-            raise MalformedToken("The access token is too large.")
+            raise MalformedToken("The token is too large.")
         if not COMPACT_JWS.fullmatch(token):
-            raise MalformedToken("The access token is not a signed JWT.")
-        header = self._header_of(token)
+            raise MalformedToken("The token is not a signed JWT.")
+        header = self._header_of(token, types)
         kid = header.get("kid")
         if not isinstance(kid, str) or not kid:
-            raise UnknownKey("The access token names no signing key.")
+            raise UnknownKey("The token names no signing key.")
         # Before the key is looked up: a withdrawn key's tokens are refused even while the
         # JWKS cache still holds it, and never make the cache fetch the JWKS.
         self._check_key_withdrawn(kid)
@@ -268,7 +286,7 @@ class TokenVerifier:
         # RFC 8725 §3.1: the algorithm is the key's. A header naming another one is refused
         # rather than believed (RS256 on an EC key, HS256 with the public key as secret).
         if header.get("alg") != key.algorithm:
-            raise BadSignature("The access token's algorithm does not match its key.")
+            raise BadSignature("The token's algorithm does not match its key.")
         try:
             signed = jws.deserialize_compact(
                 token, key.key, registry=self._registries[key.algorithm]
@@ -277,26 +295,23 @@ class TokenVerifier:
             raise BadSignature() from exc
         claims = _json_object(signed.payload)
         if claims is None:
-            raise MalformedToken("The access token's claims are not a JSON object.")
-        verified = self._check_claims(claims)
-        self._check_revocation(verified)
-        return verified
+            raise MalformedToken("The token's claims are not a JSON object.")
+        return claims
 
-    def _header_of(self, token: str) -> dict[str, Any]:
+    def _header_of(self, token: str, types: Collection[str]) -> dict[str, Any]:
         try:
             header = _json_object(_decode_segment(token.split(".", 1)[0]))
         except (binascii.Error, ValueError):
             header = None
         if header is None:
-            raise MalformedToken("The access token's header is not a JSON object.")
-        # RFC 9068 §4: the resource server MUST check typ, so an ID token or any other JWT
-        # from the same issuer and keys cannot pass as an access token.
+            raise MalformedToken("The token's header is not a JSON object.")
+        # RFC 7515 §4.1.9: media type names compare case-insensitively.
         typ = header.get("typ")
-        if not isinstance(typ, str) or typ.lower() not in ACCESS_TOKEN_TYPES:
+        if not isinstance(typ, str) or typ.lower() not in types:
             raise WrongType()
         # RFC 7515 §4.1.11: extensions marked critical must be understood; we know none.
         if "crit" in header:
-            raise MalformedToken("The access token has critical header extensions.")
+            raise MalformedToken("The token has critical header extensions.")
         # jku, x5u, jwk and x5c are never read: keys come only from the issuer's jwks_uri
         # (RFC 8725 §3.10). Nothing here looks at them, so nothing fetches or trusts them.
         return header
@@ -352,7 +367,7 @@ class TokenVerifier:
             return
         self._feed.ensure_started()
         if self._feed.revokes_key(kid):
-            raise TokenRevoked("The access token's signing key was withdrawn.")
+            raise TokenRevoked("The token's signing key was withdrawn.")
 
     def _check_revocation(self, token: VerifiedToken) -> None:
         if self._feed is None:

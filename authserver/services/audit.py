@@ -78,6 +78,7 @@ ALLOWED_DETAILS = frozenset(
         "message_id",
         "attempts",
         "backchannel_logout_uri",
+        "security_event_delivery",
     }
 )
 

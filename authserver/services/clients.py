@@ -102,38 +102,33 @@ def _check_redirect_uri(uri: str) -> None:
         raise ValidationError(f"redirect URI has no host: {uri!r}")
 
 
-BACKCHANNEL_LOGOUT_URI_MAX_LENGTH = 2000
+SERVER_CALLED_URL_MAX_LENGTH = 2000
 
 
-def _checked_backchannel_logout_uri(uri: str) -> str:
-    """OpenID Connect Back-Channel Logout 1.0 §2.2: an absolute URI without fragment, where
-    authserver POSTs logout tokens. The redirect URIs' rules hold too (https, plain http only
-    on loopback, no user information), and only http(s): the server itself calls it."""
+def checked_server_called_url(uri: str, what: str) -> str:
+    """A URL the server itself POSTs to: a back-channel logout URI (OpenID Connect Back-Channel
+    Logout 1.0 §2.2: absolute, without fragment) or a Security Event Token push URL (RFC 8935
+    §2). The redirect URIs' rules hold too (https, plain http only on loopback, no user
+    information), and only http(s). ``what`` names it in the refusal."""
     if (
         not uri
-        or len(uri) > BACKCHANNEL_LOGOUT_URI_MAX_LENGTH
+        or len(uri) > SERVER_CALLED_URL_MAX_LENGTH
         or any(ord(char) <= 0x20 or ord(char) == 0x7F for char in uri)
     ):
-        raise ValidationError(
-            "back-channel logout URI must be 1 to 2000 characters, without spaces or controls"
-        )
+        raise ValidationError(f"{what} must be 1 to 2000 characters, without spaces or controls")
     parts = urlsplit(uri)
     if parts.scheme not in ("https", "http") or "#" in uri:
-        raise ValidationError(
-            f"back-channel logout URI must be an absolute https URL without fragment: {uri!r}"
-        )
+        raise ValidationError(f"{what} must be an absolute https URL without fragment: {uri!r}")
     if "@" in parts.netloc:
-        raise ValidationError(f"back-channel logout URI must not contain user information: {uri!r}")
+        raise ValidationError(f"{what} must not contain user information: {uri!r}")
     try:
         parts.port  # noqa: B018 (parsing it is the check)
     except ValueError:
-        raise ValidationError(f"back-channel logout URI has an invalid port: {uri!r}") from None
+        raise ValidationError(f"{what} has an invalid port: {uri!r}") from None
     if not parts.hostname:
-        raise ValidationError(f"back-channel logout URI has no host: {uri!r}")
+        raise ValidationError(f"{what} has no host: {uri!r}")
     if parts.scheme == "http" and parts.hostname not in ("127.0.0.1", "::1", "localhost"):
-        raise ValidationError(
-            f"back-channel logout URI must use https (or http on loopback): {uri!r}"
-        )
+        raise ValidationError(f"{what} must use https (or http on loopback): {uri!r}")
     return uri
 
 
@@ -248,7 +243,7 @@ def create_client(
 
 def _check_backchannel_logout(uri: str | None, session_required: bool) -> None:
     if uri is not None:
-        _checked_backchannel_logout_uri(uri)
+        checked_server_called_url(uri, "back-channel logout URI")
     elif session_required:
         raise ValidationError("backchannel_logout_session_required needs a back-channel logout URI")
 
@@ -304,6 +299,45 @@ def set_served_audiences(
         now,
         client_id=client.client_id,
         served_audiences=client.served_audiences,
+    )
+    session.flush()
+    return client
+
+
+def set_security_event_delivery(
+    session: Session, client_id: str, delivery: str | None, push_url: str | None, now: datetime
+) -> Client:
+    """How the client receives Security Event Tokens about revocations: "push" to
+    ``push_url`` (RFC 8935), "poll" (RFC 8936), or None to stop. Only a resource server (a
+    client serving an audience) may receive them: they say what the revocation feed says.
+    SETs already queued for it stay queued; changes reach running servers at once (events
+    are addressed in the transaction that makes them)."""
+    from authserver.services.security_events import DELIVERY_MODES, PUSH
+
+    client = find_client(session, client_id, fresh=True)
+    if client is None:
+        raise NotFound(f"no client with the id {client_id.strip()[:64]!r}")
+    if delivery is not None and delivery not in DELIVERY_MODES:
+        raise ValidationError(f"security event delivery must be one of {', '.join(DELIVERY_MODES)}")
+    if delivery is not None and not client.served_audiences:
+        raise ValidationError(
+            "only a resource server receives security events: "
+            "give it an audience first (authserver clients serve CLIENT_ID AUDIENCE)"
+        )
+    if delivery == PUSH:
+        if push_url is None:
+            raise ValidationError("push delivery needs the receiver's URL")
+        push_url = checked_server_called_url(push_url, "security event push URL")
+    elif push_url is not None:
+        raise ValidationError("a push URL goes with push delivery only")
+    client.security_event_delivery = delivery
+    client.security_event_push_url = push_url
+    record(
+        session,
+        AuditEventType.CLIENT_UPDATED,
+        now,
+        client_id=client.client_id,
+        security_event_delivery=delivery or "off",
     )
     session.flush()
     return client

@@ -1,6 +1,7 @@
 """Deleting what the server no longer needs: dead refresh families, spent authorization codes,
 revocation entries no token can carry any more, ended browser sessions, removed signing keys,
-outbox messages delivered or given up, and audit events past their retention.
+outbox messages delivered or given up, Security Event Tokens acknowledged or never polled for,
+and audit events past their retention.
 
 Safe while serving: every batch is its own short transaction (select at most ``batch_size``
 primary keys, delete those rows, commit), so no lock is held for longer than one batch and a
@@ -47,6 +48,7 @@ from authserver.models import (
     RefreshFamily,
     RefreshToken,
     Revocation,
+    SecurityEvent,
     SigningKey,
     SignInThrottle,
 )
@@ -76,6 +78,9 @@ class PurgePolicy:
     grace: timedelta = DEFAULT_GRACE
     audit_retention_days: int = DEFAULT_AUDIT_RETENTION_DAYS
     batch_size: int = DEFAULT_BATCH_SIZE
+    # How long a polled Security Event Token waits for its receiver's acknowledgement: as long
+    # as a pushed one is retried (AUTHSERVER_OUTBOX_GIVE_UP_SECONDS), the same durability.
+    unacknowledged_events_kept: timedelta = DEFAULT_GRACE
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
@@ -95,6 +100,7 @@ KINDS = (
     "revocations",
     "signing_keys",
     "outbound_messages",
+    "security_events",
     "audit_events",
     "sign_in_throttles",
 )
@@ -113,6 +119,7 @@ class PurgeReport:
     revocations: int = 0
     signing_keys: int = 0
     outbound_messages: int = 0
+    security_events: int = 0
     sign_in_throttles: int = 0
     audit_events: int = 0
     another_purge_running: bool = False
@@ -232,6 +239,7 @@ class _Purge:
         self._purge_revocations(token_ttl)
         self._purge_removed_keys(grace_cutoff, token_ttl)
         self._purge_outbound_messages(grace_cutoff)
+        self._purge_security_events(grace_cutoff)
         self._purge_audit_events()
         self._purge_sign_in_throttles()
 
@@ -319,6 +327,16 @@ class _Purge:
         # Walked by id, oldest first, which is where finished messages are.
         due = or_(OutboundMessage.delivered_at <= cutoff, OutboundMessage.gave_up_at <= cutoff)
         self._in_batches("outbound_messages", OutboundMessage.id, due)
+
+    def _purge_security_events(self, cutoff: datetime) -> None:
+        # Acknowledged: the receiver has it. Never acknowledged in time: given up, as a push
+        # would have been. Walked by id, oldest first.
+        abandoned = self._now - self._policy.unacknowledged_events_kept
+        due = or_(
+            SecurityEvent.acknowledged_at <= cutoff,
+            SecurityEvent.acknowledged_at.is_(None) & (SecurityEvent.created_at <= abandoned),
+        )
+        self._in_batches("security_events", SecurityEvent.id, due)
 
     def _purge_sign_in_throttles(self) -> None:
         # Counters whose last failure is older than the longest window they count in (an hour)

@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 
 from authserver.errors import InvalidRequest
 from authserver.models import Client, RefreshFamily, Revocation
+from authserver.services import security_events
 from authserver.services.audit import AuditEventType, record
 
 SID = "sid"
@@ -55,6 +56,11 @@ def revoke_families(
             family_id=family_id,
             reason=reason,
         )
+    security_events.emit(
+        db,
+        [security_events.family_revoked(fid, uid, reason, now) for fid, uid in rows],
+        now,
+    )
     db.flush()
     return [family_id for family_id, _ in rows]
 
@@ -69,6 +75,7 @@ def record_user_signed_out_everywhere(db: Session, user_id: uuid.UUID, now: date
     entry; one with a family is, by its family's revocation."""
     not_before = now.replace(microsecond=0)
     db.add(Revocation(kind=SUB, value=str(user_id), not_before=not_before, created_at=now))
+    security_events.emit(db, [security_events.user_signed_out(user_id, not_before)], now)
     db.flush()
 
 
@@ -89,6 +96,7 @@ def record_client_disabled(
             created_at=now,
         )
     )
+    security_events.emit(db, [security_events.client_disabled(client_id, not_before)], now)
     db.flush()
 
 
@@ -99,6 +107,7 @@ def record_key_withdrawn(
     until its next key refresh (``stale_for``), so the entry lives until the last token it
     can have signed has expired."""
     db.add(Revocation(kind=KID, value=kid, expires_at=now + stale_for + token_ttl, created_at=now))
+    security_events.emit(db, [security_events.key_withdrawn(kid, now)], now)
     db.flush()
 
 
@@ -107,6 +116,7 @@ def denylist_access_token(db: Session, jti: str, expires_at: datetime, now: date
     if expires_at <= now or is_denylisted(db, jti):
         return
     db.add(Revocation(kind=JTI, value=jti[:64], expires_at=expires_at, created_at=now))
+    security_events.emit(db, [security_events.access_token_revoked(jti[:64], now)], now)
     db.flush()
 
 

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from authserver.errors import NotFound, ValidationError
 from authserver.models import User
+from authserver.services import security_events
 from authserver.services.audit import AuditEventType, record
 from authserver.services.browser_sessions import end_user_sessions
 from authserver.services.lookalikes import email_skeleton_digest, invisible_characters
@@ -165,6 +166,7 @@ def disable_user(session: Session, email: str, now: datetime) -> User:
         sessions_ended=sessions,
         families_revoked=families,
     )
+    security_events.emit(session, [security_events.account_disabled(user.id)], now)
     session.flush()
     return user
 
@@ -198,4 +200,5 @@ def change_password(
         sessions_ended=sessions,
         families_revoked=families,
     )
+    security_events.emit(session, [security_events.password_changed(user.id, now)], now)
     session.flush()

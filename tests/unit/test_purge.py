@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import secrets
 import threading
 import time
 import uuid
@@ -34,6 +35,7 @@ from authserver.models import (
     RefreshFamily,
     RefreshToken,
     Revocation,
+    SecurityEvent,
     SigningKey,
     SignInThrottle,
     User,
@@ -720,9 +722,9 @@ def test_a_stop_request_ends_the_run_between_batches(factory: sessionmaker[Sessi
         nonlocal asked
         asked += 1
         # Asked once before each kind's first batch and before every further batch; codes,
-        # families, sessions, revocations, keys and outbox messages find nothing, then two
-        # audit batches run.
-        return asked > 8
+        # families, sessions, revocations, keys, outbox messages and security events find
+        # nothing, then two audit batches run.
+        return asked > 9
 
     report = purge(
         factory, now=NOW, policy=replace(POLICY, batch_size=2), should_stop=stop_after_two_batches
@@ -731,6 +733,53 @@ def test_a_stop_request_ends_the_run_between_batches(factory: sessionmaker[Sessi
     assert report.stopped
     assert report.audit_events == 4
     assert count(factory, AuditEvent) == 1
+
+
+# -- security events awaiting a poll ----------------------------------------------------------
+
+
+def make_security_event(
+    factory: sessionmaker[Session],
+    owner: Owner,
+    *,
+    written: datetime,
+    acknowledged: datetime | None = None,
+) -> int:
+    with factory() as session, session.begin():
+        event = SecurityEvent(
+            jti=secrets.token_urlsafe(32),
+            receiver_pk=owner.client_id,
+            claims={"sub_id": {}, "events": {}},
+            created_at=written,
+            acknowledged_at=acknowledged,
+        )
+        session.add(event)
+        session.flush()
+        return event.id
+
+
+def test_security_events_go_once_acknowledged_or_never_polled_for(
+    factory: sessionmaker[Session], owner: Owner
+) -> None:
+    kept_for = timedelta(hours=24)
+    acknowledged_long_ago = make_security_event(
+        factory, owner, written=NOW - SIX_DAYS, acknowledged=NOW - GRACE - MINUTE
+    )
+    acknowledged_lately = make_security_event(
+        factory, owner, written=NOW - SIX_DAYS, acknowledged=NOW - GRACE + MINUTE
+    )
+    abandoned = make_security_event(factory, owner, written=NOW - kept_for - MINUTE)
+    waiting = make_security_event(factory, owner, written=NOW - kept_for + MINUTE)
+
+    report = run_purge(
+        factory, PurgePolicy(access_token_ttl=ACCESS_TOKEN_TTL, unacknowledged_events_kept=kept_for)
+    )
+
+    assert report.security_events == 2
+    assert not exists(factory, SecurityEvent, acknowledged_long_ago)
+    assert not exists(factory, SecurityEvent, abandoned)
+    assert exists(factory, SecurityEvent, acknowledged_lately)
+    assert exists(factory, SecurityEvent, waiting)
 
 
 def test_report_total_adds_every_kind(factory: sessionmaker[Session], owner: Owner) -> None:
@@ -748,6 +797,7 @@ def test_report_total_adds_every_kind(factory: sessionmaker[Session], owner: Own
         "revocations": 0,  # the sid entry is the newest revocation
         "signing_keys": 0,
         "outbound_messages": 0,
+        "security_events": 0,
         "audit_events": 1,
         "sign_in_throttles": 0,
     }
