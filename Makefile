@@ -9,7 +9,7 @@ PORT   ?= 8000
 # TEST_WORKERS=0 runs the suite in one process; so does -n 0 in PYTEST_ARGS (the last -n wins).
 TEST_WORKERS ?= 3
 
-.PHONY: run test lint format install clean help bench
+.PHONY: run test lint format install clean help bench bench-revocation
 
 help:
 	@echo "make run    - start the server on http://$(HOST):$(PORT) with an embedded SQLite database"
@@ -17,6 +17,7 @@ help:
 	@echo "make lint   - ruff check, ruff format --check, mypy"
 	@echo "make format - apply ruff's formatting and fixes"
 	@echo "make bench  - benchmark under gunicorn + PostgreSQL with wrk (see docs/PERFORMANCE.md)"
+	@echo "make bench-revocation - how long a revocation takes to reach a resource server, by path"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -50,6 +51,9 @@ format: $(STAMP)
 # Not part of `make test`: a benchmark reports figures, it does not pass or fail.
 bench: $(STAMP)
 	$(BIN)/python bench/run.py
+
+bench-revocation: $(STAMP)
+	$(BIN)/python bench/revocation_latency.py
 
 clean:
 	rm -rf $(VENV) instance .pytest_cache .mypy_cache .ruff_cache

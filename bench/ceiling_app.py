@@ -231,13 +231,18 @@ def create_app() -> Flask:
         subject = str(claims.get("sub", ""))
         users_token = subject != claims.get("client_id")
         has_family = claims.get("sid") is not None
-        params: dict[str, Any] = {"jti": str(claims.get("jti", "")), "now": datetime.now(UTC)}
+        params: dict[str, Any] = {
+            "jti": str(claims.get("jti", "")),
+            "client_id": str(claims.get("client_id", "")),
+            "kid": str(token.header.get("kid", "")),
+            "issued_at": datetime.fromtimestamp(int(claims.get("iat", 0)), UTC),
+            "now": datetime.now(UTC),
+        }
         if has_family:
             params["sid"] = uuid.UUID(str(claims["sid"]))
         if users_token:
             params["user_id"] = uuid.UUID(subject)
             params["subject"] = subject
-            params["issued_at"] = datetime.fromtimestamp(int(claims.get("iat", 0)), UTC)
         statement = STILL_GRANTED[(has_family, users_token)]
         granted = connection().execute(statement.sql, statement.params(params)).fetchone()
         if not granted or not granted[0]:

@@ -41,15 +41,22 @@ Settings, from the environment:
                  client registered as a resource server may read it, like the "Demo API"
                  that `make run` creates: RS_FEED_CLIENT_ID="$(creds api_client_id)"
                  RS_FEED_CLIENT_SECRET="$(creds api_client_secret)"
+
+With the feed on, ``POST /security-events`` also receives revocations pushed as Security
+Event Tokens (RFC 8935), applied at once rather than at the next poll. Tell authserver to push
+them here:
+
+    .venv/bin/authserver clients events "$(creds api_client_id)" \
+        --push http://127.0.0.1:8001/security-events
 """
 
 from __future__ import annotations
 
 import os
 
-from flask import Flask, g
+from flask import Flask, Response, g, request
 
-from authserver.resource import TokenVerifier
+from authserver.resource import SecurityEventReceiver, TokenVerifier
 from authserver.resource.flask import require_token
 
 HOST = "127.0.0.1"
@@ -57,9 +64,20 @@ PORT = 8001
 DEFAULT_ISSUER = "http://127.0.0.1:8000"
 
 
-def create_resource_app(verifier: TokenVerifier) -> Flask:
-    """The API, protected by ``verifier``."""
+def create_resource_app(
+    verifier: TokenVerifier, security_events: SecurityEventReceiver | None = None
+) -> Flask:
+    """The API, protected by ``verifier``; with ``security_events``, also the endpoint that
+    receives pushed revocations."""
     app = Flask(__name__)
+
+    if security_events is not None:
+        receiver = security_events
+
+        @app.post("/security-events")
+        def receive_security_event() -> Response:
+            answer = receiver.receive_push(request.get_data(), request.content_type)
+            return Response(answer.body or "", status=answer.status, headers=answer.headers)
 
     @app.get("/api/hello")
     @require_token(verifier)
@@ -96,4 +114,10 @@ def verifier_from_environment() -> TokenVerifier:
 
 if __name__ == "__main__":
     with verifier_from_environment() as resource_verifier:
-        create_resource_app(resource_verifier).run(HOST, PORT)
+        feed_client = os.environ.get("RS_FEED_CLIENT_ID")
+        pushed = (
+            SecurityEventReceiver(resource_verifier, audience=feed_client)
+            if feed_client and resource_verifier.revocation_state is not None
+            else None
+        )
+        create_resource_app(resource_verifier, pushed).run(HOST, PORT)

@@ -25,8 +25,9 @@ expiry, so an entry learnt from one is kept ``entry_lifetime`` seconds (default 
 than any access token lives) unless the feed's own entry says more.
 
 Answers (RFC 8935 §2.2 and §2.3): 202 accepted; 400 with ``{"err": ..., "description": ...}``
-where ``err`` is ``invalid_request``, ``invalid_key``, ``invalid_issuer`` or
-``invalid_audience``; 503 when the issuer's keys cannot be had (the issuer retries).
+where ``err`` is ``invalid_request``, ``invalid_key`` (a bad signature, a withdrawn key),
+``invalid_issuer`` or ``invalid_audience``; 503 when the SET could not be judged, because the
+issuer's keys cannot be had or it names a key not fetched yet (the issuer retries a 503).
 """
 
 from __future__ import annotations
@@ -149,17 +150,23 @@ class SecurityEventReceiver:
                 json.dumps({"err": rejected.err, "description": rejected.description}),
                 {"Content-Type": "application/json"},
             )
-        except JWKSUnavailable:
-            # Nothing was judged; the issuer retries a 5xx.
+        except (JWKSUnavailable, UnknownKey):
+            # Nothing was judged: the keys could not be had, or the SET names a key this
+            # verifier has not seen and may not refetch yet (a key rotated a moment ago; the
+            # JWKS cache refetches at most every min_refetch_interval). The issuer retries a
+            # 5xx, so the SET arrives once the key is known; a 400 would lose it for good.
             return PushAnswer(503, None, {"Retry-After": "5"})
         return PushAnswer(202)
 
     def accept(self, token: str) -> bool:
         """Verify a SET and apply it; returns False when it was seen before (and so not
-        applied again). Raises ``SetRejected``, or ``JWKSUnavailable``."""
+        applied again). Raises ``SetRejected``, or ``UnknownKey`` / ``JWKSUnavailable`` when
+        it could not be judged."""
         try:
             claims = self.verifier.signed_claims(token, SET_TYPES)
-        except (UnknownKey, BadSignature, TokenRevoked) as exc:
+        except UnknownKey:
+            raise
+        except (BadSignature, TokenRevoked) as exc:
             raise SetRejected("invalid_key", exc.description) from None
         except InvalidToken as exc:
             raise SetRejected("invalid_request", exc.description) from None

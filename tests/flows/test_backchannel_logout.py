@@ -455,7 +455,7 @@ def test_a_logout_token_verified_as_an_id_token_or_access_token_is_refused(
     # ... and it is what it says it is.
     claims = verify_own_token(
         runtime(app).keys, logout_token, issuer=ISSUER, typ="logout+jwt", now=now
-    )
+    ).claims
     assert claims["sid"] == signed_in.laptop_sid
 
 

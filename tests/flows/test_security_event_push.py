@@ -23,6 +23,7 @@ from authserver.runtime import runtime
 from authserver.services.clients import RegisteredClient, set_security_event_delivery
 from authserver.services.outbox import DeliveryReport
 from authserver.services.security_events import PUSH_CHANNEL
+from examples.resource_server import create_resource_app
 from tests.conftest import LiveServer, listening_socket, serving, url_of
 from tests.helpers import (
     DEFAULT_AUDIENCE,
@@ -126,17 +127,25 @@ def receiver_for(kit: TokenVerifier, world: World) -> SecurityEventReceiver:
     return SecurityEventReceiver(kit, audience=world.resource_server.client.client_id)
 
 
-def test_a_pushed_revocation_reaches_the_kit_without_a_poll(
+def test_a_pushed_revocation_reaches_the_example_resource_server_without_a_poll(
     live_server: LiveServer, world: World, kit: TokenVerifier
 ) -> None:
-    with push_endpoint(receiver_for(kit, world)) as (endpoint, url):
-        register_push(live_server, world, url)
+    api = create_resource_app(kit, receiver_for(kit, world))
+    listener = listening_socket()
+    base = url_of(listener)
+    with serving(api, listener):
+        register_push(live_server, world, base + "/security-events")
         token = sign_in_and_revoke(live_server, world)
-        assert kit.verify(token).subject  # no poll since start: the kit does not know yet
+        bearer = {"Authorization": f"Bearer {token}"}
+        # No poll since start: the API does not know yet.
+        assert requests.get(base + "/api/hello", headers=bearer, timeout=10).status_code == 200
 
         report = deliver(live_server)
+        after = requests.get(base + "/api/hello", headers=bearer, timeout=10)
 
-    assert (report.delivered, endpoint.answers) == (1, [202])
+    assert report.delivered == 1
+    assert after.status_code == 401
+    assert 'error="invalid_token"' in after.headers["WWW-Authenticate"]
     with pytest.raises(TokenRevoked):
         kit.verify(token)
     state = kit.revocation_state

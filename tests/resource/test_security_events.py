@@ -201,6 +201,25 @@ def test_a_pushed_key_withdrawal_refuses_every_token_of_that_key(
     )
 
 
+def test_a_set_signed_with_a_key_not_yet_fetched_is_answered_503_so_it_is_sent_again(
+    kit: TokenVerifier,
+    receiver: SecurityEventReceiver,
+    issuer: FakeIssuer,
+    signing_key: IssuerKey,
+    clock: FakeClock,
+) -> None:
+    rotated = ec_key()
+    event = security_event(rotated, issuer.url, clock(), *session_revoked("family-1", clock()))
+    assert push(receiver, event)[0] == 503  # not in the JWKS: cannot be judged, not refused
+
+    issuer.publish(rotated)
+    clock.advance(31)  # past TokenVerifier's default min_refetch_interval (30 s)
+
+    assert push(receiver, event)[0] == 202
+    with pytest.raises(TokenRevoked):
+        kit.verify(mint(signing_key, issuer.url, clock(), sid="family-1"))
+
+
 def test_events_the_kit_does_not_act_on_are_accepted_and_change_nothing(
     kit: TokenVerifier,
     receiver: SecurityEventReceiver,
@@ -287,7 +306,8 @@ def test_other_tokens_of_the_issuer_never_pass_as_a_set(
     sub_id, event = session_revoked("family-1", clock())
     as_access_token = security_event(signing_key, issuer.url, clock(), sub_id, event, typ="at+jwt")
     as_id_token = security_event(signing_key, issuer.url, clock(), sub_id, event, typ="JWT")
-    forged = security_event(ec_key(), issuer.url, clock(), sub_id, event)
+    impostor = IssuerKey(private=ec_key().private, kid=signing_key.kid, alg="ES256")
+    forged = security_event(impostor, issuer.url, clock(), sub_id, event)
 
     assert push(receiver, as_access_token)[1]["err"] == "invalid_request"
     assert push(receiver, as_id_token)[1]["err"] == "invalid_request"
