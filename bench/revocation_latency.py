@@ -71,6 +71,7 @@ def serve_push_endpoint(receiver: SecurityEventReceiver, port: int) -> Any:
         start_response(f"{answer.status} -", list(answer.headers.items()))
         return [(answer.body or "").encode()]
 
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per push otherwise
     server = make_server("127.0.0.1", port, application, threaded=True)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server
