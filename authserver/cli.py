@@ -12,6 +12,7 @@ import re
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, NoReturn
@@ -596,14 +597,10 @@ def _print_purge_report(report: PurgeReport) -> None:
 )
 @with_appcontext
 def purge_command(every: str | None, batch_size: int) -> None:
-    """Delete dead refresh tokens, codes, sessions, revocations, removed keys and old audit
-    events, in short transactions; safe while the server runs."""
-    interval = None
-    if every is not None:
-        try:
-            interval = parse_duration(every)
-        except ValueError as exc:
-            _fail(str(exc))
+    """Delete dead refresh tokens, codes, sessions, revocations, removed keys, finished outbox
+    messages and security events, and old audit events, in short transactions; safe while the
+    server runs."""
+    interval = _interval_of(every)
     rt = runtime()
     session_factory = db.state(_app()).session_factory
     policy = PurgePolicy(
@@ -612,7 +609,35 @@ def purge_command(every: str | None, batch_size: int) -> None:
         batch_size=batch_size,
         unacknowledged_events_kept=timedelta(seconds=rt.config.outbox_give_up_seconds),
     )
-    # A janitor container is stopped with SIGTERM: finish the batch at hand, then leave.
+
+    def purge_once(stop: threading.Event) -> None:
+        _print_purge_report(
+            purge(session_factory, now=utcnow(), policy=policy, should_stop=stop.is_set)
+        )
+
+    _run_until_stopped("purge", every, interval, purge_once)
+
+
+def _interval_of(every: str | None) -> timedelta | None:
+    """``--every``'s duration, None without it; a bad one is one line."""
+    if every is None:
+        return None
+    try:
+        return parse_duration(every)
+    except ValueError as exc:
+        _fail(str(exc))
+
+
+def _run_until_stopped(
+    what: str,
+    every: str | None,
+    interval: timedelta | None,
+    run_once: Callable[[threading.Event], None],
+) -> None:
+    """``run_once``, once, or every ``interval`` until SIGTERM or SIGINT: a janitor container
+    is stopped with SIGTERM, and the run at hand finishes first (``run_once`` gets the stop
+    event to end between two steps of its own). On a schedule, a database that is down or
+    restarting is one line, and the next run tries again."""
     stop = threading.Event()
 
     def request_stop(_signum: int, _frame: object) -> None:
@@ -622,20 +647,15 @@ def purge_command(every: str | None, batch_size: int) -> None:
     try:
         while not stop.is_set():
             try:
-                report = purge(
-                    session_factory, now=utcnow(), policy=policy, should_stop=stop.is_set
-                )
+                run_once(stop)
             except SQLAlchemyError as exc:
                 if interval is None:
                     raise
-                # The database is down or restarting: say so, and try again next time.
                 click.echo(
-                    f"purge failed: database error: {_database_error_line(exc)}; "
+                    f"{what} failed: database error: {_database_error_line(exc)}; "
                     f"trying again in {every}",
                     err=True,
                 )
-            else:
-                _print_purge_report(report)
             if interval is None or stop.wait(interval.total_seconds()):
                 break
     finally:
@@ -648,7 +668,8 @@ def purge_command(every: str | None, batch_size: int) -> None:
 
 @main.group("outbox")
 def outbox_group() -> None:
-    """Messages for other systems (back-channel logout tokens), delivered at least once."""
+    """Messages for other systems (back-channel logout tokens, pushed Security Event Tokens),
+    delivered at least once."""
 
 
 @outbox_group.command("deliver")
@@ -662,45 +683,21 @@ def outbox_group() -> None:
 @with_appcontext
 def outbox_deliver(every: str | None) -> None:
     """Deliver every message that is due now (retries included), once or on a schedule."""
-    interval = None
-    if every is not None:
-        try:
-            interval = parse_duration(every)
-        except ValueError as exc:
-            _fail(str(exc))
+    interval = _interval_of(every)
     app = _app()
     rt = runtime(app)
     session_factory = db.state(app).session_factory
+
     # SIGTERM ends it between two rounds (a round is bounded by the HTTP deadline).
-    stop = threading.Event()
+    def deliver_once(_stop: threading.Event) -> None:
+        report = rt.deliver_outbox(session_factory)
+        if interval is None or report.attempted:
+            click.echo(
+                f"delivered {report.delivered}, retrying {report.retrying}, "
+                f"given up {report.given_up}"
+            )
 
-    def request_stop(_signum: int, _frame: object) -> None:
-        stop.set()
-
-    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        while not stop.is_set():
-            try:
-                report = rt.deliver_outbox(session_factory)
-            except SQLAlchemyError as exc:
-                if interval is None:
-                    raise
-                click.echo(
-                    f"outbox delivery failed: database error: {_database_error_line(exc)}; "
-                    f"trying again in {every}",
-                    err=True,
-                )
-            else:
-                if interval is None or report.attempted:
-                    click.echo(
-                        f"delivered {report.delivered}, retrying {report.retrying}, "
-                        f"given up {report.given_up}"
-                    )
-            if interval is None or stop.wait(interval.total_seconds()):
-                break
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+    _run_until_stopped("outbox delivery", every, interval, deliver_once)
 
 
 @outbox_group.command("status")

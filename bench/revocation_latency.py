@@ -46,6 +46,7 @@ from run import (
     post_form,
     recreate_database,
     seed,
+    server_environment,
     wait_until_serving,
 )
 
@@ -122,15 +123,7 @@ def measure(processes: Processes, workdir: Path) -> dict[str, Any]:
     recreate_database(settings)
     port, push_port = free_port(), free_port()
     issuer = f"http://127.0.0.1:{port}"
-    env = {
-        **os.environ,
-        "DATABASE_URL": settings.database_url,
-        "AUTHSERVER_ISSUER": issuer,
-        "AUTHSERVER_DEFAULT_AUDIENCE": AUDIENCE,
-        "AUTHSERVER_RATELIMIT_ENABLED": "0",
-        "AUTHSERVER_LOG_LEVEL": "WARNING",
-        "AUTHSERVER_INSTANCE_DIR": str(workdir / "instance"),
-    }
+    env = server_environment(settings, issuer, workdir)
     seeded = seed(settings, env, revocations)
     register(settings, env, seeded.rs_client_id, f"http://127.0.0.1:{push_port}/events")
     server = processes.start(

@@ -825,6 +825,19 @@ def cleanup(processes: Processes) -> Iterator[None]:
         processes.stop_all()
 
 
+def server_environment(settings: Settings, issuer: str, workdir: Path) -> dict[str, str]:
+    """authserver's settings for a benchmark: rate limits off, quiet logs."""
+    return {
+        **os.environ,
+        "DATABASE_URL": settings.database_url,
+        "AUTHSERVER_ISSUER": issuer,
+        "AUTHSERVER_DEFAULT_AUDIENCE": AUDIENCE,
+        "AUTHSERVER_RATELIMIT_ENABLED": "0",
+        "AUTHSERVER_LOG_LEVEL": "WARNING",
+        "AUTHSERVER_INSTANCE_DIR": str(workdir / "instance"),
+    }
+
+
 def bench(settings: Settings, processes: Processes, workdir: Path) -> dict[str, Any]:
     RESULTS.mkdir(exist_ok=True)
     print(
@@ -836,15 +849,7 @@ def bench(settings: Settings, processes: Processes, workdir: Path) -> dict[str, 
     recreate_database(settings)
     port = free_port()
     issuer = f"http://127.0.0.1:{port}"
-    env = {
-        **os.environ,
-        "DATABASE_URL": settings.database_url,
-        "AUTHSERVER_ISSUER": issuer,
-        "AUTHSERVER_DEFAULT_AUDIENCE": AUDIENCE,
-        "AUTHSERVER_RATELIMIT_ENABLED": "0",
-        "AUTHSERVER_LOG_LEVEL": "WARNING",
-        "AUTHSERVER_INSTANCE_DIR": str(workdir / "instance"),
-    }
+    env = server_environment(settings, issuer, workdir)
     seeded = seed(settings, env, settings.connections)
 
     # authserver itself, on the port its issuer names.

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from pathlib import Path
@@ -35,7 +36,7 @@ from authserver.runtime import runtime
 from authserver.services.audit import recent_events
 from authserver.services.users import check_password, create_user, find_user_by_email
 from tests.browser_helpers import sign_in
-from tests.conftest import free_port, scratch_database
+from tests.conftest import free_port, scratch_database, truncate_all
 from tests.helpers import make_client, password_login, refresh, token_request
 
 AUTHSERVER = Path(sys.executable).parent / "authserver"
@@ -92,6 +93,41 @@ def assert_fails_with_one_line(
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith(starting), lines[0]
     return lines[0]
+
+
+@contextmanager
+def migrated_scratch_database(
+    database_url: str, name: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """A database of the module's own, brought to head by ``authserver db upgrade`` as an
+    operator would, and dropped afterwards."""
+    folder = tmp_path_factory.mktemp(f"{name}-database")
+    with scratch_database(database_url, name, folder) as url:
+        upgrade = run_cli(
+            "db", "upgrade", env={**_base_environment(folder / "instance"), "DATABASE_URL": url}
+        )
+        assert upgrade.returncode == 0, upgrade.stderr
+        yield url
+
+
+@contextmanager
+def arranging_app(database_url: str, instance_dir: Path) -> Iterator[Flask]:
+    """The server in the test's process, on the commands' database: to arrange rows and
+    check them. No outbox sender thread; everything it wrote is truncated afterwards."""
+    app = create_app(
+        Config(
+            database_url=database_url,
+            instance_dir=str(instance_dir),
+            log_level="WARNING",
+            outbox_in_process=0,
+        )
+    )
+    try:
+        yield app
+    finally:
+        engine = db.state(app).engine
+        truncate_all(engine)
+        engine.dispose()
 
 
 def unique_email() -> str:

@@ -18,20 +18,23 @@ from pathlib import Path
 import jwt
 import pytest
 from flask import Flask
-from sqlalchemy import Engine, select
+from sqlalchemy import select
 
-from authserver import create_app
-from authserver.config import Config
 from authserver.db import db, utcnow
 from authserver.models import AuditEvent, Client, OutboundMessage
 from authserver.runtime import runtime
 from authserver.services.backchannel_logout import record_signed_in_client
 from authserver.services.browser_sessions import SessionPolicy, start_session
 from authserver.services.outbox import enqueue
-from tests.conftest import scratch_database, truncate_all
 from tests.helpers import make_client, make_user
 from tests.receivers import receiving
-from tests.test_cli import _base_environment, assert_fails_with_one_line, run_cli
+from tests.test_cli import (
+    _base_environment,
+    arranging_app,
+    assert_fails_with_one_line,
+    migrated_scratch_database,
+    run_cli,
+)
 from tests.test_cli_purge import Janitor
 
 
@@ -39,12 +42,7 @@ from tests.test_cli_purge import Janitor
 def outbox_database_url(
     database_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[str]:
-    folder = tmp_path_factory.mktemp("cli-outbox-database")
-    with scratch_database(database_url, "cli_outbox", folder) as url:
-        upgrade = run_cli(
-            "db", "upgrade", env={**_base_environment(folder / "instance"), "DATABASE_URL": url}
-        )
-        assert upgrade.returncode == 0, upgrade.stderr
+    with migrated_scratch_database(database_url, "cli_outbox", tmp_path_factory) as url:
         yield url
 
 
@@ -55,19 +53,8 @@ def cli_env(outbox_database_url: str, tmp_path: Path) -> dict[str, str]:
 
 @pytest.fixture
 def cli_app(outbox_database_url: str, tmp_path: Path) -> Iterator[Flask]:
-    """The server in this process, on the commands' database: to arrange rows and check."""
-    app = create_app(
-        Config(
-            database_url=outbox_database_url,
-            instance_dir=str(tmp_path / "app-instance"),
-            log_level="WARNING",
-            outbox_in_process=0,
-        )
-    )
-    yield app
-    engine: Engine = db.state(app).engine
-    truncate_all(engine)
-    engine.dispose()
+    with arranging_app(outbox_database_url, tmp_path / "app-instance") as app:
+        yield app
 
 
 def _client(cli_app: Flask, client_id: str) -> Client:

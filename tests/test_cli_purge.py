@@ -19,10 +19,8 @@ from typing import IO
 
 import pytest
 from flask import Flask
-from sqlalchemy import Engine, func, select, text
+from sqlalchemy import func, select, text
 
-from authserver import create_app
-from authserver.config import Config
 from authserver.db import db, make_engine, utcnow
 from authserver.models import AuditEvent, Revocation
 from authserver.services.audit import AuditEventType, record
@@ -35,13 +33,14 @@ from authserver.services.refresh_tokens import (
     start_family,
 )
 from authserver.services.revocations import denylist_access_token
-from tests.conftest import scratch_database, truncate_all
 from tests.helpers import HANG_SECONDS, make_client, make_user
 from tests.test_cli import (
     AUTHSERVER,
     UNREACHABLE_DATABASE,
     _base_environment,
+    arranging_app,
     assert_fails_with_one_line,
+    migrated_scratch_database,
     run_cli,
 )
 
@@ -50,12 +49,7 @@ from tests.test_cli import (
 def purge_database_url(
     database_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[str]:
-    folder = tmp_path_factory.mktemp("purge-database")
-    with scratch_database(database_url, "purge", folder) as url:
-        upgrade = run_cli(
-            "db", "upgrade", env={**_base_environment(folder / "instance"), "DATABASE_URL": url}
-        )
-        assert upgrade.returncode == 0, upgrade.stderr
+    with migrated_scratch_database(database_url, "purge", tmp_path_factory) as url:
         yield url
 
 
@@ -66,20 +60,8 @@ def purge_env(purge_database_url: str, tmp_path: Path) -> dict[str, str]:
 
 @pytest.fixture
 def purge_app(purge_database_url: str, tmp_path: Path) -> Iterator[Flask]:
-    """The server in this process, on the command's database: to arrange rows and check."""
-    app = create_app(
-        Config(
-            database_url=purge_database_url,
-            instance_dir=str(tmp_path / "app-instance"),
-            log_level="WARNING",
-            # Only to arrange and check rows: no outbox sender thread in the test process.
-            outbox_in_process=0,
-        )
-    )
-    yield app
-    engine: Engine = db.state(app).engine
-    truncate_all(engine)
-    engine.dispose()
+    with arranging_app(purge_database_url, tmp_path / "app-instance") as app:
+        yield app
 
 
 def printed_counts(stdout: str) -> dict[str, int]:

@@ -72,6 +72,22 @@ def signed_in(app: Flask, session: Session, http: FlaskClient) -> tuple[Register
     return registered, tokens
 
 
+def revoke(http: FlaskClient, registered: RegisteredClient, tokens: Any) -> None:
+    """RFC 7009 on the refresh token: its family is revoked, one session-revoked SET."""
+    response = http.post(
+        "/oauth/revoke", data={"token": tokens["refresh_token"]}, headers=basic_auth(registered)
+    )
+    assert response.status_code == 200
+
+
+def signed_in_and_revoked(
+    app: Flask, session: Session, http: FlaskClient
+) -> tuple[RegisteredClient, Any]:
+    registered, tokens = signed_in(app, session, http)
+    revoke(http, registered, tokens)
+    return registered, tokens
+
+
 def sid_of(access_token: str) -> str:
     payload = access_token.split(".")[1]
     return str(json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))["sid"])
@@ -83,9 +99,7 @@ def test_a_revoked_family_reaches_a_polling_receiver_as_a_signed_session_revoked
     receiver = poll_receiver(session)
     registered, tokens = signed_in(app, session, client)
 
-    client.post(
-        "/oauth/revoke", data={"token": tokens["refresh_token"]}, headers=basic_auth(registered)
-    )
+    revoke(client, registered, tokens)
     answer = poll(client, receiver)
 
     assert "moreAvailable" not in answer
@@ -111,10 +125,7 @@ def test_a_set_is_handed_out_until_acknowledged_with_the_same_jti(
     app: Flask, session: Session, client: FlaskClient
 ) -> None:
     receiver = poll_receiver(session)
-    registered, tokens = signed_in(app, session, client)
-    client.post(
-        "/oauth/revoke", data={"token": tokens["refresh_token"]}, headers=basic_auth(registered)
-    )
+    signed_in_and_revoked(app, session, client)
 
     first = poll(client, receiver)["sets"]
     again = poll(client, receiver)["sets"]
@@ -134,9 +145,7 @@ def test_max_events_pages_and_says_more_are_available(
     for _ in range(3):
         tokens = password_login(client, registered).json
         assert tokens is not None
-        client.post(
-            "/oauth/revoke", data={"token": tokens["refresh_token"]}, headers=basic_auth(registered)
-        )
+        revoke(client, registered, tokens)
 
     page = poll(client, receiver, maxEvents=2)
     rest = poll(client, receiver, ack=list(page["sets"]), maxEvents=2)
@@ -153,10 +162,7 @@ def test_a_receiver_cannot_acknowledge_or_read_another_receivers_sets(
 ) -> None:
     mine = poll_receiver(session)
     theirs = poll_receiver(session, name="Billing API")
-    registered, tokens = signed_in(app, session, client)
-    client.post(
-        "/oauth/revoke", data={"token": tokens["refresh_token"]}, headers=basic_auth(registered)
-    )
+    signed_in_and_revoked(app, session, client)
     their_sets = poll(client, theirs)["sets"]
 
     my_sets = poll(client, mine, ack=list(their_sets))["sets"]
@@ -225,10 +231,7 @@ def test_a_malformed_poll_is_invalid_request_and_changes_nothing(
     app: Flask, session: Session, client: FlaskClient, body: Any
 ) -> None:
     receiver = poll_receiver(session)
-    registered, tokens = signed_in(app, session, client)
-    client.post(
-        "/oauth/revoke", data={"token": tokens["refresh_token"]}, headers=basic_auth(registered)
-    )
+    signed_in_and_revoked(app, session, client)
     if body == "not json":
         response = client.post(
             POLL, data="{", content_type="application/json", headers=basic_auth(receiver)
@@ -245,10 +248,7 @@ def test_set_errors_count_as_acknowledged(
     app: Flask, session: Session, client: FlaskClient
 ) -> None:
     receiver = poll_receiver(session)
-    registered, tokens = signed_in(app, session, client)
-    client.post(
-        "/oauth/revoke", data={"token": tokens["refresh_token"]}, headers=basic_auth(registered)
-    )
+    signed_in_and_revoked(app, session, client)
     (jti,) = poll(client, receiver)["sets"]
 
     answer = poll(client, receiver, setErrs={jti: {"err": "invalid_key", "description": "?"}})
