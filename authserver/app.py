@@ -76,6 +76,9 @@ def create_app(config: Config | None = None) -> Flask:
     rt = build_runtime(config, db.state(app))
     attach_runtime(app, rt)
     app.before_request(rt.keys.refresh_if_due)
+    if rt.key_listener is not None:
+        # Started by the first request a process serves (after gunicorn's fork).
+        app.before_request(rt.key_listener.ensure_started)
     if rt.outbox_sender is not None:
         # Started by the first request a process serves; woken after each commit that
         # enqueued a message (a logout), so apps hear of it at once.

@@ -94,6 +94,10 @@ class Config:
     # How often a process re-reads the signing keys, so a rotation or a withdrawal done
     # elsewhere is seen: one small SELECT per process per interval.
     key_refresh_interval: int = 5
+    # 1: on PostgreSQL each server process also listens for key changes (LISTEN/NOTIFY) and
+    # re-reads its keys at once, so a withdrawn key leaves every JWKS and stops signing now;
+    # 0 (behind a pooler in transaction mode, where LISTEN cannot work): the interval only.
+    key_change_notifications: int = 1
     # Automatic rotation: a new key is published this many days after the current one began
     # signing; 0 turns it off (rotate with `authserver keys rotate`).
     key_rotation_days: int = 0
@@ -310,6 +314,8 @@ class Config:
                 "AUTHSERVER_RATELIMIT_KEY_PREFIX must be at most 64 letters, digits, '-', '_', "
                 "'.' or ':'"
             )
+        if self.key_change_notifications not in (0, 1):
+            problems.append("AUTHSERVER_KEY_CHANGE_NOTIFICATIONS must be 0 or 1")
         if self.outbox_in_process not in (0, 1):
             problems.append("AUTHSERVER_OUTBOX_IN_PROCESS must be 0 or 1")
         if self.outbox_retry_max_seconds < 1:

@@ -22,6 +22,7 @@ from authserver.services.audit_queue import AuditQueue
 from authserver.services.backchannel_logout import CHANNEL as BACKCHANNEL_LOGOUT
 from authserver.services.backchannel_logout import BackchannelLogoutChannel
 from authserver.services.client_cache import ClientCache
+from authserver.services.key_notifications import KeyChangeListener
 from authserver.services.keys import (
     KeyCipher,
     KeyRing,
@@ -67,6 +68,8 @@ class Runtime:
     outbox_policy: OutboxPolicy | None = None
     # This process's sender thread (AUTHSERVER_OUTBOX_IN_PROCESS); None when it is off.
     outbox_sender: OutboxSender | None = None
+    # PostgreSQL only: re-reads the keys when another process changes them.
+    key_listener: KeyChangeListener | None = None
 
     def now(self) -> datetime:
         return self.clock()
@@ -179,6 +182,12 @@ def build_runtime(config: Config, db_state: DatabaseState) -> Runtime:
         },
         outbox_policy=outbox_policy(config),
     )
+    if config.key_change_notifications and db_state.engine.dialect.name == "postgresql":
+        # A connection of its own, outside the pool: it stays in LISTEN for the process's life.
+        conninfo = db_state.engine.url.set(drivername="postgresql").render_as_string(
+            hide_password=False
+        )
+        built.key_listener = KeyChangeListener(conninfo, keys.refresh)
     if config.outbox_in_process:
         built.outbox_sender = OutboxSender(
             # The factory is looked up at each round: tests swap it.

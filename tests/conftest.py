@@ -371,14 +371,21 @@ def config(database_url: str, tmp_path: Path) -> Config:
         # No sender thread: tests deliver the outbox themselves (runtime.deliver_outbox), and
         # one that wants the thread turns it on for its own committed server.
         outbox_in_process=0,
+        # No key-change listener either: it re-reads keys from a thread of its own, and the
+        # rolled-back `app` shares one connection with the test. Tests of it turn it on.
+        key_change_notifications=0,
     )
 
 
 def stop_outbox_sender(app: Flask) -> None:
-    """Stop ``app``'s sender thread, if it has one, so it delivers nothing of a later test."""
+    """Stop ``app``'s sender thread, if it has one, so it delivers nothing of a later test;
+    and its key-change listener, which holds a connection of its own."""
     sender = runtime(app).outbox_sender
     if sender is not None:
         sender.close()
+    listener = runtime(app).key_listener
+    if listener is not None:
+        listener.close()
 
 
 @pytest.fixture

@@ -47,6 +47,10 @@ class JwksResponder:
         started = time.perf_counter()
         keys = self.runtime.keys
         keys.refresh_if_due()
+        if self.runtime.key_listener is not None:
+            # Flask's before_request does not run here: a process that so far served only
+            # the JWKS listens for key changes too.
+            self.runtime.key_listener.ensure_started()
         snapshot = keys.loaded()
         if snapshot is None:
             return self.app(environ, start_response)

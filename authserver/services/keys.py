@@ -30,6 +30,7 @@ from sqlalchemy.orm import Session
 
 from authserver.models import KeyState, SigningKey
 from authserver.services.audit import AuditEventType, record
+from authserver.services.key_notifications import announce_key_change
 from authserver.services.revocations import record_key_withdrawn
 
 log = logging.getLogger(__name__)
@@ -143,6 +144,7 @@ def create_signing_key(
     session.add(row)
     session.flush()
     record(session, AuditEventType.KEY_ROTATED, now, kid=kid, state=KeyState.CURRENT.value)
+    announce_key_change(session)
     return row
 
 
@@ -191,6 +193,7 @@ def add_next_signing_key(
     session.add(row)
     session.flush()
     record(session, AuditEventType.KEY_ROTATED, now, kid=kid, state=KeyState.NEXT.value)
+    announce_key_change(session)
     return row
 
 
@@ -312,6 +315,7 @@ def withdraw_signing_key(
     row.retired_at = row.retired_at or now
     record_key_withdrawn(session, kid, now, stale_for, token_ttl)
     record(session, AuditEventType.KEY_WITHDRAWN, now, kid=kid, state=previous.value)
+    announce_key_change(session)
     session.flush()
     return Withdrawal(withdrawn=row, replacement=replacement)
 
