@@ -120,6 +120,7 @@ def arranging_app(database_url: str, instance_dir: Path) -> Iterator[Flask]:
             instance_dir=str(instance_dir),
             log_level="WARNING",
             outbox_in_process=0,
+            key_change_notifications=0,
         )
     )
     try:
@@ -185,6 +186,7 @@ def cli_app(cli_database: CliDatabase, tmp_path: Path) -> Iterator[Flask]:
             log_level="WARNING",
             # Only to arrange and check rows: no outbox sender thread in the test process.
             outbox_in_process=0,
+            key_change_notifications=0,
         )
     )
     yield app

@@ -100,18 +100,19 @@ class KeyChangeListener:
         backoff = 1.0
         failing = False
         while not stop.is_set():
+            conn: psycopg.Connection[tuple[object, ...]] | None = None
             try:
-                with psycopg.connect(self._conninfo, autocommit=True, connect_timeout=5) as conn:
-                    conn.execute(f"LISTEN {CHANNEL}")
-                    # Whatever changed while nobody listened.
-                    self._refresh()
-                    listening.set()
-                    if failing:
-                        log.info("key-change listener: listening again")
-                    failing, backoff = False, 1.0
-                    while not stop.is_set():
-                        if any(True for _ in conn.notifies(timeout=WAIT_SECONDS)):
-                            self._refresh()
+                conn = psycopg.connect(self._conninfo, autocommit=True, connect_timeout=5)
+                conn.execute(f"LISTEN {CHANNEL}")
+                # Whatever changed while nobody listened.
+                self._refresh()
+                listening.set()
+                if failing:
+                    log.info("key-change listener: listening again")
+                failing, backoff = False, 1.0
+                while not stop.is_set():
+                    if any(True for _ in conn.notifies(timeout=WAIT_SECONDS)):
+                        self._refresh()
             except Exception as exc:
                 listening.clear()
                 if not failing:
@@ -124,6 +125,9 @@ class KeyChangeListener:
                 failing = True
                 stop.wait(backoff)
                 backoff = min(backoff * 2, RECONNECT_MAX_SECONDS)
+            finally:
+                if conn is not None:
+                    conn.close()
         listening.clear()
 
 
