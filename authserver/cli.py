@@ -489,10 +489,15 @@ def keys_withdraw(kid: str) -> None:
         _fail(f"no signing key has the kid {kid.strip()[:64]!r}; see `authserver keys list`")
     except key_service.KeyAlreadyGone as gone:
         _fail(f"key {kid.strip()[:64]} is {gone} already; nothing to withdraw")
+    told_at_once = rt.config.key_change_notifications and not rt.config.is_sqlite
+    when = (
+        "now (told by PostgreSQL)"
+        if told_at_once
+        else f"within {stale_for} s (AUTHSERVER_KEY_REFRESH_INTERVAL)"
+    )
     click.echo(
-        f"withdrew key {kid.strip()}: out of the JWKS and in the revocation feed; every token it "
-        f"signed is refused; server processes stop signing with it within {stale_for} s "
-        "(AUTHSERVER_KEY_REFRESH_INTERVAL)"
+        f"withdrew key {kid.strip()}: in the revocation feed, every token it signed is refused; "
+        f"server processes drop it from the JWKS and stop signing with it {when}"
     )
     if replacement_line:
         click.echo(replacement_line)

@@ -836,7 +836,7 @@ def test_keys_withdraw_replaces_the_current_key(
 
     assert result.returncode == 0, result.stderr
     lines = result.stdout.strip().splitlines()
-    assert lines[0].startswith(f"withdrew key {old_kid}: out of the JWKS and in the revocation")
+    assert lines[0].startswith(f"withdrew key {old_kid}: in the revocation feed, every token")
     new_kid = re.fullmatch(r"new current key (\S+) \(ES256\) signs from now on", lines[1])
     assert new_kid is not None
     assert listing[old_kid]["state"] == "withdrawn"

@@ -307,10 +307,10 @@ def withdraw_signing_key(
         raise UnknownSigningKey(kid)
     if row.state in (KeyState.WITHDRAWN, KeyState.REMOVED):
         raise KeyAlreadyGone(row.state.value)
-    replacement = None
-    if row.state == KeyState.CURRENT:
-        replacement = create_signing_key(session, cipher, algorithm, now)
     previous = row.state
+    replacement = None
+    if previous == KeyState.CURRENT:
+        replacement = create_signing_key(session, cipher, algorithm, now)
     row.state = KeyState.WITHDRAWN
     row.retired_at = row.retired_at or now
     record_key_withdrawn(session, kid, now, stale_for, token_ttl)

@@ -15,7 +15,7 @@ import requests
 from sqlalchemy import select
 
 from authserver.db import db, utcnow
-from authserver.models import KeyState, Revocation, SigningKey
+from authserver.models import AuditEvent, KeyState, Revocation, SigningKey
 from authserver.resource import IntrospectionClient, TokenRevoked, TokenVerifier
 from authserver.runtime import runtime
 from authserver.services import keys as key_service
@@ -184,6 +184,11 @@ def test_withdrawing_the_current_key_replaces_it_and_it_leaves_the_jwks(
     assert introspect(live_server, parties, old) == {"active": False}
     entries = [e for e in feed_entries(live_server, parties) if e["type"] == "kid"]
     assert [e["value"] for e in entries] == [old_kid]
+    with db.transaction(live_server.app) as session:
+        audited = session.scalars(
+            select(AuditEvent).where(AuditEvent.event_type == "key_withdrawn")
+        ).one()
+    assert audited.details == {"kid": old_kid, "state": "current"}  # what it was when withdrawn
 
 
 def test_withdrawing_a_retired_key_keeps_the_current_one(
