@@ -96,7 +96,7 @@ def poll_security_events() -> Response:
     """RFC 8936 §2.4: acknowledge SETs and receive the next ones. Answered at once whatever
     ``returnImmediately`` says (§2.4.1 lets the transmitter choose)."""
     client = authorization_server().authenticate_feed_client()
-    if client.security_event_delivery != security_events.POLL:
+    if client.security_event_delivery != security_events.POLL or not client.served_audiences:
         raise NotASecurityEventReceiver()
     rt = runtime()
     now = rt.now()

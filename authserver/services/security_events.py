@@ -192,15 +192,18 @@ class Receiver:
 
 
 def receivers(db: Session) -> list[Receiver]:
+    """Clients registered for SETs that are still resource servers: one that no longer serves
+    an audience may not read the feed, and so hears nothing this way either."""
     rows = db.execute(
         select(
             Client.id,
             Client.client_id,
             Client.security_event_delivery,
             Client.security_event_push_url,
+            Client.served_audiences,
         ).where(Client.security_event_delivery.is_not(None), Client.disabled.is_(False))
     ).all()
-    return [Receiver(row[0], row[1], row[2] or POLL, row[3]) for row in rows]
+    return [Receiver(row[0], row[1], row[2] or POLL, row[3]) for row in rows if row[4]]
 
 
 def new_jti() -> str:

@@ -26,6 +26,7 @@ from authserver.services.clients import (
     RegisteredClient,
     disable_client,
     set_security_event_delivery,
+    set_served_audiences,
 )
 from authserver.services.refresh_tokens import RevocationReason
 from authserver.services.revocations import longest_access_token_ttl
@@ -196,6 +197,19 @@ def test_only_clients_registered_to_poll_may_poll(
     )
     assert (anonymous.status_code, anonymous.json["error"]) == (401, "invalid_client")
     assert (wrong_secret.status_code, wrong_secret.json["error"]) == (401, "invalid_client")
+
+
+def test_a_receiver_that_no_longer_serves_an_audience_hears_nothing_and_may_not_poll(
+    app: Flask, session: Session, client: FlaskClient
+) -> None:
+    receiver = poll_receiver(session)
+    set_served_audiences(session, receiver.client.client_id, [], utcnow())
+
+    signed_in_and_revoked(app, session, client)
+    refused = client.post(POLL, json={}, headers=basic_auth(receiver))
+
+    assert (refused.status_code, refused.json["error"]) == (403, "unauthorized_client")
+    assert session.scalars(select(SecurityEvent)).all() == []
 
 
 @pytest.mark.parametrize(
