@@ -673,8 +673,8 @@ def _run_until_stopped(
 
 @main.group("outbox")
 def outbox_group() -> None:
-    """Messages for other systems (back-channel logout tokens, pushed Security Event Tokens),
-    delivered at least once."""
+    """Messages for other systems (back-channel logout tokens, pushed Security Event Tokens,
+    e-mail), delivered at least once."""
 
 
 @outbox_group.command("deliver")
@@ -725,6 +725,83 @@ def outbox_status_command() -> None:
             f"{status.channel:<22} {status.pending:>8} {status.delivered:>10} "
             f"{status.given_up:>9}  {oldest}"
         )
+
+
+# -- mail ----------------------------------------------------------------------------------
+
+
+@main.group("mail")
+def mail_group() -> None:
+    """E-mail: the outbox's "mail" channel, sent over AUTHSERVER_SMTP_URL."""
+
+
+def _mail_channel_or_exit() -> None:
+    from authserver.services.mail import CHANNEL
+
+    if CHANNEL not in runtime().outbox_channels:
+        _fail("AUTHSERVER_SMTP_URL is not set: this process cannot send mail")
+
+
+@mail_group.command("deliver")
+@click.option(
+    "--every",
+    metavar="DURATION",
+    default=None,
+    help="Keep running, sending what is due this often: 5s, 1m.",
+)
+@with_appcontext
+def mail_deliver(every: str | None) -> None:
+    """Send the e-mail that is due now (retries included), once or on a schedule: `outbox
+    deliver` limited to the mail channel."""
+    from authserver.services.mail import CHANNEL
+
+    interval = _interval_of(every)
+    _mail_channel_or_exit()
+    app = _app()
+    rt = runtime(app)
+    session_factory = db.state(app).session_factory
+
+    def deliver_once(_stop: threading.Event) -> None:
+        report = rt.deliver_outbox(session_factory, only=CHANNEL)
+        if interval is None or report.attempted:
+            click.echo(
+                f"sent {report.delivered}, retrying {report.retrying}, given up {report.given_up}"
+            )
+
+    _run_until_stopped("mail delivery", every, interval, deliver_once)
+
+
+@mail_group.command("send-test")
+@click.argument("email")
+@with_appcontext
+def mail_send_test(email: str) -> None:
+    """Send a test message to EMAIL now and say what the SMTP server answered."""
+    from authserver.models import OutboundMessage
+    from authserver.services.mail import CHANNEL, enqueue_mail
+
+    _mail_channel_or_exit()
+    app = _app()
+    rt = runtime(app)
+    assert rt.mail is not None
+    with db.transaction(app) as session:
+        message_id = enqueue_mail(
+            session, rt.mail, to=email, template="test", context={}, now=rt.now()
+        ).id
+    rt.deliver_outbox(db.state(app).session_factory, only=CHANNEL)
+    with db.transaction(app) as session:
+        message = session.get(OutboundMessage, message_id)
+        assert message is not None
+        if message.delivered_at is not None:
+            click.echo(f"sent to {message.destination} ({message.payload['message_id']})")
+        elif message.gave_up_at is not None:
+            _fail(f"refused: {message.last_error}")
+        else:
+            click.echo(
+                f"not sent yet ({message.last_error or 'another sender has it'}); "
+                "the outbox keeps trying "
+                f"(`authserver outbox status`)"
+            )
+            sys.exit(1)
 
 
 # -- development -----------------------------------------------------------------------------

@@ -8,15 +8,18 @@ and reported together, one line each, so an operator fixes them in one pass.
 
 from __future__ import annotations
 
+import email.policy
 import functools
 import logging
 import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
+from email.headerregistry import Address
+from email.utils import parseaddr
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from limits import RateLimitItem, parse_many
 
@@ -34,6 +37,11 @@ LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 SIGNING_ALGORITHMS = ("ES256", "RS256")
 # A key prefix goes into every rate-limit key: nothing that would need quoting anywhere.
 RATELIMIT_KEY_PREFIX = re.compile(r"[A-Za-z0-9_.:-]{0,64}")
+# AUTHSERVER_SMTP_URL's schemes and their ports when the URL names none: plain (a relay on
+# the same host or network), STARTTLS on the submission port (RFC 6409, RFC 3207) and
+# implicit TLS (RFC 8314 §3.3).
+SMTP_SCHEMES = {"smtp": 25, "smtp+starttls": 587, "smtps": 465}
+DEV_MAIL_FROM = "no-reply@localhost"
 
 
 RATE_LIMIT_SETTINGS = (
@@ -62,6 +70,76 @@ def parse_rate_limit(value: str) -> RateLimitItem:
 def default_database_url(instance_dir: str) -> str:
     """The embedded development database: SQLite under the instance folder."""
     return f"sqlite:///{Path(instance_dir).resolve() / 'authserver.db'}"
+
+
+@dataclass(frozen=True)
+class SmtpServer:
+    """Where mail goes (AUTHSERVER_SMTP_URL). ``password`` is never shown: not in a repr,
+    not in a log line, not in a configuration error."""
+
+    scheme: str
+    host: str
+    port: int
+    username: str = ""
+    password: str = field(default="", repr=False)
+
+    @property
+    def implicit_tls(self) -> bool:
+        return self.scheme == "smtps"
+
+    @property
+    def starttls(self) -> bool:
+        return self.scheme == "smtp+starttls"
+
+
+def parse_smtp_url(url: str) -> SmtpServer:
+    """``smtp://``, ``smtp+starttls://`` or ``smtps://``, with an optional ``user:password@``
+    (percent-encoded) and port. ValueError saying what is wrong, never repeating the URL (it
+    may hold a password)."""
+    parts = urlsplit(url)
+    if parts.scheme not in SMTP_SCHEMES:
+        raise ValueError(
+            "must start with smtp://, smtp+starttls:// or smtps://"
+            + (f", got {parts.scheme}://" if parts.scheme and len(parts.scheme) < 20 else "")
+        )
+    try:
+        port = parts.port or SMTP_SCHEMES[parts.scheme]
+    except ValueError:
+        raise ValueError("has a port that is not a number from 1 to 65535") from None
+    if not parts.hostname:
+        raise ValueError("must name a host")
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise ValueError("must have no path, query or fragment")
+    return SmtpServer(
+        scheme=parts.scheme,
+        host=parts.hostname,
+        port=port,
+        username=unquote(parts.username or ""),
+        password=unquote(parts.password or ""),
+    )
+
+
+def parse_mail_address(value: str) -> Address:
+    """One address, optionally with a display name: ``no-reply@example.com`` or
+    ``Example <no-reply@example.com>``. ValueError if it is not exactly that."""
+    if any(c in value for c in "\r\n\0"):
+        raise ValueError("must be one line")
+    try:
+        header = email.policy.default.header_factory("To", value)
+    except Exception:  # the stdlib parser raises IndexError on some inputs ("x@")
+        raise ValueError("must be one address like no-reply@example.com") from None
+    addresses: tuple[Address, ...] = tuple(getattr(header, "addresses", ()))
+    if header.defects or len(addresses) != 1:
+        raise ValueError("must be one address like no-reply@example.com")
+    found = addresses[0]
+    if (
+        not found.username
+        or not found.domain
+        or " " in found.addr_spec
+        or found.addr_spec != parseaddr(value)[1]
+    ):
+        raise ValueError("must be one address like no-reply@example.com")
+    return found
 
 
 class ConfigError(Exception):
@@ -162,6 +240,18 @@ class Config:
     # A message still undelivered this long after it was written is given up, and audited.
     outbox_give_up_seconds: int = 24 * 3600
 
+    # The product's name, in every e-mail's subject, body and From display name.
+    product_name: str = "authserver"
+    # Where e-mail goes: smtp:// (plain), smtp+starttls:// or smtps:// (implicit TLS), with
+    # user:password@ in the URL. Empty: development prints each message to the console and
+    # shows it at /dev/mail; production sends none (services/mail.py).
+    smtp_url: str = field(default="", repr=False)
+    # A PEM file of the certificate authorities the SMTP server's certificate must chain to,
+    # instead of the system's (a relay with a private CA). Verification is never turned off.
+    smtp_ca_file: str = ""
+    # The From address of every e-mail; required in production when mail is sent.
+    mail_from: str = ""
+
     # psycopg's server-side prepared statements: after this many runs of a statement on one
     # connection; 0 turns them off (needed behind PgBouncer < 1.21 in transaction mode).
     db_prepare_threshold: int = 5
@@ -185,6 +275,20 @@ class Config:
         issuer = urlsplit(self.issuer)
         loopback_http = issuer.scheme == "http" and issuer.hostname in LOOPBACK_HOSTS
         return self.is_production or not loopback_http
+
+    @property
+    def smtp_server(self) -> SmtpServer | None:
+        """AUTHSERVER_SMTP_URL parsed; None when it is not set."""
+        return parse_smtp_url(self.smtp_url) if self.smtp_url else None
+
+    @property
+    def mail_sender(self) -> Address:
+        """The From of every e-mail: AUTHSERVER_MAIL_FROM, else (development) no-reply@localhost;
+        named after the product when the setting gives no display name."""
+        address = parse_mail_address(self.mail_from or DEV_MAIL_FROM)
+        if address.display_name:
+            return address
+        return Address(display_name=self.product_name, addr_spec=address.addr_spec)
 
     @property
     def is_sqlite(self) -> bool:
@@ -327,8 +431,38 @@ class Config:
             )
         if self.trusted_proxies < 0:
             problems.append("AUTHSERVER_TRUSTED_PROXIES must be 0 or positive")
+        problems.extend(self._mail_problems())
         if self.is_production:
             problems.extend(self._production_problems())
+        return problems
+
+    def _mail_problems(self) -> list[str]:
+        problems: list[str] = []
+        if not self.product_name.strip() or any(c in self.product_name for c in '\r\n<>"'):
+            problems.append('AUTHSERVER_PRODUCT_NAME must be one line without <, > or "')
+        server = None
+        try:
+            server = self.smtp_server
+        except ValueError as exc:
+            problems.append(f"AUTHSERVER_SMTP_URL {exc}")
+        if (
+            server is not None
+            and server.password
+            and not (server.implicit_tls or server.starttls or server.host in LOOPBACK_HOSTS)
+        ):
+            problems.append(
+                "AUTHSERVER_SMTP_URL with a password must use smtp+starttls:// or smtps:// "
+                "(smtp:// would send it in the clear)"
+            )
+        if self.smtp_ca_file and not Path(self.smtp_ca_file).is_file():
+            problems.append(f"AUTHSERVER_SMTP_CA_FILE names no file: {self.smtp_ca_file}")
+        if self.mail_from:
+            try:
+                parse_mail_address(self.mail_from)
+            except ValueError as exc:
+                problems.append(f"AUTHSERVER_MAIL_FROM {exc}, got {self.mail_from!r}")
+        elif self.is_production and server is not None:
+            problems.append("AUTHSERVER_MAIL_FROM must be set when AUTHSERVER_SMTP_URL is")
         return problems
 
     def _production_problems(self) -> list[str]:

@@ -30,6 +30,8 @@ from authserver.services.keys import (
     maintain_signing_keys,
     published_key_rows,
 )
+from authserver.services.mail import CHANNEL as MAIL
+from authserver.services.mail import ConsoleMailChannel, MailComposer, SmtpMailChannel
 from authserver.services.outbox import Channel, DeliveryReport, OutboxPolicy, deliver_due
 from authserver.services.outbox_sender import OutboxSender
 from authserver.services.password_policy import PasswordPolicy
@@ -63,11 +65,14 @@ class Runtime:
     # When a breach of each rate limit and caller was last audited (http/rate_limits.py).
     rate_limit_reports: dict[str, float] = field(default_factory=dict)
     # The outbox's channels by name (services/outbox.py): what each kind of message is
-    # delivered by. A new kind of message (Security Event Token push, e-mail) adds one here.
+    # delivered by: back-channel logout, Security Event Token push, e-mail (only where this
+    # process may send it). A new kind of message adds one here.
     outbox_channels: dict[str, Channel] = field(default_factory=dict)
     outbox_policy: OutboxPolicy | None = None
     # This process's sender thread (AUTHSERVER_OUTBOX_IN_PROCESS); None when it is off.
     outbox_sender: OutboxSender | None = None
+    # Renders, seals and opens e-mail (services/mail.py); None only in hand-built runtimes.
+    mail: MailComposer | None = None
     # PostgreSQL only: re-reads the keys when another process changes them.
     key_listener: KeyChangeListener | None = None
 
@@ -102,13 +107,17 @@ class Runtime:
     def access_token_ttl(self, client: Client) -> int:
         return client.access_token_ttl or self.config.access_token_ttl
 
-    def deliver_outbox(self, session_factory: sessionmaker[Session]) -> DeliveryReport:
-        """Deliver every outbox message that is due now (the sender thread, `authserver
-        outbox deliver`, tests)."""
+    def deliver_outbox(
+        self, session_factory: sessionmaker[Session], *, only: str | None = None
+    ) -> DeliveryReport:
+        """Deliver every outbox message that is due now, or only those of the channel
+        ``only`` (the sender thread, `authserver outbox deliver`, `authserver mail deliver`,
+        tests)."""
         assert self.outbox_policy is not None
-        return deliver_due(
-            session_factory, self.outbox_channels, self.outbox_policy, clock=self.now
-        )
+        channels = self.outbox_channels
+        if only is not None:
+            channels = {only: channels[only]} if only in channels else {}
+        return deliver_due(session_factory, channels, self.outbox_policy, clock=self.now)
 
 
 def outbox_policy(config: Config) -> OutboxPolicy:
@@ -147,6 +156,18 @@ def _key_loader(
     return load_rows
 
 
+def _mail_channel(config: Config, mail: MailComposer) -> Channel | None:
+    """Who sends e-mail from this process (services/mail.py): the SMTP server when one is
+    configured, in every mode; the console in development; nobody otherwise, which leaves
+    mail to the processes that have AUTHSERVER_SMTP_URL (`authserver mail deliver`)."""
+    server = config.smtp_server
+    if server is not None:
+        return SmtpMailChannel(server, mail, ca_file=config.smtp_ca_file or None)
+    if not config.is_production:
+        return ConsoleMailChannel(mail)
+    return None
+
+
 def build_runtime(config: Config, db_state: DatabaseState) -> Runtime:
     hasher = PasswordHasher(
         time_cost=config.argon2_time_cost,
@@ -162,6 +183,7 @@ def build_runtime(config: Config, db_state: DatabaseState) -> Runtime:
         min_score=config.password_min_score,
     )
     cipher = KeyCipher(config.key_encryption_key)
+    mail = MailComposer(config.product_name, config.mail_sender, config.key_encryption_key)
     keys = KeyRing(_key_loader(db_state, cipher, config), cipher, config.key_refresh_interval)
     built = Runtime(
         config=config,
@@ -181,7 +203,11 @@ def build_runtime(config: Config, db_state: DatabaseState) -> Runtime:
             SECURITY_EVENT_PUSH: SecurityEventPushChannel(config.issuer, keys),
         },
         outbox_policy=outbox_policy(config),
+        mail=mail,
     )
+    mail_channel = _mail_channel(config, mail)
+    if mail_channel is not None:
+        built.outbox_channels[MAIL] = mail_channel
     if config.key_change_notifications and db_state.engine.dialect.name == "postgresql":
         # A connection of its own, outside the pool: it stays in LISTEN for the process's life.
         conninfo = db_state.engine.url.set(drivername="postgresql").render_as_string(

@@ -28,6 +28,7 @@ def test_the_stack_has_every_service_it_needs() -> None:
         *SERVERS,
         "nginx",
         "janitor",
+        "mailer",
     }
 
 
@@ -42,7 +43,7 @@ def test_long_running_services_have_healthchecks_and_servers_check_readyz() -> N
 def test_servers_wait_for_the_migration_and_run_gunicorn_with_the_repo_config() -> None:
     services = _compose()["services"]
     assert services["migrate"]["command"] == ["alembic", "upgrade", "head"]
-    for name in (*SERVERS, "janitor"):
+    for name in (*SERVERS, "janitor", "mailer"):
         assert services[name]["depends_on"]["migrate"] == {
             "condition": "service_completed_successfully"
         }
@@ -60,6 +61,16 @@ def test_the_janitor_purges_every_hour() -> None:
         "--every",
         "1h",
     ]
+
+
+def test_only_the_mailer_holds_the_smtp_password_and_it_sends_every_five_seconds() -> None:
+    services = _compose()["services"]
+    assert services["mailer"]["command"] == ["authserver", "mail", "deliver", "--every", "5s"]
+    assert services["mailer"]["environment"]["AUTHSERVER_SMTP_URL"].startswith(
+        "${AUTHSERVER_SMTP_URL:?"
+    )
+    for name in (*SERVERS, "janitor"):
+        assert "AUTHSERVER_SMTP_URL" not in services[name]["environment"], name
 
 
 def test_nginx_balances_over_both_replicas() -> None:

@@ -38,6 +38,8 @@ HTML_PAGES = {
     ("POST", "/oauth/authorize"),
     ("GET", "/oauth/logout"),
     ("POST", "/oauth/logout"),
+    ("GET", "/dev/mail"),
+    ("GET", "/dev/mail/{}/html"),
 }
 NOT_ROUTED_BY_US = {"HEAD", "OPTIONS"}  # Flask answers these for every route
 HTTP_METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}

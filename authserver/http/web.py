@@ -159,11 +159,13 @@ def add_security_headers(response: Response) -> Response:
     response.headers.setdefault("X-Content-Type-Options", "nosniff")
     if _is_page(request.path) or response.mimetype == "text/html":
         response.headers["X-Frame-Options"] = "DENY"
-        response.headers["Content-Security-Policy"] = (
+        # A view may set a stricter policy of its own (http/dev_mail.py's mail bodies).
+        response.headers.setdefault(
+            "Content-Security-Policy",
             # No form-action: browsers apply it to the redirect that follows a consent form,
             # and that goes to the client's (any) redirect URI.
             "default-src 'none'; style-src 'self'; img-src 'self'; "
-            "frame-ancestors 'none'; base-uri 'none'"
+            "frame-ancestors 'none'; base-uri 'none'",
         )
         response.headers["Referrer-Policy"] = "no-referrer"
         response.headers["Cache-Control"] = "no-store"

@@ -43,9 +43,10 @@ commits loses both the change and the message, never one of them.
 **Channels**: ``channel`` names the handler that delivers a message (``Channel``). A handler
 gets the destination and the stored payload and does the whole delivery (build and sign the
 request, the HTTP call, reading the answer), so what it sends is made fresh at each attempt
-(a logout token with a fresh ``iat`` and ``exp``). To add one (Security Event Token push,
-RFC 8935; e-mail), write a ``Channel``, register it under a new name in
-``runtime.build_runtime``'s registry, and ``enqueue`` under that name. A sender claims only
+(a logout token with a fresh ``iat`` and ``exp``). To add one (as Security Event Token
+push, ``security_events.py``, and e-mail, ``mail.py``, did), write a ``Channel``, register
+it under a new name in ``runtime.build_runtime``'s registry, and ``enqueue`` under that
+name. A sender claims only
 messages of channels it knows, so a process without a newer channel leaves its messages to
 processes that have it.
 """
