@@ -524,7 +524,9 @@ def test_after_the_upgrade_every_entry_reaches_a_poller_again(
         ]
     for page in pages:
         assert [e["value"] for e in page.entries] == ["token-1", "token-2"]
-        assert page.cursor > TXID_CURSOR_BASE + before
+        # A transaction cursor. Not compared with `before`: xmin is the whole cluster's, and a
+        # writing transaction of another database on this server may hold it lower.
+        assert page.cursor >= TXID_CURSOR_BASE
 
 
 @pytest.mark.postgres_only
