@@ -93,15 +93,15 @@ def test_check_client_secret_accepts_the_issued_secret(session: Session) -> None
     client = find_client(session, registered.client.client_id)
 
     assert client is not None
-    assert client.check_client_secret(_secret(registered)) is True
+    assert client.check_client_secret(_secret(registered), utcnow()) is True
 
 
 def test_check_client_secret_refuses_a_wrong_secret(session: Session) -> None:
     registered = register(session)
     other = register(session)
 
-    assert registered.client.check_client_secret(_secret(other)) is False
-    assert registered.client.check_client_secret("") is False
+    assert registered.client.check_client_secret(_secret(other), utcnow()) is False
+    assert registered.client.check_client_secret("", utcnow()) is False
 
 
 def test_public_client_has_no_secret_and_accepts_none(session: Session) -> None:
@@ -114,7 +114,7 @@ def test_public_client_has_no_secret_and_accepts_none(session: Session) -> None:
 
     assert registered.client_secret is None
     assert registered.client.secret_digest is None
-    assert registered.client.check_client_secret("") is False
+    assert registered.client.check_client_secret("", utcnow()) is False
 
 
 # -- registration refusals -------------------------------------------------------------------
