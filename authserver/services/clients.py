@@ -41,6 +41,15 @@ class RegisteredClient:
 CLIENT_ID_SHAPE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
+def new_client_id() -> str:
+    """A random client_id (144 bits) that does not begin with "-": the operator types it as an
+    argument of ``authserver clients ...``, where one that did would be read as an option."""
+    while True:
+        client_id = secrets.token_urlsafe(18)
+        if not client_id.startswith("-"):
+            return client_id
+
+
 def find_client(session: Session, client_id: str, *, fresh: bool = False) -> Client | None:
     """The client with this id. ``fresh`` re-reads a row the session already holds."""
     if not isinstance(client_id, str) or not CLIENT_ID_SHAPE.fullmatch(client_id):
@@ -252,7 +261,7 @@ def create_client(
 
     secret = None if public else secrets.token_urlsafe(CLIENT_SECRET_BYTES)
     client = Client(
-        client_id=secrets.token_urlsafe(18),
+        client_id=new_client_id(),
         name=name,
         secret_digest=digest_client_secret(secret) if secret else None,
         is_public=public,
