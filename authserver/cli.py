@@ -202,6 +202,166 @@ def _spelt_out(text: str) -> str:
     )
 
 
+def _when(moment: datetime | None) -> str:
+    return f"{moment:%Y-%m-%d %H:%M:%S}" if moment else "-"
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat() if moment else None
+
+
+@users_group.command("list")
+@click.option("--search", default=None, help="Only addresses containing this text.")
+@click.option(
+    "--after", default=None, metavar="EMAIL", help="Start after this address (the next page)."
+)
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 1000))
+@click.option("--json", "as_json", is_flag=True, help="One JSON object: users and next_after.")
+@with_appcontext
+def users_list(search: str | None, after: str | None, limit: int, as_json: bool) -> None:
+    """List accounts in address order, a page at a time: a full page ends with the
+    --after that gives the next one, which accounts created meanwhile do not shift."""
+    with db.transaction(_app()) as session:
+        users = user_service.list_users(session, search=search, after=after, limit=limit)
+        rows: list[dict[str, Any]] = [
+            {
+                "id": str(user.id),
+                "email": user.email,
+                "disabled": user.disabled,
+                "email_verified": user.email_verified,
+                "created_at": user.created_at,
+                "last_sign_in_at": user.last_sign_in_at,
+            }
+            for user in users
+        ]
+    next_after = rows[-1]["email"] if len(rows) == limit else None
+    if as_json:
+        for row in rows:
+            row["created_at"] = _iso(row["created_at"])
+            row["last_sign_in_at"] = _iso(row["last_sign_in_at"])
+        click.echo(json.dumps({"users": rows, "next_after": next_after}))
+        return
+    if not rows:
+        click.echo("no users")
+        return
+    width = max(len("EMAIL"), *(len(row["email"]) for row in rows))
+    click.echo(
+        f"{'EMAIL':<{width}}  {'ID':<36}  {'STATE':<8}  {'VERIFIED':<8}  "
+        f"{'CREATED':<19}  LAST SIGN-IN"
+    )
+    for row in rows:
+        state = "disabled" if row["disabled"] else "enabled"
+        verified = "yes" if row["email_verified"] else "no"
+        click.echo(
+            f"{row['email']:<{width}}  {row['id']:<36}  {state:<8}  {verified:<8}  "
+            f"{_when(row['created_at']):<19}  {_when(row['last_sign_in_at'])}"
+        )
+    if next_after is not None:
+        click.echo(f"next page: --after {next_after}")
+
+
+@users_group.command("show")
+@click.argument("email")
+@with_appcontext
+def users_show(email: str) -> None:
+    """Show an account and where it is signed in: browser sessions and apps' refresh
+    families (with the client's name)."""
+    with db.transaction(_app()) as session:
+        overview = user_service.user_overview(session, email, utcnow())
+        user = overview.user
+        click.echo(f"email:           {user.email}")
+        click.echo(f"id:              {user.id}")
+        click.echo(f"state:           {'disabled' if user.disabled else 'enabled'}")
+        click.echo(f"email verified:  {'yes' if user.email_verified else 'no'}")
+        click.echo(f"created:         {_when(user.created_at)} UTC")
+        last = f"{_when(user.last_sign_in_at)} UTC" if user.last_sign_in_at else "never"
+        click.echo(f"last sign-in:    {last}")
+        browsers, apps = overview.browser_sessions, overview.refresh_families
+        click.echo(f"browser sessions: {len(browsers)}")
+        for device in browsers:
+            click.echo(
+                f"  {device.id}  since {_when(device.created_at)}  "
+                f"last seen {_when(device.last_used_at)}  {device.ip_address or '-'}"
+            )
+        click.echo(f"refresh families: {len(apps)}")
+        for device in apps:
+            click.echo(
+                f"  {device.id}  {device.client_name}  since {_when(device.created_at)}  "
+                f"last used {_when(device.last_used_at)}  {device.ip_address or '-'}"
+            )
+
+
+@users_group.command("enable")
+@click.argument("email")
+@with_appcontext
+def users_enable(email: str) -> None:
+    """Let a disabled user sign in again (what disabling ended stays ended)."""
+    with db.transaction(_app()) as session:
+        user = user_service.enable_user(session, email, utcnow())
+        click.echo(f"enabled user {user.email}; they can sign in again")
+
+
+@users_group.command("set-password")
+@click.argument("email")
+@click.option(
+    "--password-stdin",
+    is_flag=True,
+    help="Read the password from the first line of standard input.",
+)
+@with_appcontext
+def users_set_password(email: str, password_stdin: bool) -> None:
+    """Set a user's password and sign them out everywhere. The password comes on standard
+    input (--password-stdin) or, on a terminal, is typed twice without being shown."""
+    if password_stdin:
+        password = _read_password_from_stdin()
+    elif sys.stdin.isatty():
+        password = click.prompt("New password", hide_input=True, confirmation_prompt=True, err=True)
+    else:
+        _fail("standard input is not a terminal: pass the password on it with --password-stdin")
+    rt = runtime()
+    with db.transaction(_app()) as session:
+        user = user_service.get_user_by_email(session, email)
+        sessions, families = user_service.set_password(
+            session,
+            rt.hasher,
+            user,
+            password,
+            now=utcnow(),
+            password_policy=rt.password_policy,
+        )
+        click.echo(
+            f"password set for {user.email}; signed out everywhere: {sessions} browser "
+            f"sessions ended, {families} refresh-token families revoked"
+        )
+
+
+@users_group.command("verify-email")
+@click.argument("email")
+@with_appcontext
+def users_verify_email(email: str) -> None:
+    """Mark a user's address as verified (userinfo's email_verified)."""
+    with db.transaction(_app()) as session:
+        user = user_service.get_user_by_email(session, email)
+        if user_service.mark_email_verified(session, user, utcnow(), method="operator"):
+            click.echo(f"the address {user.email} is verified")
+        else:
+            click.echo(f"the address {user.email} was verified already")
+
+
+@users_group.command("delete")
+@click.argument("email")
+@with_appcontext
+def users_delete(email: str) -> None:
+    """Delete an account: everything it holds is revoked first (apps and resource servers
+    are told), then the account and its sessions go. Its audit events stay."""
+    with db.transaction(_app()) as session:
+        user, sessions, families = user_service.delete_user(session, email, utcnow())
+        click.echo(
+            f"deleted user {user.email} ({user.id}); {sessions} browser sessions ended, "
+            f"{families} refresh-token families revoked; its audit events are kept"
+        )
+
+
 # -- clients ---------------------------------------------------------------------------------
 
 
@@ -397,6 +557,246 @@ def clients_disable(client_id: str) -> None:
         )
     click.echo(
         f"disabled client {client_id}; {families} refresh-token families revoked; its access "
+        "tokens are recalled (revocation feed, introspection); running servers refuse it "
+        f"within {seconds} s (AUTHSERVER_CLIENT_CACHE_SECONDS)"
+    )
+
+
+def _client_fields(overview: client_service.ClientOverview) -> dict[str, Any]:
+    """Everything of a registration but its secret digests."""
+    client = overview.client
+    return {
+        "client_id": client.client_id,
+        "name": client.name,
+        "type": "public" if client.is_public else "confidential",
+        "first_party": client.is_first_party,
+        "disabled": client.disabled,
+        "grant_types": list(client.grant_types),
+        "scopes": list(client.scopes),
+        "redirect_uris": list(client.redirect_uris),
+        "post_logout_redirect_uris": list(client.post_logout_redirect_uris),
+        "audiences": list(client.audiences),
+        "served_audiences": list(client.served_audiences),
+        "security_event_delivery": client.security_event_delivery,
+        "security_event_push_url": client.security_event_push_url,
+        "backchannel_logout_uri": client.backchannel_logout_uri,
+        "backchannel_logout_session_required": client.backchannel_logout_session_required,
+        "access_token_ttl": client.access_token_ttl,
+        "refresh_idle_ttl": client.refresh_idle_ttl,
+        "refresh_absolute_ttl": client.refresh_absolute_ttl,
+        "previous_secret_valid_until": _iso(client.previous_secret_expires_at),
+        "created_at": _iso(client.created_at),
+        "live_refresh_families": overview.live_families,
+    }
+
+
+@clients_group.command("list")
+@click.option("--json", "as_json", is_flag=True, help="A JSON list of the clients.")
+@with_appcontext
+def clients_list(as_json: bool) -> None:
+    """List every client, oldest first."""
+    with db.transaction(_app()) as session:
+        rows: list[dict[str, Any]] = [
+            {
+                "client_id": client.client_id,
+                "name": client.name,
+                "type": "public" if client.is_public else "confidential",
+                "disabled": client.disabled,
+                "grant_types": list(client.grant_types),
+                "created_at": client.created_at,
+            }
+            for client in client_service.list_clients(session)
+        ]
+    if as_json:
+        for row in rows:
+            row["created_at"] = _iso(row["created_at"])
+        click.echo(json.dumps(rows))
+        return
+    if not rows:
+        click.echo("no clients")
+        return
+    id_width = max(len("CLIENT_ID"), *(len(row["client_id"]) for row in rows))
+    name_width = max(len("NAME"), *(len(row["name"]) for row in rows))
+    click.echo(
+        f"{'CLIENT_ID':<{id_width}}  {'NAME':<{name_width}}  {'TYPE':<12}  {'STATE':<8}  "
+        f"{'CREATED':<19}  GRANTS"
+    )
+    for row in rows:
+        state = "disabled" if row["disabled"] else "enabled"
+        click.echo(
+            f"{row['client_id']:<{id_width}}  {row['name']:<{name_width}}  {row['type']:<12}  "
+            f"{state:<8}  {_when(row['created_at']):<19}  {' '.join(row['grant_types'])}"
+        )
+
+
+@clients_group.command("show")
+@click.argument("client_id")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object.")
+@with_appcontext
+def clients_show(client_id: str, as_json: bool) -> None:
+    """Show a client's registration (never its secret) and how many refresh families
+    issued to it are live."""
+    with db.transaction(_app()) as session:
+        fields = _client_fields(client_service.client_overview(session, client_id, utcnow()))
+    if as_json:
+        click.echo(json.dumps(fields))
+        return
+    for name, value in fields.items():
+        shown = " ".join(value) if isinstance(value, list) else value
+        if value is None or value == []:
+            shown = "-"
+        elif isinstance(value, bool):
+            shown = "yes" if value else "no"
+        click.echo(f"{name + ':':<37} {shown}")
+
+
+_DEFAULT_LIFETIME = "Seconds; 0 puts back the server-wide setting."
+_SECONDS = click.IntRange(min=0)
+
+
+@clients_group.command("update")
+@click.argument("client_id")
+@click.option("--redirect-uri", "redirect_uris", multiple=True, help="Replaces the list.")
+@click.option("--no-redirect-uris", is_flag=True, help="Removes every redirect URI.")
+@click.option(
+    "--post-logout-redirect-uri",
+    "post_logout_redirect_uris",
+    multiple=True,
+    help="Replaces the list.",
+)
+@click.option("--no-post-logout-redirect-uris", is_flag=True)
+@click.option("--scope", default=None, help='Replaces the scopes, space separated ("" none).')
+@click.option("--audience", "audiences", multiple=True, help="Replaces the list.")
+@click.option("--no-audiences", is_flag=True)
+@click.option(
+    "--access-token-ttl", type=click.IntRange(min=0), default=None, help=_DEFAULT_LIFETIME
+)
+@click.option(
+    "--refresh-idle-ttl", type=click.IntRange(min=0), default=None, help=_DEFAULT_LIFETIME
+)
+@click.option(
+    "--refresh-absolute-ttl", type=click.IntRange(min=0), default=None, help=_DEFAULT_LIFETIME
+)
+@with_appcontext
+def clients_update(
+    client_id: str,
+    redirect_uris: tuple[str, ...],
+    no_redirect_uris: bool,
+    post_logout_redirect_uris: tuple[str, ...],
+    no_post_logout_redirect_uris: bool,
+    scope: str | None,
+    audiences: tuple[str, ...],
+    no_audiences: bool,
+    access_token_ttl: int | None,
+    refresh_idle_ttl: int | None,
+    refresh_absolute_ttl: int | None,
+) -> None:
+    """Change a client's redirect URIs, post-logout redirect URIs, scopes, audiences or
+    lifetimes, under the rules of `clients create`. Tokens already issued keep theirs."""
+
+    def replacing(values: tuple[str, ...], clear: bool, option: str) -> Any:
+        if values and clear:
+            _fail(f"give --{option} or --no-{option}s, not both")
+        return [] if clear else list(values) if values else client_service.UNCHANGED
+
+    def lifetime(seconds: int | None) -> Any:
+        return client_service.UNCHANGED if seconds is None else seconds or None
+
+    changes: dict[str, Any] = {
+        "redirect_uris": replacing(redirect_uris, no_redirect_uris, "redirect-uri"),
+        "post_logout_redirect_uris": replacing(
+            post_logout_redirect_uris, no_post_logout_redirect_uris, "post-logout-redirect-uri"
+        ),
+        "scopes": client_service.UNCHANGED if scope is None else scope.split(),
+        "audiences": replacing(audiences, no_audiences, "audience"),
+        "access_token_ttl": lifetime(access_token_ttl),
+        "refresh_idle_ttl": lifetime(refresh_idle_ttl),
+        "refresh_absolute_ttl": lifetime(refresh_absolute_ttl),
+    }
+    if all(value is client_service.UNCHANGED for value in changes.values()):
+        _fail("nothing to change; see `authserver clients update --help`")
+    app = _app()
+    with db.transaction(app) as session:
+        changed = client_service.update_client(session, client_id, utcnow(), **changes)
+    if not changed:
+        click.echo(f"client {client_id} already had that; nothing changed")
+        return
+    seconds = runtime(app).config.client_cache_seconds
+    click.echo(
+        f"client {client_id}: changed {', '.join(changed)}; running servers see it within "
+        f"{seconds} s (AUTHSERVER_CLIENT_CACHE_SECONDS)"
+    )
+
+
+@clients_group.command("enable")
+@click.argument("client_id")
+@with_appcontext
+def clients_enable(client_id: str) -> None:
+    """Let a disabled client authenticate again (its revoked tokens stay revoked)."""
+    app = _app()
+    with db.transaction(app) as session:
+        client_service.enable_client(session, client_id, utcnow())
+    seconds = runtime(app).config.client_cache_seconds
+    click.echo(
+        f"enabled client {client_id}; running servers accept it within {seconds} s "
+        "(AUTHSERVER_CLIENT_CACHE_SECONDS)"
+    )
+
+
+@clients_group.command("rotate-secret")
+@click.argument("client_id")
+@click.option(
+    "--immediately",
+    is_flag=True,
+    help="The old secret stops working now (a leaked secret), instead of after "
+    "AUTHSERVER_CLIENT_SECRET_OVERLAP_SECONDS.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print {client_id, client_secret} as JSON.")
+@with_appcontext
+def clients_rotate_secret(client_id: str, immediately: bool, as_json: bool) -> None:
+    """Give a confidential client a new secret, shown once. The old one keeps working for
+    AUTHSERVER_CLIENT_SECRET_OVERLAP_SECONDS, so its deployments can switch over."""
+    app = _app()
+    config = runtime(app).config
+    overlap = timedelta(seconds=0 if immediately else config.client_secret_overlap_seconds)
+    with db.transaction(app) as session:
+        rotated = client_service.rotate_client_secret(session, client_id, utcnow(), overlap=overlap)
+        until = rotated.previous_valid_until
+    if as_json:
+        click.echo(json.dumps({"client_id": client_id, "client_secret": rotated.client_secret}))
+    else:
+        click.echo(f"client_secret: {rotated.client_secret}  (shown once; store it now)")
+    seconds = config.client_cache_seconds
+    old = (
+        f"the old secret works until {until:%Y-%m-%d %H:%M:%S} UTC"
+        if until is not None
+        else f"running servers refuse the old secret within {seconds} s "
+        "(AUTHSERVER_CLIENT_CACHE_SECONDS)"
+    )
+    click.echo(f"rotated the secret of client {client_id}; {old}", err=as_json)
+
+
+@clients_group.command("delete")
+@click.argument("client_id")
+@with_appcontext
+def clients_delete(client_id: str) -> None:
+    """Delete a client: its refresh tokens are revoked and its access tokens recalled first,
+    as `clients disable` does, then the registration goes. Its audit events stay."""
+    from authserver.services.revocations import longest_access_token_ttl
+
+    app = _app()
+    config = runtime(app).config
+    seconds = config.client_cache_seconds
+    with db.transaction(app) as session:
+        families = client_service.delete_client(
+            session,
+            client_id,
+            utcnow(),
+            stale_for=timedelta(seconds=seconds),
+            token_ttl=longest_access_token_ttl(session, config.access_token_ttl),
+        )
+    click.echo(
+        f"deleted client {client_id}; {families} refresh-token families revoked; its access "
         "tokens are recalled (revocation feed, introspection); running servers refuse it "
         f"within {seconds} s (AUTHSERVER_CLIENT_CACHE_SECONDS)"
     )

@@ -229,6 +229,9 @@ class Config:
     # How long a process may answer from its memory of a client registration (seconds; 0:
     # read it on every request). A client disabled elsewhere is refused within this time.
     client_cache_seconds: int = 5
+    # How long the secret `clients rotate-secret` replaces keeps authenticating (seconds; 0:
+    # not at all), so a client's deployments can take up the new one one by one.
+    client_secret_overlap_seconds: int = 86400
 
     # The outbox (services/outbox.py): messages for other systems, such as back-channel logout
     # tokens, delivered at least once. 1: every server process runs a sender thread; 0: only
@@ -413,6 +416,8 @@ class Config:
             problems.append("AUTHSERVER_TOKEN_AUDIT_FLUSH_MS must be 0 (off) or positive")
         if self.client_cache_seconds < 0:
             problems.append("AUTHSERVER_CLIENT_CACHE_SECONDS must be 0 (off) or positive")
+        if self.client_secret_overlap_seconds < 0:
+            problems.append("AUTHSERVER_CLIENT_SECRET_OVERLAP_SECONDS must be 0 (none) or positive")
         if not RATELIMIT_KEY_PREFIX.fullmatch(self.ratelimit_key_prefix):
             problems.append(
                 "AUTHSERVER_RATELIMIT_KEY_PREFIX must be at most 64 letters, digits, '-', '_', "

@@ -41,8 +41,8 @@ def userinfo() -> Response:
     body: dict[str, object] = {"sub": str(caller.user_id)}
     if "email" in scopes:
         body["email"] = user.email
-        # authserver does not verify addresses itself; say so rather than claim it.
-        body["email_verified"] = False
+        # True only once the address was shown to reach the user (``users verify-email``).
+        body["email_verified"] = user.email_verified
     if "profile" in scopes:
         body["updated_at"] = int(user.updated_at.timestamp())
     response = jsonify(body)

@@ -31,6 +31,11 @@ class Client(Base):
     name: Mapped[str] = mapped_column(String(200))
     # SHA-256 of the secret; NULL for public clients, which have none (RFC 6749 §2.1).
     secret_digest: Mapped[bytes | None]
+    # The secret ``clients rotate-secret`` replaced, which still authenticates until
+    # previous_secret_expires_at (AUTHSERVER_CLIENT_SECRET_OVERLAP_SECONDS after the rotation)
+    # so the client's deployments can switch over; both NULL outside an overlap.
+    previous_secret_digest: Mapped[bytes | None]
+    previous_secret_expires_at: Mapped[datetime | None]
     is_public: Mapped[bool] = mapped_column(default=False)
     # First-party clients belong to the operator: consent is implied (issue 3) and only they
     # may be allowed the legacy password grant.
@@ -76,10 +81,21 @@ class Client(Base):
     def get_client_id(self) -> str:
         return self.client_id
 
-    def check_client_secret(self, client_secret: str) -> bool:
+    def check_client_secret(self, client_secret: str, now: datetime) -> bool:
+        """The current secret, or the previous one until its overlap ends (``clients
+        rotate-secret``). Both digests are compared every time, so how long the check takes
+        says nothing of which one matched."""
         if self.secret_digest is None:
             return False
-        return hmac.compare_digest(self.secret_digest, digest_client_secret(client_secret))
+        presented = digest_client_secret(client_secret)
+        current = hmac.compare_digest(self.secret_digest, presented)
+        previous = hmac.compare_digest(self.previous_secret_digest or b"", presented)
+        overlap_open = (
+            self.previous_secret_digest is not None
+            and self.previous_secret_expires_at is not None
+            and now < self.previous_secret_expires_at
+        )
+        return current or (previous and overlap_open)
 
     def check_endpoint_auth_method(self, method: str, endpoint: str) -> bool:
         if self.disabled:

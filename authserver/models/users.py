@@ -3,7 +3,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import String
+from sqlalchemy import String, false
 from sqlalchemy.orm import Mapped, mapped_column
 
 from authserver.db import Base, utcnow
@@ -24,6 +24,11 @@ class User(Base):
     password_hash: Mapped[str] = mapped_column(String(255))
     # A disabled user cannot sign in and their refresh tokens stop working.
     disabled: Mapped[bool] = mapped_column(default=False)
+    # Whether the address was shown to reach the user (``users verify-email`` today); the
+    # ``email_verified`` claim of userinfo (OpenID Connect Core 1.0 §5.1).
+    email_verified: Mapped[bool] = mapped_column(default=False, server_default=false())
+    # The last successful password check (the sign-in page or the password grant).
+    last_sign_in_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 

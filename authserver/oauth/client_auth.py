@@ -29,7 +29,9 @@ def _verify_secret(client: Client | None, secret: str) -> Client | None:
     if client is None:
         hmac.compare_digest(_UNKNOWN_CLIENT_DIGEST, digest_client_secret(secret))
         return None
-    if client.check_client_secret(secret):
+    rt = runtime()
+    now = rt.now()
+    if client.check_client_secret(secret, now):
         # The right secret is never throttled. Client secrets are 256-bit random values that
         # no rate of guessing can find, so refusing them protects nothing, while it would let
         # anyone who knows a client_id (a public value) lock a backend service out for an
@@ -37,12 +39,10 @@ def _verify_secret(client: Client | None, secret: str) -> Client | None:
         return client
     # A wrong secret: read the row again (the secret may have changed since it was cached),
     # then count the guess like a failed password (services/sign_in_throttle.py).
-    rt = runtime()
-    now = rt.now()
     fresh = rt.clients.reload(db.session, client.client_id, now)
     if fresh is None or fresh.disabled:
         return None
-    if fresh.check_client_secret(secret):
+    if fresh.check_client_secret(secret, now):
         return fresh
     account = "client:" + client.client_id
     ip = request.remote_addr or "-"

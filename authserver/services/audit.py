@@ -38,9 +38,15 @@ class AuditEventType(enum.StrEnum):
     PASSWORD_CHANGED = "password_changed"  # noqa: S105 (an event name)
     USER_CREATED = "user_created"
     USER_DISABLED = "user_disabled"
+    USER_ENABLED = "user_enabled"
+    USER_DELETED = "user_deleted"
+    EMAIL_VERIFIED = "email_verified"
     CLIENT_CREATED = "client_created"
     CLIENT_UPDATED = "client_updated"
     CLIENT_DISABLED = "client_disabled"
+    CLIENT_ENABLED = "client_enabled"
+    CLIENT_DELETED = "client_deleted"
+    CLIENT_SECRET_ROTATED = "client_secret_rotated"  # noqa: S105 (an event name)
     KEY_ROTATED = "key_rotated"
     KEY_WITHDRAWN = "key_withdrawn"
     RATE_LIMIT_HIT = "rate_limit_hit"
@@ -79,6 +85,9 @@ ALLOWED_DETAILS = frozenset(
         "attempts",
         "backchannel_logout_uri",
         "security_event_delivery",
+        # Which registration fields an update changed (their names, never their values).
+        "changed",
+        "overlap_seconds",
     }
 )
 

@@ -2,23 +2,24 @@
 
 from __future__ import annotations
 
+import enum
 import re
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit
 
-from sqlalchemy import select
+from sqlalchemy import Table, func, select
 from sqlalchemy.orm import Session
 
 from authserver.errors import InvalidScope, InvalidTarget, NotFound, ValidationError
-from authserver.models import Client, RefreshFamily
+from authserver.models import Client, RefreshFamily, Revocation
 from authserver.models.clients import digest_client_secret
 from authserver.own_apis import own_audiences
 from authserver.services.audit import AuditEventType, record
-from authserver.services.refresh_tokens import RevocationReason
-from authserver.services.revocations import record_client_disabled, revoke_families
+from authserver.services.refresh_tokens import RevocationReason, live_family_exists
+from authserver.services.revocations import CLIENT, record_client_disabled, revoke_families
 
 # Grants this server implements; authorization_code is accepted in registrations so clients
 # can be set up ahead of the authorization endpoint.
@@ -40,6 +41,15 @@ class RegisteredClient:
 CLIENT_ID_SHAPE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
+def new_client_id() -> str:
+    """A random client_id (144 bits) that does not begin with "-": the operator types it as an
+    argument of ``authserver clients ...``, where one that did would be read as an option."""
+    while True:
+        client_id = secrets.token_urlsafe(18)
+        if not client_id.startswith("-"):
+            return client_id
+
+
 def find_client(session: Session, client_id: str, *, fresh: bool = False) -> Client | None:
     """The client with this id. ``fresh`` re-reads a row the session already holds."""
     if not isinstance(client_id, str) or not CLIENT_ID_SHAPE.fullmatch(client_id):
@@ -48,6 +58,14 @@ def find_client(session: Session, client_id: str, *, fresh: bool = False) -> Cli
     if fresh:
         query = query.execution_options(populate_existing=True)
     return session.scalars(query).one_or_none()
+
+
+def get_client(session: Session, client_id: str) -> Client:
+    """The client with this id (re-read), or NotFound in one line that names the id."""
+    client = find_client(session, client_id, fresh=True)
+    if client is None:
+        raise NotFound(f"no client with the id {client_id.strip()[:64]!r}")
+    return client
 
 
 def disable_client(
@@ -145,6 +163,69 @@ def _check_audience(audience: str) -> None:
         raise ValidationError(f"audience must be an absolute URI without fragment: {audience!r}")
 
 
+# -- the registration rules, shared by create_client and update_client ----------------------
+
+
+def checked_client_name(name: str) -> str:
+    name = name.strip()
+    if not name or len(name) > 200:
+        raise ValidationError("client name must be 1 to 200 characters")
+    return name
+
+
+def checked_grant_types(grant_types: list[str], *, public: bool, first_party: bool) -> list[str]:
+    grants = list(dict.fromkeys(grant_types))
+    if not grants:
+        raise ValidationError("a client needs at least one grant type")
+    for grant in grants:
+        if grant not in SUPPORTED_GRANT_TYPES:
+            raise ValidationError(
+                f"unsupported grant type {grant!r}; choose from {', '.join(SUPPORTED_GRANT_TYPES)}"
+            )
+    if public and "client_credentials" in grants:
+        # RFC 6749 §4.4: client_credentials is for confidential clients only.
+        raise ValidationError("a public client cannot use client_credentials")
+    if "password" in grants and not first_party:
+        # RFC 9700 §2.4: the password grant must not be used; we keep it for the operator's
+        # own apps only.
+        raise ValidationError("only a first-party client may use the password grant")
+    return grants
+
+
+def checked_redirect_uris(uris: list[str]) -> list[str]:
+    """Redirect URIs or post-logout redirect URIs, without repeats."""
+    unique = list(dict.fromkeys(uris))
+    for uri in unique:
+        _check_redirect_uri(uri)
+    return unique
+
+
+def check_redirect_uris_for_grants(grants: list[str], redirect_uris: list[str]) -> None:
+    if "authorization_code" in grants and not redirect_uris:
+        raise ValidationError("authorization_code needs at least one redirect URI")
+
+
+def checked_scopes(scopes: list[str]) -> list[str]:
+    unique = list(dict.fromkeys(scopes))
+    _check_scope_tokens(unique)
+    return unique
+
+
+def checked_audiences(audiences: list[str]) -> list[str]:
+    unique = list(dict.fromkeys(audiences))
+    for audience in unique:
+        _check_audience(audience)
+    return unique
+
+
+def check_lifetimes(**lifetimes: int | None) -> None:
+    """Per-client lifetimes (seconds): positive, or None for the server-wide setting."""
+    for field, ttl in lifetimes.items():
+        if ttl is not None and ttl <= 0:
+            label = field.removesuffix("_ttl").replace("_", " ")
+            raise ValidationError(f"{label} lifetime must be positive")
+
+
 def create_client(
     session: Session,
     *,
@@ -163,50 +244,24 @@ def create_client(
     backchannel_logout_uri: str | None = None,
     backchannel_logout_session_required: bool = False,
 ) -> RegisteredClient:
-    name = name.strip()
-    if not name or len(name) > 200:
-        raise ValidationError("client name must be 1 to 200 characters")
-    grants = list(dict.fromkeys(grant_types))
-    if not grants:
-        raise ValidationError("a client needs at least one grant type")
-    for grant in grants:
-        if grant not in SUPPORTED_GRANT_TYPES:
-            raise ValidationError(
-                f"unsupported grant type {grant!r}; choose from {', '.join(SUPPORTED_GRANT_TYPES)}"
-            )
-    if public and "client_credentials" in grants:
-        # RFC 6749 §4.4: client_credentials is for confidential clients only.
-        raise ValidationError("a public client cannot use client_credentials")
-    if "password" in grants and not first_party:
-        # RFC 9700 §2.4: the password grant must not be used; we keep it for the operator's
-        # own apps only.
-        raise ValidationError("only a first-party client may use the password grant")
-    uris = list(dict.fromkeys(redirect_uris or []))
-    for uri in uris:
-        _check_redirect_uri(uri)
-    logout_uris = list(dict.fromkeys(post_logout_redirect_uris or []))
-    for uri in logout_uris:
-        _check_redirect_uri(uri)
-    if "authorization_code" in grants and not uris:
-        raise ValidationError("authorization_code needs at least one redirect URI")
-    scope_list = list(dict.fromkeys(scopes or []))
-    _check_scope_tokens(scope_list)
-    audience_list = list(dict.fromkeys(audiences or []))
-    for audience in audience_list:
-        _check_audience(audience)
+    name = checked_client_name(name)
+    grants = checked_grant_types(grant_types, public=public, first_party=first_party)
+    uris = checked_redirect_uris(redirect_uris or [])
+    logout_uris = checked_redirect_uris(post_logout_redirect_uris or [])
+    check_redirect_uris_for_grants(grants, uris)
+    scope_list = checked_scopes(scopes or [])
+    audience_list = checked_audiences(audiences or [])
     served_list = _checked_served_audiences(served_audiences or [])
     _check_backchannel_logout(backchannel_logout_uri, backchannel_logout_session_required)
-    for label, ttl in (
-        ("access token lifetime", access_token_ttl),
-        ("refresh idle lifetime", refresh_idle_ttl),
-        ("refresh absolute lifetime", refresh_absolute_ttl),
-    ):
-        if ttl is not None and ttl <= 0:
-            raise ValidationError(f"{label} must be positive")
+    check_lifetimes(
+        access_token_ttl=access_token_ttl,
+        refresh_idle_ttl=refresh_idle_ttl,
+        refresh_absolute_ttl=refresh_absolute_ttl,
+    )
 
     secret = None if public else secrets.token_urlsafe(CLIENT_SECRET_BYTES)
     client = Client(
-        client_id=secrets.token_urlsafe(18),
+        client_id=new_client_id(),
         name=name,
         secret_digest=digest_client_secret(secret) if secret else None,
         is_public=public,
@@ -387,3 +442,194 @@ def resolve_audience(
         if audience not in own:
             return audience
     return default_audience or issuer
+
+
+# -- the operator's commands (``authserver clients ...``) -----------------------------------
+
+
+class Unchanged(enum.Enum):
+    """An ``update_client`` argument left out: the registration keeps what it has."""
+
+    UNCHANGED = "unchanged"
+
+
+UNCHANGED = Unchanged.UNCHANGED
+
+
+def update_client(
+    session: Session,
+    client_id: str,
+    now: datetime,
+    *,
+    redirect_uris: list[str] | Unchanged = UNCHANGED,
+    post_logout_redirect_uris: list[str] | Unchanged = UNCHANGED,
+    scopes: list[str] | Unchanged = UNCHANGED,
+    audiences: list[str] | Unchanged = UNCHANGED,
+    access_token_ttl: int | Unchanged | None = UNCHANGED,
+    refresh_idle_ttl: int | Unchanged | None = UNCHANGED,
+    refresh_absolute_ttl: int | Unchanged | None = UNCHANGED,
+) -> list[str]:
+    """Replace what is given of the registration, under the rules ``create_client`` applies
+    (checked all before anything is changed); a lifetime of None means the server-wide
+    setting. Returns the names of the fields that changed (audited). Tokens already issued
+    keep what they were issued with; running servers see the change within
+    AUTHSERVER_CLIENT_CACHE_SECONDS."""
+    client = get_client(session, client_id)
+    wanted: dict[str, object] = {}
+    if not isinstance(redirect_uris, Unchanged):
+        wanted["redirect_uris"] = checked_redirect_uris(redirect_uris)
+    if not isinstance(post_logout_redirect_uris, Unchanged):
+        wanted["post_logout_redirect_uris"] = checked_redirect_uris(post_logout_redirect_uris)
+    if not isinstance(scopes, Unchanged):
+        wanted["scopes"] = checked_scopes(scopes)
+    if not isinstance(audiences, Unchanged):
+        wanted["audiences"] = checked_audiences(audiences)
+    lifetimes = {
+        "access_token_ttl": access_token_ttl,
+        "refresh_idle_ttl": refresh_idle_ttl,
+        "refresh_absolute_ttl": refresh_absolute_ttl,
+    }
+    given = {name: ttl for name, ttl in lifetimes.items() if not isinstance(ttl, Unchanged)}
+    check_lifetimes(**given)
+    wanted.update(given)
+    check_redirect_uris_for_grants(
+        client.grant_types,
+        list(wanted.get("redirect_uris", client.redirect_uris)),  # type: ignore[call-overload]
+    )
+    changed = [name for name, value in wanted.items() if getattr(client, name) != value]
+    if not changed:
+        return []
+    for name in changed:
+        setattr(client, name, wanted[name])
+    record(
+        session,
+        AuditEventType.CLIENT_UPDATED,
+        now,
+        client_id=client.client_id,
+        changed=changed,
+        scope=" ".join(client.scopes),
+    )
+    session.flush()
+    return changed
+
+
+class ClientDisabledMoments(ValidationError):
+    """The client's revocation entry still refuses tokens issued now."""
+
+
+def enable_client(session: Session, client_id: str, now: datetime) -> Client:
+    """Undo ``disable_client``: the client authenticates again. What disabling ended stays
+    ended: its refresh families, and the "client" entry of the revocation feed, which refuses
+    its tokens issued before the entry's ``not_before`` (the disable plus
+    AUTHSERVER_CLIENT_CACHE_SECONDS, the time a server may have gone on issuing them).
+
+    So the client is enabled only once that moment has passed: a token issued after it is
+    never refused by the entry, whereas a token issued earlier would be, by every resource
+    server that has read the feed, although the client was enabled when it was issued."""
+    client = get_client(session, client_id)
+    if not client.disabled:
+        raise ValidationError(f"client {client.client_id} is not disabled")
+    cut_off = session.scalar(
+        select(func.max(Revocation.not_before)).where(
+            Revocation.kind == CLIENT, Revocation.value == client.client_id
+        )
+    )
+    if cut_off is not None and now < cut_off:
+        wait = int((cut_off - now).total_seconds()) + 1
+        raise ClientDisabledMoments(
+            f"client {client.client_id} was disabled moments ago and tokens issued to it until "
+            f"{cut_off:%H:%M:%S} UTC are refused; enable it in {wait} s"
+        )
+    client.disabled = False
+    record(session, AuditEventType.CLIENT_ENABLED, now, client_id=client.client_id)
+    session.flush()
+    return client
+
+
+@dataclass(frozen=True)
+class RotatedSecret:
+    client: Client
+    # Shown once; only its digest is kept.
+    client_secret: str
+    # Until when the secret it replaced still authenticates; None: it stopped at once.
+    previous_valid_until: datetime | None
+
+
+def rotate_client_secret(
+    session: Session, client_id: str, now: datetime, *, overlap: timedelta
+) -> RotatedSecret:
+    """A new secret for a confidential client. The one it replaces keeps authenticating for
+    ``overlap`` (AUTHSERVER_CLIENT_SECRET_OVERLAP_SECONDS), so the client's deployments can
+    switch one by one; ``overlap`` zero (a leaked secret): not at all. Only one previous
+    secret is kept: rotating again during an overlap ends the older one's at once. Running
+    servers see the change within AUTHSERVER_CLIENT_CACHE_SECONDS."""
+    client = get_client(session, client_id)
+    if client.is_public or client.secret_digest is None:
+        raise ValidationError(f"client {client.client_id} is public and has no secret")
+    secret = secrets.token_urlsafe(CLIENT_SECRET_BYTES)
+    if overlap > timedelta(0):
+        client.previous_secret_digest = client.secret_digest
+        client.previous_secret_expires_at = now + overlap
+    else:
+        client.previous_secret_digest = None
+        client.previous_secret_expires_at = None
+    client.secret_digest = digest_client_secret(secret)
+    record(
+        session,
+        AuditEventType.CLIENT_SECRET_ROTATED,
+        now,
+        client_id=client.client_id,
+        overlap_seconds=int(overlap.total_seconds()),
+    )
+    session.flush()
+    return RotatedSecret(client, secret, client.previous_secret_expires_at)
+
+
+def delete_client(
+    session: Session, client_id: str, now: datetime, *, stale_for: timedelta, token_ttl: timedelta
+) -> int:
+    """Delete the client. First everything it holds is revoked as ``disable_client`` does
+    (its refresh families in the revocation feed, a "client" entry recalling its access
+    tokens, Security Event Tokens), since none of that refers to the row; then the row goes,
+    and with it, by ON DELETE CASCADE, its families, codes, consents, the record of the
+    browser sessions it signed in through and SETs still queued for it. Its audit events stay.
+    Returns how many families were revoked."""
+    client = get_client(session, client_id)
+    families = revoke_families(
+        session, [RefreshFamily.client_pk == client.id], RevocationReason.CLIENT_DELETED, now
+    )
+    record_client_disabled(session, client.client_id, now, stale_for, token_ttl)
+    record(
+        session,
+        AuditEventType.CLIENT_DELETED,
+        now,
+        client_id=client.client_id,
+        families_revoked=len(families),
+    )
+    # Through the ORM, so this process forgets what it holds of the row (the client cache).
+    session.delete(client)
+    session.flush()
+    return len(families)
+
+
+def list_clients(session: Session) -> list[Client]:
+    return list(session.scalars(select(Client).order_by(Client.created_at, Client.client_id)))
+
+
+@dataclass(frozen=True)
+class ClientOverview:
+    client: Client
+    live_families: int
+
+
+def client_overview(session: Session, client_id: str, now: datetime) -> ClientOverview:
+    client = get_client(session, client_id)
+    # An alias, so that the liveness subquery, on refresh_families itself, is not correlated.
+    family = cast(Table, RefreshFamily.__table__).alias()
+    live = session.execute(
+        select(func.count())
+        .select_from(family)
+        .where(family.c.client_pk == client.id, live_family_exists(family.c.id)),
+        {"now": now},
+    ).scalar_one()
+    return ClientOverview(client=client, live_families=live)

@@ -70,6 +70,10 @@ class RevocationReason(enum.StrEnum):
     CODE_REPLAYED = "code_replayed"
     REVOKED_BY_CLIENT = "revoked_by_client"
     CLIENT_DISABLED = "client_disabled"
+    # The operator set the password (``users set-password``), deleted the account or the client.
+    PASSWORD_SET = "password_set"  # noqa: S105 (a reason, not a password)
+    USER_DELETED = "user_deleted"
+    CLIENT_DELETED = "client_deleted"
 
 
 @dataclass(frozen=True)

@@ -58,6 +58,8 @@ SET_MEDIA_TYPE = "application/secevent+jwt"
 CAEP_SESSION_REVOKED = "https://schemas.openid.net/secevent/caep/event-type/session-revoked"
 CAEP_CREDENTIAL_CHANGE = "https://schemas.openid.net/secevent/caep/event-type/credential-change"
 RISC_ACCOUNT_DISABLED = "https://schemas.openid.net/secevent/risc/event-type/account-disabled"
+RISC_ACCOUNT_ENABLED = "https://schemas.openid.net/secevent/risc/event-type/account-enabled"
+RISC_ACCOUNT_PURGED = "https://schemas.openid.net/secevent/risc/event-type/account-purged"
 # No registered event type says "the issuer withdrew one of its signing keys"; SET event types
 # are collision-resistant URIs of their definer's choosing (RFC 8417 §2.2), this is ours.
 KEY_WITHDRAWN = "urn:authserver:secevent:event-type:signing-key-withdrawn"
@@ -110,6 +112,9 @@ _INITIATED_BY = {
     "revoked_by_client": "user",
     "user_disabled": "admin",
     "client_disabled": "admin",
+    "password_set": "admin",
+    "user_deleted": "admin",
+    "client_deleted": "admin",
     "reuse_detected": "policy",
     "code_replayed": "policy",
 }
@@ -161,8 +166,8 @@ def key_withdrawn(kid: str, at: datetime) -> Event:
     )
 
 
-def password_changed(user_id: uuid.UUID, at: datetime) -> Event:
-    # CAEP 1.0 §3.3.
+def password_changed(user_id: uuid.UUID, at: datetime, *, initiating_entity: str = "user") -> Event:
+    # CAEP 1.0 §3.3; "admin" when the operator set it.
     return Event(
         sub_id=_user(user_id),
         event_type=CAEP_CREDENTIAL_CHANGE,
@@ -170,9 +175,19 @@ def password_changed(user_id: uuid.UUID, at: datetime) -> Event:
             "credential_type": "password",
             "change_type": "update",
             "event_timestamp": int(at.timestamp()),
-            "initiating_entity": "user",
+            "initiating_entity": initiating_entity,
         },
     )
+
+
+def account_enabled(user_id: uuid.UUID) -> Event:
+    # RISC 1.0 §2.4.
+    return Event(sub_id=_user(user_id), event_type=RISC_ACCOUNT_ENABLED, payload={})
+
+
+def account_purged(user_id: uuid.UUID) -> Event:
+    # RISC 1.0 §2.2: the account was deleted.
+    return Event(sub_id=_user(user_id), event_type=RISC_ACCOUNT_PURGED, payload={})
 
 
 def account_disabled(user_id: uuid.UUID) -> Event:

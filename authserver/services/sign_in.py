@@ -38,7 +38,12 @@ from authserver.services.sign_in_throttle import (
     seconds_to_wait,
     throttle_account,
 )
-from authserver.services.users import check_password, find_user_by_email, normalize_email
+from authserver.services.users import (
+    check_password,
+    find_user_by_email,
+    normalize_email,
+    record_sign_in,
+)
 
 # How the attempt arrived, as the audit trail's ``method`` says it.
 PASSWORD_FORM = "password_form"  # noqa: S105 (a method name, not a password)
@@ -137,6 +142,7 @@ def _check_attempt(
         )
         raise SignInFailed()
     record_success(db, account, ip)
+    record_sign_in(checked.user, context.now)
     return checked.user
 
 

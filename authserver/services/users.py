@@ -1,4 +1,8 @@
-"""Users: creation, sign-in by password, disabling, changing the password."""
+"""Users: creation, sign-in by password, disabling and enabling, changing or setting the
+password, verifying the address, listing and deleting accounts.
+
+The operator's commands (``authserver users ...``) and, later, an HTTP admin API call these;
+each rule is here once."""
 
 from __future__ import annotations
 
@@ -15,7 +19,7 @@ from authserver.errors import NotFound, ValidationError
 from authserver.models import User
 from authserver.services import security_events
 from authserver.services.audit import AuditEventType, record
-from authserver.services.browser_sessions import end_user_sessions
+from authserver.services.browser_sessions import Device, end_user_sessions, list_devices
 from authserver.services.lookalikes import email_skeleton_digest, invisible_characters
 from authserver.services.password_policy import PasswordPolicy
 from authserver.services.passwords import PasswordHasher
@@ -53,6 +57,14 @@ def find_user_by_email(session: Session, email: str) -> User | None:
     except ValidationError:
         return None
     return session.scalars(select(User).where(User.email == normalized)).one_or_none()
+
+
+def get_user_by_email(session: Session, email: str) -> User:
+    """The account with this address, or NotFound in one line that names the address."""
+    user = find_user_by_email(session, email)
+    if user is None:
+        raise NotFound(f"no user with the email {email.strip()[:100]!r}")
+    return user
 
 
 def new_account_email(raw: str) -> str:
@@ -153,9 +165,7 @@ def check_password(
 
 def disable_user(session: Session, email: str, now: datetime) -> User:
     """Disable the account and end everything of theirs: browser sessions and families."""
-    user = find_user_by_email(session, email)
-    if user is None:
-        raise NotFound(f"no user with the email {email.strip()[:100]!r}")
+    user = get_user_by_email(session, email)
     user.disabled = True
     sessions, families = end_user_sessions(session, user.id, RevocationReason.USER_DISABLED, now)
     record(
@@ -202,3 +212,139 @@ def change_password(
     )
     security_events.emit(session, [security_events.password_changed(user.id, now)], now)
     session.flush()
+
+
+def enable_user(session: Session, email: str, now: datetime) -> User:
+    """Undo ``disable_user``: the account can sign in again. What disabling ended stays ended
+    (sessions, refresh families, the revocation feed's entries): the user signs in afresh."""
+    user = get_user_by_email(session, email)
+    if not user.disabled:
+        raise ValidationError(f"the user {user.email!r} is not disabled")
+    user.disabled = False
+    record(session, AuditEventType.USER_ENABLED, now, user_id=user.id)
+    security_events.emit(session, [security_events.account_enabled(user.id)], now)
+    session.flush()
+    return user
+
+
+def record_sign_in(user: User, now: datetime) -> None:
+    """A password check succeeded (``services/sign_in.py``, for both ways of signing in)."""
+    user.last_sign_in_at = now
+
+
+def mark_email_verified(session: Session, user: User, now: datetime, *, method: str) -> bool:
+    """The address is known to reach the user: userinfo says ``email_verified: true`` from
+    now on (OpenID Connect Core 1.0 §5.1). ``method`` says how it was shown, for the trail
+    ("operator" today). False if it was verified already (nothing recorded)."""
+    if user.email_verified:
+        return False
+    user.email_verified = True
+    record(session, AuditEventType.EMAIL_VERIFIED, now, user_id=user.id, method=method)
+    session.flush()
+    return True
+
+
+def set_password(
+    session: Session,
+    hasher: PasswordHasher,
+    user: User,
+    new_password: str,
+    *,
+    now: datetime,
+    password_policy: PasswordPolicy,
+) -> tuple[int, int]:
+    """The operator sets the password (no current password asked: the operator is not the
+    user). The policy applies as for any new password, and the user is signed out everywhere
+    like after a change, since whoever knew the old one may be signed in. Returns (sessions
+    ended, families revoked)."""
+    password_policy.check(new_password, email=user.email)
+    user.password_hash = hasher.hash(new_password)
+    sessions, families = end_user_sessions(session, user.id, RevocationReason.PASSWORD_SET, now)
+    record(
+        session,
+        AuditEventType.PASSWORD_CHANGED,
+        now,
+        user_id=user.id,
+        method="operator",
+        sessions_ended=sessions,
+        families_revoked=families,
+    )
+    security_events.emit(
+        session,
+        [security_events.password_changed(user.id, now, initiating_entity="admin")],
+        now,
+    )
+    session.flush()
+    return sessions, families
+
+
+def delete_user(session: Session, email: str, now: datetime) -> tuple[User, int, int]:
+    """Delete the account. Everything it held is revoked first, as ``disable_user`` does
+    (the revocation feed, Security Event Tokens, back-channel logout tokens are written in
+    this transaction and outlive the row: none of them refers to it by a foreign key), then
+    the row goes, and with it, by ON DELETE CASCADE, its browser sessions, refresh families
+    and tokens, authorization codes and consents. Its audit events stay, naming its id
+    (``audit_events`` has no foreign keys); they age out with AUTHSERVER_AUDIT_RETENTION_DAYS.
+
+    Returns the deleted user, sessions ended and families revoked."""
+    user = get_user_by_email(session, email)
+    sessions, families = end_user_sessions(session, user.id, RevocationReason.USER_DELETED, now)
+    record(
+        session,
+        AuditEventType.USER_DELETED,
+        now,
+        user_id=user.id,
+        email=user.email,
+        sessions_ended=sessions,
+        families_revoked=families,
+    )
+    security_events.emit(session, [security_events.account_purged(user.id)], now)
+    # Through the ORM, so this process forgets what it holds of the row (the client cache).
+    session.delete(user)
+    session.flush()
+    return user, sessions, families
+
+
+MAX_LIST_LIMIT = 1000
+
+
+def list_users(
+    session: Session, *, search: str | None = None, after: str | None = None, limit: int = 50
+) -> list[User]:
+    """Accounts in address order, ``limit`` at most, those after the address ``after`` (the
+    last of the previous page): a page starts where the last one ended, so accounts created
+    meanwhile neither shift a page nor repeat one. ``search``: addresses containing it
+    (case-folded, as addresses are stored)."""
+    if not 1 <= limit <= MAX_LIST_LIMIT:
+        raise ValidationError(f"the limit must be 1 to {MAX_LIST_LIMIT}")
+    query = select(User).order_by(User.email).limit(limit)
+    if search:
+        query = query.where(User.email.contains(_folded(search), autoescape=True))
+    if after:
+        query = query.where(User.email > _folded(after))
+    return list(session.scalars(query))
+
+
+def _folded(text: str) -> str:
+    return unicodedata.normalize("NFKC", text.strip()).casefold()
+
+
+@dataclass(frozen=True)
+class UserOverview:
+    user: User
+    # Live browser sessions ("browser") and refresh families ("app", with the client's name).
+    devices: list[Device]
+
+    @property
+    def browser_sessions(self) -> list[Device]:
+        return [d for d in self.devices if d.kind == "browser"]
+
+    @property
+    def refresh_families(self) -> list[Device]:
+        return [d for d in self.devices if d.kind == "app"]
+
+
+def user_overview(session: Session, email: str, now: datetime) -> UserOverview:
+    """The account and where it is signed in: what the user's own sessions page lists."""
+    user = get_user_by_email(session, email)
+    return UserOverview(user=user, devices=list_devices(session, user.id, now))

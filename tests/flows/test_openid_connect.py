@@ -28,6 +28,7 @@ from authserver.models import BrowserSession, RefreshFamily, User
 from authserver.runtime import runtime
 from authserver.services.clients import RegisteredClient
 from authserver.services.refresh_tokens import RevocationReason, revoke_family
+from authserver.services.users import mark_email_verified
 from tests.browser_helpers import (
     REDIRECT_URI,
     csrf_token_of,
@@ -277,6 +278,18 @@ def test_userinfo_gives_the_email_for_the_email_scope_and_says_it_is_not_verifie
     response = client.get(USERINFO, headers=_bearer(tokens["access_token"]))
 
     assert response.json == {"sub": str(user.id), "email": user.email, "email_verified": False}
+
+
+def test_userinfo_says_email_verified_once_the_operator_verified_the_address(
+    client: FlaskClient, session: Session, user: User, rp: RegisteredClient
+) -> None:
+    assert mark_email_verified(session, user, utcnow(), method="operator")
+    session.commit()
+    tokens = _signed_in_tokens(client, rp, scope="openid email")
+
+    response = client.get(USERINFO, headers=_bearer(tokens["access_token"]))
+
+    assert response.json == {"sub": str(user.id), "email": user.email, "email_verified": True}
 
 
 def test_userinfo_gives_updated_at_for_the_profile_scope(

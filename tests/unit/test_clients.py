@@ -14,11 +14,13 @@ from sqlalchemy.orm import Session
 from authserver.db import utcnow
 from authserver.errors import InvalidScope, InvalidTarget, NotFound, ValidationError
 from authserver.models import Client
+from authserver.services import clients as clients_module
 from authserver.services.audit import recent_events
 from authserver.services.clients import (
     RegisteredClient,
     create_client,
     find_client,
+    new_client_id,
     resolve_audience,
     resolve_scope,
     set_served_audiences,
@@ -93,15 +95,15 @@ def test_check_client_secret_accepts_the_issued_secret(session: Session) -> None
     client = find_client(session, registered.client.client_id)
 
     assert client is not None
-    assert client.check_client_secret(_secret(registered)) is True
+    assert client.check_client_secret(_secret(registered), utcnow()) is True
 
 
 def test_check_client_secret_refuses_a_wrong_secret(session: Session) -> None:
     registered = register(session)
     other = register(session)
 
-    assert registered.client.check_client_secret(_secret(other)) is False
-    assert registered.client.check_client_secret("") is False
+    assert registered.client.check_client_secret(_secret(other), utcnow()) is False
+    assert registered.client.check_client_secret("", utcnow()) is False
 
 
 def test_public_client_has_no_secret_and_accepts_none(session: Session) -> None:
@@ -114,7 +116,7 @@ def test_public_client_has_no_secret_and_accepts_none(session: Session) -> None:
 
     assert registered.client_secret is None
     assert registered.client.secret_digest is None
-    assert registered.client.check_client_secret("") is False
+    assert registered.client.check_client_secret("", utcnow()) is False
 
 
 # -- registration refusals -------------------------------------------------------------------
@@ -398,3 +400,12 @@ def test_set_served_audiences_replaces_the_list_and_is_audited(session: Session)
 def test_set_served_audiences_of_an_unknown_client_is_not_found(session: Session) -> None:
     with pytest.raises(NotFound):
         set_served_audiences(session, "no-such-client", [], utcnow())
+
+
+def test_a_new_client_id_never_begins_with_a_dash_which_the_command_line_reads_as_an_option(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    drawn = iter(["-starts-with-a-dash-xyz", "AfterTheDash-xyz"])
+    monkeypatch.setattr(clients_module.secrets, "token_urlsafe", lambda _n: next(drawn))
+
+    assert new_client_id() == "AfterTheDash-xyz"

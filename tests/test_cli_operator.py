@@ -1,0 +1,588 @@
+"""The operator's commands for accounts and clients, run as an operator runs them: `users
+list/show/enable/set-password/verify-email/delete` and `clients list/show/update/enable/
+rotate-secret/delete`. Every refusal is one line and changes nothing.
+
+The database is this module's own (``<test database>_cli_operator`` on PostgreSQL, a file on
+the SQLite fallback), built with ``authserver db upgrade``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import select as select_fds
+import subprocess
+import uuid
+from collections.abc import Iterator
+from dataclasses import replace
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from flask import Flask
+from sqlalchemy import select
+
+from authserver import create_app
+from authserver.db import db, utcnow
+from authserver.models import AuditEvent, Client, RefreshFamily, Revocation, User
+from authserver.runtime import runtime
+from authserver.services.clients import RegisteredClient, disable_client
+from authserver.services.users import check_password, find_user_by_email
+from tests.helpers import HANG_SECONDS, PASSWORD, make_client, make_user, password_login
+from tests.test_cli import (
+    AUTHSERVER,
+    _base_environment,
+    arranging_app,
+    assert_fails_with_one_line,
+    migrated_scratch_database,
+    run_cli,
+    unique_email,
+)
+
+NEW_PASSWORD = "an entirely different passphrase"
+
+
+@pytest.fixture(scope="module")
+def operator_database_url(
+    database_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    with migrated_scratch_database(database_url, "cli_operator", tmp_path_factory) as url:
+        yield url
+
+
+@pytest.fixture
+def cli_env(operator_database_url: str, tmp_path: Path) -> dict[str, str]:
+    return {**_base_environment(tmp_path / "instance"), "DATABASE_URL": operator_database_url}
+
+
+@pytest.fixture
+def cli_app(operator_database_url: str, tmp_path: Path) -> Iterator[Flask]:
+    with arranging_app(operator_database_url, tmp_path / "app-instance") as app:
+        yield app
+
+
+def _user(cli_app: Flask, email: str | None = None) -> User:
+    with db.transaction(cli_app) as session:
+        return make_user(cli_app, session, email or unique_email())
+
+
+def _find(cli_app: Flask, email: str) -> User | None:
+    with db.transaction(cli_app) as session:
+        user = find_user_by_email(session, email)
+        if user is not None:
+            session.expunge(user)
+        return user
+
+
+def _signed_in_client(cli_app: Flask, email: str, **options: object) -> RegisteredClient:
+    """A first-party client, through which ``email`` has signed in (one refresh family)."""
+    with db.transaction(cli_app) as session:
+        registered = make_client(session, **options)
+    assert password_login(cli_app.test_client(), registered, email).status_code == 200
+    return registered
+
+
+def _families(cli_app: Flask, user_id: uuid.UUID) -> list[RefreshFamily]:
+    with db.transaction(cli_app) as session:
+        rows = session.scalars(select(RefreshFamily).where(RefreshFamily.user_id == user_id))
+        return [family for family in rows if session.expunge(family) is None]
+
+
+def _client_row(cli_app: Flask, client_id: str) -> Client | None:
+    with db.transaction(cli_app) as session:
+        found = session.scalars(select(Client).where(Client.client_id == client_id)).first()
+        if found is not None:
+            session.expunge(found)
+        return found
+
+
+def _token_status(cli_app: Flask, client_id: str, secret: str) -> int:
+    """client_credentials with these credentials, from a server that reads the row afresh."""
+    fresh = create_app(replace(runtime(cli_app).config, client_cache_seconds=0))
+    try:
+        return (
+            fresh.test_client()
+            .post(
+                "/oauth/token",
+                data={"grant_type": "client_credentials"},
+                auth=(client_id, secret),
+            )
+            .status_code
+        )
+    finally:
+        db.state(fresh).engine.dispose()
+
+
+# -- users list, show ------------------------------------------------------------------------
+
+
+def test_users_list_finds_by_part_of_the_address_and_pages_with_after(
+    cli_env: dict[str, str], cli_app: Flask
+) -> None:
+    tag = uuid.uuid4().hex[:10]
+    emails = [f"{name}-{tag}@example.com" for name in ("a", "b", "c")]
+    for email in emails:
+        _user(cli_app, email)
+
+    first = run_cli("users", "list", "--search", tag, "--limit", "2", env=cli_env)
+    second = run_cli(
+        "users", "list", "--search", tag, "--limit", "2", "--after", emails[1], env=cli_env
+    )
+    as_json = run_cli("users", "list", "--search", tag, "--json", env=cli_env)
+
+    assert first.returncode == 0, first.stderr
+    lines = first.stdout.splitlines()
+    assert lines[0].split() == ["EMAIL", "ID", "STATE", "VERIFIED", "CREATED", "LAST", "SIGN-IN"]
+    assert [line.split()[0] for line in lines[1:3]] == emails[:2]
+    assert lines[1].split()[2:4] == ["enabled", "no"]
+    assert lines[1].endswith("  -")  # never signed in
+    assert lines[0].index("ID") == lines[1].index(lines[1].split()[1])  # aligned columns
+    assert lines[3] == f"next page: --after {emails[1]}"
+    assert [line.split()[0] for line in second.stdout.splitlines()[1:]] == emails[2:]
+    listed = json.loads(as_json.stdout)
+    assert [row["email"] for row in listed["users"]] == emails
+    assert listed["next_after"] is None
+
+
+def test_users_show_prints_the_account_and_where_it_is_signed_in(
+    cli_env: dict[str, str], cli_app: Flask
+) -> None:
+    user = _user(cli_app)
+    _signed_in_client(cli_app, user.email, name="Photos app")
+
+    result = run_cli("users", "show", user.email, env=cli_env)
+
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert f"id:              {user.id}" in out
+    assert "state:           enabled" in out
+    assert "email verified:  no" in out
+    assert "last sign-in:    never" not in out
+    assert "browser sessions: 0" in out
+    assert "refresh families: 1" in out
+    assert "Photos app" in out
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ("users", "show"),
+        ("users", "enable"),
+        ("users", "verify-email"),
+        ("users", "delete"),
+        ("users", "set-password", "--password-stdin"),
+    ],
+)
+def test_users_commands_on_an_unknown_address_fail_with_one_line(
+    cli_env: dict[str, str], command: tuple[str, ...]
+) -> None:
+    email = unique_email()
+
+    result = run_cli(*command[:2], email, *command[2:], env=cli_env, stdin=NEW_PASSWORD + "\n")
+
+    line = assert_fails_with_one_line(result)
+    assert email in line
+
+
+# -- users enable, verify-email ----------------------------------------------------------------
+
+
+def test_users_enable_undoes_disable(cli_env: dict[str, str], cli_app: Flask) -> None:
+    user = _user(cli_app)
+    assert run_cli("users", "disable", user.email, env=cli_env).returncode == 0
+
+    result = run_cli("users", "enable", user.email, env=cli_env)
+    again = run_cli("users", "enable", user.email, env=cli_env)
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"enabled user {user.email}; they can sign in again\n"
+    with db.transaction(cli_app) as session:
+        assert check_password(session, runtime(cli_app).hasher, user.email, PASSWORD).user
+    assert "not disabled" in assert_fails_with_one_line(again)
+
+
+def test_users_verify_email_sets_the_flag_once(cli_env: dict[str, str], cli_app: Flask) -> None:
+    user = _user(cli_app)
+
+    result = run_cli("users", "verify-email", user.email, env=cli_env)
+    again = run_cli("users", "verify-email", user.email, env=cli_env)
+
+    assert result.stdout == f"the address {user.email} is verified\n"
+    assert again.stdout == f"the address {user.email} was verified already\n"
+    found = _find(cli_app, user.email)
+    assert found is not None
+    assert found.email_verified
+
+
+# -- users set-password ------------------------------------------------------------------------
+
+
+def test_users_set_password_from_stdin_signs_out_everywhere_and_prints_no_password(
+    cli_env: dict[str, str], cli_app: Flask
+) -> None:
+    user = _user(cli_app)
+    _signed_in_client(cli_app, user.email)
+
+    result = run_cli(
+        "users", "set-password", user.email, "--password-stdin", env=cli_env, stdin=NEW_PASSWORD
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == (
+        f"password set for {user.email}; signed out everywhere: 0 browser sessions ended, "
+        "1 refresh-token families revoked\n"
+    )
+    assert NEW_PASSWORD not in result.stdout + result.stderr
+    assert [f.revoked_reason for f in _families(cli_app, user.id)] == ["password_set"]
+    with db.transaction(cli_app) as session:
+        hasher = runtime(cli_app).hasher
+        assert check_password(session, hasher, user.email, PASSWORD).user is None
+        assert check_password(session, hasher, user.email, NEW_PASSWORD).user is not None
+
+
+@pytest.mark.parametrize(
+    ("stdin", "refusal"),
+    [("short\n", "at least"), ("\n", "no password on standard input")],
+)
+def test_users_set_password_refuses_a_bad_password_in_one_line_and_changes_nothing(
+    cli_env: dict[str, str], cli_app: Flask, stdin: str, refusal: str
+) -> None:
+    user = _user(cli_app)
+    _signed_in_client(cli_app, user.email)
+
+    result = run_cli(
+        "users", "set-password", user.email, "--password-stdin", env=cli_env, stdin=stdin
+    )
+
+    assert refusal in assert_fails_with_one_line(result)
+    assert [f.revoked_at for f in _families(cli_app, user.id)] == [None]
+    with db.transaction(cli_app) as session:
+        assert check_password(session, runtime(cli_app).hasher, user.email, PASSWORD).user
+
+
+def test_users_set_password_without_a_terminal_or_password_stdin_fails_with_one_line(
+    cli_env: dict[str, str], cli_app: Flask
+) -> None:
+    user = _user(cli_app)
+
+    result = run_cli("users", "set-password", user.email, env=cli_env, stdin=NEW_PASSWORD)
+
+    assert "--password-stdin" in assert_fails_with_one_line(result)
+    with db.transaction(cli_app) as session:
+        assert check_password(session, runtime(cli_app).hasher, user.email, PASSWORD).user
+
+
+def _read_until(fd: int, wanted: bytes, seen: bytearray) -> None:
+    while wanted not in seen:
+        ready, _, _ = select_fds.select([fd], [], [], HANG_SECONDS)
+        assert ready, f"no {wanted!r} on the terminal; saw {bytes(seen)!r}"
+        try:
+            chunk = os.read(fd, 1024)
+        except OSError:  # the other end closed
+            chunk = b""
+        assert chunk, f"the terminal closed before {wanted!r}; saw {bytes(seen)!r}"
+        seen.extend(chunk)
+
+
+def test_users_set_password_on_a_terminal_asks_twice_and_shows_nothing_typed(
+    cli_env: dict[str, str], cli_app: Flask
+) -> None:
+    user = _user(cli_app)
+    controller, terminal = pty.openpty()
+    process = subprocess.Popen(
+        [str(AUTHSERVER), "users", "set-password", user.email],
+        env=cli_env,
+        cwd=cli_env["AUTHSERVER_INSTANCE_DIR"],
+        stdin=terminal,
+        stdout=terminal,
+        stderr=terminal,
+        start_new_session=True,
+    )
+    os.close(terminal)
+    seen = bytearray()
+    try:
+        _read_until(controller, b"New password: ", seen)
+        os.write(controller, NEW_PASSWORD.encode() + b"\n")
+        _read_until(controller, b"Repeat for confirmation: ", seen)
+        os.write(controller, NEW_PASSWORD.encode() + b"\n")
+        _read_until(controller, b"password set for", seen)
+        assert process.wait(timeout=HANG_SECONDS) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+        os.close(controller)
+
+    assert NEW_PASSWORD.encode() not in seen
+    with db.transaction(cli_app) as session:
+        assert check_password(session, runtime(cli_app).hasher, user.email, NEW_PASSWORD).user
+
+
+# -- users delete ------------------------------------------------------------------------------
+
+
+def test_users_delete_revokes_then_removes_the_account_and_keeps_its_audit_events(
+    cli_env: dict[str, str], cli_app: Flask
+) -> None:
+    user = _user(cli_app)
+    _signed_in_client(cli_app, user.email)
+    family = _families(cli_app, user.id)[0]
+
+    result = run_cli("users", "delete", user.email, env=cli_env)
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == (
+        f"deleted user {user.email} ({user.id}); 0 browser sessions ended, 1 refresh-token "
+        "families revoked; its audit events are kept\n"
+    )
+    assert _find(cli_app, user.email) is None
+    with db.transaction(cli_app) as session:
+        values = set(session.scalars(select(Revocation.value)))
+        assert {str(family.id), str(user.id)} <= values
+        kept = set(
+            session.scalars(select(AuditEvent.event_type).where(AuditEvent.user_id == user.id))
+        )
+    assert {"user_created", "signin_succeeded", "user_deleted"} <= kept
+
+
+# -- clients list, show, update --------------------------------------------------------------
+
+
+def test_clients_list_and_show_print_everything_but_the_secret(
+    cli_env: dict[str, str], cli_app: Flask
+) -> None:
+    user = _user(cli_app)
+    registered = _signed_in_client(
+        cli_app, user.email, name="Ledger", served_audiences=["https://ledger.example.test"]
+    )
+    client_id = registered.client.client_id
+
+    listed = run_cli("clients", "list", env=cli_env)
+    listed_json = run_cli("clients", "list", "--json", env=cli_env)
+    shown = run_cli("clients", "show", client_id, env=cli_env)
+    shown_json = run_cli("clients", "show", client_id, "--json", env=cli_env)
+
+    assert listed.returncode == 0, listed.stderr
+    line = next(line for line in listed.stdout.splitlines() if line.startswith(client_id))
+    assert line.split()[1:4] == ["Ledger", "confidential", "enabled"]
+    assert client_id in [row["client_id"] for row in json.loads(listed_json.stdout)]
+    fields = json.loads(shown_json.stdout)
+    assert fields["served_audiences"] == ["https://ledger.example.test"]
+    assert fields["live_refresh_families"] == 1
+    assert fields["disabled"] is False
+    assert not any("digest" in name or name.endswith("secret") for name in fields)
+    assert "live_refresh_families:" in shown.stdout
+    assert "https://ledger.example.test" in shown.stdout
+    everything = shown.stdout + shown_json.stdout
+    assert registered.client_secret not in everything
+    assert registered.client.secret_digest.hex() not in everything  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ("clients", "show"),
+        ("clients", "enable"),
+        ("clients", "rotate-secret"),
+        ("clients", "delete"),
+        ("clients", "update", "--scope", "read"),
+    ],
+)
+def test_clients_commands_on_an_unknown_client_fail_with_one_line(
+    cli_env: dict[str, str], command: tuple[str, ...]
+) -> None:
+    result = run_cli(*command[:2], "no-such-client", *command[2:], env=cli_env)
+
+    assert "no-such-client" in assert_fails_with_one_line(result)
+
+
+def test_clients_update_replaces_redirect_uris_and_lifetimes(
+    cli_env: dict[str, str], cli_app: Flask
+) -> None:
+    with db.transaction(cli_app) as session:
+        registered = make_client(
+            session,
+            first_party=False,
+            grant_types=["authorization_code"],
+            redirect_uris=["https://photos.example.test/old"],
+            access_token_ttl=60,
+        )
+    client_id = registered.client.client_id
+
+    result = run_cli(
+        "clients",
+        "update",
+        client_id,
+        "--redirect-uri",
+        "https://photos.example.test/new",
+        "--access-token-ttl",
+        "0",
+        env=cli_env,
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(
+        f"client {client_id}: changed redirect_uris, access_token_ttl; running servers"
+    )
+    client = _client_row(cli_app, client_id)
+    assert client is not None
+    assert client.redirect_uris == ["https://photos.example.test/new"]
+    assert client.access_token_ttl is None
+
+
+@pytest.mark.parametrize(
+    ("options", "refusal"),
+    [
+        (("--redirect-uri", "http://photos.example.test/cb"), "https"),
+        (("--no-redirect-uris",), "needs at least one redirect URI"),
+        (("--scope", 'bad"scope'), "scope token"),
+        (("--redirect-uri", "https://a.example.test/", "--no-redirect-uris"), "not both"),
+        ((), "nothing to change"),
+    ],
+)
+def test_clients_update_with_bad_input_fails_with_one_line_and_changes_nothing(
+    cli_env: dict[str, str], cli_app: Flask, options: tuple[str, ...], refusal: str
+) -> None:
+    with db.transaction(cli_app) as session:
+        registered = make_client(
+            session,
+            first_party=False,
+            grant_types=["authorization_code"],
+            redirect_uris=["https://photos.example.test/cb"],
+        )
+    client_id = registered.client.client_id
+
+    result = run_cli("clients", "update", client_id, *options, env=cli_env)
+
+    assert refusal in assert_fails_with_one_line(result)
+    client = _client_row(cli_app, client_id)
+    assert client is not None
+    assert (client.redirect_uris, client.scopes) == (
+        ["https://photos.example.test/cb"],
+        ["read", "write"],
+    )
+
+
+# -- clients enable, rotate-secret, delete -------------------------------------------------------
+
+
+def test_clients_enable_undoes_disable(cli_env: dict[str, str], cli_app: Flask) -> None:
+    with db.transaction(cli_app) as session:
+        registered = make_client(session)
+        # Disabled a minute ago: the tokens a server could still have issued are all older.
+        disable_client(
+            session,
+            registered.client.client_id,
+            utcnow() - timedelta(minutes=1),
+            stale_for=timedelta(seconds=5),
+            token_ttl=timedelta(minutes=10),
+        )
+    client_id = registered.client.client_id
+    assert _token_status(cli_app, client_id, registered.client_secret or "") == 401
+
+    result = run_cli("clients", "enable", client_id, env=cli_env)
+    again = run_cli("clients", "enable", client_id, env=cli_env)
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"enabled client {client_id}; running servers accept it")
+    assert _token_status(cli_app, client_id, registered.client_secret or "") == 200
+    assert "not disabled" in assert_fails_with_one_line(again)
+
+
+def test_clients_enable_right_after_disable_says_when_in_one_line(
+    cli_env: dict[str, str], cli_app: Flask
+) -> None:
+    with db.transaction(cli_app) as session:
+        registered = make_client(session)
+    client_id = registered.client.client_id
+    env = {**cli_env, "AUTHSERVER_CLIENT_CACHE_SECONDS": "3600"}
+    assert run_cli("clients", "disable", client_id, env=env).returncode == 0
+
+    result = run_cli("clients", "enable", client_id, env=env)
+
+    assert "disabled moments ago" in assert_fails_with_one_line(result)
+    client = _client_row(cli_app, client_id)
+    assert client is not None
+    assert client.disabled
+
+
+def test_clients_rotate_secret_keeps_the_old_secret_working_for_the_overlap(
+    cli_env: dict[str, str], cli_app: Flask
+) -> None:
+    with db.transaction(cli_app) as session:
+        registered = make_client(session)
+    client_id, old = registered.client.client_id, registered.client_secret or ""
+
+    result = run_cli("clients", "rotate-secret", client_id, "--json", env=cli_env)
+
+    assert result.returncode == 0, result.stderr
+    printed = json.loads(result.stdout)
+    assert printed["client_id"] == client_id
+    assert "the old secret works until" in result.stderr
+    assert _token_status(cli_app, client_id, printed["client_secret"]) == 200
+    assert _token_status(cli_app, client_id, old) == 200
+
+
+def test_clients_rotate_secret_immediately_refuses_the_old_secret(
+    cli_env: dict[str, str], cli_app: Flask
+) -> None:
+    with db.transaction(cli_app) as session:
+        registered = make_client(session)
+    client_id, old = registered.client.client_id, registered.client_secret or ""
+
+    result = run_cli("clients", "rotate-secret", client_id, "--immediately", env=cli_env)
+
+    assert result.returncode == 0, result.stderr
+    first, second = result.stdout.splitlines()
+    assert first.endswith("(shown once; store it now)")
+    assert "refuse the old secret within" in second
+    assert _token_status(cli_app, client_id, first.split()[1]) == 200
+    assert _token_status(cli_app, client_id, old) == 401
+
+
+def test_clients_rotate_secret_with_no_overlap_configured_refuses_the_old_secret(
+    cli_env: dict[str, str], cli_app: Flask
+) -> None:
+    with db.transaction(cli_app) as session:
+        registered = make_client(session)
+    client_id, old = registered.client.client_id, registered.client_secret or ""
+    env = {**cli_env, "AUTHSERVER_CLIENT_SECRET_OVERLAP_SECONDS": "0"}
+
+    assert run_cli("clients", "rotate-secret", client_id, env=env).returncode == 0
+
+    assert _token_status(cli_app, client_id, old) == 401
+
+
+def test_clients_rotate_secret_of_a_public_client_fails_with_one_line(
+    cli_env: dict[str, str], cli_app: Flask
+) -> None:
+    with db.transaction(cli_app) as session:
+        registered = make_client(session, public=True, grant_types=["password"])
+
+    result = run_cli("clients", "rotate-secret", registered.client.client_id, env=cli_env)
+
+    assert "public" in assert_fails_with_one_line(result)
+
+
+def test_clients_delete_revokes_and_recalls_then_removes_the_client(
+    cli_env: dict[str, str], cli_app: Flask
+) -> None:
+    user = _user(cli_app)
+    registered = _signed_in_client(cli_app, user.email)
+    client_id = registered.client.client_id
+    family = _families(cli_app, user.id)[0]
+
+    result = run_cli("clients", "delete", client_id, env=cli_env)
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"deleted client {client_id}; 1 refresh-token families")
+    assert _client_row(cli_app, client_id) is None
+    assert _families(cli_app, user.id) == []
+    with db.transaction(cli_app) as session:
+        entries = {tuple(row) for row in session.execute(select(Revocation.kind, Revocation.value))}
+        assert {("sid", str(family.id)), ("client", client_id)} <= entries
+        kept = session.scalars(
+            select(AuditEvent.event_type).where(AuditEvent.client_id == client_id)
+        )
+        assert "client_deleted" in set(kept)
+    assert _token_status(cli_app, client_id, registered.client_secret or "") == 401
