@@ -6,7 +6,7 @@ overlap of a rotated client secret.
 ``clients.previous_secret_expires_at``: the secret replaced by ``clients rotate-secret``, which
 keeps authenticating until then.
 
-Revision ID: 0018_operator_accounts
+Revision ID: 0017_operator_accounts
 Revises: 0016_security_events
 Create Date: 2026-12-06
 """
@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0018_operator_accounts"
+revision: str = "0017_operator_accounts"
 down_revision: str | None = "0016_security_events"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
