@@ -114,6 +114,7 @@ def test_a_bad_address_is_one_line(cli_env: dict[str, str]) -> None:
     )
 
 
+@pytest.mark.postgres_only  # production refuses SQLite before it gets to the mail settings
 def test_production_without_an_smtp_server_cannot_send_and_says_so(
     cli_env: dict[str, str],
 ) -> None:
