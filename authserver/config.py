@@ -186,10 +186,8 @@ class Config:
     session_idle_ttl: int = 30 * 60
     session_absolute_ttl: int = 12 * 3600
     authorization_code_ttl: int = 60
-    # Links mailed to users (services/account_links.py), seconds: a password reset link, and
-    # an address verification or change link.
+    # How long a password reset link works, seconds (services/account_links.py).
     password_reset_ttl: int = 30 * 60
-    email_verification_ttl: int = 24 * 3600
     # At most this many reset messages are mailed per account an hour, whoever asks.
     password_reset_mails_per_hour: int = 3
 
@@ -363,7 +361,6 @@ class Config:
             "session_absolute_ttl",
             "authorization_code_ttl",
             "password_reset_ttl",
-            "email_verification_ttl",
             "password_reset_mails_per_hour",
             "refresh_idle_ttl",
             "refresh_absolute_ttl",
