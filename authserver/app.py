@@ -12,7 +12,16 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from authserver.config import Config, ConfigError
 from authserver.db import db
 from authserver.errors import commit_or_answer_unavailable, register_error_handlers
-from authserver.http import account_api, authorize, dev_mail, health, oidc, openapi, pages
+from authserver.http import (
+    account_api,
+    authorize,
+    dev_mail,
+    health,
+    oidc,
+    openapi,
+    pages,
+    recovery,
+)
 from authserver.http import oauth as oauth_views
 from authserver.http import wellknown as wellknown_views
 from authserver.http.jwks_document import JwksResponder
@@ -95,6 +104,7 @@ def create_app(config: Config | None = None) -> Flask:
         authorize.bp,
         oidc.bp,
         pages.bp,
+        recovery.bp,
         account_api.bp,
         openapi.bp,
         health.bp,

@@ -110,9 +110,25 @@ def db_upgrade(revision: str) -> None:
 @with_appcontext
 def serve(host: str, port: int) -> None:
     """Run the development server (production: gunicorn 'authserver:create_app()')."""
-    from werkzeug.serving import run_simple
+    from werkzeug.serving import WSGIRequestHandler, run_simple
 
-    run_simple(host, port, _app(), threaded=True, use_reloader=False)
+    class QuietQueryRequestHandler(WSGIRequestHandler):
+        def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+            # The request line without its query string, as gunicorn's access log: a
+            # reset or verification link carries its token there.
+            method, _, rest = self.requestline.partition(" ")
+            target, _, version = rest.partition(" ")
+            self.requestline = f"{method} {target.split('?', 1)[0]} {version}"
+            super().log_request(code, size)
+
+    run_simple(
+        host,
+        port,
+        _app(),
+        threaded=True,
+        use_reloader=False,
+        request_handler=QuietQueryRequestHandler,
+    )
 
 
 # -- users -----------------------------------------------------------------------------------

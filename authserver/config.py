@@ -54,6 +54,8 @@ RATE_LIMIT_SETTINGS = (
     "ratelimit_bearer_api",
     "ratelimit_per_browser_session",
     "ratelimit_per_family",
+    "ratelimit_password_reset",
+    "ratelimit_password_reset_per_email",
 )
 
 
@@ -184,6 +186,10 @@ class Config:
     session_idle_ttl: int = 30 * 60
     session_absolute_ttl: int = 12 * 3600
     authorization_code_ttl: int = 60
+    # How long a password reset link works, seconds (services/account_links.py).
+    password_reset_ttl: int = 30 * 60
+    # At most this many reset messages are mailed per account an hour, whoever asks.
+    password_reset_mails_per_hour: int = 3
 
     # Passwords: argon2id, at least OWASP's minimum (m=19 MiB, t=2, p=1).
     argon2_time_cost: int = 2
@@ -214,6 +220,10 @@ class Config:
     ratelimit_bearer_api: str = "600/minute"
     ratelimit_per_browser_session: str = "300/minute"
     ratelimit_per_family: str = "120/minute"
+    # "Forgot password?" requests (POST /password/forgot), per client address and per address
+    # asked for (keyed by a digest of the normalised address, never the address itself).
+    ratelimit_password_reset: str = "20/hour"  # noqa: S105 (a rate, not a secret)
+    ratelimit_password_reset_per_email: str = "5/hour"  # noqa: S105
     # Failed guesses (services/sign_in_throttle.py).
     signin_free_failures: int = 5
     signin_failures_per_hour: int = 100
@@ -350,6 +360,8 @@ class Config:
             "session_idle_ttl",
             "session_absolute_ttl",
             "authorization_code_ttl",
+            "password_reset_ttl",
+            "password_reset_mails_per_hour",
             "refresh_idle_ttl",
             "refresh_absolute_ttl",
             "jwks_max_age",

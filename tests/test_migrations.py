@@ -55,6 +55,7 @@ APPLICATION_TABLES = {
     "outbound_messages",
     "browser_session_clients",
     "security_events",
+    "account_links",
 }
 ONE_UNUSED_PER_FAMILY = "uq_refresh_tokens_one_unused_per_family"
 HOUR = timedelta(hours=1)

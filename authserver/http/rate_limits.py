@@ -143,6 +143,25 @@ per_account_password_grant = limiter.limit(
 )
 
 
+def claimed_reset_address() -> str:
+    """The address a "Forgot password?" asks for, as a digest of its normalised form: the
+    rate-limit store (Redis, maybe shared) never holds the address itself."""
+    account = throttle_account(request.form.get("email"))
+    return "reset-email:" + hashlib.sha256(account.encode("utf-8", "replace")).hexdigest()[:32]
+
+
+per_ip_password_reset = limiter.limit(
+    _setting("ratelimit_password_reset"),
+    key_func=_under_prefix(get_remote_address),
+    methods=["POST"],
+)
+per_email_password_reset = limiter.limit(
+    _setting("ratelimit_password_reset_per_email"),
+    key_func=_under_prefix(claimed_reset_address),
+    methods=["POST"],
+)
+
+
 def spend_family_budget(family_id: str | None, jti: str) -> None:
     """One request from the budget of the refresh family a verified access token belongs to
     (of the token itself when it has none), counted in the rate-limit store.

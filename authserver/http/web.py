@@ -18,7 +18,14 @@ from authserver.services.browser_sessions import SessionPolicy, resolve_session
 csrf = CSRFProtect()
 
 # Paths of the pages (not the JSON/OAuth endpoints) that get page headers and form checks.
-PAGE_PREFIXES = ("/login", "/logout", "/logged-out", "/account", "/oauth/authorize")
+PAGE_PREFIXES = (
+    "/login",
+    "/logout",
+    "/logged-out",
+    "/account",
+    "/oauth/authorize",
+    "/password/",
+)
 # Pages whose forms carry a CSRF token: those above and RP-initiated logout's confirmation.
 FORM_PREFIXES = (*PAGE_PREFIXES, "/oauth/logout")
 # Flask-WTF keeps the CSRF secret under this key of Flask's signed cookie session

@@ -1,6 +1,7 @@
 """The persistent model, one module per aggregate. Importing this package registers every
 table on ``Base.metadata`` (alembic's env.py relies on that)."""
 
+from authserver.models.account_links import AccountLink
 from authserver.models.audit import AuditEvent
 from authserver.models.authorization import AuthorizationCode, Consent
 from authserver.models.clients import Client
@@ -14,6 +15,7 @@ from authserver.models.tokens import RefreshFamily, RefreshToken
 from authserver.models.users import User
 
 __all__ = [
+    "AccountLink",
     "AuditEvent",
     "AuthorizationCode",
     "BrowserSession",

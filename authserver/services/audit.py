@@ -41,6 +41,8 @@ class AuditEventType(enum.StrEnum):
     USER_ENABLED = "user_enabled"
     USER_DELETED = "user_deleted"
     EMAIL_VERIFIED = "email_verified"
+    # "Forgot password?" was sent (for any address; the reason says what was done).
+    PASSWORD_RESET_REQUESTED = "password_reset_requested"  # noqa: S105 (an event name)
     CLIENT_CREATED = "client_created"
     CLIENT_UPDATED = "client_updated"
     CLIENT_DISABLED = "client_disabled"

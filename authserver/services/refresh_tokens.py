@@ -72,6 +72,8 @@ class RevocationReason(enum.StrEnum):
     CLIENT_DISABLED = "client_disabled"
     # The operator set the password (``users set-password``), deleted the account or the client.
     PASSWORD_SET = "password_set"  # noqa: S105 (a reason, not a password)
+    # The user chose a new password through a reset link (services/password_reset.py).
+    PASSWORD_RESET = "password_reset"  # noqa: S105 (a reason, not a password)
     USER_DELETED = "user_deleted"
     CLIENT_DELETED = "client_deleted"
 

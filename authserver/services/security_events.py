@@ -109,6 +109,7 @@ _INITIATED_BY = {
     "logout": "user",
     "logout_everywhere": "user",
     "password_changed": "user",
+    "password_reset": "user",
     "revoked_by_client": "user",
     "user_disabled": "admin",
     "client_disabled": "admin",

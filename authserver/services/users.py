@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 from authserver.errors import NotFound, ValidationError
 from authserver.models import User
 from authserver.services import security_events
+from authserver.services.account_links import LinkPurpose, invalidate_links
 from authserver.services.audit import AuditEventType, record
 from authserver.services.browser_sessions import Device, end_user_sessions, list_devices
 from authserver.services.lookalikes import email_skeleton_digest, invisible_characters
@@ -198,7 +199,7 @@ def change_password(
     if not hasher.verify(user.password_hash, current_password):
         raise ValidationError("The current password is incorrect.")
     password_policy.check(new_password, email=user.email)
-    user.password_hash = hasher.hash(new_password)
+    _store_password(session, hasher, user, new_password, now)
     sessions, families = end_user_sessions(
         session, user.id, RevocationReason.PASSWORD_CHANGED, now, keep_session_id=keep_session_id
     )
@@ -258,7 +259,7 @@ def set_password(
     like after a change, since whoever knew the old one may be signed in. Returns (sessions
     ended, families revoked)."""
     password_policy.check(new_password, email=user.email)
-    user.password_hash = hasher.hash(new_password)
+    _store_password(session, hasher, user, new_password, now)
     sessions, families = end_user_sessions(session, user.id, RevocationReason.PASSWORD_SET, now)
     record(
         session,
@@ -276,6 +277,48 @@ def set_password(
     )
     session.flush()
     return sessions, families
+
+
+def reset_password(
+    session: Session,
+    hasher: PasswordHasher,
+    user: User,
+    new_password: str,
+    *,
+    now: datetime,
+    password_policy: PasswordPolicy,
+) -> tuple[int, int]:
+    """The user set a new password through a reset link (``services/password_reset.py``
+    checked and used the link). As after an operator's ``set_password``, everything signed in
+    with the old password is signed out, this browser included: whoever asked for the reset
+    may be recovering from a stolen password. Following the link proved control of the
+    address, so it is verified too. Returns (sessions ended, families revoked)."""
+    password_policy.check(new_password, email=user.email)
+    _store_password(session, hasher, user, new_password, now)
+    sessions, families = end_user_sessions(session, user.id, RevocationReason.PASSWORD_RESET, now)
+    record(
+        session,
+        AuditEventType.PASSWORD_CHANGED,
+        now,
+        user_id=user.id,
+        method="reset_link",
+        sessions_ended=sessions,
+        families_revoked=families,
+    )
+    security_events.emit(session, [security_events.password_changed(user.id, now)], now)
+    mark_email_verified(session, user, now, method="password_reset")
+    session.flush()
+    return sessions, families
+
+
+def _store_password(
+    session: Session, hasher: PasswordHasher, user: User, new_password: str, now: datetime
+) -> None:
+    """The one place a password is replaced (change, operator's set, reset): the new hash,
+    and the end of every unused reset link, so a reset mail from before the change opens
+    nothing after it."""
+    user.password_hash = hasher.hash(new_password)
+    invalidate_links(session, user.id, LinkPurpose.PASSWORD_RESET, now)
 
 
 def delete_user(session: Session, email: str, now: datetime) -> tuple[User, int, int]:
