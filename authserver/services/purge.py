@@ -1,7 +1,8 @@
 """Deleting what the server no longer needs: dead refresh families, spent authorization codes,
 revocation entries no token can carry any more, ended browser sessions, removed signing keys,
 outbox messages delivered or given up, Security Event Tokens acknowledged or never polled for,
-and audit events past their retention.
+account links (password reset, verification) a day past their expiry, and audit events past
+their retention.
 
 Safe while serving: every batch is its own short transaction (select at most ``batch_size``
 primary keys, delete those rows, commit), so no lock is held for longer than one batch and a
@@ -40,6 +41,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import InstrumentedAttribute, Session, sessionmaker
 
 from authserver.models import (
+    AccountLink,
     AuditEvent,
     AuthorizationCode,
     BrowserSession,
@@ -101,6 +103,7 @@ KINDS = (
     "signing_keys",
     "outbound_messages",
     "security_events",
+    "account_links",
     "audit_events",
     "sign_in_throttles",
 )
@@ -120,6 +123,7 @@ class PurgeReport:
     signing_keys: int = 0
     outbound_messages: int = 0
     security_events: int = 0
+    account_links: int = 0
     sign_in_throttles: int = 0
     audit_events: int = 0
     another_purge_running: bool = False
@@ -240,6 +244,7 @@ class _Purge:
         self._purge_removed_keys(grace_cutoff, token_ttl)
         self._purge_outbound_messages(grace_cutoff)
         self._purge_security_events(grace_cutoff)
+        self._purge_account_links(grace_cutoff)
         self._purge_audit_events()
         self._purge_sign_in_throttles()
 
@@ -337,6 +342,12 @@ class _Purge:
             SecurityEvent.acknowledged_at.is_(None) & (SecurityEvent.created_at <= abandoned),
         )
         self._in_batches("security_events", SecurityEvent.id, due)
+
+    def _purge_account_links(self, cutoff: datetime) -> None:
+        # Expired for the grace period: a used or ended link is already useless, but the
+        # per-hour cap on reset mails counts the links sent in the last hour, and an expired
+        # one is older than its lifetime; a day's grace keeps both questions answerable.
+        self._in_batches("account_links", AccountLink.id, AccountLink.expires_at <= cutoff)
 
     def _purge_sign_in_throttles(self) -> None:
         # Counters whose last failure is older than the longest window they count in (an hour)

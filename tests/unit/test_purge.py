@@ -26,6 +26,7 @@ from authserver.config import Config, ConfigError
 from authserver.db import db
 from authserver.errors import RefreshTokenReused
 from authserver.models import (
+    AccountLink,
     AuditEvent,
     AuthorizationCode,
     BrowserSession,
@@ -722,9 +723,9 @@ def test_a_stop_request_ends_the_run_between_batches(factory: sessionmaker[Sessi
         nonlocal asked
         asked += 1
         # Asked once before each kind's first batch and before every further batch; codes,
-        # families, sessions, revocations, keys, outbox messages and security events find
-        # nothing, then two audit batches run.
-        return asked > 9
+        # families, sessions, revocations, keys, outbox messages, security events and account
+        # links find nothing, then two audit batches run.
+        return asked > 10
 
     report = purge(
         factory, now=NOW, policy=replace(POLICY, batch_size=2), should_stop=stop_after_two_batches
@@ -782,6 +783,38 @@ def test_security_events_go_once_acknowledged_or_never_polled_for(
     assert exists(factory, SecurityEvent, waiting)
 
 
+# -- account links -----------------------------------------------------------------------------
+
+
+def make_link(factory: sessionmaker[Session], owner: Owner, *, expires: datetime) -> uuid.UUID:
+    with factory() as session, session.begin():
+        link = AccountLink(
+            purpose="password_reset",
+            user_id=owner.user_id,
+            token_digest=hashlib.sha256(secrets.token_bytes(32)).digest(),
+            created_at=expires - timedelta(minutes=30),
+            expires_at=expires,
+        )
+        session.add(link)
+        session.flush()
+        return link.id
+
+
+def test_account_links_go_a_grace_period_after_they_expire(
+    factory: sessionmaker[Session], owner: Owner
+) -> None:
+    long_expired = make_link(factory, owner, expires=NOW - GRACE - MINUTE)
+    lately_expired = make_link(factory, owner, expires=NOW - GRACE + MINUTE)
+    live = make_link(factory, owner, expires=NOW + MINUTE)
+
+    report = run_purge(factory)
+
+    assert report.account_links == 1
+    assert not exists(factory, AccountLink, long_expired)
+    assert exists(factory, AccountLink, lately_expired)
+    assert exists(factory, AccountLink, live)
+
+
 def test_report_total_adds_every_kind(factory: sessionmaker[Session], owner: Owner) -> None:
     family = make_family(factory, owner, NOW - timedelta(days=3), rotations=1)
     revoke(factory, family, NOW - GRACE - MINUTE)  # also a sid entry and an audit event
@@ -798,6 +831,7 @@ def test_report_total_adds_every_kind(factory: sessionmaker[Session], owner: Own
         "signing_keys": 0,
         "outbound_messages": 0,
         "security_events": 0,
+        "account_links": 0,
         "audit_events": 1,
         "sign_in_throttles": 0,
     }
