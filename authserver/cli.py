@@ -364,6 +364,24 @@ def users_verify_email(email: str) -> None:
             click.echo(f"the address {user.email} was verified already")
 
 
+@users_group.command("send-reset")
+@click.argument("email")
+@with_appcontext
+def users_send_reset(email: str) -> None:
+    """Mail the user a password-reset link, the one "Forgot password?" sends."""
+    from authserver.services.password_reset import reset_settings, send_reset_link
+
+    app = _app()
+    rt = runtime(app)
+    assert rt.mail is not None  # every runtime create_app builds has one
+    settings = reset_settings(rt.config)
+    with db.transaction(app) as session:
+        user = send_reset_link(session, rt.mail, settings, email, utcnow())
+        address = user.email
+    minutes = int(settings.ttl.total_seconds() // 60)
+    click.echo(f"a reset link for {address} is on its way; it works once, for {minutes} minutes")
+
+
 @users_group.command("delete")
 @click.argument("email")
 @with_appcontext

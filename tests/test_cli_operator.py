@@ -586,3 +586,53 @@ def test_clients_delete_revokes_and_recalls_then_removes_the_client(
         )
         assert "client_deleted" in set(kept)
     assert _token_status(cli_app, client_id, registered.client_secret or "") == 401
+
+
+# -- users send-reset -------------------------------------------------------------------------
+
+
+def test_users_send_reset_mails_a_link_that_opens_the_reset_page(
+    cli_env: dict[str, str], cli_app: Flask
+) -> None:
+    user = _user(cli_app)
+
+    sent = run_cli("users", "send-reset", user.email, env=cli_env)
+    # Development without SMTP: delivering prints the message, link and all, to the console.
+    delivered = run_cli("mail", "deliver", env=cli_env)
+
+    assert sent.returncode == 0, sent.stderr
+    assert f"a reset link for {user.email} is on its way" in sent.stdout
+    assert delivered.returncode == 0, delivered.stderr
+    links = [
+        word
+        for word in (delivered.stdout + delivered.stderr).split()
+        if "/password/reset?token=" in word
+    ]
+    assert links, "no reset link in the delivered message"
+    path = links[0][links[0].index("/password/reset") :].rstrip(".,>\"'")
+    page = cli_app.test_client().get(path)
+    assert page.status_code == 200
+    assert b"Choose a new password" in page.data
+    with db.transaction(cli_app) as session:
+        requested = session.scalars(
+            select(AuditEvent).where(
+                AuditEvent.event_type == "password_reset_requested",
+                AuditEvent.user_id == user.id,
+            )
+        ).one()
+    assert requested.details == {"method": "operator"}
+
+
+@pytest.mark.parametrize("disabled", [False, True], ids=["unknown", "disabled"])
+def test_users_send_reset_refuses_an_unknown_or_disabled_account_in_one_line(
+    cli_env: dict[str, str], cli_app: Flask, disabled: bool
+) -> None:
+    email = unique_email()
+    if disabled:
+        _user(cli_app, email)
+        run_cli("users", "disable", email, env=cli_env)
+
+    result = run_cli("users", "send-reset", email, env=cli_env)
+
+    line = assert_fails_with_one_line(result)
+    assert ("is disabled; enable it first" if disabled else "no user with the email") in line

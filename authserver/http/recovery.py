@@ -7,8 +7,6 @@ token on) and ``Cache-Control: no-store``; gunicorn's access log leaves query st
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 from flask import Blueprint, Response, g, render_template, request, url_for
 from werkzeug.exceptions import TooManyRequests
 
@@ -20,10 +18,13 @@ from authserver.request_context import request_context
 from authserver.runtime import runtime
 from authserver.services.mail import MailComposer
 from authserver.services.password_reset import (
+    FORGOT_PATH,
+    RESET_PATH,
     InvalidLink,
     ResetSettings,
     complete_password_reset,
     request_password_reset,
+    reset_settings,
     user_of_reset_link,
 )
 
@@ -31,14 +32,7 @@ bp = Blueprint("recovery", __name__)
 
 
 def _settings() -> ResetSettings:
-    config = runtime().config
-    return ResetSettings(
-        ttl=timedelta(seconds=config.password_reset_ttl),
-        mails_per_hour=config.password_reset_mails_per_hour,
-        reset_url=config.issuer + url_for("recovery.reset_form"),
-        forgot_url=config.issuer + url_for("recovery.forgot_form"),
-        sign_in_url=config.issuer + url_for("pages.login_form"),
-    )
+    return reset_settings(runtime().config)
 
 
 def _composer() -> MailComposer:
@@ -47,12 +41,12 @@ def _composer() -> MailComposer:
     return composer
 
 
-@bp.get("/password/forgot")
+@bp.get(FORGOT_PATH)
 def forgot_form() -> str:
     return render_template("password_forgot.html")
 
 
-@bp.post("/password/forgot")
+@bp.post(FORGOT_PATH)
 @per_ip_password_reset
 @per_email_password_reset
 def forgot() -> str:
@@ -89,7 +83,7 @@ def _reset_page(token: str, email: str, error: str | None = None) -> str:
     )
 
 
-@bp.get("/password/reset")
+@bp.get(RESET_PATH)
 def reset_form() -> str | tuple[str, int]:
     token = request.args.get("token", "")
     try:
@@ -99,7 +93,7 @@ def reset_form() -> str | tuple[str, int]:
     return _reset_page(token, user.email)
 
 
-@bp.post("/password/reset")
+@bp.post(RESET_PATH)
 def reset() -> str | tuple[str, int] | Response:
     rt = runtime()
     token = request.form.get("token", "")

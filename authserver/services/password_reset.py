@@ -25,7 +25,8 @@ from urllib.parse import quote
 
 from sqlalchemy.orm import Session
 
-from authserver.errors import AuthServerError
+from authserver.config import Config
+from authserver.errors import AuthServerError, NotFound, ValidationError
 from authserver.models import User
 from authserver.services.account_links import (
     LinkPurpose,
@@ -42,6 +43,9 @@ from authserver.services.passwords import PasswordHasher
 from authserver.services.sign_in import RequestContext
 from authserver.services.users import find_user_by_email, reset_password
 
+FORGOT_PATH = "/password/forgot"
+RESET_PATH = "/password/reset"
+SIGN_IN_PATH = "/login"
 RESET_TEMPLATE = "password_reset"
 NOTICE_TEMPLATE = "password_changed"
 
@@ -94,18 +98,7 @@ def request_password_reset(
         content = composer.render(RESET_TEMPLATE, mail_context)
         composer.seal(content, "nobody@invalid", composer.new_message_id())
     else:
-        issue_link(
-            session, user.id, LinkPurpose.PASSWORD_RESET, now=now, ttl=settings.ttl, token=token
-        )
-        enqueue_mail(
-            session,
-            composer,
-            to=user.email,
-            template=RESET_TEMPLATE,
-            context=mail_context,
-            now=now,
-            user_id=user.id,
-        )
+        _mail_reset_link(session, composer, settings, user, token, mail_context, now)
     details: dict[str, Any] = {"reason": reason} if reason else {}
     record(
         session,
@@ -116,6 +109,65 @@ def request_password_reset(
         user_agent=context.user_agent,
         **details,
     )
+
+
+def reset_settings(config: Config) -> ResetSettings:
+    """The reset settings of this server: the pages' absolute URLs come from the issuer, so
+    a CLI command mails the same links a request would."""
+    return ResetSettings(
+        ttl=timedelta(seconds=config.password_reset_ttl),
+        mails_per_hour=config.password_reset_mails_per_hour,
+        reset_url=config.issuer + RESET_PATH,
+        forgot_url=config.issuer + FORGOT_PATH,
+        sign_in_url=config.issuer + SIGN_IN_PATH,
+    )
+
+
+def _mail_reset_link(
+    session: Session,
+    composer: MailComposer,
+    settings: ResetSettings,
+    user: User,
+    token: str,
+    mail_context: dict[str, Any],
+    now: datetime,
+) -> None:
+    issue_link(session, user.id, LinkPurpose.PASSWORD_RESET, now=now, ttl=settings.ttl, token=token)
+    enqueue_mail(
+        session,
+        composer,
+        to=user.email,
+        template=RESET_TEMPLATE,
+        context=mail_context,
+        now=now,
+        user_id=user.id,
+    )
+
+
+def send_reset_link(
+    session: Session, composer: MailComposer, settings: ResetSettings, email: str, now: datetime
+) -> User:
+    """An operator sends a reset link (``authserver users send-reset``): the same link and
+    mail as "Forgot password?", but the operator is told plainly when there is no such enabled
+    account, and the hourly cap on anonymous requests does not apply (the operator is trusted;
+    the audit event says who asked)."""
+    user = find_user_by_email(session, email)
+    if user is None:
+        raise NotFound(f"no user with the email {email.strip()[:100]!r}")
+    if user.disabled:
+        raise ValidationError(
+            f"{user.email} is disabled; enable it first (authserver users enable)"
+        )
+    token = new_link_token()
+    mail_context = {
+        "link": settings.reset_url + "?token=" + quote(token),
+        "minutes": int(settings.ttl.total_seconds() // 60),
+    }
+    _mail_reset_link(session, composer, settings, user, token, mail_context, now)
+    record(
+        session, AuditEventType.PASSWORD_RESET_REQUESTED, now, user_id=user.id, method="operator"
+    )
+    return user
 
 
 def user_of_reset_link(session: Session, token: str, now: datetime) -> User:
