@@ -14,6 +14,7 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import flag_modified
 
 from authserver.errors import NotFound, ValidationError
 from authserver.models import User
@@ -229,8 +230,13 @@ def enable_user(session: Session, email: str, now: datetime) -> User:
 
 
 def record_sign_in(user: User, now: datetime) -> None:
-    """A password check succeeded (``services/sign_in.py``, for both ways of signing in)."""
+    """A password check succeeded (``services/sign_in.py``, for both ways of signing in).
+
+    A sign-in changes nothing the user is: ``updated_at`` (userinfo's, OpenID Connect Core 1.0
+    §5.1, "time the End-User's information was last updated") keeps its value. Naming it in
+    the UPDATE with that value keeps its onupdate default from moving it."""
     user.last_sign_in_at = now
+    flag_modified(user, "updated_at")
 
 
 def mark_email_verified(session: Session, user: User, now: datetime, *, method: str) -> bool:

@@ -19,7 +19,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 from werkzeug.test import TestResponse
 
@@ -608,3 +608,22 @@ def test_logout_hint_for_a_session_already_ended_just_returns_to_the_client(
     assert response.status_code == 303
     assert response.headers["Location"] == POST_LOGOUT_URI
     assert _only_browser_session(session).revoked_reason == "logout"
+
+
+def test_signing_in_leaves_the_profiles_updated_at_alone(
+    app: Flask, session: Session, client: FlaskClient, user: User, rp: RegisteredClient
+) -> None:
+    before = utcnow() - timedelta(days=3)
+    session.execute(update(User).where(User.id == user.id).values(updated_at=before))
+    session.commit()
+
+    tokens = _signed_in_tokens(client, rp, scope="openid profile")
+    answer = client.get(USERINFO, headers=_bearer(tokens["access_token"]))
+
+    session.expire_all()
+    signed_in = session.get(User, user.id)
+    assert signed_in is not None
+    assert signed_in.last_sign_in_at is not None
+    assert signed_in.updated_at == before
+    assert answer.json is not None
+    assert answer.json["updated_at"] == int(before.timestamp())
