@@ -9,6 +9,7 @@ from flask import Blueprint, Response, redirect, render_template, request, url_f
 from authserver.db import db
 from authserver.errors import ValidationError
 from authserver.http.audit import audit
+from authserver.http.email_links import email_link_settings, mail_composer
 from authserver.http.rate_limits import is_trusted_device, per_account, per_ip, remember_device
 from authserver.http.web import (
     clear_session_cookie,
@@ -26,6 +27,7 @@ from authserver.services.browser_sessions import (
     list_devices,
     revoke_device,
 )
+from authserver.services.email_verification import TooManyLinks, send_verification_link
 from authserver.services.refresh_tokens import RevocationReason
 from authserver.services.sign_in import SignInFailed, SignInThrottled, sign_in_browser
 from authserver.services.sign_in_throttle import throttle_account
@@ -113,7 +115,12 @@ def logged_out() -> str:
     return render_template("logged_out.html")
 
 
-def _account_page(notice: str | None = None, password_error: str | None = None) -> str:
+def _account_page(
+    notice: str | None = None,
+    password_error: str | None = None,
+    email_notice: str | None = None,
+    email_error: str | None = None,
+) -> str:
     browser_session = current_browser_session()
     assert browser_session is not None
     devices = list_devices(
@@ -122,9 +129,12 @@ def _account_page(notice: str | None = None, password_error: str | None = None) 
     return render_template(
         "account.html",
         email=browser_session.user.email,
+        email_verified=browser_session.user.email_verified,
         devices=devices,
         notice=notice,
         password_error=password_error,
+        email_notice=email_notice,
+        email_error=email_error,
         password_policy=runtime().password_policy,
     )
 
@@ -191,3 +201,27 @@ def change_password_page() -> str | tuple[str, int] | Response:
     except ValidationError as exc:
         return _account_page(password_error=exc.description), 400
     return _account_page(notice="Password changed. Every other session was signed out.")
+
+
+@bp.post("/account/email/verification", endpoint="send_email_verification")
+def send_email_verification() -> str | tuple[str, int] | Response:
+    browser_session = current_browser_session()
+    if browser_session is None:
+        return _login_redirect()
+    try:
+        sent = send_verification_link(
+            db.session,
+            mail_composer(),
+            email_link_settings(),
+            browser_session.user,
+            context=request_context(),
+        )
+    except TooManyLinks:
+        error = "We sent several verification messages in the last hour. Look for them, or "
+        return _account_page(email_error=error + "try again later."), 429
+    if not sent:
+        return _account_page(email_notice="Your address is already confirmed.")
+    return _account_page(
+        email_notice=f"We sent a link to {browser_session.user.email}. "
+        "Open it and press the button to confirm your address."
+    )
