@@ -16,6 +16,7 @@ from flask import Blueprint, render_template, request, url_for
 from authserver.db import db
 from authserver.request_context import request_context
 from authserver.runtime import runtime
+from authserver.services.email_change import AddressTaken, change_of_link, complete_email_change
 from authserver.services.email_verification import (
     EmailLinkSettings,
     complete_email_verification,
@@ -61,12 +62,44 @@ def verify() -> str | tuple[str, int]:
     return render_template("email_verified.html", email=user.email, changed=False)
 
 
+@bp.get("/email/change")
+def change_form() -> str | tuple[str, int]:
+    token = request.args.get("token", "")
+    try:
+        _, new_email = change_of_link(db.session, token, runtime().now())
+    except InvalidLink:
+        return invalid_link_page()
+    return render_template("email_change_confirm.html", token=token, new_email=new_email)
+
+
+@bp.post("/email/change")
+def change() -> str | tuple[str, int]:
+    try:
+        user = complete_email_change(
+            db.session, token=request.form.get("token", ""), context=request_context()
+        )
+    except InvalidLink:
+        return invalid_link_page()
+    except AddressTaken:
+        page = render_template(
+            "error.html",
+            title="The address was not changed",
+            message="Another account has this address now (or one that looks the same), so "
+            "your account keeps its address.",
+            link_url=url_for("pages.account"),
+            link_text="Go to your account",
+        )
+        return page, 409
+    return render_template("email_verified.html", email=user.email, changed=True)
+
+
 def email_link_settings() -> EmailLinkSettings:
     config = runtime().config
     return EmailLinkSettings(
         ttl=timedelta(seconds=config.email_verification_ttl),
         mails_per_hour=config.email_link_mails_per_hour,
         verify_url=config.issuer + url_for("email_links.verify_form"),
+        change_url=config.issuer + url_for("email_links.change_form"),
         account_url=config.issuer + url_for("pages.account"),
         forgot_url=config.issuer + url_for("recovery.forgot_form"),
     )

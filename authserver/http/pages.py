@@ -27,6 +27,7 @@ from authserver.services.browser_sessions import (
     list_devices,
     revoke_device,
 )
+from authserver.services.email_change import EmailChangeThrottled, request_email_change
 from authserver.services.email_verification import TooManyLinks, send_verification_link
 from authserver.services.refresh_tokens import RevocationReason
 from authserver.services.sign_in import SignInFailed, SignInThrottled, sign_in_browser
@@ -224,4 +225,41 @@ def send_email_verification() -> str | tuple[str, int] | Response:
     return _account_page(
         email_notice=f"We sent a link to {browser_session.user.email}. "
         "Open it and press the button to confirm your address."
+    )
+
+
+@bp.post("/account/email", endpoint="change_email")
+def change_email() -> str | tuple[str, int] | tuple[str, int, dict[str, str]] | Response:
+    """The same answer whether or not another account has the new address
+    (services/email_change.py)."""
+    browser_session = current_browser_session()
+    if browser_session is None:
+        return _login_redirect()
+    rt = runtime()
+    user = browser_session.user
+    old_email = user.email
+    try:
+        new_email = request_email_change(
+            db.session,
+            rt.hasher,
+            mail_composer(),
+            email_link_settings(),
+            rt.throttle_policy,
+            user,
+            current_password=request.form.get("current_password", ""),
+            new_email=request.form.get("new_email", "")[:1000],
+            context=request_context(),
+            trusted_device=is_trusted_device(throttle_account(old_email)),
+        )
+    except EmailChangeThrottled as throttled:
+        error = f"Too many wrong passwords. Try again in {throttled.retry_after} seconds."
+        return _account_page(email_error=error), 429, {"Retry-After": str(throttled.retry_after)}
+    except TooManyLinks:
+        error = "Too many address changes were asked for in the last hour. Try again later."
+        return _account_page(email_error=error), 429
+    except ValidationError as exc:
+        return _account_page(email_error=exc.description), 400
+    return _account_page(
+        email_notice=f"We sent a link to {new_email}. Your address changes when you open it "
+        f"and press the button. Until then you keep {old_email}, and we told it about this."
     )

@@ -80,6 +80,8 @@ ALLOWED_DETAILS = frozenset(
         "kid",
         "state",
         "email",
+        # An address change: the address the account had before.
+        "previous_email",
         "endpoint",
         "limit",
         "first_ip_address",

@@ -49,6 +49,7 @@ class EmailLinkSettings:
     mails_per_hour: int
     # Absolute URLs of the pages the links open; the token is appended as ?token=...
     verify_url: str
+    change_url: str
     account_url: str
     forgot_url: str
 
