@@ -121,6 +121,7 @@ def _account_page(
     password_error: str | None = None,
     email_notice: str | None = None,
     email_error: str | None = None,
+    new_email: str = "",
 ) -> str:
     browser_session = current_browser_session()
     assert browser_session is not None
@@ -136,6 +137,7 @@ def _account_page(
         password_error=password_error,
         email_notice=email_notice,
         email_error=email_error,
+        new_email=new_email,
         password_policy=runtime().password_policy,
     )
 
@@ -238,6 +240,7 @@ def change_email() -> str | tuple[str, int] | tuple[str, int, dict[str, str]] | 
     rt = runtime()
     user = browser_session.user
     old_email = user.email
+    typed = request.form.get("new_email", "")[:254]
     try:
         new_email = request_email_change(
             db.session,
@@ -253,12 +256,13 @@ def change_email() -> str | tuple[str, int] | tuple[str, int, dict[str, str]] | 
         )
     except EmailChangeThrottled as throttled:
         error = f"Too many wrong passwords. Try again in {throttled.retry_after} seconds."
-        return _account_page(email_error=error), 429, {"Retry-After": str(throttled.retry_after)}
+        page = _account_page(email_error=error, new_email=typed)
+        return page, 429, {"Retry-After": str(throttled.retry_after)}
     except TooManyLinks:
         error = "Too many address changes were asked for in the last hour. Try again later."
         return _account_page(email_error=error), 429
     except ValidationError as exc:
-        return _account_page(email_error=exc.description), 400
+        return _account_page(email_error=exc.description, new_email=typed), 400
     return _account_page(
         email_notice=f"We sent a link to {new_email}. Your address changes when you open it "
         f"and press the button. Until then you keep {old_email}, and we told it about this."
