@@ -190,6 +190,11 @@ class Config:
     password_reset_ttl: int = 30 * 60
     # At most this many reset messages are mailed per account an hour, whoever asks.
     password_reset_mails_per_hour: int = 3
+    # How long an address verification or address change link works, seconds.
+    email_verification_ttl: int = 24 * 3600
+    # At most this many verification (and, apart, address change) links are mailed per
+    # account an hour.
+    email_link_mails_per_hour: int = 3
 
     # Passwords: argon2id, at least OWASP's minimum (m=19 MiB, t=2, p=1).
     argon2_time_cost: int = 2
@@ -362,6 +367,8 @@ class Config:
             "authorization_code_ttl",
             "password_reset_ttl",
             "password_reset_mails_per_hour",
+            "email_verification_ttl",
+            "email_link_mails_per_hour",
             "refresh_idle_ttl",
             "refresh_absolute_ttl",
             "jwks_max_age",

@@ -41,7 +41,8 @@ def userinfo() -> Response:
     body: dict[str, object] = {"sub": str(caller.user_id)}
     if "email" in scopes:
         body["email"] = user.email
-        # True only once the address was shown to reach the user (``users verify-email``).
+        # True only once the address was shown to reach the user (a mailed link, or
+        # ``users verify-email``).
         body["email_verified"] = user.email_verified
     if "profile" in scopes:
         body["updated_at"] = int(user.updated_at.timestamp())

@@ -9,6 +9,7 @@ from flask import Blueprint, Response, redirect, render_template, request, url_f
 from authserver.db import db
 from authserver.errors import ValidationError
 from authserver.http.audit import audit
+from authserver.http.email_links import email_link_settings, mail_composer
 from authserver.http.rate_limits import is_trusted_device, per_account, per_ip, remember_device
 from authserver.http.web import (
     clear_session_cookie,
@@ -26,6 +27,8 @@ from authserver.services.browser_sessions import (
     list_devices,
     revoke_device,
 )
+from authserver.services.email_change import EmailChangeThrottled, request_email_change
+from authserver.services.email_verification import TooManyLinks, send_verification_link
 from authserver.services.refresh_tokens import RevocationReason
 from authserver.services.sign_in import SignInFailed, SignInThrottled, sign_in_browser
 from authserver.services.sign_in_throttle import throttle_account
@@ -113,7 +116,13 @@ def logged_out() -> str:
     return render_template("logged_out.html")
 
 
-def _account_page(notice: str | None = None, password_error: str | None = None) -> str:
+def _account_page(
+    notice: str | None = None,
+    password_error: str | None = None,
+    email_notice: str | None = None,
+    email_error: str | None = None,
+    new_email: str = "",
+) -> str:
     browser_session = current_browser_session()
     assert browser_session is not None
     devices = list_devices(
@@ -122,9 +131,13 @@ def _account_page(notice: str | None = None, password_error: str | None = None) 
     return render_template(
         "account.html",
         email=browser_session.user.email,
+        email_verified=browser_session.user.email_verified,
         devices=devices,
         notice=notice,
         password_error=password_error,
+        email_notice=email_notice,
+        email_error=email_error,
+        new_email=new_email,
         password_policy=runtime().password_policy,
     )
 
@@ -191,3 +204,66 @@ def change_password_page() -> str | tuple[str, int] | Response:
     except ValidationError as exc:
         return _account_page(password_error=exc.description), 400
     return _account_page(notice="Password changed. Every other session was signed out.")
+
+
+@bp.post("/account/email/verification", endpoint="send_email_verification")
+def send_email_verification() -> str | tuple[str, int] | Response:
+    browser_session = current_browser_session()
+    if browser_session is None:
+        return _login_redirect()
+    try:
+        sent = send_verification_link(
+            db.session,
+            mail_composer(),
+            email_link_settings(),
+            browser_session.user,
+            context=request_context(),
+        )
+    except TooManyLinks:
+        error = "We sent several verification messages in the last hour. Look for them, or "
+        return _account_page(email_error=error + "try again later."), 429
+    if not sent:
+        return _account_page(email_notice="Your address is already confirmed.")
+    return _account_page(
+        email_notice=f"We sent a link to {browser_session.user.email}. "
+        "Open it and press the button to confirm your address."
+    )
+
+
+@bp.post("/account/email", endpoint="change_email")
+def change_email() -> str | tuple[str, int] | tuple[str, int, dict[str, str]] | Response:
+    """The same answer whether or not another account has the new address
+    (services/email_change.py)."""
+    browser_session = current_browser_session()
+    if browser_session is None:
+        return _login_redirect()
+    rt = runtime()
+    user = browser_session.user
+    old_email = user.email
+    typed = request.form.get("new_email", "")[:254]
+    try:
+        new_email = request_email_change(
+            db.session,
+            rt.hasher,
+            mail_composer(),
+            email_link_settings(),
+            rt.throttle_policy,
+            user,
+            current_password=request.form.get("current_password", ""),
+            new_email=request.form.get("new_email", "")[:1000],
+            context=request_context(),
+            trusted_device=is_trusted_device(throttle_account(old_email)),
+        )
+    except EmailChangeThrottled as throttled:
+        error = f"Too many wrong passwords. Try again in {throttled.retry_after} seconds."
+        page = _account_page(email_error=error, new_email=typed)
+        return page, 429, {"Retry-After": str(throttled.retry_after)}
+    except TooManyLinks:
+        error = "Too many address changes were asked for in the last hour. Try again later."
+        return _account_page(email_error=error), 429
+    except ValidationError as exc:
+        return _account_page(email_error=exc.description, new_email=typed), 400
+    return _account_page(
+        email_notice=f"We sent a link to {new_email}. Your address changes when you open it "
+        f"and press the button. Until then you keep {old_email}, and we told it about this."
+    )

@@ -25,6 +25,7 @@ PAGE_PREFIXES = (
     "/account",
     "/oauth/authorize",
     "/password/",
+    "/email/",
 )
 # Pages whose forms carry a CSRF token: those above and RP-initiated logout's confirmation.
 FORM_PREFIXES = (*PAGE_PREFIXES, "/oauth/logout")

@@ -24,8 +24,9 @@ class User(Base):
     password_hash: Mapped[str] = mapped_column(String(255))
     # A disabled user cannot sign in and their refresh tokens stop working.
     disabled: Mapped[bool] = mapped_column(default=False)
-    # Whether the address was shown to reach the user (``users verify-email`` today); the
-    # ``email_verified`` claim of userinfo (OpenID Connect Core 1.0 §5.1).
+    # Whether the address was shown to reach the user (a verification link, a reset link or
+    # ``users verify-email``); the ``email_verified`` claim of userinfo (OpenID Connect Core
+    # 1.0 §5.1).
     email_verified: Mapped[bool] = mapped_column(default=False, server_default=false())
     # The last successful password check (the sign-in page or the password grant).
     last_sign_in_at: Mapped[datetime | None]

@@ -1,5 +1,6 @@
-"""Single-use links mailed to users, one mechanism for every purpose: a password reset today;
-the address verification and address change purposes are named for what comes next.
+"""Single-use links mailed to users, one mechanism for every purpose: a password reset, an
+address verification (``services/email_verification.py``); the address change purpose is
+named for what comes next.
 
 A link carries a 256-bit random token (``secrets.token_urlsafe(32)``); the table keeps only
 its SHA-256, so a copy of the database, a backup or a log of its rows opens no account
@@ -7,7 +8,8 @@ its SHA-256, so a copy of the database, a backup or a log of its rows opens no a
 
 - *single use*: ``redeem_link`` is one ``UPDATE ... WHERE used_at IS NULL AND expires_at > now
   RETURNING``, so of two requests racing with one token exactly one gets the row;
-- *short-lived*: ``expires_at`` is fixed at issue (AUTHSERVER_PASSWORD_RESET_TTL for resets);
+- *short-lived*: ``expires_at`` is fixed at issue (AUTHSERVER_PASSWORD_RESET_TTL for resets,
+  AUTHSERVER_EMAIL_VERIFICATION_TTL for address links);
 - *replaced*: issuing a link ends the user's earlier unused links of that purpose, and a
   password change of any kind ends unused reset links (``users._store_password``), so only
   the newest mail works and a link taken from an old mailbox is dead once the owner acts.

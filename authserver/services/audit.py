@@ -41,6 +41,11 @@ class AuditEventType(enum.StrEnum):
     USER_ENABLED = "user_enabled"
     USER_DELETED = "user_deleted"
     EMAIL_VERIFIED = "email_verified"
+    # The account page asked for a verification link (the reason says why none was mailed).
+    EMAIL_VERIFICATION_REQUESTED = "email_verification_requested"
+    # The account page asked to move the account to another address, and the link that did.
+    EMAIL_CHANGE_REQUESTED = "email_change_requested"
+    EMAIL_CHANGED = "email_changed"
     # "Forgot password?" was sent (for any address; the reason says what was done).
     PASSWORD_RESET_REQUESTED = "password_reset_requested"  # noqa: S105 (an event name)
     CLIENT_CREATED = "client_created"
@@ -75,6 +80,8 @@ ALLOWED_DETAILS = frozenset(
         "kid",
         "state",
         "email",
+        # An address change: the address the account had before.
+        "previous_email",
         "endpoint",
         "limit",
         "first_ip_address",

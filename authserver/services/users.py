@@ -242,7 +242,7 @@ def record_sign_in(user: User, now: datetime) -> None:
 def mark_email_verified(session: Session, user: User, now: datetime, *, method: str) -> bool:
     """The address is known to reach the user: userinfo says ``email_verified: true`` from
     now on (OpenID Connect Core 1.0 §5.1). ``method`` says how it was shown, for the trail
-    ("operator" today). False if it was verified already (nothing recorded)."""
+    ("operator", "link", "password_reset"). False if it was verified already (nothing recorded)."""
     if user.email_verified:
         return False
     user.email_verified = True
