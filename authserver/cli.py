@@ -891,7 +891,8 @@ def keys_rotate(immediately: bool) -> None:
     )
 
 
-@keys_group.command("withdraw")
+# A kid is a base64url thumbprint and may begin with "-": taken as the argument, not an option.
+@keys_group.command("withdraw", context_settings={"ignore_unknown_options": True})
 @click.argument("kid")
 @with_appcontext
 def keys_withdraw(kid: str) -> None:

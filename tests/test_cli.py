@@ -853,9 +853,12 @@ def test_keys_withdraw_refuses_an_unknown_or_withdrawn_key_in_one_line(
 
     again = run_cli("keys", "withdraw", kid, env=cli_env)
     unknown = run_cli("keys", "withdraw", "not-a-kid", env=cli_env)
+    # A base64url thumbprint may begin with "-": still the kid, not an option.
+    dashed = run_cli("keys", "withdraw", "-C1k9xTP9sHy5NWMvCKWBf8IWtouLwXpLs", env=cli_env)
 
     assert "is withdrawn already; nothing to withdraw" in assert_fails_with_one_line(again)
     assert "no signing key has the kid 'not-a-kid'" in assert_fails_with_one_line(unknown)
+    assert "no signing key has the kid '-C1k9x" in assert_fails_with_one_line(dashed)
 
 
 # -- dev -----------------------------------------------------------------------------------
