@@ -576,13 +576,19 @@ def clients_events(client_id: str, push_url: str | None, poll: bool, off: bool) 
 @with_appcontext
 def clients_disable(client_id: str) -> None:
     """Refuse a client from now on and revoke its refresh tokens."""
+    _recall_client(client_id, client_service.disable_client, "disabled")
+
+
+def _recall_client(client_id: str, end: Callable[..., int], done: str) -> None:
+    """Disable or delete a client: both revoke its families and recall its access tokens
+    (services/clients.py), then say so."""
     from authserver.services.revocations import longest_access_token_ttl
 
     app = _app()
     config = runtime(app).config
     seconds = config.client_cache_seconds
     with db.transaction(app) as session:
-        families = client_service.disable_client(
+        families = end(
             session,
             client_id,
             utcnow(),
@@ -590,7 +596,7 @@ def clients_disable(client_id: str) -> None:
             token_ttl=longest_access_token_ttl(session, config.access_token_ttl),
         )
     click.echo(
-        f"disabled client {client_id}; {families} refresh-token families revoked; its access "
+        f"{done} client {client_id}; {families} refresh-token families revoked; its access "
         "tokens are recalled (revocation feed, introspection); running servers refuse it "
         f"within {seconds} s (AUTHSERVER_CLIENT_CACHE_SECONDS)"
     )
@@ -816,24 +822,7 @@ def clients_rotate_secret(client_id: str, immediately: bool, as_json: bool) -> N
 def clients_delete(client_id: str) -> None:
     """Delete a client: its refresh tokens are revoked and its access tokens recalled first,
     as `clients disable` does, then the registration goes. Its audit events stay."""
-    from authserver.services.revocations import longest_access_token_ttl
-
-    app = _app()
-    config = runtime(app).config
-    seconds = config.client_cache_seconds
-    with db.transaction(app) as session:
-        families = client_service.delete_client(
-            session,
-            client_id,
-            utcnow(),
-            stale_for=timedelta(seconds=seconds),
-            token_ttl=longest_access_token_ttl(session, config.access_token_ttl),
-        )
-    click.echo(
-        f"deleted client {client_id}; {families} refresh-token families revoked; its access "
-        "tokens are recalled (revocation feed, introspection); running servers refuse it "
-        f"within {seconds} s (AUTHSERVER_CLIENT_CACHE_SECONDS)"
-    )
+    _recall_client(client_id, client_service.delete_client, "deleted")
 
 
 # -- keys ------------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from playwright.sync_api import Page, expect
 
 from authserver.db import db
 from tests.conftest import LiveServer
+from tests.e2e import screenshots
 from tests.e2e.test_browser_flow import browser, page  # noqa: F401 (fixtures)
 from tests.helpers import PASSWORD, make_user
 from tests.smtp_servers import Mailbox, smtp_server
@@ -38,17 +39,7 @@ def mailbox(live_server: LiveServer) -> Iterator[Mailbox]:
 
 
 def shoot(tab: Page, name: str) -> None:
-    """The page as it is, in light, dark and on a 390 px wide phone."""
-    SHOTS.mkdir(exist_ok=True)
-    size = tab.viewport_size
-    tab.screenshot(path=str(SHOTS / f"{name}-light.png"), full_page=True)
-    tab.emulate_media(color_scheme="dark")
-    tab.screenshot(path=str(SHOTS / f"{name}-dark.png"), full_page=True)
-    tab.emulate_media(color_scheme="light")
-    tab.set_viewport_size({"width": 390, "height": 844})
-    tab.screenshot(path=str(SHOTS / f"{name}-390.png"), full_page=True)
-    if size is not None:
-        tab.set_viewport_size(size)
+    screenshots.shoot(tab, SHOTS, name)
 
 
 def mailed_link(app: Flask, mailbox: Mailbox, to: str, path: str) -> str:
