@@ -10,6 +10,7 @@ import unicodedata
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -199,21 +200,16 @@ def change_password(
     password loses what it gave them."""
     if not hasher.verify(user.password_hash, current_password):
         raise ValidationError("The current password is incorrect.")
-    password_policy.check(new_password, email=user.email)
-    _store_password(session, hasher, user, new_password, now)
-    sessions, families = end_user_sessions(
-        session, user.id, RevocationReason.PASSWORD_CHANGED, now, keep_session_id=keep_session_id
-    )
-    record(
+    _replace_password(
         session,
-        AuditEventType.PASSWORD_CHANGED,
+        hasher,
+        user,
+        new_password,
         now,
-        user_id=user.id,
-        sessions_ended=sessions,
-        families_revoked=families,
+        password_policy,
+        reason=RevocationReason.PASSWORD_CHANGED,
+        keep_session_id=keep_session_id,
     )
-    security_events.emit(session, [security_events.password_changed(user.id, now)], now)
-    session.flush()
 
 
 def enable_user(session: Session, email: str, now: datetime) -> User:
@@ -264,25 +260,17 @@ def set_password(
     user). The policy applies as for any new password, and the user is signed out everywhere
     like after a change, since whoever knew the old one may be signed in. Returns (sessions
     ended, families revoked)."""
-    password_policy.check(new_password, email=user.email)
-    _store_password(session, hasher, user, new_password, now)
-    sessions, families = end_user_sessions(session, user.id, RevocationReason.PASSWORD_SET, now)
-    record(
+    return _replace_password(
         session,
-        AuditEventType.PASSWORD_CHANGED,
+        hasher,
+        user,
+        new_password,
         now,
-        user_id=user.id,
+        password_policy,
+        reason=RevocationReason.PASSWORD_SET,
         method="operator",
-        sessions_ended=sessions,
-        families_revoked=families,
+        initiating_entity="admin",
     )
-    security_events.emit(
-        session,
-        [security_events.password_changed(user.id, now, initiating_entity="admin")],
-        now,
-    )
-    session.flush()
-    return sessions, families
 
 
 def reset_password(
@@ -299,32 +287,61 @@ def reset_password(
     with the old password is signed out, this browser included: whoever asked for the reset
     may be recovering from a stolen password. Following the link proved control of the
     address, so it is verified too. Returns (sessions ended, families revoked)."""
+    ended = _replace_password(
+        session,
+        hasher,
+        user,
+        new_password,
+        now,
+        password_policy,
+        reason=RevocationReason.PASSWORD_RESET,
+        method="reset_link",
+    )
+    mark_email_verified(session, user, now, method="password_reset")
+    session.flush()
+    return ended
+
+
+def _replace_password(
+    session: Session,
+    hasher: PasswordHasher,
+    user: User,
+    new_password: str,
+    now: datetime,
+    password_policy: PasswordPolicy,
+    *,
+    reason: RevocationReason,
+    method: str | None = None,
+    initiating_entity: str = "user",
+    keep_session_id: uuid.UUID | None = None,
+) -> tuple[int, int]:
+    """The one place a password is replaced (change, operator's set, reset): the policy, the
+    new hash, the end of every unused reset link (a reset mail from before the change opens
+    nothing after it), every session and app signed out (but ``keep_session_id``), the audit
+    event and the credential-change SET. Returns (sessions ended, families revoked)."""
     password_policy.check(new_password, email=user.email)
-    _store_password(session, hasher, user, new_password, now)
-    sessions, families = end_user_sessions(session, user.id, RevocationReason.PASSWORD_RESET, now)
+    user.password_hash = hasher.hash(new_password)
+    invalidate_links(session, user.id, LinkPurpose.PASSWORD_RESET, now)
+    sessions, families = end_user_sessions(
+        session, user.id, reason, now, keep_session_id=keep_session_id
+    )
+    details: dict[str, Any] = {"method": method} if method else {}
     record(
         session,
         AuditEventType.PASSWORD_CHANGED,
         now,
         user_id=user.id,
-        method="reset_link",
         sessions_ended=sessions,
         families_revoked=families,
+        **details,
     )
-    security_events.emit(session, [security_events.password_changed(user.id, now)], now)
-    mark_email_verified(session, user, now, method="password_reset")
+    security_events.emit(
+        session,
+        [security_events.password_changed(user.id, now, initiating_entity=initiating_entity)],
+        now,
+    )
     session.flush()
     return sessions, families
-
-
-def _store_password(
-    session: Session, hasher: PasswordHasher, user: User, new_password: str, now: datetime
-) -> None:
-    """The one place a password is replaced (change, operator's set, reset): the new hash,
-    and the end of every unused reset link, so a reset mail from before the change opens
-    nothing after it."""
-    user.password_hash = hasher.hash(new_password)
-    invalidate_links(session, user.id, LinkPurpose.PASSWORD_RESET, now)
 
 
 def delete_user(session: Session, email: str, now: datetime) -> tuple[User, int, int]:

@@ -168,9 +168,8 @@ def test_entries_behind_the_cursor_are_not_sent_again(
     assert "token-1" not in _jtis(answer)
 
 
-@pytest.mark.parametrize("ahead", [1, 10**6])
 def test_a_cursor_past_the_databases_own_gets_the_full_listing(
-    committed_app: Flask, resource_server: RegisteredClient, ahead: int
+    committed_app: Flask, resource_server: RegisteredClient
 ) -> None:
     """A cursor this database cannot have handed out yet (a restore, a replica further
     ahead): the full listing, with the database's own, lower, cursor, from which a poller
@@ -178,7 +177,9 @@ def test_a_cursor_past_the_databases_own_gets_the_full_listing(
     http = committed_app.test_client()
     _denylist(committed_app, "token-1")
     own = _settled_cursor(http, resource_server)
-    since = own + ahead
+    # Far ahead: on PostgreSQL the cursor is the whole server's xmin, which other databases'
+    # transactions (parallel test workers) move on; one step ahead could be passed meanwhile.
+    since = own + 10**6
 
     answer = _feed(http, resource_server, since=since, etag=f'"{since}"')
 
