@@ -22,6 +22,7 @@ from authserver.http import (
     openapi,
     pages,
     recovery,
+    signup,
 )
 from authserver.http import oauth as oauth_views
 from authserver.http import wellknown as wellknown_views
@@ -106,6 +107,7 @@ def create_app(config: Config | None = None) -> Flask:
         oidc.bp,
         pages.bp,
         recovery.bp,
+        signup.bp,
         email_links.bp,
         account_api.bp,
         openapi.bp,
