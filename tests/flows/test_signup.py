@@ -221,17 +221,6 @@ def test_a_signup_link_mailed_while_open_opens_nothing_once_sign_up_is_closed(
     assert accounts(session) == []
 
 
-def test_an_unknown_mode_stops_the_server_from_starting() -> None:
-    from authserver.config import ConfigError
-
-    with pytest.raises(ConfigError) as caught:
-        Config.from_env({"AUTHSERVER_SIGNUP": "yes"})
-    assert caught.value.problems == [
-        "AUTHSERVER_SIGNUP must be one of off, open, invite, got 'yes'"
-    ]
-    assert Config.from_env({}).signup == "off"
-
-
 # -- asking ---------------------------------------------------------------------------------
 
 
