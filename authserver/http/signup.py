@@ -47,8 +47,17 @@ def _composer() -> MailComposer:
     return composer
 
 
-def _signup_page_or_404() -> None:
-    if not settings().page_open:
+# The sign-up page and its link's page: they exist only in open mode.
+SIGNUP_PAGES = frozenset(
+    {"signup.signup_form", "signup.signup", "signup.signup_link_form", "signup.accept_signup"}
+)
+
+
+def hide_closed_signup_pages() -> None:
+    """404 for the sign-up pages outside open mode, for any request, like a path that does
+    not exist. An app-wide hook, registered before the cross-site form and CSRF checks: after
+    them, a form POST without a token would be refused as such (400), not as unknown."""
+    if request.endpoint in SIGNUP_PAGES and not settings().page_open:
         abort(404)
 
 
@@ -58,7 +67,6 @@ def _signup_form(email: str = "", error: str | None = None) -> str:
 
 @bp.get(SIGNUP_PATH)
 def signup_form() -> str:
-    _signup_page_or_404()
     return _signup_form()
 
 
@@ -67,7 +75,6 @@ def signup_form() -> str:
 @per_email_signup
 def signup() -> str | tuple[str, int]:
     """The same page for every address, whether or not it has an account."""
-    _signup_page_or_404()
     typed = request.form.get("email", "")
     try:
         request_signup(
@@ -180,13 +187,11 @@ def _accept_link(purpose: LinkPurpose) -> str | tuple[str, int] | Response:
 
 @bp.get(SIGNUP_LINK_PATH)
 def signup_link_form() -> str | tuple[str, int]:
-    _signup_page_or_404()
     return _show_link(LinkPurpose.SIGNUP)
 
 
 @bp.post(SIGNUP_LINK_PATH)
 def accept_signup() -> str | tuple[str, int] | Response:
-    _signup_page_or_404()
     return _accept_link(LinkPurpose.SIGNUP)
 
 

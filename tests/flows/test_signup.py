@@ -189,6 +189,9 @@ def test_the_signup_pages_do_not_exist_unless_sign_up_is_open(
         client.post("/signup", data={"email": EMAIL, "csrf_token": csrf}),
         client.get("/signup/password", query_string={"token": "A" * 43}),
         client.post("/signup/password", data={"token": "A" * 43, "csrf_token": csrf}),
+        # Without a CSRF token, or cross-site: still unknown, not refused as a form.
+        client.post("/signup", data={"email": EMAIL}),
+        client.post("/signup", data={"email": EMAIL}, headers={"Sec-Fetch-Site": "cross-site"}),
     ]
 
     assert unknown.status_code == 404
