@@ -344,6 +344,7 @@ def users_set_password(email: str, password_stdin: bool) -> None:
             password,
             now=utcnow(),
             password_policy=rt.password_policy,
+            notices=rt.notices,
         )
         click.echo(
             f"password set for {user.email}; signed out everywhere: {sessions} browser "
@@ -406,9 +407,13 @@ def users_invite(email: str) -> None:
 @with_appcontext
 def users_delete(email: str) -> None:
     """Delete an account: everything it holds is revoked first (apps and resource servers
-    are told), then the account and its sessions go. Its audit events stay."""
-    with db.transaction(_app()) as session:
-        user, sessions, families = user_service.delete_user(session, email, utcnow())
+    are told, the address is mailed a notice), then the account and its sessions go. Its
+    audit events stay."""
+    app = _app()
+    with db.transaction(app) as session:
+        user, sessions, families = user_service.delete_user(
+            session, email, utcnow(), runtime(app).notices
+        )
         click.echo(
             f"deleted user {user.email} ({user.id}); {sessions} browser sessions ended, "
             f"{families} refresh-token families revoked; its audit events are kept"

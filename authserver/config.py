@@ -212,6 +212,10 @@ class Config:
     # At most this many sign-up messages (a link, or "this address has an account") are
     # mailed to one address an hour, whoever asks.
     signup_mails_per_hour: int = 3
+    # 1: mail the user when the sign-in page signs them in from a browser that has not signed
+    # in to the account before (services/security_notices.py). Off by default: a browser that
+    # keeps no cookies would be "new" at every sign-in.
+    new_device_notices: int = 0
 
     # Passwords: argon2id, at least OWASP's minimum (m=19 MiB, t=2, p=1).
     argon2_time_cost: int = 2
@@ -471,6 +475,8 @@ class Config:
             )
         if self.key_change_notifications not in (0, 1):
             problems.append("AUTHSERVER_KEY_CHANGE_NOTIFICATIONS must be 0 or 1")
+        if self.new_device_notices not in (0, 1):
+            problems.append("AUTHSERVER_NEW_DEVICE_NOTICES must be 0 or 1")
         if self.outbox_in_process not in (0, 1):
             problems.append("AUTHSERVER_OUTBOX_IN_PROCESS must be 0 or 1")
         if self.outbox_retry_max_seconds < 1:

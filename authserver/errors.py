@@ -70,8 +70,12 @@ class RefreshTokenReused(InvalidGrant):
         last_ip_address: str | None,
         *,
         family_client_id: str,
+        revoked_now: bool,
     ) -> None:
         super().__init__()
+        # Whether this presentation revoked the family (False: it was revoked before, by an
+        # earlier replay or a sign-out); the user is told once, not once per replay.
+        self.revoked_now = revoked_now
         # Identifiers and addresses only, for the security trail; never the token.
         self.family_id = family_id
         self.client_id = client_id

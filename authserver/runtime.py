@@ -40,6 +40,7 @@ from authserver.services.refresh_tokens import RefreshPolicy, RotationBudget
 from authserver.services.revocations import longest_access_token_ttl
 from authserver.services.security_events import PUSH_CHANNEL as SECURITY_EVENT_PUSH
 from authserver.services.security_events import SecurityEventPushChannel
+from authserver.services.security_notices import SecurityNotices, security_notices
 from authserver.services.sign_in_throttle import ThrottlePolicy
 
 EXTENSION_KEY = "authserver.runtime"
@@ -96,6 +97,12 @@ class Runtime:
             return None
         rate = parse_rate_limit(self.config.ratelimit_per_family)
         return RotationBudget(rate.amount, timedelta(seconds=rate.get_expiry()))
+
+    @property
+    def notices(self) -> SecurityNotices:
+        """The security notices this server mails (services/security_notices.py)."""
+        assert self.mail is not None  # every runtime create_app builds has one
+        return security_notices(self.config, self.mail)
 
     @property
     def throttle_policy(self) -> ThrottlePolicy:

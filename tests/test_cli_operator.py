@@ -25,7 +25,14 @@ from sqlalchemy import select
 
 from authserver import create_app
 from authserver.db import db, utcnow
-from authserver.models import AuditEvent, Client, RefreshFamily, Revocation, User
+from authserver.models import (
+    AuditEvent,
+    Client,
+    OutboundMessage,
+    RefreshFamily,
+    Revocation,
+    User,
+)
 from authserver.runtime import runtime
 from authserver.services.clients import RegisteredClient, disable_client
 from authserver.services.users import check_password, find_user_by_email
@@ -240,6 +247,7 @@ def test_users_set_password_from_stdin_signs_out_everywhere_and_prints_no_passwo
         hasher = runtime(cli_app).hasher
         assert check_password(session, hasher, user.email, PASSWORD).user is None
         assert check_password(session, hasher, user.email, NEW_PASSWORD).user is not None
+    assert _mail_templates_to(cli_app, user.email) == ["password_changed"]
 
 
 @pytest.mark.parametrize(
@@ -344,6 +352,18 @@ def test_users_delete_revokes_then_removes_the_account_and_keeps_its_audit_event
             session.scalars(select(AuditEvent.event_type).where(AuditEvent.user_id == user.id))
         )
     assert {"user_created", "signin_succeeded", "user_deleted"} <= kept
+    assert _mail_templates_to(cli_app, user.email) == ["account_deleted"]
+
+
+def _mail_templates_to(cli_app: Flask, address: str) -> list[str]:
+    """The templates of the mail waiting for ``address`` (the bodies are sealed)."""
+    with db.transaction(cli_app) as session:
+        rows = session.scalars(
+            select(OutboundMessage)
+            .where(OutboundMessage.destination == address)
+            .order_by(OutboundMessage.id)
+        )
+        return [row.payload["template"] for row in rows]
 
 
 # -- clients list, show, update --------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""Server-rendered pages: sign in, sign out, and "where you are signed in"."""
+"""Server-rendered pages: sign in, sign out, and the account page (where you are signed in,
+the password, the address, deleting the account)."""
 
 from __future__ import annotations
 
@@ -27,13 +28,18 @@ from authserver.services.browser_sessions import (
     list_devices,
     revoke_device,
 )
-from authserver.services.email_change import EmailChangeThrottled, request_email_change
+from authserver.services.email_change import request_email_change
 from authserver.services.email_verification import TooManyLinks, send_verification_link
+from authserver.services.own_account import (
+    Confirmation,
+    ConfirmationThrottled,
+    change_own_password,
+    delete_own_account,
+)
 from authserver.services.refresh_tokens import RevocationReason
 from authserver.services.sign_in import SignInFailed, SignInThrottled, sign_in_browser
 from authserver.services.sign_in_throttle import throttle_account
 from authserver.services.signup import signup_settings
-from authserver.services.users import change_password
 
 bp = Blueprint("pages", __name__)
 
@@ -79,6 +85,7 @@ def login() -> tuple[str, int] | tuple[str, int, dict[str, str]] | Response:
             context=request_context(),
             trusted_device=is_trusted_device(throttle_account(email)),
             previous=current_browser_session(),
+            notices=rt.notices,
         )
     except SignInThrottled as throttled:
         page = _login_page(
@@ -131,6 +138,7 @@ def _account_page(
     email_notice: str | None = None,
     email_error: str | None = None,
     new_email: str = "",
+    delete_error: str | None = None,
 ) -> str:
     browser_session = current_browser_session()
     assert browser_session is not None
@@ -147,6 +155,7 @@ def _account_page(
         email_notice=email_notice,
         email_error=email_error,
         new_email=new_email,
+        delete_error=delete_error,
         password_policy=runtime().password_policy,
     )
 
@@ -194,25 +203,78 @@ def sign_out_others() -> Response:
     return _see_other(url_for("pages.account"))
 
 
+def _confirmation() -> Confirmation:
+    """How the account page's forms check the password typed again (services/own_account.py)."""
+    browser_session = current_browser_session()
+    assert browser_session is not None
+    rt = runtime()
+    return Confirmation(
+        rt.hasher,
+        rt.throttle_policy,
+        request_context(),
+        trusted_device=is_trusted_device(throttle_account(browser_session.user.email)),
+    )
+
+
+def _throttled_page(
+    throttled: ConfirmationThrottled, **errors: str
+) -> tuple[str, int, dict[str, str]]:
+    page = _account_page(**errors)
+    return page, 429, {"Retry-After": str(throttled.retry_after)}
+
+
+def _wait_message(throttled: ConfirmationThrottled) -> str:
+    return f"Too many wrong passwords. Try again in {throttled.retry_after} seconds."
+
+
 @bp.post("/account/password", endpoint="change_password")
-def change_password_page() -> str | tuple[str, int] | Response:
+def change_password_page() -> str | tuple[str, int] | tuple[str, int, dict[str, str]] | Response:
     browser_session = current_browser_session()
     if browser_session is None:
         return _login_redirect()
+    rt = runtime()
     try:
-        change_password(
+        change_own_password(
             db.session,
-            runtime().hasher,
             browser_session.user,
+            _confirmation(),
+            rt.notices,
             current_password=request.form.get("current_password", ""),
             new_password=request.form.get("new_password", ""),
-            now=runtime().now(),
-            password_policy=runtime().password_policy,
+            password_policy=rt.password_policy,
             keep_session_id=browser_session.id,
         )
+    except ConfirmationThrottled as throttled:
+        return _throttled_page(throttled, password_error=_wait_message(throttled))
     except ValidationError as exc:
         return _account_page(password_error=exc.description), 400
     return _account_page(notice="Password changed. Every other session was signed out.")
+
+
+@bp.post("/account/delete", endpoint="delete_account")
+def delete_account_page() -> str | tuple[str, int] | tuple[str, int, dict[str, str]] | Response:
+    """Delete the signed-in account, after its password once more. Everything it held is
+    revoked (services/users.delete_account), this browser's session too: its cookie goes."""
+    browser_session = current_browser_session()
+    if browser_session is None:
+        return _login_redirect()
+    rt = runtime()
+    email = browser_session.user.email
+    try:
+        delete_own_account(
+            db.session,
+            browser_session.user,
+            _confirmation(),
+            rt.notices,
+            current_password=request.form.get("current_password", ""),
+        )
+    except ConfirmationThrottled as throttled:
+        return _throttled_page(throttled, delete_error=_wait_message(throttled))
+    except ValidationError as exc:
+        return _account_page(delete_error=exc.description), 400
+    response = Response(render_template("account_deleted.html", email=email))
+    clear_session_cookie(response, rt.config)
+    return response
 
 
 @bp.post("/account/email/verification", endpoint="send_email_verification")
@@ -263,9 +325,8 @@ def change_email() -> str | tuple[str, int] | tuple[str, int, dict[str, str]] | 
             context=request_context(),
             trusted_device=is_trusted_device(throttle_account(old_email)),
         )
-    except EmailChangeThrottled as throttled:
-        error = f"Too many wrong passwords. Try again in {throttled.retry_after} seconds."
-        page = _account_page(email_error=error, new_email=typed)
+    except ConfirmationThrottled as throttled:
+        page = _account_page(email_error=_wait_message(throttled), new_email=typed)
         return page, 429, {"Retry-After": str(throttled.retry_after)}
     except TooManyLinks:
         error = "Too many address changes were asked for in the last hour. Try again later."

@@ -104,11 +104,10 @@ def reset() -> str | tuple[str, int] | Response:
         complete_password_reset(
             db.session,
             rt.hasher,
-            _composer(),
-            _settings(),
             token=token,
             new_password=new_password,
             password_policy=rt.password_policy,
+            notices=rt.notices,
             context=request_context(),
         )
     except InvalidLink:

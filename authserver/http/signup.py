@@ -15,13 +15,14 @@ from werkzeug.exceptions import TooManyRequests
 
 from authserver.db import db
 from authserver.errors import ValidationError
-from authserver.http.rate_limits import per_email_signup, per_ip_signup
+from authserver.http.rate_limits import per_email_signup, per_ip_signup, remember_device
 from authserver.http.web import current_browser_session, session_policy, set_session_cookie
 from authserver.request_context import request_context
 from authserver.runtime import runtime
 from authserver.services.account_links import LinkPurpose
 from authserver.services.mail import MailComposer
 from authserver.services.password_reset import InvalidLink
+from authserver.services.sign_in_throttle import throttle_account
 from authserver.services.signup import (
     INVITATION_PATH,
     SIGNUP_LINK_PATH,
@@ -182,6 +183,9 @@ def _accept_link(purpose: LinkPurpose) -> str | tuple[str, int] | Response:
         return _password_page(purpose, token, email, exc.description), 400
     response: Response = redirect(url_for("pages.account"), code=303)  # type: ignore[assignment]
     set_session_cookie(response, started.token, rt.config)
+    # As after a sign-in: this browser is the account's device (the sign-in throttle's and
+    # the new-device notice's), so signing in here again later is not "a new device".
+    remember_device(response, throttle_account(started.session.user.email))
     return response
 
 

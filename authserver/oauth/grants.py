@@ -220,6 +220,10 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
                 last_ip_address=reuse.last_ip_address,
                 **leaked_to_another_client,
             )
+            if reuse.revoked_now:
+                rt.notices.refresh_token_reused(
+                    db.session, reuse.family_id, now, replayed_from=flask_request.remote_addr
+                )
             raise
         scope = (
             " ".join(dict.fromkeys(requested_scope.split())) if requested_scope else rotated.scope

@@ -14,7 +14,7 @@ its SHA-256, so a copy of the database, a backup or a log of its rows opens no a
   AUTHSERVER_INVITATION_TTL);
 - *replaced*: issuing a link ends the user's (or, without a user, the address's) earlier
   unused links of that purpose, and a
-  password change of any kind ends unused reset links (``users._replace_password``), so only
+  password change of any kind ends unused reset links (``users.replace_password``), so only
   the newest mail works and a link taken from an old mailbox is dead once the owner acts.
 
 A link ended before use keeps its row, marked used: the per-hour mail cap counts it.

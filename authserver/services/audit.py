@@ -102,6 +102,8 @@ ALLOWED_DETAILS = frozenset(
         # Which registration fields an update changed (their names, never their values).
         "changed",
         "overlap_seconds",
+        # What a password typed again was for (services/own_account.py).
+        "action",
     }
 )
 

@@ -2,9 +2,9 @@
 the new address.
 
 Asking needs the current password (ASVS 5.0 6.2.3 asks it for a password change; an address
-is as good as a password once the reset link goes there), and wrong guesses count in the
-sign-in throttle (``services/sign_in_throttle.py``) under the account's address and the
-client's, before any hash: a stolen browser session cannot guess its way to a new address.
+is as good as a password once the reset link goes there), confirmed as for the account's
+other changes (``services/own_account.py``): wrong guesses count in the sign-in throttle
+before any hash, so a stolen browser session cannot guess its way to a new address.
 Nothing changes when asked. The new address is mailed a link (``account_links``, purpose
 ``email_change``, the address in ``account_links.email``); the old one a notice naming the
 new address half-hidden, so that the owner of a session someone else is using hears of it.
@@ -35,7 +35,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from authserver.errors import AuthServerError, TooManyAttempts, ValidationError
+from authserver.errors import AuthServerError, ValidationError
 from authserver.models import User
 from authserver.services.account_links import (
     LinkPurpose,
@@ -52,25 +52,16 @@ from authserver.services.email_verification import (
 )
 from authserver.services.lookalikes import email_skeleton_digest
 from authserver.services.mail import MailComposer, enqueue_mail
+from authserver.services.own_account import Confirmation, WrongPassword, confirm_current_password
 from authserver.services.password_reset import InvalidLink
 from authserver.services.passwords import PasswordHasher
 from authserver.services.sign_in import RequestContext
-from authserver.services.sign_in_throttle import (
-    ThrottlePolicy,
-    record_failure,
-    record_success,
-    seconds_to_wait,
-    throttle_account,
-)
+from authserver.services.sign_in_throttle import ThrottlePolicy
 from authserver.services.users import mark_email_verified, new_account_email
 
 CHANGE_TEMPLATE = "email_change"
 TAKEN_TEMPLATE = "email_change_taken"
 NOTICE_TEMPLATE = "email_change_notice"
-
-
-class EmailChangeThrottled(TooManyAttempts):
-    """Too many wrong passwords for this account from here: refused before any hash."""
 
 
 class AddressTaken(AuthServerError):
@@ -112,18 +103,11 @@ def request_email_change(
 ) -> str:
     """Check the password and mail the new address (a link, or "already has an account")
     and the old one (a notice). Returns the new address, normalised. ValidationError for a
-    wrong password or an address the rules refuse, EmailChangeThrottled, TooManyLinks."""
+    wrong password or an address the rules refuse, ConfirmationThrottled, TooManyLinks."""
     now = context.now
     normalized = new_account_email(new_email)
     if normalized == user.email:
         raise ValidationError("That is already your address.")
-    account = throttle_account(user.email)
-    ip_address = context.ip_address or "-"
-    wait = seconds_to_wait(
-        session, account, ip_address, now, throttle, trusted_device=trusted_device
-    )
-    if wait:
-        raise EmailChangeThrottled(wait)
 
     def audit(reason: str | None = None) -> None:
         details: dict[str, Any] = {"reason": reason} if reason else {}
@@ -137,11 +121,14 @@ def request_email_change(
             **details,
         )
 
-    if not hasher.verify(user.password_hash, current_password):
-        record_failure(session, account, ip_address, now, throttle)
+    confirmation = Confirmation(hasher, throttle, context, trusted_device)
+    try:
+        confirm_current_password(
+            session, user, current_password, confirmation, action="change_email"
+        )
+    except WrongPassword:
         audit(reason="wrong_password")
-        raise ValidationError("The current password is incorrect.")
-    record_success(session, account, ip_address)
+        raise
     if not under_hourly_cap(session, user, LinkPurpose.EMAIL_CHANGE, settings, now):
         audit(reason="mail_cap")
         raise TooManyLinks("Too many address changes were asked for in the last hour.")

@@ -40,14 +40,13 @@ from authserver.services.audit import AuditEventType, record
 from authserver.services.mail import MailComposer, enqueue_mail
 from authserver.services.password_policy import PasswordPolicy
 from authserver.services.passwords import PasswordHasher
+from authserver.services.security_notices import SecurityNotices
 from authserver.services.sign_in import RequestContext
 from authserver.services.users import find_user_by_email, reset_password
 
 FORGOT_PATH = "/password/forgot"
 RESET_PATH = "/password/reset"
-SIGN_IN_PATH = "/login"
 RESET_TEMPLATE = "password_reset"
-NOTICE_TEMPLATE = "password_changed"
 
 
 class InvalidLink(AuthServerError):
@@ -63,7 +62,6 @@ class ResetSettings:
     # The absolute URL of the reset page; the token is appended as ?token=...
     reset_url: str
     forgot_url: str
-    sign_in_url: str
 
 
 def request_password_reset(
@@ -119,7 +117,6 @@ def reset_settings(config: Config) -> ResetSettings:
         mails_per_hour=config.password_reset_mails_per_hour,
         reset_url=config.issuer + RESET_PATH,
         forgot_url=config.issuer + FORGOT_PATH,
-        sign_in_url=config.issuer + SIGN_IN_PATH,
     )
 
 
@@ -182,12 +179,11 @@ def user_of_reset_link(session: Session, token: str, now: datetime) -> User:
 def complete_password_reset(
     session: Session,
     hasher: PasswordHasher,
-    composer: MailComposer,
-    settings: ResetSettings,
     *,
     token: str,
     new_password: str,
     password_policy: PasswordPolicy,
+    notices: SecurityNotices,
     context: RequestContext,
 ) -> User:
     """Set the new password through the link: the policy first (a refused password leaves
@@ -200,14 +196,13 @@ def complete_password_reset(
     link = redeem_link(session, token, LinkPurpose.PASSWORD_RESET, now)
     if link is None or link.user_id != user.id:
         raise InvalidLink("This link is not valid.")
-    reset_password(session, hasher, user, new_password, now=now, password_policy=password_policy)
-    enqueue_mail(
+    reset_password(
         session,
-        composer,
-        to=user.email,
-        template=NOTICE_TEMPLATE,
-        context={"sign_in_url": settings.sign_in_url, "forgot_url": settings.forgot_url},
+        hasher,
+        user,
+        new_password,
         now=now,
-        user_id=user.id,
+        password_policy=password_policy,
+        notices=notices,
     )
     return user

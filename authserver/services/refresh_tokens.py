@@ -365,7 +365,7 @@ def _answer_used_token(
         else None
     )
     if retried is None:
-        revoke_family(session, family, RevocationReason.REUSE_DETECTED, now)
+        revoked_now = revoke_family(session, family, RevocationReason.REUSE_DETECTED, now)
         raise RefreshTokenReused(
             family.id,
             client.client_id,
@@ -373,6 +373,7 @@ def _answer_used_token(
             family.ip_address,
             family.last_ip_address,
             family_client_id=family.client.client_id,
+            revoked_now=revoked_now,
         )
     session.refresh(family)
     # A retry is answered as the request it repeats would be answered now. Its presenter

@@ -31,6 +31,7 @@ from authserver.services.browser_sessions import (
 )
 from authserver.services.passwords import PasswordHasher
 from authserver.services.refresh_tokens import RevocationReason
+from authserver.services.security_notices import SecurityNotices
 from authserver.services.sign_in_throttle import (
     ThrottlePolicy,
     record_failure,
@@ -142,7 +143,6 @@ def _check_attempt(
         )
         raise SignInFailed()
     record_success(db, account, ip)
-    record_sign_in(checked.user, context.now)
     return checked.user
 
 
@@ -168,6 +168,7 @@ def sign_in_for_token(
         client_id=client_id,
         trusted_device=False,
     )
+    record_sign_in(user, context.now)
     _audit(
         db,
         AuditEventType.SIGNIN_SUCCEEDED,
@@ -190,6 +191,7 @@ def sign_in_browser(
     context: RequestContext,
     trusted_device: bool,
     previous: BrowserSession | None,
+    notices: SecurityNotices,
 ) -> StartedSession:
     """The sign-in page: a new browser session, or SignInThrottled / SignInFailed.
 
@@ -198,6 +200,10 @@ def sign_in_browser(
     through the previous session, now tied to the new one (their refresh families, and whom
     to tell when it ends); the previous session ends without telling them. Another user
     signing in ends the previous session like a sign-out.
+
+    With new-device notices on, a sign-in from a browser that is not a trusted device of the
+    account (it has no device cookie for it) mails the user, unless it is the account's first
+    sign-in ever: a new account has no old device to compare with.
     """
     user = _check_attempt(
         db,
@@ -210,6 +216,12 @@ def sign_in_browser(
         client_id=None,
         trusted_device=trusted_device,
     )
+    first_sign_in = user.last_sign_in_at is None
+    record_sign_in(user, context.now)
+    if notices.new_device_notices and not trusted_device and not first_sign_in:
+        notices.new_device_sign_in(
+            db, user, context.now, user_agent=context.user_agent, ip_address=context.ip_address
+        )
     return start_browser_session(
         db, sessions, user, method=PASSWORD_FORM, context=context, previous=previous
     )

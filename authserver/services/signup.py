@@ -66,8 +66,9 @@ from authserver.services.browser_sessions import SessionPolicy, StartedSession
 from authserver.services.lookalikes import email_skeleton_digest
 from authserver.services.mail import MailComposer, enqueue_mail
 from authserver.services.password_policy import PasswordPolicy
-from authserver.services.password_reset import FORGOT_PATH, SIGN_IN_PATH, InvalidLink
+from authserver.services.password_reset import FORGOT_PATH, InvalidLink
 from authserver.services.passwords import PasswordHasher
+from authserver.services.security_notices import SIGN_IN_PATH
 from authserver.services.sign_in import RequestContext, start_browser_session
 from authserver.services.users import (
     LOOKALIKE_EXISTS,

@@ -1,5 +1,5 @@
-"""Users: creation, sign-in by password, disabling and enabling, changing or setting the
-password, verifying the address, listing and deleting accounts.
+"""Users: creation, sign-in by password, disabling and enabling, replacing the password,
+verifying the address, listing and deleting accounts.
 
 The operator's commands (``authserver users ...``) and, later, an HTTP admin API call these;
 each rule is here once."""
@@ -27,6 +27,7 @@ from authserver.services.lookalikes import email_skeleton_digest, invisible_char
 from authserver.services.password_policy import PasswordPolicy
 from authserver.services.passwords import PasswordHasher
 from authserver.services.refresh_tokens import RevocationReason
+from authserver.services.security_notices import PasswordChangedBy, SecurityNotices
 
 MAX_EMAIL_LENGTH = 254  # RFC 5321 §4.5.3.1.3 path limit less the angle brackets
 # Says nothing of which account: whoever creates accounts learns no more than that one exists.
@@ -184,34 +185,6 @@ def disable_user(session: Session, email: str, now: datetime) -> User:
     return user
 
 
-def change_password(
-    session: Session,
-    hasher: PasswordHasher,
-    user: User,
-    *,
-    current_password: str,
-    new_password: str,
-    now: datetime,
-    password_policy: PasswordPolicy,
-    keep_session_id: uuid.UUID | None = None,
-) -> None:
-    """Change the password (the current one is required, ASVS 5.0 6.2.3; the new one must pass
-    the policy) and sign out every other session and app: whoever may have known the old
-    password loses what it gave them."""
-    if not hasher.verify(user.password_hash, current_password):
-        raise ValidationError("The current password is incorrect.")
-    _replace_password(
-        session,
-        hasher,
-        user,
-        new_password,
-        now,
-        password_policy,
-        reason=RevocationReason.PASSWORD_CHANGED,
-        keep_session_id=keep_session_id,
-    )
-
-
 def enable_user(session: Session, email: str, now: datetime) -> User:
     """Undo ``disable_user``: the account can sign in again. What disabling ended stays ended
     (sessions, refresh families, the revocation feed's entries): the user signs in afresh."""
@@ -255,20 +228,21 @@ def set_password(
     *,
     now: datetime,
     password_policy: PasswordPolicy,
+    notices: SecurityNotices,
 ) -> tuple[int, int]:
     """The operator sets the password (no current password asked: the operator is not the
     user). The policy applies as for any new password, and the user is signed out everywhere
     like after a change, since whoever knew the old one may be signed in. Returns (sessions
     ended, families revoked)."""
-    return _replace_password(
+    return replace_password(
         session,
         hasher,
         user,
         new_password,
         now,
         password_policy,
-        reason=RevocationReason.PASSWORD_SET,
-        method="operator",
+        notices,
+        by=PasswordChangedBy.OPERATOR,
         initiating_entity="admin",
     )
 
@@ -281,51 +255,61 @@ def reset_password(
     *,
     now: datetime,
     password_policy: PasswordPolicy,
+    notices: SecurityNotices,
 ) -> tuple[int, int]:
     """The user set a new password through a reset link (``services/password_reset.py``
     checked and used the link). As after an operator's ``set_password``, everything signed in
     with the old password is signed out, this browser included: whoever asked for the reset
     may be recovering from a stolen password. Following the link proved control of the
     address, so it is verified too. Returns (sessions ended, families revoked)."""
-    ended = _replace_password(
+    ended = replace_password(
         session,
         hasher,
         user,
         new_password,
         now,
         password_policy,
-        reason=RevocationReason.PASSWORD_RESET,
-        method="reset_link",
+        notices,
+        by=PasswordChangedBy.RESET_LINK,
     )
     mark_email_verified(session, user, now, method="password_reset")
     session.flush()
     return ended
 
 
-def _replace_password(
+# How each way of replacing a password ends what the old one signed in, and says so.
+_REVOCATION_REASONS = {
+    PasswordChangedBy.ACCOUNT_PAGE: RevocationReason.PASSWORD_CHANGED,
+    PasswordChangedBy.OPERATOR: RevocationReason.PASSWORD_SET,
+    PasswordChangedBy.RESET_LINK: RevocationReason.PASSWORD_RESET,
+}
+
+
+def replace_password(
     session: Session,
     hasher: PasswordHasher,
     user: User,
     new_password: str,
     now: datetime,
     password_policy: PasswordPolicy,
+    notices: SecurityNotices,
     *,
-    reason: RevocationReason,
-    method: str | None = None,
+    by: PasswordChangedBy,
     initiating_entity: str = "user",
     keep_session_id: uuid.UUID | None = None,
 ) -> tuple[int, int]:
-    """The one place a password is replaced (change, operator's set, reset): the policy, the
-    new hash, the end of every unused reset link (a reset mail from before the change opens
-    nothing after it), every session and app signed out (but ``keep_session_id``), the audit
-    event and the credential-change SET. Returns (sessions ended, families revoked)."""
+    """The one place a password is replaced (the account page, the operator's set, a reset
+    link): the policy, the new hash, the end of every unused reset link (a reset mail from
+    before the change opens nothing after it), every session and app signed out (but
+    ``keep_session_id``), the audit event, the credential-change SET and the "your password
+    was changed" notice. Returns (sessions ended, families revoked)."""
     password_policy.check(new_password, email=user.email)
     user.password_hash = hasher.hash(new_password)
     invalidate_links(session, user.id, LinkPurpose.PASSWORD_RESET, now)
     sessions, families = end_user_sessions(
-        session, user.id, reason, now, keep_session_id=keep_session_id
+        session, user.id, _REVOCATION_REASONS[by], now, keep_session_id=keep_session_id
     )
-    details: dict[str, Any] = {"method": method} if method else {}
+    details: dict[str, Any] = {} if by is PasswordChangedBy.ACCOUNT_PAGE else {"method": by.value}
     record(
         session,
         AuditEventType.PASSWORD_CHANGED,
@@ -340,35 +324,62 @@ def _replace_password(
         [security_events.password_changed(user.id, now, initiating_entity=initiating_entity)],
         now,
     )
+    notices.password_changed(session, user, now, by=by)
     session.flush()
     return sessions, families
 
 
-def delete_user(session: Session, email: str, now: datetime) -> tuple[User, int, int]:
-    """Delete the account. Everything it held is revoked first, as ``disable_user`` does
-    (the revocation feed, Security Event Tokens, back-channel logout tokens are written in
-    this transaction and outlive the row: none of them refers to it by a foreign key), then
-    the row goes, and with it, by ON DELETE CASCADE, its browser sessions, refresh families
-    and tokens, authorization codes and consents. Its audit events stay, naming its id
-    (``audit_events`` has no foreign keys); they age out with AUTHSERVER_AUDIT_RETENTION_DAYS.
-
-    Returns the deleted user, sessions ended and families revoked."""
+def delete_user(
+    session: Session, email: str, now: datetime, notices: SecurityNotices
+) -> tuple[User, int, int]:
+    """The operator deletes the account ``email`` names (``users delete``): see
+    ``delete_account``. Returns the deleted user, sessions ended and families revoked."""
     user = get_user_by_email(session, email)
-    sessions, families = end_user_sessions(session, user.id, RevocationReason.USER_DELETED, now)
+    sessions, families = delete_account(
+        session, user, now, notices, reason=RevocationReason.USER_DELETED, by_owner=False
+    )
+    return user, sessions, families
+
+
+def delete_account(
+    session: Session,
+    user: User,
+    now: datetime,
+    notices: SecurityNotices,
+    *,
+    reason: RevocationReason,
+    by_owner: bool,
+    ip_address: str | None = None,
+    user_agent: str | None = None,
+) -> tuple[int, int]:
+    """Delete the account, by its owner (the account page) or an operator. Everything it held
+    is revoked first, as ``disable_user`` does (the revocation feed, Security Event Tokens,
+    back-channel logout tokens are written in this transaction and outlive the row: none of
+    them refers to it by a foreign key), the address is told, then the row goes, and with it,
+    by ON DELETE CASCADE, its browser sessions, refresh families and tokens, authorization
+    codes, consents and mailed links. Its audit events stay, naming its id (``audit_events``
+    has no foreign keys); they age out with AUTHSERVER_AUDIT_RETENTION_DAYS.
+
+    Returns (sessions ended, families revoked)."""
+    sessions, families = end_user_sessions(session, user.id, reason, now)
     record(
         session,
         AuditEventType.USER_DELETED,
         now,
         user_id=user.id,
+        ip_address=ip_address,
+        user_agent=user_agent,
         email=user.email,
+        method="account_page" if by_owner else "operator",
         sessions_ended=sessions,
         families_revoked=families,
     )
     security_events.emit(session, [security_events.account_purged(user.id)], now)
+    notices.account_deleted(session, user.email, now, by_owner=by_owner)
     # Through the ORM, so this process forgets what it holds of the row (the client cache).
     session.delete(user)
     session.flush()
-    return user, sessions, families
+    return sessions, families
 
 
 MAX_LIST_LIMIT = 1000

@@ -13,12 +13,14 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from markupsafe import escape
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 from werkzeug.test import TestResponse
 
+from authserver.models import AuditEvent
 from authserver.runtime import runtime
 from authserver.services.clients import RegisteredClient
-from authserver.services.users import disable_user
+from authserver.services.users import disable_user, find_user_by_email
 from tests.browser_helpers import (
     browser_session_rows,
     csrf_token_of,
@@ -34,6 +36,7 @@ from tests.helpers import (
     account_api_request,
     basic_auth,
     make_client,
+    make_resource_server,
     make_user,
     password_login,
     refresh,
@@ -235,7 +238,7 @@ def test_sign_out_device_button_cannot_reach_another_users_browser(
     assert signed_in_as(bob) == "bob@example.com"
 
 
-ACCOUNT_FORMS = ["sign-out-phone", "sign-out-others", "change-password"]
+ACCOUNT_FORMS = ["sign-out-phone", "sign-out-others", "change-password", "delete-account"]
 
 
 def _post_account_form(
@@ -247,6 +250,9 @@ def _post_account_form(
         path = _sign_out_action(_page_entry(page, "Phone browser"))
     elif form == "sign-out-others":
         path = "/account/devices/sign-out-others"
+    elif form == "delete-account":
+        path = "/account/delete"
+        data.update(current_password=PASSWORD)
     else:
         path = "/account/password"
         data.update(current_password=PASSWORD, new_password=NEW_PASSWORD)
@@ -681,6 +687,150 @@ def test_after_password_change_the_new_password_signs_in_and_the_old_one_does_no
     fresh = app.test_client()
     assert sign_in(fresh, password=NEW_PASSWORD).status_code == 303
     assert signed_in_as(fresh) == "ann@example.com"
+
+
+def test_password_guesses_on_the_change_form_are_throttled_before_any_hash(
+    app: Flask, devices: SignedInDevices, clock: Clock
+) -> None:
+    free = runtime(app).config.signin_free_failures
+    codes = [
+        _change_password(devices.laptop, f"guess {n}", NEW_PASSWORD).status_code
+        for n in range(free + 1)
+    ]
+    assert codes == [400] * (free + 1)
+
+    # Now even the right password waits: the throttle answers before the hash.
+    refused = _change_password(devices.laptop, PASSWORD, NEW_PASSWORD)
+
+    assert refused.status_code == 429
+    assert int(refused.headers["Retry-After"]) > 0
+    assert "Too many wrong passwords" in refused.get_data(as_text=True)
+    _assert_nothing_changed(devices)
+    # The guesses count for the account as sign-in guesses do, from this address.
+    assert sign_in(_browser(app, "Laptop browser", "198.51.100.1")).status_code == 429
+    clock.advance(seconds=3)
+    assert _change_password(devices.laptop, PASSWORD, NEW_PASSWORD).status_code == 200
+
+
+def test_a_wrong_password_on_the_change_form_is_in_the_trail_without_the_guess(
+    session: Session, devices: SignedInDevices
+) -> None:
+    _change_password(devices.laptop, "my secret guess", NEW_PASSWORD)
+
+    (failed,) = [
+        e
+        for e in session.scalars(select(AuditEvent).where(AuditEvent.event_type == "signin_failed"))
+        if e.details.get("method") == "reauthentication"
+    ]
+    assert failed.details == {
+        "method": "reauthentication",
+        "action": "change_password",
+        "reason": "wrong_password",
+    }
+    assert "my secret guess" not in str(failed.details)
+
+
+# -- deleting the account ---------------------------------------------------------------------
+
+
+def _delete_account(http: FlaskClient, password: str) -> TestResponse:
+    token = csrf_token_of(http.get("/account"))
+    return http.post("/account/delete", data={"csrf_token": token, "current_password": password})
+
+
+def test_the_account_page_offers_deletion_behind_the_password(devices: SignedInDevices) -> None:
+    page = devices.laptop.get("/account").get_data(as_text=True)
+
+    form = page[page.index('action="/account/delete"') :]
+    assert 'name="current_password"' in form[: form.index("</form>")]
+    assert "Delete my account" in page
+
+
+def test_deleting_with_a_wrong_password_deletes_nothing(
+    app: Flask, session: Session, devices: SignedInDevices
+) -> None:
+    response = _delete_account(devices.laptop, "not my password")
+
+    assert response.status_code == 400
+    assert "The current password is incorrect." in response.get_data(as_text=True)
+    assert find_user_by_email(session, "ann@example.com") is not None
+    _assert_nothing_changed(devices)
+
+
+def test_password_guesses_on_the_delete_form_are_throttled_and_delete_nothing(
+    app: Flask, session: Session, devices: SignedInDevices
+) -> None:
+    free = runtime(app).config.signin_free_failures
+    codes = [_delete_account(devices.laptop, f"guess {n}").status_code for n in range(free + 1)]
+
+    refused = _delete_account(devices.laptop, PASSWORD)
+
+    assert codes == [400] * (free + 1)
+    assert refused.status_code == 429
+    assert "Too many wrong passwords" in refused.get_data(as_text=True)
+    assert find_user_by_email(session, "ann@example.com") is not None
+    _assert_nothing_changed(devices)
+
+
+def test_deleting_the_account_revokes_everything_and_removes_it(
+    app: Flask, session: Session, devices: SignedInDevices
+) -> None:
+    user = find_user_by_email(session, "ann@example.com")
+    assert user is not None
+    user_id = user.id
+    resource_server = make_resource_server(session)
+    photo_access = devices.photo_tokens["access_token"]
+
+    response = _delete_account(devices.laptop, PASSWORD)
+
+    assert response.status_code == 200
+    assert "Your account is deleted" in response.get_data(as_text=True)
+    # This browser's cookie goes with its session; every other browser is signed out.
+    assert any(
+        "Max-Age=0" in header or "expires=Thu, 01 Jan 1970" in header
+        for header in response.headers.getlist("Set-Cookie")
+    )
+    assert signed_in_as(devices.laptop) is None
+    assert signed_in_as(devices.phone) is None
+    # Every app: refresh tokens are refused, access tokens are inactive to introspection and
+    # refused by authserver's own API.
+    assert not _refreshes(devices.cli, devices.cli_app, devices.cli_tokens)
+    assert not _refreshes(devices.cli, devices.photo_app, devices.photo_tokens)
+    introspected = devices.cli.post(
+        "/oauth/introspect", data={"token": photo_access}, headers=basic_auth(resource_server)
+    ).json
+    assert introspected == {"active": False}
+    assert _api(devices.cli, "GET", "/account/sessions", photo_access).status_code == 401
+    # Resource servers reading the revocation feed learn the subject is gone.
+    feed = devices.cli.get("/oauth/revocations", headers=basic_auth(resource_server)).json
+    assert feed is not None
+    assert ("sub", str(user_id)) in {(e["type"], e["value"]) for e in feed["entries"]}
+    # The account is gone: its password signs nobody in, and the address is free again.
+    session.expire_all()
+    assert find_user_by_email(session, "ann@example.com") is None
+    assert sign_in(app.test_client()).status_code == 401
+    assert not _password_login_works(devices.cli, devices.cli_app, PASSWORD)
+    (deleted,) = session.scalars(
+        select(AuditEvent).where(AuditEvent.event_type == "user_deleted")
+    ).all()
+    assert deleted.user_id == user_id
+    assert deleted.details["method"] == "account_page"
+    assert deleted.ip_address == "198.51.100.1"
+
+
+def test_a_signed_out_browser_cannot_delete_anything(
+    app: Flask, session: Session, devices: SignedInDevices
+) -> None:
+    stranger = app.test_client()
+    token = csrf_token_of(stranger.get("/login"))
+
+    response = stranger.post(
+        "/account/delete", data={"csrf_token": token, "current_password": PASSWORD}
+    )
+
+    assert response.status_code == 303
+    assert "/login" in response.headers["Location"]
+    assert find_user_by_email(session, "ann@example.com") is not None
 
 
 # -- disabling a user -------------------------------------------------------------------------

@@ -44,7 +44,13 @@ FEED = "/oauth/revocations"
 def _set_password(app: Flask, session: Session, user: User, password: str) -> tuple[int, int]:
     rt = runtime(app)
     return set_password(
-        session, rt.hasher, user, password, now=rt.now(), password_policy=rt.password_policy
+        session,
+        rt.hasher,
+        user,
+        password,
+        now=rt.now(),
+        password_policy=rt.password_policy,
+        notices=rt.notices,
     )
 
 
@@ -177,7 +183,7 @@ def test_delete_revokes_everything_into_the_feed_then_removes_the_account(
         select(RefreshFamily.id).where(RefreshFamily.user_id == user_id)
     ).one()
 
-    _, _, families = delete_user(session, user.email, runtime(app).now())
+    _, _, families = delete_user(session, user.email, runtime(app).now(), runtime(app).notices)
     session.commit()
 
     assert families == 1
@@ -202,7 +208,7 @@ def test_delete_revokes_everything_into_the_feed_then_removes_the_account(
 
 def test_delete_of_an_unknown_account_is_not_found(app: Flask, session: Session) -> None:
     with pytest.raises(NotFound):
-        delete_user(session, "nobody@example.com", runtime(app).now())
+        delete_user(session, "nobody@example.com", runtime(app).now(), runtime(app).notices)
 
 
 def test_list_pages_by_address_and_a_page_is_not_shifted_by_new_accounts(

@@ -26,7 +26,9 @@ from authserver.http.rate_limits import limiter
 from authserver.models import AccountLink, AuditEvent, User
 from authserver.runtime import runtime
 from authserver.services.account_links import LinkPurpose, issue_link, redeem_link
-from authserver.services.users import change_password, set_password
+from authserver.services.own_account import Confirmation, change_own_password
+from authserver.services.sign_in import RequestContext
+from authserver.services.users import set_password
 from tests.browser_helpers import browser_session_rows, csrf_token_of, refused_as_csrf, sign_in
 from tests.helpers import PASSWORD, Clock, make_client, make_user, password_login, refresh
 from tests.smtp_servers import Mailbox, smtp_server
@@ -293,14 +295,17 @@ def test_any_later_password_change_ends_an_unused_link(
     token = reset_token(app, client, mailbox)
     rt = runtime(app)
     if how == "change_password":
-        change_password(
-            session, rt.hasher, user, current_password=PASSWORD, new_password=NEW_PASSWORD,
-            now=rt.now(), password_policy=rt.password_policy,
+        confirmation = Confirmation(
+            rt.hasher, rt.throttle_policy, RequestContext("192.0.2.1", None, rt.now())
+        )
+        change_own_password(
+            session, user, confirmation, rt.notices, current_password=PASSWORD,
+            new_password=NEW_PASSWORD, password_policy=rt.password_policy,
         )  # fmt: skip
     elif how == "set_password":
         set_password(
             session, rt.hasher, user, NEW_PASSWORD, now=rt.now(),
-            password_policy=rt.password_policy,
+            password_policy=rt.password_policy, notices=rt.notices,
         )  # fmt: skip
     else:
         # A second link, used: the password it set ends the first link (issued before it).

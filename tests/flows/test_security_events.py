@@ -28,8 +28,10 @@ from authserver.services.clients import (
     set_security_event_delivery,
     set_served_audiences,
 )
+from authserver.services.own_account import Confirmation, change_own_password
 from authserver.services.refresh_tokens import RevocationReason
 from authserver.services.revocations import longest_access_token_ttl
+from authserver.services.sign_in import RequestContext
 from tests.helpers import (
     PASSWORD,
     basic_auth,
@@ -308,13 +310,13 @@ def test_a_password_change_emits_credential_change(
     user = make_user(app, session)
     rt = runtime(app)
 
-    user_service.change_password(
+    change_own_password(
         session,
-        rt.hasher,
         user,
+        Confirmation(rt.hasher, rt.throttle_policy, RequestContext("192.0.2.1", None, utcnow())),
+        rt.notices,
         current_password=PASSWORD,
         new_password="a different long passphrase 2026",
-        now=utcnow(),
         password_policy=rt.password_policy,
     )
 

@@ -723,3 +723,20 @@ def test_two_concurrent_acceptances_make_exactly_one_account(
     assert type(lost) is (AddressTaken if first_comes == "users_create" else InvalidLink)
     with factory() as check:
         assert check.scalar(select(func.count()).where(User.email == EMAIL)) == 1
+
+
+def test_the_browser_that_signed_up_is_the_accounts_device_for_new_device_notices(
+    app: Flask, session: Session, client: FlaskClient, mailbox: Mailbox
+) -> None:
+    runtime(app).config = replace(runtime(app).config, new_device_notices=1)
+    token = signup_token(app, client, mailbox)
+    assert choose_password(client, token)[0] == 303
+    before = len(mailed(app, mailbox))
+
+    # Signing out and in again in the browser that signed up: no notice. Another browser: one.
+    assert client.post("/logout", data={"csrf_token": csrf_token_of(client.get("/logout"))})
+    assert sign_in(client, EMAIL, NEW_PASSWORD).status_code == 303
+    assert len(mailed(app, mailbox)) == before
+    assert signs_in(app, EMAIL, NEW_PASSWORD)
+    (notice,) = mailed(app, mailbox)[before:]
+    assert notice["To"] == EMAIL

@@ -184,6 +184,11 @@ def test_the_outbox_settings_default_to_an_in_process_sender_a_minute_and_a_day(
     [
         ({"AUTHSERVER_OUTBOX_IN_PROCESS": "2"}, "AUTHSERVER_OUTBOX_IN_PROCESS must be 0 or 1"),
         (
+            {"AUTHSERVER_NEW_DEVICE_NOTICES": "yes"},
+            "AUTHSERVER_NEW_DEVICE_NOTICES must be a whole number, got 'yes'",
+        ),
+        ({"AUTHSERVER_NEW_DEVICE_NOTICES": "2"}, "AUTHSERVER_NEW_DEVICE_NOTICES must be 0 or 1"),
+        (
             {"AUTHSERVER_OUTBOX_RETRY_MAX_SECONDS": "0"},
             "AUTHSERVER_OUTBOX_RETRY_MAX_SECONDS must be at least 1",
         ),

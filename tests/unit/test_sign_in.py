@@ -148,6 +148,7 @@ def test_the_browser_sign_in_starts_a_session_and_audits_it(app: Flask, session:
         context=CONTEXT,
         trusted_device=False,
         previous=None,
+        notices=rt.notices,
     )
 
     assert started.session.user_id == user.id

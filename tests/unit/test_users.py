@@ -23,7 +23,6 @@ from authserver.services.passwords import PasswordHasher, PasswordRejected
 from authserver.services.refresh_tokens import RefreshPolicy, start_family
 from authserver.services.users import (
     LOOKALIKE_EXISTS,
-    change_password,
     check_password,
     create_user,
     disable_user,
@@ -33,7 +32,6 @@ from tests.conftest import truncate_all
 from tests.helpers import make_client
 
 PASSWORD = "correct horse battery staple"
-NEW_PASSWORD = "a brand new passphrase"
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 POLICY = PasswordPolicy()
 
@@ -506,43 +504,3 @@ def test_disable_of_an_unknown_email_raises_not_found(
 
     with pytest.raises(NotFound, match=re.escape("bob@example.com")):
         disable_user(session, "bob@example.com", NOW)
-
-
-# -- changing the password -------------------------------------------------------------------
-
-
-def test_change_password_refuses_a_weak_new_password_and_keeps_the_old_one(
-    session: Session, hasher: CountingHasher
-) -> None:
-    user = create_user(session, hasher, "ann@example.com", PASSWORD, password_policy=POLICY)
-
-    with pytest.raises(PasswordRejected, match="too easy to guess"):
-        change_password(
-            session,
-            hasher,
-            user,
-            current_password=PASSWORD,
-            new_password="annexample2024",
-            now=NOW,
-            password_policy=POLICY,
-        )
-
-    assert check_password(session, hasher, "ann@example.com", PASSWORD).user is not None
-
-
-def test_change_password_accepts_a_strong_new_password(
-    session: Session, hasher: CountingHasher
-) -> None:
-    user = create_user(session, hasher, "ann@example.com", PASSWORD, password_policy=POLICY)
-
-    change_password(
-        session,
-        hasher,
-        user,
-        current_password=PASSWORD,
-        new_password=NEW_PASSWORD,
-        now=NOW,
-        password_policy=POLICY,
-    )
-
-    assert check_password(session, hasher, "ann@example.com", NEW_PASSWORD).user is not None
