@@ -42,6 +42,7 @@ HTML_PAGES = {
     ("POST", "/account/email"),
     ("GET", "/account"),
     ("POST", "/account/password"),
+    ("POST", "/account/delete"),
     ("POST", "/account/devices/{}/sign-out"),
     ("POST", "/account/devices/sign-out-others"),
     ("GET", "/oauth/authorize"),
