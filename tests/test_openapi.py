@@ -48,6 +48,7 @@ HTML_PAGES = {
     ("POST", "/invitation"),
     ("GET", "/account"),
     ("POST", "/account/password"),
+    ("POST", "/account/delete"),
     ("POST", "/account/devices/{}/sign-out"),
     ("POST", "/account/devices/sign-out-others"),
     ("GET", "/oauth/authorize"),

@@ -10,10 +10,8 @@ it). Each page is also photographed in light, dark and 390 px wide into
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from flask import Flask
 from playwright.sync_api import Page, expect
 
@@ -22,20 +20,12 @@ from tests.conftest import LiveServer
 from tests.e2e import screenshots
 from tests.e2e.test_browser_flow import browser, page  # noqa: F401 (fixtures)
 from tests.helpers import PASSWORD, make_user
-from tests.smtp_servers import Mailbox, smtp_server
-from tests.test_mail import deliver, parts, send_through
+from tests.smtp_servers import Mailbox
+from tests.test_mail import deliver, parts
 
 EMAIL = "ann@example.com"
 NEW_PASSWORD = "violet tractor umbrella 42"
 SHOTS = Path("/tmp/shots-recovery")  # noqa: S108 (a fixed folder to look at)
-
-
-@pytest.fixture
-def mailbox(live_server: LiveServer) -> Iterator[Mailbox]:
-    box = Mailbox()
-    with smtp_server(box) as port:
-        send_through(live_server.app, port)
-        yield box
 
 
 def shoot(tab: Page, name: str) -> None:

@@ -10,7 +10,6 @@ only to be looked at; nothing reads the files.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -25,8 +24,8 @@ from authserver.services.signup import send_invitation, signup_settings
 from tests.conftest import LiveServer
 from tests.e2e import screenshots
 from tests.e2e.test_browser_flow import browser, page  # noqa: F401 (fixtures)
-from tests.smtp_servers import Mailbox, smtp_server
-from tests.test_mail import deliver, parts, send_through
+from tests.smtp_servers import Mailbox
+from tests.test_mail import deliver, parts
 
 EMAIL = "new.person@example.com"
 INVITED = "invited.person@example.com"
@@ -37,14 +36,6 @@ SHOTS = Path("/tmp/shots-signup")  # noqa: S108 (a fixed folder to look at)
 @pytest.fixture
 def config(config: Config) -> Config:
     return replace(config, signup="open")
-
-
-@pytest.fixture
-def mailbox(live_server: LiveServer) -> Iterator[Mailbox]:
-    box = Mailbox()
-    with smtp_server(box) as port:
-        send_through(live_server.app, port)
-        yield box
 
 
 def shoot(tab: Page, name: str) -> None:

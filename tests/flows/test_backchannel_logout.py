@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 from authserver.db import db, utcnow
 from authserver.models import AuditEvent, BrowserSession, OutboundMessage, User
 from authserver.runtime import runtime
+from authserver.services.backchannel_logout import CHANNEL as BACKCHANNEL_LOGOUT
 from authserver.services.clients import RegisteredClient
 from authserver.services.outbox import DeliveryReport
 from authserver.services.token_verification import TokenRejected, verify_own_token
@@ -49,7 +50,8 @@ def receiver() -> Iterator[tuple[Receiver, str]]:
 
 
 def deliver(app: Flask) -> DeliveryReport:
-    return runtime(app).deliver_outbox(db.state(app).session_factory)
+    """Back-channel logout tokens only (some endings also mail the user a notice)."""
+    return runtime(app).deliver_outbox(db.state(app).session_factory, only=BACKCHANNEL_LOGOUT)
 
 
 def unverified_sid(id_token: str) -> str:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Iterator
 from datetime import timedelta
 from email.message import EmailMessage
 
@@ -27,22 +26,14 @@ from authserver.services.lookalikes import email_skeleton_digest
 from authserver.services.sign_in import RequestContext
 from tests.browser_helpers import csrf_token_of, refused_as_csrf, sign_in
 from tests.helpers import PASSWORD, Clock, make_user
-from tests.smtp_servers import Mailbox, smtp_server
-from tests.test_mail import deliver, parts, send_through
+from tests.smtp_servers import Mailbox
+from tests.test_mail import deliver, parts
 
 EMAIL = "ann@example.com"
 NEW = "ann.new@example.org"
 CHANGE_LINK = re.compile(r"/email/change\?token=([A-Za-z0-9_-]+)")
 VERIFY_LINK = re.compile(r"/email/verify\?token=([A-Za-z0-9_-]+)")
 RESET_LINK = re.compile(r"/password/reset\?token=([A-Za-z0-9_-]+)")
-
-
-@pytest.fixture
-def mailbox(app: Flask) -> Iterator[Mailbox]:
-    box = Mailbox()
-    with smtp_server(box) as port:
-        send_through(app, port)
-        yield box
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
 from dataclasses import replace
 from datetime import timedelta
 from email.message import EmailMessage
@@ -31,19 +30,11 @@ from tests.browser_helpers import (
     web_client,
 )
 from tests.helpers import Clock, make_user
-from tests.smtp_servers import Mailbox, smtp_server
-from tests.test_mail import deliver, parts, send_through
+from tests.smtp_servers import Mailbox
+from tests.test_mail import deliver, parts
 
 EMAIL = "ann@example.com"
 LINK = re.compile(r"/email/verify\?token=([A-Za-z0-9_-]+)")
-
-
-@pytest.fixture
-def mailbox(app: Flask) -> Iterator[Mailbox]:
-    box = Mailbox()
-    with smtp_server(box) as port:
-        send_through(app, port)
-        yield box
 
 
 @pytest.fixture

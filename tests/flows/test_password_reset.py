@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import re
 import threading
-from collections.abc import Iterator
 from dataclasses import replace
 from datetime import timedelta
 from email.message import EmailMessage
@@ -31,21 +30,12 @@ from authserver.services.sign_in import RequestContext
 from authserver.services.users import set_password
 from tests.browser_helpers import browser_session_rows, csrf_token_of, refused_as_csrf, sign_in
 from tests.helpers import PASSWORD, Clock, make_client, make_user, password_login, refresh
-from tests.smtp_servers import Mailbox, smtp_server
-from tests.test_mail import deliver, parts, send_through
+from tests.smtp_servers import Mailbox
+from tests.test_mail import deliver, parts
 
 EMAIL = "ann@example.com"
 NEW_PASSWORD = "violet tractor umbrella 42"
 ANSWER = "If an account exists for the address you entered"
-
-
-@pytest.fixture
-def mailbox(app: Flask) -> Iterator[Mailbox]:
-    """A real SMTP server on 127.0.0.1 that the app's mail goes to."""
-    box = Mailbox()
-    with smtp_server(box) as port:
-        send_through(app, port)
-        yield box
 
 
 def ask_reset(http: FlaskClient, email: str = EMAIL) -> tuple[int, bytes]:

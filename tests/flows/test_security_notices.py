@@ -6,12 +6,10 @@ when turned on, when a browser new to the account signs in. Mail goes over real 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import replace
 from email.message import EmailMessage
 from typing import Any
 
-import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy.orm import Session
@@ -20,22 +18,14 @@ from authserver.runtime import runtime
 from authserver.services.users import set_password
 from tests.browser_helpers import csrf_token_of, sign_in
 from tests.helpers import PASSWORD, Clock, make_client, make_user, password_login, refresh
-from tests.smtp_servers import Mailbox, smtp_server
-from tests.test_mail import deliver, parts, send_through
+from tests.smtp_servers import Mailbox
+from tests.test_mail import deliver, parts
 
 EMAIL = "ann@example.com"
 NEW_PASSWORD = "violet tractor umbrella 42"
 CLI_AGENT = "PhotoSync/3.1 (Linux; x86_64)"
 CLI_ADDRESS = "198.51.100.3"
 THIEF_ADDRESS = "203.0.113.66"
-
-
-@pytest.fixture
-def mailbox(app: Flask) -> Iterator[Mailbox]:
-    box = Mailbox()
-    with smtp_server(box) as port:
-        send_through(app, port)
-        yield box
 
 
 def mailed(app: Flask, mailbox: Mailbox) -> list[EmailMessage]:

@@ -11,7 +11,6 @@ import hashlib
 import logging
 import re
 import threading
-from collections.abc import Iterator
 from dataclasses import replace
 from datetime import timedelta
 from email.message import EmailMessage
@@ -41,8 +40,8 @@ from authserver.services.signup import (
 from authserver.services.users import create_user
 from tests.browser_helpers import csrf_token_of, refused_as_csrf, sign_in
 from tests.helpers import HANG_SECONDS, PASSWORD, Clock, make_user, wait_until
-from tests.smtp_servers import Mailbox, smtp_server
-from tests.test_mail import deliver, parts, send_through
+from tests.smtp_servers import Mailbox
+from tests.test_mail import deliver, parts
 
 EMAIL = "new.person@example.com"
 TAKEN = "ann@example.com"
@@ -62,15 +61,6 @@ def config(config: Config) -> Config:
         ratelimit_signup="10/hour",
         ratelimit_signup_per_email="5/hour",
     )
-
-
-@pytest.fixture
-def mailbox(app: Flask) -> Iterator[Mailbox]:
-    """A real SMTP server on 127.0.0.1 that the app's mail goes to."""
-    box = Mailbox()
-    with smtp_server(box) as port:
-        send_through(app, port)
-        yield box
 
 
 def set_mode(app: Flask, mode: str) -> None:
