@@ -22,6 +22,7 @@ from authserver.http import (
     openapi,
     pages,
     recovery,
+    signup,
 )
 from authserver.http import oauth as oauth_views
 from authserver.http import wellknown as wellknown_views
@@ -96,6 +97,8 @@ def create_app(config: Config | None = None) -> Flask:
         wake_after_commit(db.state(app).session_factory, rt.outbox_sender.wake)
     AuthorizationServer().init_app(app)
 
+    # Before init_web's form checks: a closed sign-up page is 404 whatever the request.
+    app.before_request(signup.hide_closed_signup_pages)
     init_web(app, config)
     init_rate_limits(app, config)
     csrf.exempt(oauth_views.bp)  # client-authenticated, not browser forms
@@ -106,6 +109,7 @@ def create_app(config: Config | None = None) -> Flask:
         oidc.bp,
         pages.bp,
         recovery.bp,
+        signup.bp,
         email_links.bp,
         account_api.bp,
         openapi.bp,

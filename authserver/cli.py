@@ -383,6 +383,25 @@ def users_send_reset(email: str) -> None:
     click.echo(f"a reset link for {address} is on its way; it works once, for {minutes} minutes")
 
 
+@users_group.command("invite")
+@click.argument("email")
+@with_appcontext
+def users_invite(email: str) -> None:
+    """Mail EMAIL an invitation: a link to choose a password, which makes the account (with
+    its address verified). Needs AUTHSERVER_SIGNUP=invite or open."""
+    from authserver.services.signup import send_invitation, signup_settings
+
+    app = _app()
+    rt = runtime(app)
+    assert rt.mail is not None  # every runtime create_app builds has one
+    with db.transaction(app) as session:
+        invitation = send_invitation(session, rt.mail, signup_settings(rt.config), email, utcnow())
+    click.echo(
+        f"an invitation for {invitation.email} is on its way; it works once, until "
+        f"{invitation.expires_at:%Y-%m-%d %H:%M} UTC"
+    )
+
+
 @users_group.command("delete")
 @click.argument("email")
 @with_appcontext

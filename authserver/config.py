@@ -41,6 +41,11 @@ RATELIMIT_KEY_PREFIX = re.compile(r"[A-Za-z0-9_.:-]{0,64}")
 # the same host or network), STARTTLS on the submission port (RFC 6409, RFC 3207) and
 # implicit TLS (RFC 8314 §3.3).
 SMTP_SCHEMES = {"smtp": 25, "smtp+starttls": 587, "smtps": 465}
+# AUTHSERVER_SIGNUP: who may create an account besides the operator (services/signup.py).
+SIGNUP_OFF = "off"
+SIGNUP_OPEN = "open"
+SIGNUP_INVITE = "invite"
+SIGNUP_MODES = (SIGNUP_OFF, SIGNUP_OPEN, SIGNUP_INVITE)
 DEV_MAIL_FROM = "no-reply@localhost"
 
 
@@ -56,6 +61,8 @@ RATE_LIMIT_SETTINGS = (
     "ratelimit_per_family",
     "ratelimit_password_reset",
     "ratelimit_password_reset_per_email",
+    "ratelimit_signup",
+    "ratelimit_signup_per_email",
 )
 
 
@@ -195,6 +202,16 @@ class Config:
     # At most this many verification (and, apart, address change) links are mailed per
     # account an hour.
     email_link_mails_per_hour: int = 3
+    # Accounts made by their owners: off (only `authserver users create`), open (a sign-up
+    # page, and invitations) or invite (only `authserver users invite`). services/signup.py.
+    signup: str = SIGNUP_OFF
+    # How long a sign-up link works (seconds): the person is waiting for it.
+    signup_link_ttl: int = 3600
+    # How long an invitation works (seconds): it may wait in a mailbox for days.
+    invitation_ttl: int = 7 * 24 * 3600
+    # At most this many sign-up messages (a link, or "this address has an account") are
+    # mailed to one address an hour, whoever asks.
+    signup_mails_per_hour: int = 3
     # 1: mail the user when the sign-in page signs them in from a browser that has not signed
     # in to the account before (services/security_notices.py). Off by default: a browser that
     # keeps no cookies would be "new" at every sign-in.
@@ -233,6 +250,9 @@ class Config:
     # asked for (keyed by a digest of the normalised address, never the address itself).
     ratelimit_password_reset: str = "20/hour"  # noqa: S105 (a rate, not a secret)
     ratelimit_password_reset_per_email: str = "5/hour"  # noqa: S105
+    # Sign-up requests (POST /signup), likewise per client address and per address asked for.
+    ratelimit_signup: str = "20/hour"
+    ratelimit_signup_per_email: str = "5/hour"
     # Failed guesses (services/sign_in_throttle.py).
     signin_free_failures: int = 5
     signin_failures_per_hour: int = 100
@@ -373,6 +393,9 @@ class Config:
             "password_reset_mails_per_hour",
             "email_verification_ttl",
             "email_link_mails_per_hour",
+            "signup_link_ttl",
+            "invitation_ttl",
+            "signup_mails_per_hour",
             "refresh_idle_ttl",
             "refresh_absolute_ttl",
             "jwks_max_age",
@@ -385,6 +408,10 @@ class Config:
         for name in positive:
             if getattr(self, name) <= 0:
                 problems.append(f"AUTHSERVER_{name.upper()} must be positive")
+        if self.signup not in SIGNUP_MODES:
+            problems.append(
+                f"AUTHSERVER_SIGNUP must be one of {', '.join(SIGNUP_MODES)}, got {self.signup!r}"
+            )
         if self.refresh_reuse_grace < 0:
             problems.append("AUTHSERVER_REFRESH_REUSE_GRACE must be 0 (off) or positive")
         if self.refresh_idle_ttl > self.refresh_absolute_ttl:

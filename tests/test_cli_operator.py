@@ -1,6 +1,6 @@
 """The operator's commands for accounts and clients, run as an operator runs them: `users
-list/show/enable/set-password/verify-email/delete` and `clients list/show/update/enable/
-rotate-secret/delete`. Every refusal is one line and changes nothing.
+list/show/enable/set-password/verify-email/send-reset/invite/delete` and `clients
+list/show/update/enable/rotate-secret/delete`. Every refusal is one line and changes nothing.
 
 The database is this module's own (``<test database>_cli_operator`` on PostgreSQL, a file on
 the SQLite fallback), built with ``authserver db upgrade``.
@@ -42,6 +42,7 @@ from tests.test_cli import (
     _base_environment,
     arranging_app,
     assert_fails_with_one_line,
+    message_lines,
     migrated_scratch_database,
     run_cli,
     unique_email,
@@ -656,3 +657,85 @@ def test_users_send_reset_refuses_an_unknown_or_disabled_account_in_one_line(
 
     line = assert_fails_with_one_line(result)
     assert ("is disabled; enable it first" if disabled else "no user with the email") in line
+
+
+# -- users invite ---------------------------------------------------------------------------
+
+
+def test_users_invite_mails_a_link_that_opens_the_choose_password_page(
+    cli_env: dict[str, str], cli_app: Flask
+) -> None:
+    email = unique_email()
+    runtime(cli_app).config = replace(runtime(cli_app).config, signup="invite")
+
+    sent = run_cli("users", "invite", email.upper(), env={**cli_env, "AUTHSERVER_SIGNUP": "invite"})
+    # Development without SMTP: delivering prints the message, link and all, to the console.
+    delivered = run_cli("mail", "deliver", env=cli_env)
+
+    assert sent.returncode == 0, sent.stderr
+    (line,) = sent.stdout.splitlines()
+    assert line.startswith(f"an invitation for {email} is on its way; it works once, until ")
+    assert line.endswith(" UTC")
+    assert delivered.returncode == 0, delivered.stderr
+    links = [
+        word
+        for word in (delivered.stdout + delivered.stderr).split()
+        if "/invitation?token=" in word
+    ]
+    assert links, "no invitation link in the delivered message"
+    path = links[0][links[0].index("/invitation") :].rstrip(".,>\"'")
+    page = cli_app.test_client().get(path)
+    assert page.status_code == 200
+    assert b"Choose your password" in page.data
+    assert email.encode() in page.data
+    assert _find(cli_app, email) is None  # nothing is made until the password is chosen
+    with db.transaction(cli_app) as session:
+        sent_event = session.scalars(
+            select(AuditEvent).where(AuditEvent.event_type == "invitation_sent")
+        ).one()
+    assert sent_event.details == {"email": email, "method": "operator"}
+
+
+def test_users_invite_refuses_in_one_line_when_sign_up_is_off(
+    cli_env: dict[str, str], cli_app: Flask
+) -> None:
+    result = run_cli("users", "invite", unique_email(), env=cli_env)
+
+    line = assert_fails_with_one_line(result)
+    assert "set AUTHSERVER_SIGNUP=invite (or open)" in line
+
+
+@pytest.mark.parametrize("case", ["existing", "lookalike", "malformed"])
+def test_users_invite_refuses_an_address_with_an_account_or_not_an_address(
+    cli_env: dict[str, str], cli_app: Flask, case: str
+) -> None:
+    user = _user(cli_app)
+    address = {
+        "existing": user.email.upper(),
+        "lookalike": user.email.replace("example", "examp1e"),
+        "malformed": "not-an-address",
+    }[case]
+
+    result = run_cli("users", "invite", address, env={**cli_env, "AUTHSERVER_SIGNUP": "open"})
+
+    line = assert_fails_with_one_line(result)
+    assert {
+        "existing": f"Error: {user.email} already has an account",
+        "lookalike": "Error: an account with an address that looks the same already exists",
+        "malformed": "Error: not a valid email address: 'not-an-address'",
+    }[case] == line
+    with db.transaction(cli_app) as session:
+        assert session.scalars(select(AuditEvent.event_type)).all().count("invitation_sent") == 0
+
+
+def test_an_unknown_signup_mode_stops_every_command_with_one_line(
+    cli_env: dict[str, str],
+) -> None:
+    result = run_cli("users", "invite", unique_email(), env={**cli_env, "AUTHSERVER_SIGNUP": "on"})
+
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    assert message_lines(result) == [
+        "authserver: configuration error: AUTHSERVER_SIGNUP must be one of off, open, invite, "
+        "got 'on'"
+    ]

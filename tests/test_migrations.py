@@ -543,3 +543,66 @@ def test_a_revocation_records_the_transaction_that_wrote_it(
         recorded = session.scalars(select(Revocation.txid)).one()
 
     assert recorded == writer
+
+
+# -- 0019: links without a user (sign-up, invitations) --------------------------------------
+
+SIGNUP_LINKS_REVISION = "0019_signup_links"
+
+
+def _insert_link(conn: Any, user_id: uuid.UUID | None, email: str | None, purpose: str) -> None:
+    now = utcnow()
+    conn.execute(
+        text(
+            "INSERT INTO account_links (id, purpose, user_id, token_digest, email, created_at, "
+            "expires_at) VALUES (:id, :purpose, :user_id, :digest, :email, :now, :expires)"
+        ),
+        {
+            "id": uuid.uuid4(),
+            "purpose": purpose,
+            "user_id": user_id,
+            "digest": os.urandom(32),
+            "email": email,
+            "now": now,
+            "expires": now + HOUR,
+        },
+    )
+
+
+@pytest.mark.postgres_only
+def test_a_link_names_a_user_or_an_address(empty_url: str, engine_on: Engine) -> None:
+    command.upgrade(_config(empty_url), "head")
+
+    with engine_on.begin() as conn:
+        _insert_link(conn, None, "new.person@example.com", "signup")
+    with pytest.raises(IntegrityError), engine_on.begin() as conn:
+        _insert_link(conn, None, None, "signup")
+
+
+@pytest.mark.postgres_only
+def test_the_downgrade_of_signup_links_drops_only_the_links_without_a_user(
+    empty_url: str, engine_on: Engine
+) -> None:
+    config = _config(empty_url)
+    command.upgrade(config, SIGNUP_LINKS_REVISION)
+    user_id = uuid.uuid4()
+    with engine_on.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO users (id, email, password_hash, disabled, created_at, updated_at, "
+                "email_verified) VALUES (:id, 'ann@example.com', 'x', false, :now, :now, false)"
+            ),
+            {"id": user_id, "now": utcnow()},
+        )
+        _insert_link(conn, user_id, None, "password_reset")
+        _insert_link(conn, None, "new.person@example.com", "invitation")
+
+    command.downgrade(config, _script().get_revision(SIGNUP_LINKS_REVISION).down_revision)
+
+    with engine_on.connect() as conn:
+        rows = conn.execute(text("SELECT purpose, user_id FROM account_links")).all()
+    assert rows == [("password_reset", user_id)]
+    (user_column,) = [
+        c for c in inspect(engine_on).get_columns("account_links") if c["name"] == "user_id"
+    ]
+    assert user_column["nullable"] is False

@@ -39,6 +39,7 @@ from authserver.services.own_account import (
 from authserver.services.refresh_tokens import RevocationReason
 from authserver.services.sign_in import SignInFailed, SignInThrottled, sign_in_browser
 from authserver.services.sign_in_throttle import throttle_account
+from authserver.services.signup import signup_settings
 
 bp = Blueprint("pages", __name__)
 
@@ -47,12 +48,23 @@ def _see_other(location: str) -> Response:
     return redirect(location, code=303)  # type: ignore[return-value]
 
 
+def _login_page(target: str, email: str = "", error: str | None = None) -> str:
+    # "Create an account" only where the sign-up page exists (AUTHSERVER_SIGNUP=open).
+    return render_template(
+        "login.html",
+        next=target,
+        email=email,
+        error=error,
+        signup_open=signup_settings(runtime().config).page_open,
+    )
+
+
 @bp.get("/login")
 def login_form() -> str | Response:
     target = safe_next(request.args.get("next"))
     if current_browser_session() is not None and request.args.get("prompt") != "login":
         return _see_other(target)
-    return render_template("login.html", next=target, email="", error=None)
+    return _login_page(target)
 
 
 @bp.post("/login")
@@ -76,17 +88,14 @@ def login() -> tuple[str, int] | tuple[str, int, dict[str, str]] | Response:
             notices=rt.notices,
         )
     except SignInThrottled as throttled:
-        page = render_template(
-            "login.html",
-            next=target,
-            email=email[:254],
-            error=f"Too many failed attempts. Try again in {throttled.retry_after} seconds.",
+        page = _login_page(
+            target,
+            email[:254],
+            f"Too many failed attempts. Try again in {throttled.retry_after} seconds.",
         )
         return page, 429, {"Retry-After": str(throttled.retry_after)}
     except SignInFailed:
-        page = render_template(
-            "login.html", next=target, email=email[:254], error="Email or password is incorrect."
-        )
+        page = _login_page(target, email[:254], "Email or password is incorrect.")
         return page, 401
     response = _see_other(target)
     set_session_cookie(response, started.token, rt.config)

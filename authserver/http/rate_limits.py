@@ -143,12 +143,19 @@ per_account_password_grant = limiter.limit(
 )
 
 
-def claimed_reset_address() -> str:
-    """The address a "Forgot password?" asks for, as a digest of its normalised form: the
-    rate-limit store (Redis, maybe shared) never holds the address itself."""
-    account = throttle_account(request.form.get("email"))
-    return "reset-email:" + hashlib.sha256(account.encode("utf-8", "replace")).hexdigest()[:32]
+def _claimed_address(kind: str) -> Callable[[], str]:
+    """The address a form asks for ("Forgot password?", sign-up), as a digest of its
+    normalised form: the rate-limit store (Redis, maybe shared) never holds the address."""
 
+    def key() -> str:
+        account = throttle_account(request.form.get("email"))
+        return f"{kind}:" + hashlib.sha256(account.encode("utf-8", "replace")).hexdigest()[:32]
+
+    return key
+
+
+claimed_reset_address = _claimed_address("reset-email")
+claimed_signup_address = _claimed_address("signup-email")
 
 per_ip_password_reset = limiter.limit(
     _setting("ratelimit_password_reset"),
@@ -158,6 +165,14 @@ per_ip_password_reset = limiter.limit(
 per_email_password_reset = limiter.limit(
     _setting("ratelimit_password_reset_per_email"),
     key_func=_under_prefix(claimed_reset_address),
+    methods=["POST"],
+)
+per_ip_signup = limiter.limit(
+    _setting("ratelimit_signup"), key_func=_under_prefix(get_remote_address), methods=["POST"]
+)
+per_email_signup = limiter.limit(
+    _setting("ratelimit_signup_per_email"),
+    key_func=_under_prefix(claimed_signup_address),
     methods=["POST"],
 )
 

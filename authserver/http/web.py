@@ -26,6 +26,8 @@ PAGE_PREFIXES = (
     "/oauth/authorize",
     "/password/",
     "/email/",
+    "/signup",
+    "/invitation",
 )
 # Pages whose forms carry a CSRF token: those above and RP-initiated logout's confirmation.
 FORM_PREFIXES = (*PAGE_PREFIXES, "/oauth/logout")

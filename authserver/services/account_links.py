@@ -1,6 +1,7 @@
 """Single-use links mailed to users, one mechanism for every purpose: a password reset, an
-address verification (``services/email_verification.py``); the address change purpose is
-named for what comes next.
+address verification (``services/email_verification.py``), an address change
+(``services/email_change.py``); and links mailed to an address that has no account yet, a
+sign-up or an invitation (``services/signup.py``), which name the address and no user.
 
 A link carries a 256-bit random token (``secrets.token_urlsafe(32)``); the table keeps only
 its SHA-256, so a copy of the database, a backup or a log of its rows opens no account
@@ -9,8 +10,10 @@ its SHA-256, so a copy of the database, a backup or a log of its rows opens no a
 - *single use*: ``redeem_link`` is one ``UPDATE ... WHERE used_at IS NULL AND expires_at > now
   RETURNING``, so of two requests racing with one token exactly one gets the row;
 - *short-lived*: ``expires_at`` is fixed at issue (AUTHSERVER_PASSWORD_RESET_TTL for resets,
-  AUTHSERVER_EMAIL_VERIFICATION_TTL for address links);
-- *replaced*: issuing a link ends the user's earlier unused links of that purpose, and a
+  AUTHSERVER_EMAIL_VERIFICATION_TTL for address links, AUTHSERVER_SIGNUP_LINK_TTL and
+  AUTHSERVER_INVITATION_TTL);
+- *replaced*: issuing a link ends the user's (or, without a user, the address's) earlier
+  unused links of that purpose, and a
   password change of any kind ends unused reset links (``users.replace_password``), so only
   the newest mail works and a link taken from an old mailbox is dead once the owner acts.
 
@@ -42,6 +45,8 @@ class LinkPurpose(enum.StrEnum):
     PASSWORD_RESET = "password_reset"  # noqa: S105 (a purpose, not a password)
     EMAIL_VERIFICATION = "email_verification"
     EMAIL_CHANGE = "email_change"
+    SIGNUP = "signup"
+    INVITATION = "invitation"
 
 
 def digest_link_token(token: str) -> bytes:
@@ -65,6 +70,34 @@ def issue_link(
     """A new link for ``user_id``; ends their earlier unused links of this purpose. Returns
     the token, which exists only in the caller's hands (and the sealed mail) from now on."""
     invalidate_links(session, user_id, purpose, now)
+    return _add_link(session, purpose, user_id, email, now=now, ttl=ttl, token=token)
+
+
+def issue_address_link(
+    session: Session,
+    email: str,
+    purpose: LinkPurpose,
+    *,
+    now: datetime,
+    ttl: timedelta,
+    token: str | None = None,
+) -> str:
+    """A new link for an address that has no account yet (``email``, normalised); ends the
+    address's earlier unused links of this purpose. Returns the token, as ``issue_link``."""
+    invalidate_address_links(session, email, purpose, now)
+    return _add_link(session, purpose, None, email, now=now, ttl=ttl, token=token)
+
+
+def _add_link(
+    session: Session,
+    purpose: LinkPurpose,
+    user_id: uuid.UUID | None,
+    email: str | None,
+    *,
+    now: datetime,
+    ttl: timedelta,
+    token: str | None,
+) -> str:
     token = token or new_link_token()
     session.add(
         AccountLink(
@@ -89,6 +122,23 @@ def invalidate_links(
         .where(
             _LINKS.c.user_id == user_id,
             _LINKS.c.purpose == purpose.value,
+            _LINKS.c.used_at.is_(None),
+        )
+        .values(used_at=now)
+    )
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+def invalidate_address_links(
+    session: Session, email: str, purpose: LinkPurpose, now: datetime
+) -> int:
+    """End the unused links of ``purpose`` mailed to ``email`` without a user; how many."""
+    result = session.execute(
+        update(_LINKS)
+        .where(
+            _LINKS.c.email == email,
+            _LINKS.c.purpose == purpose.value,
+            _LINKS.c.user_id.is_(None),
             _LINKS.c.used_at.is_(None),
         )
         .values(used_at=now)
@@ -155,6 +205,24 @@ def links_issued_since(
         .where(
             AccountLink.user_id == user_id,
             AccountLink.purpose == purpose.value,
+            AccountLink.created_at > since,
+        )
+    )
+    return int(count or 0)
+
+
+def address_links_issued_since(
+    session: Session, email: str, purpose: LinkPurpose, since: datetime
+) -> int:
+    """How many links of ``purpose`` were mailed to ``email`` without a user since ``since``
+    (used or not)."""
+    count = session.scalar(
+        select(func.count())
+        .select_from(AccountLink)
+        .where(
+            AccountLink.email == email,
+            AccountLink.purpose == purpose.value,
+            AccountLink.user_id.is_(None),
             AccountLink.created_at > since,
         )
     )

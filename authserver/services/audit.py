@@ -48,6 +48,11 @@ class AuditEventType(enum.StrEnum):
     EMAIL_CHANGED = "email_changed"
     # "Forgot password?" was sent (for any address; the reason says what was done).
     PASSWORD_RESET_REQUESTED = "password_reset_requested"  # noqa: S105 (an event name)
+    # The sign-up page was sent an address (the reason says what was mailed, if anything),
+    # the operator invited an address, and a sign-up or invitation link made an account.
+    SIGNUP_REQUESTED = "signup_requested"
+    INVITATION_SENT = "invitation_sent"
+    SIGNUP_COMPLETED = "signup_completed"
     CLIENT_CREATED = "client_created"
     CLIENT_UPDATED = "client_updated"
     CLIENT_DISABLED = "client_disabled"

@@ -222,6 +222,23 @@ def sign_in_browser(
         notices.new_device_sign_in(
             db, user, context.now, user_agent=context.user_agent, ip_address=context.ip_address
         )
+    return start_browser_session(
+        db, sessions, user, method=PASSWORD_FORM, context=context, previous=previous
+    )
+
+
+def start_browser_session(
+    db: Session,
+    sessions: SessionPolicy,
+    user: User,
+    *,
+    method: str,
+    context: RequestContext,
+    previous: BrowserSession | None,
+) -> StartedSession:
+    """Sign ``user`` in to this browser, the check of who they are done by the caller (the
+    password, or a sign-up link just followed): a new session, the previous one handled as
+    ``sign_in_browser`` says, and ``signin_succeeded`` audited with ``method``."""
     started = start_session(
         db,
         user=user,
@@ -241,7 +258,7 @@ def sign_in_browser(
         context,
         user_id=user.id,
         client_id=None,
-        method=PASSWORD_FORM,
+        method=method,
         browser_session_id=started.session.id,
     )
     return started

@@ -362,3 +362,16 @@ def test_development_accepts_the_defaults_production_refuses() -> None:
     assert config.secret_key == DEV_SECRET_KEY
     assert config.key_encryption_key == DEV_KEY_ENCRYPTION_KEY
     assert config.is_sqlite
+
+
+def test_signup_is_off_unless_set_and_an_unknown_mode_stops_the_start() -> None:
+    assert Config().signup == "off"
+    assert Config.from_env({"AUTHSERVER_SIGNUP": " invite "}).signup == "invite"
+
+    assert _problems({"AUTHSERVER_SIGNUP": "yes"}) == [
+        "AUTHSERVER_SIGNUP must be one of off, open, invite, got 'yes'"
+    ]
+    assert _problems({"AUTHSERVER_SIGNUP_LINK_TTL": "0", "AUTHSERVER_INVITATION_TTL": "-1"}) == [
+        "AUTHSERVER_SIGNUP_LINK_TTL must be positive",
+        "AUTHSERVER_INVITATION_TTL must be positive",
+    ]

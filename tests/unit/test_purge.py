@@ -815,6 +815,37 @@ def test_account_links_go_a_grace_period_after_they_expire(
     assert exists(factory, AccountLink, live)
 
 
+def test_sign_up_and_invitation_links_without_a_user_go_too(
+    factory: sessionmaker[Session],
+) -> None:
+    with factory() as session, session.begin():
+        links = [
+            AccountLink(
+                purpose=purpose,
+                user_id=None,
+                email="new.person@example.com",
+                token_digest=hashlib.sha256(secrets.token_bytes(32)).digest(),
+                created_at=expires - timedelta(hours=1),
+                expires_at=expires,
+            )
+            for purpose, expires in (
+                ("signup", NOW - GRACE - MINUTE),
+                ("invitation", NOW - GRACE - MINUTE),
+                ("invitation", NOW + MINUTE),
+            )
+        ]
+        session.add_all(links)
+        session.flush()
+        expired_signup, expired_invitation, live = (link.id for link in links)
+
+    report = run_purge(factory)
+
+    assert report.account_links == 2
+    assert not exists(factory, AccountLink, expired_signup)
+    assert not exists(factory, AccountLink, expired_invitation)
+    assert exists(factory, AccountLink, live)
+
+
 def test_report_total_adds_every_kind(factory: sessionmaker[Session], owner: Owner) -> None:
     family = make_family(factory, owner, NOW - timedelta(days=3), rotations=1)
     revoke(factory, family, NOW - GRACE - MINUTE)  # also a sid entry and an audit event
