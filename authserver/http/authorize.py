@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from urllib.parse import urlencode
 
 from authlib.oauth2.rfc6749.errors import OAuth2Error
@@ -38,14 +39,42 @@ def _error_response(error: OAuth2Error) -> Response | tuple[str, int]:
     return _error_page(error)
 
 
-def _without_prompt_login() -> str:
-    """This request's URL with ``prompt=login`` removed, for after the sign-in it asked for."""
+def _after_sign_in() -> str:
+    """This request's URL without what asked for the sign-in (``prompt=login``, ``max_age``),
+    to come back to once it is done: asked again, they would ask for another sign-in, for
+    ever. The fresh session's ``auth_time`` is in the ID token, where the client checks it
+    against its ``max_age`` (OpenID Connect Core 1.0 §3.1.2.1)."""
     params = [
         (k, v)
         for k, v in request.args.items(multi=True)
-        if not (k == "prompt" and "login" in v.split())
+        if not (k == "prompt" and "login" in v.split()) and k != "max_age"
     ]
     return f"{AUTHORIZE_PATH}?{urlencode(params)}"
+
+
+class InvalidMaxAge(ValueError):
+    pass
+
+
+def _max_age() -> int | None:
+    """``max_age`` (OpenID Connect Core 1.0 §3.1.2.1): whole seconds, 0 or more; None when
+    not asked. InvalidMaxAge for anything else (ASCII digits only: int() would take "+5",
+    " 5", Arabic-Indic digits or "1_000")."""
+    raw = request.args.get("max_age")
+    if raw is None:
+        return None
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 10:
+        raise InvalidMaxAge(raw)
+    return int(raw)
+
+
+def _signed_in_too_long_ago(auth_time: datetime, max_age: int | None) -> bool:
+    """The session's sign-in is older than ``max_age`` allows: the user must sign in again.
+    Whole seconds, as ``auth_time`` travels in the ID token; ``max_age=0`` always asks."""
+    if max_age is None:
+        return False
+    elapsed = int(runtime().now().timestamp()) - int(auth_time.timestamp())
+    return max_age == 0 or elapsed > max_age
 
 
 @bp.route(AUTHORIZE_PATH, methods=["GET", "POST"])
@@ -59,7 +88,25 @@ def authorize() -> Response | tuple[str, int]:
         return _error_response(error)
 
     prompt = set(request.args.get("prompt", "").split())
-    if user is None or ("login" in prompt and request.method == "GET"):
+    try:
+        max_age = _max_age()
+    except InvalidMaxAge:
+        return _error_response(
+            OAuth2Error(
+                error="invalid_request",
+                description="max_age must be a whole number of seconds.",
+                redirect_uri=grant.redirect_uri,
+                state=grant.request.payload.state,
+            )
+        )
+    reauthenticate = request.method == "GET" and (
+        "login" in prompt
+        or (
+            browser_session is not None
+            and _signed_in_too_long_ago(browser_session.auth_time, max_age)
+        )
+    )
+    if user is None or reauthenticate:
         if "none" in prompt:
             # OpenID Connect Core §3.1.2.6: no UI allowed, and the user is not signed in.
             return _error_response(
@@ -71,9 +118,9 @@ def authorize() -> Response | tuple[str, int]:
             )
         login_url = url_for(
             "pages.login_form",
-            next=_without_prompt_login(),
+            next=_after_sign_in(),
             # Asked to re-authenticate: the sign-in page must not wave a signed-in user on.
-            prompt="login" if "login" in prompt else None,
+            prompt="login" if reauthenticate else None,
         )
         return redirect(login_url, code=303)  # type: ignore[return-value]
 

@@ -31,12 +31,16 @@ from authserver.services.refresh_tokens import RevocationReason, revoke_family
 from authserver.services.users import mark_email_verified
 from tests.browser_helpers import (
     REDIRECT_URI,
+    authorize_url,
     csrf_token_of,
+    pkce_pair,
+    query_of,
+    redeem_code,
     sign_in,
     tokens_through_browser,
     web_client,
 )
-from tests.helpers import account_api_request, make_user
+from tests.helpers import PASSWORD, account_api_request, make_user
 
 ISSUER = "http://127.0.0.1:8000"  # the `config` fixture's issuer
 JWKS_PATH = "/.well-known/jwks.json"
@@ -252,6 +256,119 @@ def test_id_token_is_refused_as_an_access_token_at_the_account_api(
     assert response.status_code == 401
     assert response.json["error"] == "invalid_token"
     assert response.json["error_description"] == "The access token is invalid."
+
+
+# -- max_age (Core §3.1.2.1) -----------------------------------------------------------------
+
+
+def _authorize(http: FlaskClient, rp: RegisteredClient, **params: str) -> TestResponse:
+    _, challenge = pkce_pair()
+    return http.get(authorize_url(rp.client.client_id, challenge, **params))
+
+
+def _sign_in_again(http: FlaskClient, to_login: TestResponse) -> TestResponse:
+    """Follow a redirect to the sign-in page and sign in there; the answer sends back."""
+    assert to_login.status_code == 303, to_login.get_data(as_text=True)
+    login_path = to_login.headers["Location"]
+    assert login_path.startswith("/login?")
+    page = http.get(login_path)
+    assert page.status_code == 200
+    assert 'name="password"' in page.get_data(as_text=True)
+    return http.post(
+        "/login",
+        data={
+            "email": "ann@example.com",
+            "password": PASSWORD,
+            "csrf_token": csrf_token_of(page),
+            "next": query_of(login_path)["next"],
+        },
+    )
+
+
+def test_a_sign_in_within_max_age_is_not_asked_again(
+    client: FlaskClient, rp: RegisteredClient, clock: Clock
+) -> None:
+    signed_in_at = clock.now
+    assert sign_in(client).status_code == 303
+    clock.advance(120)
+
+    tokens = tokens_through_browser(client, rp, max_age="120")
+
+    claims = _verified_id_token(client, tokens["id_token"], rp.client.client_id)
+    assert claims["auth_time"] == int(signed_in_at.timestamp())
+
+
+def test_a_sign_in_older_than_max_age_is_asked_again_then_the_code_carries_the_new_time(
+    app: Flask, client: FlaskClient, session: Session, rp: RegisteredClient, clock: Clock
+) -> None:
+    assert sign_in(client).status_code == 303
+    first_session = _only_browser_session(session).id
+    clock.advance(121)
+    verifier, challenge = pkce_pair()
+    url = authorize_url(rp.client.client_id, challenge, max_age="120")
+
+    back = _sign_in_again(client, client.get(url))
+
+    assert back.status_code == 303
+    next_path = back.headers["Location"]
+    assert "max_age" not in next_path  # coming back does not ask again
+    answer = client.get(next_path)
+    if answer.status_code == 200:  # the consent page of a third-party client
+        answer = client.post(
+            next_path, data={"csrf_token": csrf_token_of(answer), "decision": "allow"}
+        )
+    code = query_of(answer.headers["Location"])["code"]
+    tokens = redeem_code(client, rp, code, verifier).json
+    assert tokens is not None
+    claims = _verified_id_token(client, tokens["id_token"], rp.client.client_id)
+    assert claims["auth_time"] == int(clock.now.timestamp())
+    live = [s.id for s in _browser_sessions(session) if s.revoked_at is None]
+    assert len(live) == 1
+    assert live != [first_session]  # a new session, with the new sign-in's auth_time
+
+
+def test_max_age_zero_always_asks_for_the_password(
+    client: FlaskClient, rp: RegisteredClient
+) -> None:
+    assert sign_in(client).status_code == 303
+
+    to_login = _authorize(client, rp, max_age="0")
+
+    assert to_login.status_code == 303
+    assert "prompt=login" in to_login.headers["Location"]
+    assert _sign_in_again(client, to_login).status_code == 303
+
+
+def test_max_age_exceeded_with_prompt_none_is_login_required(
+    client: FlaskClient, rp: RegisteredClient, clock: Clock
+) -> None:
+    assert sign_in(client).status_code == 303
+    clock.advance(61)
+
+    answer = _authorize(client, rp, max_age="60", prompt="none")
+
+    assert answer.status_code == 302
+    location = answer.headers["Location"]
+    assert location.startswith(REDIRECT_URI + "?")
+    params = query_of(location)
+    assert params["error"] == "login_required"
+    assert "code" not in params
+
+
+@pytest.mark.parametrize("value", ["-1", "abc", "1.5", "+5", " 5", "1_000", "\u0665", "9" * 11, ""])
+def test_a_max_age_that_is_not_whole_seconds_is_invalid_request(
+    client: FlaskClient, rp: RegisteredClient, value: str
+) -> None:
+    assert sign_in(client).status_code == 303
+
+    answer = _authorize(client, rp, max_age=value)
+
+    assert answer.status_code == 302
+    params = query_of(answer.headers["Location"])
+    assert params["error"] == "invalid_request"
+    assert params["error_description"] == "max_age must be a whole number of seconds."
+    assert params["state"] == "xyz"
+    assert "code" not in params
 
 
 # -- userinfo -------------------------------------------------------------------------------
