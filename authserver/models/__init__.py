@@ -9,12 +9,13 @@ from authserver.models.keys import KeyState, SigningKey
 from authserver.models.outbox import OutboundMessage
 from authserver.models.revocations import Revocation
 from authserver.models.security_events import SecurityEvent
-from authserver.models.sessions import BrowserSession, BrowserSessionClient
+from authserver.models.sessions import AMR_PASSWORD, BrowserSession, BrowserSessionClient
 from authserver.models.throttles import SignInThrottle
 from authserver.models.tokens import RefreshFamily, RefreshToken
 from authserver.models.users import User
 
 __all__ = [
+    "AMR_PASSWORD",
     "AccountLink",
     "AuditEvent",
     "AuthorizationCode",

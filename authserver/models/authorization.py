@@ -8,6 +8,7 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from authserver.db import Base, utcnow
 from authserver.models.clients import Client
+from authserver.models.sessions import AMR_PASSWORD
 from authserver.models.users import User
 
 
@@ -36,6 +37,8 @@ class AuthorizationCode(Base):
     code_challenge: Mapped[str | None] = mapped_column(String(128))
     code_challenge_method: Mapped[str | None] = mapped_column(String(10))
     auth_time: Mapped[datetime]
+    # The browser session's amr when the code was issued (RFC 8176, space-separated).
+    amr: Mapped[str] = mapped_column(String(64), default=AMR_PASSWORD, server_default=AMR_PASSWORD)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(index=True)
     used_at: Mapped[datetime | None]

@@ -9,6 +9,9 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 from authserver.db import Base, utcnow
 from authserver.models.users import User
 
+# RFC 8176 §2: the authentication method reference of a password.
+AMR_PASSWORD = "pwd"  # noqa: S105 (a method's name, not a password)
+
 
 class BrowserSession(Base):
     """A signed-in browser. Server-side, so it can be listed and revoked (a signed cookie
@@ -24,6 +27,9 @@ class BrowserSession(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     # When the user proved who they are (OpenID Connect auth_time).
     auth_time: Mapped[datetime] = mapped_column(default=utcnow)
+    # How they proved it: RFC 8176 authentication method references, space-separated
+    # ("pwd"), for the ID token's amr claim.
+    amr: Mapped[str] = mapped_column(String(64), default=AMR_PASSWORD, server_default=AMR_PASSWORD)
     last_seen_at: Mapped[datetime] = mapped_column(default=utcnow)
     # Slides forward with activity, never past expires_at.
     idle_expires_at: Mapped[datetime]

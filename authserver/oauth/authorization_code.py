@@ -210,6 +210,7 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
                 subject=str(user.id),
                 client_id=client.client_id,
                 auth_time=code.auth_time,
+                amr=code.amr,
                 ttl=rt.access_token_ttl(client),
                 now=now,
                 nonce=code.nonce,

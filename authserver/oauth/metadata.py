@@ -69,6 +69,7 @@ def server_metadata(config: Config) -> dict[str, Any]:
             "exp",
             "iat",
             "auth_time",
+            "amr",
             "nonce",
             "at_hash",
             "sid",

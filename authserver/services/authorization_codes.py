@@ -10,7 +10,14 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from authserver.errors import InvalidGrant
-from authserver.models import AuthorizationCode, BrowserSession, Client, RefreshFamily, User
+from authserver.models import (
+    AMR_PASSWORD,
+    AuthorizationCode,
+    BrowserSession,
+    Client,
+    RefreshFamily,
+    User,
+)
 from authserver.services.backchannel_logout import record_signed_in_client
 from authserver.services.refresh_tokens import RevocationReason, digest_token
 from authserver.services.revocations import denylist_access_token, revoke_families
@@ -47,6 +54,7 @@ def issue_code(
             code_challenge=code_challenge,
             code_challenge_method=code_challenge_method,
             auth_time=browser_session.auth_time if browser_session else now,
+            amr=browser_session.amr if browser_session else AMR_PASSWORD,
             created_at=now,
             expires_at=now + ttl,
         )

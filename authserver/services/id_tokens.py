@@ -25,6 +25,7 @@ def issue_id_token(
     subject: str,
     client_id: str,
     auth_time: datetime,
+    amr: str,
     ttl: int,
     now: datetime,
     nonce: str | None,
@@ -42,6 +43,8 @@ def issue_id_token(
         "exp": issued_at + ttl,
         "iat": issued_at,
         "auth_time": int(auth_time.timestamp()),
+        # Core §2: how the user authenticated, RFC 8176 values ("pwd", ...), a JSON array.
+        "amr": amr.split(),
     }
     if nonce:
         claims["nonce"] = nonce

@@ -48,7 +48,18 @@ USERINFO = "/oauth/userinfo"
 END_SESSION = "/oauth/logout"
 POST_LOGOUT_URI = "https://rp.example.test/signed-out"
 DEFAULT_NONCE = "n-0S6_WzA2Mj"  # what authorize_url sends unless told otherwise
-ID_TOKEN_CLAIMS = {"iss", "sub", "aud", "exp", "iat", "auth_time", "nonce", "at_hash", "sid"}
+ID_TOKEN_CLAIMS = {
+    "iss",
+    "sub",
+    "aud",
+    "exp",
+    "iat",
+    "auth_time",
+    "amr",
+    "nonce",
+    "at_hash",
+    "sid",
+}
 
 
 class Clock:
@@ -203,6 +214,18 @@ def test_id_token_auth_time_is_the_sign_in_time_and_iat_exp_the_issue_time(
     assert claims["auth_time"] == int(signed_in_at.timestamp())
     assert claims["iat"] == int(clock.now.timestamp())
     assert claims["exp"] == claims["iat"] + app.config["AUTHSERVER"].access_token_ttl
+
+
+def test_id_token_amr_says_how_the_user_signed_in(
+    client: FlaskClient, session: Session, rp: RegisteredClient
+) -> None:
+    tokens = _signed_in_tokens(client, rp)
+
+    claims = _verified_id_token(client, tokens["id_token"], rp.client.client_id)
+
+    # RFC 8176 §2: a password; a JSON array, whatever the number of methods.
+    assert claims["amr"] == ["pwd"]
+    assert _only_browser_session(session).amr == "pwd"
 
 
 def test_id_token_sid_is_the_browser_session_id(
