@@ -3,7 +3,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import BigInteger, ForeignKey, LargeBinary
+from sqlalchemy import BigInteger, ForeignKey, LargeBinary, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from authserver.db import Base, utcnow
@@ -42,13 +42,19 @@ class RecoveryCode(Base):
     __tablename__ = "recovery_codes"
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
-    user_id: Mapped[uuid.UUID] = mapped_column(
-        ForeignKey("users.id", ondelete="CASCADE"), index=True
-    )
-    code_digest: Mapped[bytes] = mapped_column(LargeBinary(32), unique=True)
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    code_digest: Mapped[bytes] = mapped_column(LargeBinary(32))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     # Set when the code signs its user in; it never works again.
     used_at: Mapped[datetime | None]
+
+    __table_args__ = (
+        # Unique per user, not across users: a code is only ever looked up among its own
+        # user's, and 50-bit codes drawn for millions of accounts would, by the birthday
+        # bound, sooner or later repeat across two of them and fail an insert. The index
+        # also serves "this user's codes".
+        UniqueConstraint("user_id", "code_digest"),
+    )
 
     def __repr__(self) -> str:
         return f"<RecoveryCode {self.id}>"

@@ -51,14 +51,10 @@ def upgrade() -> None:
             ondelete="CASCADE",
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_recovery_codes")),
-        sa.UniqueConstraint("code_digest", name=op.f("uq_recovery_codes_code_digest")),
+        sa.UniqueConstraint("user_id", "code_digest", name=op.f("uq_recovery_codes_user_id")),
     )
-    with op.batch_alter_table("recovery_codes", schema=None) as batch_op:
-        batch_op.create_index(batch_op.f("ix_recovery_codes_user_id"), ["user_id"], unique=False)
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("recovery_codes", schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f("ix_recovery_codes_user_id"))
     op.drop_table("recovery_codes")
     op.drop_table("totp_credentials")
