@@ -12,7 +12,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import pyotp
 import pytest
 from flask import Flask
-from sqlalchemy import Engine, select, text
+from sqlalchemy import Engine, func, select, text
 from sqlalchemy.orm import Session
 
 from authserver.models import RecoveryCode, TotpCredential, User
@@ -412,6 +412,30 @@ def test_two_requests_racing_with_one_code_let_exactly_one_in(
         return verify_code(session, cipher, racer, code, NOW)
 
     assert race_two_sessions(engine, attempt) == [True, False]
+
+
+@pytest.mark.postgres_only
+def test_two_enrolments_begun_at_once_leave_one_app_the_later_ones(
+    engine: Engine, cipher: KeyCipher, committed_user: User
+) -> None:
+    handed: list[str] = []
+
+    def attempt(session: Session) -> bool:
+        racer = session.get(User, committed_user.id)
+        assert racer is not None
+        handed.append(enrol(session, cipher, racer).secret)
+        return True
+
+    # The second insert waits on the first's uncommitted row in the unique index, fails in
+    # its savepoint when the first commits, and replaces the secret instead.
+    assert race_two_sessions(engine, attempt) == [True, True]
+
+    with Session(engine) as check:
+        user = check.get(User, committed_user.id)
+        assert user is not None
+        assert check.scalar(select(func.count()).select_from(TotpCredential)) == 1
+        assert not confirm_enrolment(check, cipher, user, code_at(handed[0], NOW), NOW)
+        assert confirm_enrolment(check, cipher, user, code_at(handed[1], NOW), NOW)
 
 
 # -- removal and deletion --------------------------------------------------------------------
