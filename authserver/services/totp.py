@@ -22,6 +22,7 @@ Guessing is throttled by the caller, ``services/second_factors.py``, like passwo
 from __future__ import annotations
 
 import base64
+import hashlib
 import hmac
 import re
 import secrets
@@ -106,9 +107,14 @@ def _open_secret(cipher: KeyCipher, credential: TotpCredential) -> bytes:
         ) from exc
 
 
+def _authenticator(manual_key: str) -> pyotp.TOTP:
+    # HMAC-SHA-1: RFC 6238's default and the one algorithm every authenticator app supports
+    # (HOTP's security rests on HMAC, not on SHA-1's collision resistance; RFC 4226 App. A).
+    return pyotp.TOTP(manual_key, digits=CODE_DIGITS, digest=hashlib.sha1, interval=STEP_SECONDS)
+
+
 def _code_at(secret: bytes, step: int) -> str:
-    otp = pyotp.TOTP(base64.b32encode(secret).decode(), digits=CODE_DIGITS, interval=STEP_SECONDS)
-    return otp.generate_otp(step)
+    return _authenticator(base64.b32encode(secret).decode()).generate_otp(step)
 
 
 def _matching_step(secret: bytes, code: str, now: datetime, after: int | None) -> int | None:
@@ -165,9 +171,7 @@ def begin_enrolment(
     secret = secrets.token_bytes(SECRET_BYTES)
     _store_secret(session, user, cipher.seal(secret, _associated_data(user.id)), now)
     manual_key = base64.b32encode(secret).decode()
-    uri = pyotp.TOTP(manual_key, digits=CODE_DIGITS, interval=STEP_SECONDS).provisioning_uri(
-        name=user.email, issuer_name=issuer
-    )
+    uri = _authenticator(manual_key).provisioning_uri(name=user.email, issuer_name=issuer)
     return TotpEnrolment(secret=manual_key, uri=uri)
 
 
