@@ -19,6 +19,7 @@ from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
+import pyotp
 import pytest
 from flask import Flask
 from sqlalchemy import select
@@ -29,11 +30,14 @@ from authserver.models import (
     AuditEvent,
     Client,
     OutboundMessage,
+    RecoveryCode,
     RefreshFamily,
     Revocation,
+    TotpCredential,
     User,
 )
 from authserver.runtime import runtime
+from authserver.services import recovery_codes, totp
 from authserver.services.clients import RegisteredClient, disable_client
 from authserver.services.users import check_password, find_user_by_email
 from tests.helpers import HANG_SECONDS, PASSWORD, make_client, make_user, password_login
@@ -353,6 +357,32 @@ def test_users_delete_revokes_then_removes_the_account_and_keeps_its_audit_event
         )
     assert {"user_created", "signin_succeeded", "user_deleted"} <= kept
     assert _mail_templates_to(cli_app, user.email) == ["account_deleted"]
+
+
+def test_users_delete_also_removes_the_accounts_authenticator_app_and_recovery_codes(
+    cli_env: dict[str, str], cli_app: Flask
+) -> None:
+    user = _user(cli_app)
+    now = utcnow()
+    with db.transaction(cli_app) as session:
+        owner = session.get(User, user.id)
+        assert owner is not None
+        cipher = runtime(cli_app).key_cipher
+        enrolment = totp.begin_enrolment(session, cipher, owner, now, issuer="authserver")
+        assert totp.confirm_enrolment(
+            session, cipher, owner, pyotp.TOTP(enrolment.secret).at(now), now
+        )
+        recovery_codes.generate(session, owner, now)
+
+    result = run_cli("users", "delete", user.email, env=cli_env)
+
+    assert result.returncode == 0, result.stderr
+    with db.transaction(cli_app) as session:
+        assert session.get(User, user.id) is None
+        left = session.scalars(select(TotpCredential).where(TotpCredential.user_id == user.id))
+        assert left.all() == []
+        codes = session.scalars(select(RecoveryCode).where(RecoveryCode.user_id == user.id))
+        assert codes.all() == []
 
 
 def _mail_templates_to(cli_app: Flask, address: str) -> list[str]:

@@ -56,6 +56,8 @@ APPLICATION_TABLES = {
     "browser_session_clients",
     "security_events",
     "account_links",
+    "totp_credentials",
+    "recovery_codes",
 }
 ONE_UNUSED_PER_FAMILY = "uq_refresh_tokens_one_unused_per_family"
 HOUR = timedelta(hours=1)

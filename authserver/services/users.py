@@ -357,8 +357,9 @@ def delete_account(
     back-channel logout tokens are written in this transaction and outlive the row: none of
     them refers to it by a foreign key), the address is told, then the row goes, and with it,
     by ON DELETE CASCADE, its browser sessions, refresh families and tokens, authorization
-    codes, consents and mailed links. Its audit events stay, naming its id (``audit_events``
-    has no foreign keys); they age out with AUTHSERVER_AUDIT_RETENTION_DAYS.
+    codes, consents, mailed links, authenticator app and recovery codes. Its audit events
+    stay, naming its id (``audit_events`` has no foreign keys); they age out with
+    AUTHSERVER_AUDIT_RETENTION_DAYS.
 
     Returns (sessions ended, families revoked)."""
     sessions, families = end_user_sessions(session, user.id, reason, now)
