@@ -3,8 +3,8 @@
 Both tables hang off ``users`` with ON DELETE CASCADE: deleting an account takes them along,
 and nothing else ever needs purging.
 
-Revision ID: 0020_second_factors
-Revises: 0019_signup_links
+Revision ID: 0021_second_factors
+Revises: 0020_authentication_methods
 Create Date: 2026-12-06
 """
 
@@ -13,8 +13,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0020_second_factors"
-down_revision: str | None = "0019_signup_links"
+revision: str = "0021_second_factors"
+down_revision: str | None = "0020_authentication_methods"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
