@@ -8,6 +8,7 @@ from authserver.models.clients import Client
 from authserver.models.keys import KeyState, SigningKey
 from authserver.models.outbox import OutboundMessage
 from authserver.models.revocations import Revocation
+from authserver.models.second_factors import RecoveryCode, TotpCredential
 from authserver.models.security_events import SecurityEvent
 from authserver.models.sessions import AMR_PASSWORD, BrowserSession, BrowserSessionClient
 from authserver.models.throttles import SignInThrottle
@@ -25,11 +26,13 @@ __all__ = [
     "Consent",
     "KeyState",
     "OutboundMessage",
+    "RecoveryCode",
     "RefreshFamily",
     "RefreshToken",
     "Revocation",
     "SecurityEvent",
     "SignInThrottle",
     "SigningKey",
+    "TotpCredential",
     "User",
 ]

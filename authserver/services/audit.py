@@ -53,6 +53,14 @@ class AuditEventType(enum.StrEnum):
     SIGNUP_REQUESTED = "signup_requested"
     INVITATION_SENT = "invitation_sent"
     SIGNUP_COMPLETED = "signup_completed"
+    # Second factors (services/totp.py, recovery_codes.py, second_factors.py): an
+    # authenticator app confirmed or removed, a new set of recovery codes, one of them used,
+    # a wrong code. Never the code or the secret.
+    TOTP_ENROLLED = "totp_enrolled"
+    TOTP_REMOVED = "totp_removed"
+    RECOVERY_CODES_GENERATED = "recovery_codes_generated"
+    RECOVERY_CODE_USED = "recovery_code_used"
+    SECOND_FACTOR_FAILED = "second_factor_failed"
     CLIENT_CREATED = "client_created"
     CLIENT_UPDATED = "client_updated"
     CLIENT_DISABLED = "client_disabled"
@@ -102,6 +110,8 @@ ALLOWED_DETAILS = frozenset(
         # Which registration fields an update changed (their names, never their values).
         "changed",
         "overlap_seconds",
+        # How many unused recovery codes an account has left (services/second_factors.py).
+        "recovery_codes_left",
         # What a password typed again was for (services/own_account.py).
         "action",
     }
