@@ -23,6 +23,7 @@ from authserver.http import (
     pages,
     recovery,
     signup,
+    two_step,
 )
 from authserver.http import oauth as oauth_views
 from authserver.http import wellknown as wellknown_views
@@ -109,6 +110,7 @@ def create_app(config: Config | None = None) -> Flask:
         oidc.bp,
         pages.bp,
         recovery.bp,
+        two_step.bp,
         signup.bp,
         email_links.bp,
         account_api.bp,

@@ -402,6 +402,22 @@ def users_invite(email: str) -> None:
     )
 
 
+@users_group.command("reset-factors")
+@click.argument("email")
+@with_appcontext
+def users_reset_factors(email: str) -> None:
+    """Turn a user's two-step sign-in off (the authenticator app and the recovery codes), for
+    a user who lost both; they are told by mail and can set it up again."""
+    from authserver.services.second_factor_enrolment import reset_second_factors
+
+    app = _app()
+    with db.transaction(app) as session:
+        user = user_service.get_user_by_email(session, email)
+        if not reset_second_factors(session, runtime(app).notices, user, utcnow()):
+            _fail(f"{user.email} has no second factor")
+        click.echo(f"two-step sign-in is off for {user.email}; they were told by mail")
+
+
 @users_group.command("delete")
 @click.argument("email")
 @with_appcontext

@@ -12,6 +12,7 @@ from authserver.errors import ValidationError
 from authserver.http.audit import audit
 from authserver.http.email_links import email_link_settings, mail_composer
 from authserver.http.rate_limits import is_trusted_device, per_account, per_ip, remember_device
+from authserver.http.two_step import set_second_step_cookie
 from authserver.http.web import (
     clear_session_cookie,
     current_browser_session,
@@ -36,10 +37,17 @@ from authserver.services.own_account import (
     change_own_password,
     delete_own_account,
 )
+from authserver.services.recovery_codes import remaining_count
 from authserver.services.refresh_tokens import RevocationReason
-from authserver.services.sign_in import SignInFailed, SignInThrottled, sign_in_browser
+from authserver.services.sign_in import (
+    PendingSecondFactor,
+    SignInFailed,
+    SignInThrottled,
+    sign_in_browser,
+)
 from authserver.services.sign_in_throttle import throttle_account
 from authserver.services.signup import signup_settings
+from authserver.services.totp import has_confirmed_totp
 
 bp = Blueprint("pages", __name__)
 
@@ -64,7 +72,9 @@ def login_form() -> str | Response:
     target = safe_next(request.args.get("next"))
     if current_browser_session() is not None and request.args.get("prompt") != "login":
         return _see_other(target)
-    return _login_page(target)
+    # Back from a code's page whose half-done sign-in ended (five minutes, or used).
+    expired = "That sign-in took too long. Sign in again." if request.args.get("expired") else None
+    return _login_page(target, error=expired)
 
 
 @bp.post("/login")
@@ -97,6 +107,11 @@ def login() -> tuple[str, int] | tuple[str, int, dict[str, str]] | Response:
     except SignInFailed:
         page = _login_page(target, email[:254], "Email or password is incorrect.")
         return page, 401
+    if isinstance(started, PendingSecondFactor):
+        # The password is right; the code's page finishes the sign-in.
+        response = _see_other(url_for("two_step.second_step_form", next=target))
+        set_second_step_cookie(response, started.token, rt.config)
+        return response
     response = _see_other(target)
     set_session_cookie(response, started.token, rt.config)
     remember_device(response, throttle_account(email))
@@ -157,6 +172,8 @@ def _account_page(
         new_email=new_email,
         delete_error=delete_error,
         password_policy=runtime().password_policy,
+        two_step=has_confirmed_totp(db.session, browser_session.user),
+        recovery_codes_left=remaining_count(db.session, browser_session.user),
     )
 
 

@@ -45,6 +45,9 @@ class LinkPurpose(enum.StrEnum):
     PASSWORD_RESET = "password_reset"  # noqa: S105 (a purpose, not a password)
     EMAIL_VERIFICATION = "email_verification"
     EMAIL_CHANGE = "email_change"
+    # Not mailed: the half-done sign-in between the password and the second factor, named
+    # by a short-lived cookie (services/sign_in.py).
+    SECOND_FACTOR = "second_factor"
     SIGNUP = "signup"
     INVITATION = "invitation"
 
@@ -66,10 +69,14 @@ def issue_link(
     ttl: timedelta,
     email: str | None = None,
     token: str | None = None,
+    end_older: bool = True,
 ) -> str:
-    """A new link for ``user_id``; ends their earlier unused links of this purpose. Returns
-    the token, which exists only in the caller's hands (and the sealed mail) from now on."""
-    invalidate_links(session, user_id, purpose, now)
+    """A new link for ``user_id``; ends their earlier unused links of this purpose (unless
+    ``end_older`` is False: half-done sign-ins of two browsers do not end each other).
+    Returns the token, which exists only in the caller's hands (and the sealed mail, or the
+    cookie) from now on."""
+    if end_older:
+        invalidate_links(session, user_id, purpose, now)
     return _add_link(session, purpose, user_id, email, now=now, ttl=ttl, token=token)
 
 

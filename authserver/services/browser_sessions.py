@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from authserver.models import BrowserSession, RefreshFamily, User
+from authserver.models import AMR_PASSWORD, BrowserSession, RefreshFamily, User
 from authserver.services.backchannel_logout import enqueue_logout_tokens
 from authserver.services.refresh_tokens import RevocationReason, digest_token
 from authserver.services.revocations import record_user_signed_out_everywhere, revoke_families
@@ -52,8 +52,10 @@ def start_session(
     now: datetime,
     ip_address: str | None,
     user_agent: str | None,
+    amr: str = AMR_PASSWORD,
 ) -> StartedSession:
-    """A new session with a new id: never reuse one from before sign-in (no fixation)."""
+    """A new session with a new id: never reuse one from before sign-in (no fixation).
+    ``amr``: how the user proved who they are (RFC 8176 values, space-separated)."""
     token = secrets.token_urlsafe(SESSION_TOKEN_BYTES)
     expires_at = now + policy.absolute_ttl
     browser_session = BrowserSession(
@@ -62,6 +64,7 @@ def start_session(
         user_id=user.id,
         created_at=now,
         auth_time=now,
+        amr=amr,
         last_seen_at=now,
         idle_expires_at=min(now + policy.idle_ttl, expires_at),
         expires_at=expires_at,

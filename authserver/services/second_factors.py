@@ -11,15 +11,20 @@ password guesser does not spend the real user's code attempts, nor the reverse.
 from __future__ import annotations
 
 import enum
+from datetime import datetime
 
 from sqlalchemy.orm import Session
 
-from authserver.errors import TooManyAttempts
-from authserver.models import User
+from authserver.errors import TooManyAttempts, ValidationError
+from authserver.models import BrowserSession, User
 from authserver.services import recovery_codes, totp
+from authserver.services.account_links import LinkPurpose, find_live_link, redeem_link
 from authserver.services.audit import AuditEventType, record
+from authserver.services.browser_sessions import SessionPolicy, StartedSession
 from authserver.services.keys import KeyCipher
-from authserver.services.sign_in import RequestContext
+from authserver.services.password_reset import InvalidLink
+from authserver.services.security_notices import SecurityNotices
+from authserver.services.sign_in import PASSWORD_FORM, RequestContext, finish_browser_sign_in
 from authserver.services.sign_in_throttle import (
     ThrottlePolicy,
     record_failure,
@@ -106,3 +111,68 @@ def check_second_factor(
             recovery_codes_left=recovery_codes.remaining_count(session, user),
         )
     return method
+
+
+# RFC 8176 §2: what a browser session that passed both steps says of itself. A recovery code
+# is a one-time password too.
+AMR_SECOND_FACTOR = "pwd otp mfa"
+
+
+class SecondStepExpired(InvalidLink):
+    """The half-done sign-in is unknown, used or older than SECOND_STEP_TTL: start again."""
+
+
+class WrongCode(ValidationError):
+    default_description = "That code is not right. Try the newest code from your app."
+
+
+def user_of_second_step(session: Session, token: str, now: datetime) -> User:
+    """Whose half-done sign-in ``token`` names (to show the code's page); SecondStepExpired."""
+    link = find_live_link(session, token, LinkPurpose.SECOND_FACTOR, now)
+    user = session.get(User, link.user_id) if link is not None and link.user_id else None
+    if user is None or user.disabled:
+        raise SecondStepExpired("Sign in again.")
+    return user
+
+
+def complete_second_factor(
+    session: Session,
+    cipher: KeyCipher,
+    policy: ThrottlePolicy,
+    sessions: SessionPolicy,
+    notices: SecurityNotices,
+    *,
+    token: str,
+    code: str,
+    context: RequestContext,
+    trusted_device: bool,
+    previous: BrowserSession | None,
+) -> StartedSession:
+    """The code's page: check the code (``check_second_factor``: throttled, spent once), then
+    use up the half-done sign-in in one statement (two tabs with one of them: one session)
+    and start the session, ``amr`` "pwd otp mfa". A wrong code (WrongCode) leaves the
+    half-done sign-in usable until it expires; SecondStepExpired, SecondFactorThrottled."""
+    user = user_of_second_step(session, token, context.now)
+    method = check_second_factor(
+        session, cipher, user, code, context, policy, trusted_device=trusted_device
+    )
+    if method is None:
+        raise WrongCode()
+    link = redeem_link(session, token, LinkPurpose.SECOND_FACTOR, context.now)
+    if link is None or link.user_id != user.id:
+        raise SecondStepExpired("Sign in again.")
+    if method is SecondFactorMethod.RECOVERY_CODE:
+        notices.recovery_code_used(
+            session, user, context.now, left=recovery_codes.remaining_count(session, user)
+        )
+    return finish_browser_sign_in(
+        session,
+        sessions,
+        notices,
+        user,
+        amr=AMR_SECOND_FACTOR,
+        method=f"{PASSWORD_FORM}+{method.value}",
+        context=context,
+        trusted_device=trusted_device,
+        previous=previous,
+    )

@@ -13,7 +13,9 @@ they may not have done themselves (OWASP ASVS 5.0 6.3.7 and 6.2.x "notify the us
 - *new device* (AUTHSERVER_NEW_DEVICE_NOTICES=1, off by default): a sign-in on the sign-in
   page from a browser that has not signed in to this account before (it carries no device
   cookie for it, ``http/rate_limits.remember_device``), except the account's first sign-in;
-- *account deleted*: after the account page's "Delete account" or ``users delete``.
+- *account deleted*: after the account page's "Delete account" or ``users delete``;
+- *second factor*: an authenticator app added or removed, new recovery codes, a recovery code
+  used to sign in (how many are left), the factors reset by an operator.
 
 (The address change notices live with the change, ``services/email_change.py``.)
 
@@ -45,6 +47,7 @@ PASSWORD_CHANGED = "password_changed"  # noqa: S105 (a template name)
 REFRESH_REUSED = "refresh_token_reused"
 NEW_DEVICE = "new_device_sign_in"
 ACCOUNT_DELETED = "account_deleted"
+SECOND_FACTOR = "second_factor"
 
 # A user agent can be any length; a notice names the device, it does not reproduce the header.
 MAX_DEVICE_LENGTH = 160
@@ -56,6 +59,16 @@ class PasswordChangedBy(enum.StrEnum):
     ACCOUNT_PAGE = "account_page"
     RESET_LINK = "reset_link"
     OPERATOR = "operator"
+
+
+class SecondFactorChange(enum.StrEnum):
+    """What happened to the account's second factor (the ``second_factor`` notice)."""
+
+    TOTP_ADDED = "totp_added"
+    TOTP_REMOVED = "totp_removed"
+    RECOVERY_CODES_REGENERATED = "recovery_codes_regenerated"
+    RECOVERY_CODE_USED = "recovery_code_used"
+    RESET_BY_OPERATOR = "reset_by_operator"
 
 
 @dataclass(frozen=True)
@@ -141,6 +154,24 @@ class SecurityNotices:
             device=device_name(user_agent),
             address=ip_address or "an unknown address",
             when=now,
+        )
+
+    def second_factor_changed(
+        self, session: Session, user: User, now: datetime, *, change: SecondFactorChange
+    ) -> None:
+        self._send(
+            session, user.email, SECOND_FACTOR, now, user_id=user.id, change=change.value, left=0
+        )
+
+    def recovery_code_used(self, session: Session, user: User, now: datetime, *, left: int) -> None:
+        self._send(
+            session,
+            user.email,
+            SECOND_FACTOR,
+            now,
+            user_id=user.id,
+            change=SecondFactorChange.RECOVERY_CODE_USED.value,
+            left=left,
         )
 
     def account_deleted(

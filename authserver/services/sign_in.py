@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy.orm import Session
 
 from authserver.errors import InvalidGrant, TooManyAttempts, ValidationError
-from authserver.models import BrowserSession, User
+from authserver.models import AMR_PASSWORD, BrowserSession, User
+from authserver.services.account_links import LinkPurpose, issue_link
 from authserver.services.audit import AuditEventType, record
 from authserver.services.backchannel_logout import move_signed_in_clients
 from authserver.services.browser_sessions import (
@@ -39,12 +40,17 @@ from authserver.services.sign_in_throttle import (
     seconds_to_wait,
     throttle_account,
 )
+from authserver.services.totp import has_confirmed_totp
 from authserver.services.users import (
     check_password,
     find_user_by_email,
     normalize_email,
     record_sign_in,
 )
+
+# How long the code's page waits for the code after the password (RFC 6238 codes change
+# every 30 s; five minutes is time to find the phone, not time to try many).
+SECOND_STEP_TTL = timedelta(minutes=5)
 
 # How the attempt arrived, as the audit trail's ``method`` says it.
 PASSWORD_FORM = "password_form"  # noqa: S105 (a method name, not a password)
@@ -62,6 +68,22 @@ class RequestContext:
 
 class SignInThrottled(TooManyAttempts):
     """Too many failed attempts for this account: refused before any hash."""
+
+
+@dataclass(frozen=True)
+class PendingSecondFactor:
+    """The password was right and the account has a second factor: no session yet. ``token``
+    (256 bits; an ``account_links`` row of purpose ``second_factor`` keeps only its digest)
+    goes into a short-lived cookie and names this half-done sign-in to the code's page."""
+
+    user: User
+    token: str
+
+
+class SecondFactorRequired(InvalidGrant):
+    """The password grant for an account with a second factor, which it cannot ask for."""
+
+    default_description = "This account signs in with a second factor: sign in through the browser."
 
 
 class SignInFailed(InvalidGrant):
@@ -168,6 +190,20 @@ def sign_in_for_token(
         client_id=client_id,
         trusted_device=False,
     )
+    if has_confirmed_totp(db, user):
+        # The grant has no second step to ask for a code: an account that signs in with one
+        # signs in through the browser (the authorization code flow). Refused after the
+        # password, so the answer tells nothing to whoever does not know it.
+        _audit(
+            db,
+            AuditEventType.SIGNIN_FAILED,
+            context,
+            user_id=user.id,
+            client_id=client_id,
+            method=PASSWORD_GRANT,
+            reason="second_factor_required",
+        )
+        raise SecondFactorRequired()
     record_sign_in(user, context.now)
     _audit(
         db,
@@ -192,8 +228,10 @@ def sign_in_browser(
     trusted_device: bool,
     previous: BrowserSession | None,
     notices: SecurityNotices,
-) -> StartedSession:
-    """The sign-in page: a new browser session, or SignInThrottled / SignInFailed.
+) -> StartedSession | PendingSecondFactor:
+    """The sign-in page: a new browser session, or, for an account with a second factor, a
+    PendingSecondFactor (``services/second_factors.complete_second_factor`` finishes it);
+    SignInThrottled / SignInFailed.
 
     A fresh session id at every sign-in: an id planted before sign-in is worth nothing (no
     fixation). Signing in again as the same user (``prompt=login``) keeps the apps connected
@@ -216,6 +254,45 @@ def sign_in_browser(
         client_id=None,
         trusted_device=trusted_device,
     )
+    if has_confirmed_totp(db, user):
+        # The password is right; the session waits for the code. A trusted device does not
+        # skip this step: the device cookie only spares it the account-wide throttle.
+        token = issue_link(
+            db,
+            user.id,
+            LinkPurpose.SECOND_FACTOR,
+            now=context.now,
+            ttl=SECOND_STEP_TTL,
+            end_older=False,
+        )
+        return PendingSecondFactor(user=user, token=token)
+    return finish_browser_sign_in(
+        db,
+        sessions,
+        notices,
+        user,
+        amr=AMR_PASSWORD,
+        method=PASSWORD_FORM,
+        context=context,
+        trusted_device=trusted_device,
+        previous=previous,
+    )
+
+
+def finish_browser_sign_in(
+    db: Session,
+    sessions: SessionPolicy,
+    notices: SecurityNotices,
+    user: User,
+    *,
+    amr: str,
+    method: str,
+    context: RequestContext,
+    trusted_device: bool,
+    previous: BrowserSession | None,
+) -> StartedSession:
+    """Every factor checked: record the sign-in, tell the user of a new device (with
+    new-device notices on), and start the session with ``amr`` (RFC 8176)."""
     first_sign_in = user.last_sign_in_at is None
     record_sign_in(user, context.now)
     if notices.new_device_notices and not trusted_device and not first_sign_in:
@@ -223,7 +300,7 @@ def sign_in_browser(
             db, user, context.now, user_agent=context.user_agent, ip_address=context.ip_address
         )
     return start_browser_session(
-        db, sessions, user, method=PASSWORD_FORM, context=context, previous=previous
+        db, sessions, user, method=method, context=context, previous=previous, amr=amr
     )
 
 
@@ -235,6 +312,7 @@ def start_browser_session(
     method: str,
     context: RequestContext,
     previous: BrowserSession | None,
+    amr: str = AMR_PASSWORD,
 ) -> StartedSession:
     """Sign ``user`` in to this browser, the check of who they are done by the caller (the
     password, or a sign-up link just followed): a new session, the previous one handled as
@@ -246,6 +324,7 @@ def start_browser_session(
         now=context.now,
         ip_address=context.ip_address,
         user_agent=context.user_agent,
+        amr=amr,
     )
     if previous is not None:
         if previous.user_id == user.id:

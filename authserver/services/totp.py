@@ -298,3 +298,18 @@ def remove_totp(
             method="operator" if by_operator else "account_page",
         )
     return True
+
+
+def pending_enrolment(
+    session: Session, cipher: KeyCipher, user: User, *, issuer: str
+) -> TotpEnrolment | None:
+    """The enrolment being set up (begun, not confirmed), to show its key again after a
+    wrong confirmation code; None when there is none."""
+    credential = _credential(session, user)
+    if credential is None or credential.confirmed_at is not None:
+        return None
+    manual_key = base64.b32encode(_open_secret(cipher, credential)).decode()
+    uri = pyotp.TOTP(manual_key, digits=CODE_DIGITS, interval=STEP_SECONDS).provisioning_uri(
+        name=user.email, issuer_name=issuer
+    )
+    return TotpEnrolment(secret=manual_key, uri=uri)

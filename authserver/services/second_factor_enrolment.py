@@ -1,0 +1,133 @@
+"""The account's second factor as its owner (the account page) and the operator change it:
+set up an authenticator app, turn it off, make new recovery codes, reset everything.
+
+Each change by the owner needs a *recent* sign-in: the browser session's ``auth_time`` no
+more than RECENT_SIGN_IN ago (five minutes), else the page sends the user to sign in again
+(``prompt=login``). A borrowed or stolen session, however long it lives, cannot turn the
+second factor off or replace it with an app of its own. Every change mails the user a notice
+(``services/security_notices.py``) and is audited.
+
+Losing both the app and every recovery code is recoverable only through the operator:
+``authserver users reset-factors EMAIL`` (``reset_second_factors``).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from sqlalchemy.orm import Session
+
+from authserver.errors import AuthServerError
+from authserver.models import BrowserSession, User
+from authserver.services import recovery_codes, totp
+from authserver.services.keys import KeyCipher
+from authserver.services.security_notices import SecondFactorChange, SecurityNotices
+from authserver.services.sign_in import RequestContext
+
+RECENT_SIGN_IN = timedelta(minutes=5)
+
+
+class SignInTooOld(AuthServerError):
+    """The browser session signed in longer ago than RECENT_SIGN_IN: sign in again first."""
+
+    error = "login_required"
+
+
+def require_recent_sign_in(browser_session: BrowserSession, now: datetime) -> None:
+    if now - browser_session.auth_time > RECENT_SIGN_IN:
+        raise SignInTooOld("Sign in again to change two-step sign-in.")
+
+
+def begin_totp(
+    session: Session,
+    cipher: KeyCipher,
+    browser_session: BrowserSession,
+    now: datetime,
+    *,
+    issuer: str,
+) -> totp.TotpEnrolment:
+    """A new secret to scan (SignInTooOld, totp.TotpAlreadyEnrolled)."""
+    require_recent_sign_in(browser_session, now)
+    return totp.begin_enrolment(session, cipher, browser_session.user, now, issuer=issuer)
+
+
+def confirm_totp(
+    session: Session,
+    cipher: KeyCipher,
+    notices: SecurityNotices,
+    browser_session: BrowserSession,
+    code: str,
+    context: RequestContext,
+) -> list[str] | None:
+    """Confirm the app with a code it made: its first set of recovery codes, to be shown once,
+    and a notice; None for a wrong code (the enrolment waits for a right one)."""
+    require_recent_sign_in(browser_session, context.now)
+    user = browser_session.user
+    if not totp.confirm_enrolment(
+        session,
+        cipher,
+        user,
+        code,
+        context.now,
+        ip_address=context.ip_address,
+        user_agent=context.user_agent,
+    ):
+        return None
+    codes = recovery_codes.generate(
+        session, user, context.now, ip_address=context.ip_address, user_agent=context.user_agent
+    )
+    notices.second_factor_changed(session, user, context.now, change=SecondFactorChange.TOTP_ADDED)
+    return codes
+
+
+def regenerate_recovery_codes(
+    session: Session,
+    notices: SecurityNotices,
+    browser_session: BrowserSession,
+    context: RequestContext,
+) -> list[str]:
+    """A new set of ten recovery codes (the old ones end), shown once; only with an app."""
+    require_recent_sign_in(browser_session, context.now)
+    user = browser_session.user
+    if not totp.has_confirmed_totp(session, user):
+        raise totp.NoTotpEnrolment("Set up an authenticator app first.")
+    codes = recovery_codes.generate(
+        session, user, context.now, ip_address=context.ip_address, user_agent=context.user_agent
+    )
+    notices.second_factor_changed(
+        session, user, context.now, change=SecondFactorChange.RECOVERY_CODES_REGENERATED
+    )
+    return codes
+
+
+def turn_off(
+    session: Session,
+    notices: SecurityNotices,
+    browser_session: BrowserSession,
+    context: RequestContext,
+) -> bool:
+    """Remove the app and the recovery codes. False if there was no app (nothing mailed)."""
+    require_recent_sign_in(browser_session, context.now)
+    user = browser_session.user
+    removed = totp.remove_totp(
+        session, user, context.now, ip_address=context.ip_address, user_agent=context.user_agent
+    )
+    if removed:
+        notices.second_factor_changed(
+            session, user, context.now, change=SecondFactorChange.TOTP_REMOVED
+        )
+    return removed
+
+
+def reset_second_factors(
+    session: Session, notices: SecurityNotices, user: User, now: datetime
+) -> bool:
+    """The operator's reset (``users reset-factors``), for a user who lost the app and every
+    recovery code: both go, audited ``totp_removed`` with ``method: operator``, and the user
+    is told. False if the account had none (nothing changes)."""
+    removed = totp.remove_totp(session, user, now, by_operator=True)
+    if removed:
+        notices.second_factor_changed(
+            session, user, now, change=SecondFactorChange.RESET_BY_OPERATOR
+        )
+    return removed
