@@ -385,6 +385,49 @@ def test_users_delete_also_removes_the_accounts_authenticator_app_and_recovery_c
         assert codes.all() == []
 
 
+def _enrol_an_app(cli_app: Flask, user: User) -> None:
+    now = utcnow()
+    with db.transaction(cli_app) as session:
+        owner = session.get(User, user.id)
+        assert owner is not None
+        cipher = runtime(cli_app).key_cipher
+        enrolment = totp.begin_enrolment(session, cipher, owner, now, issuer="authserver")
+        assert totp.confirm_enrolment(
+            session, cipher, owner, pyotp.TOTP(enrolment.secret).at(now), now
+        )
+        recovery_codes.generate(session, owner, now)
+
+
+def test_users_reset_factors_turns_two_step_sign_in_off_and_tells_the_user(
+    cli_env: dict[str, str], cli_app: Flask
+) -> None:
+    user = _user(cli_app)
+    _enrol_an_app(cli_app, user)
+
+    result = run_cli("users", "reset-factors", user.email, env=cli_env)
+    again = run_cli("users", "reset-factors", user.email, env=cli_env)
+    unknown = run_cli("users", "reset-factors", "nobody@example.com", env=cli_env)
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == (f"two-step sign-in is off for {user.email}; they were told by mail\n")
+    with db.transaction(cli_app) as session:
+        owner = session.get(User, user.id)
+        assert owner is not None
+        assert not totp.has_confirmed_totp(session, owner)
+        assert recovery_codes.remaining_count(session, owner) == 0
+        removed = session.scalars(
+            select(AuditEvent).where(
+                AuditEvent.user_id == user.id, AuditEvent.event_type == "totp_removed"
+            )
+        ).one()
+        assert removed.details["method"] == "operator"
+    assert _mail_templates_to(cli_app, user.email) == ["second_factor"]
+    assert again.returncode == 1
+    assert again.stderr.strip().splitlines()[-1] == f"Error: {user.email} has no second factor"
+    assert unknown.returncode == 1
+    assert unknown.stderr.strip().splitlines()[-1].startswith("Error: no user with the email")
+
+
 def _mail_templates_to(cli_app: Flask, address: str) -> list[str]:
     """The templates of the mail waiting for ``address`` (the bodies are sealed)."""
     with db.transaction(cli_app) as session:
