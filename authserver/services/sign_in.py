@@ -30,6 +30,7 @@ from authserver.services.browser_sessions import (
     move_families,
     start_session,
 )
+from authserver.services.factor_status import has_second_factor
 from authserver.services.passwords import PasswordHasher
 from authserver.services.refresh_tokens import RevocationReason
 from authserver.services.security_notices import SecurityNotices
@@ -40,7 +41,6 @@ from authserver.services.sign_in_throttle import (
     seconds_to_wait,
     throttle_account,
 )
-from authserver.services.totp import has_confirmed_totp
 from authserver.services.users import (
     check_password,
     find_user_by_email,
@@ -190,7 +190,7 @@ def sign_in_for_token(
         client_id=client_id,
         trusted_device=False,
     )
-    if has_confirmed_totp(db, user):
+    if has_second_factor(db, user):
         # The grant has no second step to ask for a code: an account that signs in with one
         # signs in through the browser (the authorization code flow). Refused after the
         # password, so the answer tells nothing to whoever does not know it.
@@ -254,7 +254,7 @@ def sign_in_browser(
         client_id=None,
         trusted_device=trusted_device,
     )
-    if has_confirmed_totp(db, user):
+    if has_second_factor(db, user):
         # The password is right; the session waits for the code. A trusted device does not
         # skip this step: the device cookie only spares it the account-wide throttle.
         token = issue_link(
