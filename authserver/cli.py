@@ -487,6 +487,11 @@ def clients_group() -> None:
     is_flag=True,
     help="The client needs the sid in every logout token (authserver always sends it).",
 )
+@click.option(
+    "--require-second-factor",
+    is_flag=True,
+    help="Its users must sign in with two factors (the password grant is then refused).",
+)
 @click.option("--access-token-ttl", type=click.IntRange(min=1), default=None)
 @click.option("--refresh-idle-ttl", type=click.IntRange(min=1), default=None)
 @click.option("--refresh-absolute-ttl", type=click.IntRange(min=1), default=None)
@@ -504,6 +509,7 @@ def clients_create(
     served_audiences: tuple[str, ...],
     backchannel_logout_uri: str | None,
     backchannel_logout_session_required: bool,
+    require_second_factor: bool,
     access_token_ttl: int | None,
     refresh_idle_ttl: int | None,
     refresh_absolute_ttl: int | None,
@@ -527,6 +533,7 @@ def clients_create(
             refresh_absolute_ttl=refresh_absolute_ttl,
             backchannel_logout_uri=backchannel_logout_uri,
             backchannel_logout_session_required=backchannel_logout_session_required,
+            require_second_factor=require_second_factor,
         )
     result = {
         "client_id": registered.client.client_id,
@@ -661,6 +668,7 @@ def _client_fields(overview: client_service.ClientOverview) -> dict[str, Any]:
         "security_event_push_url": client.security_event_push_url,
         "backchannel_logout_uri": client.backchannel_logout_uri,
         "backchannel_logout_session_required": client.backchannel_logout_session_required,
+        "require_second_factor": client.require_second_factor,
         "access_token_ttl": client.access_token_ttl,
         "refresh_idle_ttl": client.refresh_idle_ttl,
         "refresh_absolute_ttl": client.refresh_absolute_ttl,
@@ -757,6 +765,11 @@ _SECONDS = click.IntRange(min=0)
 @click.option(
     "--refresh-absolute-ttl", type=click.IntRange(min=0), default=None, help=_DEFAULT_LIFETIME
 )
+@click.option(
+    "--require-second-factor/--no-require-second-factor",
+    default=None,
+    help="Whether its users must sign in with two factors.",
+)
 @with_appcontext
 def clients_update(
     client_id: str,
@@ -770,9 +783,11 @@ def clients_update(
     access_token_ttl: int | None,
     refresh_idle_ttl: int | None,
     refresh_absolute_ttl: int | None,
+    require_second_factor: bool | None,
 ) -> None:
-    """Change a client's redirect URIs, post-logout redirect URIs, scopes, audiences or
-    lifetimes, under the rules of `clients create`. Tokens already issued keep theirs."""
+    """Change a client's redirect URIs, post-logout redirect URIs, scopes, audiences,
+    lifetimes or whether its users need two factors, under the rules of `clients create`.
+    Tokens already issued keep theirs."""
 
     def replacing(values: tuple[str, ...], clear: bool, option: str) -> Any:
         if values and clear:
@@ -792,6 +807,9 @@ def clients_update(
         "access_token_ttl": lifetime(access_token_ttl),
         "refresh_idle_ttl": lifetime(refresh_idle_ttl),
         "refresh_absolute_ttl": lifetime(refresh_absolute_ttl),
+        "require_second_factor": (
+            client_service.UNCHANGED if require_second_factor is None else require_second_factor
+        ),
     }
     if all(value is client_service.UNCHANGED for value in changes.values()):
         _fail("nothing to change; see `authserver clients update --help`")

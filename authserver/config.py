@@ -216,6 +216,10 @@ class Config:
     # in to the account before (services/security_notices.py). Off by default: a browser that
     # keeps no cookies would be "new" at every sign-in.
     new_device_notices: int = 0
+    # 1: every user must sign in with two factors (README "Second factors"): the
+    # authorization endpoint asks for the second one, or has it set up first, and the
+    # password grant is refused. A client can ask the same for its own users alone.
+    require_second_factor: int = 0
 
     # Passwords: argon2id, at least OWASP's minimum (m=19 MiB, t=2, p=1).
     argon2_time_cost: int = 2
@@ -475,6 +479,8 @@ class Config:
             )
         if self.key_change_notifications not in (0, 1):
             problems.append("AUTHSERVER_KEY_CHANGE_NOTIFICATIONS must be 0 or 1")
+        if self.require_second_factor not in (0, 1):
+            problems.append("AUTHSERVER_REQUIRE_SECOND_FACTOR must be 0 or 1")
         if self.new_device_notices not in (0, 1):
             problems.append("AUTHSERVER_NEW_DEVICE_NOTICES must be 0 or 1")
         if self.outbox_in_process not in (0, 1):

@@ -205,7 +205,7 @@ def create_app() -> Flask:
         )
         if row is None:
             return _json({"error": "invalid_grant"}, 400)
-        family, user_id, scope, _audience = row
+        family, user_id, scope, _audience, _auth_time, _amr = row
         token = access_token(str(user_id), who[0], scope, sid=str(family))
         return _json(
             {

@@ -524,6 +524,25 @@ def test_clients_update_replaces_redirect_uris_and_lifetimes(
     assert client.access_token_ttl is None
 
 
+def test_clients_update_turns_the_two_factor_requirement_on_and_off(
+    cli_env: dict[str, str], cli_app: Flask
+) -> None:
+    with db.transaction(cli_app) as session:
+        client_id = make_client(session).client.client_id
+
+    on = run_cli("clients", "update", client_id, "--require-second-factor", env=cli_env)
+    shown = run_cli("clients", "show", client_id, "--json", env=cli_env)
+    off = run_cli("clients", "update", client_id, "--no-require-second-factor", env=cli_env)
+
+    assert on.returncode == 0, on.stderr
+    assert on.stdout.startswith(f"client {client_id}: changed require_second_factor;")
+    assert json.loads(shown.stdout)["require_second_factor"] is True
+    assert off.returncode == 0, off.stderr
+    client = _client_row(cli_app, client_id)
+    assert client is not None
+    assert client.require_second_factor is False
+
+
 @pytest.mark.parametrize(
     ("options", "refusal"),
     [

@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 from urllib.parse import urlencode
 
 from authlib.oauth2.rfc6749.errors import OAuth2Error
 from flask import Blueprint, Response, redirect, render_template, request, url_for
 
 from authserver.db import db
+from authserver.http.two_step import set_second_step_cookie
 from authserver.http.web import current_browser_session
+from authserver.models import BrowserSession, Client
 from authserver.oauth.server import authorization_server
 from authserver.runtime import runtime
+from authserver.services.acr import ACR_MFA, satisfies, stronger, weakest_acceptable
 from authserver.services.consents import consent_needed, remember_consent
+from authserver.services.factor_status import has_second_factor
+from authserver.services.sign_in import begin_second_step
 
 bp = Blueprint("authorize", __name__)
 
@@ -77,6 +83,52 @@ def _signed_in_too_long_ago(auth_time: datetime, max_age: int | None) -> bool:
     return max_age == 0 or elapsed > max_age
 
 
+def _required_acr(client: Client) -> tuple[str | None, bool]:
+    """The class this request needs (services/acr.py), and whether it is a must: the server's
+    or the client's policy of two factors is; ``acr_values`` (Core §3.1.2.1) is honoured where
+    the user can give it, and otherwise the ID token's ``acr`` tells the client what it got."""
+    must = (
+        ACR_MFA if runtime().config.require_second_factor or client.require_second_factor else None
+    )
+    asked = weakest_acceptable(request.args.get("acr_values", "").split())
+    return stronger(must, asked), must is not None
+
+
+def _step_up(
+    browser_session: BrowserSession, client: Client, prompt: set[str], grant: Any
+) -> Response | tuple[str, int] | None:
+    """None when the session's sign-in reaches the class this request needs; else where to
+    go for what is missing, and only that: the second factor's page (no password again), or,
+    for a user who has none and must, setting one up first."""
+    required, must = _required_acr(client)
+    if satisfies(browser_session.amr, required):
+        return None
+    has_factor = has_second_factor(db.session, browser_session.user)
+    if not has_factor and not must:
+        return None
+    if request.method != "GET":
+        # A form posted without the GET that asks first (the consent page comes after it).
+        return redirect(request.full_path, code=303)  # type: ignore[return-value]
+    if "none" in prompt:
+        return _error_response(
+            OAuth2Error(
+                error="login_required",
+                description="This request needs a second factor.",
+                redirect_uri=grant.redirect_uri,
+                state=grant.request.payload.state,
+            )
+        )
+    if not has_factor:
+        setup = url_for("two_step.setup_form", next=request.full_path)
+        return redirect(setup, code=303)  # type: ignore[return-value]
+    pending = begin_second_step(db.session, browser_session.user, runtime().now())
+    response: Response = redirect(
+        url_for("two_step.second_step_form", next=request.full_path), code=303
+    )  # type: ignore[assignment]
+    set_second_step_cookie(response, pending.token, runtime().config)
+    return response
+
+
 @bp.route(AUTHORIZE_PATH, methods=["GET", "POST"])
 def authorize() -> Response | tuple[str, int]:
     server = authorization_server()
@@ -125,6 +177,10 @@ def authorize() -> Response | tuple[str, int]:
         return redirect(login_url, code=303)  # type: ignore[return-value]
 
     client = grant.client
+    assert browser_session is not None
+    stepped_up = _step_up(browser_session, client, prompt, grant)
+    if stepped_up is not None:
+        return stepped_up
     scope = grant.request.scope
     if request.method == "POST":
         if request.form.get("decision") != "allow":

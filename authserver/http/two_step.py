@@ -48,6 +48,7 @@ bp = Blueprint("two_step", __name__)
 
 SECOND_STEP_PATH = "/login/second-factor"
 SETUP_PATH = "/account/two-step"
+ACCOUNT = "/account"
 
 
 def second_step_cookie_name(config: Config) -> str:
@@ -159,35 +160,47 @@ def _qr_svg(uri: str) -> Markup:
     return Markup(svg)  # noqa: S704
 
 
-def _setup_page(enrolment: totp.TotpEnrolment, error: str | None = None) -> str:
+def _setup_page(enrolment: totp.TotpEnrolment, target: str, error: str | None = None) -> str:
     grouped = " ".join(enrolment.secret[i : i + 4] for i in range(0, len(enrolment.secret), 4))
     return render_template(
-        "two_step_setup.html", qr=_qr_svg(enrolment.uri), manual_key=grouped, error=error
+        "two_step_setup.html",
+        qr=_qr_svg(enrolment.uri),
+        manual_key=grouped,
+        error=error,
+        next=target,
     )
+
+
+def _setup_path(target: str) -> str:
+    """This page again, keeping where to go once it is done (an authorization request that
+    needs two factors sends the user here first)."""
+    return url_for("two_step.setup_form", next=target) if target != ACCOUNT else SETUP_PATH
 
 
 @bp.get(SETUP_PATH)
 def setup_form() -> str | tuple[str, int] | Response:
+    target = safe_next(request.args.get("next"), ACCOUNT)
     browser_session = current_browser_session()
     if browser_session is None:
-        return _see_other(url_for("pages.login_form", next=SETUP_PATH))
+        return _see_other(url_for("pages.login_form", next=_setup_path(target)))
     rt = runtime()
     try:
         enrolment = begin_totp(
             db.session, rt.key_cipher, browser_session, rt.now(), issuer=rt.config.product_name
         )
     except SignInTooOld:
-        return _sign_in_again(SETUP_PATH)
+        return _sign_in_again(_setup_path(target))
     except totp.TotpAlreadyEnrolled:
-        return _see_other(url_for("pages.account") + "#two-step")
-    return _setup_page(enrolment)
+        return _see_other(target if target != ACCOUNT else ACCOUNT + "#two-step")
+    return _setup_page(enrolment, target)
 
 
 @bp.post(SETUP_PATH)
 def setup() -> str | tuple[str, int] | Response:
+    target = safe_next(request.form.get("next"), ACCOUNT)
     browser_session = current_browser_session()
     if browser_session is None:
-        return _see_other(url_for("pages.login_form", next=SETUP_PATH))
+        return _see_other(url_for("pages.login_form", next=_setup_path(target)))
     rt = runtime()
     try:
         codes = confirm_totp(
@@ -199,18 +212,18 @@ def setup() -> str | tuple[str, int] | Response:
             request_context(),
         )
     except SignInTooOld:
-        return _sign_in_again(SETUP_PATH)
+        return _sign_in_again(_setup_path(target))
     except totp.NoTotpEnrolment:
-        return _see_other(SETUP_PATH)
+        return _see_other(_setup_path(target))
     if codes is None:
         pending = totp.pending_enrolment(
             db.session, rt.key_cipher, browser_session.user, issuer=rt.config.product_name
         )
         if pending is None:
-            return _see_other(SETUP_PATH)
+            return _see_other(_setup_path(target))
         error = "That code is not right. Type the code your app shows now."
-        return _setup_page(pending, error), 400
-    return render_template("recovery_codes.html", codes=codes, first=True)
+        return _setup_page(pending, target, error), 400
+    return render_template("recovery_codes.html", codes=codes, first=True, next=target)
 
 
 @bp.post(SETUP_PATH + "/recovery-codes")
@@ -226,7 +239,7 @@ def new_recovery_codes() -> str | tuple[str, int] | Response:
         return _sign_in_again("/account#two-step")
     except totp.NoTotpEnrolment:
         return _see_other(url_for("pages.account") + "#two-step")
-    return render_template("recovery_codes.html", codes=codes, first=False)
+    return render_template("recovery_codes.html", codes=codes, first=False, next=ACCOUNT)
 
 
 @bp.post(SETUP_PATH + "/off")

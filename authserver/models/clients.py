@@ -71,6 +71,9 @@ class Client(Base):
     refresh_absolute_ttl: Mapped[int | None]
     refresh_idle_ttl: Mapped[int | None]
     disabled: Mapped[bool] = mapped_column(default=False)
+    # Its users must have signed in with two factors (services/acr.py): the authorization
+    # endpoint asks for the second one, and the password grant is refused.
+    require_second_factor: Mapped[bool] = mapped_column(default=False, server_default=false())
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     def __repr__(self) -> str:

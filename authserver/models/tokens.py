@@ -54,6 +54,11 @@ class RefreshFamily(Base):
     browser_session_id: Mapped[uuid.UUID | None] = mapped_column(
         ForeignKey("browser_sessions.id", ondelete="SET NULL"), index=True
     )
+    # The sign-in the family came from: when, and how (RFC 8176 amr, space-separated), for
+    # its access tokens' auth_time and acr (RFC 9068 §2.2.1). NULL for families from before
+    # they were kept: their tokens carry neither claim.
+    auth_time: Mapped[datetime | None]
+    amr: Mapped[str | None] = mapped_column(String(64))
 
     user: Mapped[User] = relationship(lazy="joined")
     client: Mapped[Client] = relationship(lazy="joined")

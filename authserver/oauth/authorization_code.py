@@ -185,6 +185,8 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
                 user_agent=flask_request.user_agent.string,
                 ip_address=flask_request.remote_addr,
                 browser_session_id=code.browser_session_id,
+                auth_time=code.auth_time,
+                amr=code.amr,
             )
         access = rt.access_tokens.issue(
             subject=str(user.id),
@@ -194,6 +196,8 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
             ttl=rt.access_token_ttl(client),
             now=now,
             family_id=refresh.family.id if refresh else None,
+            auth_time=code.auth_time,
+            amr=code.amr,
         )
         record_tokens_issued(
             db.session,

@@ -18,7 +18,7 @@ from authserver.errors import (
     UnauthorizedClient,
 )
 from authserver.http.audit import audit
-from authserver.models import Client, User
+from authserver.models import AMR_PASSWORD, Client, User
 from authserver.request_context import request_context
 from authserver.runtime import runtime
 from authserver.services.access_tokens import IssuedAccessToken
@@ -101,6 +101,12 @@ class PasswordGrant(grants.ResourceOwnerPasswordCredentialsGrant):
         client: Client = self.authenticate_token_endpoint_client()
         if not client.check_grant_type(self.GRANT_TYPE) or not client.is_first_party:
             raise UnauthorizedClient()
+        rt = runtime()
+        if rt.config.require_second_factor or client.require_second_factor:
+            # The grant cannot ask for a second factor, and this client's users must give one.
+            raise UnauthorizedClient(
+                "This client's users sign in with two factors: use the authorization code flow."
+            )
         self.request.client = client
         username = self.request.form.get("username")
         password = self.request.form.get("password")
@@ -108,7 +114,6 @@ class PasswordGrant(grants.ResourceOwnerPasswordCredentialsGrant):
             raise InvalidRequest("Missing 'username' or 'password'.")
         # Cheap checks first: a bad scope must not cost a password hash.
         self.request.scope = resolve_scope(client, self.request.payload.scope)
-        rt = runtime()
         user = sign_in_for_token(
             db.session,
             rt.hasher,
@@ -144,6 +149,9 @@ class PasswordGrant(grants.ResourceOwnerPasswordCredentialsGrant):
                 now=now,
                 user_agent=flask_request.user_agent.string,
                 ip_address=flask_request.remote_addr,
+                # The password was checked just now, and it is the only factor.
+                auth_time=now,
+                amr=AMR_PASSWORD,
             )
         access = rt.access_tokens.issue(
             subject=str(user.id),
@@ -153,6 +161,8 @@ class PasswordGrant(grants.ResourceOwnerPasswordCredentialsGrant):
             ttl=rt.access_token_ttl(client),
             now=now,
             family_id=refresh.family.id if refresh else None,
+            auth_time=now,
+            amr=AMR_PASSWORD,
         )
         audit(
             AuditEventType.TOKEN_ISSUED,
@@ -237,6 +247,8 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
             ttl=rt.access_token_ttl(client),
             now=now,
             family_id=rotated.family_id,
+            auth_time=rotated.auth_time,
+            amr=rotated.amr,
         )
         audit(
             AuditEventType.TOKEN_ISSUED,

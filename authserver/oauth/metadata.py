@@ -10,6 +10,7 @@ from typing import Any
 
 from authserver.config import Config
 from authserver.oauth.server import supported_grant_types
+from authserver.services.acr import ACR_VALUES
 from authserver.services.security_events import POLL_DELIVERY_METHOD, PUSH_DELIVERY_METHOD
 
 TOKEN_PATH = "/oauth/token"  # noqa: S105 (a path, not a secret)
@@ -70,6 +71,7 @@ def server_metadata(config: Config) -> dict[str, Any]:
             "iat",
             "auth_time",
             "amr",
+            "acr",
             "nonce",
             "at_hash",
             "sid",
@@ -78,6 +80,8 @@ def server_metadata(config: Config) -> dict[str, Any]:
             "updated_at",
         ],
         "prompt_values_supported": ["none", "login"],
+        # services/acr.py: weakest first.
+        "acr_values_supported": list(ACR_VALUES),
         # OpenID Connect Back-Channel Logout 1.0 §2.1: clients with a backchannel_logout_uri
         # get a logout token when a browser session they signed in through ends, always
         # with the session's sid.

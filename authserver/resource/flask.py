@@ -12,6 +12,9 @@ Answers, per RFC 6750 §3:
 * no bearer token at all: 401, ``WWW-Authenticate: Bearer`` and no error code (§3.1);
 * a token that is refused: 401, ``Bearer error="invalid_token", error_description="..."``;
 * a valid token without the scope: 403, ``Bearer error="insufficient_scope", scope="read"``;
+* a token from too weak or too old a sign-in (``acr=``, ``max_age=``): 401,
+  ``Bearer error="insufficient_user_authentication", acr_values="...", max_age="..."``
+  (RFC 9470 §3);
 * an ``Authorization: Bearer`` header with no token in it: 400 ``invalid_request``;
 * keys or introspection unreachable: 503; the token was not judged, so it is not a 401 that
   would make the client throw it away.
@@ -31,6 +34,7 @@ from typing import ParamSpec
 from flask import Response, g, jsonify, request
 from flask.typing import ResponseReturnValue
 
+from .authentication import acr_satisfies, signed_in_within, token_acr
 from .errors import IntrospectionFailed, InvalidToken, JWKSUnavailable, TokenRevoked
 from .introspection import IntrospectionClient
 from .verifier import TokenVerifier, VerifiedToken
@@ -50,9 +54,16 @@ def _quoted(value: str) -> str:
 
 
 def bearer_challenge(
-    status: int, description: str, error: str | None = None, scope: str | None = None
+    status: int,
+    description: str,
+    error: str | None = None,
+    scope: str | None = None,
+    *,
+    acr_values: str | None = None,
+    max_age: int | None = None,
 ) -> Response:
-    """A JSON error response with the RFC 6750 §3 ``WWW-Authenticate`` challenge."""
+    """A JSON error response with the RFC 6750 §3 ``WWW-Authenticate`` challenge (and RFC
+    9470 §3's ``acr_values`` and ``max_age`` when a stronger or fresher sign-in is needed)."""
     attributes: list[str] = []
     body: dict[str, str] = {"error_description": description}
     if error is not None:
@@ -61,6 +72,12 @@ def bearer_challenge(
     if scope is not None:
         attributes.append(f"scope={_quoted(scope)}")
         body["scope"] = scope
+    if acr_values is not None:
+        attributes.append(f"acr_values={_quoted(acr_values)}")
+        body["acr_values"] = acr_values
+    if max_age is not None:
+        attributes.append(f'max_age="{max_age}"')
+        body["max_age"] = str(max_age)
     response = jsonify(body)
     response.status_code = status
     # RFC 6750 §3: auth-param list after the scheme; none at all when there was no token.
@@ -109,14 +126,24 @@ def require_token(
     scope: str | None = None,
     *,
     introspect: IntrospectionClient | None = None,
+    acr: str | None = None,
+    max_age: int | None = None,
 ) -> Callable[[View[P]], View[P]]:
     """Decorate a view so it runs only for a valid access token holding every scope named in
     ``scope`` (space-separated). The token is then ``flask.g.access_token``.
 
     With ``introspect``, a token that verifies offline is also checked online, each request
     (RFC 7662): an inactive one is refused as revoked.
+
+    With ``acr`` (an authentication context class, e.g. ``urn:authserver:acr:mfa``) or
+    ``max_age`` (seconds since the user signed in), a token whose ``acr`` is weaker or whose
+    ``auth_time`` is older is refused the RFC 9470 way: 401 ``insufficient_user_authentication``
+    with ``acr_values`` and ``max_age`` in the challenge, for the client to send the user
+    back to authserver with them and come again with a new token.
     """
     required_scopes = tuple(dict.fromkeys(scope.split())) if scope else ()
+    if max_age is not None and max_age < 0:
+        raise ValueError("max_age must be 0 or more seconds")
 
     def decorator(view: View[P]) -> View[P]:
         @functools.wraps(view)
@@ -146,6 +173,22 @@ def require_token(
                     f"The access token lacks the scope this resource needs: {needed}.",
                     error="insufficient_scope",
                     scope=needed,
+                )
+            weak = acr is not None and not acr_satisfies(token_acr(verified), acr)
+            stale = max_age is not None and not signed_in_within(
+                verified, max_age, verifier.now()
+            )
+            if weak or stale:
+                # RFC 9470 §3: the same values go in the challenge whichever fell short, so
+                # the new sign-in satisfies both.
+                return bearer_challenge(
+                    401,
+                    "A stronger or more recent sign-in is required."
+                    if weak
+                    else "A more recent sign-in is required.",
+                    error="insufficient_user_authentication",
+                    acr_values=acr,
+                    max_age=max_age,
                 )
             g.access_token = verified
             return view(*args, **kwargs)

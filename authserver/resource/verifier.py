@@ -253,6 +253,10 @@ class TokenVerifier:
 
     # -- verification -----------------------------------------------------------------------
 
+    def now(self) -> float:
+        """The verifier's time (unix seconds): its clock, for checks made beside ``verify``."""
+        return self._clock()
+
     def verify(self, token: str) -> VerifiedToken:
         """The verified token, or an ``InvalidToken`` subclass saying why not.
 

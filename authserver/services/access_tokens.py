@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 
 from joserfc import jwt
 
+from authserver.services.acr import acr_of
 from authserver.services.keys import KeyRing
 
 
@@ -40,6 +41,8 @@ class AccessTokenIssuer:
         ttl: int,
         now: datetime,
         family_id: uuid.UUID | None = None,
+        auth_time: datetime | None = None,
+        amr: str | None = None,
     ) -> IssuedAccessToken:
         """Sign an access token.
 
@@ -67,6 +70,13 @@ class AccessTokenIssuer:
             claims["scope"] = scope
         if family_id is not None:
             claims["sid"] = str(family_id)
+        # RFC 9068 §2.2.1: when and how strongly the user authenticated, where known (not for
+        # client_credentials, nor for families from before they were kept), so a resource
+        # server can ask for more (RFC 9470).
+        if auth_time is not None:
+            claims["auth_time"] = int(auth_time.timestamp())
+        if amr is not None:
+            claims["acr"] = acr_of(amr)
         # RFC 9068 §2.1: typ "at+jwt" keeps an access token from passing as an ID token.
         header = {"typ": "at+jwt", "alg": signing.algorithm, "kid": signing.kid}
         token = jwt.encode(header, claims, signing.private_key, algorithms=[signing.algorithm])

@@ -243,6 +243,7 @@ def create_client(
     refresh_absolute_ttl: int | None = None,
     backchannel_logout_uri: str | None = None,
     backchannel_logout_session_required: bool = False,
+    require_second_factor: bool = False,
 ) -> RegisteredClient:
     name = checked_client_name(name)
     grants = checked_grant_types(grant_types, public=public, first_party=first_party)
@@ -277,6 +278,7 @@ def create_client(
         refresh_absolute_ttl=refresh_absolute_ttl,
         backchannel_logout_uri=backchannel_logout_uri,
         backchannel_logout_session_required=backchannel_logout_session_required,
+        require_second_factor=require_second_factor,
     )
     session.add(client)
     session.flush()
@@ -468,6 +470,7 @@ def update_client(
     access_token_ttl: int | Unchanged | None = UNCHANGED,
     refresh_idle_ttl: int | Unchanged | None = UNCHANGED,
     refresh_absolute_ttl: int | Unchanged | None = UNCHANGED,
+    require_second_factor: bool | Unchanged = UNCHANGED,
 ) -> list[str]:
     """Replace what is given of the registration, under the rules ``create_client`` applies
     (checked all before anything is changed); a lifetime of None means the server-wide
@@ -484,6 +487,8 @@ def update_client(
         wanted["scopes"] = checked_scopes(scopes)
     if not isinstance(audiences, Unchanged):
         wanted["audiences"] = checked_audiences(audiences)
+    if not isinstance(require_second_factor, Unchanged):
+        wanted["require_second_factor"] = require_second_factor
     lifetimes = {
         "access_token_ttl": access_token_ttl,
         "refresh_idle_ttl": refresh_idle_ttl,

@@ -8,6 +8,7 @@ from datetime import datetime
 
 from joserfc import jwt
 
+from authserver.services.acr import acr_of
 from authserver.services.keys import KeyRing
 
 
@@ -43,8 +44,10 @@ def issue_id_token(
         "exp": issued_at + ttl,
         "iat": issued_at,
         "auth_time": int(auth_time.timestamp()),
-        # Core §2: how the user authenticated, RFC 8176 values ("pwd", ...), a JSON array.
+        # Core §2: how the user authenticated, RFC 8176 values ("pwd", ...), a JSON array,
+        # and the class that reaches (services/acr.py).
         "amr": amr.split(),
+        "acr": acr_of(amr),
     }
     if nonce:
         claims["nonce"] = nonce

@@ -164,6 +164,10 @@ class IssuedRefreshToken:
     scope: str
     audience: str
     token: str
+    # The family's sign-in (None for families from before it was kept): the access token's
+    # auth_time and acr.
+    auth_time: datetime | None = None
+    amr: str | None = None
     # True when this answers a retry inside the grace window (the token was issued before).
     replayed: bool = False
     # True when the rotating statement also wrote the token_issued audit row.
@@ -171,7 +175,16 @@ class IssuedRefreshToken:
 
     @classmethod
     def of(cls, family: RefreshFamily, token: str, *, replayed: bool = False) -> IssuedRefreshToken:
-        return cls(family.id, family.user_id, family.scope, family.audience, token, replayed)
+        return cls(
+            family.id,
+            family.user_id,
+            family.scope,
+            family.audience,
+            token,
+            family.auth_time,
+            family.amr,
+            replayed,
+        )
 
 
 def digest_token(token: str) -> bytes:
@@ -217,8 +230,11 @@ def start_family(
     user_agent: str | None = None,
     ip_address: str | None = None,
     browser_session_id: uuid.UUID | None = None,
+    auth_time: datetime | None = None,
+    amr: str | None = None,
 ) -> NewFamily:
-    """Begin a family for a fresh sign-in and issue its first token."""
+    """Begin a family for a fresh sign-in and issue its first token. ``auth_time`` and
+    ``amr``: that sign-in's, for the access tokens of every later rotation."""
     expires_at = now + policy.absolute_ttl
     family = RefreshFamily(
         id=uuid.uuid4(),
@@ -233,6 +249,8 @@ def start_family(
         user_agent=(user_agent or None) and user_agent[:512],
         ip_address=ip_address,
         browser_session_id=browser_session_id,
+        auth_time=auth_time,
+        amr=amr,
     )
     session.add(family)
     token = _new_token()
@@ -505,6 +523,8 @@ def _slide_family(which: ColumnElement[bool]) -> Update:
             _FAMILIES.c.scope,
             _FAMILIES.c.audience,
             _FAMILIES.c.idle_expires_at,
+            _FAMILIES.c.auth_time,
+            _FAMILIES.c.amr,
         )
     )
 
@@ -537,9 +557,9 @@ def _rotate_in_one_statement(audited: bool, for_audience: bool = False) -> Selec
             slid.c.idle_expires_at,
         ),
     )
-    rotated = select(slid.c.id, slid.c.user_id, slid.c.scope, slid.c.audience).add_cte(
-        inserted.cte("inserted")
-    )
+    rotated = select(
+        slid.c.id, slid.c.user_id, slid.c.scope, slid.c.audience, slid.c.auth_time, slid.c.amr
+    ).add_cte(inserted.cte("inserted"))
     if audited:
         # The token_issued row too: it commits exactly when the rotation does.
         rotated = rotated.add_cte(rotation_audit_row(slid).cte("audited"))
@@ -597,6 +617,8 @@ def _claim_and_rotate(
             rotated.scope,
             rotated.audience,
             successor,
+            rotated.auth_time,
+            rotated.amr,
             audited=audit is not None,
         )
     claimed = session.execute(
@@ -637,7 +659,13 @@ def _claim_and_rotate(
         },
     )
     return IssuedRefreshToken(
-        claimed.family_id, family.user_id, family.scope, family.audience, successor
+        claimed.family_id,
+        family.user_id,
+        family.scope,
+        family.audience,
+        successor,
+        family.auth_time,
+        family.amr,
     )
 
 

@@ -21,6 +21,7 @@ from authserver.errors import AuthServerError
 from authserver.models import BrowserSession, User
 from authserver.services import recovery_codes, totp
 from authserver.services.keys import KeyCipher
+from authserver.services.second_factors import AMR_SECOND_FACTOR
 from authserver.services.security_notices import SecondFactorChange, SecurityNotices
 from authserver.services.sign_in import RequestContext
 
@@ -77,6 +78,11 @@ def confirm_totp(
         session, user, context.now, ip_address=context.ip_address, user_agent=context.user_agent
     )
     notices.second_factor_changed(session, user, context.now, change=SecondFactorChange.TOTP_ADDED)
+    # This browser signed in with the password within RECENT_SIGN_IN and has just shown a code
+    # of the app: it has both factors (an authorization request that sent it here to set one
+    # up continues with them).
+    browser_session.amr = AMR_SECOND_FACTOR
+    session.flush()
     return codes
 
 

@@ -257,15 +257,7 @@ def sign_in_browser(
     if has_second_factor(db, user):
         # The password is right; the session waits for the code. A trusted device does not
         # skip this step: the device cookie only spares it the account-wide throttle.
-        token = issue_link(
-            db,
-            user.id,
-            LinkPurpose.SECOND_FACTOR,
-            now=context.now,
-            ttl=SECOND_STEP_TTL,
-            end_older=False,
-        )
-        return PendingSecondFactor(user=user, token=token)
+        return begin_second_step(db, user, context.now)
     return finish_browser_sign_in(
         db,
         sessions,
@@ -277,6 +269,16 @@ def sign_in_browser(
         trusted_device=trusted_device,
         previous=previous,
     )
+
+
+def begin_second_step(db: Session, user: User, now: datetime) -> PendingSecondFactor:
+    """A half-done sign-in waiting for ``user``'s second factor: after the password, or for
+    a step-up of a signed-in browser (``acr_values``, a client that requires two factors).
+    Two browsers' half-done sign-ins do not end each other."""
+    token = issue_link(
+        db, user.id, LinkPurpose.SECOND_FACTOR, now=now, ttl=SECOND_STEP_TTL, end_older=False
+    )
+    return PendingSecondFactor(user=user, token=token)
 
 
 def finish_browser_sign_in(

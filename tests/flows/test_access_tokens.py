@@ -39,6 +39,8 @@ METADATA_PATHS = ["/.well-known/oauth-authorization-server", "/.well-known/openi
 ISSUER = "http://127.0.0.1:8000"  # the `config` fixture's issuer
 DEFAULT_AUDIENCE = "https://api.example.test"  # the `config` fixture's default_audience
 RFC9068_CLAIMS = {"iss", "sub", "aud", "exp", "iat", "jti", "client_id", "scope"}
+# RFC 9068 §2.2.1, where the user signed in: when, and how strongly.
+AUTHENTICATION_CLAIMS = {"auth_time", "acr"}
 PRIVATE_JWK_MEMBERS = {"d", "p", "q", "dp", "dq", "qi"}
 
 
@@ -122,7 +124,9 @@ def test_password_grant_token_carries_exactly_the_rfc9068_claims_and_the_family_
 
     claims = _verified_claims(client, token)
 
-    assert set(claims) == RFC9068_CLAIMS | {"sid"}
+    assert set(claims) == RFC9068_CLAIMS | AUTHENTICATION_CLAIMS | {"sid"}
+    assert claims["acr"] == "urn:authserver:acr:password"
+    assert claims["auth_time"] == claims["iat"]
     assert claims["iss"] == ISSUER
     assert claims["aud"] == DEFAULT_AUDIENCE
     assert claims["scope"] == "read write"
@@ -176,7 +180,7 @@ def test_access_token_carries_no_personal_data(
     decoded = json.dumps([_unb64url_json(header), _unb64url_json(payload)])
     assert "ann.personal" not in decoded
     assert "example.com" not in decoded
-    assert set(_unb64url_json(payload)) <= RFC9068_CLAIMS | {"sid"}
+    assert set(_unb64url_json(payload)) <= RFC9068_CLAIMS | AUTHENTICATION_CLAIMS | {"sid"}
 
 
 def test_every_access_token_has_its_own_jti(session: Session, client: FlaskClient) -> None:

@@ -24,6 +24,8 @@ from tests.resource.support import (
 )
 
 INTROSPECT = "/oauth/introspect"
+PASSWORD = "urn:authserver:acr:password"
+MFA = "urn:authserver:acr:mfa"
 
 
 def make_api(verifier: TokenVerifier, introspection: IntrospectionClient | None = None) -> Flask:
@@ -48,6 +50,16 @@ def make_api(verifier: TokenVerifier, introspection: IntrospectionClient | None 
     @require_token(verifier, introspect=introspection)
     def online() -> dict[str, object]:
         return {"subject": g.access_token.subject}
+
+    @app.post("/transfer")
+    @require_token(verifier, scope="write", acr=MFA, max_age=300)
+    def transfer() -> dict[str, object]:
+        return {"ok": True}
+
+    @app.get("/profile")
+    @require_token(verifier, acr=PASSWORD)
+    def profile() -> dict[str, object]:
+        return {"ok": True}
 
     return app
 
@@ -302,3 +314,80 @@ def test_introspection_with_rejected_client_credentials_fails(
 
     with pytest.raises(IntrospectionFailed, match="401"):
         client.introspect(token)
+
+
+# -- RFC 9470: a stronger or more recent sign-in --------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("claims", "why"),
+    [
+        pytest.param({"acr": PASSWORD, "auth_time": 0}, "weaker", id="one-factor"),
+        pytest.param({"auth_time": 0}, "weaker", id="no-acr"),
+        pytest.param({"acr": MFA, "auth_time": -301}, "older", id="signed-in-too-long-ago"),
+        pytest.param({"acr": MFA}, "older", id="no-auth-time"),
+        pytest.param({"acr": MFA, "auth_time": "0"}, "older", id="auth-time-not-a-number"),
+        pytest.param({"acr": "urn:example:gold", "auth_time": 0}, "weaker", id="unknown-acr"),
+    ],
+)
+def test_a_sign_in_too_weak_or_too_old_is_asked_to_step_up_the_rfc9470_way(
+    api: FlaskClient,
+    issuer: FakeIssuer,
+    signing_key: IssuerKey,
+    clock: FakeClock,
+    claims: dict[str, object],
+    why: str,
+) -> None:
+    now = int(clock())
+    dated = {
+        key: now + value if key == "auth_time" and isinstance(value, int) else value
+        for key, value in claims.items()
+    }
+    token = mint(signing_key, issuer.url, clock(), scope="write", **dated)
+
+    response = api.post("/transfer", headers=bearer(token))
+
+    assert response.status_code == 401
+    params = challenge_params(response.headers["WWW-Authenticate"])
+    assert params["error"] == "insufficient_user_authentication"
+    assert params["acr_values"] == MFA
+    assert params["max_age"] == "300"
+    assert response.json is not None
+    assert response.json["error"] == "insufficient_user_authentication"
+    assert response.json["error_description"] == (
+        "A stronger or more recent sign-in is required."
+        if why == "weaker"
+        else "A more recent sign-in is required."
+    )
+
+
+def test_a_recent_two_factor_sign_in_reaches_the_view(
+    api: FlaskClient, issuer: FakeIssuer, signing_key: IssuerKey, clock: FakeClock
+) -> None:
+    token = mint(
+        signing_key, issuer.url, clock(), scope="write", acr=MFA, auth_time=int(clock()) - 300
+    )
+
+    assert api.post("/transfer", headers=bearer(token)).status_code == 200
+
+
+def test_a_stronger_class_satisfies_a_weaker_one(
+    api: FlaskClient, issuer: FakeIssuer, signing_key: IssuerKey, clock: FakeClock
+) -> None:
+    strong = mint(signing_key, issuer.url, clock(), acr=MFA, auth_time=int(clock()))
+    weak = mint(signing_key, issuer.url, clock(), acr=PASSWORD, auth_time=int(clock()))
+
+    assert api.get("/profile", headers=bearer(strong)).status_code == 200
+    assert api.get("/profile", headers=bearer(weak)).status_code == 200
+
+
+def test_scope_is_judged_before_the_sign_in(
+    api: FlaskClient, issuer: FakeIssuer, signing_key: IssuerKey, clock: FakeClock
+) -> None:
+    read_only = mint(signing_key, issuer.url, clock(), scope="read", acr=PASSWORD)
+
+    response = api.post("/transfer", headers=bearer(read_only))
+
+    # A new sign-in would not bring the scope: 403, not a step-up.
+    assert response.status_code == 403
+    assert challenge_params(response.headers["WWW-Authenticate"])["error"] == ("insufficient_scope")
