@@ -175,9 +175,7 @@ def require_token(
                     scope=needed,
                 )
             weak = acr is not None and not acr_satisfies(token_acr(verified), acr)
-            stale = max_age is not None and not signed_in_within(
-                verified, max_age, verifier.now()
-            )
+            stale = max_age is not None and not signed_in_within(verified, max_age, verifier.now())
             if weak or stale:
                 # RFC 9470 §3: the same values go in the challenge whichever fell short, so
                 # the new sign-in satisfies both.
