@@ -220,6 +220,10 @@ class Config:
     # authorization endpoint asks for the second one, or has it set up first, and the
     # password grant is refused. A client can ask the same for its own users alone.
     require_second_factor: int = 0
+    # 1: a browser that carries the account's device cookie (it signed in to the account
+    # before) is signed in with the password alone, its session saying so (amr pwd); what
+    # needs two factors then asks for the code. 0: the code is asked every time.
+    trusted_device_skips_second_factor: int = 0
 
     # Passwords: argon2id, at least OWASP's minimum (m=19 MiB, t=2, p=1).
     argon2_time_cost: int = 2
@@ -479,6 +483,8 @@ class Config:
             )
         if self.key_change_notifications not in (0, 1):
             problems.append("AUTHSERVER_KEY_CHANGE_NOTIFICATIONS must be 0 or 1")
+        if self.trusted_device_skips_second_factor not in (0, 1):
+            problems.append("AUTHSERVER_TRUSTED_DEVICE_SKIPS_SECOND_FACTOR must be 0 or 1")
         if self.require_second_factor not in (0, 1):
             problems.append("AUTHSERVER_REQUIRE_SECOND_FACTOR must be 0 or 1")
         if self.new_device_notices not in (0, 1):

@@ -96,6 +96,7 @@ def login() -> tuple[str, int] | tuple[str, int, dict[str, str]] | Response:
             trusted_device=is_trusted_device(throttle_account(email)),
             previous=current_browser_session(),
             notices=rt.notices,
+            trusted_device_skips_second_factor=bool(rt.config.trusted_device_skips_second_factor),
         )
     except SignInThrottled as throttled:
         page = _login_page(

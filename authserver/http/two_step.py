@@ -24,10 +24,12 @@ from authserver.http.web import (
     session_policy,
     set_session_cookie,
 )
+from authserver.models import BrowserSession
 from authserver.request_context import request_context
 from authserver.runtime import runtime
 from authserver.services import totp
 from authserver.services.second_factor_enrolment import (
+    SecondFactorNeeded,
     SignInTooOld,
     begin_totp,
     confirm_totp,
@@ -41,7 +43,7 @@ from authserver.services.second_factors import (
     complete_second_factor,
     user_of_second_step,
 )
-from authserver.services.sign_in import SECOND_STEP_TTL
+from authserver.services.sign_in import SECOND_STEP_TTL, begin_second_step
 from authserver.services.sign_in_throttle import throttle_account
 
 bp = Blueprint("two_step", __name__)
@@ -153,6 +155,16 @@ def _sign_in_again(target: str) -> Response:
     return _see_other(url_for("pages.login_form", next=target, prompt="login"))
 
 
+def _give_the_second_factor(browser_session: BrowserSession, target: str) -> Response:
+    """A session without the account's second factor: the code's page, for the code only
+    (a new session follows, with both factors and a fresh auth_time), then back here."""
+    rt = runtime()
+    pending = begin_second_step(db.session, browser_session.user, rt.now())
+    response = _see_other(url_for("two_step.second_step_form", next=target))
+    set_second_step_cookie(response, pending.token, rt.config)
+    return response
+
+
 def _qr_svg(uri: str) -> Markup:
     # The SVG holds segno's own path data only (the URI is encoded in it, not written as
     # text): safe to inline.
@@ -188,6 +200,8 @@ def setup_form() -> str | tuple[str, int] | Response:
         enrolment = begin_totp(
             db.session, rt.key_cipher, browser_session, rt.now(), issuer=rt.config.product_name
         )
+    except SecondFactorNeeded:
+        return _give_the_second_factor(browser_session, _setup_path(target))
     except SignInTooOld:
         return _sign_in_again(_setup_path(target))
     except totp.TotpAlreadyEnrolled:
@@ -211,6 +225,8 @@ def setup() -> str | tuple[str, int] | Response:
             request.form.get("code", "")[:200],
             request_context(),
         )
+    except SecondFactorNeeded:
+        return _give_the_second_factor(browser_session, _setup_path(target))
     except SignInTooOld:
         return _sign_in_again(_setup_path(target))
     except totp.NoTotpEnrolment:
@@ -235,6 +251,8 @@ def new_recovery_codes() -> str | tuple[str, int] | Response:
         codes = regenerate_recovery_codes(
             db.session, runtime().notices, browser_session, request_context()
         )
+    except SecondFactorNeeded:
+        return _give_the_second_factor(browser_session, "/account#two-step")
     except SignInTooOld:
         return _sign_in_again("/account#two-step")
     except totp.NoTotpEnrolment:
@@ -249,6 +267,8 @@ def turn_off_page() -> Response:
         return _see_other(url_for("pages.login_form", next="/account"))
     try:
         turn_off(db.session, runtime().notices, browser_session, request_context())
+    except SecondFactorNeeded:
+        return _give_the_second_factor(browser_session, "/account#two-step")
     except SignInTooOld:
         return _sign_in_again("/account#two-step")
     return _see_other(url_for("pages.account") + "#two-step")

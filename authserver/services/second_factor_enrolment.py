@@ -3,7 +3,8 @@ set up an authenticator app, turn it off, make new recovery codes, reset everyth
 
 Each change by the owner needs a *recent* sign-in: the browser session's ``auth_time`` no
 more than RECENT_SIGN_IN ago (five minutes), else the page sends the user to sign in again
-(``prompt=login``). A borrowed or stolen session, however long it lives, cannot turn the
+(``prompt=login``); and, for an account that has a second factor, a session that gave it
+(``amr`` has ``mfa``), else the code's page asks for it. A borrowed or stolen session, however long it lives, cannot turn the
 second factor off or replace it with an app of its own. Every change mails the user a notice
 (``services/security_notices.py``) and is audited.
 
@@ -20,6 +21,8 @@ from sqlalchemy.orm import Session
 from authserver.errors import AuthServerError
 from authserver.models import BrowserSession, User
 from authserver.services import recovery_codes, totp
+from authserver.services.acr import MFA
+from authserver.services.factor_status import has_second_factor
 from authserver.services.keys import KeyCipher
 from authserver.services.second_factors import AMR_SECOND_FACTOR
 from authserver.services.security_notices import SecondFactorChange, SecurityNotices
@@ -34,9 +37,26 @@ class SignInTooOld(AuthServerError):
     error = "login_required"
 
 
+class SecondFactorNeeded(SignInTooOld):
+    """The browser session signed in without the account's second factor (it signed in
+    before the factor was set up in another browser, or a trusted device was let through
+    with the password, AUTHSERVER_TRUSTED_DEVICE_SKIPS_SECOND_FACTOR): changing factors asks
+    for the factor first. A password alone never removes or replaces a second factor."""
+
+
 def require_recent_sign_in(browser_session: BrowserSession, now: datetime) -> None:
     if now - browser_session.auth_time > RECENT_SIGN_IN:
         raise SignInTooOld("Sign in again to change two-step sign-in.")
+
+
+def require_full_recent_sign_in(
+    session: Session, browser_session: BrowserSession, now: datetime
+) -> None:
+    """What changing factors needs: a sign-in from the last RECENT_SIGN_IN, with the
+    account's second factor if it has one (SignInTooOld, SecondFactorNeeded)."""
+    require_recent_sign_in(browser_session, now)
+    if MFA not in browser_session.amr.split() and has_second_factor(session, browser_session.user):
+        raise SecondFactorNeeded("Give your second factor to change two-step sign-in.")
 
 
 def begin_totp(
@@ -48,7 +68,7 @@ def begin_totp(
     issuer: str,
 ) -> totp.TotpEnrolment:
     """A new secret to scan (SignInTooOld, totp.TotpAlreadyEnrolled)."""
-    require_recent_sign_in(browser_session, now)
+    require_full_recent_sign_in(session, browser_session, now)
     return totp.begin_enrolment(session, cipher, browser_session.user, now, issuer=issuer)
 
 
@@ -62,7 +82,7 @@ def confirm_totp(
 ) -> list[str] | None:
     """Confirm the app with a code it made: its first set of recovery codes, to be shown once,
     and a notice; None for a wrong code (the enrolment waits for a right one)."""
-    require_recent_sign_in(browser_session, context.now)
+    require_full_recent_sign_in(session, browser_session, context.now)
     user = browser_session.user
     if not totp.confirm_enrolment(
         session,
@@ -93,7 +113,7 @@ def regenerate_recovery_codes(
     context: RequestContext,
 ) -> list[str]:
     """A new set of ten recovery codes (the old ones end), shown once; only with an app."""
-    require_recent_sign_in(browser_session, context.now)
+    require_full_recent_sign_in(session, browser_session, context.now)
     user = browser_session.user
     if not totp.has_confirmed_totp(session, user):
         raise totp.NoTotpEnrolment("Set up an authenticator app first.")
@@ -113,7 +133,7 @@ def turn_off(
     context: RequestContext,
 ) -> bool:
     """Remove the app and the recovery codes. False if there was no app (nothing mailed)."""
-    require_recent_sign_in(browser_session, context.now)
+    require_full_recent_sign_in(session, browser_session, context.now)
     user = browser_session.user
     removed = totp.remove_totp(
         session, user, context.now, ip_address=context.ip_address, user_agent=context.user_agent

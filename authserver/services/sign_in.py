@@ -228,6 +228,7 @@ def sign_in_browser(
     trusted_device: bool,
     previous: BrowserSession | None,
     notices: SecurityNotices,
+    trusted_device_skips_second_factor: bool = False,
 ) -> StartedSession | PendingSecondFactor:
     """The sign-in page: a new browser session, or, for an account with a second factor, a
     PendingSecondFactor (``services/second_factors.complete_second_factor`` finishes it);
@@ -254,9 +255,12 @@ def sign_in_browser(
         client_id=None,
         trusted_device=trusted_device,
     )
-    if has_second_factor(db, user):
-        # The password is right; the session waits for the code. A trusted device does not
-        # skip this step: the device cookie only spares it the account-wide throttle.
+    skips = trusted_device and trusted_device_skips_second_factor
+    if not skips and has_second_factor(db, user):
+        # The password is right; the session waits for the code. A trusted device skips this
+        # step only where the operator allows it; the session then says amr "pwd", and
+        # whatever needs two factors (a client's policy, acr_values, changing the factors)
+        # asks for the code.
         return begin_second_step(db, user, context.now)
     return finish_browser_sign_in(
         db,

@@ -7,8 +7,10 @@ an account that has a second factor. Mail goes over real SMTP and is read back."
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from datetime import datetime
 
+import jwt
 import pyotp
 import pytest
 from flask import Flask
@@ -400,3 +402,67 @@ def test_the_operator_reset_turns_it_off_and_tells_the_user(
     assert not reset_second_factors(session, runtime(app).notices, user, runtime(app).now())
     deliver(app)
     assert any("administrator" in parts(m)["text/plain"] for m in mailbox.received)
+
+
+# -- a session without the second factor --------------------------------------------------
+
+
+def test_a_session_from_before_the_app_was_set_up_must_give_the_code_to_turn_it_off(
+    app: Flask, session: Session, clock: Clock
+) -> None:
+    make_user(app, session)
+    older = new_browser(app)
+    assert password_step(older).status_code == 303  # signed in with the password only
+    setting_up = app.test_client()
+    assert sign_in(setting_up).status_code == 303
+    key, _ = set_up_app(setting_up, clock)
+    token = csrf_token_of(older.get("/account"))
+
+    asked = older.post(SETUP + "/off", data={"csrf_token": token})
+
+    assert asked.status_code == 303
+    assert asked.headers["Location"].startswith(SECOND_STEP)
+    user = find_user_by_email(session, EMAIL)
+    assert user is not None
+    assert has_confirmed_totp(session, user)
+    # The code, and only the code: then it may.
+    clock.advance(seconds=30)
+    page = older.get(asked.headers["Location"])
+    assert 'name="password"' not in page.get_data(as_text=True)
+    done = older.post(
+        SECOND_STEP,
+        data={
+            "csrf_token": csrf_token_of(page),
+            "code": code_at(key, clock.now),
+            "next": query_of(asked.headers["Location"])["next"],
+        },
+    )
+    assert done.status_code == 303
+    token = csrf_token_of(older.get("/account"))
+    assert older.post(SETUP + "/off", data={"csrf_token": token}).status_code == 303
+    assert not has_confirmed_totp(session, user)
+
+
+def test_a_trusted_device_skips_the_code_only_where_the_operator_allows_it_and_says_so(
+    app: Flask, session: Session, client: FlaskClient, enrolled: tuple[str, list[str]]
+) -> None:
+    rt = runtime(app)
+    rt.config = replace(rt.config, trusted_device_skips_second_factor=1)
+    # ``client`` signed in to the account before: it carries the device cookie.
+    client.post("/logout", data={"csrf_token": csrf_token_of(client.get("/logout"))})
+    stranger = new_browser(app)
+
+    trusted = password_step(client)
+    untrusted = password_step(stranger)
+
+    assert trusted.headers["Location"] == "/account"
+    assert signed_in_as(client) == EMAIL
+    assert untrusted.headers["Location"].startswith(SECOND_STEP)
+    tokens = tokens_through_browser(client, web_client(session))
+    claims = jwt.decode(tokens["id_token"], options={"verify_signature": False})
+    assert claims["amr"] == ["pwd"]
+    assert claims["acr"] == "urn:authserver:acr:password"
+    # Changing the factors from that session asks for the code.
+    token = csrf_token_of(client.get("/account"))
+    asked = client.post(SETUP + "/off", data={"csrf_token": token})
+    assert asked.headers["Location"].startswith(SECOND_STEP)

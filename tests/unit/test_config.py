@@ -193,6 +193,10 @@ def test_the_outbox_settings_default_to_an_in_process_sender_a_minute_and_a_day(
             "AUTHSERVER_REQUIRE_SECOND_FACTOR must be 0 or 1",
         ),
         (
+            {"AUTHSERVER_TRUSTED_DEVICE_SKIPS_SECOND_FACTOR": "yes"},
+            "AUTHSERVER_TRUSTED_DEVICE_SKIPS_SECOND_FACTOR must be a whole number, got 'yes'",
+        ),
+        (
             {"AUTHSERVER_OUTBOX_RETRY_MAX_SECONDS": "0"},
             "AUTHSERVER_OUTBOX_RETRY_MAX_SECONDS must be at least 1",
         ),
