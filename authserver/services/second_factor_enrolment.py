@@ -4,8 +4,9 @@ set up an authenticator app, turn it off, make new recovery codes, reset everyth
 Each change by the owner needs a *recent* sign-in: the browser session's ``auth_time`` no
 more than RECENT_SIGN_IN ago (five minutes), else the page sends the user to sign in again
 (``prompt=login``); and, for an account that has a second factor, a session that gave it
-(``amr`` has ``mfa``), else the code's page asks for it. A borrowed or stolen session, however long it lives, cannot turn the
-second factor off or replace it with an app of its own. Every change mails the user a notice
+(``amr`` has ``mfa``), else the code's page asks for it. A borrowed or stolen session,
+however long it lives, cannot turn the second factor off or replace it with an app of its
+own. Every change mails the user a notice
 (``services/security_notices.py``) and is audited.
 
 Losing both the app and every recovery code is recoverable only through the operator:
