@@ -406,8 +406,8 @@ def users_invite(email: str) -> None:
 @click.argument("email")
 @with_appcontext
 def users_reset_factors(email: str) -> None:
-    """Turn a user's two-step sign-in off (the authenticator app and the recovery codes), for
-    a user who lost both; they are told by mail and can set it up again."""
+    """Turn a user's two-step sign-in off (the authenticator app, the recovery codes and the
+    passkeys), for a user who lost them; they are told by mail and can set it up again."""
     from authserver.services.second_factor_enrolment import reset_second_factors
 
     app = _app()
