@@ -141,11 +141,14 @@
   function setUpSignIn(button) {
     const errorBox = document.getElementById(button.dataset.error);
     let conditional = null;
+    let conditionalSettled = Promise.resolve();
     button.hidden = false;
     button.addEventListener("click", async () => {
       if (conditional) {
+        // One WebAuthn request at a time: the autofill's ends before the button's starts.
         conditional.abort();
         conditional = null;
+        await conditionalSettled;
       }
       if (errorBox) {
         errorBox.hidden = true;
@@ -165,12 +168,14 @@
           return;
         }
         conditional = new AbortController();
-        signIn(button, errorBox, "conditional", conditional.signal).catch((error) => {
-          if (error && error.name === "AbortError") {
-            return; // the button took over
-          }
-          showError(errorBox, error);
-        });
+        conditionalSettled = signIn(button, errorBox, "conditional", conditional.signal).catch(
+          (error) => {
+            if (error && error.name === "AbortError") {
+              return; // the button took over
+            }
+            showError(errorBox, error);
+          },
+        );
       });
     }
   }
