@@ -1,8 +1,9 @@
 """Passkeys (WebAuthn): the credentials users register, and the challenges handed out for
 registering and signing in (single use, five minutes).
 
-Both tables hang off ``users`` with ON DELETE CASCADE. Challenges a browser never answered
-are purged once expired (``authserver purge``).
+Both tables hang off ``users`` with ON DELETE CASCADE. An accepted challenge's row is
+deleted; one a browser never answered stays, refused once expired, until a purge removes it
+(indexed by ``expires_at`` for that; ``authserver purge`` does not do it yet).
 
 Revision ID: 0022_passkeys
 Revises: 0021_second_factors
