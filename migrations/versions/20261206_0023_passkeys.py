@@ -5,8 +5,8 @@ Both tables hang off ``users`` with ON DELETE CASCADE. An accepted challenge's r
 deleted; one a browser never answered stays, refused once expired, until a purge removes it
 (indexed by ``expires_at`` for that; ``authserver purge`` does not do it yet).
 
-Revision ID: 0022_passkeys
-Revises: 0021_second_factors
+Revision ID: 0023_passkeys
+Revises: 0022_authentication_context
 Create Date: 2026-12-06
 """
 
@@ -15,8 +15,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0022_passkeys"
-down_revision: str | None = "0021_second_factors"
+revision: str = "0023_passkeys"
+down_revision: str | None = "0022_authentication_context"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
