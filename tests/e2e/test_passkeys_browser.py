@@ -18,11 +18,13 @@ from typing import Any
 
 import pytest
 from playwright.sync_api import CDPSession, Page, expect
+from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
 from authserver.app import create_app
 from authserver.config import Config
 from authserver.db import db
+from authserver.models import BrowserSession
 from tests.conftest import (
     LiveServer,
     listening_socket,
@@ -63,6 +65,14 @@ def shoot(tab: Page, name: str) -> None:
     screenshots.shoot(tab, SHOTS, name)
 
 
+def without_autofill_requests(tab: Page) -> None:
+    """Headless Chromium opens the autofill picker of a conditional (autofill) request on the
+    focused email field, with nobody to close it, and it holds the page's input: the page is
+    told conditional mediation is unavailable, so the buttons are what ask. (The server's
+    side is the same for both; the flow tests cover it.)"""
+    tab.add_init_script("PublicKeyCredential.isConditionalMediationAvailable = async () => false;")
+
+
 def add_authenticator(cdp: CDPSession) -> str:
     answer = cdp.send("WebAuthn.addVirtualAuthenticator", {"options": AUTHENTICATOR})
     return str(answer["authenticatorId"])
@@ -87,6 +97,13 @@ def sign_out(tab: Page) -> None:
     expect(tab.locator("h1")).to_have_text("You are signed out")
 
 
+def password_step(tab: Page, url: str) -> None:
+    tab.goto(url + "/login")
+    tab.fill("input[name=email]", EMAIL)
+    tab.fill("input[name=password]", PASSWORD)
+    tab.get_by_role("button", name="Sign in", exact=True).click()
+
+
 def passkey_sign_in(tab: Page, url: str) -> None:
     tab.goto(url + "/login")
     tab.get_by_role("button", name="Sign in with a passkey").click()
@@ -103,6 +120,7 @@ def test_a_passkey_is_added_signs_in_and_its_clone_and_removal_are_refused(
     # holds the virtual authenticator: the page is told conditional mediation is unavailable,
     # so the button is what asks (the flow tests cover the server's side of both).
     page.add_init_script("PublicKeyCredential.isConditionalMediationAvailable = async () => false;")
+    without_autofill_requests(page)
     cdp = page.context.new_cdp_session(page)
     cdp.send("WebAuthn.enable")
     original = add_authenticator(cdp)
@@ -111,9 +129,7 @@ def test_a_passkey_is_added_signs_in_and_its_clone_and_removal_are_refused(
     expect(page.locator("#email")).to_have_attribute("autocomplete", "username webauthn")
     expect(page.get_by_role("button", name="Sign in with a passkey")).to_be_visible()
     shoot(page, "login")
-    page.fill("input[name=email]", EMAIL)
-    page.fill("input[name=password]", PASSWORD)
-    page.get_by_role("button", name="Sign in", exact=True).click()
+    password_step(page, url)
     page.wait_for_url(url + "/account")
     expect(page.locator("#passkeys ~ p.muted").first).to_contain_text("A passkey signs you in")
     page.fill("#passkey_name", "Test laptop")
@@ -157,3 +173,34 @@ def test_a_passkey_is_added_signs_in_and_its_clone_and_removal_are_refused(
     expect(page.locator("#passkey_error")).to_contain_text("not registered here")
     shoot(page, "login-removed-refused")
     assert len(credentials_of(cdp, ahead)) == 1  # the authenticator still holds it
+
+
+def test_a_passkey_is_the_second_step_after_the_password(
+    localhost_server: LiveServer,
+    page: Page,  # noqa: F811
+) -> None:
+    url = localhost_server.url
+    with db.transaction(localhost_server.app) as session:
+        make_user(localhost_server.app, session, EMAIL)
+    without_autofill_requests(page)
+    cdp = page.context.new_cdp_session(page)
+    cdp.send("WebAuthn.enable")
+    add_authenticator(cdp)
+    password_step(page, url)
+    page.wait_for_url(url + "/account")
+    page.get_by_role("button", name="Add a passkey").click()
+    expect(page.locator("ul.passkeys li")).to_contain_text("Passkey")
+    sign_out(page)
+
+    password_step(page, url)
+    expect(page.locator("h1")).to_have_text("Two-step sign-in")
+    # No authenticator app: the passkey is the only way on, and no code field is offered.
+    expect(page.locator("#code")).to_have_count(0)
+    shoot(page, "second-step")
+    page.get_by_role("button", name="Use a passkey").click()
+    page.wait_for_url(url + "/account")
+    with db.transaction(localhost_server.app) as session:
+        live = session.scalars(
+            select(BrowserSession).where(BrowserSession.revoked_at.is_(None))
+        ).one()
+        assert live.amr == "pwd hwk mfa"
