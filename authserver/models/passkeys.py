@@ -66,7 +66,7 @@ class PasskeyChallenge(Base):
     expires_at: Mapped[datetime]
 
     __table_args__ = (
-        # For purging challenges never answered (``authserver purge`` does not yet).
+        # ``authserver purge`` of the challenges never answered.
         Index("ix_passkey_challenges_expires_at", "expires_at"),
     )
 

@@ -2,8 +2,8 @@
 registering and signing in (single use, five minutes).
 
 Both tables hang off ``users`` with ON DELETE CASCADE. An accepted challenge's row is
-deleted; one a browser never answered stays, refused once expired, until a purge removes it
-(indexed by ``expires_at`` for that; ``authserver purge`` does not do it yet).
+deleted; one a browser never answered is refused once expired and ``authserver purge``
+removes it (indexed by ``expires_at`` for that).
 
 Revision ID: 0023_passkeys
 Revises: 0022_authentication_context
