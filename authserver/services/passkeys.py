@@ -45,6 +45,7 @@ from typing import Any, cast
 from urllib.parse import urlsplit
 
 from sqlalchemy import Table, delete, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from webauthn import (
     generate_authentication_options,
@@ -314,8 +315,6 @@ def register_passkey(
         )
     except _MALFORMED as exc:
         raise PasskeyRefused() from exc
-    if _find(session, verified.credential_id) is not None:
-        raise PasskeyAlreadyRegistered()
     transports = parsed.response.transports or []
     passkey = Passkey(
         user_id=user.id,
@@ -329,8 +328,13 @@ def register_passkey(
         name=clean_name(name),
         created_at=context.now,
     )
-    session.add(passkey)
-    session.flush()
+    try:
+        # A savepoint: the same credential registered twice at once (two tabs) fails one
+        # insert on the unique credential id, not the request.
+        with session.begin_nested():
+            session.add(passkey)
+    except IntegrityError as exc:
+        raise PasskeyAlreadyRegistered() from exc
     _audit(session, AuditEventType.PASSKEY_ADDED, user.id, context, passkey_id=passkey.id)
     notices.second_factor_changed(
         session, user, context.now, change=SecondFactorChange.PASSKEY_ADDED, name=passkey.name

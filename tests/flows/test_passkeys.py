@@ -468,3 +468,18 @@ def test_used_challenges_leave_no_row(
     assert passwordless(client, registered).status_code == 200
     session.expire_all()
     assert session.scalars(select(PasskeyChallenge)).all() == []
+
+
+def test_a_credential_id_already_registered_is_refused(
+    app: Flask, session: Session, clock: Clock, registered: SoftAuthenticator
+) -> None:
+    bob_http = app.test_client()
+    make_user(app, session, "bob@example.com")
+    assert sign_in(bob_http, "bob@example.com").status_code == 303
+    same_id = SoftAuthenticator(origin=ORIGIN, rp_id=RP_ID, credential_id=registered.credential_id)
+
+    refused = add_passkey(bob_http, same_id)
+
+    assert refused.status_code == 400
+    assert "already registered" in refused.get_json()["error_description"]
+    assert the_passkey(session).name == "Laptop"  # still Ann's, the only one
