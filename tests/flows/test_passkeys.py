@@ -19,9 +19,19 @@ from werkzeug.test import TestResponse
 
 from authserver.models import AuditEvent, BrowserSession, Passkey, PasskeyChallenge
 from authserver.runtime import runtime
+from authserver.services.clients import RegisteredClient
 from authserver.services.second_factor_enrolment import reset_second_factors
 from authserver.services.users import find_user_by_email
-from tests.browser_helpers import csrf_token_of, sign_in, signed_in_as
+from tests.browser_helpers import (
+    authorize_url,
+    csrf_token_of,
+    pkce_pair,
+    query_of,
+    sign_in,
+    signed_in_as,
+    web_client,
+)
+from tests.flows.test_acr import MFA_ACR, authorize, claims_of, follow_to_client, tokens_from
 from tests.helpers import Clock, make_user
 from tests.smtp_servers import Mailbox
 from tests.soft_authenticator import SoftAuthenticator
@@ -483,3 +493,62 @@ def test_a_credential_id_already_registered_is_refused(
     assert refused.status_code == 400
     assert "already registered" in refused.get_json()["error_description"]
     assert the_passkey(session).name == "Laptop"  # still Ann's, the only one
+
+
+# -- how strongly: acr and amr in the tokens, and a step-up ---------------------------------
+
+
+@pytest.fixture
+def rp(session: Session) -> RegisteredClient:
+    return web_client(session)
+
+
+def test_a_passwordless_sign_in_is_the_mfa_class_with_amr_hwk_mfa_in_the_id_token(
+    client: FlaskClient, rp: RegisteredClient, registered: SoftAuthenticator
+) -> None:
+    assert passwordless(client, registered).status_code == 200
+
+    tokens = tokens_from(client, rp, *authorize(client, rp))
+
+    id_token = claims_of(tokens["id_token"])
+    assert id_token["acr"] == MFA_ACR
+    assert id_token["amr"] == ["hwk", "mfa"]
+
+
+def test_acr_values_mfa_steps_a_password_session_up_with_a_passkey(
+    app: Flask,
+    session: Session,
+    client: FlaskClient,
+    clock: Clock,
+    rp: RegisteredClient,
+    authenticator: SoftAuthenticator,
+) -> None:
+    make_user(app, session)
+    older = app.test_client()  # signed in with the password before the passkey was added
+    assert sign_in(older).status_code == 303
+    assert sign_in(client).status_code == 303
+    assert add_passkey(client, authenticator).status_code == 200
+    verifier, challenge = pkce_pair()
+    url = authorize_url(rp.client.client_id, challenge, acr_values=MFA_ACR)
+
+    to_second_step = older.get(url)
+    assert to_second_step.headers["Location"].startswith("/login/second-factor")
+    page = older.get(to_second_step.headers["Location"])
+    assert "Use a passkey" in page.get_data(as_text=True)
+    csrf = csrf_token_of(page)
+    options = post_json(older, "/login/second-factor/passkey/options", {}, csrf).get_json()
+    next_path = query_of(to_second_step.headers["Location"])["next"]
+    done = post_json(
+        older,
+        "/login/second-factor/passkey",
+        {"credential": authenticator.get_assertion(options), "next": next_path},
+        csrf,
+    )
+    assert done.status_code == 200, done.get_data(as_text=True)
+    back = done.get_json()["redirect"]
+    assert back.startswith("/oauth/authorize?")
+
+    tokens = tokens_from(older, rp, follow_to_client(older, older.get(back)), verifier)
+    id_token = claims_of(tokens["id_token"])
+    assert id_token["acr"] == MFA_ACR
+    assert id_token["amr"] == ["pwd", "hwk", "mfa"]
