@@ -119,6 +119,8 @@
       message = "This device already holds a passkey for your account.";
     }
     element.textContent = message;
+    // The class only once there is something to say: an empty, hidden error is no error.
+    element.classList.add("error");
     element.hidden = false;
   }
 
