@@ -26,18 +26,23 @@ from flask import Blueprint, Response, jsonify, redirect, request, url_for
 from authserver.db import db
 from authserver.errors import NotFound
 from authserver.http.rate_limits import is_trusted_device, per_ip, remember_device
-from authserver.http.two_step import clear_second_step_cookie, second_step_cookie_name
+from authserver.http.two_step import (
+    clear_second_step_cookie,
+    give_the_second_factor,
+    second_step_cookie_name,
+)
 from authserver.http.web import (
     current_browser_session,
     safe_next,
     session_policy,
     set_session_cookie,
 )
+from authserver.models import BrowserSession
 from authserver.request_context import request_context
 from authserver.runtime import runtime
 from authserver.services import passkeys
 from authserver.services.browser_sessions import StartedSession
-from authserver.services.second_factor_enrolment import SignInTooOld
+from authserver.services.second_factor_enrolment import SecondFactorNeeded, SignInTooOld
 from authserver.services.second_factors import SecondStepExpired, user_of_second_step
 from authserver.services.sign_in_throttle import throttle_account
 
@@ -85,6 +90,23 @@ def _sign_in_first(target: str, description: str) -> Response:
         },
         401,
     )
+
+
+def _second_factor_first(browser_session: BrowserSession) -> Response:
+    """A session that signed in without the account's second factor: the page is sent to
+    the code's page (the half-done sign-in's cookie set here), then back to the passkeys."""
+    redirect_to = give_the_second_factor(browser_session, ACCOUNT_SECTION)
+    response = _json(
+        {
+            "error": "second_factor_required",
+            "error_description": "Give your second factor to change your passkeys.",
+            "redirect": redirect_to.headers["Location"],
+        },
+        401,
+    )
+    for cookie in redirect_to.headers.getlist("Set-Cookie"):
+        response.headers.add("Set-Cookie", cookie)
+    return response
 
 
 def _body() -> dict[str, Any]:
@@ -226,6 +248,8 @@ def registration_options() -> Response:
         options = passkeys.registration_options(
             db.session, passkeys.relying_party(rt.config), browser_session, rt.now()
         )
+    except SecondFactorNeeded:
+        return _second_factor_first(browser_session)
     except SignInTooOld:
         return _sign_in_first(ACCOUNT_SECTION, "Sign in again to add a passkey.")
     return _options(options)
@@ -249,6 +273,8 @@ def register() -> Response:
             name if isinstance(name, str) else None,
             request_context(),
         )
+    except SecondFactorNeeded:
+        return _second_factor_first(browser_session)
     except SignInTooOld:
         return _sign_in_first(ACCOUNT_SECTION, "Sign in again to add a passkey.")
     except passkeys.PasskeyRefused as refused:
@@ -277,6 +303,8 @@ def rename(passkey_id: uuid.UUID) -> Response:
             request.form.get("name", "")[:1000],
             request_context(),
         )
+    except SecondFactorNeeded:
+        return give_the_second_factor(browser_session, ACCOUNT_SECTION)
     except SignInTooOld:
         return _sign_in_again()
     except NotFound:
@@ -293,6 +321,8 @@ def remove(passkey_id: uuid.UUID) -> Response:
         passkeys.remove_passkey(
             db.session, runtime().notices, browser_session, passkey_id, request_context()
         )
+    except SecondFactorNeeded:
+        return give_the_second_factor(browser_session, ACCOUNT_SECTION)
     except SignInTooOld:
         return _sign_in_again()
     except NotFound:

@@ -163,7 +163,7 @@ def _sign_in_again(target: str) -> Response:
     return _see_other(url_for("pages.login_form", next=target, prompt="login"))
 
 
-def _give_the_second_factor(browser_session: BrowserSession, target: str) -> Response:
+def give_the_second_factor(browser_session: BrowserSession, target: str) -> Response:
     """A session without the account's second factor: the code's page, for the code only
     (a new session follows, with both factors and a fresh auth_time), then back here."""
     rt = runtime()
@@ -209,7 +209,7 @@ def setup_form() -> str | tuple[str, int] | Response:
             db.session, rt.key_cipher, browser_session, rt.now(), issuer=rt.config.product_name
         )
     except SecondFactorNeeded:
-        return _give_the_second_factor(browser_session, _setup_path(target))
+        return give_the_second_factor(browser_session, _setup_path(target))
     except SignInTooOld:
         return _sign_in_again(_setup_path(target))
     except totp.TotpAlreadyEnrolled:
@@ -234,7 +234,7 @@ def setup() -> str | tuple[str, int] | Response:
             request_context(),
         )
     except SecondFactorNeeded:
-        return _give_the_second_factor(browser_session, _setup_path(target))
+        return give_the_second_factor(browser_session, _setup_path(target))
     except SignInTooOld:
         return _sign_in_again(_setup_path(target))
     except totp.NoTotpEnrolment:
@@ -260,7 +260,7 @@ def new_recovery_codes() -> str | tuple[str, int] | Response:
             db.session, runtime().notices, browser_session, request_context()
         )
     except SecondFactorNeeded:
-        return _give_the_second_factor(browser_session, "/account#two-step")
+        return give_the_second_factor(browser_session, "/account#two-step")
     except SignInTooOld:
         return _sign_in_again("/account#two-step")
     except totp.NoTotpEnrolment:
@@ -276,7 +276,7 @@ def turn_off_page() -> Response:
     try:
         turn_off(db.session, runtime().notices, browser_session, request_context())
     except SecondFactorNeeded:
-        return _give_the_second_factor(browser_session, "/account#two-step")
+        return give_the_second_factor(browser_session, "/account#two-step")
     except SignInTooOld:
         return _sign_in_again("/account#two-step")
     return _see_other(url_for("pages.account") + "#two-step")

@@ -77,7 +77,7 @@ from authserver.models import BrowserSession, Passkey, PasskeyChallenge, User
 from authserver.services.account_links import LinkPurpose, redeem_link
 from authserver.services.audit import AuditEventType, record
 from authserver.services.browser_sessions import SessionPolicy, StartedSession
-from authserver.services.second_factor_enrolment import require_recent_sign_in
+from authserver.services.second_factor_enrolment import require_full_recent_sign_in
 from authserver.services.second_factors import (
     SecondStepExpired,
     second_factor_throttle_account,
@@ -256,8 +256,10 @@ def user_handle(user: User) -> bytes:
 def registration_options(
     session: Session, rp: RelyingParty, browser_session: BrowserSession, now: datetime
 ) -> str:
-    """The options for ``navigator.credentials.create()``, as JSON (SignInTooOld)."""
-    require_recent_sign_in(browser_session, now)
+    """The options for ``navigator.credentials.create()``, as JSON. Like every change of
+    factors: a sign-in from the last five minutes, with the account's second factor if it
+    has one (SignInTooOld, SecondFactorNeeded)."""
+    require_full_recent_sign_in(session, browser_session, now)
     user = browser_session.user
     challenge = _issue_challenge(session, ChallengePurpose.REGISTRATION, user.id, now)
     options = generate_registration_options(
@@ -296,8 +298,9 @@ def register_passkey(
     context: RequestContext,
 ) -> Passkey:
     """Verify the browser's answer to the registration options (§7.1) and keep the passkey;
-    SignInTooOld, PasskeyRefused (ChallengeExpired, PasskeyAlreadyRegistered)."""
-    require_recent_sign_in(browser_session, context.now)
+    SignInTooOld, SecondFactorNeeded, PasskeyRefused (ChallengeExpired,
+    PasskeyAlreadyRegistered)."""
+    require_full_recent_sign_in(session, browser_session, context.now)
     user = browser_session.user
     try:
         parsed: RegistrationCredential = parse_registration_credential_json(_as_object(credential))
@@ -621,8 +624,9 @@ def rename_passkey(
     name: str | None,
     context: RequestContext,
 ) -> Passkey:
-    """SignInTooOld, NotFound (another account's is as unknown as none)."""
-    require_recent_sign_in(browser_session, context.now)
+    """SignInTooOld, SecondFactorNeeded, NotFound (another account's is as unknown as
+    none)."""
+    require_full_recent_sign_in(session, browser_session, context.now)
     passkey = _own_passkey(session, browser_session.user, passkey_id)
     passkey.name = clean_name(name)
     session.flush()
@@ -643,8 +647,9 @@ def remove_passkey(
     passkey_id: uuid.UUID,
     context: RequestContext,
 ) -> None:
-    """Remove one passkey: it signs nobody in from now on. SignInTooOld, NotFound."""
-    require_recent_sign_in(browser_session, context.now)
+    """Remove one passkey: it signs nobody in from now on. SignInTooOld, SecondFactorNeeded,
+    NotFound."""
+    require_full_recent_sign_in(session, browser_session, context.now)
     user = browser_session.user
     passkey = _own_passkey(session, user, passkey_id)
     name = passkey.name

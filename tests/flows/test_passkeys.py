@@ -552,3 +552,40 @@ def test_acr_values_mfa_steps_a_password_session_up_with_a_passkey(
     id_token = claims_of(tokens["id_token"])
     assert id_token["acr"] == MFA_ACR
     assert id_token["amr"] == ["pwd", "hwk", "mfa"]
+
+
+def test_a_session_without_the_second_factor_is_asked_for_it_before_changing_passkeys(
+    app: Flask,
+    session: Session,
+    client: FlaskClient,
+    clock: Clock,
+    authenticator: SoftAuthenticator,
+) -> None:
+    make_user(app, session)
+    older = app.test_client()  # signed in with the password before the passkey was added
+    assert sign_in(older).status_code == 303
+    assert sign_in(client).status_code == 303
+    assert add_passkey(client, authenticator).status_code == 200
+    passkey = the_passkey(session)
+    csrf = csrf_of(older, "/account")
+
+    rename = older.post(
+        f"/account/passkeys/{passkey.id}/rename", data={"csrf_token": csrf, "name": "Mine now"}
+    )
+    remove = older.post(f"/account/passkeys/{passkey.id}/remove", data={"csrf_token": csrf})
+    options = post_json(older, "/account/passkeys/options", {}, csrf)
+
+    for answer in (rename, remove):
+        assert answer.status_code == 303
+        assert answer.headers["Location"].startswith("/login/second-factor")
+    assert options.status_code == 401
+    assert options.get_json()["error"] == "second_factor_required"
+    assert options.get_json()["redirect"].startswith("/login/second-factor")
+    assert the_passkey(session).name == "Laptop"
+    # The passkey given on the code's page makes a session that may change them.
+    assert second_step(older, authenticator).status_code == 200
+    csrf = csrf_of(older, "/account")
+    older.post(
+        f"/account/passkeys/{passkey.id}/rename", data={"csrf_token": csrf, "name": "Mine now"}
+    )
+    assert the_passkey(session).name == "Mine now"
