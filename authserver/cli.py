@@ -281,7 +281,9 @@ def users_list(search: str | None, after: str | None, limit: int, as_json: bool)
 @with_appcontext
 def users_show(email: str) -> None:
     """Show an account and where it is signed in: browser sessions and apps' refresh
-    families (with the client's name)."""
+    families (with the client's name), and its passkeys."""
+    from authserver.services.passkeys import list_passkeys
+
     with db.transaction(_app()) as session:
         overview = user_service.user_overview(session, email, utcnow())
         user = overview.user
@@ -304,6 +306,16 @@ def users_show(email: str) -> None:
             click.echo(
                 f"  {device.id}  {device.client_name}  since {_when(device.created_at)}  "
                 f"last used {_when(device.last_used_at)}  {device.ip_address or '-'}"
+            )
+        passkeys = list_passkeys(session, user)
+        click.echo(f"passkeys:        {len(passkeys)}")
+        for passkey in passkeys:
+            used = _when(passkey.last_used_at) if passkey.last_used_at else "never"
+            kind = "synced" if passkey.backup_eligible else "device-bound"
+            flag = "  clone suspected" if passkey.clone_suspected_at else ""
+            click.echo(
+                f"  {passkey.id}  {passkey.name}  added {_when(passkey.created_at)}  "
+                f"last used {used}  {kind}{flag}"
             )
 
 
@@ -406,8 +418,8 @@ def users_invite(email: str) -> None:
 @click.argument("email")
 @with_appcontext
 def users_reset_factors(email: str) -> None:
-    """Turn a user's two-step sign-in off (the authenticator app and the recovery codes), for
-    a user who lost both; they are told by mail and can set it up again."""
+    """Turn a user's two-step sign-in off (the authenticator app, the recovery codes and the
+    passkeys), for a user who lost them; they are told by mail and can set it up again."""
     from authserver.services.second_factor_enrolment import reset_second_factors
 
     app = _app()

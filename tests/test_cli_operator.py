@@ -30,6 +30,7 @@ from authserver.models import (
     AuditEvent,
     Client,
     OutboundMessage,
+    Passkey,
     RecoveryCode,
     RefreshFamily,
     Revocation,
@@ -174,6 +175,42 @@ def test_users_show_prints_the_account_and_where_it_is_signed_in(
     assert "browser sessions: 0" in out
     assert "refresh families: 1" in out
     assert "Photos app" in out
+    assert "passkeys:        0" in out
+
+
+def test_users_show_lists_the_passkeys_and_reset_factors_removes_them(
+    cli_env: dict[str, str], cli_app: Flask
+) -> None:
+    user = _user(cli_app)
+    with db.transaction(cli_app) as session:
+        passkey = Passkey(
+            user_id=user.id,
+            credential_id=b"credential",
+            public_key=b"cose key",
+            sign_count=7,
+            aaguid="00000000-0000-0000-0000-000000000000",
+            backup_eligible=True,
+            backed_up=True,
+            name="Work laptop",
+            clone_suspected_at=utcnow(),
+        )
+        session.add(passkey)
+        session.flush()
+        passkey_id = passkey.id
+
+    shown = run_cli("users", "show", user.email, env=cli_env)
+    reset = run_cli("users", "reset-factors", user.email, env=cli_env)
+
+    assert shown.returncode == 0, shown.stderr
+    assert "passkeys:        1" in shown.stdout
+    (line,) = [row for row in shown.stdout.splitlines() if str(passkey_id) in row]
+    assert "Work laptop" in line
+    assert "last used never" in line
+    assert line.endswith("synced  clone suspected")
+    assert reset.returncode == 0, reset.stderr
+    with db.transaction(cli_app) as session:
+        assert session.get(Passkey, passkey_id) is None
+    assert _mail_templates_to(cli_app, user.email) == ["second_factor"]
 
 
 @pytest.mark.parametrize(

@@ -58,6 +58,8 @@ APPLICATION_TABLES = {
     "account_links",
     "totp_credentials",
     "recovery_codes",
+    "passkeys",
+    "passkey_challenges",
 }
 ONE_UNUSED_PER_FAMILY = "uq_refresh_tokens_one_unused_per_family"
 HOUR = timedelta(hours=1)

@@ -63,6 +63,17 @@ HTML_PAGES = {
     ("POST", "/oauth/logout"),
     ("GET", "/dev/mail"),
     ("GET", "/dev/mail/{}/html"),
+    ("POST", "/account/passkeys/{}/rename"),
+    ("POST", "/account/passkeys/{}/remove"),
+    # The passkey ceremonies' JSON endpoints: called by the pages' own script
+    # (static/passkeys.js) with the page's CSRF token, same origin only; part of the pages,
+    # not an API a client could call.
+    ("POST", "/login/passkey/options"),
+    ("POST", "/login/passkey"),
+    ("POST", "/login/second-factor/passkey/options"),
+    ("POST", "/login/second-factor/passkey"),
+    ("POST", "/account/passkeys/options"),
+    ("POST", "/account/passkeys"),
 }
 NOT_ROUTED_BY_US = {"HEAD", "OPTIONS"}  # Flask answers these for every route
 HTTP_METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}

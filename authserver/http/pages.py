@@ -37,6 +37,7 @@ from authserver.services.own_account import (
     change_own_password,
     delete_own_account,
 )
+from authserver.services.passkeys import list_passkeys
 from authserver.services.recovery_codes import remaining_count
 from authserver.services.refresh_tokens import RevocationReason
 from authserver.services.sign_in import (
@@ -175,6 +176,7 @@ def _account_page(
         password_policy=runtime().password_policy,
         two_step=has_confirmed_totp(db.session, browser_session.user),
         recovery_codes_left=remaining_count(db.session, browser_session.user),
+        passkeys=list_passkeys(db.session, browser_session.user),
     )
 
 

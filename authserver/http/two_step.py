@@ -24,10 +24,11 @@ from authserver.http.web import (
     session_policy,
     set_session_cookie,
 )
-from authserver.models import BrowserSession
+from authserver.models import BrowserSession, User
 from authserver.request_context import request_context
 from authserver.runtime import runtime
 from authserver.services import totp
+from authserver.services.factor_status import has_passkey
 from authserver.services.second_factor_enrolment import (
     SecondFactorNeeded,
     SignInTooOld,
@@ -69,7 +70,7 @@ def set_second_step_cookie(response: Response, token: str, config: Config) -> No
     )
 
 
-def _clear_second_step_cookie(response: Response, config: Config) -> None:
+def clear_second_step_cookie(response: Response, config: Config) -> None:
     response.delete_cookie(
         second_step_cookie_name(config),
         path="/",
@@ -86,13 +87,20 @@ def _see_other(location: str) -> Response:
 def _start_again(target: str) -> Response:
     """The half-done sign-in is gone (expired, used, never there): back to the password."""
     response = _see_other(url_for("pages.login_form", next=target, expired=1))
-    _clear_second_step_cookie(response, runtime().config)
+    clear_second_step_cookie(response, runtime().config)
     return response
 
 
-def _code_page(target: str, email: str, recovery: bool, error: str | None = None) -> str:
+def _code_page(target: str, user: User, recovery: bool, error: str | None = None) -> str:
+    # An account may have an app, passkeys or both: the page offers what it has.
     return render_template(
-        "second_factor.html", next=target, email=email, recovery=recovery, error=error
+        "second_factor.html",
+        next=target,
+        email=user.email,
+        recovery=recovery,
+        error=error,
+        has_app=totp.has_confirmed_totp(db.session, user),
+        has_passkey=has_passkey(db.session, user),
     )
 
 
@@ -104,7 +112,7 @@ def second_step_form() -> str | Response:
         user = user_of_second_step(db.session, token, runtime().now())
     except SecondStepExpired:
         return _start_again(target)
-    return _code_page(target, user.email, recovery=request.args.get("recovery") == "1")
+    return _code_page(target, user, recovery=request.args.get("recovery") == "1")
 
 
 @bp.post(SECOND_STEP_PATH)
@@ -132,7 +140,7 @@ def second_step() -> str | tuple[str, int] | tuple[str, int, dict[str, str]] | R
         return _start_again(target)
     except SecondFactorThrottled as throttled:
         error = f"Too many wrong codes. Try again in {throttled.retry_after} seconds."
-        page = _code_page(target, user.email, recovery, error)
+        page = _code_page(target, user, recovery, error)
         return page, 429, {"Retry-After": str(throttled.retry_after)}
     except WrongCode:
         error = (
@@ -140,9 +148,9 @@ def second_step() -> str | tuple[str, int] | tuple[str, int, dict[str, str]] | R
             if recovery
             else "That code is not right. Type the newest code from your app."
         )
-        return _code_page(target, user.email, recovery, error), 400
+        return _code_page(target, user, recovery, error), 400
     response = _see_other(target)
-    _clear_second_step_cookie(response, rt.config)
+    clear_second_step_cookie(response, rt.config)
     set_session_cookie(response, started.token, rt.config)
     remember_device(response, account)
     return response
@@ -155,7 +163,7 @@ def _sign_in_again(target: str) -> Response:
     return _see_other(url_for("pages.login_form", next=target, prompt="login"))
 
 
-def _give_the_second_factor(browser_session: BrowserSession, target: str) -> Response:
+def give_the_second_factor(browser_session: BrowserSession, target: str) -> Response:
     """A session without the account's second factor: the code's page, for the code only
     (a new session follows, with both factors and a fresh auth_time), then back here."""
     rt = runtime()
@@ -201,7 +209,7 @@ def setup_form() -> str | tuple[str, int] | Response:
             db.session, rt.key_cipher, browser_session, rt.now(), issuer=rt.config.product_name
         )
     except SecondFactorNeeded:
-        return _give_the_second_factor(browser_session, _setup_path(target))
+        return give_the_second_factor(browser_session, _setup_path(target))
     except SignInTooOld:
         return _sign_in_again(_setup_path(target))
     except totp.TotpAlreadyEnrolled:
@@ -226,7 +234,7 @@ def setup() -> str | tuple[str, int] | Response:
             request_context(),
         )
     except SecondFactorNeeded:
-        return _give_the_second_factor(browser_session, _setup_path(target))
+        return give_the_second_factor(browser_session, _setup_path(target))
     except SignInTooOld:
         return _sign_in_again(_setup_path(target))
     except totp.NoTotpEnrolment:
@@ -252,7 +260,7 @@ def new_recovery_codes() -> str | tuple[str, int] | Response:
             db.session, runtime().notices, browser_session, request_context()
         )
     except SecondFactorNeeded:
-        return _give_the_second_factor(browser_session, "/account#two-step")
+        return give_the_second_factor(browser_session, "/account#two-step")
     except SignInTooOld:
         return _sign_in_again("/account#two-step")
     except totp.NoTotpEnrolment:
@@ -268,7 +276,7 @@ def turn_off_page() -> Response:
     try:
         turn_off(db.session, runtime().notices, browser_session, request_context())
     except SecondFactorNeeded:
-        return _give_the_second_factor(browser_session, "/account#two-step")
+        return give_the_second_factor(browser_session, "/account#two-step")
     except SignInTooOld:
         return _sign_in_again("/account#two-step")
     return _see_other(url_for("pages.account") + "#two-step")

@@ -174,7 +174,10 @@ def add_security_headers(response: Response) -> Response:
             "Content-Security-Policy",
             # No form-action: browsers apply it to the redirect that follows a consent form,
             # and that goes to the client's (any) redirect URI.
-            "default-src 'none'; style-src 'self'; img-src 'self'; "
+            # script-src and connect-src: the passkey pages' own script (static/passkeys.js)
+            # and its calls back to the same origin; never inline script.
+            "default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'self'; "
+            "img-src 'self'; "
             "frame-ancestors 'none'; base-uri 'none'",
         )
         response.headers["Referrer-Policy"] = "no-referrer"

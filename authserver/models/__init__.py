@@ -7,6 +7,7 @@ from authserver.models.authorization import AuthorizationCode, Consent
 from authserver.models.clients import Client
 from authserver.models.keys import KeyState, SigningKey
 from authserver.models.outbox import OutboundMessage
+from authserver.models.passkeys import Passkey, PasskeyChallenge
 from authserver.models.revocations import Revocation
 from authserver.models.second_factors import RecoveryCode, TotpCredential
 from authserver.models.security_events import SecurityEvent
@@ -26,6 +27,8 @@ __all__ = [
     "Consent",
     "KeyState",
     "OutboundMessage",
+    "Passkey",
+    "PasskeyChallenge",
     "RecoveryCode",
     "RefreshFamily",
     "RefreshToken",

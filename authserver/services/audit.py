@@ -61,6 +61,12 @@ class AuditEventType(enum.StrEnum):
     RECOVERY_CODES_GENERATED = "recovery_codes_generated"
     RECOVERY_CODE_USED = "recovery_code_used"
     SECOND_FACTOR_FAILED = "second_factor_failed"
+    # Passkeys (services/passkeys.py): added, renamed, removed (by the owner or the operator),
+    # and a sign-in refused because the signature counter went backwards (WebAuthn §6.1.1).
+    PASSKEY_ADDED = "passkey_added"
+    PASSKEY_RENAMED = "passkey_renamed"
+    PASSKEY_REMOVED = "passkey_removed"
+    PASSKEY_CLONE_SUSPECTED = "passkey_clone_suspected"
     CLIENT_CREATED = "client_created"
     CLIENT_UPDATED = "client_updated"
     CLIENT_DISABLED = "client_disabled"
@@ -114,6 +120,11 @@ ALLOWED_DETAILS = frozenset(
         "action",
         # How many unused recovery codes an account has left (services/second_factors.py).
         "recovery_codes_left",
+        # Which passkey (our row id, never the credential), and the signature counters of a
+        # suspected clone: the one presented and the one stored.
+        "passkey_id",
+        "sign_count",
+        "stored_sign_count",
     }
 )
 

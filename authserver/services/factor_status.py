@@ -1,15 +1,20 @@
 """Whether an account has a second factor: the one question sign-in, the password grant and
-the account page ask, answered in one place as factors are added (an authenticator app
-today, ``services/totp.py``)."""
+the account page ask, answered in one place as factors are added: an authenticator app
+(``services/totp.py``) or a passkey (``services/passkeys.py``)."""
 
 from __future__ import annotations
 
+from sqlalchemy import exists, select
 from sqlalchemy.orm import Session
 
-from authserver.models import User
+from authserver.models import Passkey, User
 from authserver.services.totp import has_confirmed_totp
+
+
+def has_passkey(session: Session, user: User) -> bool:
+    return bool(session.scalar(select(exists().where(Passkey.user_id == user.id))))
 
 
 def has_second_factor(session: Session, user: User) -> bool:
     """Signing in to this account takes a second step after the password."""
-    return has_confirmed_totp(session, user)
+    return has_confirmed_totp(session, user) or has_passkey(session, user)

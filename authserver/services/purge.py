@@ -1,8 +1,8 @@
 """Deleting what the server no longer needs: dead refresh families, spent authorization codes,
 revocation entries no token can carry any more, ended browser sessions, removed signing keys,
 outbox messages delivered or given up, Security Event Tokens acknowledged or never polled for,
-account links (password reset, verification) a day past their expiry, and audit events past
-their retention.
+account links (password reset, verification) a day past their expiry, passkey challenges
+never answered once expired, and audit events past their retention.
 
 Safe while serving: every batch is its own short transaction (select at most ``batch_size``
 primary keys, delete those rows, commit), so no lock is held for longer than one batch and a
@@ -47,6 +47,7 @@ from authserver.models import (
     BrowserSession,
     KeyState,
     OutboundMessage,
+    PasskeyChallenge,
     RefreshFamily,
     RefreshToken,
     Revocation,
@@ -104,6 +105,7 @@ KINDS = (
     "outbound_messages",
     "security_events",
     "account_links",
+    "passkey_challenges",
     "audit_events",
     "sign_in_throttles",
 )
@@ -124,6 +126,7 @@ class PurgeReport:
     outbound_messages: int = 0
     security_events: int = 0
     account_links: int = 0
+    passkey_challenges: int = 0
     sign_in_throttles: int = 0
     audit_events: int = 0
     another_purge_running: bool = False
@@ -245,6 +248,7 @@ class _Purge:
         self._purge_outbound_messages(grace_cutoff)
         self._purge_security_events(grace_cutoff)
         self._purge_account_links(grace_cutoff)
+        self._purge_passkey_challenges()
         self._purge_audit_events()
         self._purge_sign_in_throttles()
 
@@ -348,6 +352,13 @@ class _Purge:
         # per-hour cap on reset mails counts the links sent in the last hour, and an expired
         # one is older than its lifetime; a day's grace keeps both questions answerable.
         self._in_batches("account_links", AccountLink.id, AccountLink.expires_at <= cutoff)
+
+    def _purge_passkey_challenges(self) -> None:
+        # An answered challenge's row is deleted as it is accepted; one never answered is
+        # refused once expired and counts nothing: no grace.
+        self._in_batches(
+            "passkey_challenges", PasskeyChallenge.id, PasskeyChallenge.expires_at <= self._now
+        )
 
     def _purge_sign_in_throttles(self) -> None:
         # Counters whose last failure is older than the longest window they count in (an hour)

@@ -10,19 +10,23 @@ own. Every change mails the user a notice
 (``services/security_notices.py``) and is audited.
 
 Losing both the app and every recovery code is recoverable only through the operator:
-``authserver users reset-factors EMAIL`` (``reset_second_factors``).
+``authserver users reset-factors EMAIL`` (``reset_second_factors``), which also removes the
+account's passkeys (``services/passkeys.py``).
 """
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import cast
 
+from sqlalchemy import Table, delete
 from sqlalchemy.orm import Session
 
 from authserver.errors import AuthServerError
-from authserver.models import BrowserSession, User
+from authserver.models import BrowserSession, Passkey, User
 from authserver.services import recovery_codes, totp
 from authserver.services.acr import MFA
+from authserver.services.audit import AuditEventType, record
 from authserver.services.factor_status import has_second_factor
 from authserver.services.keys import KeyCipher
 from authserver.services.second_factors import AMR_SECOND_FACTOR
@@ -30,6 +34,7 @@ from authserver.services.security_notices import SecondFactorChange, SecurityNot
 from authserver.services.sign_in import RequestContext
 
 RECENT_SIGN_IN = timedelta(minutes=5)
+_PASSKEYS = cast(Table, Passkey.__table__)
 
 
 class SignInTooOld(AuthServerError):
@@ -47,7 +52,7 @@ class SecondFactorNeeded(SignInTooOld):
 
 def require_recent_sign_in(browser_session: BrowserSession, now: datetime) -> None:
     if now - browser_session.auth_time > RECENT_SIGN_IN:
-        raise SignInTooOld("Sign in again to change two-step sign-in.")
+        raise SignInTooOld("Sign in again to change two-step sign-in or passkeys.")
 
 
 def require_full_recent_sign_in(
@@ -146,13 +151,33 @@ def turn_off(
     return removed
 
 
+def remove_all_passkeys(session: Session, user: User, now: datetime) -> int:
+    """Every passkey of the account goes, each audited ``passkey_removed`` with ``method:
+    operator``. How many there were."""
+    removed = session.execute(
+        delete(_PASSKEYS).where(_PASSKEYS.c.user_id == user.id).returning(_PASSKEYS.c.id)
+    ).all()
+    for row in removed:
+        record(
+            session,
+            AuditEventType.PASSKEY_REMOVED,
+            now,
+            user_id=user.id,
+            passkey_id=row.id,
+            method="operator",
+        )
+    return len(removed)
+
+
 def reset_second_factors(
     session: Session, notices: SecurityNotices, user: User, now: datetime
 ) -> bool:
     """The operator's reset (``users reset-factors``), for a user who lost the app and every
-    recovery code: both go, audited ``totp_removed`` with ``method: operator``, and the user
-    is told. False if the account had none (nothing changes)."""
-    removed = totp.remove_totp(session, user, now, by_operator=True)
+    recovery code, or their passkeys: the app, the codes and the passkeys go, audited
+    ``totp_removed`` / ``passkey_removed`` with ``method: operator``, and the user is told.
+    False if the account had none (nothing changes)."""
+    removed_app = totp.remove_totp(session, user, now, by_operator=True)
+    removed = remove_all_passkeys(session, user, now) > 0 or removed_app
     if removed:
         notices.second_factor_changed(
             session, user, now, change=SecondFactorChange.RESET_BY_OPERATOR

@@ -15,7 +15,8 @@ they may not have done themselves (OWASP ASVS 5.0 6.3.7 and 6.2.x "notify the us
   cookie for it, ``http/rate_limits.remember_device``), except the account's first sign-in;
 - *account deleted*: after the account page's "Delete account" or ``users delete``;
 - *second factor*: an authenticator app added or removed, new recovery codes, a recovery code
-  used to sign in (how many are left), the factors reset by an operator.
+  used to sign in (how many are left), a passkey added or removed, a passkey refused as a
+  possible copy (the first time), the factors reset by an operator.
 
 (The address change notices live with the change, ``services/email_change.py``.)
 
@@ -69,6 +70,10 @@ class SecondFactorChange(enum.StrEnum):
     RECOVERY_CODES_REGENERATED = "recovery_codes_regenerated"
     RECOVERY_CODE_USED = "recovery_code_used"
     RESET_BY_OPERATOR = "reset_by_operator"
+    PASSKEY_ADDED = "passkey_added"
+    PASSKEY_REMOVED = "passkey_removed"
+    # A sign-in with a passkey was refused: its counter went backwards (a copy may exist).
+    PASSKEY_CLONE_SUSPECTED = "passkey_clone_suspected"
 
 
 @dataclass(frozen=True)
@@ -157,10 +162,24 @@ class SecurityNotices:
         )
 
     def second_factor_changed(
-        self, session: Session, user: User, now: datetime, *, change: SecondFactorChange
+        self,
+        session: Session,
+        user: User,
+        now: datetime,
+        *,
+        change: SecondFactorChange,
+        name: str = "",
     ) -> None:
+        """``name``: the passkey's, for the passkey changes."""
         self._send(
-            session, user.email, SECOND_FACTOR, now, user_id=user.id, change=change.value, left=0
+            session,
+            user.email,
+            SECOND_FACTOR,
+            now,
+            user_id=user.id,
+            change=change.value,
+            left=0,
+            passkey=name,
         )
 
     def recovery_code_used(self, session: Session, user: User, now: datetime, *, left: int) -> None:

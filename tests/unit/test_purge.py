@@ -33,6 +33,7 @@ from authserver.models import (
     Client,
     KeyState,
     OutboundMessage,
+    PasskeyChallenge,
     RefreshFamily,
     RefreshToken,
     Revocation,
@@ -723,9 +724,9 @@ def test_a_stop_request_ends_the_run_between_batches(factory: sessionmaker[Sessi
         nonlocal asked
         asked += 1
         # Asked once before each kind's first batch and before every further batch; codes,
-        # families, sessions, revocations, keys, outbox messages, security events and account
-        # links find nothing, then two audit batches run.
-        return asked > 10
+        # families, sessions, revocations, keys, outbox messages, security events, account
+        # links and passkey challenges find nothing, then two audit batches run.
+        return asked > 11
 
     report = purge(
         factory, now=NOW, policy=replace(POLICY, batch_size=2), should_stop=stop_after_two_batches
@@ -846,6 +847,34 @@ def test_sign_up_and_invitation_links_without_a_user_go_too(
     assert exists(factory, AccountLink, live)
 
 
+def test_passkey_challenges_go_once_expired(factory: sessionmaker[Session], owner: Owner) -> None:
+    with factory() as session, session.begin():
+        challenges = [
+            PasskeyChallenge(
+                challenge_digest=hashlib.sha256(secrets.token_bytes(32)).digest(),
+                purpose=purpose,
+                user_id=user_id,
+                created_at=expires - timedelta(minutes=5),
+                expires_at=expires,
+            )
+            for purpose, user_id, expires in (
+                ("sign_in", None, NOW - MINUTE),
+                ("registration", owner.user_id, NOW),
+                ("sign_in", None, NOW + MINUTE),
+            )
+        ]
+        session.add_all(challenges)
+        session.flush()
+        expired, just_expired, live = (challenge.id for challenge in challenges)
+
+    report = run_purge(factory)
+
+    assert report.passkey_challenges == 2
+    assert not exists(factory, PasskeyChallenge, expired)
+    assert not exists(factory, PasskeyChallenge, just_expired)
+    assert exists(factory, PasskeyChallenge, live)
+
+
 def test_report_total_adds_every_kind(factory: sessionmaker[Session], owner: Owner) -> None:
     family = make_family(factory, owner, NOW - timedelta(days=3), rotations=1)
     revoke(factory, family, NOW - GRACE - MINUTE)  # also a sid entry and an audit event
@@ -863,6 +892,7 @@ def test_report_total_adds_every_kind(factory: sessionmaker[Session], owner: Own
         "outbound_messages": 0,
         "security_events": 0,
         "account_links": 0,
+        "passkey_challenges": 0,
         "audit_events": 1,
         "sign_in_throttles": 0,
     }
