@@ -172,10 +172,13 @@
         conditional = new AbortController();
         conditionalSettled = signIn(button, errorBox, "conditional", conditional.signal).catch(
           (error) => {
-            if (error && error.name === "AbortError") {
-              return; // the button took over
+            // The autofill request is the browser's, not something the user asked for: only
+            // a passkey the user picked and the server then refused is worth a word. The
+            // browser ending it (the button took over, the page lost focus, no passkey was
+            // picked) says nothing on a page where the user may be typing a password.
+            if (error instanceof ServerRefusal) {
+              showError(errorBox, error);
             }
-            showError(errorBox, error);
           },
         );
       });
