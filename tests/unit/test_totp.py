@@ -104,6 +104,8 @@ def test_enrolment_gives_a_160_bit_manual_key_and_an_otpauth_uri_naming_product_
     assert pyotp.parse_uri(enrolment.uri).at(NOW) == code_at(enrolment.secret, NOW)
 
 
+# Reads the raw rows with PostgreSQL's row-to-text cast and binds UUIDs as PostgreSQL does.
+@pytest.mark.postgres_only
 def test_the_secret_is_stored_sealed_never_in_the_clear(
     session: Session, cipher: KeyCipher, user: User
 ) -> None:
@@ -120,6 +122,8 @@ def test_the_secret_is_stored_sealed_never_in_the_clear(
     assert cipher.open(bytes(ciphertext), f"totp:{user.id}") == raw_secret
 
 
+# Reads the raw rows with PostgreSQL's row-to-text cast and binds UUIDs as PostgreSQL does.
+@pytest.mark.postgres_only
 def test_a_sealed_secret_moved_to_another_users_row_does_not_open(
     app: Flask, session: Session, cipher: KeyCipher, user: User
 ) -> None:
