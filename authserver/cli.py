@@ -386,10 +386,9 @@ def users_send_reset(email: str) -> None:
 
     app = _app()
     rt = runtime(app)
-    assert rt.mail is not None  # every runtime create_app builds has one
     settings = reset_settings(rt.config)
     with db.transaction(app) as session:
-        user = send_reset_link(session, rt.mail, settings, email, utcnow())
+        user = send_reset_link(session, rt.composer, settings, email, utcnow())
         address = user.email
     minutes = int(settings.ttl.total_seconds() // 60)
     click.echo(f"a reset link for {address} is on its way; it works once, for {minutes} minutes")
@@ -405,9 +404,10 @@ def users_invite(email: str) -> None:
 
     app = _app()
     rt = runtime(app)
-    assert rt.mail is not None  # every runtime create_app builds has one
     with db.transaction(app) as session:
-        invitation = send_invitation(session, rt.mail, signup_settings(rt.config), email, utcnow())
+        invitation = send_invitation(
+            session, rt.composer, signup_settings(rt.config), email, utcnow()
+        )
     click.echo(
         f"an invitation for {invitation.email} is on its way; it works once, until "
         f"{invitation.expires_at:%Y-%m-%d %H:%M} UTC"
@@ -1276,10 +1276,9 @@ def mail_send_test(email: str) -> None:
     _mail_channel_or_exit()
     app = _app()
     rt = runtime(app)
-    assert rt.mail is not None
     with db.transaction(app) as session:
         message_id = enqueue_mail(
-            session, rt.mail, to=email, template="test", context={}, now=rt.now()
+            session, rt.composer, to=email, template="test", context={}, now=rt.now()
         ).id
     rt.deliver_outbox(db.state(app).session_factory, only=CHANNEL)
     with db.transaction(app) as session:

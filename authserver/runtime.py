@@ -99,10 +99,16 @@ class Runtime:
         return RotationBudget(rate.amount, timedelta(seconds=rate.get_expiry()))
 
     @property
+    def composer(self) -> MailComposer:
+        """The mail composer, for the pages and commands that mail (``mail`` is None only in
+        hand-built runtimes)."""
+        assert self.mail is not None  # every runtime create_app builds has one
+        return self.mail
+
+    @property
     def notices(self) -> SecurityNotices:
         """The security notices this server mails (services/security_notices.py)."""
-        assert self.mail is not None  # every runtime create_app builds has one
-        return security_notices(self.config, self.mail)
+        return security_notices(self.config, self.composer)
 
     @property
     def throttle_policy(self) -> ThrottlePolicy:

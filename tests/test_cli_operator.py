@@ -400,16 +400,7 @@ def test_users_delete_also_removes_the_accounts_authenticator_app_and_recovery_c
     cli_env: dict[str, str], cli_app: Flask
 ) -> None:
     user = _user(cli_app)
-    now = utcnow()
-    with db.transaction(cli_app) as session:
-        owner = session.get(User, user.id)
-        assert owner is not None
-        cipher = runtime(cli_app).key_cipher
-        enrolment = totp.begin_enrolment(session, cipher, owner, now, issuer="authserver")
-        assert totp.confirm_enrolment(
-            session, cipher, owner, pyotp.TOTP(enrolment.secret).at(now), now
-        )
-        recovery_codes.generate(session, owner, now)
+    _enrol_an_app(cli_app, user)
 
     result = run_cli("users", "delete", user.email, env=cli_env)
 

@@ -22,7 +22,6 @@ from authserver.services.email_verification import (
     complete_email_verification,
     user_of_verification_link,
 )
-from authserver.services.mail import MailComposer
 from authserver.services.password_reset import InvalidLink
 
 bp = Blueprint("email_links", __name__)
@@ -103,9 +102,3 @@ def email_link_settings() -> EmailLinkSettings:
         account_url=config.issuer + url_for("pages.account"),
         forgot_url=config.issuer + url_for("recovery.forgot_form"),
     )
-
-
-def mail_composer() -> MailComposer:
-    composer = runtime().mail
-    assert composer is not None  # every runtime create_app builds has one
-    return composer

@@ -5,18 +5,19 @@ from __future__ import annotations
 
 import uuid
 
-from flask import Blueprint, Response, redirect, render_template, request, url_for
+from flask import Blueprint, Response, render_template, request, url_for
 
 from authserver.db import db
 from authserver.errors import ValidationError
 from authserver.http.audit import audit
-from authserver.http.email_links import email_link_settings, mail_composer
+from authserver.http.email_links import email_link_settings
 from authserver.http.rate_limits import is_trusted_device, per_account, per_ip, remember_device
 from authserver.http.two_step import set_second_step_cookie
 from authserver.http.web import (
     clear_session_cookie,
     current_browser_session,
     safe_next,
+    see_other,
     session_policy,
     set_session_cookie,
 )
@@ -53,10 +54,6 @@ from authserver.services.totp import has_confirmed_totp
 bp = Blueprint("pages", __name__)
 
 
-def _see_other(location: str) -> Response:
-    return redirect(location, code=303)  # type: ignore[return-value]
-
-
 def _login_page(target: str, email: str = "", error: str | None = None) -> str:
     # "Create an account" only where the sign-up page exists (AUTHSERVER_SIGNUP=open).
     return render_template(
@@ -72,7 +69,7 @@ def _login_page(target: str, email: str = "", error: str | None = None) -> str:
 def login_form() -> str | Response:
     target = safe_next(request.args.get("next"))
     if current_browser_session() is not None and request.args.get("prompt") != "login":
-        return _see_other(target)
+        return see_other(target)
     # Back from a code's page whose half-done sign-in ended (five minutes, or used).
     expired = "That sign-in took too long. Sign in again." if request.args.get("expired") else None
     return _login_page(target, error=expired)
@@ -111,10 +108,10 @@ def login() -> tuple[str, int] | tuple[str, int, dict[str, str]] | Response:
         return page, 401
     if isinstance(started, PendingSecondFactor):
         # The password is right; the code's page finishes the sign-in.
-        response = _see_other(url_for("two_step.second_step_form", next=target))
+        response = see_other(url_for("two_step.second_step_form", next=target))
         set_second_step_cookie(response, started.token, rt.config)
         return response
-    response = _see_other(target)
+    response = see_other(target)
     set_session_cookie(response, started.token, rt.config)
     remember_device(response, throttle_account(email))
     return response
@@ -139,7 +136,7 @@ def logout() -> Response:
             user_id=browser_session.user_id,
             browser_session_id=browser_session.id,
         )
-    response = _see_other(url_for("pages.logged_out"))
+    response = see_other(url_for("pages.logged_out"))
     clear_session_cookie(response, rt.config)
     return response
 
@@ -181,7 +178,7 @@ def _account_page(
 
 
 def _login_redirect() -> Response:
-    return _see_other(url_for("pages.login_form", next=request.path))
+    return see_other(url_for("pages.login_form", next=request.path))
 
 
 @bp.get("/account")
@@ -198,7 +195,7 @@ def sign_out_device(device_id: uuid.UUID) -> Response:
         return _login_redirect()
     if revoke_device(db.session, browser_session.user_id, device_id, runtime().now()):
         audit(AuditEventType.LOGOUT, user_id=browser_session.user_id, reason="device_signed_out")
-    return _see_other(url_for("pages.account"))
+    return see_other(url_for("pages.account"))
 
 
 @bp.post("/account/devices/sign-out-others")
@@ -220,7 +217,7 @@ def sign_out_others() -> Response:
         sessions_ended=sessions,
         families_revoked=families,
     )
-    return _see_other(url_for("pages.account"))
+    return see_other(url_for("pages.account"))
 
 
 def _confirmation() -> Confirmation:
@@ -305,7 +302,7 @@ def send_email_verification() -> str | tuple[str, int] | Response:
     try:
         sent = send_verification_link(
             db.session,
-            mail_composer(),
+            runtime().composer,
             email_link_settings(),
             browser_session.user,
             context=request_context(),
@@ -336,7 +333,7 @@ def change_email() -> str | tuple[str, int] | tuple[str, int, dict[str, str]] | 
         new_email = request_email_change(
             db.session,
             rt.hasher,
-            mail_composer(),
+            runtime().composer,
             email_link_settings(),
             rt.throttle_policy,
             user,

@@ -21,7 +21,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from flask import Blueprint, Response, jsonify, redirect, request, url_for
+from flask import Blueprint, Response, jsonify, request, url_for
 
 from authserver.db import db
 from authserver.errors import NotFound
@@ -34,6 +34,7 @@ from authserver.http.two_step import (
 from authserver.http.web import (
     current_browser_session,
     safe_next,
+    see_other,
     session_policy,
     set_session_cookie,
 )
@@ -282,19 +283,15 @@ def register() -> Response:
     return _json({"id": str(passkey.id), "name": passkey.name, "redirect": ACCOUNT_SECTION})
 
 
-def _see_other(location: str) -> Response:
-    return redirect(location, code=303)  # type: ignore[return-value]
-
-
 def _sign_in_again() -> Response:
-    return _see_other(url_for("pages.login_form", next=ACCOUNT_SECTION, prompt="login"))
+    return see_other(url_for("pages.login_form", next=ACCOUNT_SECTION, prompt="login"))
 
 
 @bp.post("/account/passkeys/<uuid:passkey_id>/rename")
 def rename(passkey_id: uuid.UUID) -> Response:
     browser_session = current_browser_session()
     if browser_session is None:
-        return _see_other(url_for("pages.login_form", next="/account"))
+        return see_other(url_for("pages.login_form", next="/account"))
     try:
         passkeys.rename_passkey(
             db.session,
@@ -309,14 +306,14 @@ def rename(passkey_id: uuid.UUID) -> Response:
         return _sign_in_again()
     except NotFound:
         pass  # gone already, or never this account's: the list shows what there is
-    return _see_other(ACCOUNT_SECTION)
+    return see_other(ACCOUNT_SECTION)
 
 
 @bp.post("/account/passkeys/<uuid:passkey_id>/remove")
 def remove(passkey_id: uuid.UUID) -> Response:
     browser_session = current_browser_session()
     if browser_session is None:
-        return _see_other(url_for("pages.login_form", next="/account"))
+        return see_other(url_for("pages.login_form", next="/account"))
     try:
         passkeys.remove_passkey(
             db.session, runtime().notices, browser_session, passkey_id, request_context()
@@ -327,4 +324,4 @@ def remove(passkey_id: uuid.UUID) -> Response:
         return _sign_in_again()
     except NotFound:
         pass
-    return _see_other(ACCOUNT_SECTION)
+    return see_other(ACCOUNT_SECTION)

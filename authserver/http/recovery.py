@@ -16,7 +16,6 @@ from authserver.http.rate_limits import per_email_password_reset, per_ip_passwor
 from authserver.http.web import clear_session_cookie
 from authserver.request_context import request_context
 from authserver.runtime import runtime
-from authserver.services.mail import MailComposer
 from authserver.services.password_reset import (
     FORGOT_PATH,
     RESET_PATH,
@@ -35,12 +34,6 @@ def _settings() -> ResetSettings:
     return reset_settings(runtime().config)
 
 
-def _composer() -> MailComposer:
-    composer = runtime().mail
-    assert composer is not None  # every runtime create_app builds has one
-    return composer
-
-
 @bp.get(FORGOT_PATH)
 def forgot_form() -> str:
     return render_template("password_forgot.html")
@@ -53,7 +46,7 @@ def forgot() -> str:
     """The same page for every address, registered or not (services/password_reset.py)."""
     request_password_reset(
         db.session,
-        _composer(),
+        runtime().composer,
         _settings(),
         email=request.form.get("email", "")[:1000],
         context=request_context(),

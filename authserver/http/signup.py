@@ -20,7 +20,6 @@ from authserver.http.web import current_browser_session, session_policy, set_ses
 from authserver.request_context import request_context
 from authserver.runtime import runtime
 from authserver.services.account_links import LinkPurpose
-from authserver.services.mail import MailComposer
 from authserver.services.password_reset import InvalidLink
 from authserver.services.sign_in_throttle import throttle_account
 from authserver.services.signup import (
@@ -40,12 +39,6 @@ bp = Blueprint("signup", __name__)
 
 def settings() -> SignupSettings:
     return signup_settings(runtime().config)
-
-
-def _composer() -> MailComposer:
-    composer = runtime().mail
-    assert composer is not None  # every runtime create_app builds has one
-    return composer
 
 
 # The sign-up page and its link's page: they exist only in open mode.
@@ -79,7 +72,11 @@ def signup() -> str | tuple[str, int]:
     typed = request.form.get("email", "")
     try:
         request_signup(
-            db.session, _composer(), settings(), email=typed[:1000], context=request_context()
+            db.session,
+            runtime().composer,
+            settings(),
+            email=typed[:1000],
+            context=request_context(),
         )
     except ValidationError as exc:
         # Only about what was typed (not an address): it tells nothing of any account.

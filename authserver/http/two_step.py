@@ -12,7 +12,7 @@ without the code.
 from __future__ import annotations
 
 import segno
-from flask import Blueprint, Response, redirect, render_template, request, url_for
+from flask import Blueprint, Response, render_template, request, url_for
 from markupsafe import Markup
 
 from authserver.config import Config
@@ -21,6 +21,7 @@ from authserver.http.rate_limits import is_trusted_device, remember_device
 from authserver.http.web import (
     current_browser_session,
     safe_next,
+    see_other,
     session_policy,
     set_session_cookie,
 )
@@ -80,13 +81,9 @@ def clear_second_step_cookie(response: Response, config: Config) -> None:
     )
 
 
-def _see_other(location: str) -> Response:
-    return redirect(location, code=303)  # type: ignore[return-value]
-
-
 def _start_again(target: str) -> Response:
     """The half-done sign-in is gone (expired, used, never there): back to the password."""
-    response = _see_other(url_for("pages.login_form", next=target, expired=1))
+    response = see_other(url_for("pages.login_form", next=target, expired=1))
     clear_second_step_cookie(response, runtime().config)
     return response
 
@@ -149,7 +146,7 @@ def second_step() -> str | tuple[str, int] | tuple[str, int, dict[str, str]] | R
             else "That code is not right. Type the newest code from your app."
         )
         return _code_page(target, user, recovery, error), 400
-    response = _see_other(target)
+    response = see_other(target)
     clear_second_step_cookie(response, rt.config)
     set_session_cookie(response, started.token, rt.config)
     remember_device(response, account)
@@ -160,7 +157,7 @@ def second_step() -> str | tuple[str, int] | tuple[str, int, dict[str, str]] | R
 
 
 def _sign_in_again(target: str) -> Response:
-    return _see_other(url_for("pages.login_form", next=target, prompt="login"))
+    return see_other(url_for("pages.login_form", next=target, prompt="login"))
 
 
 def give_the_second_factor(browser_session: BrowserSession, target: str) -> Response:
@@ -168,7 +165,7 @@ def give_the_second_factor(browser_session: BrowserSession, target: str) -> Resp
     (a new session follows, with both factors and a fresh auth_time), then back here."""
     rt = runtime()
     pending = begin_second_step(db.session, browser_session.user, rt.now())
-    response = _see_other(url_for("two_step.second_step_form", next=target))
+    response = see_other(url_for("two_step.second_step_form", next=target))
     set_second_step_cookie(response, pending.token, rt.config)
     return response
 
@@ -202,7 +199,7 @@ def setup_form() -> str | tuple[str, int] | Response:
     target = safe_next(request.args.get("next"), ACCOUNT)
     browser_session = current_browser_session()
     if browser_session is None:
-        return _see_other(url_for("pages.login_form", next=_setup_path(target)))
+        return see_other(url_for("pages.login_form", next=_setup_path(target)))
     rt = runtime()
     try:
         enrolment = begin_totp(
@@ -213,7 +210,7 @@ def setup_form() -> str | tuple[str, int] | Response:
     except SignInTooOld:
         return _sign_in_again(_setup_path(target))
     except totp.TotpAlreadyEnrolled:
-        return _see_other(target if target != ACCOUNT else ACCOUNT + "#two-step")
+        return see_other(target if target != ACCOUNT else ACCOUNT + "#two-step")
     return _setup_page(enrolment, target)
 
 
@@ -222,7 +219,7 @@ def setup() -> str | tuple[str, int] | Response:
     target = safe_next(request.form.get("next"), ACCOUNT)
     browser_session = current_browser_session()
     if browser_session is None:
-        return _see_other(url_for("pages.login_form", next=_setup_path(target)))
+        return see_other(url_for("pages.login_form", next=_setup_path(target)))
     rt = runtime()
     try:
         codes = confirm_totp(
@@ -238,13 +235,13 @@ def setup() -> str | tuple[str, int] | Response:
     except SignInTooOld:
         return _sign_in_again(_setup_path(target))
     except totp.NoTotpEnrolment:
-        return _see_other(_setup_path(target))
+        return see_other(_setup_path(target))
     if codes is None:
         pending = totp.pending_enrolment(
             db.session, rt.key_cipher, browser_session.user, issuer=rt.config.product_name
         )
         if pending is None:
-            return _see_other(_setup_path(target))
+            return see_other(_setup_path(target))
         error = "That code is not right. Type the code your app shows now."
         return _setup_page(pending, target, error), 400
     return render_template("recovery_codes.html", codes=codes, first=True, next=target)
@@ -254,7 +251,7 @@ def setup() -> str | tuple[str, int] | Response:
 def new_recovery_codes() -> str | tuple[str, int] | Response:
     browser_session = current_browser_session()
     if browser_session is None:
-        return _see_other(url_for("pages.login_form", next="/account"))
+        return see_other(url_for("pages.login_form", next="/account"))
     try:
         codes = regenerate_recovery_codes(
             db.session, runtime().notices, browser_session, request_context()
@@ -264,7 +261,7 @@ def new_recovery_codes() -> str | tuple[str, int] | Response:
     except SignInTooOld:
         return _sign_in_again("/account#two-step")
     except totp.NoTotpEnrolment:
-        return _see_other(url_for("pages.account") + "#two-step")
+        return see_other(url_for("pages.account") + "#two-step")
     return render_template("recovery_codes.html", codes=codes, first=False, next=ACCOUNT)
 
 
@@ -272,11 +269,11 @@ def new_recovery_codes() -> str | tuple[str, int] | Response:
 def turn_off_page() -> Response:
     browser_session = current_browser_session()
     if browser_session is None:
-        return _see_other(url_for("pages.login_form", next="/account"))
+        return see_other(url_for("pages.login_form", next="/account"))
     try:
         turn_off(db.session, runtime().notices, browser_session, request_context())
     except SecondFactorNeeded:
         return give_the_second_factor(browser_session, "/account#two-step")
     except SignInTooOld:
         return _sign_in_again("/account#two-step")
-    return _see_other(url_for("pages.account") + "#two-step")
+    return see_other(url_for("pages.account") + "#two-step")

@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import timedelta
 from urllib.parse import urlsplit
 
-from flask import Flask, Response, current_app, g, render_template, request, session
+from flask import Flask, Response, current_app, g, redirect, render_template, request, session
 from flask_wtf.csrf import CSRFError, CSRFProtect
 
 from authserver.config import Config
@@ -86,6 +86,11 @@ def clear_session_cookie(response: Response, config: Config) -> None:
         httponly=True,
         samesite="Lax",
     )
+
+
+def see_other(location: str) -> Response:
+    """303: after a form's POST the browser fetches ``location`` with GET (RFC 9110 §15.4.4)."""
+    return redirect(location, code=303)  # type: ignore[return-value]
 
 
 def safe_next(target: str | None, default: str = "/account") -> str:

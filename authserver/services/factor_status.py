@@ -4,11 +4,10 @@ the account page ask, answered in one place as factors are added: an authenticat
 
 from __future__ import annotations
 
-from sqlalchemy import exists, select
+from sqlalchemy import exists, or_, select
 from sqlalchemy.orm import Session
 
-from authserver.models import Passkey, User
-from authserver.services.totp import has_confirmed_totp
+from authserver.models import Passkey, TotpCredential, User
 
 
 def has_passkey(session: Session, user: User) -> bool:
@@ -16,5 +15,10 @@ def has_passkey(session: Session, user: User) -> bool:
 
 
 def has_second_factor(session: Session, user: User) -> bool:
-    """Signing in to this account takes a second step after the password."""
-    return has_confirmed_totp(session, user) or has_passkey(session, user)
+    """Signing in to this account takes a second step after the password: a confirmed app
+    or a passkey, asked in one statement (every password sign-in asks)."""
+    app = exists().where(
+        TotpCredential.user_id == user.id, TotpCredential.confirmed_at.is_not(None)
+    )
+    passkey = exists().where(Passkey.user_id == user.id)
+    return bool(session.scalar(select(or_(app, passkey))))
