@@ -16,7 +16,7 @@ import math
 import time
 from collections.abc import Callable
 
-from flask import Flask, Response, g, request
+from flask import Flask, Response, g, render_template, request
 from flask_limiter import ApplicationLimit, Limiter, RequestLimit
 from flask_limiter.util import get_remote_address
 from itsdangerous import BadSignature, URLSafeTimedSerializer
@@ -297,3 +297,10 @@ def init_rate_limits(app: Flask, config: Config) -> None:
     )
     app.config["RATELIMIT_ON_BREACH_CALLBACK"] = _report_breach  # the one hook for every limit
     limiter.init_app(app)
+
+
+def too_many_requests_page(message: str) -> tuple[str, int, dict[str, str]]:
+    """Flask-Limiter's refusal of a page's form, as a page (the JSON one is for API
+    clients), with the Retry-After the limit set."""
+    page = render_template("error.html", title="Too many requests", message=message)
+    return page, 429, {"Retry-After": str(g.get("retry_after", 60))}

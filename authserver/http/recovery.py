@@ -7,12 +7,16 @@ token on) and ``Cache-Control: no-store``; gunicorn's access log leaves query st
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, g, render_template, request, url_for
+from flask import Blueprint, Response, render_template, request, url_for
 from werkzeug.exceptions import TooManyRequests
 
 from authserver.db import db
 from authserver.errors import ValidationError
-from authserver.http.rate_limits import per_email_password_reset, per_ip_password_reset
+from authserver.http.rate_limits import (
+    per_email_password_reset,
+    per_ip_password_reset,
+    too_many_requests_page,
+)
 from authserver.http.web import clear_session_cookie
 from authserver.request_context import request_context
 from authserver.runtime import runtime
@@ -120,11 +124,7 @@ def reset() -> str | tuple[str, int] | Response:
 
 @bp.errorhandler(TooManyRequests)
 def too_many_requests(exc: TooManyRequests) -> tuple[str, int, dict[str, str]]:
-    """Flask-Limiter's refusal, as a page (the JSON one is for API clients)."""
-    page = render_template(
-        "error.html",
-        title="Too many requests",
-        message="Too many password resets were asked for from here or for this address. "
-        "Wait a while and try again.",
+    return too_many_requests_page(
+        "Too many password resets were asked for from here or for this address. "
+        "Wait a while and try again."
     )
-    return page, 429, {"Retry-After": str(g.get("retry_after", 60))}

@@ -10,12 +10,17 @@ CSRF token (Flask-WTF), bound to "no browser session" when the browser is not si
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, abort, g, redirect, render_template, request, url_for
+from flask import Blueprint, Response, abort, redirect, render_template, request, url_for
 from werkzeug.exceptions import TooManyRequests
 
 from authserver.db import db
 from authserver.errors import ValidationError
-from authserver.http.rate_limits import per_email_signup, per_ip_signup, remember_device
+from authserver.http.rate_limits import (
+    per_email_signup,
+    per_ip_signup,
+    remember_device,
+    too_many_requests_page,
+)
 from authserver.http.web import current_browser_session, session_policy, set_session_cookie
 from authserver.request_context import request_context
 from authserver.runtime import runtime
@@ -208,11 +213,7 @@ def accept_invitation() -> str | tuple[str, int] | Response:
 
 @bp.errorhandler(TooManyRequests)
 def too_many_requests(exc: TooManyRequests) -> tuple[str, int, dict[str, str]]:
-    """Flask-Limiter's refusal, as a page (the JSON one is for API clients)."""
-    page = render_template(
-        "error.html",
-        title="Too many requests",
-        message="Too many sign-ups were asked for from here or for this address. Wait a while "
-        "and try again.",
+    return too_many_requests_page(
+        "Too many sign-ups were asked for from here or for this address. Wait a while "
+        "and try again."
     )
-    return page, 429, {"Retry-After": str(g.get("retry_after", 60))}
