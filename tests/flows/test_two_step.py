@@ -233,9 +233,19 @@ def test_a_half_done_sign_in_works_once(
     copy.set_cookie("authserver_second_step", cookie.value)
     clock.advance(seconds=30)
     page = copy.get(SECOND_STEP, query_string={"next": "/account"})
+    posted = copy.post(
+        SECOND_STEP,
+        data={
+            "csrf_token": csrf_token_of(copy.get("/login")),
+            "code": code_at(key, clock.now),
+            "next": "/account",
+        },
+    )
 
     assert page.status_code == 303
     assert "expired=1" in page.headers["Location"]
+    assert posted.status_code == 303
+    assert "expired=1" in posted.headers["Location"]
     assert signed_in_as(copy) is None
 
 
