@@ -10,6 +10,8 @@ from typing import Any
 
 from flask import Flask
 from flask.testing import FlaskClient
+from sqlalchemy import text
+from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 from werkzeug.test import TestResponse
 
@@ -33,6 +35,19 @@ def wait_until(condition: Callable[[], bool], what: str, *, timeout: float = HAN
     while not condition():
         assert time.monotonic() < deadline, f"still waiting after {timeout:.0f} s for {what}"
         time.sleep(0.02)
+
+
+def waiting_on_a_lock(engine: Engine) -> bool:
+    """Whether a connection to the test database is waiting on a lock (PostgreSQL): the
+    condition a race test waits for before it lets the first transaction commit."""
+    with engine.connect() as conn:
+        waiting = conn.scalar(
+            text(
+                "SELECT count(*) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+            )
+        )
+    return bool(waiting)
 
 
 def make_user(

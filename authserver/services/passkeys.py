@@ -44,7 +44,7 @@ from datetime import datetime, timedelta
 from typing import Any, cast
 from urllib.parse import urlsplit
 
-from sqlalchemy import Table, delete, select
+from sqlalchemy import Table, delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from webauthn import (
@@ -430,7 +430,9 @@ def _verify_assertion(
     except _MALFORMED as exc:
         raise PasskeyRefused() from exc
     new_count = verified.new_sign_count
-    if (new_count or passkey.sign_count) and new_count <= passkey.sign_count:
+    if (new_count or passkey.sign_count) and not _advance_counter(
+        session, passkey, new_count, verified.credential_backed_up, context.now
+    ):
         first_time = passkey.clone_suspected_at is None
         passkey.clone_suspected_at = passkey.clone_suspected_at or context.now
         _audit(
@@ -453,11 +455,32 @@ def _verify_assertion(
             )
         session.flush()
         raise PasskeyCloneSuspected()
-    passkey.sign_count = new_count
-    passkey.backed_up = verified.credential_backed_up
-    passkey.last_used_at = context.now
-    session.flush()
+    if not new_count:
+        # An authenticator that keeps no counter (§6.1.1 allows it: it always reports 0).
+        passkey.backed_up = verified.credential_backed_up
+        passkey.last_used_at = context.now
+        session.flush()
     return passkey
+
+
+def _advance_counter(
+    session: Session, passkey: Passkey, new_count: int, backed_up: bool, now: datetime
+) -> bool:
+    """WebAuthn §7.2 step 22: the signature counter must move past the stored one. It moves
+    in one conditional UPDATE, not a read then a write: two answers carrying the same counter
+    (an authenticator and its clone, at the same moment) both pass a check made on what each
+    read, while the second UPDATE, once the first commits, finds the counter no longer below
+    its own and changes nothing. False when the counter did not move (a clone)."""
+    moved = session.execute(
+        update(Passkey)
+        .where(Passkey.id == passkey.id, Passkey.sign_count < new_count)
+        .values(sign_count=new_count, backed_up=backed_up, last_used_at=now)
+        .returning(Passkey.sign_count)
+    ).first()
+    if moved is None:
+        session.refresh(passkey)  # the counter another answer stored, for the audit event
+        return False
+    return True
 
 
 def amr_of(passkey: Passkey, *, after_password: bool) -> str:

@@ -66,10 +66,11 @@ def shoot(tab: Page, name: str) -> None:
 
 
 def without_autofill_requests(tab: Page) -> None:
-    """Headless Chromium opens the autofill picker of a conditional (autofill) request on the
-    focused email field, with nobody to close it, and it holds the page's input: the page is
-    told conditional mediation is unavailable, so the buttons are what ask. (The server's
-    side is the same for both; the flow tests cover it.)"""
+    """Chromium's virtual authenticator answers a conditional (autofill) request as soon as
+    the page makes it, as if the user had picked the passkey from the autofill: a test of the
+    buttons tells the page conditional mediation is unavailable, so the button is what asks.
+    ``test_the_autofill_request_signs_in_and_a_refusal_leaves_the_password_form`` covers the
+    conditional request itself."""
     tab.add_init_script("PublicKeyCredential.isConditionalMediationAvailable = async () => false;")
 
 
@@ -116,10 +117,6 @@ def test_a_passkey_is_added_signs_in_and_its_clone_and_removal_are_refused(
     url = localhost_server.url
     with db.transaction(localhost_server.app) as session:
         make_user(localhost_server.app, session, EMAIL)
-    # Headless Chromium has no autofill to show a conditional request in, and a pending one
-    # holds the virtual authenticator: the page is told conditional mediation is unavailable,
-    # so the button is what asks (the flow tests cover the server's side of both).
-    page.add_init_script("PublicKeyCredential.isConditionalMediationAvailable = async () => false;")
     without_autofill_requests(page)
     cdp = page.context.new_cdp_session(page)
     cdp.send("WebAuthn.enable")
@@ -204,3 +201,62 @@ def test_a_passkey_is_the_second_step_after_the_password(
             select(BrowserSession).where(BrowserSession.revoked_at.is_(None))
         ).one()
         assert live.amr == "pwd hwk mfa"
+
+
+def test_the_autofill_request_signs_in_and_a_refusal_leaves_the_password_form(
+    localhost_server: LiveServer,
+    page: Page,  # noqa: F811
+) -> None:
+    """Conditional mediation (WebAuthn Level 3 §5.1.4.1, ``mediation: "conditional"``): the
+    sign-in page asks the browser for a passkey through the email field's autofill, without a
+    click. Chromium's virtual authenticator answers such a request at once, as a user picking
+    the passkey from the autofill would."""
+    url = localhost_server.url
+    with db.transaction(localhost_server.app) as session:
+        make_user(localhost_server.app, session, EMAIL)
+    cdp = page.context.new_cdp_session(page)
+    cdp.send("WebAuthn.enable")
+    authenticator = add_authenticator(cdp)
+
+    # The authenticator holds nothing yet: the autofill request waits, and the password
+    # form is not in its way.
+    password_step(page, url)
+    page.wait_for_url(url + "/account")
+    page.fill("#passkey_name", "Test laptop")
+    page.get_by_role("button", name="Add a passkey").click()
+    expect(page.locator("ul.passkeys li")).to_contain_text("Test laptop")
+    sign_out(page)
+
+    # Opening the page is all it takes: the autofill request signs in with the passkey.
+    page.goto(url + "/login")
+    page.wait_for_url(url + "/account")
+    expect(page.locator("ul.passkeys li")).to_contain_text("last used")
+    (credential,) = credentials_of(cdp, authenticator)
+    assert credential["signCount"] >= 1
+    with db.transaction(localhost_server.app) as session:
+        live = session.scalars(
+            select(BrowserSession).where(BrowserSession.revoked_at.is_(None))
+        ).one()
+        assert live.amr == "hwk mfa"  # a user-verifying passkey alone is two factors
+
+    # Removed on the server, still held by the authenticator: the autofill answer is refused
+    # with a word on the page, nobody is signed in, and the password still works.
+    page.get_by_role("button", name="Remove Test laptop").click()
+    expect(page.locator("#passkeys ~ p.muted").nth(1)).to_have_text("No passkeys yet.")
+    sign_out(page)
+    page.goto(url + "/login")
+    expect(page.locator("#passkey_error")).to_contain_text("not registered here")
+    assert page.url.startswith(url + "/login")
+    with db.transaction(localhost_server.app) as session:
+        assert (
+            session.scalars(
+                select(BrowserSession).where(BrowserSession.revoked_at.is_(None))
+            ).first()
+            is None
+        )
+    assert len(credentials_of(cdp, authenticator)) == 1
+    shoot(page, "login-autofill-refused")
+    page.fill("input[name=email]", EMAIL)
+    page.fill("input[name=password]", PASSWORD)
+    page.get_by_role("button", name="Sign in", exact=True).click()
+    page.wait_for_url(url + "/account")

@@ -8,19 +8,32 @@ post without the CSRF token, malformed bodies."""
 from __future__ import annotations
 
 import json
+import threading
 from typing import Any
 
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import select
+from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 from werkzeug.test import TestResponse
 
+from authserver.db import db
+from authserver.http.web import session_policy
 from authserver.models import AuditEvent, BrowserSession, Passkey, PasskeyChallenge
 from authserver.runtime import runtime
+from authserver.services.browser_sessions import StartedSession
 from authserver.services.clients import RegisteredClient
+from authserver.services.passkeys import (
+    PasskeyCloneSuspected,
+    PasskeyRefused,
+    relying_party,
+    sign_in_options,
+    sign_in_with_passkey,
+)
 from authserver.services.second_factor_enrolment import reset_second_factors
+from authserver.services.sign_in import RequestContext
 from authserver.services.users import find_user_by_email
 from tests.browser_helpers import (
     authorize_url,
@@ -32,7 +45,7 @@ from tests.browser_helpers import (
     web_client,
 )
 from tests.flows.test_acr import MFA_ACR, authorize, claims_of, follow_to_client, tokens_from
-from tests.helpers import Clock, make_user
+from tests.helpers import HANG_SECONDS, Clock, make_user, wait_until, waiting_on_a_lock
 from tests.smtp_servers import Mailbox
 from tests.soft_authenticator import SoftAuthenticator
 from tests.test_mail import deliver, parts
@@ -299,6 +312,75 @@ def test_a_counter_going_backwards_is_refused_audited_and_mailed_once(
     # The authenticator whose counter moves on still signs in; the account page warns.
     assert passwordless(client, registered).status_code == 200
     assert "it may have been copied" in client.get("/account").get_data(as_text=True)
+
+
+def _passwordless_in(
+    app: Flask, session: Session, credential: dict[str, Any]
+) -> StartedSession | PasskeyRefused:
+    rt = runtime(app)
+    try:
+        return sign_in_with_passkey(
+            session,
+            relying_party(rt.config),
+            rt.throttle_policy,
+            session_policy(rt.config),
+            rt.notices,
+            credential,
+            context=RequestContext(ip_address="192.0.2.1", user_agent="test", now=rt.now()),
+            is_trusted_device=lambda _email: False,
+            previous=None,
+        )
+    except PasskeyRefused as refused:
+        return refused
+
+
+@pytest.mark.postgres_only
+def test_an_authenticator_and_its_clone_at_the_same_moment_sign_in_once(
+    committed_app: Flask, engine: Engine
+) -> None:
+    """Two answers with the same counter (a passkey and its copy, used at once): the first
+    has moved the counter but not committed when the second is checked. The second waits on
+    the passkey's row, then finds the counter no longer below its own: a clone, never two
+    sign-ins on one counter value."""
+    authenticator = SoftAuthenticator(origin=ORIGIN, rp_id=RP_ID)
+    http = committed_app.test_client()
+    factory = db.state(committed_app).session_factory
+    with factory() as setup:
+        make_user(committed_app, setup)
+    assert sign_in(http).status_code == 303
+    assert add_passkey(http, authenticator).status_code == 200
+    rt = runtime(committed_app)
+    with factory() as setup:
+        options = [json.loads(sign_in_options(setup, relying_party(rt.config), rt.now()))]
+        options.append(json.loads(sign_in_options(setup, relying_party(rt.config), rt.now())))
+        setup.commit()
+    answers = [authenticator.get_assertion(each, sign_count=5) for each in options]
+
+    first, racing = factory(), factory()
+    try:
+        assert isinstance(_passwordless_in(committed_app, first, answers[0]), StartedSession)
+        outcome: list[object] = []
+        thread = threading.Thread(
+            target=lambda: outcome.append(_passwordless_in(committed_app, racing, answers[1]))
+        )
+        thread.start()
+        wait_until(lambda: waiting_on_a_lock(engine), "the second answer to wait on a lock")
+        first.commit()
+        thread.join(timeout=HANG_SECONDS)
+        assert not thread.is_alive()
+        racing.commit()
+    finally:
+        first.close()
+        racing.close()
+
+    (lost,) = outcome
+    assert isinstance(lost, PasskeyCloneSuspected)
+    with factory() as check:
+        passkey = check.scalars(select(Passkey)).one()
+        assert passkey.sign_count == 5
+        assert passkey.clone_suspected_at is not None
+        started = check.scalars(select(BrowserSession).where(BrowserSession.amr == "hwk mfa"))
+        assert len(list(started)) == 1
 
 
 def test_refused_passkeys_are_throttled_per_address(

@@ -39,7 +39,7 @@ from authserver.services.signup import (
 )
 from authserver.services.users import create_user
 from tests.browser_helpers import csrf_token_of, refused_as_csrf, sign_in
-from tests.helpers import HANG_SECONDS, PASSWORD, Clock, make_user, wait_until
+from tests.helpers import HANG_SECONDS, PASSWORD, Clock, make_user, wait_until, waiting_on_a_lock
 from tests.smtp_servers import Mailbox
 from tests.test_mail import deliver, parts
 
@@ -649,17 +649,6 @@ def _complete(app: Flask, session: Session, token: str, purpose: LinkPurpose) ->
         return refused
 
 
-def _waiting_on_a_lock(engine: Engine) -> bool:
-    with engine.connect() as conn:
-        waiting = conn.scalar(
-            text(
-                "SELECT count(*) FROM pg_stat_activity "
-                "WHERE datname = current_database() AND wait_event_type = 'Lock'"
-            )
-        )
-    return bool(waiting)
-
-
 @pytest.mark.postgres_only
 @pytest.mark.parametrize("first_comes", ["same_link", "invitation", "users_create"])
 def test_two_concurrent_acceptances_make_exactly_one_account(
@@ -700,7 +689,7 @@ def test_two_concurrent_acceptances_make_exactly_one_account(
             )
         )
         thread.start()
-        wait_until(lambda: _waiting_on_a_lock(engine), "the second acceptance to wait on a lock")
+        wait_until(lambda: waiting_on_a_lock(engine), "the second acceptance to wait on a lock")
         first.commit()
         thread.join(timeout=HANG_SECONDS)
         assert not thread.is_alive()
