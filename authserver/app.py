@@ -14,6 +14,7 @@ from authserver.db import db
 from authserver.errors import commit_or_answer_unavailable, register_error_handlers
 from authserver.http import (
     account_api,
+    admin_api,
     authorize,
     dev_mail,
     email_links,
@@ -116,6 +117,7 @@ def create_app(config: Config | None = None) -> Flask:
         signup.bp,
         email_links.bp,
         account_api.bp,
+        admin_api.bp,
         openapi.bp,
         health.bp,
         dev_mail.bp,

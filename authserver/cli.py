@@ -25,7 +25,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from authserver.app import create_app
 from authserver.db import db, utcnow
 from authserver.errors import AuthServerError
-from authserver.models import KeyState
+from authserver.own_apis import ADMIN_SCOPES
 from authserver.runtime import runtime
 from authserver.services import clients as client_service
 from authserver.services import keys as key_service
@@ -504,6 +504,14 @@ def clients_group() -> None:
     is_flag=True,
     help="Its users must sign in with two factors (the password grant is then refused).",
 )
+@click.option(
+    "--admin-scope",
+    "admin_scopes",
+    multiple=True,
+    type=click.Choice(ADMIN_SCOPES),
+    help="Make it an admin client: it may get admin API tokens with this scope through "
+    "client_credentials. Repeat for several.",
+)
 @click.option("--access-token-ttl", type=click.IntRange(min=1), default=None)
 @click.option("--refresh-idle-ttl", type=click.IntRange(min=1), default=None)
 @click.option("--refresh-absolute-ttl", type=click.IntRange(min=1), default=None)
@@ -522,6 +530,7 @@ def clients_create(
     backchannel_logout_uri: str | None,
     backchannel_logout_session_required: bool,
     require_second_factor: bool,
+    admin_scopes: tuple[str, ...],
     access_token_ttl: int | None,
     refresh_idle_ttl: int | None,
     refresh_absolute_ttl: int | None,
@@ -546,6 +555,7 @@ def clients_create(
             backchannel_logout_uri=backchannel_logout_uri,
             backchannel_logout_session_required=backchannel_logout_session_required,
             require_second_factor=require_second_factor,
+            admin_scopes=list(admin_scopes),
         )
     result = {
         "client_id": registered.client.client_id,
@@ -661,35 +671,6 @@ def _recall_client(client_id: str, end: Callable[..., int], done: str) -> None:
     )
 
 
-def _client_fields(overview: client_service.ClientOverview) -> dict[str, Any]:
-    """Everything of a registration but its secret digests."""
-    client = overview.client
-    return {
-        "client_id": client.client_id,
-        "name": client.name,
-        "type": "public" if client.is_public else "confidential",
-        "first_party": client.is_first_party,
-        "disabled": client.disabled,
-        "grant_types": list(client.grant_types),
-        "scopes": list(client.scopes),
-        "redirect_uris": list(client.redirect_uris),
-        "post_logout_redirect_uris": list(client.post_logout_redirect_uris),
-        "audiences": list(client.audiences),
-        "served_audiences": list(client.served_audiences),
-        "security_event_delivery": client.security_event_delivery,
-        "security_event_push_url": client.security_event_push_url,
-        "backchannel_logout_uri": client.backchannel_logout_uri,
-        "backchannel_logout_session_required": client.backchannel_logout_session_required,
-        "require_second_factor": client.require_second_factor,
-        "access_token_ttl": client.access_token_ttl,
-        "refresh_idle_ttl": client.refresh_idle_ttl,
-        "refresh_absolute_ttl": client.refresh_absolute_ttl,
-        "previous_secret_valid_until": _iso(client.previous_secret_expires_at),
-        "created_at": _iso(client.created_at),
-        "live_refresh_families": overview.live_families,
-    }
-
-
 @clients_group.command("list")
 @click.option("--json", "as_json", is_flag=True, help="A JSON list of the clients.")
 @with_appcontext
@@ -737,7 +718,9 @@ def clients_show(client_id: str, as_json: bool) -> None:
     """Show a client's registration (never its secret) and how many refresh families
     issued to it are live."""
     with db.transaction(_app()) as session:
-        fields = _client_fields(client_service.client_overview(session, client_id, utcnow()))
+        fields = client_service.registration_fields(
+            client_service.client_overview(session, client_id, utcnow())
+        )
     if as_json:
         click.echo(json.dumps(fields))
         return
@@ -778,6 +761,14 @@ _SECONDS = click.IntRange(min=0)
     "--refresh-absolute-ttl", type=click.IntRange(min=0), default=None, help=_DEFAULT_LIFETIME
 )
 @click.option(
+    "--admin-scope",
+    "admin_scopes",
+    multiple=True,
+    type=click.Choice(ADMIN_SCOPES),
+    help="Replaces its admin scopes.",
+)
+@click.option("--no-admin-scopes", is_flag=True, help="It is no longer an admin client.")
+@click.option(
     "--require-second-factor/--no-require-second-factor",
     default=None,
     help="Whether its users must sign in with two factors.",
@@ -795,11 +786,13 @@ def clients_update(
     access_token_ttl: int | None,
     refresh_idle_ttl: int | None,
     refresh_absolute_ttl: int | None,
+    admin_scopes: tuple[str, ...],
+    no_admin_scopes: bool,
     require_second_factor: bool | None,
 ) -> None:
-    """Change a client's redirect URIs, post-logout redirect URIs, scopes, audiences,
-    lifetimes or whether its users need two factors, under the rules of `clients create`.
-    Tokens already issued keep theirs."""
+    """Change a client's redirect URIs, post-logout redirect URIs, scopes, admin scopes,
+    audiences, lifetimes or whether its users need two factors, under the rules of `clients
+    create`. Tokens already issued keep theirs."""
 
     def replacing(values: tuple[str, ...], clear: bool, option: str) -> Any:
         if values and clear:
@@ -822,6 +815,7 @@ def clients_update(
         "require_second_factor": (
             client_service.UNCHANGED if require_second_factor is None else require_second_factor
         ),
+        "admin_scopes": replacing(admin_scopes, no_admin_scopes, "admin-scope"),
     }
     if all(value is client_service.UNCHANGED for value in changes.values()):
         _fail("nothing to change; see `authserver clients update --help`")
@@ -919,35 +913,32 @@ def keys_rotate(immediately: bool) -> None:
     rt = runtime()
     now = utcnow()
     with db.transaction(_app()) as session:
-        first = key_service.ensure_signing_key(session, rt.key_cipher, rt.config.signing_alg, now)
-        if first is not None:
-            click.echo(f"no key yet: created current key {first.kid} ({first.algorithm})")
-            return
-        if immediately:
-            pending = [
-                row.kid
-                for row in key_service.list_signing_keys(session)
-                if row.state == KeyState.NEXT
-            ]
-            key = key_service.create_signing_key(session, rt.key_cipher, rt.config.signing_alg, now)
-            click.echo(f"new current key {key.kid} ({key.algorithm}); the old one is retired")
-            for kid in pending:
-                click.echo(f"discarded next key {kid}: it would have taken over signing later")
-            return
-        try:
-            key = key_service.add_next_signing_key(
-                session, rt.key_cipher, rt.config.signing_alg, now
-            )
-        except key_service.NextKeyPending as pending:
-            _fail(f"key {pending} is already waiting to become current; see `keys list`")
         schedule = key_schedule(
             rt.config, longest_access_token_ttl(session, rt.config.access_token_ttl)
         )
-    starts = now + schedule.publish_delay
-    click.echo(
-        f"published next key {key.kid} ({key.algorithm}); "
-        f"it starts signing at {starts:%Y-%m-%d %H:%M:%S} UTC"
-    )
+        try:
+            rotation = key_service.rotate_signing_key(
+                session,
+                rt.key_cipher,
+                rt.config.signing_alg,
+                now,
+                immediately=immediately,
+                publish_delay=schedule.publish_delay,
+            )
+        except key_service.NextKeyPending as pending:
+            _fail(f"key {pending} is already waiting to become current; see `keys list`")
+    key = rotation.key
+    if rotation.outcome == "first":
+        click.echo(f"no key yet: created current key {key.kid} ({key.algorithm})")
+    elif rotation.outcome == "immediate":
+        click.echo(f"new current key {key.kid} ({key.algorithm}); the old one is retired")
+        for kid in rotation.discarded:
+            click.echo(f"discarded next key {kid}: it would have taken over signing later")
+    else:
+        click.echo(
+            f"published next key {key.kid} ({key.algorithm}); "
+            f"it starts signing at {rotation.starts_at:%Y-%m-%d %H:%M:%S} UTC"
+        )
 
 
 # A kid is a base64url thumbprint and may begin with "-": taken as the argument, not an option.

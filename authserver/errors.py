@@ -1,22 +1,28 @@
 """Typed errors and the one place where they become HTTP responses.
 
 Domain code raises the exceptions below; ``register_error_handlers`` turns them, and any
-other failure, into RFC 6749 §5.2 JSON. A 4xx says what the client did wrong and nothing about
+other failure, into RFC 6749 §5.2 JSON, or, under the admin API (``/admin/v1``), into
+RFC 9457 problem details. A 4xx says what the client did wrong and nothing about
 our internals; a 5xx says nothing at all beyond its code (node-oidc-provider does the same).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import uuid
 from typing import ClassVar
 
-from flask import Flask, Response, g, jsonify
+from flask import Flask, Response, g, has_request_context, jsonify, request
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from werkzeug.exceptions import HTTPException, InternalServerError
+from werkzeug.http import HTTP_STATUS_CODES
 
 from authserver.db import commit_request_session, discard_request_session
+from authserver.own_apis import ADMIN_API_PATH
+
+ADMIN_METADATA_SUFFIX = ".well-known/oauth-protected-resource" + ADMIN_API_PATH
 
 log = logging.getLogger(__name__)
 
@@ -150,6 +156,30 @@ class NotFound(AuthServerError):
     status_code = 404
 
 
+class Conflict(AuthServerError):
+    """The request is valid but the resource's state refuses it (RFC 9110 §15.5.10)."""
+
+    error = "conflict"
+    status_code = 409
+
+
+class PreconditionFailed(AuthServerError):
+    """RFC 9110 §13.1.1: the ``If-Match`` ETag is not the resource's current one: someone
+    changed it since the caller read it."""
+
+    error = "precondition_failed"
+    status_code = 412
+    default_description = "The resource changed since it was read; read it again."
+
+
+class PreconditionRequired(AuthServerError):
+    """RFC 6585 §3: a change that must say which version it was made against did not."""
+
+    error = "precondition_required"
+    status_code = 428
+    default_description = "Send If-Match with the ETag of the resource as read."
+
+
 class BearerError(Exception):
     """A request to an API protected with a bearer token (RFC 6750) is refused:
     ``invalid_token`` (401) or ``insufficient_scope`` (403, naming the ``scope`` needed)."""
@@ -164,17 +194,43 @@ class BearerError(Exception):
         self.scope = scope
 
 
+def _answers_with_problem_details() -> bool:
+    """The admin API answers errors as RFC 9457 problem details; the OAuth endpoints as
+    RFC 6749 §5.2 JSON, which their clients expect."""
+    return has_request_context() and (
+        request.path == ADMIN_API_PATH or request.path.startswith(ADMIN_API_PATH + "/")
+    )
+
+
+def _problem(error: str, description: str | None, status: int) -> Response:
+    # RFC 9457 §4.2.1: "about:blank" with the status phrase as title; the OAuth-style code
+    # stays as an extension member (§3.2), for callers that branch on it.
+    body: dict[str, object] = {
+        "type": "about:blank",
+        "title": HTTP_STATUS_CODES.get(status, "Error"),
+        "status": status,
+        "error": error,
+    }
+    if description:
+        body["detail"] = description
+    response = Response(json.dumps(body), status=status, mimetype="application/problem+json")
+    return response
+
+
 def error_response(
     error: str,
     description: str | None,
     status: int,
     headers: dict[str, str] | None = None,
 ) -> Response:
-    body = {"error": error}
-    if description:
-        body["error_description"] = description
-    response = jsonify(body)
-    response.status_code = status
+    if _answers_with_problem_details():
+        response = _problem(error, description, status)
+    else:
+        body = {"error": error}
+        if description:
+            body["error_description"] = description
+        response = jsonify(body)
+        response.status_code = status
     response.headers.update(NO_STORE_HEADERS)
     if headers:
         response.headers.update(headers)
@@ -214,8 +270,13 @@ def handle_bearer_error(exc: BearerError) -> Response:
     challenge = f'Bearer error="{exc.error}", error_description="{exc.description}"'
     if exc.scope:
         challenge += f', scope="{exc.scope}"'
-    response = jsonify(error=exc.error, error_description=exc.description)
-    response.status_code = exc.status
+    if _answers_with_problem_details():
+        # RFC 9728 §5.1: where the admin API's metadata is, relative to this server.
+        challenge += f', resource_metadata="{request.host_url}{ADMIN_METADATA_SUFFIX}"'
+        response = _problem(exc.error, exc.description, exc.status)
+    else:
+        response = jsonify(error=exc.error, error_description=exc.description)
+        response.status_code = exc.status
     response.headers["WWW-Authenticate"] = challenge
     response.headers["Cache-Control"] = "no-store"
     return response

@@ -14,6 +14,12 @@ by name (``resource``, RFC 8707 §2), and only first-party clients, or clients r
 the audience and scope, may ask (``services/clients.resolve_audience``). So a token that a
 user's photo app got for its own API cannot list that user's devices or sign them out.
 
+The admin API (``/admin/v1``) acts for no user: its tokens come from client_credentials, only
+to clients registered with admin scopes (``clients create --admin-scope``), with the admin
+API as their audience and only admin scopes (``services/clients.resolve_admin_grant``). No
+other grant reaches that audience, and admin scopes are never registered as a client's
+ordinary scopes.
+
 Pure data: models, services and views all read it.
 """
 
@@ -52,3 +58,22 @@ FIRST_PARTY_SCOPES = frozenset({ACCOUNT_API.scope})
 def own_audiences(issuer: str) -> frozenset[str]:
     """Every audience an own API accepts: never a client's or the server's default."""
     return frozenset(audience for api in OWN_APIS if (audience := api.audience(issuer)) is not None)
+
+
+# The admin API: its audience is ``{issuer}/admin/v1`` (never the issuer itself), and each
+# area and verb has a scope of its own.
+ADMIN_API_PATH = "/admin/v1"
+ADMIN_SCOPE_PREFIX = "admin:"
+ADMIN_SCOPES = (
+    "admin:users:read",
+    "admin:users:write",
+    "admin:clients:read",
+    "admin:clients:write",
+    "admin:keys:read",
+    "admin:keys:write",
+    "admin:audit:read",
+)
+
+
+def admin_audience(issuer: str) -> str:
+    return issuer + ADMIN_API_PATH

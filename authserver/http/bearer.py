@@ -1,5 +1,6 @@
 """The one boundary of the APIs this server protects itself with bearer tokens (RFC 6750):
-userinfo and the account API.
+userinfo and the account API (``require_user_token``), and the admin API
+(``require_admin_token``).
 
 ``require_user_token(api)`` verifies the request's access token and hands the view a typed
 ``UserCaller``, never raw claims. In order, each refusal with its RFC 6750 §3 answer:
@@ -25,9 +26,10 @@ from flask import request
 from authserver.db import db
 from authserver.errors import BearerError
 from authserver.http.rate_limits import spend_family_budget
-from authserver.own_apis import OwnApi
+from authserver.own_apis import OwnApi, admin_audience
 from authserver.runtime import runtime
 from authserver.services.browser_sessions import browser_session_of_family
+from authserver.services.clients import find_client
 from authserver.services.token_status import access_token_still_granted
 from authserver.services.token_verification import TokenRejected, verify_own_token
 
@@ -117,3 +119,49 @@ def _family_of(claims: dict[str, Any]) -> uuid.UUID | None:
         return None
     # Granted above, so the sid named a live family: it is a UUID this server wrote.
     return uuid.UUID(str(sid))
+
+
+@dataclass(frozen=True)
+class AdminCaller:
+    """Who called the admin API: an admin client acting for itself."""
+
+    client_id: str
+    scopes: frozenset[str]
+
+
+def require_admin_token(scope: str) -> AdminCaller:
+    """The admin client calling, from the request's bearer token, or a BearerError.
+
+    Refused with 401 ``invalid_token``: no token, one this server did not sign or that
+    expired or was revoked; a token whose audience is not exactly the admin API
+    (``{issuer}/admin/v1``: the issuer's own audience, a user's API, a client's API never
+    reach it); a token that acts for a user. Refused with 403 ``insufficient_scope`` (RFC
+    6750 §3.1), naming ``scope``: a token without it, or whose client no longer holds it as
+    an admin scope, is disabled or is gone (read from the database, not the token, so that
+    taking a scope away works at once)."""
+    rt = runtime()
+    now = rt.now()
+    try:
+        token = verify_own_token(
+            rt.keys,
+            _bearer_token(),
+            issuer=rt.config.issuer,
+            typ="at+jwt",
+            now=int(now.timestamp()),
+        )
+    except TokenRejected:
+        raise _invalid("The access token is invalid.") from None
+    claims = token.claims
+    if claims.get("aud") != admin_audience(rt.config.issuer):
+        raise _invalid("The access token is not meant for this API.")
+    client_id = claims.get("client_id")
+    if not isinstance(client_id, str) or claims.get("sub") != client_id:
+        raise _invalid("The access token acts for a user, not an admin client.")
+    if not access_token_still_granted(db.session, token, now):
+        raise _invalid("The access token was revoked.")
+    scopes = frozenset(str(claims.get("scope", "")).split())
+    client = find_client(db.session, client_id)
+    held = scopes & frozenset(client.admin_scopes) if client and not client.disabled else set()
+    if scope not in held:
+        raise BearerError(403, "insufficient_scope", f"The '{scope}' scope is needed.", scope=scope)
+    return AdminCaller(client_id=client_id, scopes=frozenset(held))

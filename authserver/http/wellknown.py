@@ -1,4 +1,5 @@
-"""Public, cacheable documents: the JWKS and the server metadata."""
+"""Public, cacheable documents: the JWKS, the server metadata, and the admin API's
+protected-resource metadata."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from authserver.oauth.metadata import (
     server_metadata,
     ssf_transmitter_metadata,
 )
+from authserver.own_apis import ADMIN_API_PATH, ADMIN_SCOPES, admin_audience
 from authserver.runtime import runtime
 
 bp = Blueprint("wellknown", __name__)
@@ -39,5 +41,26 @@ def metadata() -> Response:
 def ssf_configuration() -> Response:
     """Shared Signals Framework 1.0 §7.2: where a receiver learns how SETs reach it."""
     response = jsonify(ssf_transmitter_metadata(runtime().config))
+    response.headers["Cache-Control"] = "public, max-age=3600"
+    return response
+
+
+# RFC 9728 §3.1: the well-known URI of a resource with a path inserts the suffix before it.
+ADMIN_API_METADATA_PATH = "/.well-known/oauth-protected-resource" + ADMIN_API_PATH
+
+
+@bp.get(ADMIN_API_METADATA_PATH)
+def admin_api_metadata() -> Response:
+    """RFC 9728 §2: what a client needs to call the admin API: its resource identifier (the
+    audience its tokens must carry), where to get them, and the scopes it knows."""
+    issuer = runtime().config.issuer
+    response = jsonify(
+        resource=admin_audience(issuer),
+        authorization_servers=[issuer],
+        scopes_supported=list(ADMIN_SCOPES),
+        bearer_methods_supported=["header"],
+        resource_name="authserver admin API",
+        resource_documentation=issuer + "/openapi.json",
+    )
     response.headers["Cache-Control"] = "public, max-age=3600"
     return response

@@ -66,6 +66,10 @@ class Client(Base):
     # revocations: "push" to security_event_push_url (RFC 8935), "poll" (RFC 8936), or NULL.
     security_event_delivery: Mapped[str | None] = mapped_column(String(8))
     security_event_push_url: Mapped[str | None] = mapped_column(String(2000))
+    # Scopes of the admin API (own_apis.ADMIN_SCOPES) this client may be granted, through
+    # client_credentials only, in tokens whose audience is the admin API. Empty: not an
+    # admin client.
+    admin_scopes: Mapped[list[str]] = mapped_column(server_default=text("'[]'"), default=list)
     # Per-client lifetimes in seconds; NULL means the server-wide setting.
     access_token_ttl: Mapped[int | None]
     refresh_absolute_ttl: Mapped[int | None]

@@ -19,11 +19,12 @@ from authserver.errors import (
 )
 from authserver.http.audit import audit
 from authserver.models import AMR_PASSWORD, Client, User
+from authserver.own_apis import admin_audience
 from authserver.request_context import request_context
 from authserver.runtime import runtime
 from authserver.services.access_tokens import IssuedAccessToken
 from authserver.services.audit import AuditEventType, clip_user_agent
-from authserver.services.clients import resolve_audience, resolve_scope
+from authserver.services.clients import resolve_admin_grant, resolve_audience, resolve_scope
 from authserver.services.refresh_tokens import RotationAudit, rotate_refresh_token, start_family
 from authserver.services.sign_in import sign_in_for_token
 
@@ -56,8 +57,21 @@ class ClientCredentialsGrant(grants.ClientCredentialsGrant):
     """RFC 6749 §4.4: a confidential client acting on its own behalf."""
 
     TOKEN_ENDPOINT_AUTH_METHODS = CONFIDENTIAL_METHODS
+    # Set when the request is for the admin API: its audience, not the client's.
+    granted_admin_audience: str | None = None
 
     def validate_requested_scope(self) -> None:
+        issuer = runtime().config.issuer
+        admin_scope = resolve_admin_grant(
+            self.request.client,
+            self.request.payload.scope,
+            resources_of(self.request.form),
+            issuer=issuer,
+        )
+        if admin_scope is not None:
+            self.request.scope = admin_scope
+            self.granted_admin_audience = admin_audience(issuer)
+            return
         # No user: scopes that only mean something for a signed-in user are never granted.
         self.request.scope = resolve_scope(
             self.request.client, self.request.payload.scope, for_user=False
@@ -66,7 +80,7 @@ class ClientCredentialsGrant(grants.ClientCredentialsGrant):
     def create_token_response(self) -> tuple[int, dict[str, Any], list[tuple[str, str]]]:
         rt = runtime()
         client: Client = self.request.client
-        audience = resolve_audience(
+        audience = self.granted_admin_audience or resolve_audience(
             client,
             resources_of(self.request.form),
             default_audience=rt.config.default_audience,

@@ -16,7 +16,12 @@ from sqlalchemy.orm import Session
 from authserver.errors import InvalidScope, InvalidTarget, NotFound, ValidationError
 from authserver.models import Client, RefreshFamily, Revocation
 from authserver.models.clients import digest_client_secret
-from authserver.own_apis import own_audiences
+from authserver.own_apis import (
+    ADMIN_SCOPE_PREFIX,
+    ADMIN_SCOPES,
+    admin_audience,
+    own_audiences,
+)
 from authserver.services.audit import AuditEventType, record
 from authserver.services.refresh_tokens import RevocationReason, live_family_exists
 from authserver.services.revocations import CLIENT, record_client_disabled, revoke_families
@@ -65,6 +70,15 @@ def get_client(session: Session, client_id: str) -> Client:
     client = find_client(session, client_id, fresh=True)
     if client is None:
         raise NotFound(f"no client with the id {client_id.strip()[:64]!r}")
+    return client
+
+
+def lock_client(session: Session, client_id: str) -> Client:
+    """The client, its row locked until the transaction ends: a change checked against what
+    the caller read (an ETag) cannot interleave with another change."""
+    client = get_client(session, client_id)
+    session.execute(select(Client.id).where(Client.id == client.id).with_for_update()).one()
+    session.refresh(client)
     return client
 
 
@@ -118,6 +132,10 @@ def _check_redirect_uri(uri: str) -> None:
         raise ValidationError(f"redirect URI must use https (or http on loopback): {uri!r}")
     if parts.scheme in ("https", "http") and not parts.hostname:
         raise ValidationError(f"redirect URI has no host: {uri!r}")
+    if "*" in parts.netloc or "*" in parts.path:
+        # Matched as exact strings (RFC 9700 §4.1.3): a "*" would never match what the
+        # operator meant it to, so it is refused rather than stored as a pattern.
+        raise ValidationError(f"redirect URI must not contain a wildcard: {uri!r}")
 
 
 SERVER_CALLED_URL_MAX_LENGTH = 2000
@@ -208,6 +226,27 @@ def check_redirect_uris_for_grants(grants: list[str], redirect_uris: list[str]) 
 def checked_scopes(scopes: list[str]) -> list[str]:
     unique = list(dict.fromkeys(scopes))
     _check_scope_tokens(unique)
+    for scope in unique:
+        if scope.startswith(ADMIN_SCOPE_PREFIX):
+            # An ordinary scope goes into tokens for any audience, a user's too.
+            raise ValidationError(f"{scope!r} is an admin scope: register it as an admin scope")
+    return unique
+
+
+def checked_admin_scopes(scopes: list[str], *, public: bool, grant_types: list[str]) -> list[str]:
+    """The admin API's scopes a client may be granted (``own_apis.ADMIN_SCOPES``): only a
+    confidential client with client_credentials holds any, since admin tokens act for no
+    user and are issued by that grant alone."""
+    unique = list(dict.fromkeys(scopes))
+    for scope in unique:
+        if scope not in ADMIN_SCOPES:
+            raise ValidationError(
+                f"unknown admin scope {scope!r}; one of: {', '.join(ADMIN_SCOPES)}"
+            )
+    if unique and (public or "client_credentials" not in grant_types):
+        raise ValidationError(
+            "an admin client must be confidential and allowed the client_credentials grant"
+        )
     return unique
 
 
@@ -244,9 +283,11 @@ def create_client(
     backchannel_logout_uri: str | None = None,
     backchannel_logout_session_required: bool = False,
     require_second_factor: bool = False,
+    admin_scopes: list[str] | None = None,
 ) -> RegisteredClient:
     name = checked_client_name(name)
     grants = checked_grant_types(grant_types, public=public, first_party=first_party)
+    admin_list = checked_admin_scopes(admin_scopes or [], public=public, grant_types=grants)
     uris = checked_redirect_uris(redirect_uris or [])
     logout_uris = checked_redirect_uris(post_logout_redirect_uris or [])
     check_redirect_uris_for_grants(grants, uris)
@@ -279,12 +320,15 @@ def create_client(
         backchannel_logout_uri=backchannel_logout_uri,
         backchannel_logout_session_required=backchannel_logout_session_required,
         require_second_factor=require_second_factor,
+        admin_scopes=admin_list,
     )
     session.add(client)
     session.flush()
     details: dict[str, Any] = {}
     if backchannel_logout_uri:
         details["backchannel_logout_uri"] = backchannel_logout_uri
+    if admin_list:
+        details["admin_scopes"] = admin_list
     record(
         session,
         AuditEventType.CLIENT_CREATED,
@@ -431,6 +475,8 @@ def resolve_audience(
     own = own_audiences(issuer)
     if resources:
         requested = resources[0]
+        if requested == admin_audience(issuer):
+            raise InvalidTarget()  # only resolve_admin_grant hands out this audience
         if requested in own:
             if not for_user:
                 raise InvalidTarget("This resource acts for a user; the grant names none.")
@@ -444,6 +490,32 @@ def resolve_audience(
         if audience not in own:
             return audience
     return default_audience or issuer
+
+
+def resolve_admin_grant(
+    client: Client, requested_scope: str | None, resources: list[str], *, issuer: str
+) -> str | None:
+    """For client_credentials: the scope of an admin API token, or None when the request
+    is not for the admin API (it names neither its audience nor an admin scope).
+
+    An admin token's audience is the admin API alone and its scope admin scopes alone, all
+    of them registered for the client (``clients create --admin-scope``); without a scope,
+    every admin scope it holds. A request mixing the admin API with anything else is
+    refused (RFC 6749 §5.2 ``invalid_scope``, RFC 8707 §2 ``invalid_target``)."""
+    wanted = list(dict.fromkeys((requested_scope or "").split()))
+    audience = admin_audience(issuer)
+    asks_admin_scope = any(scope.startswith(ADMIN_SCOPE_PREFIX) for scope in wanted)
+    if audience not in resources and not asks_admin_scope:
+        return None
+    if not client.admin_scopes:
+        raise InvalidTarget("The client is not an admin client.")
+    if resources and resources != [audience]:
+        raise InvalidTarget("Admin scopes are granted for the admin API alone.")
+    if not wanted:
+        return " ".join(client.admin_scopes)
+    if not set(wanted) <= set(client.admin_scopes):
+        raise InvalidScope("The client is not registered for every scope it asked for.")
+    return " ".join(wanted)
 
 
 # -- the operator's commands (``authserver clients ...``) -----------------------------------
@@ -471,6 +543,7 @@ def update_client(
     refresh_idle_ttl: int | Unchanged | None = UNCHANGED,
     refresh_absolute_ttl: int | Unchanged | None = UNCHANGED,
     require_second_factor: bool | Unchanged = UNCHANGED,
+    admin_scopes: list[str] | Unchanged = UNCHANGED,
 ) -> list[str]:
     """Replace what is given of the registration, under the rules ``create_client`` applies
     (checked all before anything is changed); a lifetime of None means the server-wide
@@ -489,6 +562,10 @@ def update_client(
         wanted["audiences"] = checked_audiences(audiences)
     if not isinstance(require_second_factor, Unchanged):
         wanted["require_second_factor"] = require_second_factor
+    if not isinstance(admin_scopes, Unchanged):
+        wanted["admin_scopes"] = checked_admin_scopes(
+            admin_scopes, public=client.is_public, grant_types=client.grant_types
+        )
     lifetimes = {
         "access_token_ttl": access_token_ttl,
         "refresh_idle_ttl": refresh_idle_ttl,
@@ -638,3 +715,38 @@ def client_overview(session: Session, client_id: str, now: datetime) -> ClientOv
         {"now": now},
     ).scalar_one()
     return ClientOverview(client=client, live_families=live)
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat() if moment is not None else None
+
+
+def registration_fields(overview: ClientOverview) -> dict[str, Any]:
+    """Everything of a registration but its secret digests, as JSON: what ``clients show
+    --json`` prints and the admin API serves."""
+    client = overview.client
+    return {
+        "client_id": client.client_id,
+        "name": client.name,
+        "type": "public" if client.is_public else "confidential",
+        "first_party": client.is_first_party,
+        "disabled": client.disabled,
+        "grant_types": list(client.grant_types),
+        "scopes": list(client.scopes),
+        "admin_scopes": list(client.admin_scopes),
+        "redirect_uris": list(client.redirect_uris),
+        "post_logout_redirect_uris": list(client.post_logout_redirect_uris),
+        "audiences": list(client.audiences),
+        "served_audiences": list(client.served_audiences),
+        "security_event_delivery": client.security_event_delivery,
+        "security_event_push_url": client.security_event_push_url,
+        "backchannel_logout_uri": client.backchannel_logout_uri,
+        "backchannel_logout_session_required": client.backchannel_logout_session_required,
+        "require_second_factor": client.require_second_factor,
+        "access_token_ttl": client.access_token_ttl,
+        "refresh_idle_ttl": client.refresh_idle_ttl,
+        "refresh_absolute_ttl": client.refresh_absolute_ttl,
+        "previous_secret_valid_until": _iso(client.previous_secret_expires_at),
+        "created_at": _iso(client.created_at),
+        "live_refresh_families": overview.live_families,
+    }

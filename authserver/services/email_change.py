@@ -191,7 +191,19 @@ def complete_email_change(session: Session, *, token: str, context: RequestConte
     user = session.get(User, link.user_id) if link is not None else None
     if link is None or link.email is None or user is None or user.disabled:
         raise InvalidLink("This link is not valid.")
-    new_email = link.email
+    move_account(session, user, link.email, context, method="link")
+    # The link reached the new address: it is verified (and audited as such).
+    mark_email_verified(session, user, now, method="email_change")
+    return user
+
+
+def move_account(
+    session: Session, user: User, new_email: str, context: RequestContext, *, method: str
+) -> None:
+    """Give the account ``new_email`` (normalised), unverified: AddressTaken if another
+    account has it or one that looks like it, checked here and, for a race, by the unique
+    indexes. Links mailed to the old address open nothing afterwards. ``method`` says who
+    moved it, for the trail: "link" (the owner's change link) or "operator"."""
     if _taken_by_another(session, user, new_email):
         raise AddressTaken("Another account has this address now; nothing was changed.")
     previous = user.email
@@ -212,17 +224,15 @@ def complete_email_change(session: Session, *, token: str, context: RequestConte
         LinkPurpose.EMAIL_VERIFICATION,
         LinkPurpose.PASSWORD_RESET,
     ):
-        invalidate_links(session, user.id, purpose, now)
+        invalidate_links(session, user.id, purpose, context.now)
     record(
         session,
         AuditEventType.EMAIL_CHANGED,
-        now,
+        context.now,
         user_id=user.id,
         ip_address=context.ip_address,
         user_agent=context.user_agent,
         email=new_email,
         previous_email=previous,
+        method=method,
     )
-    # The link reached the new address: it is verified (and audited as such).
-    mark_email_verified(session, user, now, method="email_change")
-    return user

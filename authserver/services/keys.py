@@ -198,6 +198,42 @@ def add_next_signing_key(
 
 
 @dataclass(frozen=True)
+class KeyRotation:
+    """What ``rotate_signing_key`` did. ``outcome``: "first" (there was no key: the new one
+    is current), "immediate" (the new key signs at once, the old one is retired, any next
+    key waiting is discarded and listed in ``discarded``) or "next" (published, it starts
+    signing at ``starts_at``)."""
+
+    outcome: str
+    key: SigningKey
+    discarded: list[str]
+    starts_at: datetime
+
+
+def rotate_signing_key(
+    session: Session,
+    cipher: KeyCipher,
+    algorithm: str,
+    now: datetime,
+    *,
+    immediately: bool,
+    publish_delay: timedelta,
+) -> KeyRotation:
+    """The operator's rotation (``keys rotate``, the admin API): a next key, published
+    ``publish_delay`` before it signs so every JWKS cache meets it first; ``immediately``
+    (a compromised key): current at once. NextKeyPending if a next key is waiting."""
+    first = ensure_signing_key(session, cipher, algorithm, now)
+    if first is not None:
+        return KeyRotation("first", first, [], now)
+    if immediately:
+        pending = [row.kid for row in list_signing_keys(session) if row.state == KeyState.NEXT]
+        key = create_signing_key(session, cipher, algorithm, now)
+        return KeyRotation("immediate", key, pending, now)
+    key = add_next_signing_key(session, cipher, algorithm, now)
+    return KeyRotation("next", key, [], now + publish_delay)
+
+
+@dataclass(frozen=True)
 class KeySchedule:
     """When keys change state.
 
