@@ -571,6 +571,77 @@ def test_clients_update_turns_the_two_factor_requirement_on_and_off(
     assert client.require_second_factor is False
 
 
+def test_clients_create_and_update_admin_scopes(cli_env: dict[str, str], cli_app: Flask) -> None:
+    created = run_cli(
+        "clients",
+        "create",
+        "--name",
+        "Provisioning",
+        "--grant",
+        "client_credentials",
+        "--admin-scope",
+        "admin:users:read",
+        "--admin-scope",
+        "admin:audit:read",
+        "--json",
+        env=cli_env,
+    )
+    assert created.returncode == 0, created.stderr
+    client_id = json.loads(created.stdout)["client_id"]
+    shown = json.loads(run_cli("clients", "show", client_id, "--json", env=cli_env).stdout)
+    assert shown["admin_scopes"] == ["admin:users:read", "admin:audit:read"]
+
+    narrowed = run_cli(
+        "clients", "update", client_id, "--admin-scope", "admin:audit:read", env=cli_env
+    )
+    assert narrowed.returncode == 0, narrowed.stderr
+    assert narrowed.stdout.startswith(f"client {client_id}: changed admin_scopes;")
+    removed = run_cli("clients", "update", client_id, "--no-admin-scopes", env=cli_env)
+    assert removed.returncode == 0, removed.stderr
+    client = _client_row(cli_app, client_id)
+    assert client is not None
+    assert client.admin_scopes == []
+
+
+@pytest.mark.parametrize(
+    ("options", "refusal"),
+    [
+        (
+            (
+                "--grant",
+                "authorization_code",
+                "--redirect-uri",
+                "https://a.example.test/cb",
+                "--admin-scope",
+                "admin:users:read",
+            ),
+            "client_credentials",
+        ),
+        (("--grant", "client_credentials", "--scope", "admin:users:read"), "admin scope"),
+        (
+            (
+                "--public",
+                "--grant",
+                "authorization_code",
+                "--redirect-uri",
+                "https://a.example.test/cb",
+                "--admin-scope",
+                "admin:users:read",
+            ),
+            "confidential",
+        ),
+    ],
+)
+def test_clients_create_refuses_admin_scopes_where_they_do_not_belong(
+    cli_env: dict[str, str], cli_app: Flask, options: tuple[str, ...], refusal: str
+) -> None:
+    result = run_cli("clients", "create", "--name", "Refused", *options, env=cli_env)
+
+    assert refusal in assert_fails_with_one_line(result)
+    with db.transaction(cli_app) as session:
+        assert session.scalars(select(Client).where(Client.name == "Refused")).all() == []
+
+
 @pytest.mark.parametrize(
     ("options", "refusal"),
     [

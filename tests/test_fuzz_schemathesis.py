@@ -1,7 +1,8 @@
 """Schemathesis against /openapi.json, in process: every documented operation gets generated
 requests, schema-valid and schema-breaking, and every answer must be documented (status, headers,
 content type, body schema), never a 5xx, never a stack trace, and every error an RFC 6749
-§5.2-shaped JSON body with a code the RFCs define.
+§5.2-shaped JSON body with a code the RFCs define (under the admin API, an RFC 9457 problem
+carrying such a code).
 
 schemathesis' own pytest integration (``schemathesis.pytest.from_fixture``) does not run on the
 pytest this project installs (it writes ``Node._nodeid``, which pytest 9.2 no longer has), so
@@ -36,6 +37,7 @@ from sqlalchemy.orm import Session
 from authserver.config import Config
 from authserver.db import utcnow
 from authserver.models import User
+from authserver.own_apis import ADMIN_API_PATH, ADMIN_SCOPES, admin_audience
 from authserver.runtime import runtime
 from authserver.services.clients import RegisteredClient
 from authserver.services.refresh_tokens import start_family
@@ -61,6 +63,10 @@ OAUTH_ERRORS = {
     "unsupported_token_type",
 }
 BEARER_ERRORS = {"invalid_request", "invalid_token", "insufficient_scope"}
+BEARER_SCHEMES = {"bearerAccessToken", "adminAccessToken"}
+# The admin API's refusals of a request that is well formed: RFC 9110 §15.5.10, §15.5.13,
+# RFC 6585 §3 (answered as RFC 9457 problem details).
+ADMIN_ERRORS = {"conflict", "precondition_failed", "precondition_required"}
 HTTP_ERRORS = {"method_not_allowed", "request_entity_too_large", "not_found"}
 ALLOWED_ERRORS = OAUTH_ERRORS | BEARER_ERRORS | HTTP_ERRORS
 RATE_LIMITED = "temporarily_unavailable"
@@ -116,6 +122,7 @@ class Seeded:
     user: User
     user_client: RegisteredClient
     resource_server: RegisteredClient
+    admin_client: RegisteredClient
 
     def fresh_access_token(self) -> str:
         """A new access token (with its own refresh family) for the user, minted by the
@@ -147,6 +154,19 @@ class Seeded:
         self.session.commit()
         return access.token
 
+    def admin_access_token(self) -> str:
+        """A token of the admin client for the admin API, with every admin scope."""
+        rt = runtime(self.app)
+        client = self.admin_client.client
+        return rt.access_tokens.issue(
+            subject=client.client_id,
+            client_id=client.client_id,
+            audience=admin_audience(rt.config.issuer),
+            scope=" ".join(client.admin_scopes),
+            ttl=rt.access_token_ttl(client),
+            now=self.clock.step(),
+        ).token
+
     def token_material(self) -> TokenMaterial:
         kids = list(runtime(self.app).keys.snapshot().by_kid)
         return TokenMaterial.of(kids, self.fresh_access_token())
@@ -176,7 +196,15 @@ def seeded(app: Flask, session: Session) -> Seeded:
         first_party=False,
         served_audiences=[runtime(app).config.default_audience],
     )
-    return Seeded(app, session, clock, user, user_client, resource_server)
+    admin_client = make_client(
+        session,
+        name="Provisioning",
+        grant_types=["client_credentials"],
+        first_party=False,
+        scopes=[],
+        admin_scopes=list(ADMIN_SCOPES),
+    )
+    return Seeded(app, session, clock, user, user_client, resource_server, admin_client)
 
 
 def _load_schema(seeded: Seeded) -> OpenApiSchema:
@@ -202,6 +230,8 @@ def _load_schema(seeded: Seeded) -> OpenApiSchema:
             schemes = {name for requirement in security for name in requirement}
             if "bearerAccessToken" in schemes:
                 return {"Authorization": f"Bearer {seeded.fresh_access_token()}"}
+            if "adminAccessToken" in schemes:
+                return {"Authorization": f"Bearer {seeded.admin_access_token()}"}
             if "metricsToken" in schemes:
                 return {"Authorization": f"Bearer {METRICS_TOKEN}"}
             if "clientSecretBasic" in schemes:
@@ -242,7 +272,7 @@ def _with_hostile_input(case: Case, data: DataObject, material: TokenMaterial) -
     if not data.draw(st.booleans(), label="swap"):
         return case
     security = case.operation.definition.raw.get("security", [])
-    if any("bearerAccessToken" in requirement for requirement in security):
+    if any(BEARER_SCHEMES & set(requirement) for requirement in security):
         authorization = data.draw(malformed_bearer_authorizations(material), label="bearer")
         case.headers = {**(case.headers or {}), "Authorization": authorization}
     elif case.path == "/oauth/revocations":
@@ -258,10 +288,18 @@ def _assert_answer_is_safe(case: Case, status: int, content_type: str, body: byt
     assert status < 500, f"{case.operation.label} answered {status}: {text[:300]}"
     if status < 400:
         return
-    assert content_type.startswith("application/json"), f"{status} came as {content_type!r}"
+    admin_api = case.path.startswith(ADMIN_API_PATH + "/")
+    expected_type = "application/problem+json" if admin_api else "application/json"
+    assert content_type.startswith(expected_type), f"{status} came as {content_type!r}"
     error = json.loads(body)
     assert isinstance(error, dict), text[:300]
-    allowed = ALLOWED_ERRORS | ({RATE_LIMITED} if status == 429 else set())
+    if admin_api:
+        assert error.get("status") == status, text[:300]
+    allowed = (
+        ALLOWED_ERRORS
+        | ({RATE_LIMITED} if status == 429 else set())
+        | (ADMIN_ERRORS if admin_api else set())
+    )
     assert error.get("error") in allowed, f"{case.operation.label} answered {status} {error}"
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import json
 import re
+import uuid
 from collections.abc import Iterator
 from importlib.resources import files
 from typing import Any
@@ -20,6 +21,7 @@ from schemathesis.specs.openapi.schemas import OpenApiSchema
 from sqlalchemy.orm import Session
 from werkzeug.test import TestResponse
 
+from tests.flows.test_admin_api import Admin, admin_token, make_admin
 from tests.helpers import basic_auth, make_client, make_user, password_login
 
 # Server-rendered pages for browsers, not an API: left out of the document on purpose, and
@@ -386,3 +388,60 @@ def test_discovery_documents_and_the_feed_answer_as_documented(
     assert refused.status_code == 403
     _conforms(api, "GET", "/oauth/revocations", refused)
     assert client.get("/.well-known/jwks.json").json["keys"]
+
+
+def test_admin_api_answers_as_documented(
+    app: Flask, session: Session, client: FlaskClient, api: OpenApiSchema
+) -> None:
+    registered = make_admin(session)
+    admin = Admin(client, admin_token(app, client, registered))
+    reader = Admin(client, admin_token(app, client, registered, scope="admin:audit:read"))
+    created = admin.call("POST", "/users", {"email": "bob@example.com"})
+    user_path = f"/admin/v1/users/{created.get_json()['id']}"
+    answers = [
+        ("POST", "/admin/v1/users", created, 201),
+        ("GET", "/admin/v1/users", admin.call("GET", "/users?limit=1"), 200),
+        ("GET", "/admin/v1/users/{user_id}", admin.call("GET", user_path[9:]), 200),
+        (
+            "GET",
+            "/admin/v1/users/{user_id}",
+            admin.call("GET", user_path[9:], **{"If-None-Match": created.headers["ETag"]}),
+            304,
+        ),
+        ("GET", "/admin/v1/users", Admin(client, "nope").call("GET", "/users"), 401),
+        ("GET", "/admin/v1/users", reader.call("GET", "/users"), 403),
+        ("GET", "/admin/v1/users/{user_id}", admin.call("GET", f"/users/{uuid.uuid4()}"), 404),
+        ("POST", "/admin/v1/users", admin.call("POST", "/users", {"email": 1}), 400),
+        ("PATCH", "/admin/v1/users/{user_id}", admin.call("PATCH", user_path[9:], {}), 428),
+        (
+            "PATCH",
+            "/admin/v1/users/{user_id}",
+            admin.call("PATCH", user_path[9:], {"email_verified": True}, **{"If-Match": '"0"'}),
+            412,
+        ),
+        (
+            "POST",
+            "/admin/v1/users/{user_id}/enable",
+            admin.call("POST", user_path[9:] + "/enable"),
+            409,
+        ),
+        (
+            "GET",
+            "/admin/v1/users/{user_id}/sessions",
+            admin.call("GET", user_path[9:] + "/sessions"),
+            200,
+        ),
+        ("GET", "/admin/v1/clients", admin.call("GET", "/clients"), 200),
+        ("GET", "/admin/v1/keys", admin.call("GET", "/keys"), 200),
+        ("POST", "/admin/v1/keys/rotate", admin.call("POST", "/keys/rotate"), 201),
+        ("GET", "/admin/v1/audit-events", admin.call("GET", "/audit-events?limit=2"), 200),
+        (
+            "GET",
+            "/.well-known/oauth-protected-resource/admin/v1",
+            client.get("/.well-known/oauth-protected-resource/admin/v1"),
+            200,
+        ),
+    ]
+    for method, path, response, status in answers:
+        assert response.status_code == status, (method, path, response.get_data(as_text=True))
+        _conforms(api, method, path, response)

@@ -647,3 +647,26 @@ def test_the_audit_trail_is_filtered_and_paged_newest_first(
         "cursor=eyJraW5kIjoidXNlcnMifQ",
     ):
         problem(admin.call("GET", f"/audit-events?{bad}"), 400, "invalid_request")
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("GET", "/users?search=%00", None),
+        ("POST", "/users", {"email": "a\u0000@example.com"}),
+        ("POST", "/users", {"email": "a@example.com", "password": "long enough pass\u0000word"}),
+        ("POST", "/keys/ab%00c/withdraw", None),
+        ("GET", "/audit-events?client_id=a%00b", None),
+        ("GET", "/clients/ab%00", None),
+        (
+            "POST",
+            "/clients",
+            {"name": "x", "grant_types": ["client_credentials"], "scopes": ["\u0000"]},
+        ),
+    ],
+)
+def test_a_nul_character_anywhere_is_bad_input_never_a_500(
+    admin: Admin, method: str, path: str, body: Any
+) -> None:
+    """PostgreSQL text holds no NUL: the API refuses it before a statement would fail."""
+    problem(admin.call(method, path, body), 400, "invalid_request")
