@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import uuid
 from datetime import timedelta
+from importlib.resources import files
 from typing import Any
 
 import pytest
@@ -670,3 +672,106 @@ def test_a_nul_character_anywhere_is_bad_input_never_a_500(
 ) -> None:
     """PostgreSQL text holds no NUL: the API refuses it before a statement would fail."""
     problem(admin.call(method, path, body), 400, "invalid_request")
+
+
+def _admin_operations() -> list[tuple[str, str, str]]:
+    """(METHOD, path with its variables filled, scope needed) of every admin API operation
+    the OpenAPI document lists."""
+    document = json.loads(files("authserver").joinpath("openapi.json").read_text("utf-8"))
+    operations = []
+    for path, item in document["paths"].items():
+        if not path.startswith(API + "/"):
+            continue
+        for method, operation in item.items():
+            (requirement,) = operation["security"]
+            (scope,) = requirement["adminAccessToken"]
+            # A fixed id (the same in every xdist worker): nothing is found by it anyway.
+            filled = re.sub(r"\{[^}]+\}", "0b7e6c1e-5d1a-4c3e-9a51-3f2d8c4b6a70", path)
+            operations.append((method.upper(), filled.removeprefix(API), scope))
+    return operations
+
+
+ADMIN_OPERATIONS = _admin_operations()
+
+
+def test_every_operation_of_the_document_is_checked_below() -> None:
+    assert len(ADMIN_OPERATIONS) == 25
+    assert {scope for _, _, scope in ADMIN_OPERATIONS} == set(ADMIN_SCOPES)
+
+
+@pytest.mark.parametrize(("method", "path", "scope"), ADMIN_OPERATIONS)
+def test_every_operation_refuses_other_tokens_and_a_missing_scope(
+    app: Flask, session: Session, client: FlaskClient, method: str, path: str, scope: str
+) -> None:
+    """Each operation, tried with no token, the admin client's token for another audience, a
+    user's token, and an admin token holding every admin scope but the one it needs. None
+    reaches the operation, whatever its body would have been."""
+    make_user(app, session)
+    others = [s for s in ADMIN_SCOPES if s != scope]
+    registered = make_client(session, admin_scopes=list(ADMIN_SCOPES))
+    ordinary = token_request(client, registered, grant_type="client_credentials").get_json()
+    users = password_login(client, registered, **account_api_request(app)).get_json()
+    without = admin_token(app, client, registered, scope=" ".join(others))
+    for token in ("", ordinary["access_token"], users["access_token"]):
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        answer = client.open(API + path, method=method, headers=headers, json={})
+        problem(answer, 401, "invalid_token")
+    refused = Admin(client, without).call(method, path, {})
+    assert (
+        problem(refused, 403, "insufficient_scope")["detail"] == f"The '{scope}' scope is needed."
+    )
+    session.expire_all()
+    assert [e.event_type for e in session.scalars(select(AuditEvent))].count("user_created") == 1
+
+
+def test_every_change_is_audited_with_the_admin_client_as_actor(
+    app: Flask, session: Session, client: FlaskClient, mailbox: Mailbox
+) -> None:
+    registered = make_admin(session)
+    admin = Admin(client, admin_token(app, client, registered))
+    client.get("/.well-known/jwks.json")  # the first signing key, made outside the API
+    first_party = make_client(session)
+
+    user = admin.call("POST", "/users", {"email": "bob@example.com", "password": PASSWORD})
+    path = f"/users/{user.get_json()['id']}"
+    assert password_login(client, first_party, "bob@example.com").status_code == 200
+    session.expire_all()
+    before_calls = max(e.id for e in session.scalars(select(AuditEvent)))
+    # The sign-in moved last_sign_in_at: the version to change is the one read now.
+    assert admin.call("GET", path).headers["ETag"] != user.headers["ETag"]
+    calls = [
+        (
+            "PATCH",
+            path,
+            {"email_verified": True},
+            {"If-Match": admin.call("GET", path).headers["ETag"]},
+        ),
+        ("PUT", path + "/password", {"password": "another long passphrase 7"}, {}),
+        ("POST", path + "/reset-link", None, {}),
+        ("DELETE", path + "/sessions", None, {}),
+        ("POST", path + "/disable", None, {}),
+        ("POST", path + "/enable", None, {}),
+        ("POST", "/clients", {"name": "Batch", "grant_types": ["client_credentials"]}, {}),
+        ("POST", "/keys/rotate", None, {}),
+        ("DELETE", path, None, {}),
+    ]
+    for method, call_path, body, headers in calls:
+        answer = admin.call(method, call_path, body, **headers)
+        assert answer.status_code < 300, (method, call_path, answer.get_data(as_text=True))
+    session.expire_all()
+    recorded = list(session.scalars(select(AuditEvent).where(AuditEvent.id > before_calls)))
+    changes = [e for e in recorded if e.event_type != "token_issued"]
+    assert {e.event_type for e in changes} >= {
+        "email_verified",
+        "password_changed",
+        "password_reset_requested",
+        "logout_everywhere",
+        "user_disabled",
+        "user_enabled",
+        "client_created",
+        "key_rotated",
+        "user_deleted",
+    }
+    for event in changes:
+        assert event.details.get("actor") == "admin_api", event.event_type
+        assert event.details.get("actor_client_id") == registered.client.client_id
