@@ -512,6 +512,11 @@ def clients_group() -> None:
     help="Make it an admin client: it may get admin API tokens with this scope through "
     "client_credentials. Repeat for several.",
 )
+@click.option(
+    "--require-par",
+    is_flag=True,
+    help="Its authorization requests must be pushed to /oauth/par first (RFC 9126).",
+)
 @click.option("--access-token-ttl", type=click.IntRange(min=1), default=None)
 @click.option("--refresh-idle-ttl", type=click.IntRange(min=1), default=None)
 @click.option("--refresh-absolute-ttl", type=click.IntRange(min=1), default=None)
@@ -531,6 +536,7 @@ def clients_create(
     backchannel_logout_session_required: bool,
     require_second_factor: bool,
     admin_scopes: tuple[str, ...],
+    require_par: bool,
     access_token_ttl: int | None,
     refresh_idle_ttl: int | None,
     refresh_absolute_ttl: int | None,
@@ -556,6 +562,7 @@ def clients_create(
             backchannel_logout_session_required=backchannel_logout_session_required,
             require_second_factor=require_second_factor,
             admin_scopes=list(admin_scopes),
+            require_pushed_authorization_requests=require_par,
         )
     result = {
         "client_id": registered.client.client_id,
@@ -769,6 +776,11 @@ _SECONDS = click.IntRange(min=0)
 )
 @click.option("--no-admin-scopes", is_flag=True, help="It is no longer an admin client.")
 @click.option(
+    "--require-par/--no-require-par",
+    default=None,
+    help="Whether its authorization requests must be pushed first (RFC 9126).",
+)
+@click.option(
     "--require-second-factor/--no-require-second-factor",
     default=None,
     help="Whether its users must sign in with two factors.",
@@ -788,6 +800,7 @@ def clients_update(
     refresh_absolute_ttl: int | None,
     admin_scopes: tuple[str, ...],
     no_admin_scopes: bool,
+    require_par: bool | None,
     require_second_factor: bool | None,
 ) -> None:
     """Change a client's redirect URIs, post-logout redirect URIs, scopes, admin scopes,
@@ -816,6 +829,9 @@ def clients_update(
             client_service.UNCHANGED if require_second_factor is None else require_second_factor
         ),
         "admin_scopes": replacing(admin_scopes, no_admin_scopes, "admin-scope"),
+        "require_pushed_authorization_requests": (
+            client_service.UNCHANGED if require_par is None else require_par
+        ),
     }
     if all(value is client_service.UNCHANGED for value in changes.values()):
         _fail("nothing to change; see `authserver clients update --help`")
@@ -1064,9 +1080,11 @@ def _print_purge_report(report: PurgeReport) -> None:
     if report.another_purge_running:
         click.echo("another purge is running; nothing purged")
         return
-    for kind, count in report.counts().items():
-        click.echo(f"{kind.replace('_', ' '):<20} {count:>9}")
-    click.echo(f"{'total':<20} {report.total:>9}")
+    counts = {kind.replace("_", " "): count for kind, count in report.counts().items()}
+    width = max(len(kind) for kind in counts)
+    for kind, count in counts.items():
+        click.echo(f"{kind:<{width}} {count:>9}")
+    click.echo(f"{'total':<{width}} {report.total:>9}")
     if report.stopped:
         click.echo("stopped before the end; the next run goes on from there")
 

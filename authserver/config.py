@@ -193,6 +193,12 @@ class Config:
     session_idle_ttl: int = 30 * 60
     session_absolute_ttl: int = 12 * 3600
     authorization_code_ttl: int = 60
+    # How long a pushed authorization request's request_uri works (RFC 9126 §2.2), seconds:
+    # the whole sign-in it starts must fit in it, since the request is used up only when
+    # the authorization endpoint answers.
+    par_ttl: int = 600
+    # 1: every client must push its authorization requests first (RFC 9126 §5).
+    require_par: int = 0
     # How long a password reset link works, seconds (services/account_links.py).
     password_reset_ttl: int = 30 * 60
     # At most this many reset messages are mailed per account an hour, whoever asks.
@@ -397,6 +403,7 @@ class Config:
             "session_idle_ttl",
             "session_absolute_ttl",
             "authorization_code_ttl",
+            "par_ttl",
             "password_reset_ttl",
             "password_reset_mails_per_hour",
             "email_verification_ttl",
@@ -487,6 +494,8 @@ class Config:
             problems.append("AUTHSERVER_TRUSTED_DEVICE_SKIPS_SECOND_FACTOR must be 0 or 1")
         if self.require_second_factor not in (0, 1):
             problems.append("AUTHSERVER_REQUIRE_SECOND_FACTOR must be 0 or 1")
+        if self.require_par not in (0, 1):
+            problems.append("AUTHSERVER_REQUIRE_PAR must be 0 or 1")
         if self.new_device_notices not in (0, 1):
             problems.append("AUTHSERVER_NEW_DEVICE_NOTICES must be 0 or 1")
         if self.outbox_in_process not in (0, 1):

@@ -61,6 +61,8 @@ OAUTH_ERRORS = {
     "invalid_scope",
     "invalid_target",
     "unsupported_token_type",
+    # RFC 6749 §4.1.2.1, from the pushed authorization request endpoint (RFC 9126 §2.3).
+    "unsupported_response_type",
 }
 BEARER_ERRORS = {"invalid_request", "invalid_token", "insufficient_scope"}
 BEARER_SCHEMES = {"bearerAccessToken", "adminAccessToken"}

@@ -2,22 +2,25 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 from urllib.parse import urlencode
 
 from authlib.oauth2.rfc6749.errors import OAuth2Error
-from flask import Blueprint, Response, redirect, render_template, request, url_for
+from authlib.oauth2.rfc9101.errors import InvalidRequestUriError
+from flask import Blueprint, Response, g, redirect, render_template, request, url_for
 
 from authserver.db import db
 from authserver.http.two_step import set_second_step_cookie
 from authserver.http.web import current_browser_session
-from authserver.models import BrowserSession, Client
+from authserver.models import BrowserSession, Client, PushedAuthorizationRequest, User
 from authserver.oauth.server import authorization_server
 from authserver.runtime import runtime
 from authserver.services.acr import ACR_MFA, satisfies, stronger, weakest_acceptable
 from authserver.services.consents import consent_needed, remember_consent
 from authserver.services.factor_status import has_second_factor
+from authserver.services.pushed_requests import use_pushed_request
 from authserver.services.sign_in import begin_second_step
 
 bp = Blueprint("authorize", __name__)
@@ -49,7 +52,11 @@ def _after_sign_in() -> str:
     """This request's URL without what asked for the sign-in (``prompt=login``, ``max_age``),
     to come back to once it is done: asked again, they would ask for another sign-in, for
     ever. The fresh session's ``auth_time`` is in the ID token, where the client checks it
-    against its ``max_age`` (OpenID Connect Core 1.0 §3.1.2.1)."""
+    against its ``max_age`` (OpenID Connect Core 1.0 §3.1.2.1). A pushed request's URL is
+    only its request_uri: it comes back as it is (``_must_sign_in`` knows the sign-in was
+    made for it)."""
+    if g.get("pushed_request") is not None:
+        return request.full_path
     params = [
         (k, v)
         for k, v in request.args.items(multi=True)
@@ -62,11 +69,11 @@ class InvalidMaxAge(ValueError):
     pass
 
 
-def _max_age() -> int | None:
+def parse_max_age(parameters: Mapping[str, str]) -> int | None:
     """``max_age`` (OpenID Connect Core 1.0 §3.1.2.1): whole seconds, 0 or more; None when
     not asked. InvalidMaxAge for anything else (ASCII digits only: int() would take "+5",
     " 5", Arabic-Indic digits or "1_000")."""
-    raw = request.args.get("max_age")
+    raw = parameters.get("max_age")
     if raw is None:
         return None
     if not (raw.isascii() and raw.isdigit()) or len(raw) > 10:
@@ -83,14 +90,14 @@ def _signed_in_too_long_ago(auth_time: datetime, max_age: int | None) -> bool:
     return max_age == 0 or elapsed > max_age
 
 
-def _required_acr(client: Client) -> tuple[str | None, bool]:
+def _required_acr(client: Client, parameters: Mapping[str, str]) -> tuple[str | None, bool]:
     """The class this request needs (services/acr.py), and whether it is a must: the server's
     or the client's policy of two factors is; ``acr_values`` (Core §3.1.2.1) is honoured where
     the user can give it, and otherwise the ID token's ``acr`` tells the client what it got."""
     must = (
         ACR_MFA if runtime().config.require_second_factor or client.require_second_factor else None
     )
-    asked = weakest_acceptable(request.args.get("acr_values", "").split())
+    asked = weakest_acceptable(parameters.get("acr_values", "").split())
     return stronger(must, asked), must is not None
 
 
@@ -100,7 +107,7 @@ def _step_up(
     """None when the session's sign-in reaches the class this request needs; else where to
     go for what is missing, and only that: the second factor's page (no password again), or,
     for a user who has none and must, setting one up first."""
-    required, must = _required_acr(client)
+    required, must = _required_acr(client, grant.request.payload.data)
     if satisfies(browser_session.amr, required):
         return None
     has_factor = has_second_factor(db.session, browser_session.user)
@@ -129,6 +136,28 @@ def _step_up(
     return response
 
 
+def _not_signed_in_since_the_push(browser_session: BrowserSession | None) -> bool:
+    """``prompt=login`` asks for a sign-in made for this request. A plain request drops
+    the prompt from the URL it comes back to (``_after_sign_in``); a pushed request cannot,
+    so a sign-in after the push is the one it asked for."""
+    pushed: PushedAuthorizationRequest | None = g.get("pushed_request")
+    if pushed is None or browser_session is None:
+        return True
+    return browser_session.auth_time < pushed.created_at
+
+
+def _answer(grant: Any, user: User | None) -> Response | tuple[str, int]:
+    """The authorization response (a code, or the user's refusal), which uses up a pushed
+    request: of two answers racing for one request_uri, one is made (RFC 9126 §4)."""
+    pushed: PushedAuthorizationRequest | None = g.get("pushed_request")
+    if pushed is not None and not use_pushed_request(db.session, pushed.id, runtime().now()):
+        return _error_page(InvalidRequestUriError(description="This request was answered already."))
+    response: Response = authorization_server().create_authorization_response(
+        grant=grant, grant_user=user
+    )
+    return response
+
+
 @bp.route(AUTHORIZE_PATH, methods=["GET", "POST"])
 def authorize() -> Response | tuple[str, int]:
     server = authorization_server()
@@ -139,9 +168,10 @@ def authorize() -> Response | tuple[str, int]:
     except OAuth2Error as error:
         return _error_response(error)
 
-    prompt = set(request.args.get("prompt", "").split())
+    parameters = grant.request.payload.data
+    prompt = set(parameters.get("prompt", "").split())
     try:
-        max_age = _max_age()
+        max_age = parse_max_age(parameters)
     except InvalidMaxAge:
         return _error_response(
             OAuth2Error(
@@ -152,7 +182,7 @@ def authorize() -> Response | tuple[str, int]:
             )
         )
     reauthenticate = request.method == "GET" and (
-        "login" in prompt
+        ("login" in prompt and _not_signed_in_since_the_push(browser_session))
         or (
             browser_session is not None
             and _signed_in_too_long_ago(browser_session.auth_time, max_age)
@@ -184,8 +214,7 @@ def authorize() -> Response | tuple[str, int]:
     scope = grant.request.scope
     if request.method == "POST":
         if request.form.get("decision") != "allow":
-            response: Response = server.create_authorization_response(grant=grant, grant_user=None)
-            return response
+            return _answer(grant, None)
         remember_consent(db.session, user, client, scope, runtime().now())
     elif consent_needed(db.session, user, client, scope):
         if "none" in prompt:
@@ -203,5 +232,4 @@ def authorize() -> Response | tuple[str, int]:
             scopes=scope.split(),
             action=request.full_path,
         ), 200
-    response = server.create_authorization_response(grant=grant, grant_user=user)
-    return response
+    return _answer(grant, user)

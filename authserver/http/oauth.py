@@ -2,22 +2,29 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
+from authlib.oauth2.rfc6749.errors import InvalidRequestError
 from flask import Blueprint, Response, jsonify, request
 
 from authserver.db import db
 from authserver.errors import (
+    NO_STORE_HEADERS,
     NotAResourceServer,
     NotASecurityEventReceiver,
     TemporarilyUnavailable,
 )
+from authserver.http.authorize import InvalidMaxAge, parse_max_age
 from authserver.http.rate_limits import per_account_password_grant, per_client, per_ip
 from authserver.oauth.metadata import (
     INTROSPECTION_PATH,
+    PUSHED_AUTHORIZATION_PATH,
     REVOCATION_PATH,
     REVOCATIONS_FEED_PATH,
     SECURITY_EVENTS_POLL_PATH,
     TOKEN_PATH,
 )
+from authserver.oauth.pushed_authorization import RequestRefused, push
 from authserver.oauth.server import authorization_server, check_form_shape
 from authserver.runtime import runtime
 from authserver.services import security_events
@@ -37,6 +44,32 @@ bp = Blueprint("oauth", __name__)
 def token() -> Response:
     """RFC 6749 §3.2, the token endpoint."""
     return authorization_server().create_token_response()
+
+
+@bp.post(PUSHED_AUTHORIZATION_PATH)
+@per_ip["token"]
+@per_client["token"]
+def pushed_authorization_request() -> Response:
+    """RFC 9126 §2: 201 with the request_uri to send the browser with, or the error the
+    authorization endpoint would have given, in JSON."""
+    check_form_shape()
+    server = authorization_server()
+    try:
+        pushed = push(server, _check_max_age)
+    except RequestRefused as refused:
+        refusal: Response = server.handle_error_response(None, refused.error)
+        return refusal
+    response = jsonify(request_uri=pushed.request_uri, expires_in=pushed.expires_in)
+    response.status_code = 201
+    response.headers.update(NO_STORE_HEADERS)
+    return response
+
+
+def _check_max_age(parameters: Mapping[str, str]) -> None:
+    try:
+        parse_max_age(parameters)
+    except InvalidMaxAge:
+        raise InvalidRequestError("max_age must be a whole number of seconds.") from None
 
 
 @bp.post(REVOCATION_PATH)

@@ -3,7 +3,11 @@ table on ``Base.metadata`` (alembic's env.py relies on that)."""
 
 from authserver.models.account_links import AccountLink
 from authserver.models.audit import AuditEvent
-from authserver.models.authorization import AuthorizationCode, Consent
+from authserver.models.authorization import (
+    AuthorizationCode,
+    Consent,
+    PushedAuthorizationRequest,
+)
 from authserver.models.clients import Client
 from authserver.models.keys import KeyState, SigningKey
 from authserver.models.outbox import OutboundMessage
@@ -29,6 +33,7 @@ __all__ = [
     "OutboundMessage",
     "Passkey",
     "PasskeyChallenge",
+    "PushedAuthorizationRequest",
     "RecoveryCode",
     "RefreshFamily",
     "RefreshToken",

@@ -3,7 +3,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, LargeBinary, String, UniqueConstraint
+from sqlalchemy import JSON, ForeignKey, LargeBinary, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from authserver.db import Base, utcnow
@@ -78,3 +78,23 @@ class Consent(Base):
     granted_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     __table_args__ = (UniqueConstraint("user_id", "client_pk"),)
+
+
+class PushedAuthorizationRequest(Base):
+    """An authorization request a client pushed (RFC 9126 §2): its parameters, kept until the
+    authorization endpoint answers it, under a ``request_uri`` of which only the SHA-256 of
+    the random part is stored."""
+
+    __tablename__ = "pushed_authorization_requests"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    request_uri_digest: Mapped[bytes] = mapped_column(LargeBinary(32), unique=True)
+    client_pk: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("clients.id", ondelete="CASCADE"), index=True
+    )
+    # The request's parameters as pushed, [name, value] pairs (``resource`` may repeat).
+    parameters: Mapped[list[list[str]]] = mapped_column(JSON())
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(index=True)
+    # When the authorization endpoint answered it (a code, or the user's refusal): one use.
+    used_at: Mapped[datetime | None]

@@ -66,6 +66,12 @@ class Client(Base):
     # revocations: "push" to security_event_push_url (RFC 8935), "poll" (RFC 8936), or NULL.
     security_event_delivery: Mapped[str | None] = mapped_column(String(8))
     security_event_push_url: Mapped[str | None] = mapped_column(String(2000))
+    # Its authorization requests must be pushed first (RFC 9126 §6, ``/oauth/par``): the
+    # authorization endpoint refuses its requests that carry parameters instead of a
+    # request_uri.
+    require_pushed_authorization_requests: Mapped[bool] = mapped_column(
+        default=False, server_default=false()
+    )
     # Scopes of the admin API (own_apis.ADMIN_SCOPES) this client may be granted, through
     # client_credentials only, in tokens whose audience is the admin API. Empty: not an
     # admin client.

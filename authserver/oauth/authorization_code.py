@@ -96,7 +96,8 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
         try:
             audience = resolve_audience(
                 client,
-                resources_of(flask_request.values),
+                # The request's own (a pushed request's, RFC 9126 §4), not the URL's.
+                [r for r in self.request.payload.datalist.get("resource", []) if r],
                 default_audience=rt.config.default_audience,
                 issuer=rt.config.issuer,
             )

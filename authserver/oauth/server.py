@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import re
+from collections import defaultdict
 from typing import Any
 
 from authlib.common.urls import add_params_to_uri
 from authlib.integrations.flask_oauth2 import AuthorizationServer as FlaskAuthorizationServer
 from authlib.oauth2.rfc6749.errors import InvalidClientError as AuthlibInvalidClientError
-from authlib.oauth2.rfc6749.errors import UnsupportedResponseTypeError
-from flask import Flask, Response, current_app, request
+from authlib.oauth2.rfc6749.errors import InvalidRequestError, UnsupportedResponseTypeError
+from authlib.oauth2.rfc6749.requests import OAuth2Payload
+from authlib.oauth2.rfc9101.errors import InvalidRequestUriError
+from flask import Flask, Response, current_app, g, request
 
 from authserver.db import db
 from authserver.errors import InvalidClient, InvalidRequest
@@ -19,6 +22,7 @@ from authserver.oauth.client_auth import CLIENT_AUTH_METHODS
 from authserver.oauth.grants import ClientCredentialsGrant, PasswordGrant, RefreshTokenGrant
 from authserver.oauth.token_management import IntrospectionEndpoint, RevocationEndpoint
 from authserver.runtime import runtime
+from authserver.services.pushed_requests import find_pushed_request
 
 EXTENSION_KEY = "authserver.oauth"
 PLAIN_PARAMETER_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
@@ -31,6 +35,25 @@ def _query_client(client_id: str) -> Client | None:
     client = rt.clients.lookup(db.session, client_id, rt.now())
     # A disabled client is no client: no consent page, no code, no token.
     return None if client is None or client.disabled else client
+
+
+class PushedPayload(OAuth2Payload):
+    """The parameters of a pushed request, as authlib reads a request's (``resource`` may
+    repeat, RFC 8707 §2)."""
+
+    def __init__(self, pairs: list[list[str]]) -> None:
+        self._datalist: defaultdict[str, list[str]] = defaultdict(list)
+        for name, value in pairs:
+            self._datalist[name].append(value)
+        self._data = {name: values[0] for name, values in self._datalist.items()}
+
+    @property
+    def data(self) -> dict[str, str]:
+        return self._data
+
+    @property
+    def datalist(self) -> defaultdict[str, list[str]]:
+        return self._datalist
 
 
 def _save_token(_token: dict[str, Any], _request: Any) -> None:
@@ -68,8 +91,12 @@ class AuthorizationServer(FlaskAuthorizationServer):
         return response
 
     def get_authorization_grant(self, request: Any) -> Any:
-        """authlib's own refusal repeats the response_type in the error description, which
-        fails for characters a description may not hold; refuse with a fixed sentence."""
+        """The request's grant, once a pushed request (RFC 9126 §4) has replaced what the
+        URL carries. authlib's own refusal of a response_type repeats it in the error
+        description, which fails for characters a description may not hold; refuse with a
+        fixed sentence."""
+        if not getattr(request, "pushing", False):
+            self._resolve_pushed_request(request)
         if request.payload.response_type == "code":
             return super().get_authorization_grant(request)
         redirect_uri = None
@@ -86,6 +113,33 @@ class AuthorizationServer(FlaskAuthorizationServer):
             redirect_uri=redirect_uri,
             state=request.payload.state,
         )
+
+    def _resolve_pushed_request(self, request: Any) -> None:
+        """RFC 9126 §4: with ``request_uri``, the request is the one the client pushed, and
+        nothing else the URL carries counts; without it, a client (or a server) that requires
+        pushed requests is refused. Both refusals are a page, never a redirect: nothing in
+        the URL has been checked."""
+        client = self.query_client(request.payload.client_id or "")
+        request_uri = request.payload.data.get("request_uri")
+        if request_uri is None:
+            if client is not None and (
+                runtime().config.require_par or client.require_pushed_authorization_requests
+            ):
+                raise InvalidRequestError(
+                    "This client must push its authorization requests first (RFC 9126)."
+                )
+            return
+        pushed = (
+            find_pushed_request(db.session, str(request_uri), client, runtime().now())
+            if client is not None
+            else None
+        )
+        if pushed is None:
+            raise InvalidRequestUriError(
+                description="The request_uri is unknown, expired, used, or not this client's."
+            )
+        request.payload = PushedPayload(pushed.parameters)
+        g.pushed_request = pushed
 
     def authenticate_feed_client(self) -> Client:
         """The revocation feed is a GET: HTTP Basic is the one way a client can authenticate."""

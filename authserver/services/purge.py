@@ -48,6 +48,7 @@ from authserver.models import (
     KeyState,
     OutboundMessage,
     PasskeyChallenge,
+    PushedAuthorizationRequest,
     RefreshFamily,
     RefreshToken,
     Revocation,
@@ -106,6 +107,7 @@ KINDS = (
     "security_events",
     "account_links",
     "passkey_challenges",
+    "pushed_authorization_requests",
     "audit_events",
     "sign_in_throttles",
 )
@@ -127,6 +129,7 @@ class PurgeReport:
     security_events: int = 0
     account_links: int = 0
     passkey_challenges: int = 0
+    pushed_authorization_requests: int = 0
     sign_in_throttles: int = 0
     audit_events: int = 0
     another_purge_running: bool = False
@@ -249,6 +252,7 @@ class _Purge:
         self._purge_security_events(grace_cutoff)
         self._purge_account_links(grace_cutoff)
         self._purge_passkey_challenges()
+        self._purge_pushed_requests()
         self._purge_audit_events()
         self._purge_sign_in_throttles()
 
@@ -359,6 +363,14 @@ class _Purge:
         self._in_batches(
             "passkey_challenges", PasskeyChallenge.id, PasskeyChallenge.expires_at <= self._now
         )
+
+    def _purge_pushed_requests(self) -> None:
+        # A pushed request opens nothing once answered or expired (RFC 9126 §4): no grace.
+        due = or_(
+            PushedAuthorizationRequest.used_at.is_not(None),
+            PushedAuthorizationRequest.expires_at <= self._now,
+        )
+        self._in_batches("pushed_authorization_requests", PushedAuthorizationRequest.id, due)
 
     def _purge_sign_in_throttles(self) -> None:
         # Counters whose last failure is older than the longest window they count in (an hour)

@@ -34,6 +34,7 @@ from authserver.models import (
     KeyState,
     OutboundMessage,
     PasskeyChallenge,
+    PushedAuthorizationRequest,
     RefreshFamily,
     RefreshToken,
     Revocation,
@@ -725,8 +726,9 @@ def test_a_stop_request_ends_the_run_between_batches(factory: sessionmaker[Sessi
         asked += 1
         # Asked once before each kind's first batch and before every further batch; codes,
         # families, sessions, revocations, keys, outbox messages, security events, account
-        # links and passkey challenges find nothing, then two audit batches run.
-        return asked > 11
+        # links, passkey challenges and pushed requests find nothing, then two audit
+        # batches run.
+        return asked > 12
 
     report = purge(
         factory, now=NOW, policy=replace(POLICY, batch_size=2), should_stop=stop_after_two_batches
@@ -875,6 +877,37 @@ def test_passkey_challenges_go_once_expired(factory: sessionmaker[Session], owne
     assert exists(factory, PasskeyChallenge, live)
 
 
+def test_pushed_requests_go_once_answered_or_expired(
+    factory: sessionmaker[Session], owner: Owner
+) -> None:
+    with factory() as session, session.begin():
+        pushed = [
+            PushedAuthorizationRequest(
+                request_uri_digest=hashlib.sha256(secrets.token_bytes(32)).digest(),
+                client_pk=owner.client_id,
+                parameters=[["response_type", "code"]],
+                created_at=expires - timedelta(minutes=10),
+                expires_at=expires,
+                used_at=used,
+            )
+            for expires, used in (
+                (NOW - MINUTE, None),
+                (NOW + MINUTE, NOW - MINUTE),
+                (NOW + MINUTE, None),
+            )
+        ]
+        session.add_all(pushed)
+        session.flush()
+        expired, answered, live = (row.id for row in pushed)
+
+    report = run_purge(factory)
+
+    assert report.pushed_authorization_requests == 2
+    assert not exists(factory, PushedAuthorizationRequest, expired)
+    assert not exists(factory, PushedAuthorizationRequest, answered)
+    assert exists(factory, PushedAuthorizationRequest, live)
+
+
 def test_report_total_adds_every_kind(factory: sessionmaker[Session], owner: Owner) -> None:
     family = make_family(factory, owner, NOW - timedelta(days=3), rotations=1)
     revoke(factory, family, NOW - GRACE - MINUTE)  # also a sid entry and an audit event
@@ -893,6 +926,7 @@ def test_report_total_adds_every_kind(factory: sessionmaker[Session], owner: Own
         "security_events": 0,
         "account_links": 0,
         "passkey_challenges": 0,
+        "pushed_authorization_requests": 0,
         "audit_events": 1,
         "sign_in_throttles": 0,
     }

@@ -99,6 +99,9 @@ def create_client(caller: AdminCaller) -> Response:
             body.boolean("backchannel_logout_session_required")
         ),
         "require_second_factor": bool(body.boolean("require_second_factor")),
+        "require_pushed_authorization_requests": bool(
+            body.boolean("require_pushed_authorization_requests")
+        ),
         "access_token_ttl": body.seconds("access_token_ttl"),
         "refresh_idle_ttl": body.seconds("refresh_idle_ttl"),
         "refresh_absolute_ttl": body.seconds("refresh_absolute_ttl"),
@@ -131,8 +134,9 @@ def get_client(caller: AdminCaller, client_id: str) -> Response:
 @admin_endpoint(WRITE)
 def update_client(caller: AdminCaller, client_id: str) -> Response:
     """Replace any of redirect_uris, post_logout_redirect_uris, scopes, admin_scopes,
-    audiences, the lifetimes (null: the server-wide setting) and require_second_factor,
-    under the rules of ``clients create``. Needs ``If-Match``."""
+    audiences, the lifetimes (null: the server-wide setting), require_second_factor and
+    require_pushed_authorization_requests, under the rules of ``clients create``. Needs
+    ``If-Match``."""
     body = Body()
     unchanged = client_service.UNCHANGED
     changes: dict[str, Any] = {}
@@ -143,8 +147,9 @@ def update_client(caller: AdminCaller, client_id: str) -> Response:
     changes["admin_scopes"] = unchanged if admin_scopes is None else admin_scopes
     for name in ("access_token_ttl", "refresh_idle_ttl", "refresh_absolute_ttl"):
         changes[name] = body.seconds(name) if body.has(name) else unchanged
-    require = body.boolean("require_second_factor")
-    changes["require_second_factor"] = unchanged if require is None else require
+    for name in ("require_second_factor", "require_pushed_authorization_requests"):
+        flag = body.boolean(name)
+        changes[name] = unchanged if flag is None else flag
     body.finish()
     _check_may_manage(caller, client_id)
     _check_may_grant(caller, admin_scopes)
