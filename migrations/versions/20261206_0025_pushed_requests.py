@@ -12,7 +12,6 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-
 revision: str = "0025_pushed_requests"
 down_revision: str | None = "0024_admin_clients"
 branch_labels: str | Sequence[str] | None = None
