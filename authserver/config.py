@@ -199,6 +199,10 @@ class Config:
     par_ttl: int = 600
     # 1: every client must push its authorization requests first (RFC 9126 §5).
     require_par: int = 0
+    # The device authorization grant (RFC 8628): how long a device code and its user code
+    # work, and the polling interval a device must keep, seconds.
+    device_code_ttl: int = 600
+    device_poll_interval: int = 5
     # How long a password reset link works, seconds (services/account_links.py).
     password_reset_ttl: int = 30 * 60
     # At most this many reset messages are mailed per account an hour, whoever asks.
@@ -404,6 +408,8 @@ class Config:
             "session_absolute_ttl",
             "authorization_code_ttl",
             "par_ttl",
+            "device_code_ttl",
+            "device_poll_interval",
             "password_reset_ttl",
             "password_reset_mails_per_hour",
             "email_verification_ttl",

@@ -127,6 +127,34 @@ class InvalidTarget(AuthServerError):
     default_description = "The requested resource is not allowed for this client."
 
 
+class AuthorizationPending(AuthServerError):
+    """RFC 8628 §3.5: the user has not decided yet; poll again after the interval."""
+
+    error = "authorization_pending"
+    default_description = "The user has not approved the device yet."
+
+
+class SlowDown(AuthServerError):
+    """RFC 8628 §3.5: polled faster than the interval, which grows by 5 seconds."""
+
+    error = "slow_down"
+    default_description = "Poll more slowly."
+
+
+class ExpiredDeviceCode(AuthServerError):
+    """RFC 8628 §3.5 ``expired_token``: the device code expired; start again."""
+
+    error = "expired_token"
+    default_description = "The device code has expired."
+
+
+class AccessDenied(AuthServerError):
+    """RFC 8628 §3.5 (RFC 6749 §4.1.2.1): the user refused."""
+
+    error = "access_denied"
+    default_description = "The user denied the request."
+
+
 class TemporarilyUnavailable(AuthServerError):
     error = "temporarily_unavailable"
     status_code = 503

@@ -63,6 +63,11 @@ OAUTH_ERRORS = {
     "unsupported_token_type",
     # RFC 6749 §4.1.2.1, from the pushed authorization request endpoint (RFC 9126 §2.3).
     "unsupported_response_type",
+    # RFC 8628 §3.5, the device grant's polls.
+    "authorization_pending",
+    "slow_down",
+    "expired_token",
+    "access_denied",
 }
 BEARER_ERRORS = {"invalid_request", "invalid_token", "insufficient_scope"}
 BEARER_SCHEMES = {"bearerAccessToken", "adminAccessToken"}

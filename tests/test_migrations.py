@@ -61,6 +61,7 @@ APPLICATION_TABLES = {
     "passkeys",
     "passkey_challenges",
     "pushed_authorization_requests",
+    "device_authorizations",
 }
 ONE_UNUSED_PER_FAMILY = "uq_refresh_tokens_one_unused_per_family"
 HOUR = timedelta(hours=1)

@@ -12,7 +12,7 @@ from authlib.oauth2.rfc9101.errors import InvalidRequestUriError
 from flask import Blueprint, Response, g, redirect, render_template, request, url_for
 
 from authserver.db import db
-from authserver.http.two_step import set_second_step_cookie
+from authserver.http.two_step import ask_for_second_factor
 from authserver.http.web import current_browser_session
 from authserver.models import BrowserSession, Client, PushedAuthorizationRequest, User
 from authserver.oauth.server import authorization_server
@@ -21,7 +21,6 @@ from authserver.services.acr import ACR_MFA, satisfies, stronger, weakest_accept
 from authserver.services.consents import consent_needed, remember_consent
 from authserver.services.factor_status import has_second_factor
 from authserver.services.pushed_requests import use_pushed_request
-from authserver.services.sign_in import begin_second_step
 
 bp = Blueprint("authorize", __name__)
 
@@ -125,15 +124,7 @@ def _step_up(
                 state=grant.request.payload.state,
             )
         )
-    if not has_factor:
-        setup = url_for("two_step.setup_form", next=request.full_path)
-        return redirect(setup, code=303)  # type: ignore[return-value]
-    pending = begin_second_step(db.session, browser_session.user, runtime().now())
-    response: Response = redirect(
-        url_for("two_step.second_step_form", next=request.full_path), code=303
-    )  # type: ignore[assignment]
-    set_second_step_cookie(response, pending.token, runtime().config)
-    return response
+    return ask_for_second_factor(browser_session, request.full_path, has_factor=has_factor)
 
 
 def _not_signed_in_since_the_push(browser_session: BrowserSession | None) -> bool:

@@ -16,7 +16,9 @@ from authserver.errors import (
 )
 from authserver.http.authorize import InvalidMaxAge, parse_max_age
 from authserver.http.rate_limits import per_account_password_grant, per_client, per_ip
+from authserver.oauth import device_code
 from authserver.oauth.metadata import (
+    DEVICE_AUTHORIZATION_PATH,
     INTROSPECTION_PATH,
     PUSHED_AUTHORIZATION_PATH,
     REVOCATION_PATH,
@@ -44,6 +46,17 @@ bp = Blueprint("oauth", __name__)
 def token() -> Response:
     """RFC 6749 §3.2, the token endpoint."""
     return authorization_server().create_token_response()
+
+
+@bp.post(DEVICE_AUTHORIZATION_PATH)
+@per_ip["token"]
+@per_client["token"]
+def device_authorization() -> Response:
+    """RFC 8628 §3.1: a device code, and the user code to show."""
+    check_form_shape()
+    response = jsonify(device_code.start(authorization_server()))
+    response.headers.update(NO_STORE_HEADERS)
+    return response
 
 
 @bp.post(PUSHED_AUTHORIZATION_PATH)

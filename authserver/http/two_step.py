@@ -277,3 +277,14 @@ def turn_off_page() -> Response:
     except SignInTooOld:
         return _sign_in_again("/account#two-step")
     return see_other(url_for("pages.account") + "#two-step")
+
+
+def ask_for_second_factor(
+    browser_session: BrowserSession, next_url: str, *, has_factor: bool
+) -> Response:
+    """Where a request that needs two factors sends a session that gave one: the second
+    step's page (no password again), with ``next_url`` to come back to; for a user with no
+    second factor, setting one up first."""
+    if not has_factor:
+        return see_other(url_for("two_step.setup_form", next=next_url))
+    return give_the_second_factor(browser_session, next_url)

@@ -6,6 +6,7 @@ from authserver.models.audit import AuditEvent
 from authserver.models.authorization import (
     AuthorizationCode,
     Consent,
+    DeviceAuthorization,
     PushedAuthorizationRequest,
 )
 from authserver.models.clients import Client
@@ -29,6 +30,7 @@ __all__ = [
     "BrowserSessionClient",
     "Client",
     "Consent",
+    "DeviceAuthorization",
     "KeyState",
     "OutboundMessage",
     "Passkey",

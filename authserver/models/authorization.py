@@ -98,3 +98,40 @@ class PushedAuthorizationRequest(Base):
     expires_at: Mapped[datetime] = mapped_column(index=True)
     # When the authorization endpoint answered it (a code, or the user's refusal): one use.
     used_at: Mapped[datetime | None]
+
+
+class DeviceAuthorization(Base):
+    """A device's request to be authorized (RFC 8628 §3.1): the device polls with its
+    ``device_code``, the user types the ``user_code`` on another screen and approves or
+    denies. Only SHA-256 digests of both codes are stored."""
+
+    __tablename__ = "device_authorizations"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    device_code_digest: Mapped[bytes] = mapped_column(LargeBinary(32), unique=True)
+    # Of the user code as normalised (services/device_authorization.normalize_user_code).
+    user_code_digest: Mapped[bytes] = mapped_column(LargeBinary(32), unique=True)
+    client_pk: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("clients.id", ondelete="CASCADE"), index=True
+    )
+    scope: Mapped[str] = mapped_column(String(2000))
+    audience: Mapped[str] = mapped_column(String(2000))
+    # "pending", then "approved" or "denied" by the user, then "used" once tokens are issued.
+    status: Mapped[str] = mapped_column(String(10), default="pending")
+    # The polling interval the device must keep (§3.5: slow_down adds 5 seconds).
+    interval: Mapped[int]
+    last_polled_at: Mapped[datetime | None]
+    user_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), index=True
+    )
+    # The browser session that approved, and its sign-in, for the tokens' auth_time and amr.
+    browser_session_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("browser_sessions.id", ondelete="SET NULL"), index=True
+    )
+    auth_time: Mapped[datetime | None]
+    amr: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(index=True)
+    decided_at: Mapped[datetime | None]
+
+    client: Mapped[Client] = relationship(lazy="joined")

@@ -16,15 +16,13 @@ from authlib.oauth2.rfc6749 import grants
 from authlib.oauth2.rfc6749.errors import AccessDeniedError, InvalidRequestError, OAuth2Error
 from authlib.oauth2.rfc7636 import CodeChallenge
 from flask import g
-from flask import request as flask_request
 
 from authserver.db import db
 from authserver.errors import AuthServerError, InvalidGrant
-from authserver.http.audit import audit
 from authserver.models import AuthorizationCode, Client, User
-from authserver.oauth.grants import ALL_METHODS, resources_of, token_body
+from authserver.oauth.grants import ALL_METHODS, resources_of
+from authserver.oauth.user_tokens import issue_user_tokens
 from authserver.runtime import runtime
-from authserver.services.audit import AuditEventType
 from authserver.services.authorization_codes import (
     claim_code,
     find_code,
@@ -34,11 +32,6 @@ from authserver.services.authorization_codes import (
 )
 from authserver.services.clients import resolve_audience
 from authserver.services.grants import check_resource_of_grant
-from authserver.services.id_tokens import issue_id_token
-from authserver.services.refresh_tokens import start_family
-
-OFFLINE_ACCESS = "offline_access"
-OPENID = "openid"
 
 
 class S256CodeChallenge(CodeChallenge):
@@ -160,7 +153,6 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
         """Codes are marked used, not deleted: a replay must still find them (§4.1.2)."""
 
     def create_token_response(self) -> tuple[int, dict[str, Any], list[tuple[str, str]]]:
-        rt = runtime()
         client: Client = self.request.client
         code: AuthorizationCode = self.request.authorization_code
         now = runtime().now()
@@ -168,66 +160,24 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
         user = code.user
         if user.disabled:
             raise InvalidGrant()
-        scopes = code.scope.split()
-        refresh = None
-        # A refresh token is issued when the user granted offline access, or the client is
-        # the operator's own (its sessions are the operator's policy to set).
-        if client.check_grant_type("refresh_token") and (
-            OFFLINE_ACCESS in scopes or client.is_first_party
-        ):
-            refresh = start_family(
-                db.session,
-                user=user,
-                client=client,
-                scope=code.scope,
-                audience=code.audience,
-                policy=rt.refresh_policy(client),
-                now=now,
-                user_agent=flask_request.user_agent.string,
-                ip_address=flask_request.remote_addr,
-                browser_session_id=code.browser_session_id,
-                auth_time=code.auth_time,
-                amr=code.amr,
-            )
-        access = rt.access_tokens.issue(
-            subject=str(user.id),
-            client_id=client.client_id,
-            audience=code.audience,
+        issued = issue_user_tokens(
+            client,
+            user,
+            grant_type=self.GRANT_TYPE,
             scope=code.scope,
-            ttl=rt.access_token_ttl(client),
-            now=now,
-            family_id=refresh.family.id if refresh else None,
+            audience=code.audience,
             auth_time=code.auth_time,
             amr=code.amr,
+            browser_session_id=code.browser_session_id,
+            nonce=code.nonce,
+            now=now,
         )
         record_tokens_issued(
             db.session,
             code,
-            family_id=refresh.family.id if refresh else None,
-            access_token_jti=access.jti,
-            access_token_expires_at=access.expires_at,
+            family_id=issued.family_id,
+            access_token_jti=issued.access.jti,
+            access_token_expires_at=issued.access.expires_at,
         )
-        body = token_body(access, code.scope, refresh.token if refresh else None)
-        if OPENID in scopes:
-            body["id_token"] = issue_id_token(
-                rt.keys,
-                issuer=rt.config.issuer,
-                subject=str(user.id),
-                client_id=client.client_id,
-                auth_time=code.auth_time,
-                amr=code.amr,
-                ttl=rt.access_token_ttl(client),
-                now=now,
-                nonce=code.nonce,
-                access_token=access.token,
-                session_id=str(code.browser_session_id) if code.browser_session_id else None,
-            )
-        audit(
-            AuditEventType.TOKEN_ISSUED,
-            user_id=user.id,
-            client_id=client.client_id,
-            grant_type=self.GRANT_TYPE,
-            scope=code.scope,
-            family_id=refresh.family.id if refresh else None,
-        )
+        body = issued.body
         return 200, body, self.TOKEN_RESPONSE_HEADER

@@ -16,6 +16,7 @@ from authserver.services.security_events import POLL_DELIVERY_METHOD, PUSH_DELIV
 TOKEN_PATH = "/oauth/token"  # noqa: S105 (a path, not a secret)
 AUTHORIZATION_PATH = "/oauth/authorize"
 PUSHED_AUTHORIZATION_PATH = "/oauth/par"
+DEVICE_AUTHORIZATION_PATH = "/oauth/device_authorization"
 USERINFO_PATH = "/oauth/userinfo"
 END_SESSION_PATH = "/oauth/logout"
 REVOCATION_PATH = "/oauth/revoke"
@@ -59,6 +60,8 @@ def server_metadata(config: Config) -> dict[str, Any]:
         ],
         # Not a registered metadata name: where authserver's revocation feed lives.
         "revocation_feed_endpoint": issuer + REVOCATIONS_FEED_PATH,
+        # RFC 8628 §4
+        "device_authorization_endpoint": issuer + DEVICE_AUTHORIZATION_PATH,
         # RFC 9126 §5: where to push, and whether every client must.
         "pushed_authorization_request_endpoint": issuer + PUSHED_AUTHORIZATION_PATH,
         "require_pushed_authorization_requests": bool(config.require_par),

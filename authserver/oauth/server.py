@@ -19,6 +19,7 @@ from authserver.errors import InvalidClient, InvalidRequest
 from authserver.models import Client
 from authserver.oauth.authorization_code import AuthorizationCodeGrant, S256CodeChallenge
 from authserver.oauth.client_auth import CLIENT_AUTH_METHODS
+from authserver.oauth.device_code import DeviceCodeGrant
 from authserver.oauth.grants import ClientCredentialsGrant, PasswordGrant, RefreshTokenGrant
 from authserver.oauth.token_management import IntrospectionEndpoint, RevocationEndpoint
 from authserver.runtime import runtime
@@ -27,7 +28,13 @@ from authserver.services.pushed_requests import find_pushed_request
 EXTENSION_KEY = "authserver.oauth"
 PLAIN_PARAMETER_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 # Grant types the token endpoint answers, in the order discovery lists them.
-TOKEN_GRANTS = (AuthorizationCodeGrant, ClientCredentialsGrant, PasswordGrant, RefreshTokenGrant)
+TOKEN_GRANTS = (
+    AuthorizationCodeGrant,
+    ClientCredentialsGrant,
+    PasswordGrant,
+    RefreshTokenGrant,
+    DeviceCodeGrant,
+)
 
 
 def _query_client(client_id: str) -> Client | None:

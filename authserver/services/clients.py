@@ -28,7 +28,14 @@ from authserver.services.revocations import CLIENT, record_client_disabled, revo
 
 # Grants this server implements; authorization_code is accepted in registrations so clients
 # can be set up ahead of the authorization endpoint.
-SUPPORTED_GRANT_TYPES = ("authorization_code", "client_credentials", "password", "refresh_token")
+SUPPORTED_GRANT_TYPES = (
+    "authorization_code",
+    "client_credentials",
+    "password",
+    "refresh_token",
+    # RFC 8628 (services/device_authorization.DEVICE_CODE_GRANT)
+    "urn:ietf:params:oauth:grant-type:device_code",
+)
 # RFC 6749 §3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E )
 SCOPE_TOKEN = re.compile(r"^[\x21\x23-\x5b\x5d-\x7e]+$")
 CLIENT_SECRET_BYTES = 32  # 256 bits

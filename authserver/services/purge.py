@@ -45,6 +45,7 @@ from authserver.models import (
     AuditEvent,
     AuthorizationCode,
     BrowserSession,
+    DeviceAuthorization,
     KeyState,
     OutboundMessage,
     PasskeyChallenge,
@@ -108,6 +109,7 @@ KINDS = (
     "account_links",
     "passkey_challenges",
     "pushed_authorization_requests",
+    "device_authorizations",
     "audit_events",
     "sign_in_throttles",
 )
@@ -130,6 +132,7 @@ class PurgeReport:
     account_links: int = 0
     passkey_challenges: int = 0
     pushed_authorization_requests: int = 0
+    device_authorizations: int = 0
     sign_in_throttles: int = 0
     audit_events: int = 0
     another_purge_running: bool = False
@@ -253,6 +256,7 @@ class _Purge:
         self._purge_account_links(grace_cutoff)
         self._purge_passkey_challenges()
         self._purge_pushed_requests()
+        self._purge_device_authorizations(grace_cutoff)
         self._purge_audit_events()
         self._purge_sign_in_throttles()
 
@@ -371,6 +375,15 @@ class _Purge:
             PushedAuthorizationRequest.expires_at <= self._now,
         )
         self._in_batches("pushed_authorization_requests", PushedAuthorizationRequest.id, due)
+
+    def _purge_device_authorizations(self, cutoff: datetime) -> None:
+        # Expired, or answered with tokens, a day ago: a device polling with a code kept
+        # that long gets expired_token or invalid_grant as it would have from the row.
+        due = or_(
+            DeviceAuthorization.expires_at <= cutoff,
+            (DeviceAuthorization.status == "used") & (DeviceAuthorization.decided_at <= cutoff),
+        )
+        self._in_batches("device_authorizations", DeviceAuthorization.id, due)
 
     def _purge_sign_in_throttles(self) -> None:
         # Counters whose last failure is older than the longest window they count in (an hour)

@@ -31,6 +31,7 @@ from authserver.models import (
     AuthorizationCode,
     BrowserSession,
     Client,
+    DeviceAuthorization,
     KeyState,
     OutboundMessage,
     PasskeyChallenge,
@@ -726,9 +727,9 @@ def test_a_stop_request_ends_the_run_between_batches(factory: sessionmaker[Sessi
         asked += 1
         # Asked once before each kind's first batch and before every further batch; codes,
         # families, sessions, revocations, keys, outbox messages, security events, account
-        # links, passkey challenges and pushed requests find nothing, then two audit
-        # batches run.
-        return asked > 12
+        # links, passkey challenges, pushed requests and device authorizations find
+        # nothing, then two audit batches run.
+        return asked > 13
 
     report = purge(
         factory, now=NOW, policy=replace(POLICY, batch_size=2), should_stop=stop_after_two_batches
@@ -908,6 +909,43 @@ def test_pushed_requests_go_once_answered_or_expired(
     assert exists(factory, PushedAuthorizationRequest, live)
 
 
+def test_device_authorizations_go_a_day_after_they_expire_or_are_used(
+    factory: sessionmaker[Session], owner: Owner
+) -> None:
+    with factory() as session, session.begin():
+        rows = [
+            DeviceAuthorization(
+                device_code_digest=hashlib.sha256(secrets.token_bytes(32)).digest(),
+                user_code_digest=hashlib.sha256(secrets.token_bytes(32)).digest(),
+                client_pk=owner.client_id,
+                scope="openid",
+                audience="https://api.example.test",
+                status=status,
+                interval=5,
+                created_at=expires - timedelta(minutes=10),
+                expires_at=expires,
+                decided_at=decided,
+            )
+            for status, expires, decided in (
+                ("pending", NOW - GRACE - MINUTE, None),
+                ("used", NOW + MINUTE, NOW - GRACE - MINUTE),
+                ("used", NOW + MINUTE, NOW - MINUTE),
+                ("pending", NOW - MINUTE, None),
+            )
+        ]
+        session.add_all(rows)
+        session.flush()
+        expired, used_long_ago, used_now, just_expired = (row.id for row in rows)
+
+    report = run_purge(factory)
+
+    assert report.device_authorizations == 2
+    assert not exists(factory, DeviceAuthorization, expired)
+    assert not exists(factory, DeviceAuthorization, used_long_ago)
+    assert exists(factory, DeviceAuthorization, used_now)
+    assert exists(factory, DeviceAuthorization, just_expired)
+
+
 def test_report_total_adds_every_kind(factory: sessionmaker[Session], owner: Owner) -> None:
     family = make_family(factory, owner, NOW - timedelta(days=3), rotations=1)
     revoke(factory, family, NOW - GRACE - MINUTE)  # also a sid entry and an audit event
@@ -927,6 +965,7 @@ def test_report_total_adds_every_kind(factory: sessionmaker[Session], owner: Own
         "account_links": 0,
         "passkey_challenges": 0,
         "pushed_authorization_requests": 0,
+        "device_authorizations": 0,
         "audit_events": 1,
         "sign_in_throttles": 0,
     }
