@@ -15,6 +15,7 @@ from authserver.errors import commit_or_answer_unavailable, register_error_handl
 from authserver.http import (
     account_api,
     authorize,
+    client_registration,
     dev_mail,
     email_links,
     health,
@@ -116,6 +117,7 @@ def create_app(config: Config | None = None) -> Flask:
         signup.bp,
         email_links.bp,
         account_api.bp,
+        client_registration.bp,
         openapi.bp,
         health.bp,
         dev_mail.bp,

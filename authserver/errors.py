@@ -145,6 +145,21 @@ class ValidationError(AuthServerError):
     error = "invalid_request"
 
 
+class InvalidClientMetadata(AuthServerError):
+    """RFC 7591 §3.2.2: a client registration (or its RFC 7592 replacement) asks for
+    metadata this server does not accept; the description says which rule it breaks."""
+
+    error = "invalid_client_metadata"
+    default_description = "The client metadata is invalid."
+
+
+class InvalidRedirectUri(InvalidClientMetadata):
+    """RFC 7591 §3.2.2: a registration's redirect URIs break the rules."""
+
+    error = "invalid_redirect_uri"
+    default_description = "The redirect URIs are invalid."
+
+
 class NotFound(AuthServerError):
     error = "not_found"
     status_code = 404

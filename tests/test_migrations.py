@@ -60,6 +60,7 @@ APPLICATION_TABLES = {
     "recovery_codes",
     "passkeys",
     "passkey_challenges",
+    "initial_access_tokens",
 }
 ONE_UNUSED_PER_FAMILY = "uq_refresh_tokens_one_unused_per_family"
 HOUR = timedelta(hours=1)

@@ -8,6 +8,7 @@ from authserver.models.clients import Client
 from authserver.models.keys import KeyState, SigningKey
 from authserver.models.outbox import OutboundMessage
 from authserver.models.passkeys import Passkey, PasskeyChallenge
+from authserver.models.registration_tokens import InitialAccessToken
 from authserver.models.revocations import Revocation
 from authserver.models.second_factors import RecoveryCode, TotpCredential
 from authserver.models.security_events import SecurityEvent
@@ -25,6 +26,7 @@ __all__ = [
     "BrowserSessionClient",
     "Client",
     "Consent",
+    "InitialAccessToken",
     "KeyState",
     "OutboundMessage",
     "Passkey",
