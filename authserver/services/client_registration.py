@@ -221,15 +221,27 @@ class ClientMetadata:
         return self.token_endpoint_auth_method == PUBLIC_AUTH_METHOD
 
 
+def _storable(value: str) -> bool:
+    """At most MAX_STRING_LENGTH characters, no control character (PostgreSQL refuses NUL),
+    and UTF-8 (JSON lets a lone surrogate through, which no database column takes)."""
+    if len(value) > MAX_STRING_LENGTH or _CONTROL.search(value):
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _string(body: dict[str, Any], name: str, default: str | None) -> str | None:
     value = body.get(name)
     if value is None:
         return default
     if not isinstance(value, str):
         raise InvalidClientMetadata(f"{name} must be a string")
-    if len(value) > MAX_STRING_LENGTH or _CONTROL.search(value):
+    if not _storable(value):
         raise InvalidClientMetadata(
-            f"{name} must be at most {MAX_STRING_LENGTH} characters, without control characters"
+            f"{name} must be at most {MAX_STRING_LENGTH} characters of UTF-8, without controls"
         )
     return value
 
@@ -249,10 +261,10 @@ def _strings(
     if len(value) > MAX_LIST_ITEMS:
         raise error(f"{name} may hold at most {MAX_LIST_ITEMS} values")
     for item in value:
-        if len(item) > MAX_STRING_LENGTH or _CONTROL.search(item):
+        if not _storable(item):
             raise error(
-                f"each of {name} must be at most {MAX_STRING_LENGTH} characters, "
-                "without control characters"
+                f"each of {name} must be at most {MAX_STRING_LENGTH} characters of UTF-8, "
+                "without controls"
             )
     return list(value)
 
