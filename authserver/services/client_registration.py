@@ -66,8 +66,6 @@ AUTH_METHODS = (*CONFIDENTIAL_AUTH_METHODS, PUBLIC_AUTH_METHOD)
 # Bounds on what one registration may hold: every list and every string.
 MAX_LIST_ITEMS = 20
 MAX_STRING_LENGTH = 2000
-# RFC 6749 §5.2's error_description characters; anything else of a refusal becomes "?".
-_DESCRIBABLE = re.compile(r"[^\x20-\x21\x23-\x5b\x5d-\x7e]")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
@@ -81,12 +79,6 @@ def _invalid_token(description: str) -> BearerError:
     # RFC 6750 §3.1 / RFC 7591 §3 / RFC 7592 §2: 401 with a Bearer challenge, the same
     # answer whatever was wrong, so a caller learns nothing by probing.
     return BearerError(401, "invalid_token", description)
-
-
-def describable(text: str) -> str:
-    """A refusal's text as an RFC 6749 §5.2 error_description: printable ASCII without
-    quote or backslash, at most 300 characters (it echoes what the caller sent)."""
-    return _DESCRIBABLE.sub("?", text)[:300]
 
 
 # -- initial access tokens (the operator's) --------------------------------------------------
@@ -233,15 +225,16 @@ def _storable(value: str) -> bool:
     return True
 
 
-def _string(body: dict[str, Any], name: str, default: str | None) -> str | None:
+def _string(body: dict[str, Any], name: str, *, max_length: int = MAX_STRING_LENGTH) -> str | None:
+    """The string field ``name``; None when left out or null (RFC 7591 §2: the default)."""
     value = body.get(name)
     if value is None:
-        return default
+        return None
     if not isinstance(value, str):
         raise InvalidClientMetadata(f"{name} must be a string")
-    if not _storable(value):
+    if len(value) > max_length or not _storable(value):
         raise InvalidClientMetadata(
-            f"{name} must be at most {MAX_STRING_LENGTH} characters of UTF-8, without controls"
+            f"{name} must be at most {max_length} characters of UTF-8, without controls"
         )
     return value
 
@@ -249,61 +242,65 @@ def _string(body: dict[str, Any], name: str, default: str | None) -> str | None:
 def _strings(
     body: dict[str, Any],
     name: str,
-    default: list[str] | None,
     *,
     error: type[InvalidClientMetadata] = InvalidClientMetadata,
 ) -> list[str] | None:
+    """The array-of-strings field ``name``; None when left out or null."""
     value = body.get(name)
     if value is None:
-        return default
+        return None
     if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
         raise error(f"{name} must be an array of strings")
     if len(value) > MAX_LIST_ITEMS:
         raise error(f"{name} may hold at most {MAX_LIST_ITEMS} values")
-    for item in value:
-        if not _storable(item):
-            raise error(
-                f"each of {name} must be at most {MAX_STRING_LENGTH} characters of UTF-8, "
-                "without controls"
-            )
+    if not all(_storable(item) for item in value):
+        raise error(
+            f"each of {name} must be at most {MAX_STRING_LENGTH} characters of UTF-8, "
+            "without controls"
+        )
     return list(value)
 
 
 def parse_client_metadata(body: object) -> ClientMetadata:
     """RFC 7591 §2 metadata from a request body, or InvalidClientMetadata (InvalidRedirectUri
     for redirect_uris). Fields this server does not know are ignored (§2); the ones it knows
-    get their defaults when left out."""
+    get their defaults when left out or null."""
     if not isinstance(body, dict):
         raise InvalidClientMetadata("The request body must be a JSON object.")
     if body.get("served_audiences") is not None:
         raise InvalidClientMetadata(
             "served_audiences is not registrable: only the operator makes resource servers"
         )
-    auth_method = _string(body, "token_endpoint_auth_method", DEFAULT_AUTH_METHOD)
+    auth_method = _string(body, "token_endpoint_auth_method")
+    if auth_method is None:
+        auth_method = DEFAULT_AUTH_METHOD
     if auth_method not in AUTH_METHODS:
         raise InvalidClientMetadata(
             f"token_endpoint_auth_method must be one of {', '.join(AUTH_METHODS)}"
         )
-    grants = _strings(body, "grant_types", list(DEFAULT_GRANT_TYPES)) or []
-    scope = _string(body, "scope", None)
+    grants = _strings(body, "grant_types")
+    if grants is None:
+        grants = list(DEFAULT_GRANT_TYPES)
+    scope = _string(body, "scope")
     if scope is None:
         scopes = list(DEFAULT_SCOPES) + ([OFFLINE_ACCESS] if "refresh_token" in grants else [])
     else:
         scopes = scope.split()
-    session_required = body.get("backchannel_logout_session_required", False)
-    if not isinstance(session_required, bool):
+    name = _string(body, "client_name", max_length=client_service.CLIENT_NAME_MAX_LENGTH)
+    session_required = body.get("backchannel_logout_session_required")
+    if session_required is not None and not isinstance(session_required, bool):
         raise InvalidClientMetadata("backchannel_logout_session_required must be true or false")
     return ClientMetadata(
-        redirect_uris=_strings(body, "redirect_uris", [], error=InvalidRedirectUri) or [],
+        redirect_uris=_strings(body, "redirect_uris", error=InvalidRedirectUri) or [],
         grant_types=grants,
-        response_types=_strings(body, "response_types", None),
-        token_endpoint_auth_method=auth_method or DEFAULT_AUTH_METHOD,
-        client_name=_string(body, "client_name", DEFAULT_CLIENT_NAME) or DEFAULT_CLIENT_NAME,
+        response_types=_strings(body, "response_types"),
+        token_endpoint_auth_method=auth_method,
+        client_name=DEFAULT_CLIENT_NAME if name is None else name,
         scopes=scopes,
-        post_logout_redirect_uris=_strings(body, "post_logout_redirect_uris", []) or [],
-        audiences=_strings(body, "audiences", []) or [],
-        backchannel_logout_uri=_string(body, "backchannel_logout_uri", None),
-        backchannel_logout_session_required=session_required,
+        post_logout_redirect_uris=_strings(body, "post_logout_redirect_uris") or [],
+        audiences=_strings(body, "audiences") or [],
+        backchannel_logout_uri=_string(body, "backchannel_logout_uri"),
+        backchannel_logout_session_required=bool(session_required),
     )
 
 
@@ -316,7 +313,7 @@ def _checked_registration(metadata: ClientMetadata, issuer: str) -> dict[str, An
     for grant in metadata.grant_types:
         if grant not in REGISTRABLE_GRANT_TYPES:
             raise InvalidClientMetadata(
-                f"grant type {describable(grant)!r} is not registrable; choose from "
+                f"grant type {grant!r} is not registrable; choose from "
                 f"{', '.join(REGISTRABLE_GRANT_TYPES)}"
             )
     check = client_service
@@ -327,7 +324,7 @@ def _checked_registration(metadata: ClientMetadata, issuer: str) -> dict[str, An
     expected = ["code"] if "authorization_code" in grants else []
     if metadata.response_types is not None and sorted(set(metadata.response_types)) != expected:
         raise InvalidClientMetadata(
-            'response_types must be ["code"] with the authorization_code grant, else empty'
+            "response_types must be code with the authorization_code grant, else empty"
         )
     uris = _checked(check.checked_redirect_uris, metadata.redirect_uris, error=InvalidRedirectUri)
     _checked(check.check_redirect_uris_for_grants, grants, uris, error=InvalidRedirectUri)
@@ -382,7 +379,7 @@ def _checked(check: Any, *args: Any, error: type = InvalidClientMetadata, **kwar
     try:
         return check(*args, **kwargs)
     except ValidationError as exc:
-        raise error(describable(exc.description)) from None
+        raise error(exc.description) from None
     except ValueError:
         raise error("a URI is not a valid URI") from None
 

@@ -170,10 +170,13 @@ def _check_audience(audience: str) -> None:
 # -- the registration rules, shared by create_client and update_client ----------------------
 
 
+CLIENT_NAME_MAX_LENGTH = 200
+
+
 def checked_client_name(name: str) -> str:
     name = name.strip()
-    if not name or len(name) > 200:
-        raise ValidationError("client name must be 1 to 200 characters")
+    if not name or len(name) > CLIENT_NAME_MAX_LENGTH:
+        raise ValidationError(f"client name must be 1 to {CLIENT_NAME_MAX_LENGTH} characters")
     return name
 
 
