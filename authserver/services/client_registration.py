@@ -26,6 +26,7 @@ import hmac
 import ipaddress
 import re
 import secrets
+import socket
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -364,12 +365,19 @@ def _checked_registration(metadata: ClientMetadata, issuer: str) -> dict[str, An
 
 
 def _is_internal_host(host: str) -> bool:
+    """Whether ``host`` names this machine or a non-public address: "localhost", an IP
+    literal that is not global, or one the system resolver reads as such without DNS
+    ("2130706433", "127.1" and "0x7f.0.0.1" are all 127.0.0.1 to inet_aton). A name that
+    DNS resolves to a private address is not caught here."""
     if host == "localhost" or host.endswith(".localhost"):
         return True
     try:
-        address = ipaddress.ip_address(host)
+        address: ipaddress.IPv4Address | ipaddress.IPv6Address = ipaddress.ip_address(host)
     except ValueError:
-        return False
+        try:
+            address = ipaddress.IPv4Address(socket.inet_aton(host))
+        except OSError:
+            return False
     return not address.is_global
 
 

@@ -401,6 +401,11 @@ def test_the_code_flow_without_a_redirect_uri_is_refused(
         ({"backchannel_logout_uri": "https://10.0.0.7/logout"}, "private"),
         ({"backchannel_logout_uri": "https://[fe80::1]/logout"}, "link-local"),
         ({"backchannel_logout_uri": "https://localhost/logout"}, "loopback"),
+        ({"backchannel_logout_uri": "https://2130706433/logout"}, "loopback"),
+        ({"backchannel_logout_uri": "https://127.1/logout"}, "loopback"),
+        ({"backchannel_logout_uri": "https://0x7f.0.0.1/logout"}, "loopback"),
+        ({"backchannel_logout_uri": "https://[::ffff:10.0.0.1]/logout"}, "private"),
+        ({"backchannel_logout_uri": "https://169.254.169.254/latest"}, "link-local"),
         ({"backchannel_logout_session_required": True}, "back-channel logout URI"),
     ],
 )
@@ -854,3 +859,37 @@ def test_the_service_refuses_a_token_that_is_not_usable(app: Flask, session: Ses
     with pytest.raises(BearerError):
         registration.authenticate_initial_access_token(session, token, now + 2 * DAY)
     assert registration.authenticate_initial_access_token(session, token, now) is not None
+
+
+def test_a_public_back_channel_logout_uri_is_registered(
+    app: Flask, session: Session, client: FlaskClient, registration_on: None
+) -> None:
+    uri = "https://rp.example.test/backchannel-logout"
+    body = {
+        **PUBLIC_APP,
+        "backchannel_logout_uri": uri,
+        "backchannel_logout_session_required": True,
+    }
+
+    answer = _registered(client, _initial_token(session, app), body)
+
+    assert answer["backchannel_logout_uri"] == uri
+    assert answer["backchannel_logout_session_required"] is True
+    assert _as_client(session, answer).client.backchannel_logout_uri == uri
+
+
+def test_a_refusal_that_echoes_the_request_keeps_to_rfc_6749_description_characters(
+    app: Flask, session: Session, client: FlaskClient, registration_on: None
+) -> None:
+    uri = 'https://*.rp.example.test/"\\\u00e9\u202e'
+
+    response = _register(
+        client, _initial_token(session, app), {**PUBLIC_APP, "redirect_uris": [uri]}
+    )
+
+    description = response.json["error_description"]
+    assert response.json["error"] == "invalid_redirect_uri"
+    assert "wildcards" in description
+    assert description.isascii()
+    assert '"' not in description
+    assert "\\" not in description
