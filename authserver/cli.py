@@ -27,6 +27,7 @@ from authserver.db import db, utcnow
 from authserver.errors import AuthServerError
 from authserver.own_apis import ADMIN_SCOPES
 from authserver.runtime import runtime
+from authserver.services import client_registration as registration_service
 from authserver.services import clients as client_service
 from authserver.services import keys as key_service
 from authserver.services import users as user_service
@@ -903,6 +904,102 @@ def clients_delete(client_id: str) -> None:
     """Delete a client: its refresh tokens are revoked and its access tokens recalled first,
     as `clients disable` does, then the registration goes. Its audit events stay."""
     _recall_client(client_id, client_service.delete_client, "deleted")
+
+
+# -- registration tokens (dynamic client registration) --------------------------------------
+
+
+@main.group("registration-tokens")
+def registration_tokens_group() -> None:
+    """Initial access tokens for dynamic client registration (POST /register, RFC 7591)."""
+
+
+@registration_tokens_group.command("create")
+@click.option(
+    "--expires-in",
+    type=click.IntRange(min=1),
+    default=86400,
+    show_default=True,
+    metavar="SECONDS",
+    help="How long the token works.",
+)
+@click.option(
+    "--uses",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    metavar="N",
+    help="How many clients it may register.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print {id, token, expires_at} as JSON.")
+@with_appcontext
+def registration_tokens_create(expires_in: int, uses: int, as_json: bool) -> None:
+    """Make an initial access token, shown once (only its digest is stored). Whoever holds
+    it may register clients at POST /register while AUTHSERVER_DYNAMIC_REGISTRATION=1."""
+    app = _app()
+    with db.transaction(app) as session:
+        issued = registration_service.create_initial_access_token(
+            session, utcnow(), expires_in=timedelta(seconds=expires_in), uses=uses
+        )
+        token_id, expires_at = str(issued.row.id), issued.row.expires_at
+    if as_json:
+        click.echo(
+            json.dumps({"id": token_id, "token": issued.token, "expires_at": _iso(expires_at)})
+        )
+    else:
+        click.echo(f"id:    {token_id}")
+        click.echo(f"token: {issued.token}  (shown once; store it now)")
+        click.echo(f"registers up to {uses} client(s) until {_when(expires_at)} UTC", err=as_json)
+    if not runtime(app).config.dynamic_registration:
+        click.echo(
+            "note: AUTHSERVER_DYNAMIC_REGISTRATION is 0: POST /register is off until it is 1",
+            err=True,
+        )
+
+
+@registration_tokens_group.command("list")
+@click.option("--json", "as_json", is_flag=True, help="A JSON list of the tokens.")
+@with_appcontext
+def registration_tokens_list(as_json: bool) -> None:
+    """List the initial access tokens (never the tokens themselves), oldest first."""
+    now = utcnow()
+    with db.transaction(_app()) as session:
+        rows: list[dict[str, Any]] = [
+            {
+                "id": str(row.id),
+                "state": registration_service.initial_access_token_state(row, now),
+                "uses": row.uses,
+                "uses_allowed": row.uses_allowed,
+                "created_at": row.created_at,
+                "expires_at": row.expires_at,
+            }
+            for row in registration_service.list_initial_access_tokens(session)
+        ]
+    if as_json:
+        for row in rows:
+            row["created_at"], row["expires_at"] = _iso(row["created_at"]), _iso(row["expires_at"])
+        click.echo(json.dumps(rows))
+        return
+    if not rows:
+        click.echo("no registration tokens")
+        return
+    click.echo(f"{'ID':<36}  {'STATE':<8}  {'USES':<9}  {'CREATED':<19}  EXPIRES")
+    for row in rows:
+        uses = f"{row['uses']}/{row['uses_allowed']}"
+        click.echo(
+            f"{row['id']:<36}  {row['state']:<8}  {uses:<9}  {_when(row['created_at']):<19}  "
+            f"{_when(row['expires_at'])}"
+        )
+
+
+@registration_tokens_group.command("revoke")
+@click.argument("token_id", metavar="ID")
+@with_appcontext
+def registration_tokens_revoke(token_id: str) -> None:
+    """Stop an initial access token from registering clients; those it registered stay."""
+    with db.transaction(_app()) as session:
+        registration_service.revoke_initial_access_token(session, token_id, utcnow())
+    click.echo(f"revoked registration token {token_id}")
 
 
 # -- keys ------------------------------------------------------------------------------------

@@ -63,6 +63,7 @@ RATE_LIMIT_SETTINGS = (
     "ratelimit_password_reset_per_email",
     "ratelimit_signup",
     "ratelimit_signup_per_email",
+    "ratelimit_registration",
 )
 
 
@@ -234,6 +235,11 @@ class Config:
     # before) is signed in with the password alone, its session saying so (amr pwd); what
     # needs two factors then asks for the code. 0: the code is asked every time.
     trusted_device_skips_second_factor: int = 0
+    # 1: clients may register themselves at POST /register (RFC 7591) and manage their
+    # registration at /register/<client_id> (RFC 7592), each with an initial access token the
+    # operator made (`authserver registration-tokens create`); discovery then advertises
+    # registration_endpoint. 0: those endpoints are 404.
+    dynamic_registration: int = 0
 
     # Passwords: argon2id, at least OWASP's minimum (m=19 MiB, t=2, p=1).
     argon2_time_cost: int = 2
@@ -271,6 +277,9 @@ class Config:
     # Sign-up requests (POST /signup), likewise per client address and per address asked for.
     ratelimit_signup: str = "20/hour"
     ratelimit_signup_per_email: str = "5/hour"
+    # Dynamic client registration (POST /register and /register/<client_id>, every method),
+    # per client address.
+    ratelimit_registration: str = "60/hour"
     # Failed guesses (services/sign_in_throttle.py).
     signin_free_failures: int = 5
     signin_failures_per_hour: int = 100
@@ -502,6 +511,8 @@ class Config:
             problems.append("AUTHSERVER_REQUIRE_SECOND_FACTOR must be 0 or 1")
         if self.require_par not in (0, 1):
             problems.append("AUTHSERVER_REQUIRE_PAR must be 0 or 1")
+        if self.dynamic_registration not in (0, 1):
+            problems.append("AUTHSERVER_DYNAMIC_REGISTRATION must be 0 or 1")
         if self.new_device_notices not in (0, 1):
             problems.append("AUTHSERVER_NEW_DEVICE_NOTICES must be 0 or 1")
         if self.outbox_in_process not in (0, 1):

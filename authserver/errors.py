@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import uuid
 from typing import ClassVar
 
@@ -177,6 +178,30 @@ class ValidationError(AuthServerError):
     """Input to a service (from the CLI or an API) that breaks a rule; the message says which."""
 
     error = "invalid_request"
+
+
+# RFC 6749 §5.2: what an error_description may hold (printable ASCII but '"' and '\').
+_NOT_DESCRIBABLE = re.compile(r"[^\x20-\x21\x23-\x5b\x5d-\x7e]")
+
+
+class InvalidClientMetadata(AuthServerError):
+    """RFC 7591 §3.2.2: a client registration (or its RFC 7592 replacement) asks for
+    metadata this server does not accept; the description says which rule it breaks. It may
+    echo what the caller sent, so it is cut to 300 characters and every character RFC 6749
+    §5.2 does not allow in a description becomes "?"."""
+
+    error = "invalid_client_metadata"
+    default_description = "The client metadata is invalid."
+
+    def __init__(self, description: str | None = None) -> None:
+        super().__init__(_NOT_DESCRIBABLE.sub("?", description)[:300] if description else None)
+
+
+class InvalidRedirectUri(InvalidClientMetadata):
+    """RFC 7591 §3.2.2: a registration's redirect URIs break the rules."""
+
+    error = "invalid_redirect_uri"
+    default_description = "The redirect URIs are invalid."
 
 
 class NotFound(AuthServerError):

@@ -8,6 +8,7 @@ the SQLite fallback), built with ``authserver db upgrade``.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import pty
@@ -22,6 +23,7 @@ from pathlib import Path
 import pyotp
 import pytest
 from flask import Flask
+from flask.testing import FlaskClient
 from sqlalchemy import select
 
 from authserver import create_app
@@ -29,6 +31,7 @@ from authserver.db import db, utcnow
 from authserver.models import (
     AuditEvent,
     Client,
+    InitialAccessToken,
     OutboundMessage,
     Passkey,
     RecoveryCode,
@@ -50,6 +53,7 @@ from tests.test_cli import (
     message_lines,
     migrated_scratch_database,
     run_cli,
+    said,
     unique_email,
 )
 
@@ -930,3 +934,130 @@ def test_an_unknown_signup_mode_stops_every_command_with_one_line(
         "authserver: configuration error: AUTHSERVER_SIGNUP must be one of off, open, invite, "
         "got 'on'"
     ]
+
+
+# -- registration-tokens (dynamic client registration) ---------------------------------------
+
+
+def _registration_on(cli_app: Flask) -> FlaskClient:
+    """A server on the commands' database with dynamic registration on."""
+    runtime(cli_app).config = replace(runtime(cli_app).config, dynamic_registration=1)
+    return cli_app.test_client()
+
+
+def _register_with(http: FlaskClient, token: str) -> int:
+    body = {
+        "redirect_uris": ["https://rp.example.test/callback"],
+        "token_endpoint_auth_method": "none",
+    }
+    return http.post(
+        "/register", json=body, headers={"Authorization": f"Bearer {token}"}
+    ).status_code
+
+
+def test_registration_tokens_create_prints_the_token_once_and_stores_its_digest(
+    cli_env: dict[str, str], cli_app: Flask
+) -> None:
+    result = run_cli("registration-tokens", "create", "--uses", "2", "--json", env=cli_env)
+
+    assert result.returncode == 0, result.stderr
+    printed = json.loads(result.stdout)
+    token = printed["token"]
+    assert "AUTHSERVER_DYNAMIC_REGISTRATION is 0" in result.stderr
+    with db.transaction(cli_app) as session:
+        row = session.get(InitialAccessToken, uuid.UUID(printed["id"]))
+        assert row is not None
+        assert row.token_digest == hashlib.sha256(token.encode()).digest()
+        assert row.uses_allowed == 2
+        assert row.expires_at - row.created_at == timedelta(seconds=86400)
+        events = session.scalars(
+            select(AuditEvent).where(AuditEvent.event_type == "registration_token_created")
+        ).all()
+        assert [e.details["registration_token_id"] for e in events] == [printed["id"]]
+    assert token not in said(run_cli("registration-tokens", "list", "--json", env=cli_env))
+    http = _registration_on(cli_app)
+    assert [_register_with(http, token) for _ in range(3)] == [201, 201, 401]
+
+
+def test_registration_tokens_list_says_what_each_can_still_do(
+    cli_env: dict[str, str], cli_app: Flask
+) -> None:
+    used_up = json.loads(run_cli("registration-tokens", "create", "--json", env=cli_env).stdout)
+    revoked = json.loads(run_cli("registration-tokens", "create", "--json", env=cli_env).stdout)
+    usable = json.loads(
+        run_cli("registration-tokens", "create", "--expires-in", "60", "--json", env=cli_env).stdout
+    )
+    assert _register_with(_registration_on(cli_app), used_up["token"]) == 201
+    assert run_cli("registration-tokens", "revoke", revoked["id"], env=cli_env).returncode == 0
+
+    listed = run_cli("registration-tokens", "list", "--json", env=cli_env)
+    table = run_cli("registration-tokens", "list", env=cli_env)
+
+    assert listed.returncode == 0, listed.stderr
+    states = {row["id"]: (row["state"], row["uses"]) for row in json.loads(listed.stdout)}
+    assert states == {
+        used_up["id"]: ("used up", 1),
+        revoked["id"]: ("revoked", 0),
+        usable["id"]: ("usable", 0),
+    }
+    assert table.stdout.splitlines()[0].split() == ["ID", "STATE", "USES", "CREATED", "EXPIRES"]
+    for printed in (used_up, revoked, usable):
+        assert printed["token"] not in said(table)
+
+
+def test_registration_tokens_revoke_stops_the_token_and_is_audited(
+    cli_env: dict[str, str], cli_app: Flask
+) -> None:
+    printed = json.loads(run_cli("registration-tokens", "create", "--json", env=cli_env).stdout)
+
+    result = run_cli("registration-tokens", "revoke", printed["id"], env=cli_env)
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"revoked registration token {printed['id']}"
+    assert _register_with(_registration_on(cli_app), printed["token"]) == 401
+    with db.transaction(cli_app) as session:
+        revoked = session.scalars(
+            select(AuditEvent).where(AuditEvent.event_type == "registration_token_revoked")
+        ).one()
+        assert revoked.details["registration_token_id"] == printed["id"]
+    again = run_cli("registration-tokens", "revoke", printed["id"], env=cli_env)
+    assert "already revoked" in assert_fails_with_one_line(again)
+
+
+@pytest.mark.parametrize(
+    "token_id", ["00000000-0000-4000-8000-000000000000", "not-an-id", "-", "x" * 500]
+)
+def test_registration_tokens_revoke_of_an_unknown_id_fails_with_one_line(
+    cli_env: dict[str, str], token_id: str
+) -> None:
+    result = run_cli("registration-tokens", "revoke", "--", token_id, env=cli_env)
+
+    assert "no registration token" in assert_fails_with_one_line(result)
+
+
+@pytest.mark.parametrize("option", [("--uses", "0"), ("--expires-in", "0"), ("--uses", "x")])
+def test_registration_tokens_create_refuses_a_token_that_could_do_nothing(
+    cli_env: dict[str, str], cli_app: Flask, option: tuple[str, str]
+) -> None:
+    result = run_cli("registration-tokens", "create", *option, env=cli_env)
+
+    assert result.returncode != 0
+    assert "Traceback" not in said(result)
+    with db.transaction(cli_app) as session:
+        assert session.scalars(select(InitialAccessToken)).all() == []
+
+
+def test_clients_create_refuses_a_wildcard_redirect_uri(cli_env: dict[str, str]) -> None:
+    result = run_cli(
+        "clients",
+        "create",
+        "--name",
+        "Wild",
+        "--grant",
+        "authorization_code",
+        "--redirect-uri",
+        "https://*.example.com/callback",
+        env=cli_env,
+    )
+
+    assert "wildcard" in assert_fails_with_one_line(result)

@@ -39,6 +39,7 @@ from authserver.db import utcnow
 from authserver.models import User
 from authserver.own_apis import ADMIN_API_PATH, ADMIN_SCOPES, admin_audience
 from authserver.runtime import runtime
+from authserver.services import client_registration
 from authserver.services.clients import RegisteredClient
 from authserver.services.refresh_tokens import start_family
 from tests.helpers import basic_auth, make_client, make_user
@@ -74,8 +75,10 @@ BEARER_SCHEMES = {"bearerAccessToken", "adminAccessToken"}
 # The admin API's refusals of a request that is well formed: RFC 9110 §15.5.10, §15.5.13,
 # RFC 6585 §3 (answered as RFC 9457 problem details).
 ADMIN_ERRORS = {"conflict", "precondition_failed", "precondition_required"}
+# RFC 7591 §3.2.2, dynamic client registration.
+REGISTRATION_ERRORS = {"invalid_redirect_uri", "invalid_client_metadata"}
 HTTP_ERRORS = {"method_not_allowed", "request_entity_too_large", "not_found"}
-ALLOWED_ERRORS = OAUTH_ERRORS | BEARER_ERRORS | HTTP_ERRORS
+ALLOWED_ERRORS = OAUTH_ERRORS | BEARER_ERRORS | REGISTRATION_ERRORS | HTTP_ERRORS
 RATE_LIMITED = "temporarily_unavailable"
 LEAK_MARKERS = ("Traceback", 'File "', "sqlalchemy", "psycopg", "authserver/")
 
@@ -130,6 +133,10 @@ class Seeded:
     user_client: RegisteredClient
     resource_server: RegisteredClient
     admin_client: RegisteredClient
+    # An initial access token for POST /register (RFC 7591), good for every example.
+    initial_access_token: str
+    # The client registered for the registration access token of the example at hand.
+    registered_client_id: str = ""
 
     def fresh_access_token(self) -> str:
         """A new access token (with its own refresh family) for the user, minted by the
@@ -174,6 +181,24 @@ class Seeded:
             now=self.clock.step(),
         ).token
 
+    def fresh_registration(self) -> tuple[str, str]:
+        """(client_id, registration access token) of a client just registered (RFC 7591):
+        the fuzzer replaces (rotating the token) and deletes registrations as it goes."""
+        rt = runtime(self.app)
+        now = self.clock.step()
+        token = client_registration.authenticate_initial_access_token(
+            self.session, self.initial_access_token, now
+        )
+        registered = client_registration.register_client(
+            self.session,
+            token,
+            {"redirect_uris": ["https://rp.example.test/callback"], "client_name": "Fuzzed"},
+            now,
+            issuer=rt.config.issuer,
+        )
+        self.session.commit()
+        return registered.client.client_id, registered.registration_access_token
+
     def token_material(self) -> TokenMaterial:
         kids = list(runtime(self.app).keys.snapshot().by_kid)
         return TokenMaterial.of(kids, self.fresh_access_token())
@@ -181,8 +206,14 @@ class Seeded:
 
 @pytest.fixture
 def config(config: Config) -> Config:
-    """The test configuration with /metrics turned on for the scraper's token."""
-    return replace(config, metrics_token=METRICS_TOKEN)
+    """The test configuration with /metrics turned on for the scraper's token, and dynamic
+    client registration on, its rate limit out of the fuzzer's way."""
+    return replace(
+        config,
+        metrics_token=METRICS_TOKEN,
+        dynamic_registration=1,
+        ratelimit_registration="100000/minute",
+    )
 
 
 @pytest.fixture
@@ -211,7 +242,13 @@ def seeded(app: Flask, session: Session) -> Seeded:
         scopes=[],
         admin_scopes=list(ADMIN_SCOPES),
     )
-    return Seeded(app, session, clock, user, user_client, resource_server, admin_client)
+    initial = client_registration.create_initial_access_token(
+        session, clock(), expires_in=timedelta(days=1), uses=100_000
+    )
+    session.commit()
+    return Seeded(
+        app, session, clock, user, user_client, resource_server, admin_client, initial.token
+    )
 
 
 def _load_schema(seeded: Seeded) -> OpenApiSchema:
@@ -239,6 +276,14 @@ def _load_schema(seeded: Seeded) -> OpenApiSchema:
                 return {"Authorization": f"Bearer {seeded.fresh_access_token()}"}
             if "adminAccessToken" in schemes:
                 return {"Authorization": f"Bearer {seeded.admin_access_token()}"}
+            if "initialAccessToken" in schemes:
+                return {"Authorization": f"Bearer {seeded.initial_access_token}"}
+            if "registrationAccessToken" in schemes:
+                # A registration's own token: the path's client_id is another's unless
+                # _with_hostile_input puts this one's there.
+                client_id, token = seeded.fresh_registration()
+                seeded.registered_client_id = client_id
+                return {"Authorization": f"Bearer {token}"}
             if "metricsToken" in schemes:
                 return {"Authorization": f"Bearer {METRICS_TOKEN}"}
             if "clientSecretBasic" in schemes:
@@ -288,6 +333,23 @@ def _with_hostile_input(case: Case, data: DataObject, material: TokenMaterial) -
     return case
 
 
+def _with_own_registration(
+    case: Case, data: DataObject, seeded: Seeded, mode: GenerationMode
+) -> Case:
+    """Half the time, the registration management endpoints (RFC 7592) asked about the very
+    client whose registration access token the example carries, so they get past
+    authentication: to the replacement's rules (PUT) or to reading and deleting. Only where
+    a schema-breaking request stays schema-breaking (a PUT's body)."""
+    if case.path != "/register/{client_id}" or not data.draw(st.booleans(), label="own"):
+        return case
+    if mode is GenerationMode.NEGATIVE and case.method != "PUT":
+        return case
+    case.path_parameters = {"client_id": seeded.registered_client_id}
+    if mode is GenerationMode.POSITIVE and isinstance(case.body, dict):
+        case.body = {**case.body, "client_id": seeded.registered_client_id}
+    return case
+
+
 def _assert_answer_is_safe(case: Case, status: int, content_type: str, body: bytes) -> None:
     text = body.decode("utf-8", "replace")
     for marker in LEAK_MARKERS:
@@ -333,6 +395,7 @@ def test_generated_requests_get_documented_answers_and_never_a_5xx(
     )
     def exchange(case: Case, data: DataObject) -> None:
         case = _with_hostile_input(case, data, material)
+        case = _with_own_registration(case, data, seeded, mode)
         caplog.clear()
         response = case.call()
         errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]

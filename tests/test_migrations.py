@@ -62,6 +62,7 @@ APPLICATION_TABLES = {
     "passkey_challenges",
     "pushed_authorization_requests",
     "device_authorizations",
+    "initial_access_tokens",
 }
 ONE_UNUSED_PER_FAMILY = "uq_refresh_tokens_one_unused_per_family"
 HOUR = timedelta(hours=1)

@@ -176,6 +176,12 @@ per_email_signup = limiter.limit(
     methods=["POST"],
 )
 
+# Dynamic client registration (http/client_registration.py): every method, per address,
+# before the initial or registration access token is even looked up.
+per_ip_registration = limiter.limit(
+    _setting("ratelimit_registration"), key_func=_under_prefix(get_remote_address)
+)
+
 
 def spend_family_budget(family_id: str | None, jti: str) -> None:
     """One request from the budget of the refresh family a verified access token belongs to

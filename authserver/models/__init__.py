@@ -13,6 +13,7 @@ from authserver.models.clients import Client
 from authserver.models.keys import KeyState, SigningKey
 from authserver.models.outbox import OutboundMessage
 from authserver.models.passkeys import Passkey, PasskeyChallenge
+from authserver.models.registration_tokens import InitialAccessToken
 from authserver.models.revocations import Revocation
 from authserver.models.second_factors import RecoveryCode, TotpCredential
 from authserver.models.security_events import SecurityEvent
@@ -31,6 +32,7 @@ __all__ = [
     "Client",
     "Consent",
     "DeviceAuthorization",
+    "InitialAccessToken",
     "KeyState",
     "OutboundMessage",
     "Passkey",

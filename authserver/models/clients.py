@@ -5,7 +5,7 @@ import hmac
 import uuid
 from datetime import datetime
 
-from sqlalchemy import String, false, text
+from sqlalchemy import LargeBinary, String, false, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from authserver.db import Base, utcnow
@@ -84,6 +84,12 @@ class Client(Base):
     # Its users must have signed in with two factors (services/acr.py): the authorization
     # endpoint asks for the second one, and the password grant is refused.
     require_second_factor: Mapped[bool] = mapped_column(default=False, server_default=false())
+    # SHA-256 of the RFC 7592 registration access token of a client registered at
+    # ``POST /register`` (services/client_registration.py): what authenticates reading,
+    # replacing and deleting the registration there. NULL for the operator's clients.
+    registration_access_token_digest: Mapped[bytes | None] = mapped_column(
+        LargeBinary(32), unique=True
+    )
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     def __repr__(self) -> str:

@@ -11,6 +11,7 @@ from typing import Any
 from authserver.config import Config
 from authserver.oauth.server import supported_grant_types
 from authserver.services.acr import ACR_VALUES
+from authserver.services.client_registration import REGISTRATION_PATH
 from authserver.services.security_events import POLL_DELIVERY_METHOD, PUSH_DELIVERY_METHOD
 
 TOKEN_PATH = "/oauth/token"  # noqa: S105 (a path, not a secret)
@@ -30,7 +31,7 @@ OIDC_SCOPES = ["openid", "profile", "email", "offline_access"]
 
 def server_metadata(config: Config) -> dict[str, Any]:
     issuer = config.issuer
-    return {
+    metadata = {
         "issuer": issuer,
         "authorization_endpoint": issuer + AUTHORIZATION_PATH,
         "token_endpoint": issuer + TOKEN_PATH,
@@ -95,6 +96,10 @@ def server_metadata(config: Config) -> dict[str, Any]:
         "backchannel_logout_supported": True,
         "backchannel_logout_session_supported": True,
     }
+    if config.dynamic_registration:
+        # RFC 8414 §2 / RFC 7591 §3: clients register here, with an initial access token.
+        metadata["registration_endpoint"] = issuer + REGISTRATION_PATH
+    return metadata
 
 
 def ssf_transmitter_metadata(config: Config) -> dict[str, Any]:

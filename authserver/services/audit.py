@@ -77,6 +77,12 @@ class AuditEventType(enum.StrEnum):
     CLIENT_ENABLED = "client_enabled"
     CLIENT_DELETED = "client_deleted"
     CLIENT_SECRET_ROTATED = "client_secret_rotated"  # noqa: S105 (an event name)
+    # Dynamic client registration (services/client_registration.py): an initial access token
+    # made or revoked by the operator, and a client registered with one (RFC 7591). Its
+    # updates and deletion (RFC 7592) are client_updated and client_deleted.
+    REGISTRATION_TOKEN_CREATED = "registration_token_created"  # noqa: S105 (an event name)
+    REGISTRATION_TOKEN_REVOKED = "registration_token_revoked"  # noqa: S105 (an event name)
+    CLIENT_REGISTERED = "client_registered"
     KEY_ROTATED = "key_rotated"
     KEY_WITHDRAWN = "key_withdrawn"
     RATE_LIMIT_HIT = "rate_limit_hit"
@@ -136,6 +142,10 @@ ALLOWED_DETAILS = frozenset(
         "passkey_id",
         "sign_count",
         "stored_sign_count",
+        # Which initial access token (its row id, never the token) registered a client, or
+        # was made or revoked, and how many registrations it allows.
+        "registration_token_id",
+        "uses_allowed",
     }
 )
 

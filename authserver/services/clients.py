@@ -131,6 +131,10 @@ def _check_redirect_uri(uri: str) -> None:
         raise ValidationError(f"redirect URI must be absolute and without fragment: {uri!r}")
     if parts.scheme.lower() in FORBIDDEN_REDIRECT_SCHEMES:
         raise ValidationError(f"redirect URI scheme {parts.scheme!r} is not allowed")
+    if "*" in uri:
+        # Matching is by exact string (RFC 9700 §4.1.3): a "*" would never match anything
+        # but itself, and registering one says its author expects a pattern.
+        raise ValidationError(f"redirect URI must be exact, without wildcards: {uri!r}")
     if "@" in parts.netloc:
         # userinfo makes a URI read as one host and go to another (RFC 9700 §4.1.1).
         raise ValidationError(f"redirect URI must not contain user information: {uri!r}")
@@ -139,10 +143,6 @@ def _check_redirect_uri(uri: str) -> None:
         raise ValidationError(f"redirect URI must use https (or http on loopback): {uri!r}")
     if parts.scheme in ("https", "http") and not parts.hostname:
         raise ValidationError(f"redirect URI has no host: {uri!r}")
-    if "*" in parts.netloc or "*" in parts.path:
-        # Matched as exact strings (RFC 9700 §4.1.3): a "*" would never match what the
-        # operator meant it to, so it is refused rather than stored as a pattern.
-        raise ValidationError(f"redirect URI must not contain a wildcard: {uri!r}")
 
 
 SERVER_CALLED_URL_MAX_LENGTH = 2000
@@ -191,10 +191,13 @@ def _check_audience(audience: str) -> None:
 # -- the registration rules, shared by create_client and update_client ----------------------
 
 
+CLIENT_NAME_MAX_LENGTH = 200
+
+
 def checked_client_name(name: str) -> str:
     name = name.strip()
-    if not name or len(name) > 200:
-        raise ValidationError("client name must be 1 to 200 characters")
+    if not name or len(name) > CLIENT_NAME_MAX_LENGTH:
+        raise ValidationError(f"client name must be 1 to {CLIENT_NAME_MAX_LENGTH} characters")
     return name
 
 
@@ -302,7 +305,7 @@ def create_client(
     scope_list = checked_scopes(scopes or [])
     audience_list = checked_audiences(audiences or [])
     served_list = _checked_served_audiences(served_audiences or [])
-    _check_backchannel_logout(backchannel_logout_uri, backchannel_logout_session_required)
+    check_backchannel_logout(backchannel_logout_uri, backchannel_logout_session_required)
     check_lifetimes(
         access_token_ttl=access_token_ttl,
         refresh_idle_ttl=refresh_idle_ttl,
@@ -351,7 +354,7 @@ def create_client(
     return RegisteredClient(client=client, client_secret=secret)
 
 
-def _check_backchannel_logout(uri: str | None, session_required: bool) -> None:
+def check_backchannel_logout(uri: str | None, session_required: bool) -> None:
     if uri is not None:
         checked_server_called_url(uri, "back-channel logout URI")
     elif session_required:
@@ -372,7 +375,7 @@ def set_backchannel_logout(
     client = find_client(session, client_id, fresh=True)
     if client is None:
         raise NotFound(f"no client with the id {client_id.strip()[:64]!r}")
-    _check_backchannel_logout(uri, session_required)
+    check_backchannel_logout(uri, session_required)
     client.backchannel_logout_uri = uri
     client.backchannel_logout_session_required = session_required
     record(
