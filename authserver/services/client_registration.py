@@ -48,6 +48,7 @@ from authserver.models.clients import CONFIDENTIAL_AUTH_METHODS, PUBLIC_AUTH_MET
 from authserver.own_apis import FIRST_PARTY_SCOPES, own_audiences
 from authserver.services import clients as client_service
 from authserver.services.audit import AuditEventType, record
+from authserver.services.device_authorization import DEVICE_CODE_GRANT
 
 TOKEN_BYTES = 32  # 256 bits, for both kinds of token
 REGISTRATION_PATH = "/register"
@@ -62,7 +63,12 @@ DEFAULT_SCOPES = ("openid", "profile", "email")
 OFFLINE_ACCESS = "offline_access"
 # Grants a client may register itself for: the password grant is the operator's (RFC 9700
 # §2.4, and only for first-party clients, which a registration never makes).
-REGISTRABLE_GRANT_TYPES = ("authorization_code", "refresh_token", "client_credentials")
+REGISTRABLE_GRANT_TYPES = (
+    "authorization_code",
+    "refresh_token",
+    "client_credentials",
+    DEVICE_CODE_GRANT,  # RFC 8628 §4: a device, with no redirect URI
+)
 AUTH_METHODS = (*CONFIDENTIAL_AUTH_METHODS, PUBLIC_AUTH_METHOD)
 # Bounds on what one registration may hold: every list and every string.
 MAX_LIST_ITEMS = 20

@@ -893,3 +893,24 @@ def test_a_refusal_that_echoes_the_request_keeps_to_rfc_6749_description_charact
     assert description.isascii()
     assert '"' not in description
     assert "\\" not in description
+
+
+def test_a_registered_device_client_gets_codes_without_a_redirect_uri(
+    app: Flask, session: Session, client: FlaskClient, registration_on: None
+) -> None:
+    answer = _registered(
+        client,
+        _initial_token(session, app),
+        {
+            "grant_types": ["urn:ietf:params:oauth:grant-type:device_code"],
+            "token_endpoint_auth_method": "none",
+            "client_name": "Living-room TV",
+            "scope": "openid",
+        },
+    )
+    assert answer["response_types"] == []
+    codes = client.post(
+        "/oauth/device_authorization", data={"client_id": answer["client_id"], "scope": "openid"}
+    )
+    assert codes.status_code == 200, codes.get_data(as_text=True)
+    assert codes.get_json()["user_code"]
