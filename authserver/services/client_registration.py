@@ -214,6 +214,8 @@ class ClientMetadata:
     audiences: list[str]
     backchannel_logout_uri: str | None
     backchannel_logout_session_required: bool
+    # RFC 9126 §6: its authorization requests must be pushed first.
+    require_pushed_authorization_requests: bool
 
     @property
     def public(self) -> bool:
@@ -297,6 +299,9 @@ def parse_client_metadata(body: object) -> ClientMetadata:
     session_required = body.get("backchannel_logout_session_required")
     if session_required is not None and not isinstance(session_required, bool):
         raise InvalidClientMetadata("backchannel_logout_session_required must be true or false")
+    require_par = body.get("require_pushed_authorization_requests")
+    if require_par is not None and not isinstance(require_par, bool):
+        raise InvalidClientMetadata("require_pushed_authorization_requests must be true or false")
     return ClientMetadata(
         redirect_uris=_strings(body, "redirect_uris", error=InvalidRedirectUri) or [],
         grant_types=grants,
@@ -308,6 +313,7 @@ def parse_client_metadata(body: object) -> ClientMetadata:
         audiences=_strings(body, "audiences") or [],
         backchannel_logout_uri=_string(body, "backchannel_logout_uri"),
         backchannel_logout_session_required=bool(session_required),
+        require_pushed_authorization_requests=bool(require_par),
     )
 
 
@@ -367,6 +373,7 @@ def _checked_registration(metadata: ClientMetadata, issuer: str) -> dict[str, An
         "audiences": audiences,
         "backchannel_logout_uri": logout_uri,
         "backchannel_logout_session_required": metadata.backchannel_logout_session_required,
+        "require_pushed_authorization_requests": metadata.require_pushed_authorization_requests,
     }
 
 
@@ -463,6 +470,7 @@ def client_information(
         "post_logout_redirect_uris": list(client.post_logout_redirect_uris),
         "audiences": list(client.audiences),
         "backchannel_logout_session_required": client.backchannel_logout_session_required,
+        "require_pushed_authorization_requests": client.require_pushed_authorization_requests,
         "registration_access_token": registration_access_token,
         "registration_client_uri": f"{issuer}{REGISTRATION_PATH}/{client.client_id}",
     }

@@ -914,3 +914,29 @@ def test_a_registered_device_client_gets_codes_without_a_redirect_uri(
     )
     assert codes.status_code == 200, codes.get_data(as_text=True)
     assert codes.get_json()["user_code"]
+
+
+def test_a_registered_client_may_require_pushed_requests_of_itself(
+    app: Flask, session: Session, client: FlaskClient, registration_on: None
+) -> None:
+    answer = _registered(
+        client,
+        _initial_token(session, app),
+        {
+            "redirect_uris": ["https://app.example.test/cb"],
+            "token_endpoint_auth_method": "none",
+            "require_pushed_authorization_requests": True,
+        },
+    )
+    assert answer["require_pushed_authorization_requests"] is True
+    assert _as_client(session, answer).client.require_pushed_authorization_requests is True
+    refused = _register(
+        client,
+        _initial_token(session, app),
+        {
+            "redirect_uris": ["https://app.example.test/cb"],
+            "require_pushed_authorization_requests": "yes",
+        },
+    )
+    assert refused.status_code == 400
+    assert refused.get_json()["error"] == "invalid_client_metadata"
