@@ -154,7 +154,7 @@ def test_the_change_happens_only_when_the_link_is_followed(
     changed = session.scalars(
         select(AuditEvent).where(AuditEvent.event_type == "email_changed")
     ).one()
-    assert changed.details == {"email": NEW, "previous_email": EMAIL}
+    assert changed.details == {"email": NEW, "previous_email": EMAIL, "method": "link"}
     verified = session.scalars(
         select(AuditEvent).where(AuditEvent.event_type == "email_verified")
     ).one()
