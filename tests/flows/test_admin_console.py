@@ -483,6 +483,8 @@ def test_signing_out_everywhere_ends_every_session_and_app_and_names_the_admin(
     assert event.details["reason"] == "signed_out_by_admin"
     assert_made_by_the_admin(event, session)
     assert "<code>logout_everywhere</code>" in body
+    admin = admin_of(session)
+    assert f'<a href="/admin/users/{admin.id}">{ADMIN}</a>' in body  # the trail names the actor
 
 
 def test_signing_out_one_session_leaves_the_others(
@@ -631,7 +633,7 @@ def test_a_client_is_edited_and_the_change_names_the_admin(
 
     body = follow(console, console.post(f"/admin/clients/{client_id}", data=form))
 
-    assert "Saved: redirect uris, scopes, require second factor, access token ttl." in body
+    assert "Saved: redirect URIs, scopes, second factor, access token lifetime." in body
     session.expire_all()
     client = session.get(Client, photos.client.id)
     assert client is not None

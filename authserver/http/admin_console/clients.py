@@ -146,6 +146,27 @@ def _sentence(text: str | None) -> str:
     return text[:1].upper() + text[1:] + ("" if text.endswith(".") else ".")
 
 
+def _duration(seconds: int) -> str:
+    """``seconds`` as the page says it: 600 s (10 minutes), 1209600 s (14 days)."""
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= size and seconds % size == 0:
+            count = seconds // size
+            return f"{seconds} s ({count} {unit}{'' if count == 1 else 's'})"
+    return f"{seconds} s"
+
+
+# How the "Saved" message names the fields ``update_client`` says changed.
+FIELD_NAMES = {
+    "redirect_uris": "redirect URIs",
+    "post_logout_redirect_uris": "post-logout redirect URIs",
+    "scopes": "scopes",
+    "access_token_ttl": "access token lifetime",
+    "refresh_idle_ttl": "refresh token idle lifetime",
+    "refresh_absolute_ttl": "refresh token lifetime",
+    "require_second_factor": "second factor",
+}
+
+
 def _client_page(client_id: str, form: ClientForm | None = None) -> str:
     registration = _registration(client_id)
     config = runtime().config
@@ -153,7 +174,7 @@ def _client_page(client_id: str, form: ClientForm | None = None) -> str:
         "admin/client.html",
         client=registration,
         form=form or ClientForm.of(registration),
-        server_lifetimes={name: getattr(config, name) for name in LIFETIMES},
+        server_lifetimes={name: _duration(getattr(config, name)) for name in LIFETIMES},
         cache_seconds=config.client_cache_seconds,
     )
 
@@ -196,7 +217,7 @@ def update_client(client_id: str) -> Response | tuple[str, int]:
         form.problem = _sentence(refused.description)
         return _client_page(client_id, form), 400
     if changed:
-        flash(f"Saved: {', '.join(name.replace('_', ' ') for name in changed)}.", "status")
+        flash(f"Saved: {', '.join(FIELD_NAMES.get(name, name) for name in changed)}.", "status")
     else:
         flash("Nothing to save: the form was as the client is.", "status")
     return see_other(url_for(".client_page", client_id=client_id))

@@ -76,8 +76,11 @@ def user_page(user_id: uuid.UUID) -> str | tuple[str, int]:
         if len(events) > EVENTS_PER_PAGE
         else None
     )
+    actor_ids = {event.details.get("actor_user_id") for event in shown} - {None}
+    addresses = accounts.addresses_of(db.session, {uuid.UUID(str(id_)) for id_ in actor_ids})
     return render_template(
         "admin/user.html",
+        actors={str(user_id): email for user_id, email in addresses.items()},
         user=user,
         is_self=user.id == signed_in_admin().id,
         second_factor=has_second_factor(db.session, user),
