@@ -103,5 +103,5 @@ def addresses_of(session: Session, user_ids: set[uuid.UUID]) -> dict[uuid.UUID, 
     accounts by id, and outlives them)."""
     if not user_ids:
         return {}
-    rows = session.execute(select(User.id, User.email).where(User.id.in_(user_ids))).tuples()
-    return dict(rows)
+    rows = session.execute(select(User.id, User.email).where(User.id.in_(user_ids)))
+    return {row.id: row.email for row in rows}

@@ -4,6 +4,7 @@ sign out one session or everywhere, disable or enable, mail a reset link."""
 
 from __future__ import annotations
 
+import unicodedata
 import uuid
 
 from flask import Response, flash, render_template, request, url_for
@@ -26,6 +27,16 @@ USERS_PER_PAGE = 25
 EVENTS_PER_PAGE = 25
 # What the search box and the cursors take: an address is at most 254 characters.
 MAX_QUERY_LENGTH = 254
+# Event ids are PostgreSQL bigints: 18 digits always fit.
+MAX_EVENT_ID_DIGITS = 18
+
+
+def _could_be_in_an_address(text: str) -> bool:
+    # A control character (NUL above all, which PostgreSQL text cannot hold) is in no
+    # stored address, and no address is longer than 254 characters.
+    return len(text) <= MAX_QUERY_LENGTH and not any(
+        unicodedata.category(char) == "Cc" for char in text
+    )
 
 
 def _bad_request(message: str) -> tuple[str, int]:
@@ -40,8 +51,8 @@ def index() -> str | tuple[str, int]:
     meanwhile neither shift nor repeat a page)."""
     search = request.args.get("q", "").strip()
     after = request.args.get("after") or None
-    if len(search) > MAX_QUERY_LENGTH or (after is not None and len(after) > MAX_QUERY_LENGTH):
-        return _bad_request("The search or the page asked for is longer than any address.")
+    if not _could_be_in_an_address(search) or not _could_be_in_an_address(after or ""):
+        return _bad_request("No address is that long or holds control characters.")
     found = user_service.list_users(
         db.session, search=search or None, after=after, limit=USERS_PER_PAGE + 1
     )
@@ -65,9 +76,11 @@ def user_page(user_id: uuid.UUID) -> str | tuple[str, int]:
     """The account, where it is signed in, and its audit trail newest first; ``before`` is
     the id of the last event of the previous page of the trail."""
     raw_before = request.args.get("before")
-    if raw_before is not None and not (raw_before.isascii() and raw_before.isdigit()):
+    if raw_before is not None and not (
+        raw_before.isascii() and raw_before.isdigit() and len(raw_before) <= MAX_EVENT_ID_DIGITS
+    ):
         return _bad_request("The page of the trail asked for is not one this page links to.")
-    before = int(raw_before[:19]) if raw_before is not None else None
+    before = int(raw_before) if raw_before is not None else None
     user = accounts.get_user(db.session, user_id)
     events = find_events(db.session, limit=EVENTS_PER_PAGE + 1, before_id=before, user_id=user.id)
     shown = events[:EVENTS_PER_PAGE]
