@@ -15,6 +15,7 @@ from authserver.errors import commit_or_answer_unavailable, register_error_handl
 from authserver.http import (
     account_api,
     admin_api,
+    admin_console,
     authorize,
     client_registration,
     dev_mail,
@@ -122,6 +123,7 @@ def create_app(config: Config | None = None) -> Flask:
         account_api.bp,
         admin_api.bp,
         client_registration.bp,
+        admin_console.bp,
         openapi.bp,
         health.bp,
         dev_mail.bp,

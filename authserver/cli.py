@@ -292,6 +292,7 @@ def users_show(email: str) -> None:
         click.echo(f"id:              {user.id}")
         click.echo(f"state:           {'disabled' if user.disabled else 'enabled'}")
         click.echo(f"email verified:  {'yes' if user.email_verified else 'no'}")
+        click.echo(f"admin role:      {'yes' if user.is_admin else 'no'}")
         click.echo(f"created:         {_when(user.created_at)} UTC")
         last = f"{_when(user.last_sign_in_at)} UTC" if user.last_sign_in_at else "never"
         click.echo(f"last sign-in:    {last}")
@@ -328,6 +329,33 @@ def users_enable(email: str) -> None:
     with db.transaction(_app()) as session:
         user = user_service.enable_user(session, email, utcnow())
         click.echo(f"enabled user {user.email}; they can sign in again")
+
+
+@users_group.command("grant-admin")
+@click.argument("email")
+@with_appcontext
+def users_grant_admin(email: str) -> None:
+    """Give a user the admin role: the operator console (/admin), once they sign in with a
+    second factor."""
+    from authserver.services.admin_role import grant_admin_role
+
+    with db.transaction(_app()) as session:
+        user = grant_admin_role(session, email, utcnow())
+        click.echo(
+            f"{user.email} holds the admin role; the console at /admin asks for their second factor"
+        )
+
+
+@users_group.command("revoke-admin")
+@click.argument("email")
+@with_appcontext
+def users_revoke_admin(email: str) -> None:
+    """Take the admin role from a user: the console refuses their next request."""
+    from authserver.services.admin_role import revoke_admin_role
+
+    with db.transaction(_app()) as session:
+        user = revoke_admin_role(session, email, utcnow())
+        click.echo(f"{user.email} no longer holds the admin role")
 
 
 @users_group.command("set-password")

@@ -1,6 +1,7 @@
 """The operator's commands for accounts and clients, run as an operator runs them: `users
-list/show/enable/set-password/verify-email/send-reset/invite/delete` and `clients
-list/show/update/enable/rotate-secret/delete`. Every refusal is one line and changes nothing.
+list/show/enable/set-password/verify-email/send-reset/invite/delete/grant-admin/revoke-admin`
+and `clients list/show/update/enable/rotate-secret/delete`. Every refusal is one line and
+changes nothing.
 
 The database is this module's own (``<test database>_cli_operator`` on PostgreSQL, a file on
 the SQLite fallback), built with ``authserver db upgrade``.
@@ -1061,3 +1062,96 @@ def test_clients_create_refuses_a_wildcard_redirect_uri(cli_env: dict[str, str])
     )
 
     assert "wildcard" in assert_fails_with_one_line(result)
+
+
+# -- the admin role ---------------------------------------------------------------------------
+
+
+def _role_events(cli_app: Flask, user: User) -> list[tuple[str, dict[str, object]]]:
+    with db.transaction(cli_app) as session:
+        rows = session.scalars(
+            select(AuditEvent)
+            .where(
+                AuditEvent.user_id == user.id,
+                AuditEvent.event_type.in_(["admin_role_granted", "admin_role_revoked"]),
+            )
+            .order_by(AuditEvent.id)
+        )
+        return [(row.event_type, dict(row.details)) for row in rows]
+
+
+def _is_admin(cli_app: Flask, user: User) -> bool:
+    with db.transaction(cli_app) as session:
+        found = session.get(User, user.id)
+        assert found is not None
+        return found.is_admin
+
+
+def test_grant_admin_gives_the_role_shows_it_and_audits_it(
+    cli_env: dict[str, str], cli_app: Flask
+) -> None:
+    user = _user(cli_app)
+    assert "admin role:      no" in run_cli("users", "show", user.email, env=cli_env).stdout
+
+    result = run_cli("users", "grant-admin", user.email.upper(), env=cli_env)
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"{user.email} holds the admin role;")
+    assert _is_admin(cli_app, user)
+    assert "admin role:      yes" in run_cli("users", "show", user.email, env=cli_env).stdout
+    assert _role_events(cli_app, user) == [("admin_role_granted", {"method": "operator"})]
+
+
+def test_revoke_admin_takes_the_role_and_audits_it(cli_env: dict[str, str], cli_app: Flask) -> None:
+    user = _user(cli_app)
+    assert run_cli("users", "grant-admin", user.email, env=cli_env).returncode == 0
+
+    result = run_cli("users", "revoke-admin", user.email, env=cli_env)
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"{user.email} no longer holds the admin role\n"
+    assert not _is_admin(cli_app, user)
+    assert [kind for kind, _ in _role_events(cli_app, user)] == [
+        "admin_role_granted",
+        "admin_role_revoked",
+    ]
+
+
+@pytest.mark.parametrize("case", ["unknown", "already", "disabled", "malformed"])
+def test_grant_admin_refuses_in_one_line_and_changes_nothing(
+    cli_env: dict[str, str], cli_app: Flask, case: str
+) -> None:
+    user = _user(cli_app)
+    if case == "already":
+        assert run_cli("users", "grant-admin", user.email, env=cli_env).returncode == 0
+    if case == "disabled":
+        assert run_cli("users", "disable", user.email, env=cli_env).returncode == 0
+    address = {"unknown": unique_email(), "malformed": "not-an-address"}.get(case, user.email)
+
+    line = assert_fails_with_one_line(run_cli("users", "grant-admin", address, env=cli_env))
+
+    assert {
+        "unknown": f"Error: no user with the email {address!r}",
+        "already": f"Error: {user.email} holds the admin role already",
+        "disabled": f"Error: {user.email} is disabled; enable the account first",
+        "malformed": "Error: no user with the email 'not-an-address'",
+    }[case] == line
+    assert _is_admin(cli_app, user) is (case == "already")
+    assert len(_role_events(cli_app, user)) == (1 if case == "already" else 0)
+
+
+@pytest.mark.parametrize("case", ["unknown", "not_admin"])
+def test_revoke_admin_refuses_in_one_line_and_changes_nothing(
+    cli_env: dict[str, str], cli_app: Flask, case: str
+) -> None:
+    user = _user(cli_app)
+    address = unique_email() if case == "unknown" else user.email
+
+    line = assert_fails_with_one_line(run_cli("users", "revoke-admin", address, env=cli_env))
+
+    assert line == (
+        f"Error: no user with the email {address!r}"
+        if case == "unknown"
+        else f"Error: {user.email} does not hold the admin role"
+    )
+    assert _role_events(cli_app, user) == []

@@ -26,6 +26,21 @@ from tests.helpers import basic_auth, make_client, make_user, password_login
 
 # Server-rendered pages for browsers, not an API: left out of the document on purpose, and
 # named in its description instead. Any other route must be documented.
+# The operator console (http/admin_console/): pages for people, not an API.
+ADMIN_CONSOLE_PAGES = {
+    ("GET", "/admin"),
+    ("GET", "/admin/users/{}"),
+    ("POST", "/admin/users/{}/sessions/{}/sign-out"),
+    ("POST", "/admin/users/{}/sign-out-everywhere"),
+    ("POST", "/admin/users/{}/disable"),
+    ("POST", "/admin/users/{}/enable"),
+    ("POST", "/admin/users/{}/reset-link"),
+    ("GET", "/admin/clients"),
+    ("GET", "/admin/clients/{}"),
+    ("POST", "/admin/clients/{}"),
+    ("POST", "/admin/clients/{}/disable"),
+    ("POST", "/admin/clients/{}/enable"),
+}
 HTML_PAGES = {
     ("GET", "/login"),
     ("POST", "/login"),
@@ -79,6 +94,7 @@ HTML_PAGES = {
     ("POST", "/login/second-factor/passkey"),
     ("POST", "/account/passkeys/options"),
     ("POST", "/account/passkeys"),
+    *ADMIN_CONSOLE_PAGES,
 }
 NOT_ROUTED_BY_US = {"HEAD", "OPTIONS"}  # Flask answers these for every route
 HTTP_METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}

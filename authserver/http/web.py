@@ -12,6 +12,7 @@ from flask_wtf.csrf import CSRFError, CSRFProtect
 from authserver.config import Config
 from authserver.db import db
 from authserver.models import BrowserSession
+from authserver.own_apis import ADMIN_API_PATH
 from authserver.runtime import runtime
 from authserver.services.browser_sessions import SessionPolicy, resolve_session
 
@@ -28,6 +29,8 @@ PAGE_PREFIXES = (
     "/email/",
     "/signup",
     "/invitation",
+    "/device",  # where a user allows a device (RFC 8628 §3.3): never framed, never cached
+    "/admin",  # the operator console; its JSON API under ADMIN_API_PATH is not a page
 )
 # Pages whose forms carry a CSRF token: those above and RP-initiated logout's confirmation.
 FORM_PREFIXES = (*PAGE_PREFIXES, "/oauth/logout")
@@ -36,7 +39,7 @@ FORM_PREFIXES = (*PAGE_PREFIXES, "/oauth/logout")
 CSRF_SECRET_KEY = "csrf_token"  # noqa: S105 (a key name, not a secret)
 CSRF_ISSUED_IN = "csrf_issued_in"
 NO_BROWSER_SESSION = "-"
-API_PREFIXES = ("/account/sessions", "/account/logout-all")
+API_PREFIXES = ("/account/sessions", "/account/logout-all", ADMIN_API_PATH)
 
 
 def session_cookie_name(config: Config) -> str:

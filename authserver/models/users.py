@@ -28,6 +28,10 @@ class User(Base):
     # ``users verify-email``); the ``email_verified`` claim of userinfo (OpenID Connect Core
     # 1.0 §5.1).
     email_verified: Mapped[bool] = mapped_column(default=False, server_default=false())
+    # The admin role: the account may use the operator console (``/admin``), given a
+    # session that signed in with its second factor (services/admin_role.py). Granted and
+    # revoked only from the command line, each audited.
+    is_admin: Mapped[bool] = mapped_column(default=False, server_default=false())
     # The last successful password check (the sign-in page or the password grant).
     last_sign_in_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

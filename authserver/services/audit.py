@@ -44,6 +44,9 @@ class AuditEventType(enum.StrEnum):
     USER_DISABLED = "user_disabled"
     USER_ENABLED = "user_enabled"
     USER_DELETED = "user_deleted"
+    # The admin role (the operator console) given to or taken from an account, by the CLI.
+    ADMIN_ROLE_GRANTED = "admin_role_granted"
+    ADMIN_ROLE_REVOKED = "admin_role_revoked"
     EMAIL_VERIFIED = "email_verified"
     # The account page asked for a verification link (the reason says why none was mailed).
     EMAIL_VERIFICATION_REQUESTED = "email_verification_requested"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 import re
 import secrets
+import unicodedata
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
@@ -121,11 +122,19 @@ def disable_client(
     return len(families)
 
 
+# Spaces, control and format characters (Unicode general categories).
+_UNSEEN_CATEGORIES = frozenset({"Zs", "Zl", "Zp", "Cc", "Cf"})
 # Schemes that run code or read local data in the browser instead of reaching a client.
 FORBIDDEN_REDIRECT_SCHEMES = frozenset({"javascript", "data", "vbscript", "file", "blob"})
 
 
 def _check_redirect_uri(uri: str) -> None:
+    if any(unicodedata.category(char) in _UNSEEN_CATEGORIES for char in uri):
+        # RFC 3986 §2: no URI holds a space or a control character; and a format
+        # character (a bidi override, a zero-width space) makes one read as another.
+        raise ValidationError(
+            f"redirect URI must not contain spaces, control or invisible characters: {uri!r}"
+        )
     parts = urlsplit(uri)
     if not parts.scheme or "#" in uri:
         raise ValidationError(f"redirect URI must be absolute and without fragment: {uri!r}")

@@ -327,3 +327,27 @@ def test_signing_out_of_the_approving_browser_signs_the_device_out(
     )
     assert refreshed.status_code == 400
     assert refreshed.get_json()["error"] == "invalid_grant"
+
+
+def test_the_device_pages_are_never_framed_nor_cached_and_refuse_other_sites_forms(
+    app: Flask, client: FlaskClient, tv: RegisteredClient
+) -> None:
+    """The Allow button is what a clickjacking page would want a user to press."""
+    body = started(client, tv)
+    browser = app.test_client()
+    sign_in(browser)
+    page = browser.get("/device")
+    assert page.headers["X-Frame-Options"] == "DENY"
+    assert "frame-ancestors 'none'" in page.headers["Content-Security-Policy"]
+    assert "no-store" in page.headers["Cache-Control"]
+    cross_site = browser.post(
+        "/device/decision",
+        data={
+            "csrf_token": csrf_token_of(page),
+            "user_code": body["user_code"],
+            "decision": "allow",
+        },
+        headers={"Sec-Fetch-Site": "cross-site"},
+    )
+    assert cross_site.status_code == 403
+    assert error_of(poll(client, tv, body["device_code"])) == "authorization_pending"

@@ -215,6 +215,23 @@ def test_redirect_uri_with_user_information_is_refused(session: Session) -> None
         )
 
 
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "https://app.example.test/cb\x00",
+        "https://app.example.test/c b",
+        "https://app.example.test/cb\n",
+        "https://app.example.test/\u202ebc",  # RIGHT-TO-LEFT OVERRIDE: reads as another path
+        "https://app.example\u200b.test/cb",  # ZERO WIDTH SPACE
+    ],
+)
+def test_redirect_uri_with_a_space_control_or_invisible_character_is_refused(
+    session: Session, uri: str
+) -> None:
+    with pytest.raises(ValidationError, match="spaces, control or invisible characters"):
+        register(session, redirect_uris=[uri], grant_types=["authorization_code"])
+
+
 def test_refused_registration_stores_nothing(session: Session) -> None:
     with pytest.raises(ValidationError):
         register(session, grant_types=["implicit"])
