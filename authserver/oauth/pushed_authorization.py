@@ -31,7 +31,10 @@ class RequestRefused(Exception):
 
     def __init__(self, error: OAuth2Error) -> None:
         super().__init__(error.error)
+        # A JSON answer to the client itself: no redirect, and no state to echo (that is
+        # for the redirect back through the browser, RFC 6749 §4.1.2.1).
         error.redirect_uri = None
+        error.state = None
         self.error = error
 
 

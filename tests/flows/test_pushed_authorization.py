@@ -210,6 +210,7 @@ def test_a_request_the_authorization_endpoint_would_refuse_is_refused_when_pushe
     answer = push(client, rp, **request_fields(challenge, **override))
     assert answer.status_code == 400, answer.get_data(as_text=True)
     assert answer.get_json()["error"] == error
+    assert set(answer.get_json()) <= {"error", "error_description"}  # no state echoed
     assert "Location" not in answer.headers
     assert session.scalars(select(PushedAuthorizationRequest)).all() == []
 

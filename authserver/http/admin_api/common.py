@@ -90,14 +90,20 @@ class Body:
             return None
         return self._data[name]
 
+    def _not_null(self, name: str, value: object) -> object:
+        # Absent means "leave it"; null is not a value these fields take.
+        if value is None and name in self._data:
+            raise InvalidRequest(f"The field {name!r} cannot be null.")
+        return value
+
     def string(self, name: str, *, required: bool = False) -> str | None:
-        value = self._get(name, required)
-        if value is None and not required:
+        value = self._not_null(name, self._get(name, required))
+        if value is None:
             return None
         return _text(name, value)
 
     def boolean(self, name: str) -> bool | None:
-        value = self._get(name, False)
+        value = self._not_null(name, self._get(name, False))
         if value is None:
             return None
         if not isinstance(value, bool):
@@ -105,7 +111,7 @@ class Body:
         return value
 
     def strings(self, name: str) -> list[str] | None:
-        value = self._get(name, False)
+        value = self._not_null(name, self._get(name, False))
         if value is None:
             return None
         if not isinstance(value, list) or len(value) > 100:

@@ -42,6 +42,7 @@ from authserver.services.refresh_tokens import RevocationReason
 from authserver.services.second_factor_enrolment import reset_second_factors
 
 READ = "admin:users:read"
+MAX_SEARCH_LENGTH = 254  # the longest address (RFC 5321 §4.5.3.1.3)
 WRITE = "admin:users:write"
 
 
@@ -91,6 +92,8 @@ def list_users(caller: AdminCaller) -> Response:
     if after is not None and not isinstance(after, str):
         raise InvalidRequest("The cursor is not one this list gave.")
     search = request.args.get("search") or None
+    if search is not None and len(search) > MAX_SEARCH_LENGTH:
+        raise InvalidRequest(f"search is at most {MAX_SEARCH_LENGTH} characters (an address).")
     found = user_service.list_users(db.session, search=search, after=after, limit=limit)
     following = {"kind": "users", "after": found[-1].email} if len(found) == limit else None
     return page("users", [_summary_json(user) for user in found], following)
