@@ -159,6 +159,14 @@ def test_signing_another_browser_out_leaves_this_one_signed_in_to_the_app(
 # -- tokens the relying party refuses --------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class FromNow:
+    """A time claim this many seconds from when the token is made: not from when the module
+    was read, which on a busy machine can be longer before the test than the offset."""
+
+    seconds: int
+
+
 def _logout_token(
     deployment: Deployment,
     *,
@@ -179,7 +187,7 @@ def _logout_token(
         "events": {LOGOUT_EVENT: {}},
         "sid": _session_ids(deployment)[-1],
         "sub": str(uuid.uuid4()),
-        **claims,
+        **{k: now + v.seconds if isinstance(v, FromNow) else v for k, v in claims.items()},
     }
     for name in drop:
         body.pop(name)
@@ -208,9 +216,9 @@ REFUSED = {
     "with an event that is no object": {"events": {LOGOUT_EVENT: "yes"}},
     "for another client": {"aud": "someone-else"},
     "from another issuer": {"iss": "https://evil.example.test"},
-    "issued ten minutes ago": {"iat": int(time.time()) - 600},
-    "issued in the future": {"iat": int(time.time()) + 600},
-    "expired": {"exp": int(time.time()) - 120},
+    "issued ten minutes ago": {"iat": FromNow(-600)},
+    "issued in the future": {"iat": FromNow(600)},
+    "expired": {"exp": FromNow(-120)},
     "without exp": {"drop": ("exp",)},
     "naming neither session nor user": {"drop": ("sid", "sub")},
     "without jti": {"drop": ("jti",)},

@@ -43,7 +43,9 @@ def _throttle_key(browser_session: BrowserSession) -> str:
 
 
 def _sign_in_first() -> Response:
-    return see_other(url_for("pages.login_form", next=request.full_path))
+    # full_path ends in "?" when there is no query: come back to the bare path then.
+    here = request.full_path if request.query_string else request.path
+    return see_other(url_for("pages.login_form", next=here))
 
 
 def _form(

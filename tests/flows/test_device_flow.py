@@ -213,6 +213,7 @@ def test_the_code_page_needs_a_signed_in_user_and_comes_back_with_the_code(
     assert answer.status_code == 303
     assert answer.headers["Location"].startswith("/login?next=")
     assert "user_code" in answer.headers["Location"]
+    assert client.get("/device").headers["Location"] == "/login?next=/device"
 
 
 def test_a_decision_without_the_csrf_token_is_refused(
