@@ -31,7 +31,7 @@ from authserver.runtime import runtime
 from authserver.services.browser_sessions import browser_session_of_family
 from authserver.services.clients import find_client
 from authserver.services.token_status import access_token_still_granted
-from authserver.services.token_verification import TokenRejected, verify_own_token
+from authserver.services.token_verification import OwnToken, TokenRejected, verify_own_token
 
 
 @dataclass(frozen=True)
@@ -76,20 +76,23 @@ def _user_of(claims: dict[str, Any]) -> uuid.UUID:
         raise _invalid("The access token does not act for a user.") from None
 
 
+def _presented_access_token(now: int) -> OwnToken:
+    """The request's bearer token, if this server signed it as an access token and it has
+    not expired; else 401 ``invalid_token``."""
+    rt = runtime()
+    try:
+        return verify_own_token(
+            rt.keys, _bearer_token(), issuer=rt.config.issuer, typ="at+jwt", now=now
+        )
+    except TokenRejected:
+        raise _invalid("The access token is invalid.") from None
+
+
 def require_user_token(api: OwnApi) -> UserCaller:
     """The caller of ``api``, from the request's bearer token, or a BearerError."""
     rt = runtime()
     now = rt.now()
-    try:
-        token = verify_own_token(
-            rt.keys,
-            _bearer_token(),
-            issuer=rt.config.issuer,
-            typ="at+jwt",
-            now=int(now.timestamp()),
-        )
-    except TokenRejected:
-        raise _invalid("The access token is invalid.") from None
+    token = _presented_access_token(int(now.timestamp()))
     claims = token.claims
     audience = api.audience(rt.config.issuer)
     if audience is not None and claims.get("aud") != audience:
@@ -141,16 +144,7 @@ def require_admin_token(scope: str) -> AdminCaller:
     taking a scope away works at once)."""
     rt = runtime()
     now = rt.now()
-    try:
-        token = verify_own_token(
-            rt.keys,
-            _bearer_token(),
-            issuer=rt.config.issuer,
-            typ="at+jwt",
-            now=int(now.timestamp()),
-        )
-    except TokenRejected:
-        raise _invalid("The access token is invalid.") from None
+    token = _presented_access_token(int(now.timestamp()))
     claims = token.claims
     if claims.get("aud") != admin_audience(rt.config.issuer):
         raise _invalid("The access token is not meant for this API.")

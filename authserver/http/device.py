@@ -11,6 +11,8 @@ its next poll.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from flask import Blueprint, Response, render_template, request, url_for
 
 from authserver.db import db
@@ -99,12 +101,16 @@ def device_form() -> str | tuple[str, int] | Response:
     return _form(browser_session.user.email, prefilled)
 
 
-@bp.post(DEVICE_PAGE_PATH)
-@per_ip["signin"]
-def enter_code() -> str | tuple[str, int] | Response:
-    browser_session = current_browser_session()
-    if browser_session is None:
-        return _sign_in_first()
+@dataclass(frozen=True)
+class TypedCode:
+    authorization: DeviceAuthorization
+    code: str  # normalised
+
+
+def _typed_request(browser_session: BrowserSession) -> TypedCode | tuple[str, int] | Response:
+    """What both forms start with: the pending request the typed code names, and the code;
+    or the page to answer instead (too many wrong codes, a wrong or expired code, the second
+    factor first)."""
     typed = request.form.get("user_code", "")
     found, code, wait = _find(browser_session, typed)
     email = browser_session.user.email
@@ -116,12 +122,24 @@ def enter_code() -> str | tuple[str, int] | Response:
     stepped_up = _second_factor_needed(browser_session, found, code)
     if stepped_up is not None:
         return stepped_up
+    return TypedCode(found, code)
+
+
+@bp.post(DEVICE_PAGE_PATH)
+@per_ip["signin"]
+def enter_code() -> str | tuple[str, int] | Response:
+    browser_session = current_browser_session()
+    if browser_session is None:
+        return _sign_in_first()
+    typed = _typed_request(browser_session)
+    if not isinstance(typed, TypedCode):
+        return typed
     return render_template(
         "device_confirm.html",
-        client_name=found.client.name,
-        email=email,
-        scopes=found.scope.split(),
-        user_code=shown(code),
+        client_name=typed.authorization.client.name,
+        email=browser_session.user.email,
+        scopes=typed.authorization.scope.split(),
+        user_code=shown(typed.code),
     )
 
 
@@ -131,20 +149,13 @@ def decide_device() -> str | tuple[str, int] | Response:
     browser_session = current_browser_session()
     if browser_session is None:
         return _sign_in_first()
-    typed = request.form.get("user_code", "")
-    found, code, wait = _find(browser_session, typed)
-    email = browser_session.user.email
-    if wait:
-        message = f"Too many wrong codes. Wait {wait} seconds and try again."
-        return _form(email, typed[:32], message, 429)
-    if found is None or code is None:
-        return _form(email, typed[:32], NOT_FOUND, 400)
-    stepped_up = _second_factor_needed(browser_session, found, code)
-    if stepped_up is not None:
-        return stepped_up
+    typed = _typed_request(browser_session)
+    if not isinstance(typed, TypedCode):
+        return typed
     approve = request.form.get("decision") == "allow"
-    if not decide(db.session, found, browser_session, approve=approve, now=runtime().now()):
-        return _form(email, "", NOT_FOUND, 400)
+    now = runtime().now()
+    if not decide(db.session, typed.authorization, browser_session, approve=approve, now=now):
+        return _form(browser_session.user.email, "", NOT_FOUND, 400)
     if approve:
         title, message = "Device connected", "You can go back to your device: it is signed in."
     else:
