@@ -5,8 +5,7 @@ would be refused there is refused here, in JSON (§2.3), with the same error cod
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
 
 from authlib.oauth2.rfc6749.errors import InvalidRequestError, OAuth2Error
 from flask import request
@@ -57,7 +56,9 @@ def _pairs(client: Client) -> list[tuple[str, str]]:
     return pairs
 
 
-def push(server: AuthorizationServer, check_parameters: Any) -> PushedRequest:
+def push(
+    server: AuthorizationServer, check_parameters: Callable[[Mapping[str, str]], None]
+) -> PushedRequest:
     """Authenticate the client, check its request, keep it. ``check_parameters(mapping)``
     is the authorization endpoint's own check of what authlib does not know (``max_age``),
     raising an OAuth2Error. RequestRefused for a request the authorization endpoint would

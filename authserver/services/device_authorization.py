@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -195,8 +194,3 @@ def poll(session: Session, device_code: str, client: Client, now: datetime) -> D
     if not claimed.rowcount:  # type: ignore[attr-defined]
         raise InvalidGrant()
     return found
-
-
-def user_of(authorization: DeviceAuthorization) -> uuid.UUID:
-    assert authorization.user_id is not None
-    return authorization.user_id

@@ -13,13 +13,13 @@ from authserver.db import db
 from authserver.errors import InvalidRequest
 from authserver.http.admin_api import bp
 from authserver.http.admin_api.common import (
-    AdminCaller,
     admin_endpoint,
     decode_cursor,
     iso,
     page,
     page_limit,
 )
+from authserver.http.bearer import AdminCaller
 from authserver.models import AuditEvent
 from authserver.services.audit import AuditEventType, find_events
 

@@ -19,14 +19,15 @@ from authserver.db import db
 from authserver.errors import BearerError, Conflict, InvalidRequest
 from authserver.http.admin_api import bp
 from authserver.http.admin_api.common import (
-    AdminCaller,
     Body,
     admin_endpoint,
+    etag_of,
     iso,
     optional_body,
     require_if_match,
     with_etag,
 )
+from authserver.http.bearer import AdminCaller
 from authserver.runtime import runtime
 from authserver.services import clients as client_service
 from authserver.services.revocations import longest_access_token_ttl
@@ -112,12 +113,11 @@ def create_client(caller: AdminCaller) -> Response:
     registered = client_service.create_client(db.session, **fields)
     client_id = registered.client.client_id
     representation = _client_json(client_id)
-    response = with_etag(representation, status=201)
-    if registered.client_secret is not None:
-        # The secret goes in the body once; the ETag is of the registration as GET shows it.
-        response.set_data(
-            jsonify({**representation, "client_secret": registered.client_secret}).get_data()
-        )
+    # The secret goes in this body only; the ETag is of the registration as GET shows it.
+    secret = {"client_secret": registered.client_secret} if registered.client_secret else {}
+    response = jsonify({**representation, **secret})
+    response.status_code = 201
+    response.set_etag(etag_of(representation))
     response.headers["Location"] = url_for(".get_client", client_id=client_id, _external=True)
     return response
 

@@ -16,7 +16,7 @@ from urllib.parse import urlencode
 from flask import Response, jsonify, request
 
 from authserver.errors import InvalidRequest, PreconditionFailed, PreconditionRequired
-from authserver.http.bearer import AdminCaller, require_admin_token
+from authserver.http.bearer import require_admin_token
 from authserver.http.rate_limits import per_ip_bearer_api
 from authserver.services.audit import Actor, acting_as
 
@@ -210,6 +210,3 @@ def page(name: str, items: list[dict[str, Any]], next_position: dict[str, Any] |
 
 def iso(moment: datetime | None) -> str | None:
     return moment.isoformat() if moment is not None else None
-
-
-__all__ = ["AdminCaller"]

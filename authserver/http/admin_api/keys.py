@@ -10,7 +10,8 @@ from flask import Response, jsonify
 from authserver.db import db
 from authserver.errors import Conflict, NotFound
 from authserver.http.admin_api import bp
-from authserver.http.admin_api.common import AdminCaller, admin_endpoint, iso, optional_body
+from authserver.http.admin_api.common import admin_endpoint, iso, optional_body
+from authserver.http.bearer import AdminCaller
 from authserver.models import SigningKey
 from authserver.runtime import key_schedule, runtime
 from authserver.services import keys as key_service

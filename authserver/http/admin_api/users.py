@@ -13,7 +13,6 @@ from authserver.db import db
 from authserver.errors import Conflict, InvalidRequest, NotFound
 from authserver.http.admin_api import bp
 from authserver.http.admin_api.common import (
-    AdminCaller,
     Body,
     admin_endpoint,
     decode_cursor,
@@ -24,6 +23,7 @@ from authserver.http.admin_api.common import (
     with_etag,
 )
 from authserver.http.audit import audit
+from authserver.http.bearer import AdminCaller
 from authserver.models import User
 from authserver.request_context import request_context
 from authserver.runtime import runtime
