@@ -546,6 +546,13 @@ def clients_group() -> None:
     is_flag=True,
     help="Its authorization requests must be pushed to /oauth/par first (RFC 9126).",
 )
+@click.option(
+    "--dpop-bound-access-tokens",
+    "dpop_bound",
+    is_flag=True,
+    help="Its token requests must carry a DPoP proof, so every token it gets is bound to a "
+    "key it holds (RFC 9449).",
+)
 @click.option("--access-token-ttl", type=click.IntRange(min=1), default=None)
 @click.option("--refresh-idle-ttl", type=click.IntRange(min=1), default=None)
 @click.option("--refresh-absolute-ttl", type=click.IntRange(min=1), default=None)
@@ -566,6 +573,7 @@ def clients_create(
     require_second_factor: bool,
     admin_scopes: tuple[str, ...],
     require_par: bool,
+    dpop_bound: bool,
     access_token_ttl: int | None,
     refresh_idle_ttl: int | None,
     refresh_absolute_ttl: int | None,
@@ -592,6 +600,7 @@ def clients_create(
             require_second_factor=require_second_factor,
             admin_scopes=list(admin_scopes),
             require_pushed_authorization_requests=require_par,
+            dpop_bound_access_tokens=dpop_bound,
         )
     result = {
         "client_id": registered.client.client_id,
@@ -810,6 +819,12 @@ _SECONDS = click.IntRange(min=0)
     help="Whether its authorization requests must be pushed first (RFC 9126).",
 )
 @click.option(
+    "--dpop-bound-access-tokens/--no-dpop-bound-access-tokens",
+    "dpop_bound",
+    default=None,
+    help="Whether its token requests must carry a DPoP proof (RFC 9449).",
+)
+@click.option(
     "--require-second-factor/--no-require-second-factor",
     default=None,
     help="Whether its users must sign in with two factors.",
@@ -830,6 +845,7 @@ def clients_update(
     admin_scopes: tuple[str, ...],
     no_admin_scopes: bool,
     require_par: bool | None,
+    dpop_bound: bool | None,
     require_second_factor: bool | None,
 ) -> None:
     """Change a client's redirect URIs, post-logout redirect URIs, scopes, admin scopes,
@@ -861,6 +877,7 @@ def clients_update(
         "require_pushed_authorization_requests": (
             client_service.UNCHANGED if require_par is None else require_par
         ),
+        "dpop_bound_access_tokens": client_service.UNCHANGED if dpop_bound is None else dpop_bound,
     }
     if all(value is client_service.UNCHANGED for value in changes.values()):
         _fail("nothing to change; see `authserver clients update --help`")

@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import base64
 import binascii
-import json
-import math
-import re
 import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
@@ -29,6 +25,7 @@ from .errors import (
     WrongType,
 )
 from .jwks import KEY_TYPE_OF_ALGORITHM, JWKSCache
+from .jws_parts import COMPACT_JWS, decode_segment, json_object, numeric_date
 from .revocation_feed import RevocationFeed, RevocationState
 from .transport import HttpCall, make_urllib_http
 
@@ -38,14 +35,6 @@ MAX_TOKEN_LENGTH = 8 * 1024
 # RFC 9068 §2.1: "at+jwt"; §4 also names the full media type. Compared case-insensitively
 # (RFC 7515 §4.1.9: media type names are case-insensitive).
 ACCESS_TOKEN_TYPES = frozenset({"at+jwt", "application/at+jwt"})
-# Three non-empty base64url segments (RFC 7515 §7.1). An empty signature, as "alg":"none"
-# produces, is malformed by this definition.
-COMPACT_JWS = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
-# json.loads recurses once per level of nesting, so 8 KiB of brackets would reach Python's
-# recursion limit (a RecursionError, not an InvalidToken). authserver's headers are flat and
-# its claims nest two levels (an "aud" list); anything past this bound is refused before
-# json.loads sees it.
-MAX_JSON_NESTING = 16
 
 
 @dataclass(frozen=True)
@@ -65,67 +54,6 @@ class VerifiedToken:
 
     def has_scope(self, *scopes: str) -> bool:
         return all(scope in self.scope for scope in scopes)
-
-
-def _decode_segment(segment: str) -> bytes:
-    return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
-
-
-def _nesting_exceeds(text: str, limit: int) -> bool:
-    """Whether arrays and objects nest deeper than ``limit`` in the JSON ``text``, counted in
-    one pass without recursion (brackets inside strings do not count). For text that is not
-    JSON the count may be off, but json.loads stops at the first error, and up to there it
-    has met exactly the brackets counted here."""
-    depth = 0
-    in_string = False
-    escaped = False
-    for char in text:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif char == "\\":
-                escaped = True
-            elif char == '"':
-                in_string = False
-        elif char == '"':
-            in_string = True
-        elif char in "[{":
-            depth += 1
-            if depth > limit:
-                return True
-        elif char in "]}":
-            depth -= 1
-    return False
-
-
-def _json_object(segment: bytes | str) -> dict[str, Any] | None:
-    try:
-        # RFC 7515 §5.2 and RFC 7519 §7.2: UTF-8 (json.loads would also guess UTF-16 and -32).
-        text = segment.decode("utf-8") if isinstance(segment, bytes) else segment
-        if _nesting_exceeds(text, MAX_JSON_NESTING):
-            return None
-        value = json.loads(text)
-    except ValueError:  # UnicodeDecodeError and json.JSONDecodeError among them
-        return None
-    return value if isinstance(value, dict) else None
-
-
-def _number(claims: dict[str, Any], name: str) -> float | None:
-    """A NumericDate claim (RFC 7519 §2) as a finite float. Python's json reads NaN and
-    Infinity (JSON has neither) and integers too large for a float: none of them is a date,
-    and NaN would compare false in every expiry check and so pass them all."""
-    value = claims.get(name)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise MalformedToken(f"The access token's {name} claim is not a number.")
-    try:
-        number = float(value)
-    except OverflowError:
-        number = math.inf
-    if not math.isfinite(number):
-        raise MalformedToken(f"The access token's {name} claim is not a number.")
-    return number
 
 
 def _required_string(claims: dict[str, Any], name: str) -> str:
@@ -297,14 +225,14 @@ class TokenVerifier:
             )
         except (JoseError, ValueError) as exc:
             raise BadSignature() from exc
-        claims = _json_object(signed.payload)
+        claims = json_object(signed.payload)
         if claims is None:
             raise MalformedToken("The token's claims are not a JSON object.")
         return claims
 
     def _header_of(self, token: str, types: Collection[str]) -> dict[str, Any]:
         try:
-            header = _json_object(_decode_segment(token.split(".", 1)[0]))
+            header = json_object(decode_segment(token.split(".", 1)[0]))
         except (binascii.Error, ValueError):
             header = None
         if header is None:
@@ -333,16 +261,16 @@ class TokenVerifier:
         if self.audience not in audiences:
             raise WrongAudience()
         now = self._clock()
-        exp = _number(claims, "exp")
+        exp = numeric_date(claims, "exp")
         if exp is None:
             raise MalformedToken("The access token has no exp claim.")
         # RFC 7519 §4.1.4: valid only while now is before exp.
         if now >= exp + self.leeway:
             raise TokenExpired()
-        nbf = _number(claims, "nbf")
+        nbf = numeric_date(claims, "nbf")
         if nbf is not None and now + self.leeway < nbf:
             raise TokenNotYetValid()
-        iat = _number(claims, "iat")
+        iat = numeric_date(claims, "iat")
         if iat is None:
             raise MalformedToken("The access token has no iat claim.")
         if now + self.leeway < iat:

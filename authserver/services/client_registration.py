@@ -216,6 +216,8 @@ class ClientMetadata:
     backchannel_logout_session_required: bool
     # RFC 9126 §6: its authorization requests must be pushed first.
     require_pushed_authorization_requests: bool
+    # RFC 9449 §5.2: its token requests must carry a DPoP proof.
+    dpop_bound_access_tokens: bool
 
     @property
     def public(self) -> bool:
@@ -302,6 +304,9 @@ def parse_client_metadata(body: object) -> ClientMetadata:
     require_par = body.get("require_pushed_authorization_requests")
     if require_par is not None and not isinstance(require_par, bool):
         raise InvalidClientMetadata("require_pushed_authorization_requests must be true or false")
+    dpop_bound = body.get("dpop_bound_access_tokens")
+    if dpop_bound is not None and not isinstance(dpop_bound, bool):
+        raise InvalidClientMetadata("dpop_bound_access_tokens must be true or false")
     return ClientMetadata(
         redirect_uris=_strings(body, "redirect_uris", error=InvalidRedirectUri) or [],
         grant_types=grants,
@@ -314,6 +319,7 @@ def parse_client_metadata(body: object) -> ClientMetadata:
         backchannel_logout_uri=_string(body, "backchannel_logout_uri"),
         backchannel_logout_session_required=bool(session_required),
         require_pushed_authorization_requests=bool(require_par),
+        dpop_bound_access_tokens=bool(dpop_bound),
     )
 
 
@@ -374,6 +380,7 @@ def _checked_registration(metadata: ClientMetadata, issuer: str) -> dict[str, An
         "backchannel_logout_uri": logout_uri,
         "backchannel_logout_session_required": metadata.backchannel_logout_session_required,
         "require_pushed_authorization_requests": metadata.require_pushed_authorization_requests,
+        "dpop_bound_access_tokens": metadata.dpop_bound_access_tokens,
     }
 
 
@@ -471,6 +478,7 @@ def client_information(
         "audiences": list(client.audiences),
         "backchannel_logout_session_required": client.backchannel_logout_session_required,
         "require_pushed_authorization_requests": client.require_pushed_authorization_requests,
+        "dpop_bound_access_tokens": client.dpop_bound_access_tokens,
         "registration_access_token": registration_access_token,
         "registration_client_uri": f"{issuer}{REGISTRATION_PATH}/{client.client_id}",
     }

@@ -304,6 +304,7 @@ def create_client(
     require_second_factor: bool = False,
     admin_scopes: list[str] | None = None,
     require_pushed_authorization_requests: bool = False,
+    dpop_bound_access_tokens: bool = False,
 ) -> RegisteredClient:
     name = checked_client_name(name)
     grants = checked_grant_types(grant_types, public=public, first_party=first_party)
@@ -342,6 +343,7 @@ def create_client(
         require_second_factor=require_second_factor,
         admin_scopes=admin_list,
         require_pushed_authorization_requests=require_pushed_authorization_requests,
+        dpop_bound_access_tokens=dpop_bound_access_tokens,
     )
     session.add(client)
     session.flush()
@@ -566,6 +568,7 @@ def update_client(
     require_second_factor: bool | Unchanged = UNCHANGED,
     admin_scopes: list[str] | Unchanged = UNCHANGED,
     require_pushed_authorization_requests: bool | Unchanged = UNCHANGED,
+    dpop_bound_access_tokens: bool | Unchanged = UNCHANGED,
 ) -> list[str]:
     """Replace what is given of the registration, under the rules ``create_client`` applies
     (checked all before anything is changed); a lifetime of None means the server-wide
@@ -586,6 +589,8 @@ def update_client(
         wanted["require_second_factor"] = require_second_factor
     if not isinstance(require_pushed_authorization_requests, Unchanged):
         wanted["require_pushed_authorization_requests"] = require_pushed_authorization_requests
+    if not isinstance(dpop_bound_access_tokens, Unchanged):
+        wanted["dpop_bound_access_tokens"] = dpop_bound_access_tokens
     if not isinstance(admin_scopes, Unchanged):
         wanted["admin_scopes"] = checked_admin_scopes(
             admin_scopes, public=client.is_public, grant_types=client.grant_types
@@ -768,6 +773,7 @@ def registration_fields(overview: ClientOverview) -> dict[str, Any]:
         "backchannel_logout_session_required": client.backchannel_logout_session_required,
         "require_second_factor": client.require_second_factor,
         "require_pushed_authorization_requests": client.require_pushed_authorization_requests,
+        "dpop_bound_access_tokens": client.dpop_bound_access_tokens,
         "access_token_ttl": client.access_token_ttl,
         "refresh_idle_ttl": client.refresh_idle_ttl,
         "refresh_absolute_ttl": client.refresh_absolute_ttl,
