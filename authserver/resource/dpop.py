@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import hmac
 import threading
@@ -170,9 +171,7 @@ def check_proof(
         raise InvalidDPoPProof("The DPoP proof's jwk does not fit its algorithm.")
     # Step 6: the signature, with that key and that algorithm only.
     try:
-        signed = jws.deserialize_compact(
-            proof, key, registry=JWSRegistry(algorithms=[algorithm], strict_check_header=False)
-        )
+        signed = jws.deserialize_compact(proof, key, registry=_registry(algorithm))
     except (JoseError, ValueError) as exc:
         raise InvalidDPoPProof("The DPoP proof's signature is invalid.") from exc
     claims = json_object(signed.payload)
@@ -216,6 +215,19 @@ def check_proof(
         issued_at=issued_at,
         acceptable_until=issued_at + max_age + future_leeway,
     )
+
+
+class _ProofRegistry(JWSRegistry):
+    # A proof's header carries its public key, larger than joserfc's default of 512 bytes
+    # for a header (an RSA key's modulus alone is 342 characters); MAX_PROOF_LENGTH bounds
+    # the whole proof already.
+    max_header_length = MAX_PROOF_LENGTH
+
+
+@functools.cache
+def _registry(algorithm: str) -> JWSRegistry:
+    """A registry for one algorithm: the proof's key verifies with its own and no other."""
+    return _ProofRegistry(algorithms=[algorithm], strict_check_header=False)
 
 
 def _segment_object(segment: str) -> dict[str, Any]:
