@@ -25,6 +25,7 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log"
 	"net"
@@ -153,6 +154,16 @@ func routes(verifier *Verifier) http.Handler {
 				return
 			}
 			claims, err := verifier.Verify(match[1])
+			if err != nil && !errors.Is(err, ErrInvalidToken) {
+				// The token could not be checked (no signing keys could be had): not the
+				// client's fault, so not a 401.
+				log.Printf("access token not checked: %v", err)
+				w.Header().Set("Content-Type", "application/json")
+				w.Header().Set("Cache-Control", "no-store")
+				w.WriteHeader(http.StatusServiceUnavailable)
+				_, _ = w.Write([]byte(`{"error":"temporarily_unavailable"}`))
+				return
+			}
 			if err != nil {
 				description := strings.NewReplacer(`"`, "", `\`, "").Replace(err.Error())
 				refuse(w, http.StatusUnauthorized,

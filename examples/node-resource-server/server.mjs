@@ -24,7 +24,7 @@
 import http from 'node:http';
 import process from 'node:process';
 
-import { createRemoteJWKSet, decodeProtectedHeader, jwtVerify } from 'jose';
+import { createRemoteJWKSet, decodeProtectedHeader, errors, jwtVerify } from 'jose';
 
 const env = process.env;
 const ISSUER = env.RS_ISSUER ?? 'http://127.0.0.1:8000';
@@ -38,6 +38,10 @@ const MAX_TOKEN_LENGTH = 8 * 1024;
 const HTTP_TIMEOUT_MS = 10_000;
 
 class InvalidToken extends Error {}
+// The token could not be checked (the JWKS could not be had): 503, not the client's fault.
+class Unavailable extends Error {}
+// What jose throws when the JWKS cannot be fetched or read, rather than about the token.
+const JWKS_UNAVAILABLE = new Set(['ERR_JWKS_TIMEOUT', 'ERR_JWKS_INVALID', 'ERR_JOSE_GENERIC']);
 
 function number(name, fallback) {
   const value = Number(env[name] ?? fallback);
@@ -206,7 +210,11 @@ function makeVerifier(jwks, feed) {
         requiredClaims: ['exp', 'iat', 'sub', 'jti', 'client_id'],
       }));
     } catch (error) {
-      throw new InvalidToken(`The access token is invalid (${error.code ?? 'ERR_JWT'}).`);
+      if (!(error instanceof errors.JOSEError) || JWKS_UNAVAILABLE.has(error.code)) {
+        console.error(`access token not checked: ${error.message}`);
+        throw new Unavailable();
+      }
+      throw new InvalidToken(`The access token is invalid (${error.code}).`);
     }
     if (feed && feed.revokes(payload)) throw new InvalidToken('The access token was revoked.');
     return payload;
@@ -244,6 +252,14 @@ function makeHandler(verify) {
     try {
       claims = await verify(match[1]);
     } catch (error) {
+      if (error instanceof Unavailable) {
+        response.writeHead(503, {
+          'content-type': 'application/json',
+          'cache-control': 'no-store',
+        });
+        response.end('{"error":"temporarily_unavailable"}');
+        return;
+      }
       if (!(error instanceof InvalidToken)) throw error;
       const description = error.message.replace(/["\\]/g, '');
       refuse(

@@ -18,7 +18,9 @@ import json
 import os
 import shutil
 import subprocess
+import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -43,6 +45,8 @@ from tests.helpers import (
     make_user,
     wait_until,
 )
+from tests.resource.support import AUDIENCE as SUPPORT_AUDIENCE
+from tests.resource.support import FakeClock, FakeIssuer, ec_key, mint
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 NODE_EXAMPLE = EXAMPLES / "node-resource-server"
@@ -106,31 +110,19 @@ def _secret(registered: RegisteredClient) -> str:
     return registered.client_secret
 
 
-@pytest.fixture(params=["node", "go"])
-def setup(
-    request: pytest.FixtureRequest, live_server: LiveServer, tmp_path: Path
-) -> Iterator[Setup]:
-    command, folder = _command(request.param, request)
-    with db.transaction(live_server.app) as session:
-        make_user(live_server.app, session)
-        app = make_client(session)
-        elsewhere = make_client(session, name="Elsewhere", audiences=[OTHER_AUDIENCE])
-        resource_server = make_resource_server(session)
+@contextmanager
+def _running(
+    command: list[str], folder: Path, settings: dict[str, str], log: Path
+) -> Iterator[str]:
+    """The example as its own process on a socket already listening; yields its URL and
+    returns the text it printed."""
     listener = listening_socket()
-    api = url_of(listener)
     env = {
         "PATH": os.environ.get("PATH", ""),
-        "HOME": os.environ.get("HOME", str(tmp_path)),
-        "RS_ISSUER": live_server.url,
-        "RS_AUDIENCE": DEFAULT_AUDIENCE,
+        "HOME": os.environ.get("HOME", str(log.parent)),
         "RS_LISTEN_FD": str(listener.fileno()),
-        "RS_FEED_CLIENT_ID": resource_server.client.client_id,
-        "RS_FEED_CLIENT_SECRET": _secret(resource_server),
-        "RS_POLL_INTERVAL": "0.05",
-        # A rotation in the test comes seconds after the first fetch, not 30 s later.
-        "RS_JWKS_COOLDOWN": "0",
+        **settings,
     }
-    log = tmp_path / f"{request.param}-resource-server.log"
     with log.open("wb") as output:
         process = subprocess.Popen(
             command,
@@ -140,10 +132,11 @@ def setup(
             stderr=subprocess.STDOUT,
             pass_fds=(listener.fileno(),),
         )
+    url = url_of(listener)
     # The child holds the socket now; once it exits, connections are refused, not queued.
     listener.close()
     try:
-        yield Setup(live_server, app, elsewhere, resource_server, api)
+        yield url
     finally:
         process.terminate()
         try:
@@ -151,9 +144,36 @@ def setup(
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
-    output_text = log.read_text(errors="replace")
+
+
+@pytest.fixture(params=["node", "go"])
+def example(request: pytest.FixtureRequest) -> tuple[list[str], Path]:
+    return _command(request.param, request)
+
+
+@pytest.fixture
+def setup(
+    example: tuple[list[str], Path], live_server: LiveServer, tmp_path: Path
+) -> Iterator[Setup]:
+    with db.transaction(live_server.app) as session:
+        make_user(live_server.app, session)
+        app = make_client(session)
+        elsewhere = make_client(session, name="Elsewhere", audiences=[OTHER_AUDIENCE])
+        resource_server = make_resource_server(session)
+    settings = {
+        "RS_ISSUER": live_server.url,
+        "RS_AUDIENCE": DEFAULT_AUDIENCE,
+        "RS_FEED_CLIENT_ID": resource_server.client.client_id,
+        "RS_FEED_CLIENT_SECRET": _secret(resource_server),
+        "RS_POLL_INTERVAL": "0.05",
+        # A rotation in the test comes seconds after the first fetch, not 30 s later.
+        "RS_JWKS_COOLDOWN": "0",
+    }
+    log = tmp_path / "resource-server.log"
+    with _running(*example, settings, log) as api:
+        yield Setup(live_server, app, elsewhere, resource_server, api)
     # The examples log failures, never a credential.
-    assert _secret(resource_server) not in output_text
+    assert _secret(resource_server) not in log.read_text(errors="replace")
 
 
 def _tokens(setup: Setup, registered: RegisteredClient, scope: str) -> dict[str, Any]:
@@ -274,6 +294,38 @@ def test_forged_tokens_are_refused(setup: Setup) -> None:
     for forged in (unsigned, wider, other_alg, unknown_kid, "not-a-token"):
         assert _refused(_call(setup, forged)), forged[:40]
     assert _call(setup, genuine).status_code == 200
+
+
+def test_a_token_that_cannot_be_checked_is_503_not_401(
+    example: tuple[list[str], Path], tmp_path: Path
+) -> None:
+    """The issuer answers its metadata but not its JWKS: the token may be good, so the
+    answer is "try again", not "your token is bad"."""
+    issuer = FakeIssuer(FakeClock(time.time()))
+    issuer.jwks_status = 503
+    key = ec_key()
+    issuer.publish(key)
+    token = mint(key, issuer.url, time.time())
+    settings = {"RS_ISSUER": issuer.url, "RS_AUDIENCE": SUPPORT_AUDIENCE, "RS_JWKS_COOLDOWN": "0"}
+    try:
+        with _running(*example, settings, tmp_path / "resource-server.log") as api:
+            response = requests.get(
+                api + "/api/hello", headers={"Authorization": f"Bearer {token}"}, timeout=30
+            )
+            assert response.status_code == 503, response.text
+            assert response.json() == {"error": "temporarily_unavailable"}
+            issuer.jwks_status = 200  # the issuer is back: the same token is accepted
+            wait_until(
+                lambda: (
+                    requests.get(
+                        api + "/api/hello", headers={"Authorization": f"Bearer {token}"}, timeout=30
+                    ).status_code
+                    == 200
+                ),
+                "the example to fetch the JWKS again",
+            )
+    finally:
+        issuer.stop()
 
 
 # -- revocation and keys -----------------------------------------------------------------------
