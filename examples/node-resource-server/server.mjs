@@ -216,6 +216,10 @@ function makeVerifier(jwks, feed) {
       }
       throw new InvalidToken(`The access token is invalid (${error.code}).`);
     }
+    // jose checks iat's type; a token issued in our future means a wrong clock or a bad token.
+    if (payload.iat > Date.now() / 1000 + LEEWAY_SECONDS) {
+      throw new InvalidToken('The access token was issued in the future.');
+    }
     if (feed && feed.revokes(payload)) throw new InvalidToken('The access token was revoked.');
     return payload;
   };
