@@ -6,15 +6,22 @@ from __future__ import annotations
 import re
 import shlex
 from pathlib import Path
+from typing import Any
 
+import requests
 from flask import Flask
 
 from authserver.cli import main
 from authserver.db import db
 from authserver.services.clients import find_client
+from tests.conftest import LiveServer
+from tests.helpers import HANG_SECONDS, PASSWORD, make_client, make_resource_server, make_user
 
 GUIDE = Path(__file__).resolve().parents[1] / "docs" / "INTEGRATION.md"
 SHELL_BLOCK = re.compile(r"```sh\n(.*?)```", re.DOTALL)
+PYTHON_BLOCK = re.compile(r"```python\n(.*?)```", re.DOTALL)
+GUIDE_ISSUER = "https://login.example.com"
+PHOTOS_API = "https://api.photos.example.com"
 
 
 def _registrations() -> list[list[str]]:
@@ -61,3 +68,44 @@ def test_every_registration_in_the_guide_is_accepted_as_written(committed_app: F
             ):
                 wanted = [args[i + 1] for i, word in enumerate(args) if word == option]
                 assert list(registered) == wanted, option
+
+
+def test_the_python_resource_server_in_the_guide_runs_against_a_live_server(
+    live_server: LiveServer,
+) -> None:
+    """The guide's Flask snippet, with the issuer and the API's credentials put in."""
+    (snippet,) = PYTHON_BLOCK.findall(GUIDE.read_text())
+    with db.transaction(live_server.app) as session:
+        user = make_user(live_server.app, session)
+        photos_app = make_client(session, scopes=["photos:read"], audiences=[PHOTOS_API])
+        api = make_resource_server(session, serves=PHOTOS_API)
+    assert photos_app.client_secret is not None
+    namespace: dict[str, Any] = {
+        "__name__": "photos_api",
+        "API_CLIENT_ID": api.client.client_id,
+        "API_CLIENT_SECRET": api.client_secret,
+    }
+    exec(snippet.replace(GUIDE_ISSUER, live_server.url), namespace)  # noqa: S102 (the guide's code)
+    verifier = namespace["verifier"]
+    try:
+        token = requests.post(
+            live_server.url + "/oauth/token",
+            data={
+                "grant_type": "password",
+                "username": "ann@example.com",
+                "password": PASSWORD,
+                "scope": "photos:read",
+            },
+            auth=(photos_app.client.client_id, photos_app.client_secret),
+            timeout=HANG_SECONDS,
+        ).json()["access_token"]
+        api_client = namespace["app"].test_client()
+
+        answer = api_client.get("/photos", headers={"Authorization": f"Bearer {token}"})
+
+        assert answer.status_code == 200, answer.text
+        assert answer.json == {"owner": str(user.id)}
+        assert verifier.revocation_feed_running
+        assert api_client.get("/photos").status_code == 401
+    finally:
+        verifier.close()
