@@ -9,7 +9,7 @@ PORT   ?= 8000
 # TEST_WORKERS=0 runs the suite in one process; so does -n 0 in PYTEST_ARGS (the last -n wins).
 TEST_WORKERS ?= 3
 
-.PHONY: run test lint format install clean help bench bench-revocation
+.PHONY: run test lint format install clean help bench bench-revocation examples
 
 help:
 	@echo "make run    - start the server on http://$(HOST):$(PORT) with an embedded SQLite database"
@@ -18,6 +18,7 @@ help:
 	@echo "make format - apply ruff's formatting and fixes"
 	@echo "make bench  - benchmark under gunicorn + PostgreSQL with wrk (see docs/PERFORMANCE.md)"
 	@echo "make bench-revocation - how long a revocation takes to reach a resource server, by path"
+	@echo "make examples - npm ci for the Node resource-server example (its tests skip without it)"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -55,5 +56,10 @@ bench: $(STAMP)
 bench-revocation: $(STAMP)
 	$(BIN)/python bench/revocation_latency.py
 
+# Not part of `make test`, which needs neither Node nor the npm registry: the Node example's
+# pinned packages (package-lock.json). Its tests skip without them; .ci/run requires them.
+examples:
+	cd examples/node-resource-server && npm ci --no-audit --no-fund
+
 clean:
-	rm -rf $(VENV) instance .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) instance .pytest_cache .mypy_cache .ruff_cache examples/node-resource-server/node_modules
