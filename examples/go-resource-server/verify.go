@@ -44,6 +44,8 @@ type Claims struct {
 	ClientID  string   `json:"client_id"`
 	Scope     string   `json:"scope"`
 	SessionID string   `json:"sid"`
+	// RFC 9449 §6: present on a token bound to a DPoP key.
+	Confirmation json.RawMessage `json:"cnf"`
 }
 
 // Scopes is the scope claim as a list.
@@ -171,6 +173,11 @@ func (v *Verifier) checkClaims(c *Claims) error {
 	}
 	if c.Subject == "" || c.JTI == "" || c.ClientID == "" {
 		return invalid("the token lacks sub, jti or client_id")
+	}
+	// RFC 9449 §7.1: a token bound to a key is refused as a bearer token; this example takes
+	// bearer tokens only.
+	if len(c.Confirmation) > 0 {
+		return invalid("the token is bound to a DPoP key; bearer tokens only here")
 	}
 	return nil
 }

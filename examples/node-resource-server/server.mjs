@@ -220,6 +220,11 @@ function makeVerifier(jwks, feed) {
     if (payload.iat > Date.now() / 1000 + LEEWAY_SECONDS) {
       throw new InvalidToken('The access token was issued in the future.');
     }
+    // RFC 9449 §7.1: a token bound to a key (cnf.jkt, DPoP) is refused as a bearer token;
+    // this example takes bearer tokens only.
+    if (payload.cnf !== undefined) {
+      throw new InvalidToken('The access token is bound to a DPoP key; bearer tokens only here.');
+    }
     if (feed && feed.revokes(payload)) throw new InvalidToken('The access token was revoked.');
     return payload;
   };

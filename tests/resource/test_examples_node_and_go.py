@@ -36,6 +36,7 @@ from authserver.services import keys as key_service
 from authserver.services.clients import RegisteredClient
 from authserver.services.revocations import longest_access_token_ttl
 from tests.conftest import LiveServer, listening_socket, url_of
+from tests.dpop_keys import DPoPKey
 from tests.helpers import (
     DEFAULT_AUDIENCE,
     HANG_SECONDS,
@@ -262,6 +263,29 @@ def test_a_token_for_another_audience_is_refused(setup: Setup) -> None:
     assert _parts(other)[1]["aud"] == OTHER_AUDIENCE
 
     assert _refused(_call(setup, other))
+
+
+def test_a_dpop_bound_token_is_refused_as_a_bearer_token(setup: Setup) -> None:
+    # RFC 9449 §7.1: the examples take bearer tokens only, so a token bound to a key (cnf.jkt)
+    # is refused: as a bearer token it would work for whoever stole it.
+    key = DPoPKey()
+    response = requests.post(
+        setup.server.url + "/oauth/token",
+        data={
+            "grant_type": "password",
+            "username": "ann@example.com",
+            "password": PASSWORD,
+            "scope": "read",
+        },
+        headers={"DPoP": key.proof("POST", setup.server.url + "/oauth/token")},
+        auth=(setup.app.client.client_id, _secret(setup.app)),
+        timeout=HANG_SECONDS,
+    )
+    assert response.status_code == 200, response.text
+    bound = str(response.json()["access_token"])
+    assert _parts(bound)[1]["cnf"] == {"jkt": key.jkt}
+
+    assert _refused(_call(setup, bound))
 
 
 def test_a_jwt_signed_by_the_issuer_that_is_not_an_access_token_is_refused(setup: Setup) -> None:
