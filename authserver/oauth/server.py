@@ -34,7 +34,7 @@ from authserver.oauth.client_auth import CLIENT_AUTH_METHODS
 from authserver.oauth.device_code import DeviceCodeGrant
 from authserver.oauth.grants import ClientCredentialsGrant, PasswordGrant, RefreshTokenGrant
 from authserver.oauth.token_management import IntrospectionEndpoint, RevocationEndpoint
-from authserver.resource.dpop import InvalidDPoPProof, UseDPoPNonce
+from authserver.resource.dpop import DPoPProof, InvalidDPoPProof, UseDPoPNonce
 from authserver.runtime import runtime
 from authserver.services.pushed_requests import find_pushed_request
 
@@ -184,7 +184,7 @@ class AuthorizationServer(FlaskAuthorizationServer):
         return response
 
 
-def _token_request_proof() -> Any:
+def _token_request_proof() -> DPoPProof | None:
     """The token request's DPoP proof (RFC 9449 §5), or its refusal as an OAuth error."""
     try:
         return presented_proof()
