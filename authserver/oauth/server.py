@@ -175,7 +175,7 @@ class AuthorizationServer(FlaskAuthorizationServer):
 
     def create_token_response(self, request: Any = None) -> Response:
         check_token_request_shape()
-        remember_token_request_proof(_token_request_proof())
+        remember_token_request_proof(checked_proof())
         response: Response = super().create_token_response(request)
         nonce = current_nonce()
         if nonce is not None:
@@ -184,8 +184,8 @@ class AuthorizationServer(FlaskAuthorizationServer):
         return response
 
 
-def _token_request_proof() -> DPoPProof | None:
-    """The token request's DPoP proof (RFC 9449 §5), or its refusal as an OAuth error."""
+def checked_proof() -> DPoPProof | None:
+    """The request's DPoP proof (RFC 9449 §5, §10.1), or its refusal as an OAuth error."""
     try:
         return presented_proof()
     except UseDPoPNonce:

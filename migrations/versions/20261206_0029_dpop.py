@@ -1,6 +1,6 @@
 """DPoP (RFC 9449): ``clients.dpop_bound_access_tokens``, ``refresh_families.dpop_jkt`` (the
-key a public client's family is bound to) and ``dpop_proofs_seen`` (proofs already accepted,
-until they expire).
+key a public client's family is bound to), ``authorization_codes.dpop_jkt`` (the key a code is
+bound to, §10) and ``dpop_proofs_seen`` (proofs already accepted, until they expire).
 
 Revision ID: 0029_dpop
 Revises: 0028_admin_role
@@ -37,9 +37,13 @@ def upgrade() -> None:
         )
     with op.batch_alter_table("refresh_families", schema=None) as batch_op:
         batch_op.add_column(sa.Column("dpop_jkt", sa.String(length=64), nullable=True))
+    with op.batch_alter_table("authorization_codes", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("dpop_jkt", sa.String(length=64), nullable=True))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("authorization_codes", schema=None) as batch_op:
+        batch_op.drop_column("dpop_jkt")
     with op.batch_alter_table("refresh_families", schema=None) as batch_op:
         batch_op.drop_column("dpop_jkt")
     with op.batch_alter_table("clients", schema=None) as batch_op:

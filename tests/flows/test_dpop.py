@@ -15,6 +15,7 @@ import time
 from dataclasses import replace
 from datetime import timedelta
 from typing import Any
+from urllib.parse import urlencode
 
 import pytest
 from flask import Flask
@@ -30,7 +31,11 @@ from authserver.services.clients import RegisteredClient
 from authserver.services.dpop_proofs import NONCE_PERIOD_SECONDS, DPoPNonces
 from tests.browser_helpers import (
     REDIRECT_URI,
+    authorize_url,
     code_through_browser,
+    csrf_token_of,
+    pkce_pair,
+    query_of,
     redeem_code,
     sign_in,
     web_client,
@@ -820,3 +825,133 @@ def test_an_account_api_token_can_be_bound(
     )
     assert answer.json["token_type"] == "DPoP"
     assert timedelta(seconds=answer.json["expires_in"]) > timedelta(0)
+
+
+# -- codes bound to a key (RFC 9449 §10) ----------------------------------------------------
+
+PAR_URL = ISSUER + "/oauth/par"
+
+
+@pytest.fixture
+def photo_app(app: Flask, session: Session, client: FlaskClient) -> RegisteredClient:
+    """A confidential web app, with Ann signed in to authserver in ``client``."""
+    make_user(app, session)
+    registered = web_client(session)
+    assert sign_in(client).status_code == 303
+    return registered
+
+
+def _redeem(
+    http: FlaskClient, rp: RegisteredClient, code: str, verifier: str, key: DPoPKey | None
+) -> TestResponse:
+    proof = key.proof("POST", TOKEN_URL) if key is not None else None
+    return token_request(
+        http,
+        rp,
+        proof,
+        grant_type="authorization_code",
+        code=code,
+        redirect_uri=REDIRECT_URI,
+        code_verifier=verifier,
+    )
+
+
+def test_a_code_bound_by_dpop_jkt_redeems_with_that_key(
+    client: FlaskClient, photo_app: RegisteredClient, key: DPoPKey
+) -> None:
+    code, verifier = code_through_browser(client, photo_app, dpop_jkt=key.jkt)
+
+    answer = _redeem(client, photo_app, code, verifier, key)
+
+    assert answer.status_code == 200, answer.json
+    assert claims_of(answer.json["access_token"])["cnf"] == {"jkt": key.jkt}
+
+
+@pytest.mark.parametrize("presenter", ["no proof", "another key"])
+def test_a_code_bound_by_dpop_jkt_is_refused_without_its_key_and_spent(
+    client: FlaskClient, photo_app: RegisteredClient, key: DPoPKey, presenter: str
+) -> None:
+    code, verifier = code_through_browser(client, photo_app, dpop_jkt=key.jkt)
+
+    refused = _redeem(
+        client, photo_app, code, verifier, DPoPKey() if presenter == "another key" else None
+    )
+    afterwards = _redeem(client, photo_app, code, verifier, key)
+
+    assert refused.status_code == 400
+    assert refused.json["error"] == "invalid_grant"
+    # Like a wrong PKCE verifier: whoever holds a stolen code gets one try.
+    assert afterwards.json["error"] == "invalid_grant"
+
+
+@pytest.mark.parametrize("dpop_jkt", ["short", "x" * 44, "a" * 42 + "+/"])
+def test_a_malformed_dpop_jkt_is_refused_to_the_redirect_uri(
+    client: FlaskClient, photo_app: RegisteredClient, dpop_jkt: str
+) -> None:
+    _, challenge = pkce_pair()
+    answer = client.get(authorize_url(photo_app.client.client_id, challenge, dpop_jkt=dpop_jkt))
+
+    assert answer.status_code == 302
+    assert query_of(answer.headers["Location"])["error"] == "invalid_request"
+
+
+def _push(
+    http: FlaskClient, rp: RegisteredClient, challenge: str, proof: str | None, **extra: str
+) -> TestResponse:
+    headers, _ = client_auth(rp)
+    if proof is not None:
+        headers = {**headers, "DPoP": proof}
+    fields = {
+        "response_type": "code",
+        "redirect_uri": REDIRECT_URI,
+        "scope": "openid email",
+        "state": "s",
+        "code_challenge": challenge,
+        "code_challenge_method": "S256",
+        **extra,
+    }
+    return http.post("/oauth/par", data=fields, headers=headers)
+
+
+def test_a_proof_sent_with_a_push_binds_the_code(
+    client: FlaskClient, photo_app: RegisteredClient, key: DPoPKey
+) -> None:
+    verifier, challenge = pkce_pair()
+    pushed = _push(client, photo_app, challenge, key.proof("POST", PAR_URL))
+    assert pushed.status_code == 201, pushed.json
+    url = "/oauth/authorize?" + urlencode(
+        {"client_id": photo_app.client.client_id, "request_uri": pushed.json["request_uri"]}
+    )
+    page = client.get(url)
+    answer = client.post(url, data={"csrf_token": csrf_token_of(page), "decision": "allow"})
+    code = query_of(answer.headers["Location"])["code"]
+
+    without_key = _redeem(client, photo_app, code, verifier, None)
+
+    assert without_key.json["error"] == "invalid_grant"
+
+
+@pytest.mark.parametrize(
+    ("make_proof", "dpop_jkt"),
+    [
+        pytest.param(
+            lambda key: key.proof("POST", PAR_URL), "A" * 43, id="dpop_jkt of another key"
+        ),
+        pytest.param(lambda key: key.proof("POST", TOKEN_URL), None, id="proof for the token URL"),
+        pytest.param(lambda key: "garbage", None, id="garbage proof"),
+    ],
+)
+def test_a_push_with_a_bad_or_mismatched_proof_is_refused(
+    client: FlaskClient,
+    photo_app: RegisteredClient,
+    key: DPoPKey,
+    make_proof: Any,
+    dpop_jkt: str | None,
+) -> None:
+    extra = {"dpop_jkt": dpop_jkt} if dpop_jkt else {}
+
+    answer = _push(client, photo_app, "c" * 43, make_proof(key), **extra)
+
+    assert answer.status_code == 400
+    assert answer.json["error"] == "invalid_dpop_proof"
+    assert "request_uri" not in answer.json
