@@ -20,7 +20,7 @@ and try it (the demo credentials are in instance/demo-credentials.json):
     }
 
     curl -i http://127.0.0.1:8001/api/hello
-        # 401, WWW-Authenticate: Bearer
+        # 401, WWW-Authenticate: Bearer, DPoP algs="ES256 ..."
     curl -i -H "Authorization: Bearer not-a-token" http://127.0.0.1:8001/api/hello
         # 401, WWW-Authenticate: Bearer error="invalid_token", error_description="..."
     curl -i -H "Authorization: Bearer $(token read)" http://127.0.0.1:8001/api/hello

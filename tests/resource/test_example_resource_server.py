@@ -14,7 +14,7 @@ def test_example_api_answers_as_documented(
     read_only = {"Authorization": "Bearer " + mint(signing_key, issuer.url, clock(), scope="read")}
     writer = {"Authorization": "Bearer " + mint(signing_key, issuer.url, clock(), scope="write")}
 
-    assert api.get("/api/hello").headers["WWW-Authenticate"] == "Bearer"
+    assert api.get("/api/hello").headers["WWW-Authenticate"].startswith("Bearer, DPoP algs=")
     hello = api.get("/api/hello", headers=read_only)
     assert hello.status_code == 200
     assert hello.json is not None
