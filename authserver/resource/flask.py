@@ -164,7 +164,8 @@ def _presented_proof() -> str:
     proofs = request.headers.getlist(DPOP_HEADER)
     if not proofs:
         raise InvalidDPoPProof("A DPoP proof is required.")
-    if len(proofs) > 1:
+    # WSGI hands repeated headers over as one, joined by commas; a compact JWS has none.
+    if len(proofs) > 1 or "," in proofs[0]:
         raise InvalidDPoPProof("Send one DPoP proof, not several.")
     return proofs[0]
 
