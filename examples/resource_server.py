@@ -30,6 +30,10 @@ and try it (the demo credentials are in instance/demo-credentials.json):
     curl -i -X POST -H "Authorization: Bearer $(token 'read write')" http://127.0.0.1:8001/api/write
         # 200
 
+A DPoP-bound token (issued to a token request that carried a DPoP proof, RFC 9449) is taken
+as ``Authorization: DPoP <token>`` with a proof for the request in the ``DPoP`` header, and
+refused as a bearer token (401, ``WWW-Authenticate: DPoP error="invalid_token", ...``).
+
 Settings, from the environment:
 
     RS_ISSUER    the issuer (default http://127.0.0.1:8000, what `make run` serves)
