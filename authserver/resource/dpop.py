@@ -36,7 +36,7 @@ from joserfc import jws
 from joserfc.errors import JoseError
 from joserfc.jws import JWSRegistry
 
-from .errors import MalformedToken
+from .errors import InvalidToken, MalformedToken
 from .jwks import KEY_TYPE_OF_ALGORITHM, PRIVATE_JWK_MEMBERS, import_public_key
 from .jws_parts import COMPACT_JWS, decode_segment, json_object, numeric_date
 
@@ -60,24 +60,22 @@ DEFAULT_MAX_AGE = 60.0
 DEFAULT_FUTURE_LEEWAY = 10.0
 
 
-class InvalidDPoPProof(Exception):
+class InvalidDPoPProof(InvalidToken):
     """RFC 9449 §5 / §7.1 ``invalid_dpop_proof``. The description is a fixed sentence, never
-    built from the proof, so it is safe in a ``WWW-Authenticate`` header and in logs."""
+    built from the proof, so it is safe in a ``WWW-Authenticate`` header and in logs.
+
+    An ``InvalidToken``, so that a resource server catching ``InvalidToken`` refuses a bad
+    proof as it refuses a bad token, with this class's own ``error`` code."""
 
     error = "invalid_dpop_proof"
-
-    def __init__(self, description: str = "The DPoP proof is invalid.") -> None:
-        super().__init__(description)
-        self.description = description
+    default_description = "The DPoP proof is invalid."
 
 
 class UseDPoPNonce(InvalidDPoPProof):
     """RFC 9449 §8: the proof must carry the server's current nonce (``DPoP-Nonce``)."""
 
     error = "use_dpop_nonce"
-
-    def __init__(self) -> None:
-        super().__init__("The DPoP proof must carry the server's current nonce.")
+    default_description = "The DPoP proof must carry the server's current nonce."
 
 
 @dataclass(frozen=True)

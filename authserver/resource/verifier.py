@@ -1,8 +1,11 @@
-"""Verification of authserver's JWT access tokens (RFC 9068 §4) by a resource server."""
+"""Verification of authserver's JWT access tokens (RFC 9068 §4) by a resource server, as
+bearer tokens (``verify``) or as DPoP-bound tokens with their proof (``verify_dpop``, RFC 9449
+§7)."""
 
 from __future__ import annotations
 
 import binascii
+import hmac
 import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
@@ -13,9 +16,18 @@ from joserfc import jws
 from joserfc.errors import JoseError
 from joserfc.jws import JWSRegistry
 
+from .dpop import (
+    DPOP_ALGORITHMS,
+    InvalidDPoPProof,
+    MemoryReplayCache,
+    ReplayCache,
+    check_proof,
+)
 from .errors import (
     BadSignature,
+    DPoPBoundToken,
     MalformedToken,
+    NotDPoPBound,
     TokenExpired,
     TokenNotYetValid,
     TokenRevoked,
@@ -50,6 +62,9 @@ class VerifiedToken:
     jti: str
     # The ``sid`` claim: the refresh-token family the token was issued from, if any.
     session_id: str | None
+    # The ``cnf.jkt`` claim (RFC 9449 §6.1): the RFC 7638 thumbprint of the key the token is
+    # bound to. Never None on a token ``verify_dpop`` returns, always None from ``verify``.
+    dpop_jkt: str | None
     claims: dict[str, Any] = field(hash=False, compare=False, repr=False)
 
     def has_scope(self, *scopes: str) -> bool:
@@ -63,6 +78,19 @@ def _required_string(claims: dict[str, Any], name: str) -> str:
     return value
 
 
+def _bound_key(claims: dict[str, Any]) -> str | None:
+    """The thumbprint in ``cnf.jkt`` (RFC 9449 §6.1), None without ``cnf``. A ``cnf`` that
+    names no DPoP key (another confirmation method of RFC 7800 §3.1, or none) is refused:
+    the token is bound to something this kit cannot check, so it is no bearer token."""
+    confirmation = claims.get("cnf")
+    if confirmation is None:
+        return None
+    jkt = confirmation.get("jkt") if isinstance(confirmation, dict) else None
+    if not isinstance(jkt, str) or not jkt:
+        raise MalformedToken("The access token's cnf claim names no DPoP key.")
+    return jkt
+
+
 class TokenVerifier:
     """Verifies access tokens from one issuer for one audience.
 
@@ -72,6 +100,12 @@ class TokenVerifier:
 
     ``http`` and ``clock`` are seams: an ``HttpCall`` (see ``transport``) and a
     ``() -> float`` returning unix time; the clock serves both expiry checks and cache ages.
+
+    DPoP (RFC 9449): ``dpop_algorithms`` are those a proof may be signed with (a challenge's
+    ``algs``); ``dpop_replay_cache`` remembers the proofs ``verify_dpop`` accepted, by
+    default in this process only (``dpop.MemoryReplayCache``). Processes serving one API
+    must share one (any ``dpop.ReplayCache``), or a proof replayed to another process is
+    accepted there once.
     """
 
     def __init__(
@@ -88,6 +122,8 @@ class TokenVerifier:
         client_id: str | None = None,
         client_secret: str | None = None,
         poll_interval: float = 5.0,
+        dpop_algorithms: Collection[str] = DPOP_ALGORITHMS,
+        dpop_replay_cache: ReplayCache | None = None,
     ) -> None:
         if not issuer or not audience:
             raise ValueError("issuer and audience are required")
@@ -97,13 +133,24 @@ class TokenVerifier:
                 f"algorithms must be asymmetric signature algorithms from "
                 f"{sorted(KEY_TYPE_OF_ALGORITHM)}; got {sorted(unsupported) or 'none'}"
             )
+        unsupported_dpop = set(dpop_algorithms) - set(DPOP_ALGORITHMS)
+        if unsupported_dpop or not dpop_algorithms:
+            raise ValueError(
+                f"dpop_algorithms must be asymmetric signature algorithms from "
+                f"{list(DPOP_ALGORITHMS)}; got {sorted(unsupported_dpop) or 'none'}"
+            )
         if leeway < 0 or min_refetch_interval < 0 or poll_interval <= 0:
             raise ValueError("leeway and min_refetch_interval must be >= 0, poll_interval > 0")
         self.issuer = issuer
         self.audience = audience
         self.leeway = leeway
         self.algorithms = frozenset(algorithms)
+        # In the order given: the order of a challenge's algs (RFC 9449 §7.1).
+        self.dpop_algorithms = tuple(dict.fromkeys(dpop_algorithms))
         self._clock = clock or time.time
+        self._dpop_replay_cache: ReplayCache = dpop_replay_cache or MemoryReplayCache(
+            clock=self._clock
+        )
         self._http = http or make_urllib_http()
         self._keys = JWKSCache(
             issuer,
@@ -186,10 +233,52 @@ class TokenVerifier:
         return self._clock()
 
     def verify(self, token: str) -> VerifiedToken:
-        """The verified token, or an ``InvalidToken`` subclass saying why not.
+        """The verified bearer token, or an ``InvalidToken`` subclass saying why not. A token
+        bound to a DPoP key is refused (``DPoPBoundToken``): it is taken only with a proof,
+        by ``verify_dpop`` (RFC 9449 §7.1).
 
         Raises ``JWKSUnavailable`` when no signing keys could be had at all.
         """
+        verified = self._verified(token)
+        if verified.dpop_jkt is not None:
+            raise DPoPBoundToken()
+        return verified
+
+    def verify_dpop(self, token: str, proof: str, *, method: str, url: str) -> VerifiedToken:
+        """The verified DPoP-bound token presented with ``proof`` (the request's one ``DPoP``
+        header) in a ``method`` request to ``url`` (RFC 9449 §7.1), or an ``InvalidToken``
+        subclass: the token's own refusals, ``NotDPoPBound`` for a token bound to no key,
+        and ``InvalidDPoPProof`` (error ``invalid_dpop_proof``) for a proof that fails a
+        check of §4.3, names another token (``ath``), is signed with another key than the
+        token's ``cnf.jkt``, or was accepted before.
+
+        ``url``: the URL the client sent the request to, as the client knows it (behind a
+        proxy, the public one); its query and fragment are ignored. A proof is recorded in
+        the replay cache only once everything else has passed, so only a holder of the key
+        and a token bound to it can fill the cache.
+        """
+        verified = self._verified(token)
+        if verified.dpop_jkt is None:
+            raise NotDPoPBound()
+        proof_checked = check_proof(
+            proof,
+            method=method,
+            url=url,
+            algorithms=self.dpop_algorithms,
+            now=self._clock(),
+            access_token=token,
+        )
+        # RFC 9449 §7.1: the proof's key is the one the token is bound to.
+        if not hmac.compare_digest(proof_checked.jkt, verified.dpop_jkt):
+            raise InvalidDPoPProof("The DPoP proof is signed with another key than the token's.")
+        # RFC 9449 §11.1: a proof is accepted once.
+        if not self._dpop_replay_cache.first_use(
+            proof_checked.replay_key, proof_checked.acceptable_until
+        ):
+            raise InvalidDPoPProof("The DPoP proof was used before.")
+        return verified
+
+    def _verified(self, token: str) -> VerifiedToken:
         # RFC 9068 §4: the resource server MUST check typ, so an ID token or any other JWT
         # from the same issuer and keys cannot pass as an access token.
         claims = self.signed_claims(token, ACCESS_TOKEN_TYPES)
@@ -291,6 +380,7 @@ class TokenVerifier:
             issued_at=int(iat),
             jti=_required_string(claims, "jti"),
             session_id=session_id,
+            dpop_jkt=_bound_key(claims),
             claims=claims,
         )
 
