@@ -45,8 +45,9 @@ def presented_proof(*, access_token: str | None = None) -> DPoPProof | None:
     proofs = request.headers.getlist(DPOP_HEADER)
     if not proofs:
         return None
-    # RFC 9449 §4.3 step 1: exactly one DPoP header.
-    if len(proofs) > 1:
+    # RFC 9449 §4.3 step 1: exactly one DPoP header. A WSGI server joins repeated headers
+    # with commas into one, and a proof (base64url and dots) holds no comma.
+    if len(proofs) > 1 or "," in proofs[0]:
         raise InvalidDPoPProof("Send one DPoP proof, not several.")
     rt = runtime()
     now = rt.now()

@@ -217,6 +217,20 @@ def test_a_bad_proof_is_refused_and_no_token_issued(
     assert answer.headers["Cache-Control"] == "no-store"
 
 
+def test_two_proofs_in_one_request_are_refused_by_name(
+    client: FlaskClient, machine: RegisteredClient, key: DPoPKey
+) -> None:
+    # As a WSGI server hands them over: joined with a comma into one header.
+    joined = key.proof("POST", TOKEN_URL) + ", " + key.proof("POST", TOKEN_URL)
+
+    answer = client_credentials(client, machine, joined)
+
+    assert answer.json == {
+        "error": "invalid_dpop_proof",
+        "error_description": "Send one DPoP proof, not several.",
+    }
+
+
 def test_a_hmac_signed_proof_is_refused(client: FlaskClient, machine: RegisteredClient) -> None:
     # An "oct" key in the jwk would let anyone sign with a key they publish: never taken.
     from joserfc import jws
