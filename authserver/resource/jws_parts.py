@@ -31,6 +31,8 @@ def nesting_exceeds(text: str, limit: int) -> bool:
     one pass without recursion (brackets inside strings do not count). For text that is not
     JSON the count may be off, but json.loads stops at the first error, and up to there it
     has met exactly the brackets counted here."""
+    if text.count("[") + text.count("{") <= limit:
+        return False  # not even that many brackets anywhere, inside strings or out
     depth = 0
     in_string = False
     escaped = False

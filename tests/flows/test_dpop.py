@@ -13,7 +13,6 @@ import base64
 import json
 import time
 from dataclasses import replace
-from datetime import timedelta
 from typing import Any
 from urllib.parse import urlencode
 
@@ -331,20 +330,25 @@ def phone_app(app: Flask, session: Session) -> RegisteredClient:
     return make_client(session, public=True, grant_types=["password", "refresh_token"])
 
 
-def _sign_in_with_key(http: FlaskClient, phone_app: RegisteredClient, key: DPoPKey) -> str:
-    headers, extra = client_auth(phone_app)
-    answer = http.post(
-        "/oauth/token",
-        data={
-            **extra,
-            "grant_type": "password",
-            "username": "ann@example.com",
-            "password": PASSWORD,
-        },
-        headers={**headers, "DPoP": key.proof("POST", TOKEN_URL)},
+def _password_tokens(
+    http: FlaskClient, registered: RegisteredClient, key: DPoPKey, **form: str
+) -> dict[str, Any]:
+    """Ann's tokens through the password grant, with a proof of ``key``."""
+    answer = token_request(
+        http,
+        registered,
+        key.proof("POST", TOKEN_URL),
+        grant_type="password",
+        username="ann@example.com",
+        password=PASSWORD,
+        **form,
     )
     assert answer.status_code == 200, answer.json
-    return str(answer.json["refresh_token"])
+    return dict(answer.json)
+
+
+def _sign_in_with_key(http: FlaskClient, phone_app: RegisteredClient, key: DPoPKey) -> str:
+    return str(_password_tokens(http, phone_app, key)["refresh_token"])
 
 
 def _refresh(
@@ -462,14 +466,7 @@ def test_a_confidential_clients_family_is_not_bound_to_the_key(
     # authentication; its next access token may be bound to a new key.
     make_user(app, session)
     server_app = make_client(session)
-    first = token_request(
-        client,
-        server_app,
-        key.proof("POST", TOKEN_URL),
-        grant_type="password",
-        username="ann@example.com",
-        password=PASSWORD,
-    ).json["refresh_token"]
+    first = _password_tokens(client, server_app, key)["refresh_token"]
     new_key = DPoPKey()
 
     rotated = _refresh(client, server_app, first, new_key)
@@ -574,18 +571,10 @@ def bound_user_token(app: Flask, session: Session, client: FlaskClient, key: DPo
     """A DPoP-bound token of Ann's for userinfo and the account API."""
     make_user(app, session)
     own_app = make_client(session, scopes=["openid", "account"])
-    answer = token_request(
-        client,
-        own_app,
-        key.proof("POST", TOKEN_URL),
-        grant_type="password",
-        username="ann@example.com",
-        password=PASSWORD,
-        scope="openid account",
-        resource=ISSUER + "/account",
+    tokens = _password_tokens(
+        client, own_app, key, scope="openid account", resource=ISSUER + "/account"
     )
-    assert answer.status_code == 200, answer.json
-    return str(answer.json["access_token"])
+    return str(tokens["access_token"])
 
 
 def _call(
@@ -695,17 +684,7 @@ def test_userinfo_refuses_a_bound_token_without_its_proof(
 def _bound_token_for(app: Flask, session: Session, http: FlaskClient, key: DPoPKey) -> str:
     make_user(app, session)
     own_app = make_client(session, scopes=["openid"])
-    answer = token_request(
-        http,
-        own_app,
-        key.proof("POST", TOKEN_URL),
-        grant_type="password",
-        username="ann@example.com",
-        password=PASSWORD,
-        scope="openid",
-    )
-    assert answer.status_code == 200, answer.json
-    return str(answer.json["access_token"])
+    return str(_password_tokens(http, own_app, key, scope="openid")["access_token"])
 
 
 def test_a_proof_for_an_api_call_is_accepted_once(
@@ -828,17 +807,9 @@ def test_an_account_api_token_can_be_bound(
 ) -> None:
     make_user(app, session)
     own_app = make_client(session, scopes=["account"])
-    answer = token_request(
-        client,
-        own_app,
-        key.proof("POST", TOKEN_URL),
-        grant_type="password",
-        username="ann@example.com",
-        password=PASSWORD,
-        **account_api_request(app),
-    )
-    assert answer.json["token_type"] == "DPoP"
-    assert timedelta(seconds=answer.json["expires_in"]) > timedelta(0)
+    tokens = _password_tokens(client, own_app, key, **account_api_request(app))
+    assert tokens["token_type"] == "DPoP"
+    assert claims_of(tokens["access_token"])["aud"] == ISSUER + "/account"
 
 
 # -- codes bound to a key (RFC 9449 §10) ----------------------------------------------------
