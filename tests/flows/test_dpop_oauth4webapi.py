@@ -55,11 +55,20 @@ NODE_CLIENTS = Path(__file__).resolve().parents[1] / "node_clients"
 SCRIPT = NODE_CLIENTS / "dpop_code_flow.mjs"
 REQUIRE_NODE = os.environ.get("AUTHSERVER_TEST_REQUIRE_NODE") == "1"
 NODE = shutil.which("node")
+MIN_NODE = 20
+
+
+def _node_major(node: str) -> int:
+    answer = subprocess.run([node, "--version"], capture_output=True, text=True, check=False)
+    match = re.fullmatch(r"v(\d+)\..*", answer.stdout.strip())
+    return int(match.group(1)) if match else 0
 
 
 def _why_not_runnable() -> str | None:
     if NODE is None:
-        return "no node on PATH (the Node.js 20 package)"
+        return "no node on PATH (Node.js 20 or later)"
+    if _node_major(NODE) < MIN_NODE:
+        return f"{NODE} is older than Node.js {MIN_NODE}, which oauth4webapi needs"
     if not (NODE_CLIENTS / "node_modules" / "oauth4webapi").is_dir():
         return (
             "tests/node_clients/node_modules is missing "
