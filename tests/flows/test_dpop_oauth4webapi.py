@@ -26,7 +26,7 @@ import shutil
 import subprocess
 import threading
 from collections.abc import Iterator
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO, Any
 from urllib.parse import urljoin
@@ -38,7 +38,6 @@ from sqlalchemy import Engine, select
 from authserver import create_app
 from authserver.db import db
 from authserver.models import RefreshFamily
-from authserver.runtime import runtime
 from tests.browser_helpers import REDIRECT_URI
 from tests.conftest import (
     LiveServer,
@@ -87,11 +86,34 @@ EMAIL = "ann@example.com"
 TIMEOUT = 30
 
 
-# One run of the script per server setting, shared by the module's tests (each run is a Node
-# process, a sign-in and seven requests); its data is committed, and removed after the run.
-@pytest.fixture(scope="module", params=[False, True], ids=["without-nonces", "with-nonces"])
+@dataclass(frozen=True)
+class Setting:
+    """One run: the algorithm of the client's DPoP key, and whether the server asks for
+    nonces."""
+
+    algorithm: str
+    nonces: bool
+
+
+SETTINGS = {
+    "ES256": Setting("ES256", nonces=False),
+    "ES256-with-nonces": Setting("ES256", nonces=True),
+    # An RSA key in the proof's header (a JWK of some 400 characters) and its thumbprint.
+    "RS256": Setting("RS256", nonces=False),
+}
+
+
+# One run of the script per setting, shared by the module's tests (each run is a Node
+# process, a sign-in and ten requests); its data is committed, and removed after the run.
+@pytest.fixture(scope="module", params=list(SETTINGS.values()), ids=list(SETTINGS))
+def setting(request: pytest.FixtureRequest) -> Setting:
+    value: Setting = request.param
+    return value
+
+
+@pytest.fixture(scope="module")
 def server(
-    request: pytest.FixtureRequest,
+    setting: Setting,
     engine: Engine,
     database_url: str,
     tmp_path_factory: pytest.TempPathFactory,
@@ -100,7 +122,7 @@ def server(
     config = suite_config(database_url, tmp_path_factory.mktemp("dpop-interop"))
     listener = listening_socket()
     url = url_of(listener)
-    application = create_app(replace(config, issuer=url, dpop_nonce=int(request.param)))
+    application = create_app(replace(config, issuer=url, dpop_nonce=int(setting.nonces)))
     try:
         with serving(application, listener):
             yield LiveServer(application, url)
@@ -227,23 +249,28 @@ def _sent_back_after_consent(issuer: str, authorization_url: str) -> str:
     return location
 
 
+KEY_TYPES = {"ES256": "EC", "RS256": "RSA"}
+# RFC 7638 §3.2: the members of the thumbprint's input, by key type (in lexicographic order).
+THUMBPRINT_MEMBERS = {"EC": ("crv", "kty", "x", "y"), "RSA": ("e", "kty", "n")}
+
+
 def _thumbprint(jwk: dict[str, str]) -> str:
-    """RFC 7638 §3 for an EC key, computed here: not by the library, not by authserver."""
-    assert jwk["kty"] == "EC", jwk
-    canonical = json.dumps(
-        {name: jwk[name] for name in ("crv", "kty", "x", "y")}, separators=(",", ":")
-    )
+    """RFC 7638 §3, computed here: not by the library, not by authserver."""
+    members = THUMBPRINT_MEMBERS[jwk["kty"]]
+    canonical = json.dumps({name: jwk[name] for name in members}, separators=(",", ":"))
     digest = hashlib.sha256(canonical.encode()).digest()
     return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
 
 
 @pytest.fixture(scope="module")
-def node_run(server: LiveServer, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+def node_run(
+    server: LiveServer, setting: Setting, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, Any]:
     """The script's whole run against ``server``: its report."""
     client_id = _public_client(server)
     folder = tmp_path_factory.mktemp("node-client")
     with (folder / "stderr.txt").open("w+b") as stderr:
-        node = NodeClient([server.url, client_id, REDIRECT_URI], stderr)
+        node = NodeClient([server.url, client_id, REDIRECT_URI, setting.algorithm], stderr)
         try:
             authorization_url = node.receive()["authorization_url"]
             assert authorization_url.startswith(server.url + "/oauth/authorize?")
@@ -256,8 +283,9 @@ def node_run(server: LiveServer, tmp_path_factory: pytest.TempPathFactory) -> di
 
 
 def test_oauth4webapi_gets_dpop_bound_tokens_bound_to_its_own_key(
-    node_run: dict[str, Any],
+    setting: Setting, node_run: dict[str, Any]
 ) -> None:
+    assert node_run["public_jwk"]["kty"] == KEY_TYPES[setting.algorithm]
     key = _thumbprint(node_run["public_jwk"])
     assert node_run["thumbprint"] == key  # the library's thumbprint is RFC 7638's
     for step in ("code_exchange", "refresh", "refresh_after_refusals"):
@@ -269,17 +297,15 @@ def test_oauth4webapi_gets_dpop_bound_tokens_bound_to_its_own_key(
         assert tokens["has_refresh_token"], step
 
 
-def test_oauth4webapi_reads_userinfo_with_a_proof(
-    server: LiveServer, node_run: dict[str, Any]
-) -> None:
+def test_oauth4webapi_reads_userinfo_with_a_proof(node_run: dict[str, Any]) -> None:
     assert node_run["userinfo"]["sub"] == node_run["subject"]
     assert node_run["userinfo"]["email"] == EMAIL
 
 
 def test_oauth4webapi_meets_server_nonces_with_one_retry(
-    server: LiveServer, node_run: dict[str, Any]
+    setting: Setting, node_run: dict[str, Any]
 ) -> None:
-    asks_for_nonces = bool(runtime(server.app).config.dpop_nonce)
+    asks_for_nonces = setting.nonces
     # The first token request and the first userinfo request (its own handle, with no nonce
     # cached) are told use_dpop_nonce; each is made once more with the nonce and succeeds.
     assert node_run["code_exchange"]["nonce_retries"] == (1 if asks_for_nonces else 0)

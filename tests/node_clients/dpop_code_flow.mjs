@@ -2,8 +2,9 @@
 // authserver project wrote) runs the authorization code flow with PKCE and DPoP against a
 // live authserver. tests/flows/test_dpop_oauth4webapi.py drives it:
 //
-//   node dpop_code_flow.mjs ISSUER CLIENT_ID REDIRECT_URI
+//   node dpop_code_flow.mjs ISSUER CLIENT_ID REDIRECT_URI [ALGORITHM]
 //
+// ALGORITHM is the JWS algorithm of the client's DPoP key (ES256 unless given).
 // 1. It prints one JSON line {"authorization_url": ...} and reads one line from stdin: the URL
 //    the browser was redirected to (the test signs the user in and consents over HTTP).
 // 2. It redeems the code, refreshes, calls userinfo, all with DPoP proofs made by the library
@@ -15,9 +16,9 @@
 import * as oauth from 'oauth4webapi'
 import { createInterface } from 'node:readline'
 
-const [issuerText, clientId, redirectUri] = process.argv.slice(2)
+const [issuerText, clientId, redirectUri, algorithm = 'ES256'] = process.argv.slice(2)
 if (!issuerText || !clientId || !redirectUri) {
-  console.error('usage: node dpop_code_flow.mjs ISSUER CLIENT_ID REDIRECT_URI')
+  console.error('usage: node dpop_code_flow.mjs ISSUER CLIENT_ID REDIRECT_URI [ALGORITHM]')
   process.exit(2)
 }
 const issuer = new URL(issuerText)
@@ -32,7 +33,7 @@ const client = { client_id: clientId, token_endpoint_auth_method: 'none' }
 const clientAuth = oauth.None()
 
 // The client's DPoP key, made and kept by WebCrypto; only its public half leaves the process.
-const keyPair = await oauth.generateKeyPair('ES256')
+const keyPair = await oauth.generateKeyPair(algorithm)
 const DPoP = oauth.DPoP(client, keyPair)
 
 function claimsOf(jwt) {
@@ -171,7 +172,7 @@ const withoutProof = await fetch(as.token_endpoint, {
 const withoutProofBody = await withoutProof.json()
 
 // The refresh token with a proof by another key.
-const otherKey = oauth.DPoP(client, await oauth.generateKeyPair('ES256'))
+const otherKey = oauth.DPoP(client, await oauth.generateKeyPair(algorithm))
 const withOtherKey = await outcome(refreshWith(otherKey, refreshToken), () => ({ accepted: true }))
 
 // Neither refusal may cost the holder of the key anything: its next refresh must work.
