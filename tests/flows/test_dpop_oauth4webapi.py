@@ -29,7 +29,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO, Any
-from urllib.parse import urljoin
+from urllib.parse import parse_qsl, urljoin, urlsplit
 
 import pytest
 import requests
@@ -37,7 +37,7 @@ from sqlalchemy import Engine, select
 
 from authserver import create_app
 from authserver.db import db
-from authserver.models import RefreshFamily
+from authserver.models import AuthorizationCode, RefreshFamily
 from tests.browser_helpers import REDIRECT_URI
 from tests.conftest import (
     LiveServer,
@@ -88,18 +88,23 @@ TIMEOUT = 30
 
 @dataclass(frozen=True)
 class Setting:
-    """One run: the algorithm of the client's DPoP key, and whether the server asks for
-    nonces."""
+    """One run: the algorithm of the client's DPoP key, whether the server asks for nonces,
+    and whether the authorization request binds the code to the key (``dpop_jkt``)."""
 
     algorithm: str
-    nonces: bool
+    nonces: bool = False
+    bind_code: bool = False
+
+    @property
+    def script_args(self) -> list[str]:
+        return [self.algorithm, *(["bind-code"] if self.bind_code else [])]
 
 
 SETTINGS = {
-    "ES256": Setting("ES256", nonces=False),
-    "ES256-with-nonces": Setting("ES256", nonces=True),
+    "ES256": Setting("ES256"),
+    "ES256-with-nonces-and-bound-code": Setting("ES256", nonces=True, bind_code=True),
     # An RSA key in the proof's header (a JWK of some 400 characters) and its thumbprint.
-    "RS256": Setting("RS256", nonces=False),
+    "RS256-with-bound-code": Setting("RS256", bind_code=True),
 }
 
 
@@ -270,7 +275,7 @@ def node_run(
     client_id = _public_client(server)
     folder = tmp_path_factory.mktemp("node-client")
     with (folder / "stderr.txt").open("w+b") as stderr:
-        node = NodeClient([server.url, client_id, REDIRECT_URI, setting.algorithm], stderr)
+        node = NodeClient([server.url, client_id, REDIRECT_URI, *setting.script_args], stderr)
         try:
             authorization_url = node.receive()["authorization_url"]
             assert authorization_url.startswith(server.url + "/oauth/authorize?")
@@ -279,6 +284,7 @@ def node_run(
             node.finish()
         finally:
             node.stop()
+    report["authorization_request"] = dict(parse_qsl(urlsplit(authorization_url).query))
     return report
 
 
@@ -295,6 +301,19 @@ def test_oauth4webapi_gets_dpop_bound_tokens_bound_to_its_own_key(
         assert tokens["token_type"].lower() == "dpop", step
         assert tokens["cnf_jkt"] == key, step
         assert tokens["has_refresh_token"], step
+
+
+def test_the_code_is_bound_to_the_key_when_the_library_asks(
+    server: LiveServer, setting: Setting, node_run: dict[str, Any]
+) -> None:
+    key = _thumbprint(node_run["public_jwk"])
+    asked = node_run["authorization_request"].get("dpop_jkt")
+    assert asked == (key if setting.bind_code else None)
+    # The code it redeemed (with its own key's proof) was bound to that key, or to none.
+    with db.transaction(server.app) as session:
+        (code,) = session.scalars(select(AuthorizationCode)).all()
+        assert code.dpop_jkt == asked
+        assert code.used_at is not None
 
 
 def test_oauth4webapi_reads_userinfo_with_a_proof(node_run: dict[str, Any]) -> None:

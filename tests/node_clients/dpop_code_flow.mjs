@@ -2,9 +2,10 @@
 // authserver project wrote) runs the authorization code flow with PKCE and DPoP against a
 // live authserver. tests/flows/test_dpop_oauth4webapi.py drives it:
 //
-//   node dpop_code_flow.mjs ISSUER CLIENT_ID REDIRECT_URI [ALGORITHM]
+//   node dpop_code_flow.mjs ISSUER CLIENT_ID REDIRECT_URI [ALGORITHM [bind-code]]
 //
-// ALGORITHM is the JWS algorithm of the client's DPoP key (ES256 unless given).
+// ALGORITHM is the JWS algorithm of the client's DPoP key (ES256 unless given); bind-code
+// binds the authorization code to that key too (RFC 9449 §10, the dpop_jkt parameter).
 // 1. It prints one JSON line {"authorization_url": ...} and reads one line from stdin: the URL
 //    the browser was redirected to (the test signs the user in and consents over HTTP).
 // 2. It redeems the code, refreshes, calls userinfo, all with DPoP proofs made by the library
@@ -16,9 +17,11 @@
 import * as oauth from 'oauth4webapi'
 import { createInterface } from 'node:readline'
 
-const [issuerText, clientId, redirectUri, algorithm = 'ES256'] = process.argv.slice(2)
-if (!issuerText || !clientId || !redirectUri) {
-  console.error('usage: node dpop_code_flow.mjs ISSUER CLIENT_ID REDIRECT_URI [ALGORITHM]')
+const [issuerText, clientId, redirectUri, algorithm = 'ES256', binding] = process.argv.slice(2)
+if (!issuerText || !clientId || !redirectUri || ![undefined, 'bind-code'].includes(binding)) {
+  console.error(
+    'usage: node dpop_code_flow.mjs ISSUER CLIENT_ID REDIRECT_URI [ALGORITHM [bind-code]]',
+  )
   process.exit(2)
 }
 const issuer = new URL(issuerText)
@@ -107,6 +110,7 @@ authorizationUrl.search = new URLSearchParams({
   nonce,
   code_challenge: await oauth.calculatePKCECodeChallenge(codeVerifier),
   code_challenge_method: 'S256',
+  ...(binding === 'bind-code' ? { dpop_jkt: await DPoP.calculateThumbprint() } : {}),
 }).toString()
 process.stdout.write(JSON.stringify({ authorization_url: authorizationUrl.href }) + '\n')
 
