@@ -89,22 +89,25 @@ TIMEOUT = 30
 @dataclass(frozen=True)
 class Setting:
     """One run: the algorithm of the client's DPoP key, whether the server asks for nonces,
-    and whether the authorization request binds the code to the key (``dpop_jkt``)."""
+    and how the code is bound to the key: not at all, by ``dpop_jkt`` in the authorization
+    request (``bind-code``), or by the proof sent with a pushed authorization request
+    (``push``)."""
 
     algorithm: str
     nonces: bool = False
-    bind_code: bool = False
+    binding: str | None = None
 
     @property
     def script_args(self) -> list[str]:
-        return [self.algorithm, *(["bind-code"] if self.bind_code else [])]
+        return [self.algorithm, *([self.binding] if self.binding else [])]
 
 
 SETTINGS = {
     "ES256": Setting("ES256"),
-    "ES256-with-nonces-and-bound-code": Setting("ES256", nonces=True, bind_code=True),
+    "ES256-with-nonces-and-dpop_jkt": Setting("ES256", nonces=True, binding="bind-code"),
     # An RSA key in the proof's header (a JWK of some 400 characters) and its thumbprint.
-    "RS256-with-bound-code": Setting("RS256", bind_code=True),
+    "RS256-with-dpop_jkt": Setting("RS256", binding="bind-code"),
+    "ES256-pushed-with-nonces": Setting("ES256", nonces=True, binding="push"),
 }
 
 
@@ -307,12 +310,15 @@ def test_the_code_is_bound_to_the_key_when_the_library_asks(
     server: LiveServer, setting: Setting, node_run: dict[str, Any]
 ) -> None:
     key = _thumbprint(node_run["public_jwk"])
-    asked = node_run["authorization_request"].get("dpop_jkt")
-    assert asked == (key if setting.bind_code else None)
+    sent = node_run["authorization_request"]
+    if setting.binding == "push":
+        assert set(sent) == {"client_id", "request_uri"}
+    else:
+        assert sent.get("dpop_jkt") == (key if setting.binding == "bind-code" else None)
     # The code it redeemed (with its own key's proof) was bound to that key, or to none.
     with db.transaction(server.app) as session:
         (code,) = session.scalars(select(AuthorizationCode)).all()
-        assert code.dpop_jkt == asked
+        assert code.dpop_jkt == (key if setting.binding else None)
         assert code.used_at is not None
 
 
@@ -324,12 +330,18 @@ def test_oauth4webapi_reads_userinfo_with_a_proof(node_run: dict[str, Any]) -> N
 def test_oauth4webapi_meets_server_nonces_with_one_retry(
     setting: Setting, node_run: dict[str, Any]
 ) -> None:
-    asks_for_nonces = setting.nonces
-    # The first token request and the first userinfo request (its own handle, with no nonce
-    # cached) are told use_dpop_nonce; each is made once more with the nonce and succeeds.
-    assert node_run["code_exchange"]["nonce_retries"] == (1 if asks_for_nonces else 0)
-    assert node_run["userinfo"]["nonce_retries"] == (1 if asks_for_nonces else 0)
-    # The handle kept the nonce from the token endpoint's answers for the refresh.
+    retry = 1 if setting.nonces else 0
+    # The first request with a proof (the push, or else the code's redemption) and the first
+    # userinfo request (its own handle, with no nonce cached) are told use_dpop_nonce; each
+    # is made once more with the nonce and succeeds.
+    if setting.binding == "push":
+        assert node_run["push"]["nonce_retries"] == retry
+        assert node_run["code_exchange"]["nonce_retries"] == 0
+    else:
+        assert node_run["push"] is None
+        assert node_run["code_exchange"]["nonce_retries"] == retry
+    assert node_run["userinfo"]["nonce_retries"] == retry
+    # The handle kept the nonce from the server's answers for the refresh.
     assert node_run["refresh"]["nonce_retries"] == 0
 
 

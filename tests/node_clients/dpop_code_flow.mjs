@@ -2,10 +2,12 @@
 // authserver project wrote) runs the authorization code flow with PKCE and DPoP against a
 // live authserver. tests/flows/test_dpop_oauth4webapi.py drives it:
 //
-//   node dpop_code_flow.mjs ISSUER CLIENT_ID REDIRECT_URI [ALGORITHM [bind-code]]
+//   node dpop_code_flow.mjs ISSUER CLIENT_ID REDIRECT_URI [ALGORITHM [bind-code | push]]
 //
-// ALGORITHM is the JWS algorithm of the client's DPoP key (ES256 unless given); bind-code
-// binds the authorization code to that key too (RFC 9449 §10, the dpop_jkt parameter).
+// ALGORITHM is the JWS algorithm of the client's DPoP key (ES256 unless given). bind-code
+// binds the authorization code to that key too (RFC 9449 §10, the dpop_jkt parameter); push
+// sends the authorization request to the pushed authorization request endpoint (RFC 9126)
+// with a DPoP proof, which binds the code to the proof's key (RFC 9449 §10.1).
 // 1. It prints one JSON line {"authorization_url": ...} and reads one line from stdin: the URL
 //    the browser was redirected to (the test signs the user in and consents over HTTP).
 // 2. It redeems the code, refreshes, calls userinfo, all with DPoP proofs made by the library
@@ -18,9 +20,10 @@ import * as oauth from 'oauth4webapi'
 import { createInterface } from 'node:readline'
 
 const [issuerText, clientId, redirectUri, algorithm = 'ES256', binding] = process.argv.slice(2)
-if (!issuerText || !clientId || !redirectUri || ![undefined, 'bind-code'].includes(binding)) {
+const bindings = [undefined, 'bind-code', 'push']
+if (!issuerText || !clientId || !redirectUri || !bindings.includes(binding)) {
   console.error(
-    'usage: node dpop_code_flow.mjs ISSUER CLIENT_ID REDIRECT_URI [ALGORITHM [bind-code]]',
+    'usage: node dpop_code_flow.mjs ISSUER CLIENT_ID REDIRECT_URI [ALGORITHM [bind-code | push]]',
   )
   process.exit(2)
 }
@@ -100,8 +103,7 @@ const firstLine = () =>
 const codeVerifier = oauth.generateRandomCodeVerifier()
 const state = oauth.generateRandomState()
 const nonce = oauth.generateRandomNonce()
-const authorizationUrl = new URL(as.authorization_endpoint)
-authorizationUrl.search = new URLSearchParams({
+const authorizationRequest = new URLSearchParams({
   response_type: 'code',
   client_id: clientId,
   redirect_uri: redirectUri,
@@ -111,7 +113,24 @@ authorizationUrl.search = new URLSearchParams({
   code_challenge: await oauth.calculatePKCECodeChallenge(codeVerifier),
   code_challenge_method: 'S256',
   ...(binding === 'bind-code' ? { dpop_jkt: await DPoP.calculateThumbprint() } : {}),
-}).toString()
+})
+let pushed = null
+if (binding === 'push') {
+  pushed = await withNonceRetry(
+    () =>
+      oauth.pushedAuthorizationRequest(as, client, clientAuth, authorizationRequest, {
+        DPoP,
+        ...insecure,
+      }),
+    (response) => oauth.processPushedAuthorizationResponse(as, client, response),
+  )
+}
+const authorizationUrl = new URL(as.authorization_endpoint)
+authorizationUrl.search = (
+  pushed
+    ? new URLSearchParams({ client_id: clientId, request_uri: pushed.result.request_uri })
+    : authorizationRequest
+).toString()
 process.stdout.write(JSON.stringify({ authorization_url: authorizationUrl.href }) + '\n')
 
 const callback = oauth.validateAuthResponse(as, client, new URL(await firstLine()), state)
@@ -190,6 +209,7 @@ process.stdout.write(
     thumbprint: await DPoP.calculateThumbprint(),
     public_jwk: await crypto.subtle.exportKey('jwk', keyPair.publicKey),
     subject,
+    push: pushed && { nonce_retries: pushed.nonceRetries },
     code_exchange: describeTokens(code.result, code.nonceRetries),
     refresh: describeTokens(refreshed.result, refreshed.nonceRetries),
     userinfo: {
