@@ -5,9 +5,10 @@ A public, third-party client with offline access runs the authorization code flo
 against authserver on 127.0.0.1: the Node script makes the authorization URL, this test signs
 the user in and consents over HTTP like a browser and hands the script the URL it was sent
 back to; the script redeems the code with a DPoP proof, refreshes, calls userinfo and tries
-what must be refused, all through the library, and reports what it saw. Once without server
-nonces and once with them (``AUTHSERVER_DPOP_NONCE``), where the library must meet
-``use_dpop_nonce`` at the token endpoint and at userinfo and retry with the nonce.
+what must be refused, all through the library, and reports what it saw. It runs with an EC
+and an RSA key, with the code bound to the key (``dpop_jkt``, or a pushed request sent with a
+proof) or not, and with server nonces (``AUTHSERVER_DPOP_NONCE``), where the library must
+meet ``use_dpop_nonce`` and retry with the nonce (``SETTINGS``).
 
 The library and its lock file are in tests/node_clients; ``make test`` installs them
 (``npm ci``). Without node or that install the module is skipped, unless
@@ -112,7 +113,7 @@ SETTINGS = {
 
 
 # One run of the script per setting, shared by the module's tests (each run is a Node
-# process, a sign-in and ten requests); its data is committed, and removed after the run.
+# process, a sign-in and about ten requests); its data is committed, and removed after the run.
 @pytest.fixture(scope="module", params=list(SETTINGS.values()), ids=list(SETTINGS))
 def setting(request: pytest.FixtureRequest) -> Setting:
     value: Setting = request.param
