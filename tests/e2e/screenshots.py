@@ -1,7 +1,8 @@
 """Every page the end-to-end tests reach, looked at the way people see it and checked the way
 assistive technology reads it: in the light and the dark colour scheme and on a 390 px wide
 phone, each one photographed into the run's artefacts and checked with axe-core against WCAG
-2.2 A and AA (and axe's best practices: landmarks, heading order).
+2.2 A and AA (and axe's best practices: landmarks, heading order), and at 320 px wide it must
+not scroll sideways (1.4.10 Reflow).
 
 axe-core comes from the npm registry (``make axe``, which ``make test`` runs) into
 ``test-tools/``; ``AUTHSERVER_TEST_AXE_JS`` names another copy. Without it the checks are
@@ -24,6 +25,8 @@ from playwright.sync_api import Page
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 PHONE = {"width": 390, "height": 844}
+# WCAG 2.2 1.4.10 (Reflow): at 320 CSS px nothing may need scrolling sideways.
+NARROWEST = {"width": 320, "height": 640}
 # What axe checks: WCAG 2.0, 2.1 and 2.2 at levels A and AA, and its best practices.
 AXE_TAGS = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "wcag22aa", "best-practice"]
 REQUIRE_BROWSER = os.environ.get("AUTHSERVER_TEST_REQUIRE_BROWSER") == "1"
@@ -68,6 +71,22 @@ def violations(tab: Page, skip: tuple[str, ...] = ()) -> list[dict[str, Any]]:
     return found
 
 
+def wider_than_the_window(tab: Page) -> list[str]:
+    """The elements that stick out past the window's right edge (none when the page reflows)."""
+    found: list[str] = tab.evaluate(
+        """() => {
+            const width = document.documentElement.clientWidth;
+            if (document.documentElement.scrollWidth <= width) return [];
+            return [...document.body.querySelectorAll("*")]
+                .filter(e => e.getBoundingClientRect().right > width + 0.5)
+                .map(e => e.tagName.toLowerCase() + (e.id ? "#" + e.id : "")
+                    + (e.className && typeof e.className === "string"
+                        ? "." + e.className.trim().split(/\\s+/).join(".") : ""));
+        }"""
+    )
+    return found
+
+
 def _described(failing: dict[str, list[dict[str, Any]]]) -> str:
     return json.dumps(failing, indent=2)
 
@@ -89,10 +108,13 @@ def shoot(tab: Page, folder: str, name: str, skip: tuple[str, ...] = ()) -> None
             tab.screenshot(path=str(target / f"{name}-{scheme}.png"), full_page=True)
             if check:
                 found[scheme] = violations(tab, skip)
+        tab.set_viewport_size(NARROWEST)
+        sticking_out = wider_than_the_window(tab)
     finally:
         tab.emulate_media(color_scheme="light")
         if size is not None:
             tab.set_viewport_size(size)
+    assert not sticking_out, f"{tab.url} ({folder}/{name}) is wider than 320 px: {sticking_out}"
     failing = {scheme: problems for scheme, problems in found.items() if problems}
     assert not failing, (
         f"axe-core on {tab.url} ({folder}/{name}): {_described(list(failing.items()))}"

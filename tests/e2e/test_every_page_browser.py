@@ -7,7 +7,8 @@ the test notes which templates the server rendered and which paths the browser w
 checked, and ends by requiring every page template (``authserver/templates``, less the mail
 and the pieces others include) and every GET page of ``tests/test_openapi.py`` ``HTML_PAGES``.
 The POST pages answer with one of those templates (a form shown again with its error, or the
-step after it), so covering the templates covers them.
+step after it), so covering the templates covers them. The last tests show that the checks
+can fail.
 """
 
 from __future__ import annotations
@@ -366,3 +367,23 @@ def test_axe_finds_what_a_page_gets_wrong_in_the_scheme_it_is_shown_in(
     assert [node["target"] for node in light["label"]["nodes"]] == [["#nameless"]]
     assert "color-contrast" not in light
     assert [node["target"] for node in dark["color-contrast"]["nodes"]] == [["#dim"]]
+
+
+def test_a_page_wider_than_a_narrow_phone_is_found(
+    live_server: LiveServer,
+    page: Page,  # noqa: F811
+) -> None:
+    page.set_viewport_size(screenshots.NARROWEST)
+    page.goto(live_server.url + "/login")
+    assert screenshots.wider_than_the_window(page) == []
+    page.evaluate(
+        """() => {
+            const wide = document.createElement("div");
+            wide.id = "wide";
+            wide.textContent = "Wide";
+            wide.style.width = "30rem";
+            document.querySelector("main").append(wide);
+        }"""
+    )
+
+    assert screenshots.wider_than_the_window(page) == ["div#wide"]
