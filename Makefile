@@ -8,10 +8,10 @@ PORT   ?= 8000
 # pytest-xdist workers for `make test`, each with a database of its own (tests/conftest.py).
 # TEST_WORKERS=0 runs the suite in one process; so does -n 0 in PYTEST_ARGS (the last -n wins).
 TEST_WORKERS ?= 3
-# axe-core, the accessibility checker the end-to-end tests run in Chromium (tests/e2e/
-# screenshots.py):
-# fetched from the npm registry at this version and checked against this digest of its tarball,
-# into a git-ignored folder. Without npm the checks are skipped, except in CI (.ci/run).
+# axe-core, the accessibility checker the end-to-end tests run in Chromium
+# (tests/e2e/screenshots.py): fetched from the npm registry at this version and checked against
+# this digest of its tarball, into a git-ignored folder. Without npm the checks are skipped,
+# except in CI (.ci/run).
 AXE_VERSION := 4.14.1
 AXE_SHA256  := e6b0ce02b84d892e2e33e403485e7f3d6c29e2be6df65daf44d89ba564139745
 AXE_DIR     := test-tools/axe-core-$(AXE_VERSION)
