@@ -76,11 +76,17 @@ def _user_of(claims: dict[str, Any]) -> uuid.UUID:
     # RFC 9068 §2.2: a client acting for itself is its own subject; such a token acts for no
     # user and opens no user's data.
     if not isinstance(subject, str) or subject == claims.get("client_id"):
-        raise _invalid("The access token does not act for a user.")
+        raise _invalid("The access token does not act for a user.", _scheme_of(claims))
     try:
         return uuid.UUID(subject)
     except ValueError:
-        raise _invalid("The access token does not act for a user.") from None
+        raise _invalid("The access token does not act for a user.", _scheme_of(claims)) from None
+
+
+def _scheme_of(claims: dict[str, Any]) -> str:
+    """The scheme a verified token came with: refusals made after it was accepted answer
+    with that scheme's challenge (RFC 9449 §7.1)."""
+    return DPOP if "cnf" in claims else BEARER
 
 
 def _presented_access_token(now: int) -> OwnToken:
@@ -137,17 +143,21 @@ def require_user_token(api: OwnApi) -> UserCaller:
     claims = token.claims
     audience = api.audience(rt.config.issuer)
     if audience is not None and claims.get("aud") != audience:
-        raise _invalid("The access token is not meant for this API.")
+        raise _invalid("The access token is not meant for this API.", _scheme_of(claims))
     user_id = _user_of(claims)
     if not access_token_still_granted(db.session, token, now):
-        raise _invalid("The access token was revoked.")
+        raise _invalid("The access token was revoked.", _scheme_of(claims))
     family_id = _family_of(claims)
     # Only a live token of this API spends from its family's budget: nobody else can.
     spend_family_budget(str(family_id) if family_id else None, str(claims.get("jti", "")))
     scopes = frozenset(str(claims.get("scope", "")).split())
     if api.scope not in scopes:
         raise BearerError(
-            403, "insufficient_scope", f"The '{api.scope}' scope is needed.", scope=api.scope
+            403,
+            "insufficient_scope",
+            f"The '{api.scope}' scope is needed.",
+            scope=api.scope,
+            scheme=_scheme_of(claims),
         )
     return UserCaller(
         user_id=user_id,
@@ -188,15 +198,21 @@ def require_admin_token(scope: str) -> AdminCaller:
     token = _presented_access_token(int(now.timestamp()))
     claims = token.claims
     if claims.get("aud") != admin_audience(rt.config.issuer):
-        raise _invalid("The access token is not meant for this API.")
+        raise _invalid("The access token is not meant for this API.", _scheme_of(claims))
     client_id = claims.get("client_id")
     if not isinstance(client_id, str) or claims.get("sub") != client_id:
-        raise _invalid("The access token acts for a user, not an admin client.")
+        raise _invalid("The access token acts for a user, not an admin client.", _scheme_of(claims))
     if not access_token_still_granted(db.session, token, now):
-        raise _invalid("The access token was revoked.")
+        raise _invalid("The access token was revoked.", _scheme_of(claims))
     scopes = frozenset(str(claims.get("scope", "")).split())
     client = find_client(db.session, client_id)
     held = scopes & frozenset(client.admin_scopes) if client and not client.disabled else set()
     if scope not in held:
-        raise BearerError(403, "insufficient_scope", f"The '{scope}' scope is needed.", scope=scope)
+        raise BearerError(
+            403,
+            "insufficient_scope",
+            f"The '{scope}' scope is needed.",
+            scope=scope,
+            scheme=_scheme_of(claims),
+        )
     return AdminCaller(client_id=client_id, scopes=frozenset(held))

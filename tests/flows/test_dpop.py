@@ -687,6 +687,30 @@ def _bound_token_for(app: Flask, session: Session, http: FlaskClient, key: DPoPK
     return str(_password_tokens(http, own_app, key, scope="openid")["access_token"])
 
 
+def test_a_revoked_bound_token_is_refused_with_a_dpop_challenge(
+    client: FlaskClient, bound_user_token: str, key: DPoPKey
+) -> None:
+    url = ISSUER + "/account/logout-all"
+    signed_out = _call(
+        client,
+        "/account/logout-all",
+        bound_user_token,
+        method="POST",
+        proof=key.proof("POST", url, access_token=bound_user_token),
+    )
+    assert signed_out.status_code == 200, signed_out.json
+
+    answer = _call(
+        client,
+        "/oauth/userinfo",
+        bound_user_token,
+        proof=key.proof("GET", USERINFO_URL, access_token=bound_user_token),
+    )
+
+    assert answer.status_code == 401
+    assert answer.headers["WWW-Authenticate"].startswith('DPoP error="invalid_token"')
+
+
 def test_a_proof_for_an_api_call_is_accepted_once(
     client: FlaskClient, bound_user_token: str, key: DPoPKey
 ) -> None:
