@@ -19,15 +19,23 @@ from __future__ import annotations
 import json
 import os
 import re
+import secrets
 import shlex
 import shutil
+import signal
+import socket
+import subprocess
 import sys
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 from sqlalchemy.engine import make_url
+
+from tests.helpers import HANG_SECONDS, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV = Path(sys.executable).parent.parent
@@ -307,3 +315,185 @@ def install_fake_docker(stack: Stack, folder: Path) -> dict[str, str]:
         "HOME": str(folder),
         **({"PYTHONPATH": os.environ["PYTHONPATH"]} if "PYTHONPATH" in os.environ else {}),
     }
+
+
+# -- the stack's services as running processes -------------------------------------------------
+
+# The port the image's servers listen on (gunicorn.conf.py, the healthchecks, nginx.conf).
+SERVER_PORT = "8000"
+
+
+def stack_variables(**overrides: str) -> dict[str, str]:
+    """``.env``: ``.env.example`` with its secrets filled in, as the README says."""
+    variables = env_example()
+    variables.update({name: secrets.token_urlsafe(48) for name in SECRETS})
+    variables.update(overrides)
+    return variables
+
+
+@dataclass
+class Service:
+    container: Container
+    process: subprocess.Popen[bytes]
+    log: Path
+    url: str = ""
+
+    def said(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+@dataclass
+class RunningStack:
+    stack: Stack
+    migrate: subprocess.CompletedProcess[str]
+    services: dict[str, Service] = field(default_factory=dict)
+
+    def servers(self) -> list[Service]:
+        return [service for service in self.services.values() if service.url]
+
+
+def is_server(spec: dict[str, Any]) -> bool:
+    return "gunicorn" in " ".join(map(str, spec.get("command", [])))
+
+
+def _start(container: Container, command: list[str], pass_fds: tuple[int, ...] = ()) -> Service:
+    log = container.root / "log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            container.command(command),
+            env=container.env,
+            cwd=container.cwd,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            pass_fds=pass_fds,
+        )
+    return Service(container, process, log)
+
+
+def healthcheck(stack: Stack, service: Service) -> subprocess.CompletedProcess[str]:
+    """The service's compose healthcheck, run in its container against its port here."""
+    test = stack.services[service.container.service]["healthcheck"]["test"]
+    assert test[0] == "CMD", test
+    port = service.url.rsplit(":", 1)[1]
+    words = [word.replace(f"127.0.0.1:{SERVER_PORT}", f"127.0.0.1:{port}") for word in test[1:]]
+    return subprocess.run(
+        service.container.command(words),
+        env=service.container.env,
+        cwd=service.container.cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def _stop(service: Service) -> None:
+    if service.process.poll() is None:
+        service.process.send_signal(signal.SIGTERM)
+    service.process.wait(timeout=HANG_SECONDS)
+
+
+@contextmanager
+def started(
+    stack: Stack, listeners: dict[str, socket.socket], others: Iterable[str]
+) -> Iterator[RunningStack]:
+    """The stack as compose orders it: ``migrate`` to its end, then the servers named in
+    ``listeners`` (each serving on its socket, whose address alone differs from the
+    container's: two replicas cannot both have port 8000 on one machine) until their
+    healthchecks pass, and the services named in ``others``. All stopped with SIGTERM."""
+    migrate = stack.container("migrate")
+    migrated = subprocess.run(
+        migrate.command(stack.services["migrate"]["command"]),
+        env=migrate.env,
+        cwd=migrate.cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert migrated.returncode == 0, migrated.stdout + migrated.stderr
+    result = RunningStack(stack, migrated)
+    try:
+        for name, listener in listeners.items():
+            spec = stack.services[name]
+            assert is_server(spec), name
+            container = stack.container(name)
+            container.env["GUNICORN_BIND"] = f"fd://{listener.fileno()}"
+            host, port = listener.getsockname()
+            with listener:
+                service = _start(container, spec["command"], (listener.fileno(),))
+            service.url = f"http://{host}:{port}"
+            result.services[name] = service
+        for name in others:
+            result.services[name] = _start(stack.container(name), stack.services[name]["command"])
+        for server in result.servers():
+
+            def healthy(server: Service = server) -> bool:
+                assert server.process.poll() is None, server.said()[-3000:]
+                return healthcheck(stack, server).returncode == 0
+
+            wait_until(healthy, f"{server.container.service} to pass its healthcheck")
+        yield result
+    finally:
+        for service in result.services.values():
+            _stop(service)
+
+
+def run_in(container: Container, *words: str, stdin: str | None = None) -> str:
+    """``words`` in ``container``; its output, after checking it succeeded in one piece."""
+    result = subprocess.run(
+        container.command(list(words)),
+        env=container.env,
+        cwd=container.cwd,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    said = result.stdout + result.stderr
+    assert result.returncode == 0, f"{container.service}: {' '.join(words)}\n{said}"
+    assert "Traceback" not in said, said
+    return result.stdout
+
+
+# -- the README's commands ----------------------------------------------------------------------
+
+
+def readme_section(title: str) -> str:
+    readme = (ROOT / "README.md").read_text()
+    start = readme.index(f"\n## {title}\n")
+    end = readme.find("\n## ", start + 1)
+    return readme[start : end if end != -1 else None]
+
+
+def sh_blocks(section: str) -> list[str]:
+    return re.findall(r"```sh\n(.*?)```", section, re.DOTALL)
+
+
+FIRST_ADMIN_PASSWORD = "a long passphrase of the first admin"
+
+
+def run_readmes_first_commands(stack: Stack, folder: Path) -> str:
+    """The README's ``docker compose run`` blocks (the first admin, the first client), run by
+    bash as written, in containers of ``stack``; their standard output."""
+    blocks = [
+        block
+        for block in sh_blocks(readme_section("Running with docker compose"))
+        if "docker compose run" in block
+    ]
+    assert blocks, "the README shows no `docker compose run` command"
+    result = subprocess.run(
+        ["bash", "-c", "set -euo pipefail\n" + "\n".join(blocks)],
+        env=install_fake_docker(stack, folder),
+        # `read -rs ADMIN_PASSWORD` reads the first line.
+        input=FIRST_ADMIN_PASSWORD + "\n",
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    said = result.stdout + result.stderr
+    assert result.returncode == 0, said
+    assert "Traceback" not in said, said
+    return result.stdout
