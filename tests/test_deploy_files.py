@@ -247,3 +247,29 @@ def test_the_docs_describe_what_exists_and_promise_nothing() -> None:
         text = path.read_text().lower()
         for phrase in ("coming next", "coming soon", "not yet implemented"):
             assert phrase not in text, f"{path.name} says {phrase!r}"
+
+
+def test_every_command_the_deployment_guide_names_exists() -> None:
+    from authserver.cli import main
+
+    guide = (ROOT / "docs" / "DEPLOYMENT.md").read_text()
+    named = set(re.findall(r"`authserver ([a-z-]+(?: [a-z-]+)?)", guide))
+    assert named
+    for words in named:
+        group_or_command = main.commands.get(words.split()[0])
+        assert group_or_command is not None, f"no `authserver {words}`"
+        if len(words.split()) == 2 and hasattr(group_or_command, "commands"):
+            assert words.split()[1] in group_or_command.commands, f"no `authserver {words}`"
+
+
+def test_the_deployment_guide_names_the_stacks_services_and_database() -> None:
+    guide = (ROOT / "docs" / "DEPLOYMENT.md").read_text()
+    services = _compose()["services"]
+    for name in services:
+        assert f"`{name}`" in guide, f"docs/DEPLOYMENT.md does not name {name}"
+    postgres = services["postgres"]["environment"]
+    dump = f"pg_dump -U {postgres['POSTGRES_USER']} -Fc {postgres['POSTGRES_DB']}"
+    assert dump in guide
+    assert f"pg_restore -U {postgres['POSTGRES_USER']} -d {postgres['POSTGRES_DB']}" in guide
+    assert "../README.md#scaling" in guide
+    assert "## Scaling" in (ROOT / "README.md").read_text()
