@@ -204,10 +204,10 @@ class Stack:
         env = {
             # What the base image gives every process, and the host's PATH after the image's.
             "PATH": os.environ["PATH"],
-            "HOME": str(root / "app"),
+            # The image's user's home is its working directory (Dockerfile: useradd --home-dir);
+            # gunicorn's control socket goes there, so each container has its own.
+            "HOME": str(root / self.image.workdir.lstrip("/")),
             "LANG": "C.UTF-8",
-            # gunicorn's control socket in the container's own folder (tests/conftest.py).
-            "XDG_RUNTIME_DIR": str(root / "tmp"),
         }
         if "PYTHONPATH" in os.environ:
             # The code under test, where the image has it installed in its virtualenv.
