@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import signal
 import sys
 import threading
@@ -1506,8 +1507,22 @@ def dev_seed() -> None:
             }
         )
     )
+    exports = " ".join(
+        f"{name}={shlex.quote(value)}"
+        for name, value in (
+            ("ISSUER", issuer),
+            ("CLIENT_ID", creds["client_id"]),
+            ("CLIENT_SECRET", creds["client_secret"]),
+            ("EMAIL", creds["email"]),
+            ("PASSWORD", creds["password"]),
+        )
+    )
     click.echo(
         f"""
+For the README's curl examples, paste into your shell:
+
+export {exports}
+
 Demo user:    {creds["email"]} / {creds["password"]}
 Demo client:  {creds["client_id"]} / {creds["client_secret"]}
               (kept in {credentials_file})
