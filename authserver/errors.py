@@ -400,6 +400,19 @@ def handle_unexpected(exc: BaseException) -> Response:
     if _is_database_outage(exc):
         log.warning("database unavailable: %s", type(exc).__name__)
         return _unavailable()
+    # Imported here: services.keys imports this module (its typed errors).
+    from authserver.services.keys import KeyDecryptionError
+
+    if isinstance(exc, KeyDecryptionError):
+        # The stored signing keys do not open with AUTHSERVER_KEY_ENCRYPTION_KEY (a restore
+        # with another key, a mistyped secret): nothing can be signed or verified until the
+        # operator fixes it. 503, so a load balancer's readiness check takes this process
+        # out, and one line that says what to do.
+        log.error(
+            "signing keys cannot be decrypted: AUTHSERVER_KEY_ENCRYPTION_KEY is not the key "
+            "they were stored with (docs/DEPLOYMENT.md, backups)"
+        )
+        return _unavailable()
     # The traceback goes to the server log only; the caller gets the code and nothing else.
     log.error("unhandled error", exc_info=exc)
     return error_response("server_error", None, 500)
