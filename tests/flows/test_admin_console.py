@@ -616,8 +616,13 @@ def edit_form(console: FlaskClient, client_id: str) -> dict[str, str]:
         "refresh_idle_ttl": "",
         "refresh_absolute_ttl": "",
     }
-    if re.search(r'id="require_second_factor"[^>]* checked', body):
-        fields["require_second_factor"] = "on"
+    for switch in (
+        "require_second_factor",
+        "require_pushed_authorization_requests",
+        "dpop_bound_access_tokens",
+    ):
+        if re.search(rf'id="{switch}"[^>]* checked', body):
+            fields[switch] = "on"
     return fields
 
 
@@ -656,6 +661,31 @@ def test_a_client_is_edited_and_the_change_names_the_admin(
     (event,) = events(session, "client_updated")
     assert event.client_id == client_id
     assert_made_by_the_admin(event, session)
+
+
+def test_pushed_requests_and_dpop_are_switched_on_and_off(
+    session: Session, console: FlaskClient
+) -> None:
+    client_id = web_client(session).client.client_id
+    form = edit_form(console, client_id)
+    form.update(require_pushed_authorization_requests="on", dpop_bound_access_tokens="on")
+
+    on = follow(console, console.post(f"/admin/clients/{client_id}", data=form))
+    session.expire_all()
+    switched_on = session.scalars(select(Client).where(Client.client_id == client_id)).one()
+    assert switched_on.require_pushed_authorization_requests
+    assert switched_on.dpop_bound_access_tokens
+    assert "Saved: pushed requests, DPoP." in on
+    form = edit_form(console, client_id)
+    assert form["dpop_bound_access_tokens"] == "on"
+    del form["require_pushed_authorization_requests"], form["dpop_bound_access_tokens"]
+
+    follow(console, console.post(f"/admin/clients/{client_id}", data=form))
+
+    session.expire_all()
+    switched_off = session.scalars(select(Client).where(Client.client_id == client_id)).one()
+    assert not switched_off.require_pushed_authorization_requests
+    assert not switched_off.dpop_bound_access_tokens
 
 
 def test_an_edit_made_against_a_version_someone_changed_since_is_refused(

@@ -55,6 +55,8 @@ class ClientForm:
     scopes: str
     lifetimes: dict[str, str]
     require_second_factor: bool
+    require_pushed_authorization_requests: bool
+    dpop_bound_access_tokens: bool
     version: str
     errors: dict[str, str] = field(default_factory=dict)
     # A refusal that is no one field's (the registration changed meanwhile, ...).
@@ -71,6 +73,10 @@ class ClientForm:
                 for name in LIFETIMES
             },
             require_second_factor=bool(registration["require_second_factor"]),
+            require_pushed_authorization_requests=bool(
+                registration["require_pushed_authorization_requests"]
+            ),
+            dpop_bound_access_tokens=bool(registration["dpop_bound_access_tokens"]),
             version=version_of(registration),
         )
 
@@ -85,6 +91,10 @@ class ClientForm:
             scopes=form.get("scopes", "")[:MAX_ITEM_LENGTH],
             lifetimes={name: form.get(name, "").strip()[:20] for name in LIFETIMES},
             require_second_factor=form.get("require_second_factor") == "on",
+            require_pushed_authorization_requests=(
+                form.get("require_pushed_authorization_requests") == "on"
+            ),
+            dpop_bound_access_tokens=form.get("dpop_bound_access_tokens") == "on",
             version=form.get("version", "")[:64],
         )
 
@@ -116,6 +126,8 @@ class ClientForm:
             ),
             "scopes": self.scopes.split(),
             "require_second_factor": self.require_second_factor,
+            "require_pushed_authorization_requests": self.require_pushed_authorization_requests,
+            "dpop_bound_access_tokens": self.dpop_bound_access_tokens,
         }
         for name in LIFETIMES:
             wanted[name] = self._seconds(name)
@@ -164,6 +176,8 @@ FIELD_NAMES = {
     "refresh_idle_ttl": "refresh token idle lifetime",
     "refresh_absolute_ttl": "refresh token lifetime",
     "require_second_factor": "second factor",
+    "require_pushed_authorization_requests": "pushed requests",
+    "dpop_bound_access_tokens": "DPoP",
 }
 
 
