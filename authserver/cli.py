@@ -1,7 +1,9 @@
-"""The ``authserver`` command: a Flask CLI group.
+"""The ``authserver`` command: a click group whose commands run in the app's context.
 
 Every command is one transaction. Bad input ends in one ``Error: ...`` line on stderr and a
-non-zero exit, never a traceback.
+non-zero exit, never a traceback. The group is authserver's own, not Flask's: Flask's
+``run``, ``routes`` and ``shell``, its ``--app``/``--debug``/``--env-file`` options and the
+commands extensions register on ``app.cli`` are not offered (``serve`` is the server).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import shlex
 import signal
 import sys
 import threading
+import uuid
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -20,10 +23,12 @@ from typing import Any, NoReturn
 
 import click
 from flask import Flask, current_app
-from flask.cli import FlaskGroup, with_appcontext
+from flask.cli import ScriptInfo, with_appcontext
+from sqlalchemy import inspect, make_url, text
 from sqlalchemy.exc import SQLAlchemyError
 
-from authserver.app import create_app
+from authserver.app import create_app, load_config_or_exit
+from authserver.config import Config, ConfigError
 from authserver.db import db, utcnow
 from authserver.errors import AuthServerError
 from authserver.own_apis import ADMIN_SCOPES
@@ -35,6 +40,8 @@ from authserver.services import users as user_service
 from authserver.services.keys import KeyDecryptionError
 from authserver.services.passwords import PasswordRejected
 from authserver.services.purge import DEFAULT_BATCH_SIZE, PurgePolicy, PurgeReport, purge
+
+UPGRADE_HINT = "run `authserver db upgrade`"
 
 
 def migrations_dir() -> Path:
@@ -49,8 +56,89 @@ def _fail(message: str, code: int = 1) -> NoReturn:
     sys.exit(code)
 
 
-class AuthserverGroup(FlaskGroup):
-    """FlaskGroup that turns expected failures into one line instead of a traceback."""
+def _database_url_unset() -> bool:
+    return not os.environ.get("DATABASE_URL", "").strip()
+
+
+def _sqlite_file(database_url: str) -> str | None:
+    """The file an SQLite URL names (None for another database or SQLite in memory)."""
+    url = make_url(database_url)
+    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
+        return None
+    return str(url.database)
+
+
+def _schema_missing(exc: SQLAlchemyError) -> bool:
+    """Whether a statement failed because a table or column of authserver's schema is not
+    there: a database never migrated, or migrated by an older authserver."""
+    orig = getattr(exc, "orig", None)
+    # PostgreSQL: undefined_table, undefined_column (SQLSTATE class 42).
+    if getattr(orig, "sqlstate", None) in ("42P01", "42703"):
+        return True
+    message = str(orig or "")
+    return message.startswith(("no such table", "no such column"))
+
+
+def _database_error_line(exc: SQLAlchemyError) -> str:
+    first_line = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    return first_line[0] if first_line else type(exc).__name__
+
+
+def _unset_database_url_note() -> str:
+    """Which database the command used when DATABASE_URL is not set, for messages about it."""
+    if not _database_url_unset():
+        return ""
+    try:
+        sqlite_file = _sqlite_file(Config.from_env().database_url)
+    except ConfigError:
+        return ""
+    return f" (DATABASE_URL is not set: the SQLite file {sqlite_file})" if sqlite_file else ""
+
+
+def _create_app_for_command() -> Flask:
+    """The app of one command, from the environment.
+
+    Without DATABASE_URL the server uses an SQLite file under the instance folder, which
+    connecting would create: a command run from the wrong folder, or with a forgotten
+    DATABASE_URL, would then work on a new empty database. Only `db upgrade` may create it;
+    every other command says which file it looked for and how to name the right database.
+    """
+    config = load_config_or_exit()
+    sqlite_file = _sqlite_file(config.database_url)
+    creates_database = click.get_current_context().command is db_upgrade
+    missing = sqlite_file is not None and not Path(sqlite_file).exists()
+    if _database_url_unset() and missing and not creates_database:
+        _fail(
+            f"DATABASE_URL is not set and there is no database at {sqlite_file} (the "
+            "SQLite file authserver uses without it): set DATABASE_URL to your database "
+            "(postgresql+psycopg://USER@HOST/NAME), or create that file with "
+            "`authserver db upgrade`"
+        )
+    return create_app(config)
+
+
+class AuthserverGroup(click.Group):
+    """The command group: each command gets the app on first use (``with_appcontext``), and
+    expected failures become one line instead of a traceback."""
+
+    def make_context(
+        self,
+        info_name: str | None,
+        args: list[str],
+        parent: click.Context | None = None,
+        **extra: Any,
+    ) -> click.Context:
+        # Flask's with_appcontext loads the app through the ScriptInfo it finds in the
+        # context's obj; a caller (a test) may hand its own.
+        extra.setdefault(
+            "obj",
+            ScriptInfo(
+                create_app=_create_app_for_command,
+                set_debug_flag=False,
+                load_dotenv_defaults=False,
+            ),
+        )
+        return super().make_context(info_name, args, parent=parent, **extra)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -61,8 +149,12 @@ class AuthserverGroup(FlaskGroup):
             _fail(str(exc))
         except SQLAlchemyError as exc:
             # The driver's message can carry host names but no parameters (hide_parameters).
-            first_line = str(exc.orig if hasattr(exc, "orig") else exc).strip().splitlines()
-            detail = first_line[0] if first_line else type(exc).__name__
+            detail = _database_error_line(exc)
+            if _schema_missing(exc):
+                _fail(
+                    f"the database has no authserver schema, or an older one ({detail})"
+                    f"{_unset_database_url_note()}: {UPGRADE_HINT}"
+                )
             _fail(f"database error: {detail}")
 
 
@@ -70,9 +162,17 @@ def _app() -> Flask:
     return current_app._get_current_object()  # type: ignore[attr-defined,no-any-return]
 
 
-@click.group(cls=AuthserverGroup, create_app=create_app, load_dotenv=False)
+@click.group(cls=AuthserverGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(
+    package_name="authserver", prog_name="authserver", message="%(prog)s %(version)s"
+)
 def main() -> None:
-    """authserver: OAuth 2.1 / OpenID Connect authorization server."""
+    """authserver: OAuth 2.1 / OpenID Connect authorization server.
+
+    Settings come from the environment (DATABASE_URL, AUTHSERVER_*; see the README's
+    Configuration). Start with `authserver db upgrade`; `authserver COMMAND --help` says
+    more about each command.
+    """
 
 
 # -- db --------------------------------------------------------------------------------------
@@ -98,21 +198,67 @@ def alembic_config(database_url: str) -> Any:
 def db_upgrade(revision: str) -> None:
     """Apply migrations up to REVISION (default: head)."""
     from alembic import command
+    from alembic.util import CommandError
 
-    command.upgrade(alembic_config(runtime().config.database_url), revision)
+    database_url = runtime().config.database_url
+    note = _unset_database_url_note()
+    if note:
+        click.echo(f"note: {note.strip(' ()')}", err=True)
+    try:
+        command.upgrade(alembic_config(database_url), revision)
+    except CommandError as exc:
+        _fail(f"{exc}; `authserver db upgrade` with no revision goes to the newest")
     click.echo(f"database upgraded to {revision}")
+
+
+def _require_current_schema(app: Flask) -> None:
+    """Refuse to serve a database that `db upgrade` has not brought to this authserver's
+    schema: every request would end in an error. A revision this authserver does not know
+    is a newer one (a rolling upgrade), which it serves."""
+    from alembic.script import ScriptDirectory
+
+    scripts = ScriptDirectory.from_config(alembic_config(runtime(app).config.database_url))
+    head = scripts.get_current_head()
+    with db.state(app).engine.connect() as conn:
+        current = (
+            conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+            if inspect(conn).has_table("alembic_version")
+            else None
+        )
+    if current is None:
+        _fail(f"the database has no authserver schema{_unset_database_url_note()}: {UPGRADE_HINT}")
+    known = {script.revision for script in scripts.walk_revisions()}
+    if current != head and current in known:
+        _fail(
+            f"the database is at revision {current}, this authserver needs {head}: " + UPGRADE_HINT
+        )
 
 
 # -- serve -----------------------------------------------------------------------------------
 
 
 @main.command("serve")
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    metavar="ADDRESS",
+    help="Address to listen on (0.0.0.0: all).",
+)
+@click.option(
+    "--port",
+    default=8000,
+    show_default=True,
+    type=click.IntRange(1, 65535),
+    metavar="PORT",
+    help="TCP port to listen on.",
+)
 @with_appcontext
 def serve(host: str, port: int) -> None:
     """Run the development server (production: gunicorn 'authserver:create_app()')."""
     from werkzeug.serving import WSGIRequestHandler, run_simple
+
+    _require_current_schema(_app())
 
     class QuietQueryRequestHandler(WSGIRequestHandler):
         def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
@@ -151,19 +297,30 @@ def _read_password_from_stdin() -> str:
     return password
 
 
+def _new_password(password_stdin: bool, prompt: str) -> str:
+    """A password from standard input (--password-stdin), or typed twice on a terminal
+    without being shown: a typo in a password nobody sees would lock the account out."""
+    if password_stdin:
+        return _read_password_from_stdin()
+    if sys.stdin.isatty():
+        password: str = click.prompt(prompt, hide_input=True, confirmation_prompt=True, err=True)
+        return password
+    _fail("standard input is not a terminal: pass the password on it with --password-stdin")
+
+
 @users_group.command("create")
 @click.argument("email")
 @click.option(
     "--password-stdin",
     is_flag=True,
-    help="Read the password from the first line of standard input.",
+    help="Read the password from the first line of standard input (without it, it is "
+    "typed twice on a terminal).",
 )
 @with_appcontext
 def users_create(email: str, password_stdin: bool) -> None:
-    """Create a user. The password comes on standard input, never on the command line."""
-    if not password_stdin:
-        _fail("pass the password on standard input with --password-stdin")
-    password = _read_password_from_stdin()
+    """Create a user. The password is typed twice on a terminal without being shown, or
+    comes on standard input with --password-stdin; never on the command line."""
+    password = _new_password(password_stdin, "Password")
     rt = runtime()
     with db.transaction(_app()) as session:
         try:
@@ -233,7 +390,14 @@ def _iso(moment: datetime | None) -> str | None:
 @click.option(
     "--after", default=None, metavar="EMAIL", help="Start after this address (the next page)."
 )
-@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 1000))
+@click.option(
+    "--limit",
+    default=50,
+    show_default=True,
+    type=click.IntRange(1, 1000),
+    metavar="N",
+    help="Accounts per page, 1 to 1000.",
+)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object: users and next_after.")
 @with_appcontext
 def users_list(search: str | None, after: str | None, limit: int, as_json: bool) -> None:
@@ -364,18 +528,14 @@ def users_revoke_admin(email: str) -> None:
 @click.option(
     "--password-stdin",
     is_flag=True,
-    help="Read the password from the first line of standard input.",
+    help="Read the password from the first line of standard input (without it, it is "
+    "typed twice on a terminal).",
 )
 @with_appcontext
 def users_set_password(email: str, password_stdin: bool) -> None:
     """Set a user's password and sign them out everywhere. The password comes on standard
     input (--password-stdin) or, on a terminal, is typed twice without being shown."""
-    if password_stdin:
-        password = _read_password_from_stdin()
-    elif sys.stdin.isatty():
-        password = click.prompt("New password", hide_input=True, confirmation_prompt=True, err=True)
-    else:
-        _fail("standard input is not a terminal: pass the password on it with --password-stdin")
+    password = _new_password(password_stdin, "New password")
     rt = runtime()
     with db.transaction(_app()) as session:
         user = user_service.get_user_by_email(session, email)
@@ -480,6 +640,48 @@ def users_delete(email: str) -> None:
 
 # -- clients ---------------------------------------------------------------------------------
 
+_SERVER_DEFAULTS = Config()
+# A client's own token lifetimes: (option, what it bounds, the server-wide setting, its default).
+_LIFETIMES = {
+    "access-token-ttl": (
+        "How long its access tokens live",
+        "AUTHSERVER_ACCESS_TOKEN_TTL",
+        _SERVER_DEFAULTS.access_token_ttl,
+    ),
+    "refresh-idle-ttl": (
+        "How long its refresh tokens may go unused before the family ends",
+        "AUTHSERVER_REFRESH_IDLE_TTL",
+        _SERVER_DEFAULTS.refresh_idle_ttl,
+    ),
+    "refresh-absolute-ttl": (
+        "How long a refresh-token family lives at most, however often it is used",
+        "AUTHSERVER_REFRESH_ABSOLUTE_TTL",
+        _SERVER_DEFAULTS.refresh_absolute_ttl,
+    ),
+}
+
+
+def _seconds_in_words(seconds: int) -> str:
+    """``1209600 s, 14 days``: a lifetime in the unit it was chosen in."""
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= size and seconds % size == 0:
+            count = seconds // size
+            return f"{seconds} s, {count} {unit}{'s' if count != 1 else ''}"
+    return f"{seconds} s"
+
+
+def _lifetime_option(name: str, *, update: bool) -> Callable[[Any], Any]:
+    what, setting, default = _LIFETIMES[name]
+    unset = "0 puts back" if update else "without it,"
+    return click.option(
+        f"--{name}",
+        type=click.IntRange(min=0 if update else 1),
+        default=None,
+        metavar="SECONDS",
+        help=f"{what}, in seconds; {unset} the server-wide {setting} "
+        f"(default {_seconds_in_words(default)}).",
+    )
+
 
 @main.group("clients")
 def clients_group() -> None:
@@ -554,9 +756,9 @@ def clients_group() -> None:
     help="Its token requests must carry a DPoP proof, so every token it gets is bound to a "
     "key it holds (RFC 9449).",
 )
-@click.option("--access-token-ttl", type=click.IntRange(min=1), default=None)
-@click.option("--refresh-idle-ttl", type=click.IntRange(min=1), default=None)
-@click.option("--refresh-absolute-ttl", type=click.IntRange(min=1), default=None)
+@_lifetime_option("access-token-ttl", update=False)
+@_lifetime_option("refresh-idle-ttl", update=False)
+@_lifetime_option("refresh-absolute-ttl", update=False)
 @click.option("--json", "as_json", is_flag=True, help="Print {client_id, client_secret} as JSON.")
 @with_appcontext
 def clients_create(
@@ -779,10 +981,6 @@ def clients_show(client_id: str, as_json: bool) -> None:
         click.echo(f"{name + ':':<37} {shown}")
 
 
-_DEFAULT_LIFETIME = "Seconds; 0 puts back the server-wide setting."
-_SECONDS = click.IntRange(min=0)
-
-
 @clients_group.command("update")
 @click.argument("client_id")
 @click.option("--redirect-uri", "redirect_uris", multiple=True, help="Replaces the list.")
@@ -793,19 +991,15 @@ _SECONDS = click.IntRange(min=0)
     multiple=True,
     help="Replaces the list.",
 )
-@click.option("--no-post-logout-redirect-uris", is_flag=True)
+@click.option(
+    "--no-post-logout-redirect-uris", is_flag=True, help="Removes every post-logout redirect URI."
+)
 @click.option("--scope", default=None, help='Replaces the scopes, space separated ("" none).')
 @click.option("--audience", "audiences", multiple=True, help="Replaces the list.")
-@click.option("--no-audiences", is_flag=True)
-@click.option(
-    "--access-token-ttl", type=click.IntRange(min=0), default=None, help=_DEFAULT_LIFETIME
-)
-@click.option(
-    "--refresh-idle-ttl", type=click.IntRange(min=0), default=None, help=_DEFAULT_LIFETIME
-)
-@click.option(
-    "--refresh-absolute-ttl", type=click.IntRange(min=0), default=None, help=_DEFAULT_LIFETIME
-)
+@click.option("--no-audiences", is_flag=True, help="Removes every audience.")
+@_lifetime_option("access-token-ttl", update=True)
+@_lifetime_option("refresh-idle-ttl", update=True)
+@_lifetime_option("refresh-absolute-ttl", update=True)
 @click.option(
     "--admin-scope",
     "admin_scopes",
@@ -967,7 +1161,7 @@ def registration_tokens_group() -> None:
     default=86400,
     show_default=True,
     metavar="SECONDS",
-    help="How long the token works.",
+    help="How long the token works, in seconds (86400: a day).",
 )
 @click.option(
     "--uses",
@@ -975,7 +1169,7 @@ def registration_tokens_group() -> None:
     default=1,
     show_default=True,
     metavar="N",
-    help="How many clients it may register.",
+    help="How many clients it may register, 1 or more.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print {id, token, expires_at} as JSON.")
 @with_appcontext
@@ -1174,9 +1368,25 @@ def audit_group() -> None:
 
 
 @audit_group.command("tail")
-@click.option("--user", "email", default=None, help="Only this user's events.")
-@click.option("--type", "event_type", default=None, help="Only this event type.")
-@click.option("-n", "--lines", default=50, show_default=True, type=click.IntRange(1, 10_000))
+@click.option(
+    "--user", "email", default=None, metavar="EMAIL", help="Only the events of this account."
+)
+@click.option(
+    "--type",
+    "event_type",
+    default=None,
+    metavar="TYPE",
+    help="Only events of this type (user_created, signin_failed...).",
+)
+@click.option(
+    "-n",
+    "--lines",
+    default=50,
+    show_default=True,
+    type=click.IntRange(1, 10_000),
+    metavar="N",
+    help="How many events, 1 to 10000.",
+)
 @with_appcontext
 def audit_tail(email: str | None, event_type: str | None, lines: int) -> None:
     """Show the newest events, oldest first, one line each."""
@@ -1191,13 +1401,26 @@ def audit_tail(email: str | None, event_type: str | None, lines: int) -> None:
             if user is None:
                 _fail(f"no user with the email {email.strip()[:100]!r}")
             user_id = user.id
-        for event in recent_events(session, limit=lines, user_id=user_id, event_type=event_type):
+        events = recent_events(session, limit=lines, user_id=user_id, event_type=event_type)
+        emails = user_service.emails_of(
+            session, {event.user_id for event in events if event.user_id is not None}
+        )
+        for event in events:
             details = " ".join(f"{k}={v}" for k, v in sorted(event.details.items()))
             click.echo(
                 f"{event.occurred_at:%Y-%m-%d %H:%M:%S} {event.event_type:<22} "
-                f"user={event.user_id or '-'} client={event.client_id or '-'} "
+                f"user={_user_of(event.user_id, emails)} client={event.client_id or '-'} "
                 f"ip={event.ip_address or '-'} {details}".rstrip()
             )
+
+
+def _user_of(user_id: uuid.UUID | None, emails: dict[uuid.UUID, str]) -> str:
+    """``<id> <address>``: the id the trail keeps, and the address the account has now (an
+    account deleted since keeps only its id; its `user_deleted` event names the address)."""
+    if user_id is None:
+        return "-"
+    email = emails.get(user_id)
+    return f"{user_id} <{email}>" if email else f"{user_id} (deleted account)"
 
 
 # -- purge ---------------------------------------------------------------------------------
@@ -1212,11 +1435,6 @@ def parse_duration(value: str) -> timedelta:
     if match is None or int(match.group(1)) == 0:
         raise ValueError(f"--every takes a whole number and s, m, h or d (like 1h); got {value!r}")
     return timedelta(seconds=int(match.group(1)) * _DURATION_SECONDS[match.group(2)])
-
-
-def _database_error_line(exc: SQLAlchemyError) -> str:
-    first_line = str(getattr(exc, "orig", None) or exc).strip().splitlines()
-    return first_line[0] if first_line else type(exc).__name__
 
 
 def _print_purge_report(report: PurgeReport) -> None:
@@ -1244,7 +1462,8 @@ def _print_purge_report(report: PurgeReport) -> None:
     default=DEFAULT_BATCH_SIZE,
     show_default=True,
     type=click.IntRange(min=1),
-    help="Rows deleted per transaction.",
+    metavar="ROWS",
+    help="Rows deleted per transaction; smaller holds locks for less time.",
 )
 @with_appcontext
 def purge_command(every: str | None, batch_size: int) -> None:

@@ -82,6 +82,41 @@ def default_database_url(instance_dir: str) -> str:
     return f"sqlite:///{Path(instance_dir).resolve() / 'authserver.db'}"
 
 
+# The URL schemes of the databases authserver runs on, with the driver it ships with.
+DATABASE_SCHEMES = ("postgresql+psycopg", "sqlite", "sqlite+pysqlite")
+
+
+def normalise_database_url(url: str) -> str:
+    """``postgres://`` (the spelling Heroku-style platforms hand out) and ``postgresql://``
+    without a driver both mean PostgreSQL through psycopg 3, the driver authserver ships
+    with."""
+    scheme, separator, rest = url.strip().partition("://")
+    if separator and scheme.lower() in ("postgres", "postgresql"):
+        return f"postgresql+psycopg://{rest}"
+    return url.strip()
+
+
+def database_url_problem(url: str) -> str | None:
+    """Why DATABASE_URL names no database authserver runs on, or None. Only the scheme is
+    quoted: the rest of the URL may carry a password."""
+    scheme, separator, _ = url.partition("://")
+    if not separator:
+        return (
+            "DATABASE_URL must be a URL like postgresql+psycopg://USER@HOST/NAME or sqlite:///PATH"
+        )
+    if scheme.lower() in DATABASE_SCHEMES:
+        return None
+    if scheme.lower().startswith("postgresql+"):
+        return (
+            f"DATABASE_URL names the driver {scheme.partition('+')[2]!r}; authserver ships with "
+            "psycopg 3: postgresql+psycopg://USER@HOST/NAME"
+        )
+    return (
+        f"DATABASE_URL names a {scheme}:// database; authserver runs on PostgreSQL "
+        "(postgresql+psycopg://USER@HOST/NAME) and SQLite (sqlite:///PATH) only"
+    )
+
+
 @dataclass(frozen=True)
 class SmtpServer:
     """Where mail goes (AUTHSERVER_SMTP_URL). ``password`` is never shown: not in a repr,
@@ -388,7 +423,9 @@ class Config:
             except ValueError:
                 problems.append(f"{name} must be a whole number, got {raw!r}")
                 unparsed.append(name)
-        if "database_url" not in values:
+        if "database_url" in values:
+            values["database_url"] = normalise_database_url(values["database_url"])
+        else:
             values["database_url"] = default_database_url(values.get("instance_dir", "instance"))
         config = cls(**values)
         # A value that did not parse was replaced by its default; checks comparing it with
@@ -401,6 +438,9 @@ class Config:
     def problems(self) -> list[str]:
         """Everything wrong with this configuration, one line each."""
         problems: list[str] = []
+        database_problem = database_url_problem(self.database_url)
+        if database_problem:
+            problems.append(database_problem)
         if self.env not in (DEVELOPMENT, PRODUCTION):
             problems.append(
                 f"AUTHSERVER_ENV must be '{DEVELOPMENT}' or '{PRODUCTION}', got {self.env!r}"

@@ -9,7 +9,7 @@ from typing import Any
 from alembic import context
 from sqlalchemy import create_engine, pool
 
-from authserver.config import default_database_url
+from authserver.config import default_database_url, normalise_database_url
 from authserver.db import Base, UTCDateTime
 from authserver.models import __all__ as _registered_models  # noqa: F401  (registers tables)
 
@@ -32,9 +32,10 @@ def database_url() -> str:
     url = config.get_main_option("sqlalchemy.url")
     if url:
         return url
-    return os.environ.get("DATABASE_URL") or default_database_url(
-        os.environ.get("AUTHSERVER_INSTANCE_DIR", "instance")
-    )
+    from_environment = os.environ.get("DATABASE_URL", "").strip()
+    if from_environment:
+        return normalise_database_url(from_environment)
+    return default_database_url(os.environ.get("AUTHSERVER_INSTANCE_DIR", "instance"))
 
 
 def run_migrations_offline() -> None:

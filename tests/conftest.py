@@ -12,6 +12,12 @@ hands it to the workers. On SQLite each worker has its own file in a temporary f
 drops only databases it created: each carries a comment saying so, and one that exists without
 it is left alone and reported.
 
+A serial run empties the database ``TEST_DATABASE_URL`` names and builds it anew, so the run
+starts only on a database that is plainly for tests (``check_test_database``): one the suite
+marked, one a word of whose name starts with "test", or one with nothing in it. Anything else
+(someone's development or production database) stops the run before it touches a table,
+unless ``AUTHSERVER_TEST_ALLOW_ANY_DATABASE=1`` says to go on.
+
 The schema is built by the alembic migrations, never by ``create_all()``. Each test runs in an
 outer transaction that is rolled back (``join_transaction_mode="create_savepoint"``, as
 warehouse does); tests about concurrency or real HTTP use committed data and clean up after.
@@ -21,7 +27,9 @@ docs/testing.md says how everything else tests could share is kept apart.
 from __future__ import annotations
 
 import os
+import re
 import socket
+import sqlite3
 import tempfile
 import threading
 import uuid
@@ -57,6 +65,16 @@ settings.load_profile("authserver")
 SQLITE_SKIP_REASON = "needs PostgreSQL (running on the SQLite fallback)"
 # Every database the suite creates says so; the suite drops no database without this comment.
 SUITE_DATABASE_COMMENT = "authserver test suite: made by a test run and dropped at its end"
+# The mark of a database TEST_DATABASE_URL names that a serial run found empty and built: the
+# schema in it is the suite's, and later runs may empty it again.
+SUITE_SCHEMA_COMMENT = "authserver test suite: its schema is rebuilt by every test run"
+SUITE_MARKS = (SUITE_DATABASE_COMMENT, SUITE_SCHEMA_COMMENT)
+# The same two marks on an SQLite file, which has no comments: its header's application id.
+SQLITE_SUITE_APPLICATION_ID = 0x41535453
+# A name plainly for tests: a word of it starts with "test" (authserver_test, test-db,
+# authserver_tests), where "latest" or "contest" do not.
+TEST_DATABASE_NAME = re.compile(r"(?:^|[^a-z])test", re.IGNORECASE)
+ALLOW_ANY_DATABASE = "AUTHSERVER_TEST_ALLOW_ANY_DATABASE"
 # What the xdist controller hands each worker: (server URL or "" for SQLite, where it came from).
 HANDED_DATABASE = "authserver_test_database"
 # PostgreSQL truncates longer identifiers, and two names could then meet.
@@ -107,12 +125,14 @@ class TestDatabase:
             self.server_url, self.source = handed
         else:
             self.server_url, self.source = self._find_server()
-            if self.server_url.startswith("postgresql"):
-                # Once, where a refusal is one line (a worker's would be a node's traceback).
-                with _admin_connection(self.server_url):
-                    pass
         worker = worker_id(config)
         self.per_worker = worker is not None or is_xdist_controller(config)
+        if handed is None and self.source == "TEST_DATABASE_URL":
+            # Once, where a refusal is one line (a worker's would be a node's traceback).
+            accepted = check_test_database(self.server_url)
+            if accepted == "empty" and not self.per_worker:
+                # A serial run builds the schema in it: from now on it is the suite's.
+                mark_test_database(self.server_url)
         if worker is not None and self.server_url.startswith("postgresql"):
             name = f"{make_url(self.server_url).database}_{worker}"
             self.url = create_suite_database(self.server_url, name)
@@ -207,6 +227,89 @@ def _admin_connection(server_url: str) -> Iterator[Connection]:
             yield conn
     finally:
         admin.dispose()
+
+
+def check_test_database(url: str) -> str:
+    """Why the suite may run on the database ``url`` names, which a serial run empties: "mark"
+    (the suite's), "name" (plainly for tests), "empty", or "allowed" (by
+    AUTHSERVER_TEST_ALLOW_ANY_DATABASE=1). Any other database stops the run, untouched."""
+    if os.environ.get(ALLOW_ANY_DATABASE) == "1":
+        return "allowed"
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        name = Path(parsed.database or "").name
+        marked, objects = _sqlite_mark_and_objects(parsed.database or "")
+    else:
+        name = parsed.database or ""
+        with _admin_connection(url) as conn:
+            comment = conn.execute(
+                text(
+                    "SELECT coalesce(shobj_description(oid, 'pg_database'), '') FROM pg_database "
+                    "WHERE datname = current_database()"
+                )
+            ).scalar()
+            marked = comment in SUITE_MARKS
+            # Tables, views, materialized views, sequences and foreign tables of any schema
+            # but the system's.
+            objects = conn.execute(
+                text(
+                    "SELECT count(*) FROM pg_class c JOIN pg_namespace n "
+                    "ON n.oid = c.relnamespace WHERE c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f') "
+                    "AND n.nspname NOT IN ('pg_catalog', 'information_schema') "
+                    "AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%'"
+                )
+            ).scalar_one()
+    if marked:
+        return "mark"
+    if TEST_DATABASE_NAME.search(name):
+        return "name"
+    if objects == 0:
+        return "empty"
+    raise pytest.UsageError(
+        f"TEST_DATABASE_URL names the database {name!r}, which is not empty ({objects} "
+        "tables, views or sequences) and was not made by this test suite: a test run empties "
+        "the database it is given, so it starts only on one plainly for tests. Name a database "
+        'a word of whose name starts with "test" (authserver_test), or an empty one; or set '
+        f"{ALLOW_ANY_DATABASE}=1 to empty this one"
+    )
+
+
+def _sqlite_mark_and_objects(path: str) -> tuple[bool, int]:
+    if not path or path == ":memory:" or not Path(path).exists():
+        return False, 0
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        application_id = conn.execute("PRAGMA application_id").fetchone()[0]
+        objects = conn.execute(
+            "SELECT count(*) FROM sqlite_master WHERE name NOT LIKE 'sqlite\\_%' ESCAPE '\\'"
+        ).fetchone()[0]
+    finally:
+        conn.close()
+    return application_id == SQLITE_SUITE_APPLICATION_ID, int(objects)
+
+
+def mark_test_database(url: str) -> None:
+    """Mark the database ``url`` names as the suite's (``check_test_database`` accepts it from
+    now on), unless it carries a comment of someone else's."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        conn = sqlite3.connect(parsed.database or "")
+        try:
+            conn.execute(f"PRAGMA application_id = {SQLITE_SUITE_APPLICATION_ID}")
+            conn.commit()
+        finally:
+            conn.close()
+        return
+    with _admin_connection(url) as conn:
+        comment = conn.execute(
+            text(
+                "SELECT coalesce(shobj_description(oid, 'pg_database'), '') FROM pg_database "
+                "WHERE datname = current_database()"
+            )
+        ).scalar()
+        if not comment:
+            name = (parsed.database or "").replace('"', '""')
+            conn.execute(text(f"COMMENT ON DATABASE \"{name}\" IS '{SUITE_SCHEMA_COMMENT}'"))
 
 
 def create_suite_database(server_url: str, name: str) -> str:

@@ -1076,20 +1076,33 @@ def test_registration_tokens_create_refuses_a_token_that_could_do_nothing(
         assert session.scalars(select(InitialAccessToken)).all() == []
 
 
-def test_clients_create_refuses_a_wildcard_redirect_uri(cli_env: dict[str, str]) -> None:
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "https://*.example.com/callback",
+        "https://app.example.com/*",
+        "https://app.example.com/cb?next=*",
+    ],
+)
+def test_clients_create_refuses_a_wildcard_redirect_uri(cli_env: dict[str, str], uri: str) -> None:
+    name = f"Wild {uuid.uuid4().hex[:8]}"
+
     result = run_cli(
         "clients",
         "create",
         "--name",
-        "Wild",
+        name,
         "--grant",
         "authorization_code",
         "--redirect-uri",
-        "https://*.example.com/callback",
+        uri,
         env=cli_env,
     )
 
-    assert "wildcard" in assert_fails_with_one_line(result)
+    line = assert_fails_with_one_line(result)
+    assert "has a wildcard, which never matches" in line
+    assert uri in line
+    assert name not in run_cli("clients", "list", env=cli_env).stdout
 
 
 # -- the admin role ---------------------------------------------------------------------------

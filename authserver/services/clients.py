@@ -143,7 +143,10 @@ def _check_redirect_uri(uri: str) -> None:
     if "*" in uri:
         # Matching is by exact string (RFC 9700 §4.1.3): a "*" would never match anything
         # but itself, and registering one says its author expects a pattern.
-        raise ValidationError(f"redirect URI must be exact, without wildcards: {uri!r}")
+        raise ValidationError(
+            f"redirect URI {uri!r} has a wildcard, which never matches: redirect URIs are "
+            "compared exactly; register each one"
+        )
     if "@" in parts.netloc:
         # userinfo makes a URI read as one host and go to another (RFC 9700 §4.1.1).
         raise ValidationError(f"redirect URI must not contain user information: {uri!r}")

@@ -63,6 +63,14 @@ def find_user_by_email(session: Session, email: str) -> User | None:
     return session.scalars(select(User).where(User.email == normalized)).one_or_none()
 
 
+def emails_of(session: Session, user_ids: set[uuid.UUID]) -> dict[uuid.UUID, str]:
+    """The address of each of these accounts that still exists."""
+    if not user_ids:
+        return {}
+    rows = session.execute(select(User.id, User.email).where(User.id.in_(user_ids)))
+    return {row.id: row.email for row in rows}
+
+
 def get_user_by_email(session: Session, email: str) -> User:
     """The account with this address, or NotFound in one line that names the address."""
     user = find_user_by_email(session, email)

@@ -383,3 +383,37 @@ def test_signup_is_off_unless_set_and_an_unknown_mode_stops_the_start() -> None:
         "AUTHSERVER_SIGNUP_LINK_TTL must be positive",
         "AUTHSERVER_INVITATION_TTL must be positive",
     ]
+
+
+@pytest.mark.parametrize(
+    "given",
+    [
+        "postgres://ann:pw@db.example.com:5432/auth",
+        "postgresql://ann:pw@db.example.com:5432/auth",
+        " postgresql+psycopg://ann:pw@db.example.com:5432/auth ",
+    ],
+)
+def test_a_postgres_url_without_the_driver_means_psycopg(given: str) -> None:
+    config = Config.from_env({"DATABASE_URL": given})
+
+    assert config.database_url == "postgresql+psycopg://ann:pw@db.example.com:5432/auth"
+
+
+@pytest.mark.parametrize(
+    ("given", "says"),
+    [
+        ("mysql://ann:s3cret@db.example.com/auth", "names a mysql:// database"),
+        ("mysql+pymysql://ann:s3cret@db.example.com/auth", "names a mysql+pymysql:// database"),
+        ("oracle://ann:s3cret@db.example.com/auth", "authserver runs on PostgreSQL"),
+        ("postgresql+psycopg2://ann:s3cret@db/auth", "names the driver 'psycopg2'"),
+        ("s3cret", "must be a URL like"),
+    ],
+)
+def test_a_database_authserver_does_not_run_on_is_one_problem_without_the_password(
+    given: str, says: str
+) -> None:
+    problems = _problems({"DATABASE_URL": given})
+
+    assert len(problems) == 1
+    assert says in problems[0]
+    assert "s3cret" not in problems[0]
