@@ -11,6 +11,7 @@ from flask_wtf.csrf import CSRFError, CSRFProtect
 
 from authserver.config import Config
 from authserver.db import db
+from authserver.http.branding import origin_of
 from authserver.models import BrowserSession
 from authserver.own_apis import ADMIN_API_PATH
 from authserver.runtime import runtime
@@ -169,6 +170,21 @@ def handle_csrf_error(exc: CSRFError) -> tuple[str, int]:
     )
 
 
+def allow_images_from(origin: str | None) -> None:
+    """Let this page's images load from ``origin`` too (``https://host``)."""
+    if origin:
+        g.setdefault("image_origins", []).append(origin)
+
+
+def _image_sources() -> list[str]:
+    sources = ["'self'"]
+    logo_origin = origin_of(current_app.config["AUTHSERVER"].logo_url)
+    for origin in [logo_origin, *g.get("image_origins", [])]:
+        if origin and origin not in sources:
+            sources.append(origin)
+    return sources
+
+
 # RFC 6797: a year, subdomains included (production only: a development issuer is http).
 HSTS_VALUE = "max-age=31536000; includeSubDomains"
 
@@ -184,8 +200,10 @@ def add_security_headers(response: Response) -> Response:
             # and that goes to the client's (any) redirect URI.
             # script-src and connect-src: the passkey pages' own script (static/passkeys.js)
             # and its calls back to the same origin; never inline script.
+            # img-src: the operator's logo (AUTHSERVER_LOGO_URL) and the logo of the app a
+            # consent page names may come from their own sites (allow_images_from).
             "default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'self'; "
-            "img-src 'self'; "
+            f"img-src {' '.join(_image_sources())}; "
             "frame-ancestors 'none'; base-uri 'none'",
         )
         response.headers["Referrer-Policy"] = "no-referrer"
