@@ -546,6 +546,9 @@ def clients_group() -> None:
     is_flag=True,
     help="Its authorization requests must be pushed to /oauth/par first (RFC 9126).",
 )
+@click.option("--logo-uri", default=None, help="Its logo on the consent page (https).")
+@click.option("--policy-uri", default=None, help="Its privacy policy, linked on the consent page.")
+@click.option("--tos-uri", default=None, help="Its terms of service, linked on the consent page.")
 @click.option("--access-token-ttl", type=click.IntRange(min=1), default=None)
 @click.option("--refresh-idle-ttl", type=click.IntRange(min=1), default=None)
 @click.option("--refresh-absolute-ttl", type=click.IntRange(min=1), default=None)
@@ -569,6 +572,9 @@ def clients_create(
     access_token_ttl: int | None,
     refresh_idle_ttl: int | None,
     refresh_absolute_ttl: int | None,
+    logo_uri: str | None,
+    policy_uri: str | None,
+    tos_uri: str | None,
     as_json: bool,
 ) -> None:
     """Register a client. The secret is shown once; only its digest is stored."""
@@ -592,6 +598,9 @@ def clients_create(
             require_second_factor=require_second_factor,
             admin_scopes=list(admin_scopes),
             require_pushed_authorization_requests=require_par,
+            logo_uri=logo_uri,
+            policy_uri=policy_uri,
+            tos_uri=tos_uri,
         )
     result = {
         "client_id": registered.client.client_id,

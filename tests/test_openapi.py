@@ -95,6 +95,8 @@ HTML_PAGES = {
     ("POST", "/account/passkeys/options"),
     ("POST", "/account/passkeys"),
     *ADMIN_CONSOLE_PAGES,
+    # The pages' stylesheet in the operator's colour (http/branding.py): part of the pages.
+    ("GET", "/branding.css"),
 }
 NOT_ROUTED_BY_US = {"HEAD", "OPTIONS"}  # Flask answers these for every route
 HTTP_METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}

@@ -127,7 +127,10 @@ def logout_form() -> str:
 
 @bp.post("/logout")
 def logout() -> Response:
+    """Sign this browser out. With ``next`` (the consent page's "Not you? Switch account"),
+    the sign-in page comes next and then that same path on this server, never another site."""
     rt = runtime()
+    switch_to = safe_next(request.form.get("next"), default="")
     browser_session = current_browser_session()
     if browser_session is not None:
         end_session(db.session, browser_session, RevocationReason.LOGOUT, runtime().now())
@@ -136,7 +139,10 @@ def logout() -> Response:
             user_id=browser_session.user_id,
             browser_session_id=browser_session.id,
         )
-    response = see_other(url_for("pages.logged_out"))
+    if switch_to:
+        response = see_other(url_for("pages.login_form", next=switch_to))
+    else:
+        response = see_other(url_for("pages.logged_out"))
     clear_session_cookie(response, rt.config)
     return response
 

@@ -284,6 +284,27 @@ def check_lifetimes(**lifetimes: int | None) -> None:
             raise ValidationError(f"{label} lifetime must be positive")
 
 
+# What may not appear in a link a page shows: it would leave the attribute, or the CSP header
+# the logo's origin goes into.
+_UNSAFE_IN_LINK = re.compile(r"[\x00-\x20\"'<>\\;,`]")
+
+
+def checked_page_link(field: str, uri: str | None) -> str | None:
+    """A link the consent page shows (``logo_uri``, ``policy_uri``, ``tos_uri``): an absolute
+    https URL of at most 2000 characters, or None. Never javascript: or data:, never a plain
+    http page a network could change on the way."""
+    if uri is None or uri == "":
+        return None
+    try:
+        parts = urlsplit(uri)
+        plain_https = parts.scheme == "https" and bool(parts.hostname) and parts.username is None
+    except ValueError:  # "https://[": not a URL urllib can read
+        plain_https = False
+    if len(uri) > 2000 or _UNSAFE_IN_LINK.search(uri) or not plain_https:
+        raise ValidationError(f"{field} must be an https URL without spaces or quotes")
+    return uri
+
+
 def create_client(
     session: Session,
     *,
@@ -304,8 +325,16 @@ def create_client(
     require_second_factor: bool = False,
     admin_scopes: list[str] | None = None,
     require_pushed_authorization_requests: bool = False,
+    logo_uri: str | None = None,
+    policy_uri: str | None = None,
+    tos_uri: str | None = None,
 ) -> RegisteredClient:
     name = checked_client_name(name)
+    links = {
+        "logo_uri": checked_page_link("logo_uri", logo_uri),
+        "policy_uri": checked_page_link("policy_uri", policy_uri),
+        "tos_uri": checked_page_link("tos_uri", tos_uri),
+    }
     grants = checked_grant_types(grant_types, public=public, first_party=first_party)
     admin_list = checked_admin_scopes(admin_scopes or [], public=public, grant_types=grants)
     uris = checked_redirect_uris(redirect_uris or [])
@@ -342,6 +371,7 @@ def create_client(
         require_second_factor=require_second_factor,
         admin_scopes=admin_list,
         require_pushed_authorization_requests=require_pushed_authorization_requests,
+        **links,
     )
     session.add(client)
     session.flush()
