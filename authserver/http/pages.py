@@ -4,12 +4,15 @@ the password, the address, deleting the account)."""
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
+from typing import Any
 
 from flask import Blueprint, Response, render_template, request, url_for
 
 from authserver.db import db
 from authserver.errors import ValidationError
 from authserver.http.audit import audit
+from authserver.http.device_names import app_name, browser_name
 from authserver.http.email_links import email_link_settings
 from authserver.http.rate_limits import is_trusted_device, per_account, per_ip, remember_device
 from authserver.http.two_step import set_second_step_cookie
@@ -25,6 +28,7 @@ from authserver.request_context import request_context
 from authserver.runtime import runtime
 from authserver.services.audit import AuditEventType
 from authserver.services.browser_sessions import (
+    Device,
     end_session,
     end_user_sessions,
     list_devices,
@@ -152,6 +156,39 @@ def logged_out() -> str:
     return render_template("logged_out.html")
 
 
+@dataclass(frozen=True)
+class NamedDevice:
+    """A line of "where you are signed in" as the account page shows it."""
+
+    device: Device
+    name: str
+
+    def __getattr__(self, attribute: str) -> Any:
+        return getattr(self.device, attribute)
+
+
+def named_devices(devices: list[Device]) -> list[NamedDevice]:
+    """Each device named in words (http/device_names.py): this browser first, then the apps
+    signed in through it, then the others, the most recently active first."""
+    named = [
+        NamedDevice(
+            device,
+            app_name(device.client_name, device.user_agent)
+            if device.kind == "app" and device.client_name
+            else browser_name(device.user_agent),
+        )
+        for device in devices
+    ]
+    named.sort(
+        key=lambda line: (
+            not (line.device.current and line.device.kind == "browser"),
+            not line.device.current,
+            -line.device.last_used_at.timestamp(),
+        )
+    )
+    return named
+
+
 def _account_page(
     notice: str | None = None,
     password_error: str | None = None,
@@ -162,8 +199,13 @@ def _account_page(
 ) -> str:
     browser_session = current_browser_session()
     assert browser_session is not None
-    devices = list_devices(
-        db.session, browser_session.user_id, runtime().now(), current_session_id=browser_session.id
+    devices = named_devices(
+        list_devices(
+            db.session,
+            browser_session.user_id,
+            runtime().now(),
+            current_session_id=browser_session.id,
+        )
     )
     return render_template(
         "account.html",
