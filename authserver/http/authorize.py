@@ -37,6 +37,9 @@ def _error_page(error: OAuth2Error) -> tuple[str, int]:
             "error.html",
             title="This sign-in link is not valid",
             message=error.description or error.error,
+            hint="Go back to the app you came from and sign in from there again.",
+            link_url=url_for("pages.account"),
+            link_text="Go to your account",
         ),
         400,
     )

@@ -58,13 +58,18 @@ from authserver.services.totp import has_confirmed_totp
 bp = Blueprint("pages", __name__)
 
 
-def _login_page(target: str, email: str = "", error: str | None = None) -> str:
+def _login_page(
+    target: str, email: str = "", error: str | None = None, *, password_error: bool = False
+) -> str:
+    """``password_error``: the error is about what was typed as the password; the field takes
+    the focus and is tied to the message (aria-invalid, aria-describedby; WCAG 2.2 SC 3.3.1)."""
     # "Create an account" only where the sign-up page exists (AUTHSERVER_SIGNUP=open).
     return render_template(
         "login.html",
         next=target,
         email=email,
         error=error,
+        password_error=password_error,
         signup_open=signup_settings(runtime().config).page_open,
     )
 
@@ -105,10 +110,13 @@ def login() -> tuple[str, int] | tuple[str, int, dict[str, str]] | Response:
             target,
             email[:254],
             f"Too many failed attempts. Try again in {throttled.retry_after} seconds.",
+            password_error=True,
         )
         return page, 429, {"Retry-After": str(throttled.retry_after)}
     except SignInFailed:
-        page = _login_page(target, email[:254], "Email or password is incorrect.")
+        page = _login_page(
+            target, email[:254], "Email or password is incorrect.", password_error=True
+        )
         return page, 401
     if isinstance(started, PendingSecondFactor):
         # The password is right; the code's page finishes the sign-in.

@@ -107,7 +107,8 @@ def safe_next(target: str | None, default: str = "/account") -> str:
     return target
 
 
-def _is_page(path: str) -> bool:
+def is_page(path: str) -> bool:
+    """Whether ``path`` is one of the server-rendered pages (not a JSON or OAuth endpoint)."""
     return path.startswith(PAGE_PREFIXES) and not path.startswith(API_PREFIXES)
 
 
@@ -134,7 +135,7 @@ def refuse_cross_site_forms() -> Response | None:
     ``Origin: null`` is not refused: browsers send it for same-origin forms on pages with
     ``Referrer-Policy: no-referrer``; the CSRF token decides those.
     """
-    if request.method != "POST" or not _is_page(request.path):
+    if request.method != "POST" or not is_page(request.path):
         return None
     if request.headers.get("Sec-Fetch-Site") == "cross-site":
         return _forbidden_page()
@@ -191,7 +192,7 @@ HSTS_VALUE = "max-age=31536000; includeSubDomains"
 
 def add_security_headers(response: Response) -> Response:
     response.headers.setdefault("X-Content-Type-Options", "nosniff")
-    if _is_page(request.path) or response.mimetype == "text/html":
+    if is_page(request.path) or response.mimetype == "text/html":
         response.headers["X-Frame-Options"] = "DENY"
         # A view may set a stricter policy of its own (http/dev_mail.py's mail bodies).
         response.headers.setdefault(
