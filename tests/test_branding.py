@@ -86,13 +86,13 @@ def test_the_primary_colour_paints_buttons_with_a_label_that_reads_on_it(
     css = answer.get_data(as_text=True)
     assert ":root { --accent: #7a1fa2; }" in css
     # Dark purple: white labels, and the colour for links on the light canvas.
-    assert "button:not(.secondary):not(.danger) { color: #fff; }" in css
+    assert "button:not(.secondary):not(.danger):not(.link) { color: #fff; }" in css
     assert "--accent-text: #7a1fa2" in css
 
 
 def test_a_light_primary_colour_gets_black_labels_and_leaves_link_colour_alone() -> None:
     css = branding_css("#ffd400")
-    assert "button:not(.secondary):not(.danger) { color: #000; }" in css
+    assert "button:not(.secondary):not(.danger):not(.link) { color: #000; }" in css
     assert "--accent-text" not in css
     assert contrast_ratio("#ffffff", "#000000") == pytest.approx(21)
 

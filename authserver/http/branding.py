@@ -84,7 +84,7 @@ def branding_css(color: str) -> str:
         rules.append(
             f"@media (prefers-color-scheme: light) {{ :root {{ --accent-text: {color}; }} }}"
         )
-    rules.append(f"button:not(.secondary):not(.danger) {{ color: {on_color}; }}")
+    rules.append(f"button:not(.secondary):not(.danger):not(.link) {{ color: {on_color}; }}")
     return "\n".join(rules) + "\n"
 
 
