@@ -823,6 +823,9 @@ _SECONDS = click.IntRange(min=0)
     default=None,
     help="Whether its users must sign in with two factors.",
 )
+@click.option("--logo-uri", default=None, help='Its logo on the consent page ("" none).')
+@click.option("--policy-uri", default=None, help='Its privacy policy link ("" none).')
+@click.option("--tos-uri", default=None, help='Its terms of service link ("" none).')
 @with_appcontext
 def clients_update(
     client_id: str,
@@ -840,10 +843,13 @@ def clients_update(
     no_admin_scopes: bool,
     require_par: bool | None,
     require_second_factor: bool | None,
+    logo_uri: str | None,
+    policy_uri: str | None,
+    tos_uri: str | None,
 ) -> None:
     """Change a client's redirect URIs, post-logout redirect URIs, scopes, admin scopes,
-    audiences, lifetimes or whether its users need two factors, under the rules of `clients
-    create`. Tokens already issued keep theirs."""
+    audiences, lifetimes, whether its users need two factors, or the consent page's logo and
+    links, under the rules of `clients create`. Tokens already issued keep theirs."""
 
     def replacing(values: tuple[str, ...], clear: bool, option: str) -> Any:
         if values and clear:
@@ -870,6 +876,9 @@ def clients_update(
         "require_pushed_authorization_requests": (
             client_service.UNCHANGED if require_par is None else require_par
         ),
+        "logo_uri": client_service.UNCHANGED if logo_uri is None else logo_uri,
+        "policy_uri": client_service.UNCHANGED if policy_uri is None else policy_uri,
+        "tos_uri": client_service.UNCHANGED if tos_uri is None else tos_uri,
     }
     if all(value is client_service.UNCHANGED for value in changes.values()):
         _fail("nothing to change; see `authserver clients update --help`")

@@ -504,6 +504,31 @@ def test_clients_create_keeps_the_consent_pages_links_and_refuses_what_is_not_ht
             "https://photos.example/privacy",
             "https://photos.example/terms",
         )
+        client_id = client.client_id
+
+    updated = run_cli(
+        "clients",
+        "update",
+        client_id,
+        "--logo-uri",
+        "",
+        "--tos-uri",
+        "https://p.example/t",
+        env=cli_env,
+    )
+    refused_update = run_cli(
+        "clients", "update", client_id, "--policy-uri", "http://p.example/", env=cli_env
+    )
+
+    assert updated.returncode == 0, updated.stderr
+    assert "policy_uri must be an https URL" in assert_fails_with_one_line(refused_update)
+    with db.transaction(cli_app) as session:
+        (client,) = session.scalars(select(Client).where(Client.name == name))
+        assert (client.logo_uri, client.policy_uri, client.tos_uri) == (
+            None,
+            "https://photos.example/privacy",
+            "https://p.example/t",
+        )
 
 
 def test_clients_create_refuses_a_public_client_credentials_client_with_one_line(

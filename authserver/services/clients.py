@@ -596,6 +596,9 @@ def update_client(
     require_second_factor: bool | Unchanged = UNCHANGED,
     admin_scopes: list[str] | Unchanged = UNCHANGED,
     require_pushed_authorization_requests: bool | Unchanged = UNCHANGED,
+    logo_uri: str | Unchanged | None = UNCHANGED,
+    policy_uri: str | Unchanged | None = UNCHANGED,
+    tos_uri: str | Unchanged | None = UNCHANGED,
 ) -> list[str]:
     """Replace what is given of the registration, under the rules ``create_client`` applies
     (checked all before anything is changed); a lifetime of None means the server-wide
@@ -616,6 +619,11 @@ def update_client(
         wanted["require_second_factor"] = require_second_factor
     if not isinstance(require_pushed_authorization_requests, Unchanged):
         wanted["require_pushed_authorization_requests"] = require_pushed_authorization_requests
+    links = {"logo_uri": logo_uri, "policy_uri": policy_uri, "tos_uri": tos_uri}
+    for link, uri in links.items():
+        if not isinstance(uri, Unchanged):
+            # None or "": the consent page no longer shows it.
+            wanted[link] = checked_page_link(link, uri)
     if not isinstance(admin_scopes, Unchanged):
         wanted["admin_scopes"] = checked_admin_scopes(
             admin_scopes, public=client.is_public, grant_types=client.grant_types
