@@ -8,16 +8,26 @@ PORT   ?= 8000
 # pytest-xdist workers for `make test`, each with a database of its own (tests/conftest.py).
 # TEST_WORKERS=0 runs the suite in one process; so does -n 0 in PYTEST_ARGS (the last -n wins).
 TEST_WORKERS ?= 3
+# axe-core, the accessibility checker the end-to-end tests run in Chromium
+# (tests/e2e/screenshots.py): fetched from the npm registry at this version and checked against
+# this digest of its tarball, into a git-ignored folder. Without npm the checks are skipped,
+# except in CI (.ci/run).
+AXE_VERSION := 4.14.1
+AXE_SHA256  := e6b0ce02b84d892e2e33e403485e7f3d6c29e2be6df65daf44d89ba564139745
+AXE_DIR     := test-tools/axe-core-$(AXE_VERSION)
+AXE_JS      := $(AXE_DIR)/axe.min.js
 
-.PHONY: run test lint format install clean help bench bench-revocation
+.PHONY: run test lint format install clean help bench bench-revocation examples axe
 
 help:
 	@echo "make run    - start the server on http://$(HOST):$(PORT) with an embedded SQLite database"
 	@echo "make test   - install everything and run the test suite (TEST_WORKERS=$(TEST_WORKERS) in parallel)"
+	@echo "make axe    - fetch axe-core $(AXE_VERSION) (npm) for the accessibility checks into $(AXE_DIR)"
 	@echo "make lint   - ruff check, ruff format --check, mypy"
 	@echo "make format - apply ruff's formatting and fixes"
 	@echo "make bench  - benchmark under gunicorn + PostgreSQL with wrk (see docs/PERFORMANCE.md)"
 	@echo "make bench-revocation - how long a revocation takes to reach a resource server, by path"
+	@echo "make examples - npm ci for the Node resource-server example (its tests skip without it)"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +39,19 @@ $(STAMP): pyproject.toml | $(BIN)/python
 
 install: $(STAMP)
 
+$(AXE_JS):
+	@if ! command -v npm >/dev/null 2>&1; then \
+	  echo "npm is missing: the accessibility checks will be skipped (apt-get install npm)"; \
+	else \
+	  set -e; rm -rf $(AXE_DIR).tmp; mkdir -p $(AXE_DIR).tmp; \
+	  npm pack --silent --pack-destination $(AXE_DIR).tmp axe-core@$(AXE_VERSION) >/dev/null; \
+	  echo "$(AXE_SHA256)  $(AXE_DIR).tmp/axe-core-$(AXE_VERSION).tgz" | sha256sum --check --quiet; \
+	  tar -xzf $(AXE_DIR).tmp/axe-core-$(AXE_VERSION).tgz -C $(AXE_DIR).tmp; \
+	  rm -rf $(AXE_DIR); mv $(AXE_DIR).tmp/package $(AXE_DIR); rm -rf $(AXE_DIR).tmp; \
+	fi
+
+axe: $(AXE_JS)
+
 # The issuer follows HOST and PORT (`make run PORT=8123`) unless AUTHSERVER_ISSUER is set.
 run: export AUTHSERVER_ISSUER ?= http://$(HOST):$(PORT)
 run: $(STAMP)
@@ -36,7 +59,20 @@ run: $(STAMP)
 	$(BIN)/authserver dev seed
 	$(BIN)/authserver serve --host $(HOST) --port $(PORT)
 
-test: $(STAMP)
+# The OAuth clients nobody on the project wrote that the tests drive (tests/node_clients),
+# from their lock file. `make test` installs them when npm is there and the install works, and
+# goes on without them otherwise: their tests then skip, saying why (.ci/run requires them).
+NODE_CLIENTS := tests/node_clients
+NODE_STAMP   := $(NODE_CLIENTS)/node_modules/.installed
+
+$(NODE_STAMP): $(NODE_CLIENTS)/package.json $(NODE_CLIENTS)/package-lock.json
+	@if ! command -v npm >/dev/null 2>&1; then \
+	  echo "npm not found: the tests against the Node OAuth clients will be skipped"; \
+	elif npm ci --prefix $(NODE_CLIENTS) --no-audit --no-fund; then touch $@; \
+	else echo "npm ci failed: the tests against the Node OAuth clients will be skipped"; fi
+
+test: export AUTHSERVER_TEST_AXE_JS ?= $(CURDIR)/$(AXE_JS)
+test: $(STAMP) $(NODE_STAMP) $(AXE_JS)
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 lint: $(STAMP)
@@ -55,5 +91,11 @@ bench: $(STAMP)
 bench-revocation: $(STAMP)
 	$(BIN)/python bench/revocation_latency.py
 
+# Not part of `make test`, which asks the npm registry for axe-core alone (above): the Node
+# example's pinned packages (package-lock.json). Its tests skip without them; .ci/run requires them.
+examples:
+	cd examples/node-resource-server && npm ci --no-audit --no-fund
+
 clean:
-	rm -rf $(VENV) instance .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) instance .pytest_cache .mypy_cache .ruff_cache examples/node-resource-server/node_modules \
+	  $(NODE_CLIENTS)/node_modules test-tools test-artifacts

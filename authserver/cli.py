@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import signal
 import sys
 import threading
@@ -549,6 +550,13 @@ def clients_group() -> None:
 @click.option("--logo-uri", default=None, help="Its logo on the consent page (https).")
 @click.option("--policy-uri", default=None, help="Its privacy policy, linked on the consent page.")
 @click.option("--tos-uri", default=None, help="Its terms of service, linked on the consent page.")
+@click.option(
+    "--dpop-bound-access-tokens",
+    "dpop_bound",
+    is_flag=True,
+    help="Its token requests must carry a DPoP proof, so every token it gets is bound to a "
+    "key it holds (RFC 9449).",
+)
 @click.option("--access-token-ttl", type=click.IntRange(min=1), default=None)
 @click.option("--refresh-idle-ttl", type=click.IntRange(min=1), default=None)
 @click.option("--refresh-absolute-ttl", type=click.IntRange(min=1), default=None)
@@ -569,6 +577,7 @@ def clients_create(
     require_second_factor: bool,
     admin_scopes: tuple[str, ...],
     require_par: bool,
+    dpop_bound: bool,
     access_token_ttl: int | None,
     refresh_idle_ttl: int | None,
     refresh_absolute_ttl: int | None,
@@ -601,6 +610,7 @@ def clients_create(
             logo_uri=logo_uri,
             policy_uri=policy_uri,
             tos_uri=tos_uri,
+            dpop_bound_access_tokens=dpop_bound,
         )
     result = {
         "client_id": registered.client.client_id,
@@ -819,6 +829,12 @@ _SECONDS = click.IntRange(min=0)
     help="Whether its authorization requests must be pushed first (RFC 9126).",
 )
 @click.option(
+    "--dpop-bound-access-tokens/--no-dpop-bound-access-tokens",
+    "dpop_bound",
+    default=None,
+    help="Whether its token requests must carry a DPoP proof (RFC 9449).",
+)
+@click.option(
     "--require-second-factor/--no-require-second-factor",
     default=None,
     help="Whether its users must sign in with two factors.",
@@ -842,6 +858,7 @@ def clients_update(
     admin_scopes: tuple[str, ...],
     no_admin_scopes: bool,
     require_par: bool | None,
+    dpop_bound: bool | None,
     require_second_factor: bool | None,
     logo_uri: str | None,
     policy_uri: str | None,
@@ -879,6 +896,7 @@ def clients_update(
         "logo_uri": client_service.UNCHANGED if logo_uri is None else logo_uri,
         "policy_uri": client_service.UNCHANGED if policy_uri is None else policy_uri,
         "tos_uri": client_service.UNCHANGED if tos_uri is None else tos_uri,
+        "dpop_bound_access_tokens": client_service.UNCHANGED if dpop_bound is None else dpop_bound,
     }
     if all(value is client_service.UNCHANGED for value in changes.values()):
         _fail("nothing to change; see `authserver clients update --help`")
@@ -1507,8 +1525,22 @@ def dev_seed() -> None:
             }
         )
     )
+    exports = " ".join(
+        f"{name}={shlex.quote(value)}"
+        for name, value in (
+            ("ISSUER", issuer),
+            ("CLIENT_ID", creds["client_id"]),
+            ("CLIENT_SECRET", creds["client_secret"]),
+            ("EMAIL", creds["email"]),
+            ("PASSWORD", creds["password"]),
+        )
+    )
     click.echo(
         f"""
+For the README's curl examples, paste into your shell:
+
+export {exports}
+
 Demo user:    {creds["email"]} / {creds["password"]}
 Demo client:  {creds["client_id"]} / {creds["client_secret"]}
               (kept in {credentials_file})

@@ -231,6 +231,11 @@ class Config:
     par_ttl: int = 600
     # 1: every client must push its authorization requests first (RFC 9126 §5).
     require_par: int = 0
+    # 1: DPoP proofs must carry a nonce the server handed out (RFC 9449 §8, §9): a proof
+    # made ahead of time by someone who briefly held the key is then useless. Clients learn
+    # the nonce from a use_dpop_nonce answer and the DPoP-Nonce header, at one extra round
+    # trip when it changes (every 5 minutes).
+    dpop_nonce: int = 0
     # The device authorization grant (RFC 8628): how long a device code and its user code
     # work, and the polling interval a device must keep, seconds.
     device_code_ttl: int = 600
@@ -552,6 +557,8 @@ class Config:
             problems.append("AUTHSERVER_REQUIRE_SECOND_FACTOR must be 0 or 1")
         if self.require_par not in (0, 1):
             problems.append("AUTHSERVER_REQUIRE_PAR must be 0 or 1")
+        if self.dpop_nonce not in (0, 1):
+            problems.append("AUTHSERVER_DPOP_NONCE must be 0 or 1")
         if self.dynamic_registration not in (0, 1):
             problems.append("AUTHSERVER_DYNAMIC_REGISTRATION must be 0 or 1")
         if self.new_device_notices not in (0, 1):

@@ -25,6 +25,7 @@ from werkzeug.http import HTTP_STATUS_CODES
 
 from authserver.db import commit_request_session, discard_request_session
 from authserver.own_apis import ADMIN_API_PATH
+from authserver.resource.dpop import DPOP_ALGORITHMS
 
 ADMIN_METADATA_SUFFIX = ".well-known/oauth-protected-resource" + ADMIN_API_PATH
 
@@ -159,6 +160,26 @@ class AccessDenied(AuthServerError):
     default_description = "The user denied the request."
 
 
+class InvalidDPoPProofError(AuthServerError):
+    """RFC 9449 §5: the token request's DPoP proof is missing where it must be, malformed,
+    for another request, too old, replayed, or signed with a key the grant is not bound to.
+    The description is one of ``authserver.resource.dpop``'s fixed sentences."""
+
+    error = "invalid_dpop_proof"
+    default_description = "The DPoP proof is invalid."
+
+
+class UseDPoPNonceError(InvalidDPoPProofError):
+    """RFC 9449 §8: the proof must carry the server's nonce, sent back in ``DPoP-Nonce``."""
+
+    error = "use_dpop_nonce"
+    default_description = "The DPoP proof must carry the server's current nonce."
+
+    def __init__(self, nonce: str) -> None:
+        super().__init__()
+        self.nonce = nonce
+
+
 class TemporarilyUnavailable(AuthServerError):
     error = "temporarily_unavailable"
     status_code = 503
@@ -236,18 +257,35 @@ class PreconditionRequired(AuthServerError):
     default_description = "Send If-Match with the ETag of the resource as read."
 
 
+# The authentication schemes of the APIs this server protects: RFC 6750 and RFC 9449 §7.1.
+BEARER = "Bearer"
+DPOP = "DPoP"
+
+
 class BearerError(Exception):
-    """A request to an API protected with a bearer token (RFC 6750) is refused:
-    ``invalid_token`` (401) or ``insufficient_scope`` (403, naming the ``scope`` needed)."""
+    """A request to an API protected with an access token is refused: ``invalid_token``
+    (401), ``insufficient_scope`` (403, naming the ``scope`` needed), or a DPoP proof's
+    ``invalid_dpop_proof`` / ``use_dpop_nonce`` (401, RFC 9449 §7.1, §9). ``scheme``: the
+    challenge's, ``DPoP`` where the token is (or was presented as) DPoP-bound; ``nonce``:
+    the DPoP nonce the next proof must carry."""
 
     def __init__(
-        self, status: int, error: str, description: str, *, scope: str | None = None
+        self,
+        status: int,
+        error: str,
+        description: str,
+        *,
+        scope: str | None = None,
+        scheme: str = BEARER,
+        nonce: str | None = None,
     ) -> None:
         super().__init__(description)
         self.status = status
         self.error = error
         self.description = description
         self.scope = scope
+        self.scheme = scheme
+        self.nonce = nonce
 
 
 def _answers_with_problem_details() -> bool:
@@ -369,15 +407,20 @@ def handle_auth_server_error(exc: AuthServerError) -> Response:
         headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
     if isinstance(exc, TooManyAttempts):
         headers["Retry-After"] = str(exc.retry_after)
+    if isinstance(exc, UseDPoPNonceError):
+        headers["DPoP-Nonce"] = exc.nonce
     return error_response(exc.error, exc.description, exc.status_code, headers)
 
 
 def handle_bearer_error(exc: BearerError) -> Response:
     # RFC 6750 §3: say how to authenticate, what was wrong, and (§3.1) which scope the
     # resource needs when the token lacks it.
-    challenge = f'Bearer error="{exc.error}", error_description="{exc.description}"'
+    challenge = f'{exc.scheme} error="{exc.error}", error_description="{exc.description}"'
     if exc.scope:
         challenge += f', scope="{exc.scope}"'
+    if exc.scheme == DPOP:
+        # RFC 9449 §7.1: the algorithms a proof may be signed with.
+        challenge += f', algs="{" ".join(DPOP_ALGORITHMS)}"'
     if _answers_with_problem_details():
         # RFC 9728 §5.1: where the admin API's metadata is, relative to this server.
         challenge += f', resource_metadata="{request.host_url}{ADMIN_METADATA_SUFFIX}"'
@@ -387,6 +430,8 @@ def handle_bearer_error(exc: BearerError) -> Response:
         response.status_code = exc.status
     response.headers["WWW-Authenticate"] = challenge
     response.headers["Cache-Control"] = "no-store"
+    if exc.nonce is not None:
+        response.headers["DPoP-Nonce"] = exc.nonce
     return response
 
 
@@ -409,6 +454,19 @@ def handle_unexpected(exc: BaseException) -> Response:
     discard_request_session()
     if _is_database_outage(exc):
         log.warning("database unavailable: %s", type(exc).__name__)
+        return _unavailable()
+    # Imported here: services.keys imports this module (its typed errors).
+    from authserver.services.keys import KeyDecryptionError
+
+    if isinstance(exc, KeyDecryptionError):
+        # The stored signing keys do not open with AUTHSERVER_KEY_ENCRYPTION_KEY (a restore
+        # with another key, a mistyped secret): nothing can be signed or verified until the
+        # operator fixes it. 503, so a load balancer's readiness check takes this process
+        # out, and one line that says what to do.
+        log.error(
+            "signing keys cannot be decrypted: AUTHSERVER_KEY_ENCRYPTION_KEY is not the key "
+            "they were stored with (docs/DEPLOYMENT.md, backups)"
+        )
         return _unavailable()
     # The traceback goes to the server log only; the caller gets the code and nothing else.
     log.error("unhandled error", exc_info=exc)

@@ -3,11 +3,37 @@
 With several gunicorn workers, set ``PROMETHEUS_MULTIPROC_DIR`` to an empty directory shared
 by the workers (prometheus-client's multiprocess mode); ``/metrics`` then adds up every
 worker's numbers. Without it, each process reports its own.
+
+Every process that imports this module while the variable is set writes its numbers there,
+the CLI's commands too (a janitor or mailer container, `authserver users create` run in a
+server's container): the folder is made here when it is missing, before the first metric
+opens its file in it, so no command depends on the server's start-up having made it.
 """
 
 from __future__ import annotations
 
+import os
+
 from prometheus_client import Counter, Gauge, Histogram
+
+
+def ensure_multiprocess_dir() -> None:
+    """Make ``PROMETHEUS_MULTIPROC_DIR`` when it is set and missing; one line if it cannot
+    be made (prometheus-client would otherwise fail with a bare FileNotFoundError at the
+    first metric)."""
+    folder = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not folder:
+        return
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as exc:
+        raise SystemExit(
+            f"Error: PROMETHEUS_MULTIPROC_DIR={folder} is not a folder that can be made "
+            f"({exc.strerror}); point it at a writable folder or unset it"
+        ) from None
+
+
+ensure_multiprocess_dir()
 
 REQUESTS = Counter(
     "authserver_http_requests_total",

@@ -22,6 +22,7 @@ from authserver.services.audit_queue import AuditQueue
 from authserver.services.backchannel_logout import CHANNEL as BACKCHANNEL_LOGOUT
 from authserver.services.backchannel_logout import BackchannelLogoutChannel
 from authserver.services.client_cache import ClientCache
+from authserver.services.dpop_proofs import DPoPNonces
 from authserver.services.key_notifications import KeyChangeListener
 from authserver.services.keys import (
     KeyCipher,
@@ -81,6 +82,8 @@ class Runtime:
     mail: MailComposer | None = None
     # PostgreSQL only: re-reads the keys when another process changes them.
     key_listener: KeyChangeListener | None = None
+    # AUTHSERVER_DPOP_NONCE: the nonces DPoP proofs must carry (RFC 9449 §8); None: none.
+    dpop_nonces: DPoPNonces | None = None
 
     def now(self) -> datetime:
         return self.clock()
@@ -227,6 +230,7 @@ def build_runtime(config: Config, db_state: DatabaseState) -> Runtime:
         },
         outbox_policy=outbox_policy(config),
         mail=mail,
+        dpop_nonces=DPoPNonces(config.secret_key) if config.dpop_nonce else None,
     )
     mail_channel = _mail_channel(config, mail)
     if mail_channel is not None:

@@ -57,25 +57,27 @@ PAGE = """<!doctype html>
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{{ title }} · {{ app_name }}</title>
 <style>
-  :root { color-scheme: light dark; --accent: #0b6e4f; --line: #d0d7de; --soft: #f4f7f6; }
+  :root { color-scheme: light dark; --accent: #0b6e4f; --line: #d0d7de; --soft: #f4f7f6;
+    --bg: #ffffff; --fg: #1b1f23; }
   @media (prefers-color-scheme: dark) { :root { --accent: #5fd3a6; --line: #3a4048;
-    --soft: #1c2126; } }
+    --soft: #1c2126; --bg: #121417; --fg: #e8eaed; } }
   * { box-sizing: border-box; }
-  body { margin: 0; font: 16px/1.5 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; }
+  body { margin: 0; font: 16px/1.5 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif;
+    background: var(--bg); color: var(--fg); }
   header { display: flex; align-items: center; justify-content: space-between; gap: 1rem;
     flex-wrap: wrap; padding: .75rem 1.25rem; border-bottom: 1px solid var(--line); }
   .logo { font-weight: 700; font-size: 1.2rem; text-decoration: none; color: inherit; }
   .logo span { color: var(--accent); }
   .user { display: flex; align-items: center; gap: .6rem; flex-wrap: wrap; }
   .avatar { width: 2rem; height: 2rem; border-radius: 50%; background: var(--accent);
-    color: Canvas; display: grid; place-items: center; font-weight: 700; }
+    color: var(--bg); display: grid; place-items: center; font-weight: 700; }
   main { max-width: 40rem; margin: 2.5rem auto; padding: 0 1.25rem; }
   h1 { font-size: 1.6rem; margin: 0 0 .75rem; }
   .card { border: 1px solid var(--line); border-radius: .6rem; padding: 1rem 1.25rem;
     background: var(--soft); margin: 1rem 0; }
   .button, button { display: inline-block; font: inherit; padding: .55rem 1.1rem;
     border-radius: .4rem; border: 1px solid var(--accent); background: var(--accent);
-    color: Canvas; text-decoration: none; cursor: pointer; }
+    color: var(--bg); text-decoration: none; cursor: pointer; }
   .button.quiet, button.quiet { background: transparent; color: var(--accent); }
   .actions { display: flex; gap: .5rem; flex-wrap: wrap; align-items: center; }
   a { color: var(--accent); }

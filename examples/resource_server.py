@@ -20,7 +20,7 @@ and try it (the demo credentials are in instance/demo-credentials.json):
     }
 
     curl -i http://127.0.0.1:8001/api/hello
-        # 401, WWW-Authenticate: Bearer
+        # 401, WWW-Authenticate: Bearer, DPoP algs="ES256 ..."
     curl -i -H "Authorization: Bearer not-a-token" http://127.0.0.1:8001/api/hello
         # 401, WWW-Authenticate: Bearer error="invalid_token", error_description="..."
     curl -i -H "Authorization: Bearer $(token read)" http://127.0.0.1:8001/api/hello
@@ -29,6 +29,10 @@ and try it (the demo credentials are in instance/demo-credentials.json):
         # 403, WWW-Authenticate: Bearer error="insufficient_scope", ..., scope="write"
     curl -i -X POST -H "Authorization: Bearer $(token 'read write')" http://127.0.0.1:8001/api/write
         # 200
+
+A DPoP-bound token (issued to a token request that carried a DPoP proof, RFC 9449) is taken
+as ``Authorization: DPoP <token>`` with a proof for the request in the ``DPoP`` header, and
+refused as a bearer token (401, ``WWW-Authenticate: DPoP error="invalid_token", ...``).
 
 Settings, from the environment:
 

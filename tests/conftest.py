@@ -362,10 +362,16 @@ def engine(database_url: str) -> Iterator[Engine]:
 
 @pytest.fixture
 def config(database_url: str, tmp_path: Path) -> Config:
+    return suite_config(database_url, tmp_path)
+
+
+def suite_config(database_url: str, folder: Path) -> Config:
+    """The tests' settings, with the instance folder in ``folder``: the ``config`` fixture's,
+    for a fixture of a wider scope."""
     return Config(
         database_url=database_url,
         issuer="http://127.0.0.1:8000",
-        instance_dir=str(tmp_path / "instance"),
+        instance_dir=str(folder / "instance"),
         default_audience="https://api.example.test",
         log_level="WARNING",
         # No sender thread: tests deliver the outbox themselves (runtime.deliver_outbox), and

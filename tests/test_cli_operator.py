@@ -608,6 +608,34 @@ def test_clients_create_and_update_admin_scopes(cli_env: dict[str, str], cli_app
     assert client.admin_scopes == []
 
 
+def test_clients_create_and_update_dpop_bound_access_tokens(
+    cli_env: dict[str, str], cli_app: Flask
+) -> None:
+    created = run_cli(
+        "clients",
+        "create",
+        "--name",
+        "Billing job",
+        "--grant",
+        "client_credentials",
+        "--dpop-bound-access-tokens",
+        "--json",
+        env=cli_env,
+    )
+    assert created.returncode == 0, created.stderr
+    client_id = json.loads(created.stdout)["client_id"]
+    shown = json.loads(run_cli("clients", "show", client_id, "--json", env=cli_env).stdout)
+    assert shown["dpop_bound_access_tokens"] is True
+
+    off = run_cli("clients", "update", client_id, "--no-dpop-bound-access-tokens", env=cli_env)
+
+    assert off.returncode == 0, off.stderr
+    assert off.stdout.startswith(f"client {client_id}: changed dpop_bound_access_tokens;")
+    client = _client_row(cli_app, client_id)
+    assert client is not None
+    assert client.dpop_bound_access_tokens is False
+
+
 @pytest.mark.parametrize(
     ("options", "refusal"),
     [

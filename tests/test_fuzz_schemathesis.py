@@ -69,8 +69,11 @@ OAUTH_ERRORS = {
     "slow_down",
     "expired_token",
     "access_denied",
+    # RFC 9449 §5, §8: a DPoP proof at the token endpoint.
+    "invalid_dpop_proof",
+    "use_dpop_nonce",
 }
-BEARER_ERRORS = {"invalid_request", "invalid_token", "insufficient_scope"}
+BEARER_ERRORS = {"invalid_request", "invalid_token", "insufficient_scope", "invalid_dpop_proof"}
 BEARER_SCHEMES = {"bearerAccessToken", "adminAccessToken"}
 # The admin API's refusals of a request that is well formed: RFC 9110 §15.5.10, §15.5.13,
 # RFC 6585 §3 (answered as RFC 9457 problem details).

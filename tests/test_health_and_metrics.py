@@ -13,6 +13,7 @@ from authserver.app import create_app
 from authserver.config import Config
 from authserver.db import db
 from authserver.runtime import runtime
+from authserver.services.keys import KeyCipher
 from tests.helpers import make_client, make_user, password_login, refresh
 
 METRICS_TOKEN = "a-scrapers-bearer-token-of-forty-characters"
@@ -69,6 +70,26 @@ def test_readyz_is_not_ready_without_signing_keys(app: Flask, client: FlaskClien
 
     assert response.status_code == 503
     assert response.json["checks"]["signing_key"] == "unavailable"
+
+
+def test_keys_that_do_not_decrypt_make_readyz_503_and_say_why(
+    app: Flask, client: FlaskClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A database restored under another AUTHSERVER_KEY_ENCRYPTION_KEY: every key is there and
+    # none opens.
+    assert client.get("/readyz").status_code == 200  # the keys exist, sealed with the first
+    rt = runtime(app)
+    # As a process that starts under the other key sees them: nothing read or opened yet.
+    rt.keys._cipher = KeyCipher("another-key-encryption-key-than-the-keys-were-sealed-with")
+    rt.keys._snapshot = None
+    rt.keys._parsed = {}
+
+    response = client.get("/readyz")
+    token_endpoint = client.get("/.well-known/jwks.json")
+
+    assert response.status_code == 503
+    assert token_endpoint.status_code == 503
+    assert "AUTHSERVER_KEY_ENCRYPTION_KEY is not the key they were stored with" in caplog.text
 
 
 def test_metrics_count_tokens_by_grant_rotations_and_failed_signins(

@@ -63,6 +63,7 @@ APPLICATION_TABLES = {
     "pushed_authorization_requests",
     "device_authorizations",
     "initial_access_tokens",
+    "dpop_proofs_seen",
 }
 ONE_UNUSED_PER_FAMILY = "uq_refresh_tokens_one_unused_per_family"
 HOUR = timedelta(hours=1)

@@ -36,6 +36,7 @@ from tests.conftest import (
     truncate_all,
     url_of,
 )
+from tests.dpop_keys import DPoPKey
 from tests.helpers import HANG_SECONDS, PASSWORD, make_client, make_user, wait_until
 
 CLIENT_LIMIT = 40
@@ -212,6 +213,27 @@ def test_a_token_from_one_server_is_introspected_rotated_and_revoked_through_the
         assert revoked.status_code == 200
         assert not _introspect(http, cluster, cluster.b, rotated["access_token"])
         assert not _introspect(http, cluster, cluster.a, tokens["access_token"])
+
+
+def test_a_dpop_proof_accepted_by_one_server_is_refused_by_the_other(cluster: Cluster) -> None:
+    # RFC 9449 §11.1: the replay store is the database, shared by every process.
+    key = DPoPKey()
+    proof = key.proof("POST", cluster.issuer + "/oauth/token")
+    answers = [
+        requests.post(
+            server + "/oauth/token",
+            data={"grant_type": "client_credentials"},
+            auth=(cluster.rs_id, cluster.rs_secret),
+            headers={"DPoP": proof},
+            timeout=10,
+        )
+        for server in (cluster.a, cluster.b)
+    ]
+
+    assert answers[0].status_code == 200, answers[0].text
+    assert answers[0].json()["token_type"] == "DPoP"
+    assert answers[1].status_code == 400
+    assert answers[1].json()["error"] == "invalid_dpop_proof"
 
 
 def test_the_feed_of_either_server_reports_a_family_revoked_on_the_other(

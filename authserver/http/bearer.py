@@ -17,6 +17,7 @@ userinfo and the account API (``require_user_token``), and the admin API
 
 from __future__ import annotations
 
+import hmac
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -24,9 +25,11 @@ from typing import Any
 from flask import request
 
 from authserver.db import db
-from authserver.errors import BearerError
+from authserver.errors import BEARER, DPOP, BearerError
+from authserver.http.dpop import current_nonce, presented_proof
 from authserver.http.rate_limits import spend_family_budget
 from authserver.own_apis import OwnApi, admin_audience
+from authserver.resource.dpop import InvalidDPoPProof, UseDPoPNonce
 from authserver.runtime import runtime
 from authserver.services.browser_sessions import browser_session_of_family
 from authserver.services.clients import find_client
@@ -52,16 +55,20 @@ class UserCaller:
         return browser_session_of_family(db.session, self.family_id)
 
 
-def _invalid(description: str) -> BearerError:
-    return BearerError(401, "invalid_token", description)
+def _invalid(description: str, scheme: str = BEARER) -> BearerError:
+    return BearerError(401, "invalid_token", description, scheme=scheme)
 
 
-def _bearer_token() -> str:
+def _authorization() -> tuple[str, str]:
+    """The scheme (``Bearer`` or ``DPoP``, RFC 9449 §7.1) and token of the request's
+    Authorization header."""
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise _invalid("A bearer access token is required.")
-    return token.strip()
+    for known in (BEARER, DPOP):
+        # RFC 9110 §11.1: scheme names are case-insensitive.
+        if scheme.lower() == known.lower() and token.strip():
+            return known, token.strip()
+    raise _invalid("A bearer access token is required.")
 
 
 def _user_of(claims: dict[str, Any]) -> uuid.UUID:
@@ -69,23 +76,63 @@ def _user_of(claims: dict[str, Any]) -> uuid.UUID:
     # RFC 9068 §2.2: a client acting for itself is its own subject; such a token acts for no
     # user and opens no user's data.
     if not isinstance(subject, str) or subject == claims.get("client_id"):
-        raise _invalid("The access token does not act for a user.")
+        raise _invalid("The access token does not act for a user.", _scheme_of(claims))
     try:
         return uuid.UUID(subject)
     except ValueError:
-        raise _invalid("The access token does not act for a user.") from None
+        raise _invalid("The access token does not act for a user.", _scheme_of(claims)) from None
+
+
+def _scheme_of(claims: dict[str, Any]) -> str:
+    """The scheme a verified token came with: refusals made after it was accepted answer
+    with that scheme's challenge (RFC 9449 §7.1)."""
+    return DPOP if "cnf" in claims else BEARER
 
 
 def _presented_access_token(now: int) -> OwnToken:
-    """The request's bearer token, if this server signed it as an access token and it has
-    not expired; else 401 ``invalid_token``."""
+    """The request's access token, if this server signed it as an access token, it has not
+    expired, and, if it is bound to a DPoP key, it came as RFC 9449 §7.1 requires: with
+    the ``DPoP`` scheme and a proof signed with that key for this request; else a 401."""
     rt = runtime()
+    scheme, presented = _authorization()
     try:
-        return verify_own_token(
-            rt.keys, _bearer_token(), issuer=rt.config.issuer, typ="at+jwt", now=now
-        )
+        token = verify_own_token(rt.keys, presented, issuer=rt.config.issuer, typ="at+jwt", now=now)
     except TokenRejected:
-        raise _invalid("The access token is invalid.") from None
+        raise _invalid("The access token is invalid.", scheme) from None
+    _check_sender(token, scheme, presented)
+    return token
+
+
+def _check_sender(token: OwnToken, scheme: str, presented: str) -> None:
+    """RFC 9449 §7: a token bound to a key (``cnf.jkt``) is refused as a bearer token, and
+    taken with the DPoP scheme only beside a fresh proof, for this request, naming this
+    token and signed with that key. A bearer token sent with the DPoP scheme is refused too:
+    it is not bound to the proof's key."""
+    confirmation = token.claims.get("cnf")
+    bound_key = confirmation.get("jkt") if isinstance(confirmation, dict) else None
+    if scheme == BEARER:
+        if bound_key is not None:
+            raise _invalid("This access token is bound to a DPoP key; use the DPoP scheme.", DPOP)
+        return
+    if not isinstance(bound_key, str):
+        raise _invalid("This access token is not bound to a DPoP key.", DPOP)
+    try:
+        proof = presented_proof(access_token=presented)
+    except UseDPoPNonce:
+        raise BearerError(
+            401, UseDPoPNonce.error, UseDPoPNonce().description, scheme=DPOP, nonce=current_nonce()
+        ) from None
+    except InvalidDPoPProof as refused:
+        raise BearerError(401, refused.error, refused.description, scheme=DPOP) from None
+    if proof is None:
+        raise BearerError(401, InvalidDPoPProof.error, "A DPoP proof is required.", scheme=DPOP)
+    if not hmac.compare_digest(proof.jkt, bound_key):
+        raise BearerError(
+            401,
+            InvalidDPoPProof.error,
+            "The DPoP proof is signed with another key than the token's.",
+            scheme=DPOP,
+        )
 
 
 def require_user_token(api: OwnApi) -> UserCaller:
@@ -96,17 +143,21 @@ def require_user_token(api: OwnApi) -> UserCaller:
     claims = token.claims
     audience = api.audience(rt.config.issuer)
     if audience is not None and claims.get("aud") != audience:
-        raise _invalid("The access token is not meant for this API.")
+        raise _invalid("The access token is not meant for this API.", _scheme_of(claims))
     user_id = _user_of(claims)
     if not access_token_still_granted(db.session, token, now):
-        raise _invalid("The access token was revoked.")
+        raise _invalid("The access token was revoked.", _scheme_of(claims))
     family_id = _family_of(claims)
     # Only a live token of this API spends from its family's budget: nobody else can.
     spend_family_budget(str(family_id) if family_id else None, str(claims.get("jti", "")))
     scopes = frozenset(str(claims.get("scope", "")).split())
     if api.scope not in scopes:
         raise BearerError(
-            403, "insufficient_scope", f"The '{api.scope}' scope is needed.", scope=api.scope
+            403,
+            "insufficient_scope",
+            f"The '{api.scope}' scope is needed.",
+            scope=api.scope,
+            scheme=_scheme_of(claims),
         )
     return UserCaller(
         user_id=user_id,
@@ -147,15 +198,21 @@ def require_admin_token(scope: str) -> AdminCaller:
     token = _presented_access_token(int(now.timestamp()))
     claims = token.claims
     if claims.get("aud") != admin_audience(rt.config.issuer):
-        raise _invalid("The access token is not meant for this API.")
+        raise _invalid("The access token is not meant for this API.", _scheme_of(claims))
     client_id = claims.get("client_id")
     if not isinstance(client_id, str) or claims.get("sub") != client_id:
-        raise _invalid("The access token acts for a user, not an admin client.")
+        raise _invalid("The access token acts for a user, not an admin client.", _scheme_of(claims))
     if not access_token_still_granted(db.session, token, now):
-        raise _invalid("The access token was revoked.")
+        raise _invalid("The access token was revoked.", _scheme_of(claims))
     scopes = frozenset(str(claims.get("scope", "")).split())
     client = find_client(db.session, client_id)
     held = scopes & frozenset(client.admin_scopes) if client and not client.disabled else set()
     if scope not in held:
-        raise BearerError(403, "insufficient_scope", f"The '{scope}' scope is needed.", scope=scope)
+        raise BearerError(
+            403,
+            "insufficient_scope",
+            f"The '{scope}' scope is needed.",
+            scope=scope,
+            scheme=_scheme_of(claims),
+        )
     return AdminCaller(client_id=client_id, scopes=frozenset(held))

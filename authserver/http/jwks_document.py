@@ -71,7 +71,13 @@ def jwks_answer(
 ) -> tuple[int, list[tuple[str, str]], bytes]:
     """Status, headers and body of the JWKS (RFC 7517 §5), for this wrapper and for the Flask
     view alike: 304 when If-None-Match names this representation (RFC 9110 §13.1.2)."""
-    headers = [("Cache-Control", f"public, max-age={max_age}"), ("ETag", f'"{snapshot.jwks_etag}"')]
+    headers = [
+        ("Cache-Control", f"public, max-age={max_age}"),
+        ("ETag", f'"{snapshot.jwks_etag}"'),
+        # A public document: any origin's script may read it (http/cors.py), the same for
+        # every request, so no Vary.
+        ("Access-Control-Allow-Origin", "*"),
+    ]
     if if_none_match and parse_etags(if_none_match).contains(snapshot.jwks_etag):
         return 304, headers, b""
     headers.append(("Content-Type", "application/jwk-set+json"))

@@ -15,6 +15,7 @@ from authserver.errors import (
     TemporarilyUnavailable,
 )
 from authserver.http.authorize import InvalidMaxAge, parse_max_age
+from authserver.http.dpop import NONCE_HEADER, current_nonce
 from authserver.http.rate_limits import per_account_password_grant, per_client, per_ip
 from authserver.oauth import device_code
 from authserver.oauth.metadata import (
@@ -75,6 +76,10 @@ def pushed_authorization_request() -> Response:
     response = jsonify(request_uri=pushed.request_uri, expires_in=pushed.expires_in)
     response.status_code = 201
     response.headers.update(NO_STORE_HEADERS)
+    nonce = current_nonce()
+    if nonce is not None:
+        # RFC 9449 §8.2: the nonce for the client's next proof, here or at the token endpoint.
+        response.headers[NONCE_HEADER] = nonce
     return response
 
 

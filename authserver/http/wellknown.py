@@ -13,6 +13,7 @@ from authserver.oauth.metadata import (
     ssf_transmitter_metadata,
 )
 from authserver.own_apis import ADMIN_API_PATH, ADMIN_SCOPES, admin_audience
+from authserver.resource.dpop import DPOP_ALGORITHMS
 from authserver.runtime import runtime
 
 bp = Blueprint("wellknown", __name__)
@@ -59,6 +60,10 @@ def admin_api_metadata() -> Response:
         authorization_servers=[issuer],
         scopes_supported=list(ADMIN_SCOPES),
         bearer_methods_supported=["header"],
+        # RFC 9728 §2: admin tokens may be DPoP-bound (a proof at the token endpoint), and
+        # then come with a proof each call; unbound ones are accepted too.
+        dpop_signing_alg_values_supported=list(DPOP_ALGORITHMS),
+        dpop_bound_access_tokens_required=False,
         resource_name="authserver admin API",
         resource_documentation=issuer + "/openapi.json",
     )

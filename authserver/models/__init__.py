@@ -10,6 +10,7 @@ from authserver.models.authorization import (
     PushedAuthorizationRequest,
 )
 from authserver.models.clients import Client
+from authserver.models.dpop import DPoPProofSeen
 from authserver.models.keys import KeyState, SigningKey
 from authserver.models.outbox import OutboundMessage
 from authserver.models.passkeys import Passkey, PasskeyChallenge
@@ -31,6 +32,7 @@ __all__ = [
     "BrowserSessionClient",
     "Client",
     "Consent",
+    "DPoPProofSeen",
     "DeviceAuthorization",
     "InitialAccessToken",
     "KeyState",

@@ -36,6 +36,10 @@ class AuthorizationCode(Base):
     # RFC 7636: only S256 is accepted, so the method column is informative.
     code_challenge: Mapped[str | None] = mapped_column(String(128))
     code_challenge_method: Mapped[str | None] = mapped_column(String(10))
+    # RFC 9449 §10: the thumbprint of the DPoP key the code is bound to (the authorization
+    # request's dpop_jkt, or the key of a proof sent with its push); its redemption must
+    # prove that key.
+    dpop_jkt: Mapped[str | None] = mapped_column(String(64))
     auth_time: Mapped[datetime]
     # The browser session's amr when the code was issued (RFC 8176, space-separated).
     amr: Mapped[str] = mapped_column(String(64), default=AMR_PASSWORD, server_default=AMR_PASSWORD)

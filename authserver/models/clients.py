@@ -77,6 +77,9 @@ class Client(Base):
     require_pushed_authorization_requests: Mapped[bool] = mapped_column(
         default=False, server_default=false()
     )
+    # RFC 9449 §5.2 ``dpop_bound_access_tokens``: the token endpoint refuses this client's
+    # requests that carry no DPoP proof, so every token it gets is bound to a key it holds.
+    dpop_bound_access_tokens: Mapped[bool] = mapped_column(default=False, server_default=false())
     # Scopes of the admin API (own_apis.ADMIN_SCOPES) this client may be granted, through
     # client_credentials only, in tokens whose audience is the admin API. Empty: not an
     # admin client.

@@ -59,6 +59,11 @@ class RefreshFamily(Base):
     # they were kept: their tokens carry neither claim.
     auth_time: Mapped[datetime | None]
     amr: Mapped[str | None] = mapped_column(String(64))
+    # RFC 9449 §5: the RFC 7638 thumbprint of the DPoP key a public client's family began
+    # with. Every refresh of the family must then carry a proof signed with that key; NULL
+    # for confidential clients (their authentication binds the token) and families begun
+    # without a proof.
+    dpop_jkt: Mapped[str | None] = mapped_column(String(64))
 
     user: Mapped[User] = relationship(lazy="joined")
     client: Mapped[Client] = relationship(lazy="joined")

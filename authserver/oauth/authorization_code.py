@@ -8,6 +8,8 @@ services/.
 
 from __future__ import annotations
 
+import hmac
+import re
 from datetime import timedelta
 from typing import Any
 
@@ -19,6 +21,7 @@ from flask import g
 
 from authserver.db import db
 from authserver.errors import AuthServerError, InvalidGrant
+from authserver.http.dpop import token_request_key
 from authserver.models import AuthorizationCode, Client, User
 from authserver.oauth.grants import ALL_METHODS, resources_of
 from authserver.oauth.user_tokens import issue_user_tokens
@@ -50,6 +53,19 @@ class S256CodeChallenge(CodeChallenge):
         super().validate_code_challenge(grant, redirect_uri)
 
 
+# RFC 9449 §10: a JWK SHA-256 thumbprint, base64url without padding.
+DPOP_JKT = re.compile(r"[A-Za-z0-9_-]{43}")
+
+
+def _check_code_key(code: AuthorizationCode) -> None:
+    """RFC 9449 §10: a code bound to a key is redeemed only with a proof of that key."""
+    if code.dpop_jkt is None:
+        return
+    proven = token_request_key()
+    if proven is None or not hmac.compare_digest(proven, code.dpop_jkt):
+        raise InvalidGrant("The code is bound to a DPoP key; prove you hold it.")
+
+
 def _as_oauth_error(exc: AuthServerError, redirect_uri: str) -> OAuth2Error:
     return OAuth2Error(
         error=exc.error,
@@ -77,6 +93,19 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
         return default
 
     # -- authorization endpoint ----------------------------------------------------------
+
+    def validate_authorization_request(self) -> str:
+        """authlib's checks, then RFC 9449 §10's ``dpop_jkt``: a key thumbprint (the
+        base64url SHA-256 of RFC 7638, 43 characters) the code will be bound to."""
+        redirect_uri: str = super().validate_authorization_request()
+        dpop_jkt = self.request.payload.data.get("dpop_jkt")
+        if dpop_jkt is not None and not DPOP_JKT.fullmatch(str(dpop_jkt)):
+            raise InvalidRequestError(
+                "The dpop_jkt is not a JWK SHA-256 thumbprint.",
+                redirect_uri=redirect_uri,
+                state=self.request.payload.state,
+            )
+        return redirect_uri
 
     def create_authorization_response(
         self, redirect_uri: str, grant_user: User | None
@@ -110,6 +139,7 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
             code_challenge_method=data.get("code_challenge_method"),
             ttl=timedelta(seconds=rt.config.authorization_code_ttl),
             now=runtime().now(),
+            dpop_jkt=data.get("dpop_jkt"),
         )
         params = [("code", code)]
         if self.request.payload.state:
@@ -137,6 +167,7 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
             check_resource_of_grant(
                 resources_of(self.request.form), self.request.authorization_code.audience
             )
+            _check_code_key(self.request.authorization_code)
         except (OAuth2Error, AuthServerError):
             if self.presented_code is not None:
                 spend_code(db.session, self.presented_code, runtime().now())

@@ -18,6 +18,7 @@ from authserver.errors import (
     UnauthorizedClient,
 )
 from authserver.http.audit import audit
+from authserver.http.dpop import family_key, token_request_key
 from authserver.models import AMR_PASSWORD, Client, User
 from authserver.own_apis import admin_audience
 from authserver.request_context import request_context
@@ -43,7 +44,7 @@ def token_body(
     # RFC 6749 §5.1
     body: dict[str, Any] = {
         "access_token": access.token,
-        "token_type": "Bearer",
+        "token_type": access.token_type,
         "expires_in": access.expires_in,
     }
     if scope:
@@ -95,6 +96,7 @@ class ClientCredentialsGrant(grants.ClientCredentialsGrant):
             scope=self.request.scope,
             ttl=rt.access_token_ttl(client),
             now=runtime().now(),
+            dpop_jkt=token_request_key(),
         )
         audit(
             AuditEventType.TOKEN_ISSUED,
@@ -166,6 +168,7 @@ class PasswordGrant(grants.ResourceOwnerPasswordCredentialsGrant):
                 # The password was checked just now, and it is the only factor.
                 auth_time=now,
                 amr=AMR_PASSWORD,
+                dpop_jkt=family_key(client),
             )
         access = rt.access_tokens.issue(
             subject=str(user.id),
@@ -177,6 +180,7 @@ class PasswordGrant(grants.ResourceOwnerPasswordCredentialsGrant):
             family_id=refresh.family.id if refresh else None,
             auth_time=now,
             amr=AMR_PASSWORD,
+            dpop_jkt=token_request_key(),
         )
         audit(
             AuditEventType.TOKEN_ISSUED,
@@ -225,6 +229,7 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
                 now=now,
                 ip_address=flask_request.remote_addr,
                 audit=self._rotation_audit(client),
+                proof_jkt=token_request_key(),
             )
         except RefreshTokenReused as reuse:
             # Someone else holds a token of this family: the caller's address, and where the
@@ -263,6 +268,7 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
             family_id=rotated.family_id,
             auth_time=rotated.auth_time,
             amr=rotated.amr,
+            dpop_jkt=token_request_key(),
         )
         audit(
             AuditEventType.TOKEN_ISSUED,

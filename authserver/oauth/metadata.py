@@ -10,6 +10,7 @@ from typing import Any
 
 from authserver.config import Config
 from authserver.oauth.server import supported_grant_types
+from authserver.resource.dpop import DPOP_ALGORITHMS
 from authserver.services.acr import ACR_VALUES
 from authserver.services.client_registration import REGISTRATION_PATH
 from authserver.services.security_events import POLL_DELIVERY_METHOD, PUSH_DELIVERY_METHOD
@@ -67,6 +68,8 @@ def server_metadata(config: Config) -> dict[str, Any]:
         "pushed_authorization_request_endpoint": issuer + PUSHED_AUTHORIZATION_PATH,
         "require_pushed_authorization_requests": bool(config.require_par),
         "code_challenge_methods_supported": ["S256"],
+        # RFC 9449 §5.1: the token endpoint binds tokens to a key a DPoP proof shows.
+        "dpop_signing_alg_values_supported": list(DPOP_ALGORITHMS),
         # RFC 9207
         "authorization_response_iss_parameter_supported": True,
         "subject_types_supported": ["public"],

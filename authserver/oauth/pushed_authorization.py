@@ -11,10 +11,10 @@ from authlib.oauth2.rfc6749.errors import InvalidRequestError, OAuth2Error
 from flask import request
 
 from authserver.db import db
-from authserver.errors import AuthServerError
+from authserver.errors import AuthServerError, InvalidDPoPProofError
 from authserver.models import Client
 from authserver.oauth.grants import ALL_METHODS
-from authserver.oauth.server import AuthorizationServer, PushedPayload
+from authserver.oauth.server import AuthorizationServer, PushedPayload, checked_proof
 from authserver.runtime import runtime
 from authserver.services.clients import resolve_audience
 from authserver.services.pushed_requests import (
@@ -56,6 +56,17 @@ def _pairs(client: Client) -> list[tuple[str, str]]:
     return pairs
 
 
+def _bound_to_key(pairs: list[tuple[str, str]], jkt: str) -> list[tuple[str, str]]:
+    """RFC 9449 §10.1: a DPoP proof sent with the push binds the code to its key, as
+    ``dpop_jkt`` would; both sent, they must name the same key."""
+    named = [value for name, value in pairs if name == "dpop_jkt"]
+    if not named:
+        return [*pairs, ("dpop_jkt", jkt)]
+    if named != [jkt]:
+        raise InvalidDPoPProofError("The dpop_jkt is not the key of the DPoP proof.")
+    return pairs
+
+
 def push(
     server: AuthorizationServer, check_parameters: Callable[[Mapping[str, str]], None]
 ) -> PushedRequest:
@@ -66,8 +77,11 @@ def push(
     oauth_request = server.create_oauth2_request(None)
     client: Client = server.authenticate_client(oauth_request, ALL_METHODS, "pushed_authorization")
     rt = runtime()
+    proof = checked_proof()
     try:
         pairs = _pairs(client)
+        if proof is not None:
+            pairs = _bound_to_key(pairs, proof.jkt)
         oauth_request.payload = PushedPayload([[name, value] for name, value in pairs])
         oauth_request.pushing = True
         grant = server.get_authorization_grant(oauth_request)

@@ -15,13 +15,26 @@ from authlib.oauth2.rfc9101.errors import InvalidRequestUriError
 from flask import Flask, Response, current_app, g, request
 
 from authserver.db import db
-from authserver.errors import InvalidClient, InvalidRequest
+from authserver.errors import (
+    InvalidClient,
+    InvalidDPoPProofError,
+    InvalidRequest,
+    UseDPoPNonceError,
+)
+from authserver.http.dpop import (
+    NONCE_HEADER,
+    current_nonce,
+    presented_proof,
+    remember_token_request_proof,
+    token_request_key,
+)
 from authserver.models import Client
 from authserver.oauth.authorization_code import AuthorizationCodeGrant, S256CodeChallenge
 from authserver.oauth.client_auth import CLIENT_AUTH_METHODS
 from authserver.oauth.device_code import DeviceCodeGrant
 from authserver.oauth.grants import ClientCredentialsGrant, PasswordGrant, RefreshTokenGrant
 from authserver.oauth.token_management import IntrospectionEndpoint, RevocationEndpoint
+from authserver.resource.dpop import DPoPProof, InvalidDPoPProof, UseDPoPNonce
 from authserver.runtime import runtime
 from authserver.services.pushed_requests import find_pushed_request
 
@@ -81,10 +94,15 @@ class AuthorizationServer(FlaskAuthorizationServer):
 
     def authenticate_client(self, request: Any, methods: list[str], endpoint: str = "token") -> Any:
         try:
-            return super().authenticate_client(request, methods, endpoint)
+            client = super().authenticate_client(request, methods, endpoint)
         except AuthlibInvalidClientError:
             # One answer for unknown client, wrong secret and wrong method (RFC 6749 §5.2).
             raise InvalidClient() from None
+        if endpoint == "token" and client.dpop_bound_access_tokens and token_request_key() is None:
+            # RFC 9449 §5.2: such a client's token requests without a proof are refused,
+            # before any grant is looked at, so a code is not spent by the refusal.
+            raise InvalidRequest("This client must send a DPoP proof with its token requests.")
+        return client
 
     def handle_error_response(self, request: Any, error: Any) -> Response:
         redirect_uri = getattr(error, "redirect_uri", None)
@@ -157,8 +175,23 @@ class AuthorizationServer(FlaskAuthorizationServer):
 
     def create_token_response(self, request: Any = None) -> Response:
         check_token_request_shape()
+        remember_token_request_proof(checked_proof())
         response: Response = super().create_token_response(request)
+        nonce = current_nonce()
+        if nonce is not None:
+            # RFC 9449 §8.2: the nonce for the client's next proof.
+            response.headers[NONCE_HEADER] = nonce
         return response
+
+
+def checked_proof() -> DPoPProof | None:
+    """The request's DPoP proof (RFC 9449 §5, §10.1), or its refusal as an OAuth error."""
+    try:
+        return presented_proof()
+    except UseDPoPNonce:
+        raise UseDPoPNonceError(current_nonce() or "") from None
+    except InvalidDPoPProof as refused:
+        raise InvalidDPoPProofError(refused.description) from None
 
 
 def check_token_request_shape() -> None:

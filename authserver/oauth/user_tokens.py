@@ -14,6 +14,7 @@ from flask import request
 
 from authserver.db import db
 from authserver.http.audit import audit
+from authserver.http.dpop import family_key, token_request_key
 from authserver.models import Client, User
 from authserver.oauth.grants import token_body
 from authserver.runtime import runtime
@@ -67,6 +68,7 @@ def issue_user_tokens(
             browser_session_id=browser_session_id,
             auth_time=auth_time,
             amr=amr,
+            dpop_jkt=family_key(client),
         )
     family_id = refresh.family.id if refresh else None
     access = rt.access_tokens.issue(
@@ -79,6 +81,7 @@ def issue_user_tokens(
         family_id=family_id,
         auth_time=auth_time,
         amr=amr,
+        dpop_jkt=token_request_key(),
     )
     body = token_body(access, scope, refresh.token if refresh else None)
     if OPENID in scopes:

@@ -2,9 +2,13 @@
 
 Every rejection of the token itself is an ``InvalidToken``: RFC 6750 §3.1 has one error code
 for all of them, ``invalid_token``. The subclasses tell the operator (logs, metrics) what was
-wrong; the client only ever sees ``error`` and the short ``description``. A description is a
-fixed sentence chosen here, never built from the token or its claims, so it is safe to put in
-a ``WWW-Authenticate`` header and in logs.
+wrong; the client only ever sees ``error`` and the short ``description``. A DPoP proof that is
+refused (``dpop.InvalidDPoPProof``) is an ``InvalidToken`` too, since the request's
+credentials are refused either way, but its ``error`` is RFC 9449 §7.1's
+``invalid_dpop_proof``: whoever answers with ``exc.error`` answers the right code.
+
+A description is a fixed sentence chosen in the kit, never built from the token, the proof or
+their claims, so it is safe to put in a ``WWW-Authenticate`` header and in logs.
 """
 
 from __future__ import annotations
@@ -65,6 +69,28 @@ class TokenRevoked(InvalidToken):
     """Revoked since it was issued: by the revocation feed or by token introspection."""
 
     default_description = "The access token has been revoked."
+
+
+class DPoPBoundToken(InvalidToken):
+    """The token is bound to a DPoP key (``cnf.jkt``, RFC 9449 §6) but was presented as a
+    bearer token (``verify``): it is taken only with a proof signed by that key
+    (``verify_dpop``), or a stolen copy would work without the key."""
+
+    default_description = "This access token is bound to a DPoP key; use the DPoP scheme."
+
+
+class NotDPoPBound(InvalidToken):
+    """The token was presented with a DPoP proof (``verify_dpop``) but is bound to no key:
+    a proof from whoever holds it proves nothing about it (RFC 9449 §7.1)."""
+
+    default_description = "This access token is not bound to a DPoP key."
+
+
+class BindingMismatch(InvalidToken):
+    """Token introspection (RFC 9449 §6.2) names another key for the token than the token
+    itself does, or none: the issuer and the token disagree, so neither is believed."""
+
+    default_description = "The issuer binds this access token to another key."
 
 
 class JWKSUnavailable(Exception):

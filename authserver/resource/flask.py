@@ -1,26 +1,43 @@
-"""Flask integration: protect a view with a bearer access token (RFC 6750).
+"""Flask integration: protect a view with an access token, a bearer token (RFC 6750) or a
+DPoP-bound token with its proof (RFC 9449 §7).
 
     verifier = TokenVerifier("https://auth.example.com", "https://api.example.com")
 
     @app.get("/api/things")
-    @require_token(verifier, scope="read")
+    @require_token(verifier, scope="read", public_url="https://api.example.com")
     def things():
         return {"owner": g.access_token.subject}
 
-Answers, per RFC 6750 §3:
+``Authorization: Bearer <token>`` is checked with ``verifier.verify``, which refuses a token
+bound to a DPoP key; ``Authorization: DPoP <token>`` with its proof in the one ``DPoP``
+header, with ``verifier.verify_dpop``, for this request's method and URL. Answers, per RFC
+6750 §3 and RFC 9449 §7.1, with the challenge in the scheme the request used:
 
-* no bearer token at all: 401, ``WWW-Authenticate: Bearer`` and no error code (§3.1);
+* no token at all: 401, ``WWW-Authenticate: Bearer, DPoP algs="..."`` and no error code (RFC
+  6750 §3.1; RFC 9449 §7.2: both schemes are offered);
 * a token that is refused: 401, ``Bearer error="invalid_token", error_description="..."``;
+  with the DPoP scheme, or a DPoP-bound token sent as a bearer token, ``DPoP
+  error="invalid_token", ..., algs="..."``;
+* a DPoP proof that is missing, sent twice, invalid, for another request, signed with
+  another key than the token's, or replayed: 401, ``DPoP error="invalid_dpop_proof", ...``;
 * a valid token without the scope: 403, ``Bearer error="insufficient_scope", scope="read"``;
 * a token from too weak or too old a sign-in (``acr=``, ``max_age=``): 401,
   ``Bearer error="insufficient_user_authentication", acr_values="...", max_age="..."``
   (RFC 9470 §3);
-* an ``Authorization: Bearer`` header with no token in it: 400 ``invalid_request``;
+* an ``Authorization: Bearer`` (or ``DPoP``) header with no token in it: 400
+  ``invalid_request``;
 * keys or introspection unreachable: 503; the token was not judged, so it is not a 401 that
   would make the client throw it away.
 
 Only the Authorization header is read (RFC 6750 §2.1); a token in the query string is not
 looked for (RFC 9700 §4.3.2 forbids sending one there). Every body is JSON.
+
+The URL a DPoP proof must name (``htu``) is the one the client called. Behind a proxy that
+is not the one Flask sees: give ``public_url``, the public URL of the application's root
+(``https://api.example.com``), and ``htu`` is checked against it plus the request's path.
+Without it, the URL is rebuilt from the request, from its ``Host`` header and scheme, which
+a client chooses; use that only when the application is reached directly, or behind
+werkzeug's ``ProxyFix`` set for the proxies in front of it.
 """
 
 from __future__ import annotations
@@ -28,14 +45,23 @@ from __future__ import annotations
 import functools
 import logging
 import re
-from collections.abc import Callable
-from typing import ParamSpec
+import urllib.parse
+from collections.abc import Callable, Collection
+from typing import Any, ParamSpec
 
 from flask import Response, g, jsonify, request
 from flask.typing import ResponseReturnValue
 
 from .authentication import acr_satisfies, signed_in_within, token_acr
-from .errors import IntrospectionFailed, InvalidToken, JWKSUnavailable, TokenRevoked
+from .dpop import InvalidDPoPProof, normalized_htu
+from .errors import (
+    BindingMismatch,
+    DPoPBoundToken,
+    IntrospectionFailed,
+    InvalidToken,
+    JWKSUnavailable,
+    TokenRevoked,
+)
 from .introspection import IntrospectionClient
 from .verifier import TokenVerifier, VerifiedToken
 
@@ -44,7 +70,12 @@ log = logging.getLogger(__name__)
 P = ParamSpec("P")
 View = Callable[P, ResponseReturnValue]
 
-NO_TOKEN_DESCRIPTION = "A bearer access token is required."  # noqa: S105 (a message)
+NO_TOKEN_DESCRIPTION = "An access token is required."  # noqa: S105 (a message)
+# The authentication schemes of RFC 6750 and RFC 9449 §7.1, as challenges name them.
+BEARER = "Bearer"
+DPOP = "DPoP"
+# RFC 9449 §4.1: the request header carrying the proof.
+DPOP_HEADER = "DPoP"
 # RFC 6750 §3: error_description and scope values are limited to these characters.
 _NOT_ALLOWED_IN_ATTRIBUTE = re.compile(r"[^\x20-\x21\x23-\x5b\x5d-\x7e]")
 
@@ -53,17 +84,22 @@ def _quoted(value: str) -> str:
     return '"' + _NOT_ALLOWED_IN_ATTRIBUTE.sub("", value) + '"'
 
 
-def bearer_challenge(
+def token_challenge(
     status: int,
     description: str,
     error: str | None = None,
     scope: str | None = None,
     *,
+    scheme: str = BEARER,
+    dpop_algorithms: Collection[str] = (),
     acr_values: str | None = None,
     max_age: int | None = None,
 ) -> Response:
-    """A JSON error response with the RFC 6750 §3 ``WWW-Authenticate`` challenge (and RFC
-    9470 §3's ``acr_values`` and ``max_age`` when a stronger or fresher sign-in is needed)."""
+    """A JSON error response with the ``WWW-Authenticate`` challenge of RFC 6750 §3 (scheme
+    ``Bearer``) or RFC 9449 §7.1 (scheme ``DPoP``, with ``algs``: ``dpop_algorithms``), and
+    RFC 9470 §3's ``acr_values`` and ``max_age`` when a stronger or fresher sign-in is
+    needed. Without ``error`` (no token was sent), both schemes are offered when
+    ``dpop_algorithms`` are given (RFC 9449 §7.2)."""
     attributes: list[str] = []
     body: dict[str, str] = {"error_description": description}
     if error is not None:
@@ -78,10 +114,15 @@ def bearer_challenge(
     if max_age is not None:
         attributes.append(f'max_age="{max_age}"')
         body["max_age"] = str(max_age)
+    algs = f"algs={_quoted(' '.join(dpop_algorithms))}" if dpop_algorithms else None
+    if scheme == DPOP and algs is not None:
+        attributes.append(algs)
     response = jsonify(body)
     response.status_code = status
     # RFC 6750 §3: auth-param list after the scheme; none at all when there was no token.
-    challenge = "Bearer " + ", ".join(attributes) if attributes else "Bearer"
+    challenge = f"{scheme} " + ", ".join(attributes) if attributes else scheme
+    if error is None and scheme == BEARER and algs is not None:
+        challenge += f", {DPOP} {algs}"
     response.headers["WWW-Authenticate"] = challenge
     response.headers["Cache-Control"] = "no-store"
     return response
@@ -98,19 +139,55 @@ def _unavailable() -> Response:
 
 
 class _MalformedAuthorization(Exception):
-    pass
+    def __init__(self, scheme: str) -> None:
+        super().__init__(scheme)
+        self.scheme = scheme
 
 
-def _bearer_token() -> str | None:
-    """The token of ``Authorization: Bearer <token>`` (RFC 6750 §2.1); None when the request
-    carries no bearer credentials at all (no header, or another scheme)."""
+def _presented_token() -> tuple[str, str] | None:
+    """The scheme (``Bearer`` or ``DPoP``) and token of ``Authorization: Bearer <token>``
+    (RFC 6750 §2.1) or ``Authorization: DPoP <token>`` (RFC 9449 §7.1); None when the
+    request carries no such credentials at all (no header, or another scheme)."""
     scheme, _, credentials = request.headers.get("Authorization", "").strip().partition(" ")
-    if scheme.lower() != "bearer":
+    # RFC 9110 §11.1: scheme names are case-insensitive.
+    known = {BEARER.lower(): BEARER, DPOP.lower(): DPOP}.get(scheme.lower())
+    if known is None:
         return None
     token = credentials.strip()
     if not token or " " in token:
-        raise _MalformedAuthorization()
-    return token
+        raise _MalformedAuthorization(known)
+    return known, token
+
+
+def _presented_proof() -> str:
+    """The request's one DPoP proof (RFC 9449 §4.3 step 1)."""
+    proofs = request.headers.getlist(DPOP_HEADER)
+    if not proofs:
+        raise InvalidDPoPProof("A DPoP proof is required.")
+    # WSGI hands repeated headers over as one, joined by commas; a compact JWS has none.
+    if len(proofs) > 1 or "," in proofs[0]:
+        raise InvalidDPoPProof("Send one DPoP proof, not several.")
+    return proofs[0]
+
+
+def _request_url(public_url: str | None) -> str:
+    """The URL the client called, as a proof's ``htu`` names it (RFC 9449 §4.3 step 9)."""
+    if public_url is None:
+        return request.base_url
+    # The path as it travels in a request line: percent-encoded, "/" kept (RFC 3986 §3.3).
+    return public_url.rstrip("/") + urllib.parse.quote(request.path, safe="/!$&'()*+,;=:@")
+
+
+def _check_online(introspect: IntrospectionClient, token: str, verified: VerifiedToken) -> None:
+    """RFC 7662: the issuer still holds the token active and (RFC 9449 §6.2) binds it to the
+    key the token names, or to none as the token says."""
+    answer = introspect.introspect(token)
+    if answer["active"] is not True:
+        raise TokenRevoked()
+    confirmation: Any = answer.get("cnf")
+    bound_key = confirmation.get("jkt") if isinstance(confirmation, dict) else None
+    if bound_key != verified.dpop_jkt:
+        raise BindingMismatch()
 
 
 def current_access_token() -> VerifiedToken:
@@ -128,12 +205,18 @@ def require_token(
     introspect: IntrospectionClient | None = None,
     acr: str | None = None,
     max_age: int | None = None,
+    public_url: str | None = None,
 ) -> Callable[[View[P]], View[P]]:
     """Decorate a view so it runs only for a valid access token holding every scope named in
-    ``scope`` (space-separated). The token is then ``flask.g.access_token``.
+    ``scope`` (space-separated). The token is then ``flask.g.access_token``; for a
+    DPoP-bound token, its ``dpop_jkt`` names the key the request was signed with.
 
     With ``introspect``, a token that verifies offline is also checked online, each request
-    (RFC 7662): an inactive one is refused as revoked.
+    (RFC 7662): an inactive one is refused as revoked, and one the issuer binds to another
+    DPoP key than the token names (RFC 9449 §6.2), or to none, is refused.
+
+    ``public_url``: the public URL of the application's root, against which DPoP proofs'
+    ``htu`` is checked (see the module's docstring); without it, the request's own URL.
 
     With ``acr`` (an authentication context class, e.g. ``urn:authserver:acr:mfa``) or
     ``max_age`` (seconds since the user signed in), a token whose ``acr`` is weaker or whose
@@ -144,47 +227,77 @@ def require_token(
     required_scopes = tuple(dict.fromkeys(scope.split())) if scope else ()
     if max_age is not None and max_age < 0:
         raise ValueError("max_age must be 0 or more seconds")
+    if public_url is not None and normalized_htu(public_url) is None:
+        raise ValueError("public_url must be an absolute http(s) URL")
+    if public_url is not None and urllib.parse.urlsplit(public_url)[3:] != ("", ""):
+        raise ValueError("public_url must have no query or fragment")
+    algorithms = verifier.dpop_algorithms
 
     def decorator(view: View[P]) -> View[P]:
         @functools.wraps(view)
         def protected_view(*args: P.args, **kwargs: P.kwargs) -> ResponseReturnValue:
             try:
-                token = _bearer_token()
-            except _MalformedAuthorization:
-                return bearer_challenge(
-                    400, "The Authorization header is malformed.", error="invalid_request"
+                presented = _presented_token()
+            except _MalformedAuthorization as malformed:
+                return token_challenge(
+                    400,
+                    "The Authorization header is malformed.",
+                    error="invalid_request",
+                    scheme=malformed.scheme,
+                    dpop_algorithms=algorithms,
                 )
-            if token is None:
-                return bearer_challenge(401, NO_TOKEN_DESCRIPTION)
+            if presented is None:
+                return token_challenge(401, NO_TOKEN_DESCRIPTION, dpop_algorithms=algorithms)
+            scheme, token = presented
             try:
-                verified = verifier.verify(token)
-                if introspect is not None and not introspect.is_active(token):
-                    raise TokenRevoked()
+                if scheme == DPOP:
+                    verified = verifier.verify_dpop(
+                        token,
+                        _presented_proof(),
+                        method=request.method,
+                        url=_request_url(public_url),
+                    )
+                else:
+                    verified = verifier.verify(token)
+                if introspect is not None:
+                    _check_online(introspect, token, verified)
             except InvalidToken as exc:
                 log.info("access token refused: %s", type(exc).__name__)
-                return bearer_challenge(401, exc.description, error=exc.error)
+                # RFC 9449 §7.1: a DPoP-bound token is told which scheme it needs.
+                answer_scheme = DPOP if isinstance(exc, DPoPBoundToken) else scheme
+                return token_challenge(
+                    401,
+                    exc.description,
+                    error=exc.error,
+                    scheme=answer_scheme,
+                    dpop_algorithms=algorithms,
+                )
             except (JWKSUnavailable, IntrospectionFailed) as exc:
                 log.warning("access token not checked: %s: %s", type(exc).__name__, exc)
                 return _unavailable()
             if not verified.has_scope(*required_scopes):
                 needed = " ".join(required_scopes)
-                return bearer_challenge(
+                return token_challenge(
                     403,
                     f"The access token lacks the scope this resource needs: {needed}.",
                     error="insufficient_scope",
                     scope=needed,
+                    scheme=scheme,
+                    dpop_algorithms=algorithms,
                 )
             weak = acr is not None and not acr_satisfies(token_acr(verified), acr)
             stale = max_age is not None and not signed_in_within(verified, max_age, verifier.now())
             if weak or stale:
                 # RFC 9470 §3: the same values go in the challenge whichever fell short, so
                 # the new sign-in satisfies both.
-                return bearer_challenge(
+                return token_challenge(
                     401,
                     "A stronger or more recent sign-in is required."
                     if weak
                     else "A more recent sign-in is required.",
                     error="insufficient_user_authentication",
+                    scheme=scheme,
+                    dpop_algorithms=algorithms,
                     acr_values=acr,
                     max_age=max_age,
                 )

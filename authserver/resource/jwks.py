@@ -88,7 +88,7 @@ def max_age_of(cache_control: str | None) -> float:
     return min(max_age, MAX_MAX_AGE_SECONDS)
 
 
-def _import_public_key(jwk: Mapping[str, Any], algorithm: str) -> PublicKey | None:
+def import_public_key(jwk: Mapping[str, Any], algorithm: str) -> PublicKey | None:
     """The JWK as a public key fit for ``algorithm``, or None."""
     key_type, curve = KEY_TYPE_OF_ALGORITHM[algorithm]
     if jwk.get("kty") != key_type:
@@ -124,7 +124,7 @@ def parse_jwks(body: bytes, algorithms: Collection[str]) -> dict[str, Verificati
             continue
         if not isinstance(algorithm, str) or algorithm not in algorithms:
             continue
-        key = _import_public_key(jwk, algorithm)
+        key = import_public_key(jwk, algorithm)
         if key is None:
             log.warning("JWKS key %s is not a valid %s key; ignored", kid, algorithm)
             continue

@@ -1,12 +1,11 @@
-"""Verification of authserver's JWT access tokens (RFC 9068 §4) by a resource server."""
+"""Verification of authserver's JWT access tokens (RFC 9068 §4) by a resource server, as
+bearer tokens (``verify``) or as DPoP-bound tokens with their proof (``verify_dpop``, RFC 9449
+§7)."""
 
 from __future__ import annotations
 
-import base64
 import binascii
-import json
-import math
-import re
+import hmac
 import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
@@ -17,9 +16,18 @@ from joserfc import jws
 from joserfc.errors import JoseError
 from joserfc.jws import JWSRegistry
 
+from .dpop import (
+    DPOP_ALGORITHMS,
+    InvalidDPoPProof,
+    MemoryReplayCache,
+    ReplayCache,
+    check_proof,
+)
 from .errors import (
     BadSignature,
+    DPoPBoundToken,
     MalformedToken,
+    NotDPoPBound,
     TokenExpired,
     TokenNotYetValid,
     TokenRevoked,
@@ -29,6 +37,7 @@ from .errors import (
     WrongType,
 )
 from .jwks import KEY_TYPE_OF_ALGORITHM, JWKSCache
+from .jws_parts import COMPACT_JWS, decode_segment, json_object, numeric_date
 from .revocation_feed import RevocationFeed, RevocationState
 from .transport import HttpCall, make_urllib_http
 
@@ -38,14 +47,6 @@ MAX_TOKEN_LENGTH = 8 * 1024
 # RFC 9068 §2.1: "at+jwt"; §4 also names the full media type. Compared case-insensitively
 # (RFC 7515 §4.1.9: media type names are case-insensitive).
 ACCESS_TOKEN_TYPES = frozenset({"at+jwt", "application/at+jwt"})
-# Three non-empty base64url segments (RFC 7515 §7.1). An empty signature, as "alg":"none"
-# produces, is malformed by this definition.
-COMPACT_JWS = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
-# json.loads recurses once per level of nesting, so 8 KiB of brackets would reach Python's
-# recursion limit (a RecursionError, not an InvalidToken). authserver's headers are flat and
-# its claims nest two levels (an "aud" list); anything past this bound is refused before
-# json.loads sees it.
-MAX_JSON_NESTING = 16
 
 
 @dataclass(frozen=True)
@@ -61,71 +62,13 @@ class VerifiedToken:
     jti: str
     # The ``sid`` claim: the refresh-token family the token was issued from, if any.
     session_id: str | None
+    # The ``cnf.jkt`` claim (RFC 9449 §6.1): the RFC 7638 thumbprint of the key the token is
+    # bound to. Never None on a token ``verify_dpop`` returns, always None from ``verify``.
+    dpop_jkt: str | None
     claims: dict[str, Any] = field(hash=False, compare=False, repr=False)
 
     def has_scope(self, *scopes: str) -> bool:
         return all(scope in self.scope for scope in scopes)
-
-
-def _decode_segment(segment: str) -> bytes:
-    return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
-
-
-def _nesting_exceeds(text: str, limit: int) -> bool:
-    """Whether arrays and objects nest deeper than ``limit`` in the JSON ``text``, counted in
-    one pass without recursion (brackets inside strings do not count). For text that is not
-    JSON the count may be off, but json.loads stops at the first error, and up to there it
-    has met exactly the brackets counted here."""
-    depth = 0
-    in_string = False
-    escaped = False
-    for char in text:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif char == "\\":
-                escaped = True
-            elif char == '"':
-                in_string = False
-        elif char == '"':
-            in_string = True
-        elif char in "[{":
-            depth += 1
-            if depth > limit:
-                return True
-        elif char in "]}":
-            depth -= 1
-    return False
-
-
-def _json_object(segment: bytes | str) -> dict[str, Any] | None:
-    try:
-        # RFC 7515 §5.2 and RFC 7519 §7.2: UTF-8 (json.loads would also guess UTF-16 and -32).
-        text = segment.decode("utf-8") if isinstance(segment, bytes) else segment
-        if _nesting_exceeds(text, MAX_JSON_NESTING):
-            return None
-        value = json.loads(text)
-    except ValueError:  # UnicodeDecodeError and json.JSONDecodeError among them
-        return None
-    return value if isinstance(value, dict) else None
-
-
-def _number(claims: dict[str, Any], name: str) -> float | None:
-    """A NumericDate claim (RFC 7519 §2) as a finite float. Python's json reads NaN and
-    Infinity (JSON has neither) and integers too large for a float: none of them is a date,
-    and NaN would compare false in every expiry check and so pass them all."""
-    value = claims.get(name)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise MalformedToken(f"The access token's {name} claim is not a number.")
-    try:
-        number = float(value)
-    except OverflowError:
-        number = math.inf
-    if not math.isfinite(number):
-        raise MalformedToken(f"The access token's {name} claim is not a number.")
-    return number
 
 
 def _required_string(claims: dict[str, Any], name: str) -> str:
@@ -133,6 +76,19 @@ def _required_string(claims: dict[str, Any], name: str) -> str:
     if not isinstance(value, str) or not value:
         raise MalformedToken(f"The access token has no {name} claim.")
     return value
+
+
+def _bound_key(claims: dict[str, Any]) -> str | None:
+    """The thumbprint in ``cnf.jkt`` (RFC 9449 §6.1), None without ``cnf``. A ``cnf`` that
+    names no DPoP key (another confirmation method of RFC 7800 §3.1, or none) is refused:
+    the token is bound to something this kit cannot check, so it is no bearer token."""
+    confirmation = claims.get("cnf")
+    if confirmation is None:
+        return None
+    jkt = confirmation.get("jkt") if isinstance(confirmation, dict) else None
+    if not isinstance(jkt, str) or not jkt:
+        raise MalformedToken("The access token's cnf claim names no DPoP key.")
+    return jkt
 
 
 class TokenVerifier:
@@ -144,6 +100,12 @@ class TokenVerifier:
 
     ``http`` and ``clock`` are seams: an ``HttpCall`` (see ``transport``) and a
     ``() -> float`` returning unix time; the clock serves both expiry checks and cache ages.
+
+    DPoP (RFC 9449): ``dpop_algorithms`` are those a proof may be signed with (a challenge's
+    ``algs``); ``dpop_replay_cache`` remembers the proofs ``verify_dpop`` accepted, by
+    default in this process only (``dpop.MemoryReplayCache``). Processes serving one API
+    must share one (any ``dpop.ReplayCache``), or a proof replayed to another process is
+    accepted there once.
     """
 
     def __init__(
@@ -160,6 +122,8 @@ class TokenVerifier:
         client_id: str | None = None,
         client_secret: str | None = None,
         poll_interval: float = 5.0,
+        dpop_algorithms: Collection[str] = DPOP_ALGORITHMS,
+        dpop_replay_cache: ReplayCache | None = None,
     ) -> None:
         if not issuer or not audience:
             raise ValueError("issuer and audience are required")
@@ -169,13 +133,24 @@ class TokenVerifier:
                 f"algorithms must be asymmetric signature algorithms from "
                 f"{sorted(KEY_TYPE_OF_ALGORITHM)}; got {sorted(unsupported) or 'none'}"
             )
+        unsupported_dpop = set(dpop_algorithms) - set(DPOP_ALGORITHMS)
+        if unsupported_dpop or not dpop_algorithms:
+            raise ValueError(
+                f"dpop_algorithms must be asymmetric signature algorithms from "
+                f"{list(DPOP_ALGORITHMS)}; got {sorted(unsupported_dpop) or 'none'}"
+            )
         if leeway < 0 or min_refetch_interval < 0 or poll_interval <= 0:
             raise ValueError("leeway and min_refetch_interval must be >= 0, poll_interval > 0")
         self.issuer = issuer
         self.audience = audience
         self.leeway = leeway
         self.algorithms = frozenset(algorithms)
+        # In the order given: the order of a challenge's algs (RFC 9449 §7.1).
+        self.dpop_algorithms = tuple(dict.fromkeys(dpop_algorithms))
         self._clock = clock or time.time
+        self._dpop_replay_cache: ReplayCache = dpop_replay_cache or MemoryReplayCache(
+            clock=self._clock
+        )
         self._http = http or make_urllib_http()
         self._keys = JWKSCache(
             issuer,
@@ -258,10 +233,52 @@ class TokenVerifier:
         return self._clock()
 
     def verify(self, token: str) -> VerifiedToken:
-        """The verified token, or an ``InvalidToken`` subclass saying why not.
+        """The verified bearer token, or an ``InvalidToken`` subclass saying why not. A token
+        bound to a DPoP key is refused (``DPoPBoundToken``): it is taken only with a proof,
+        by ``verify_dpop`` (RFC 9449 §7.1).
 
         Raises ``JWKSUnavailable`` when no signing keys could be had at all.
         """
+        verified = self._verified(token)
+        if verified.dpop_jkt is not None:
+            raise DPoPBoundToken()
+        return verified
+
+    def verify_dpop(self, token: str, proof: str, *, method: str, url: str) -> VerifiedToken:
+        """The verified DPoP-bound token presented with ``proof`` (the request's one ``DPoP``
+        header) in a ``method`` request to ``url`` (RFC 9449 §7.1), or an ``InvalidToken``
+        subclass: the token's own refusals, ``NotDPoPBound`` for a token bound to no key,
+        and ``InvalidDPoPProof`` (error ``invalid_dpop_proof``) for a proof that fails a
+        check of §4.3, names another token (``ath``), is signed with another key than the
+        token's ``cnf.jkt``, or was accepted before.
+
+        ``url``: the URL the client sent the request to, as the client knows it (behind a
+        proxy, the public one); its query and fragment are ignored. A proof is recorded in
+        the replay cache only once everything else has passed, so only a holder of the key
+        and a token bound to it can fill the cache.
+        """
+        verified = self._verified(token)
+        if verified.dpop_jkt is None:
+            raise NotDPoPBound()
+        proof_checked = check_proof(
+            proof,
+            method=method,
+            url=url,
+            algorithms=self.dpop_algorithms,
+            now=self._clock(),
+            access_token=token,
+        )
+        # RFC 9449 §7.1: the proof's key is the one the token is bound to.
+        if not hmac.compare_digest(proof_checked.jkt, verified.dpop_jkt):
+            raise InvalidDPoPProof("The DPoP proof is signed with another key than the token's.")
+        # RFC 9449 §11.1: a proof is accepted once.
+        if not self._dpop_replay_cache.first_use(
+            proof_checked.replay_key, proof_checked.acceptable_until
+        ):
+            raise InvalidDPoPProof("The DPoP proof was used before.")
+        return verified
+
+    def _verified(self, token: str) -> VerifiedToken:
         # RFC 9068 §4: the resource server MUST check typ, so an ID token or any other JWT
         # from the same issuer and keys cannot pass as an access token.
         claims = self.signed_claims(token, ACCESS_TOKEN_TYPES)
@@ -297,14 +314,14 @@ class TokenVerifier:
             )
         except (JoseError, ValueError) as exc:
             raise BadSignature() from exc
-        claims = _json_object(signed.payload)
+        claims = json_object(signed.payload)
         if claims is None:
             raise MalformedToken("The token's claims are not a JSON object.")
         return claims
 
     def _header_of(self, token: str, types: Collection[str]) -> dict[str, Any]:
         try:
-            header = _json_object(_decode_segment(token.split(".", 1)[0]))
+            header = json_object(decode_segment(token.split(".", 1)[0]))
         except (binascii.Error, ValueError):
             header = None
         if header is None:
@@ -333,16 +350,16 @@ class TokenVerifier:
         if self.audience not in audiences:
             raise WrongAudience()
         now = self._clock()
-        exp = _number(claims, "exp")
+        exp = numeric_date(claims, "exp")
         if exp is None:
             raise MalformedToken("The access token has no exp claim.")
         # RFC 7519 §4.1.4: valid only while now is before exp.
         if now >= exp + self.leeway:
             raise TokenExpired()
-        nbf = _number(claims, "nbf")
+        nbf = numeric_date(claims, "nbf")
         if nbf is not None and now + self.leeway < nbf:
             raise TokenNotYetValid()
-        iat = _number(claims, "iat")
+        iat = numeric_date(claims, "iat")
         if iat is None:
             raise MalformedToken("The access token has no iat claim.")
         if now + self.leeway < iat:
@@ -363,6 +380,7 @@ class TokenVerifier:
             issued_at=int(iat),
             jti=_required_string(claims, "jti"),
             session_id=session_id,
+            dpop_jkt=_bound_key(claims),
             claims=claims,
         )
 

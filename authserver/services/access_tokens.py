@@ -24,6 +24,8 @@ class IssuedAccessToken:
     expires_in: int
     # The token's exp claim, for whoever must remember the token until then (a denylist).
     expires_at: datetime
+    # RFC 9449 §5: "DPoP" for a token bound to a key (cnf.jkt), else RFC 6750's "Bearer".
+    token_type: str = "Bearer"  # noqa: S105 (a token type, not a secret)
 
 
 class AccessTokenIssuer:
@@ -43,13 +45,15 @@ class AccessTokenIssuer:
         family_id: uuid.UUID | None = None,
         auth_time: datetime | None = None,
         amr: str | None = None,
+        dpop_jkt: str | None = None,
     ) -> IssuedAccessToken:
         """Sign an access token.
 
         RFC 9068 §2.2 claims: iss, exp, aud, sub, client_id, iat, jti, and scope when there
         is one; ``sid`` names the refresh family, so revoking the family can reach tokens a
         resource server verifies offline. Nothing personal (email, name) goes in: the token
-        is readable by anyone who holds it.
+        is readable by anyone who holds it. With ``dpop_jkt``, the token is bound to that
+        key (RFC 9449 §6.1 ``cnf.jkt``): it works only beside a proof signed with it.
         """
         signing = self.keys.snapshot().signing
         if signing is None:
@@ -77,6 +81,8 @@ class AccessTokenIssuer:
             claims["auth_time"] = int(auth_time.timestamp())
         if amr is not None:
             claims["acr"] = acr_of(amr)
+        if dpop_jkt is not None:
+            claims["cnf"] = {"jkt": dpop_jkt}
         # RFC 9068 §2.1: typ "at+jwt" keeps an access token from passing as an ID token.
         header = {"typ": "at+jwt", "alg": signing.algorithm, "kid": signing.kid}
         token = jwt.encode(header, claims, signing.private_key, algorithms=[signing.algorithm])
@@ -85,4 +91,5 @@ class AccessTokenIssuer:
             jti=jti,
             expires_in=ttl,
             expires_at=datetime.fromtimestamp(expires, UTC),
+            token_type="DPoP" if dpop_jkt is not None else "Bearer",
         )

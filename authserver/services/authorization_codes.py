@@ -39,6 +39,7 @@ def issue_code(
     code_challenge_method: str | None,
     ttl: timedelta,
     now: datetime,
+    dpop_jkt: str | None = None,
 ) -> str:
     code = secrets.token_urlsafe(CODE_BYTES)
     db.add(
@@ -53,6 +54,7 @@ def issue_code(
             nonce=nonce,
             code_challenge=code_challenge,
             code_challenge_method=code_challenge_method,
+            dpop_jkt=dpop_jkt,
             auth_time=browser_session.auth_time if browser_session else now,
             amr=browser_session.amr if browser_session else AMR_PASSWORD,
             created_at=now,

@@ -216,6 +216,8 @@ class ClientMetadata:
     backchannel_logout_session_required: bool
     # RFC 9126 §6: its authorization requests must be pushed first.
     require_pushed_authorization_requests: bool
+    # RFC 9449 §5.2: its token requests must carry a DPoP proof.
+    dpop_bound_access_tokens: bool
     # RFC 7591 §2: shown on the consent page.
     logo_uri: str | None = None
     policy_uri: str | None = None
@@ -306,6 +308,9 @@ def parse_client_metadata(body: object) -> ClientMetadata:
     require_par = body.get("require_pushed_authorization_requests")
     if require_par is not None and not isinstance(require_par, bool):
         raise InvalidClientMetadata("require_pushed_authorization_requests must be true or false")
+    dpop_bound = body.get("dpop_bound_access_tokens")
+    if dpop_bound is not None and not isinstance(dpop_bound, bool):
+        raise InvalidClientMetadata("dpop_bound_access_tokens must be true or false")
     return ClientMetadata(
         redirect_uris=_strings(body, "redirect_uris", error=InvalidRedirectUri) or [],
         grant_types=grants,
@@ -321,6 +326,7 @@ def parse_client_metadata(body: object) -> ClientMetadata:
         logo_uri=_string(body, "logo_uri"),
         policy_uri=_string(body, "policy_uri"),
         tos_uri=_string(body, "tos_uri"),
+        dpop_bound_access_tokens=bool(dpop_bound),
     )
 
 
@@ -384,6 +390,7 @@ def _checked_registration(metadata: ClientMetadata, issuer: str) -> dict[str, An
         "logo_uri": _checked(check.checked_page_link, "logo_uri", metadata.logo_uri),
         "policy_uri": _checked(check.checked_page_link, "policy_uri", metadata.policy_uri),
         "tos_uri": _checked(check.checked_page_link, "tos_uri", metadata.tos_uri),
+        "dpop_bound_access_tokens": metadata.dpop_bound_access_tokens,
     }
 
 
@@ -481,6 +488,7 @@ def client_information(
         "audiences": list(client.audiences),
         "backchannel_logout_session_required": client.backchannel_logout_session_required,
         "require_pushed_authorization_requests": client.require_pushed_authorization_requests,
+        "dpop_bound_access_tokens": client.dpop_bound_access_tokens,
         "registration_access_token": registration_access_token,
         "registration_client_uri": f"{issuer}{REGISTRATION_PATH}/{client.client_id}",
     }

@@ -328,6 +328,7 @@ def create_client(
     logo_uri: str | None = None,
     policy_uri: str | None = None,
     tos_uri: str | None = None,
+    dpop_bound_access_tokens: bool = False,
 ) -> RegisteredClient:
     name = checked_client_name(name)
     links = {
@@ -372,6 +373,7 @@ def create_client(
         admin_scopes=admin_list,
         require_pushed_authorization_requests=require_pushed_authorization_requests,
         **links,
+        dpop_bound_access_tokens=dpop_bound_access_tokens,
     )
     session.add(client)
     session.flush()
@@ -599,6 +601,7 @@ def update_client(
     logo_uri: str | Unchanged | None = UNCHANGED,
     policy_uri: str | Unchanged | None = UNCHANGED,
     tos_uri: str | Unchanged | None = UNCHANGED,
+    dpop_bound_access_tokens: bool | Unchanged = UNCHANGED,
 ) -> list[str]:
     """Replace what is given of the registration, under the rules ``create_client`` applies
     (checked all before anything is changed); a lifetime of None means the server-wide
@@ -624,6 +627,8 @@ def update_client(
         if not isinstance(uri, Unchanged):
             # None or "": the consent page no longer shows it.
             wanted[link] = checked_page_link(link, uri)
+    if not isinstance(dpop_bound_access_tokens, Unchanged):
+        wanted["dpop_bound_access_tokens"] = dpop_bound_access_tokens
     if not isinstance(admin_scopes, Unchanged):
         wanted["admin_scopes"] = checked_admin_scopes(
             admin_scopes, public=client.is_public, grant_types=client.grant_types
@@ -806,6 +811,7 @@ def registration_fields(overview: ClientOverview) -> dict[str, Any]:
         "backchannel_logout_session_required": client.backchannel_logout_session_required,
         "require_second_factor": client.require_second_factor,
         "require_pushed_authorization_requests": client.require_pushed_authorization_requests,
+        "dpop_bound_access_tokens": client.dpop_bound_access_tokens,
         "access_token_ttl": client.access_token_ttl,
         "refresh_idle_ttl": client.refresh_idle_ttl,
         "refresh_absolute_ttl": client.refresh_absolute_ttl,

@@ -24,6 +24,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import NoReturn
 
+from authserver.resource.jws_parts import nesting_exceeds
+
 # authserver's tokens are under 1 KiB; this leaves room for any claims it may add, and every
 # later step works on at most this much.
 MAX_COMPACT_JWS_LENGTH = 8192
@@ -124,7 +126,7 @@ def _header_object(header_bytes: bytes) -> dict[str, object]:
         text = header_bytes.decode("utf-8")
     except UnicodeDecodeError:
         raise MalformedJws("header not UTF-8") from None
-    if _nesting_exceeds(text, MAX_HEADER_NESTING):
+    if nesting_exceeds(text, MAX_HEADER_NESTING):
         raise MalformedJws("header nested")
     try:
         header = json.loads(
@@ -149,35 +151,6 @@ def _header_object(header_bytes: bytes) -> dict[str, object]:
         if name in header and not (isinstance(header[name], str) and header[name]):
             raise MalformedJws("header member of the wrong type")
     return header
-
-
-def _nesting_exceeds(text: str, limit: int) -> bool:
-    """Whether arrays and objects nest deeper than ``limit`` anywhere in the JSON ``text``,
-    counted in one pass without recursion. Brackets inside strings do not count; for text
-    that is not JSON the answer may be wrong, but json.loads stops at the first error, and up
-    to there it has seen exactly the brackets counted here."""
-    if text.count("[") + text.count("{") <= limit:
-        return False  # not even that many brackets anywhere, inside strings or out
-    depth = 0
-    in_string = False
-    escaped = False
-    for char in text:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif char == "\\":
-                escaped = True
-            elif char == '"':
-                in_string = False
-        elif char == '"':
-            in_string = True
-        elif char in "[{":
-            depth += 1
-            if depth > limit:
-                return True
-        elif char in "]}":
-            depth -= 1
-    return False
 
 
 def _object_without_duplicates(pairs: list[tuple[str, object]]) -> dict[str, object]:

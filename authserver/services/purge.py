@@ -46,6 +46,7 @@ from authserver.models import (
     AuthorizationCode,
     BrowserSession,
     DeviceAuthorization,
+    DPoPProofSeen,
     KeyState,
     OutboundMessage,
     PasskeyChallenge,
@@ -110,6 +111,7 @@ KINDS = (
     "passkey_challenges",
     "pushed_authorization_requests",
     "device_authorizations",
+    "dpop_proofs_seen",
     "audit_events",
     "sign_in_throttles",
 )
@@ -133,6 +135,7 @@ class PurgeReport:
     passkey_challenges: int = 0
     pushed_authorization_requests: int = 0
     device_authorizations: int = 0
+    dpop_proofs_seen: int = 0
     sign_in_throttles: int = 0
     audit_events: int = 0
     another_purge_running: bool = False
@@ -257,6 +260,7 @@ class _Purge:
         self._purge_passkey_challenges()
         self._purge_pushed_requests()
         self._purge_device_authorizations(grace_cutoff)
+        self._purge_seen_dpop_proofs()
         self._purge_audit_events()
         self._purge_sign_in_throttles()
 
@@ -375,6 +379,13 @@ class _Purge:
             PushedAuthorizationRequest.expires_at <= self._now,
         )
         self._in_batches("pushed_authorization_requests", PushedAuthorizationRequest.id, due)
+
+    def _purge_seen_dpop_proofs(self) -> None:
+        # A proof past its window is refused as too old whatever is remembered of it
+        # (RFC 9449 §11.1): its row protects nothing any more. No grace.
+        self._in_batches(
+            "dpop_proofs_seen", DPoPProofSeen.replay_key, DPoPProofSeen.expires_at <= self._now
+        )
 
     def _purge_device_authorizations(self, cutoff: datetime) -> None:
         # Expired, or answered with tokens, a day ago: a device polling with a code kept

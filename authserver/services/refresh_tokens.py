@@ -232,9 +232,11 @@ def start_family(
     browser_session_id: uuid.UUID | None = None,
     auth_time: datetime | None = None,
     amr: str | None = None,
+    dpop_jkt: str | None = None,
 ) -> NewFamily:
     """Begin a family for a fresh sign-in and issue its first token. ``auth_time`` and
-    ``amr``: that sign-in's, for the access tokens of every later rotation."""
+    ``amr``: that sign-in's, for the access tokens of every later rotation. ``dpop_jkt``:
+    the DPoP key every refresh of the family must prove it holds (RFC 9449 §5)."""
     expires_at = now + policy.absolute_ttl
     family = RefreshFamily(
         id=uuid.uuid4(),
@@ -251,6 +253,7 @@ def start_family(
         browser_session_id=browser_session_id,
         auth_time=auth_time,
         amr=amr,
+        dpop_jkt=dpop_jkt,
     )
     session.add(family)
     token = _new_token()
@@ -281,11 +284,14 @@ def rotate_refresh_token(
     requested_resources: Sequence[str] = (),
     ip_address: str | None = None,
     audit: RotationAudit | None = None,
+    proof_jkt: str | None = None,
 ) -> IssuedRefreshToken:
     """Exchange a refresh token for its successor (RFC 6749 §6, RFC 9700 §4.14.2).
 
-    The order of the checks is a rule of its own: an unknown token is refused; a used token is
-    a retry inside the grace window or reuse *whatever else the request carries* (another
+    The order of the checks is a rule of its own: an unknown token is refused; a token of a
+    family bound to a DPoP key, used or not, is refused unless ``proof_jkt`` (the key the
+    request proved it holds) is that key, and nothing else happens (``_check_key``); a used
+    token is a retry inside the grace window or reuse *whatever else the request carries* (another
     client, a wider scope, another resource), and reuse revokes the family; only a live token
     is then checked against the request (its client, its family, ``requested_scope`` and
     ``requested_resources``), and those refusals leave it usable. So whoever holds a stolen,
@@ -317,6 +323,7 @@ def rotate_refresh_token(
             ip_address,
             audit,
             requested_audience=requested_resources[0] if requested_resources else None,
+            proof_jkt=proof_jkt,
         )
         if fast is not None:
             return fast
@@ -327,6 +334,7 @@ def rotate_refresh_token(
     if token is None:
         raise InvalidGrant()
     family = token.family
+    _check_key(family, proof_jkt)
     if token.used_at is None:
         _check_family_usable(family, client, now)
         _check_within_grant(family, requested_scope, requested_resources)
@@ -351,6 +359,19 @@ def rotate_refresh_token(
     return _answer_used_token(
         session, token, presented, client, requested_scope, requested_resources, policy, now
     )
+
+
+def _check_key(family: RefreshFamily, proof_jkt: str | None) -> None:
+    """RFC 9449 §5: a family bound to a DPoP key is refreshed only by a request proving it
+    holds that key. Whoever presents one of its tokens without the key is refused and
+    nothing else happens, whether the token is live or used: no rotation, no grace-window
+    retry, and no revocation. The presenter cannot use the token, so it is no thief to stop;
+    revoking would let anyone who saw a token (in a log, a crash report) sign its owner out.
+    A replay made *with* the key is reuse like any other, and revokes the family."""
+    if family.dpop_jkt is not None and not (
+        proof_jkt is not None and hmac.compare_digest(family.dpop_jkt, proof_jkt)
+    ):
+        raise InvalidGrant("The refresh token is bound to a DPoP key; prove you hold it.")
 
 
 def _claim_can_check(requested_resources: Sequence[str]) -> bool:
@@ -481,7 +502,13 @@ def _claim_if_usable(for_audience: bool) -> ReturningUpdate[Any]:
     """The claim. ``for_audience``: the request named a resource, which must also be the
     family's audience (RFC 8707 §2.2), so a client that sends its resource on every refresh
     keeps the one-statement rotation."""
-    also = [_FAMILIES.c.client_pk == bindparam("presenting_client"), _within_budget()]
+    also = [
+        _FAMILIES.c.client_pk == bindparam("presenting_client"),
+        _within_budget(),
+        # ``_check_key``: unbound, or bound to the key the request proved it holds (a NULL
+        # proof_jkt compares as unknown, so a bound family is left to the slow path).
+        or_(_FAMILIES.c.dpop_jkt.is_(None), _FAMILIES.c.dpop_jkt == bindparam("proof_jkt")),
+    ]
     if for_audience:
         also.append(_FAMILIES.c.audience == bindparam("requested_audience"))
     return (
@@ -577,6 +604,7 @@ def _claim_and_rotate(
     ip_address: str | None,
     audit: RotationAudit | None,
     requested_audience: str | None,
+    proof_jkt: str | None,
 ) -> IssuedRefreshToken | None:
     """Rotate a live token of a usable family (granted for ``requested_audience``, if given),
     or return None having changed nothing."""
@@ -600,6 +628,7 @@ def _claim_and_rotate(
                 **policy.budget_params(now),
                 "digest": digest,
                 "presenting_client": client.id,
+                "proof_jkt": proof_jkt,
                 "now": now,
                 "sealed": sealed,
                 "idle_until": now + policy.idle_ttl,
@@ -628,6 +657,7 @@ def _claim_and_rotate(
             **policy.budget_params(now),
             "digest": digest,
             "presenting_client": client.id,
+            "proof_jkt": proof_jkt,
             "now": now,
             "sealed": sealed,
         },

@@ -226,10 +226,13 @@ def _introspect_access(db: Session, token: OwnToken, now: datetime) -> dict[str,
     if not access_token_still_granted(db, token, now):
         return dict(INACTIVE)
     payload = {k: v for k, v in token.claims.items() if k in INTROSPECTED_CLAIMS}
-    payload.update(active=True, token_type="Bearer")  # noqa: S106 (RFC 7662 token_type)
+    # RFC 9449 §6.2: a DPoP-bound token says so, and names its key in cnf.jkt, for the
+    # resource server to check the proof against.
+    token_type = "DPoP" if "cnf" in token.claims else "Bearer"
+    payload.update(active=True, token_type=token_type)
     return payload
 
 
 INTROSPECTED_CLAIMS = frozenset(
-    {"scope", "client_id", "sub", "aud", "iss", "exp", "iat", "nbf", "jti", "sid"}
+    {"scope", "client_id", "sub", "aud", "iss", "exp", "iat", "nbf", "jti", "sid", "cnf"}
 )

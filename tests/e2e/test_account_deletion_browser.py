@@ -5,12 +5,10 @@ in. The password change form is exercised on the way (its notice arrives too).
 
 Chromium and its launch are those of ``test_browser_flow.py`` (skipped the same way without
 it). Each page is also photographed in light, dark and 390 px wide into
-``/tmp/shots-account/``, only to be looked at; nothing reads the files.
+the test artefacts' ``account/`` and checked there by axe-core (``screenshots.shoot``).
 """
 
 from __future__ import annotations
-
-from pathlib import Path
 
 from playwright.sync_api import Page, expect
 
@@ -25,7 +23,7 @@ from tests.test_mail import deliver, parts
 
 EMAIL = "ann@example.com"
 NEW_PASSWORD = "violet tractor umbrella 42"
-SHOTS = Path("/tmp/shots-account")  # noqa: S108 (a fixed folder to look at)
+SHOTS = "account"  # the folder of its screenshots in the test artefacts
 
 
 def shoot(tab: Page, name: str) -> None:

@@ -1,6 +1,7 @@
 """The whole browser flow in a real headless Chromium: a relying party on 127.0.0.1 signs its
 user in through authserver (authorization code with PKCE, sign-in form, consent), refreshes,
-and signs out through RP-initiated logout.
+and signs out through RP-initiated logout. Its sign-in and consent pages are photographed and
+checked by axe-core like every other (``screenshots.shoot``).
 
 Chromium is Debian's, at /usr/bin/chromium (``.ci/run`` installs it); Playwright only drives
 it and never downloads a browser. Without it the module is skipped, unless
@@ -32,10 +33,11 @@ from authserver.db import db  # noqa: E402
 from authserver.models import BrowserSession, RefreshFamily  # noqa: E402
 from examples.relying_party import create_rp_app  # noqa: E402
 from tests.conftest import LiveServer, listening_socket, serving, url_of  # noqa: E402
+from tests.e2e import screenshots  # noqa: E402
 from tests.helpers import PASSWORD, make_client, make_user  # noqa: E402
 
 EMAIL = "ann@example.com"
-LOGIN_SCREENSHOT = Path("/tmp/authserver-login.png")  # noqa: S108 (a fixed path to look at)
+SHOTS = "relying-party"  # the folder of its screenshots in the test artefacts
 CHROMIUM_ARGS = [
     "--headless=new",
     "--no-sandbox",
@@ -99,13 +101,14 @@ def test_relying_party_signs_in_refreshes_and_signs_out_in_a_real_browser(
     # authserver's sign-in page, reached through /oauth/authorize.
     page.wait_for_url(live_server.url + "/login?**")
     expect(page.locator("h1")).to_have_text("Sign in")
-    page.screenshot(path=str(LOGIN_SCREENSHOT), full_page=True)
+    screenshots.shoot(page, SHOTS, "login")
     page.fill("input[name=email]", EMAIL)
     page.fill("input[name=password]", PASSWORD)
     page.click("button[type=submit]")
 
     # A third-party client: the user is asked before any code is issued.
     expect(page.locator("h1")).to_have_text("Allow Example relying party to access your account?")
+    screenshots.shoot(page, SHOTS, "consent")
     page.click("button[name=decision][value=allow]")
 
     page.wait_for_url(rp_url + "/")

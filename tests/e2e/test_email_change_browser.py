@@ -3,14 +3,13 @@ the account page, the change form, the mail as a real SMTP server received it, t
 confirmation, and the account page showing the new, confirmed address.
 
 Chromium and its launch are those of ``test_browser_flow.py`` (skipped the same way without
-it). Each page is also photographed in light, dark and 390 px wide into ``/tmp/shots-email/``,
-only to be looked at; nothing reads the files.
+it). Each page is also photographed in light, dark and 390 px wide into the test artefacts'
+``email/`` and checked there by axe-core (``screenshots.shoot``).
 """
 
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 from flask import Flask
 from playwright.sync_api import Page, expect
@@ -25,7 +24,7 @@ from tests.test_mail import deliver, parts
 
 EMAIL = "ann@example.com"
 NEW = "ann.new@example.org"
-SHOTS = Path("/tmp/shots-email")  # noqa: S108 (a fixed folder to look at)
+SHOTS = "email"  # the folder of its screenshots in the test artefacts
 
 
 def shoot(tab: Page, name: str) -> None:

@@ -4,13 +4,13 @@ password the focus is back on the password field, tied to the error; the consent
 the app's logo, links and scopes in words, and "Switch account" comes back to the same
 request as another user; the account page names this browser first in words; a browser meets
 an HTML 404; the relying party's "expired sign-in" page starts again. Every page is
-photographed in light, dark and 390 px wide into ``/tmp/shots-pages/``, only to be looked at."""
+photographed in light, dark and 390 px wide into the test artefacts' ``pages/`` and checked
+there by axe-core (``screenshots.shoot``)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 import pytest
 from flask import Flask, Response
@@ -29,7 +29,7 @@ from tests.helpers import PASSWORD, make_client, make_user
 
 ANN = "ann@example.com"
 BOB = "bob@example.com"
-SHOTS = Path("/tmp/shots-pages")  # noqa: S108 (a fixed folder to look at)
+SHOTS = "pages"  # the folder of its screenshots in the test artefacts
 LOGO_SVG = (
     '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 64 64">'
     '<rect width="64" height="64" rx="14" fill="{colour}"/>'

@@ -6,14 +6,14 @@ removed passkey signs nobody in.
 
 WebAuthn does not accept an IP address as RP ID, so this server's issuer is
 ``http://localhost:PORT`` (a secure context, like 127.0.0.1). Pages are photographed in
-light, dark and 390 px wide into ``/tmp/shots-passkeys/``, only to be looked at.
+light, dark and 390 px wide into the test artefacts' ``passkeys/`` and checked there by
+axe-core (``screenshots.shoot``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -38,7 +38,7 @@ from tests.e2e.test_browser_flow import browser, page  # noqa: F401 (fixtures)
 from tests.helpers import PASSWORD, make_user
 
 EMAIL = "ann@example.com"
-SHOTS = Path("/tmp/shots-passkeys")  # noqa: S108 (a fixed folder to look at)
+SHOTS = "passkeys"  # the folder of its screenshots in the test artefacts
 AUTHENTICATOR = {
     "protocol": "ctap2",
     "transport": "internal",

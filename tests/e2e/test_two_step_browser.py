@@ -5,13 +5,12 @@ with the password and a code, and with the password and a recovery code.
 
 Chromium and its launch are those of ``test_browser_flow.py`` (skipped the same way without
 it). Each page is also photographed in light, dark and 390 px wide into
-``/tmp/shots-two-step/``, only to be looked at; nothing reads the files.
+the test artefacts' ``two-step/`` and checked there by axe-core (``screenshots.shoot``).
 """
 
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import pyotp
 from playwright.sync_api import Page, expect
@@ -23,7 +22,7 @@ from tests.e2e.test_browser_flow import browser, page  # noqa: F401 (fixtures)
 from tests.helpers import PASSWORD, make_user
 
 EMAIL = "ann@example.com"
-SHOTS = Path("/tmp/shots-two-step")  # noqa: S108 (a fixed folder to look at)
+SHOTS = "two-step"  # the folder of its screenshots in the test artefacts
 
 
 def shoot(tab: Page, name: str) -> None:

@@ -146,6 +146,8 @@ class FakeIssuer:
     metadata_issuer: str | None = None  # None: the server's own URL, as it should be
     introspection_enabled: bool = False
     active_tokens: set[str] = field(default_factory=set)
+    # Members an active token's introspection answer carries besides active and sub (cnf).
+    introspection_members: dict[str, dict[str, Any]] = field(default_factory=dict)
     revocations: list[dict[str, Any]] = field(default_factory=list)  # cursor = len()
     feed_status: int = 200
     # Seconds the feed server's clock is ahead of the verifier's (negative: behind).
@@ -244,8 +246,13 @@ class FakeIssuer:
         if request.headers.get("authorization") != _basic(FEED_CLIENT_ID, FEED_CLIENT_SECRET):
             return 401, {}, {"error": "invalid_client"}
         form = dict(urllib.parse.parse_qsl(request.body.decode()))
-        if form.get("token") in self.active_tokens:
-            return 200, {}, {"active": True, "sub": "user-1"}
+        token = form.get("token", "")
+        if token in self.active_tokens:
+            return (
+                200,
+                {},
+                {"active": True, "sub": "user-1", **self.introspection_members.get(token, {})},
+            )
         return 200, {}, {"active": False}
 
 

@@ -24,6 +24,8 @@ from tests.resource.support import (
 )
 
 INTROSPECT = "/oauth/introspect"
+# Every algorithm the kit verifies DPoP proofs with, as a challenge's algs lists them.
+ALGS = "ES256 ES384 ES512 RS256 RS384 RS512 PS256 PS384 PS512"
 PASSWORD = "urn:authserver:acr:password"
 MFA = "urn:authserver:acr:mfa"
 
@@ -100,7 +102,8 @@ def test_request_without_a_token_gets_a_challenge_without_error_code(api: FlaskC
     response = api.get("/hello")
 
     assert response.status_code == 401
-    assert response.headers["WWW-Authenticate"] == "Bearer"
+    # RFC 9449 §7.2: both schemes offered, DPoP with the algorithms a proof may use.
+    assert response.headers["WWW-Authenticate"] == f'Bearer, DPoP algs="{ALGS}"'
     assert response.is_json
     assert "error" not in response.json
 
@@ -111,7 +114,7 @@ def test_other_authorization_scheme_counts_as_no_token(api: FlaskClient) -> None
     response = api.get("/hello", headers={"Authorization": basic})
 
     assert response.status_code == 401
-    assert response.headers["WWW-Authenticate"] == "Bearer"
+    assert response.headers["WWW-Authenticate"] == f'Bearer, DPoP algs="{ALGS}"'
 
 
 @pytest.mark.parametrize("value", ["Bearer", "Bearer   ", "Bearer two tokens"])

@@ -31,9 +31,10 @@ STANDALONE_SCRIPT = textwrap.dedent(
     sys.meta_path.insert(0, Block())
 
     import json
-    from joserfc import jwt
+    from joserfc import jws, jwt
     from joserfc.jwk import ECKey
     import resource_kit
+    import resource_kit.dpop
     import resource_kit.flask
 
     key = ECKey.generate_key("P-256", private=True)
@@ -58,6 +59,26 @@ STANDALONE_SCRIPT = textwrap.dedent(
     verifier = resource_kit.TokenVerifier("https://issuer.test", "api", http=http,
                                           clock=lambda: now)
     print(verifier.verify(token).subject)
+
+    # A DPoP-bound token and its proof (RFC 9449), made with joserfc alone.
+    client_key = ECKey.generate_key("P-256", private=True)
+    bound = jwt.encode(
+        {"typ": "at+jwt", "alg": "ES256", "kid": "k1"},
+        {"iss": "https://issuer.test", "aud": "api", "sub": "u2", "client_id": "c1",
+         "jti": "j2", "iat": now, "exp": now + 60, "cnf": {"jkt": client_key.thumbprint()}},
+        key,
+        ["ES256"],
+    )
+    ath = resource_kit.dpop.access_token_hash(bound)
+    proof = jws.serialize_compact(
+        {"typ": "dpop+jwt", "alg": "ES256", "jwk": client_key.as_dict(private=False)},
+        json.dumps({"jti": "p1", "htm": "GET", "htu": "https://api.test/x", "iat": now,
+                    "ath": ath}),
+        client_key,
+        ["ES256"],
+    )
+    verified = verifier.verify_dpop(bound, proof, method="GET", url="https://api.test/x")
+    print(verified.subject, verified.dpop_jkt == client_key.thumbprint())
     print(sorted(m for m in sys.modules if m.split(".")[0] in BLOCKED))
     """
 )
@@ -101,7 +122,7 @@ def test_kit_copied_out_of_authserver_verifies_a_token_without_server_packages(
     )
 
     assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines() == ["u1", "[]"]
+    assert result.stdout.splitlines() == ["u1", "u2 True", "[]"]
 
 
 def test_importing_the_kit_from_the_package_loads_none_of_the_servers_dependencies() -> None:

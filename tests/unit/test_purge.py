@@ -32,6 +32,7 @@ from authserver.models import (
     BrowserSession,
     Client,
     DeviceAuthorization,
+    DPoPProofSeen,
     KeyState,
     OutboundMessage,
     PasskeyChallenge,
@@ -727,9 +728,9 @@ def test_a_stop_request_ends_the_run_between_batches(factory: sessionmaker[Sessi
         asked += 1
         # Asked once before each kind's first batch and before every further batch; codes,
         # families, sessions, revocations, keys, outbox messages, security events, account
-        # links, passkey challenges, pushed requests and device authorizations find
-        # nothing, then two audit batches run.
-        return asked > 13
+        # links, passkey challenges, pushed requests, device authorizations and DPoP proofs
+        # find nothing, then two audit batches run.
+        return asked > 14
 
     report = purge(
         factory, now=NOW, policy=replace(POLICY, batch_size=2), should_stop=stop_after_two_batches
@@ -909,6 +910,26 @@ def test_pushed_requests_go_once_answered_or_expired(
     assert exists(factory, PushedAuthorizationRequest, live)
 
 
+def test_seen_dpop_proofs_go_once_they_could_no_longer_be_accepted(
+    factory: sessionmaker[Session],
+) -> None:
+    with factory() as session, session.begin():
+        session.add_all(
+            [
+                DPoPProofSeen(replay_key="expired", expires_at=NOW - MINUTE),
+                DPoPProofSeen(replay_key="expires-now", expires_at=NOW),
+                DPoPProofSeen(replay_key="live", expires_at=NOW + MINUTE),
+            ]
+        )
+
+    report = run_purge(factory)
+
+    assert report.dpop_proofs_seen == 2
+    with factory() as session:
+        left = session.scalars(select(DPoPProofSeen.replay_key)).all()
+    assert left == ["live"]
+
+
 def test_device_authorizations_go_a_day_after_they_expire_or_are_used(
     factory: sessionmaker[Session], owner: Owner
 ) -> None:
@@ -966,6 +987,7 @@ def test_report_total_adds_every_kind(factory: sessionmaker[Session], owner: Own
         "passkey_challenges": 0,
         "pushed_authorization_requests": 0,
         "device_authorizations": 0,
+        "dpop_proofs_seen": 0,
         "audit_events": 1,
         "sign_in_throttles": 0,
     }

@@ -103,6 +103,7 @@ def create_client(caller: AdminCaller) -> Response:
         "require_pushed_authorization_requests": bool(
             body.boolean("require_pushed_authorization_requests")
         ),
+        "dpop_bound_access_tokens": bool(body.boolean("dpop_bound_access_tokens")),
         "access_token_ttl": body.seconds("access_token_ttl"),
         "refresh_idle_ttl": body.seconds("refresh_idle_ttl"),
         "refresh_absolute_ttl": body.seconds("refresh_absolute_ttl"),
@@ -134,9 +135,9 @@ def get_client(caller: AdminCaller, client_id: str) -> Response:
 @admin_endpoint(WRITE)
 def update_client(caller: AdminCaller, client_id: str) -> Response:
     """Replace any of redirect_uris, post_logout_redirect_uris, scopes, admin_scopes,
-    audiences, the lifetimes (null: the server-wide setting), require_second_factor and
-    require_pushed_authorization_requests, under the rules of ``clients create``. Needs
-    ``If-Match``."""
+    audiences, the lifetimes (null: the server-wide setting), require_second_factor,
+    require_pushed_authorization_requests and dpop_bound_access_tokens, under the rules of
+    ``clients create``. Needs ``If-Match``."""
     body = Body()
     unchanged = client_service.UNCHANGED
     changes: dict[str, Any] = {}
@@ -147,7 +148,11 @@ def update_client(caller: AdminCaller, client_id: str) -> Response:
     changes["admin_scopes"] = unchanged if admin_scopes is None else admin_scopes
     for name in ("access_token_ttl", "refresh_idle_ttl", "refresh_absolute_ttl"):
         changes[name] = body.seconds(name) if body.has(name) else unchanged
-    for name in ("require_second_factor", "require_pushed_authorization_requests"):
+    for name in (
+        "require_second_factor",
+        "require_pushed_authorization_requests",
+        "dpop_bound_access_tokens",
+    ):
         flag = body.boolean(name)
         changes[name] = unchanged if flag is None else flag
     body.finish()

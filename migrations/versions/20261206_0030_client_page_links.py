@@ -1,8 +1,8 @@
 """What a consent page shows of a client besides its name: ``clients.logo_uri``,
 ``policy_uri`` and ``tos_uri`` (RFC 7591 §2), NULL for every existing client.
 
-Revision ID: 0029_client_page_links
-Revises: 0028_admin_role
+Revision ID: 0030_client_page_links
+Revises: 0029_dpop
 Create Date: 2026-12-06
 """
 
@@ -11,8 +11,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0029_client_page_links"
-down_revision: str | None = "0028_admin_role"
+revision: str = "0030_client_page_links"
+down_revision: str | None = "0029_dpop"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

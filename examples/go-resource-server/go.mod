@@ -1,0 +1,3 @@
+module example.com/authserver-go-resource-server
+
+go 1.19
