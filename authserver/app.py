@@ -32,6 +32,7 @@ from authserver.http import (
 )
 from authserver.http import oauth as oauth_views
 from authserver.http import wellknown as wellknown_views
+from authserver.http.branding import init_branding
 from authserver.http.cors import init_cors
 from authserver.http.jwks_document import JwksResponder
 from authserver.http.rate_limits import init_rate_limits
@@ -107,6 +108,7 @@ def create_app(config: Config | None = None) -> Flask:
     # Before init_web's form checks: a closed sign-up page is 404 whatever the request.
     app.before_request(signup.hide_closed_signup_pages)
     init_web(app, config)
+    init_branding(app, config)
     init_cors(app)
     init_rate_limits(app, config)
     csrf.exempt(oauth_views.bp)  # client-authenticated, not browser forms

@@ -749,6 +749,9 @@ def clients_group() -> None:
     is_flag=True,
     help="Its authorization requests must be pushed to /oauth/par first (RFC 9126).",
 )
+@click.option("--logo-uri", default=None, help="Its logo on the consent page (https).")
+@click.option("--policy-uri", default=None, help="Its privacy policy, linked on the consent page.")
+@click.option("--tos-uri", default=None, help="Its terms of service, linked on the consent page.")
 @click.option(
     "--dpop-bound-access-tokens",
     "dpop_bound",
@@ -780,6 +783,9 @@ def clients_create(
     access_token_ttl: int | None,
     refresh_idle_ttl: int | None,
     refresh_absolute_ttl: int | None,
+    logo_uri: str | None,
+    policy_uri: str | None,
+    tos_uri: str | None,
     as_json: bool,
 ) -> None:
     """Register a client. The secret is shown once; only its digest is stored."""
@@ -803,6 +809,9 @@ def clients_create(
             require_second_factor=require_second_factor,
             admin_scopes=list(admin_scopes),
             require_pushed_authorization_requests=require_par,
+            logo_uri=logo_uri,
+            policy_uri=policy_uri,
+            tos_uri=tos_uri,
             dpop_bound_access_tokens=dpop_bound,
         )
     result = {
@@ -1024,6 +1033,9 @@ def clients_show(client_id: str, as_json: bool) -> None:
     default=None,
     help="Whether its users must sign in with two factors.",
 )
+@click.option("--logo-uri", default=None, help='Its logo on the consent page ("" none).')
+@click.option("--policy-uri", default=None, help='Its privacy policy link ("" none).')
+@click.option("--tos-uri", default=None, help='Its terms of service link ("" none).')
 @with_appcontext
 def clients_update(
     client_id: str,
@@ -1042,10 +1054,13 @@ def clients_update(
     require_par: bool | None,
     dpop_bound: bool | None,
     require_second_factor: bool | None,
+    logo_uri: str | None,
+    policy_uri: str | None,
+    tos_uri: str | None,
 ) -> None:
     """Change a client's redirect URIs, post-logout redirect URIs, scopes, admin scopes,
-    audiences, lifetimes or whether its users need two factors, under the rules of `clients
-    create`. Tokens already issued keep theirs."""
+    audiences, lifetimes, whether its users need two factors, or the consent page's logo and
+    links, under the rules of `clients create`. Tokens already issued keep theirs."""
 
     def replacing(values: tuple[str, ...], clear: bool, option: str) -> Any:
         if values and clear:
@@ -1072,6 +1087,9 @@ def clients_update(
         "require_pushed_authorization_requests": (
             client_service.UNCHANGED if require_par is None else require_par
         ),
+        "logo_uri": client_service.UNCHANGED if logo_uri is None else logo_uri,
+        "policy_uri": client_service.UNCHANGED if policy_uri is None else policy_uri,
+        "tos_uri": client_service.UNCHANGED if tos_uri is None else tos_uri,
         "dpop_bound_access_tokens": client_service.UNCHANGED if dpop_bound is None else dpop_bound,
     }
     if all(value is client_service.UNCHANGED for value in changes.values()):

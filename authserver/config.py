@@ -47,6 +47,37 @@ SIGNUP_OPEN = "open"
 SIGNUP_INVITE = "invite"
 SIGNUP_MODES = (SIGNUP_OFF, SIGNUP_OPEN, SIGNUP_INVITE)
 DEV_MAIL_FROM = "no-reply@localhost"
+# AUTHSERVER_PRIMARY_COLOR: a CSS hex colour, nothing else (it is written into a stylesheet).
+HEX_COLOR = re.compile(r"#(?:[0-9a-fA-F]{3}|[0-9a-fA-F]{6})")
+# What may not appear in a URL written into a page's attribute or the CSP header.
+_UNSAFE_IN_URL = re.compile(r"[\x00-\x20\"'<>\\;,`]")
+
+
+def _is_web_url(url: str, production: bool) -> bool:
+    """An absolute https URL (http too on a loopback host, outside production)."""
+    parts = urlsplit(url)
+    if not parts.hostname or parts.username or parts.password:
+        return False
+    if parts.scheme == "https":
+        return True
+    return parts.scheme == "http" and not production and parts.hostname in LOOPBACK_HOSTS
+
+
+def _is_page_asset_url(url: str, production: bool) -> bool:
+    """A logo's address: an https URL, or a path on this server (/static/..., not //host)."""
+    if _UNSAFE_IN_URL.search(url) or len(url) > 2000:
+        return False
+    if url.startswith("/"):
+        return not url.startswith("//")
+    return _is_web_url(url, production)
+
+
+def _is_support_url(url: str, production: bool) -> bool:
+    if _UNSAFE_IN_URL.search(url) or len(url) > 2000:
+        return False
+    if url.startswith("mailto:"):
+        return "@" in url
+    return _is_web_url(url, production)
 
 
 RATE_LIMIT_SETTINGS = (
@@ -349,8 +380,18 @@ class Config:
     # A message still undelivered this long after it was written is given up, and audited.
     outbox_give_up_seconds: int = 24 * 3600
 
-    # The product's name, in every e-mail's subject, body and From display name.
+    # The product's name, in every e-mail's subject, body and From display name, and at the
+    # top and in the title of every page.
     product_name: str = "authserver"
+    # Branding of the pages (http/branding.py): a logo shown beside the product's name (an
+    # https URL, or a path on this server), the colour of buttons and links (#rgb or #rrggbb),
+    # and where people get help (an https or mailto: URL), linked at the foot of every page.
+    logo_url: str = ""
+    primary_color: str = ""
+    support_url: str = ""
+    # A folder whose templates are used instead of the package's of the same name
+    # (templates/login.html, mail/...), for an operator's own wording or layout.
+    template_dir: str = ""
     # Where e-mail goes: smtp:// (plain), smtp+starttls:// or smtps:// (implicit TLS), with
     # user:password@ in the URL. Empty: development prints each message to the console and
     # shows it at /dev/mail; production sends none (services/mail.py).
@@ -574,6 +615,7 @@ class Config:
         if self.trusted_proxies < 0:
             problems.append("AUTHSERVER_TRUSTED_PROXIES must be 0 or positive")
         problems.extend(self._mail_problems())
+        problems.extend(self._branding_problems())
         if self.is_production:
             problems.extend(self._production_problems())
         return problems
@@ -605,6 +647,26 @@ class Config:
                 problems.append(f"AUTHSERVER_MAIL_FROM {exc}, got {self.mail_from!r}")
         elif self.is_production and server is not None:
             problems.append("AUTHSERVER_MAIL_FROM must be set when AUTHSERVER_SMTP_URL is")
+        return problems
+
+    def _branding_problems(self) -> list[str]:
+        problems: list[str] = []
+        if self.logo_url and not _is_page_asset_url(self.logo_url, self.is_production):
+            problems.append(
+                "AUTHSERVER_LOGO_URL must be an https URL or a path starting with /, got "
+                f"{self.logo_url[:100]!r}"
+            )
+        if self.primary_color and not HEX_COLOR.fullmatch(self.primary_color):
+            problems.append(
+                f"AUTHSERVER_PRIMARY_COLOR must be #rgb or #rrggbb, got {self.primary_color[:20]!r}"
+            )
+        if self.support_url and not _is_support_url(self.support_url, self.is_production):
+            problems.append(
+                "AUTHSERVER_SUPPORT_URL must be an https or mailto: URL, got "
+                f"{self.support_url[:100]!r}"
+            )
+        if self.template_dir and not Path(self.template_dir).is_dir():
+            problems.append(f"AUTHSERVER_TEMPLATE_DIR names no folder: {self.template_dir}")
         return problems
 
     def _production_problems(self) -> list[str]:

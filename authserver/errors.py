@@ -2,8 +2,10 @@
 
 Domain code raises the exceptions below; ``register_error_handlers`` turns them, and any
 other failure, into RFC 6749 §5.2 JSON, or, under the admin API (``/admin/v1``), into
-RFC 9457 problem details. A 4xx says what the client did wrong and nothing about
-our internals; a 5xx says nothing at all beyond its code (node-oidc-provider does the same).
+RFC 9457 problem details, or, for a browser (``Accept`` preferring text/html) on a page or an
+address nothing is routed to, into an HTML page with a way forward (``error_page.html``). A
+4xx says what the client did wrong and nothing about our internals; a 5xx says nothing at all
+beyond its code (node-oidc-provider does the same).
 """
 
 from __future__ import annotations
@@ -14,10 +16,11 @@ import re
 import uuid
 from typing import ClassVar
 
-from flask import Flask, Response, g, has_request_context, jsonify, request
+from flask import Flask, Response, g, has_request_context, jsonify, render_template, request
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from werkzeug.exceptions import HTTPException, InternalServerError
+from werkzeug.exceptions import NotFound as NoRoute
 from werkzeug.http import HTTP_STATUS_CODES
 
 from authserver.db import commit_request_session, discard_request_session
@@ -308,13 +311,65 @@ def _problem(error: str, description: str | None, status: int) -> Response:
     return response
 
 
+def _answers_with_a_page() -> bool:
+    """A person's browser asked (RFC 9110 §12.5.1: ``Accept`` puts text/html before JSON)
+    for a page, or for an address where nothing is; the OAuth endpoints, the JSON APIs and
+    the admin API keep their JSON whatever is accepted, since their clients parse it."""
+    if not has_request_context() or _answers_with_problem_details():
+        return False
+    # Imported here: http/web.py's helpers import the services, which import this module.
+    from authserver.http.web import is_page
+
+    routed_nowhere = isinstance(request.routing_exception, NoRoute)
+    if not (is_page(request.path) or routed_nowhere):
+        return False
+    accepted = request.accept_mimetypes
+    return accepted.best_match(["application/json", "text/html"]) == "text/html" and (
+        accepted["text/html"] > accepted["application/json"]
+    )
+
+
+# What each refusal is called on the page, and what the person can do next.
+_PAGE_WORDS: dict[int, tuple[str, str]] = {
+    400: ("That did not work", "The request could not be handled. Go back and try again."),
+    403: ("Not allowed", "You cannot open this page."),
+    404: ("Page not found", "There is no page at this address. Check the link you followed."),
+    405: ("That did not work", "This page cannot be opened that way. Go back and try again."),
+    413: ("Too much to send", "What you sent is too large. Go back and send less."),
+    429: ("Too many attempts", "Wait a little, then try again."),
+    500: (
+        "Something went wrong",
+        "It is not your fault: we could not finish this. Try again in a moment.",
+    ),
+    503: ("Temporarily unavailable", "We cannot answer right now. Try again in a moment."),
+}
+
+
+def _error_page(status: int) -> Response | None:
+    """The page a browser is shown for ``status``; None if it cannot be rendered (then the
+    JSON answer goes out). Never the description: it is written for API clients."""
+    title, message = _PAGE_WORDS.get(status, _PAGE_WORDS[500 if status >= 500 else 400])
+    retry_after = g.get("retry_after") if status == 429 else None
+    if retry_after:
+        message = f"Wait {retry_after} seconds, then try again."
+    try:
+        page = render_template("error_page.html", title=title, message=message, status=status)
+    except Exception:
+        log.exception("the error page could not be rendered")
+        return None
+    return Response(page, status=status, mimetype="text/html")
+
+
 def error_response(
     error: str,
     description: str | None,
     status: int,
     headers: dict[str, str] | None = None,
 ) -> Response:
-    if _answers_with_problem_details():
+    page = _error_page(status) if _answers_with_a_page() else None
+    if page is not None:
+        response = page
+    elif _answers_with_problem_details():
         response = _problem(error, description, status)
     else:
         body = {"error": error}

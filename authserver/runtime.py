@@ -32,7 +32,12 @@ from authserver.services.keys import (
     published_key_rows,
 )
 from authserver.services.mail import CHANNEL as MAIL
-from authserver.services.mail import ConsoleMailChannel, MailComposer, SmtpMailChannel
+from authserver.services.mail import (
+    ConsoleMailChannel,
+    MailComposer,
+    SmtpMailChannel,
+    mail_templates,
+)
 from authserver.services.outbox import Channel, DeliveryReport, OutboxPolicy, deliver_due
 from authserver.services.outbox_sender import OutboxSender
 from authserver.services.password_policy import PasswordPolicy
@@ -199,7 +204,12 @@ def build_runtime(config: Config, db_state: DatabaseState) -> Runtime:
         min_score=config.password_min_score,
     )
     cipher = KeyCipher(config.key_encryption_key)
-    mail = MailComposer(config.product_name, config.mail_sender, config.key_encryption_key)
+    mail = MailComposer(
+        config.product_name,
+        config.mail_sender,
+        config.key_encryption_key,
+        templates=mail_templates(config.template_dir),
+    )
     keys = KeyRing(_key_loader(db_state, cipher, config), cipher, config.key_refresh_interval)
     built = Runtime(
         config=config,

@@ -30,10 +30,9 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from flask import Flask, Response, jsonify, redirect, request, session
+from flask import Flask, Response, jsonify, redirect, render_template_string, request, session
 from joserfc import jwt
 from joserfc.jwk import KeySet
-from markupsafe import escape
 
 RP_HOST = "127.0.0.1"
 RP_PORT = 8765
@@ -46,6 +45,96 @@ LOGOUT_TOKEN_TYPE = "logout+jwt"  # noqa: S105 (a media type, not a secret)
 # (authserver signs it at each delivery attempt, so a fresh one is always on its way).
 CLOCK_SKEW_SECONDS = 60
 LOGOUT_TOKEN_MAX_AGE_SECONDS = 300
+
+
+APP_NAME = "Notes"
+# The app's pages: one layout, its own small stylesheet, light and dark. Flask escapes every
+# value put into a template rendered from a string.
+PAGE = """<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{{ title }} · {{ app_name }}</title>
+<style>
+  :root { color-scheme: light dark; --accent: #0b6e4f; --line: #d0d7de; --soft: #f4f7f6;
+    --bg: #ffffff; --fg: #1b1f23; }
+  @media (prefers-color-scheme: dark) { :root { --accent: #5fd3a6; --line: #3a4048;
+    --soft: #1c2126; --bg: #121417; --fg: #e8eaed; } }
+  * { box-sizing: border-box; }
+  body { margin: 0; font: 16px/1.5 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif;
+    background: var(--bg); color: var(--fg); }
+  header { display: flex; align-items: center; justify-content: space-between; gap: 1rem;
+    flex-wrap: wrap; padding: .75rem 1.25rem; border-bottom: 1px solid var(--line); }
+  .logo { font-weight: 700; font-size: 1.2rem; text-decoration: none; color: inherit; }
+  .logo span { color: var(--accent); }
+  .user { display: flex; align-items: center; gap: .6rem; flex-wrap: wrap; }
+  .avatar { width: 2rem; height: 2rem; border-radius: 50%; background: var(--accent);
+    color: var(--bg); display: grid; place-items: center; font-weight: 700; }
+  main { max-width: 40rem; margin: 2.5rem auto; padding: 0 1.25rem; }
+  h1 { font-size: 1.6rem; margin: 0 0 .75rem; }
+  .card { border: 1px solid var(--line); border-radius: .6rem; padding: 1rem 1.25rem;
+    background: var(--soft); margin: 1rem 0; }
+  .button, button { display: inline-block; font: inherit; padding: .55rem 1.1rem;
+    border-radius: .4rem; border: 1px solid var(--accent); background: var(--accent);
+    color: var(--bg); text-decoration: none; cursor: pointer; }
+  .button.quiet, button.quiet { background: transparent; color: var(--accent); }
+  .actions { display: flex; gap: .5rem; flex-wrap: wrap; align-items: center; }
+  a { color: var(--accent); }
+  .muted { opacity: .8; }
+</style>
+</head>
+<body>
+<header>
+  <a class="logo" href="/"><span>&#9998;</span> {{ app_name }}</a>
+  {% if user %}
+  <div class="user">
+    <span class="avatar" aria-hidden="true">{{ user[:1] | upper }}</span>
+    <span>{{ user }}</span>
+    <a id="sign-out" class="button quiet" href="/logout">Sign out</a>
+  </div>
+  {% endif %}
+</header>
+<main>
+{% if page == "welcome" %}
+  <h1>Your notes, on every device</h1>
+  <p>{{ app_name }} is an example app: it signs you in through authserver with OpenID Connect.</p>
+  <p><a id="sign-in" class="button" href="/login">Sign in</a></p>
+{% elif page == "home" %}
+  <h1>Hello, {{ name }}</h1>
+  <p id="who">Signed in as {{ user }}</p>
+  <div class="card">
+    <p id="refreshes">Refreshes: {{ refreshes }}</p>
+    <form method="post" action="/refresh" class="actions">
+      <button id="refresh" class="quiet">Refresh the tokens</button>
+      <span class="muted">Trades the refresh token for a new one, as an app does quietly.</span>
+    </form>
+  </div>
+{% else %}
+  <h1>{{ title }}</h1>
+  <p id="problem">{{ message }}</p>
+  <p class="actions">
+    <a id="start-again" class="button" href="/login">Start again</a>
+    <a class="button quiet" href="/">Back to {{ app_name }}</a>
+  </p>
+{% endif %}
+</main>
+</body>
+</html>
+"""
+
+
+def _page(page: str, title: str, **values: Any) -> str:
+    claims = session.get("claims") or {}
+    user = claims.get("email") or claims.get("sub")
+    return render_template_string(
+        PAGE, page=page, title=title, app_name=APP_NAME, user=user, **values
+    )
+
+
+def _problem(title: str, message: str, status: int = 400) -> tuple[str, int]:
+    """A friendly page for a sign-in that did not finish, with a way to start again."""
+    return _page("problem", title, message=message), status
 
 
 def _http_json(url: str, form: dict[str, str] | None = None) -> dict[str, Any]:
@@ -210,17 +299,27 @@ def create_rp_app(issuer: str, client_id: str, base_url: str) -> Flask:
             ended.end(claims.get("sid"), claims.get("sub"), now)
         return no_store(Response(status=200))
 
+    @app.before_request
+    def one_host_name() -> Any:
+        """The sign-in comes back to ``base_url``: a browser that opened the app under another
+        name (localhost for 127.0.0.1) would not send back the cookie holding ``state``, and
+        the sign-in would fail. So the app is only ever used under ``base_url``'s name."""
+        canonical = urllib.parse.urlsplit(base_url).netloc
+        if request.host != canonical and request.method == "GET":
+            return redirect(base_url + request.full_path.rstrip("?"))
+        return None
+
     @app.get("/")
     def home() -> str:
         claims = session.get("claims")
         if not claims:
-            return '<h1>Relying party</h1><p><a id="sign-in" href="/login">Sign in</a></p>'
-        return (
-            "<h1>Relying party</h1>"
-            f'<p id="who">Signed in as {escape(claims.get("email", claims["sub"]))}</p>'
-            f'<p id="refreshes">Refreshes: {session.get("refreshes", 0)}</p>'
-            '<form method="post" action="/refresh"><button id="refresh">Refresh</button></form>'
-            '<p><a id="sign-out" href="/logout">Sign out</a></p>'
+            return _page("welcome", "Welcome")
+        user = claims.get("email", claims["sub"])
+        return _page(
+            "home",
+            "Home",
+            name=claims.get("name") or str(user).split("@")[0],
+            refreshes=session.get("refreshes", 0),
         )
 
     @app.get("/login")
@@ -248,12 +347,33 @@ def create_rp_app(issuer: str, client_id: str, base_url: str) -> Flask:
 
     @app.get("/callback")
     def callback() -> Any:
-        if request.args.get("state") != session.get("state"):
-            return "state mismatch", 400
+        expected_state = session.pop("state", None)
+        if expected_state is None or request.args.get("state") != expected_state:
+            # The answer is not to a sign-in this browser started here (CSRF, RFC 6749
+            # §10.12), or to one already finished: nothing in it is used.
+            return _problem(
+                "This sign-in has expired",
+                "This sign-in was not started here, or was already finished (after going "
+                "back, reloading, or a restart of the app). Start again to sign in.",
+            )
         if request.args.get("iss") != issuer:  # RFC 9207
-            return "issuer mismatch", 400
+            return _problem(
+                "Sign-in not finished",
+                "The answer did not come from the sign-in service this app uses. Start again.",
+            )
         if "code" not in request.args:
-            return f"sign-in failed: {escape(request.args.get('error', 'unknown'))}", 400
+            if request.args.get("error") == "access_denied":
+                return _problem(
+                    "You did not allow access",
+                    f"{APP_NAME} needs your permission to sign you in. Start again if you "
+                    "change your mind.",
+                    403,
+                )
+            return _problem(
+                "Sign-in not finished",
+                f"The sign-in service said: {request.args.get('error', 'unknown error')}. "
+                "Start again.",
+            )
         tokens = _http_json(
             metadata["token_endpoint"],
             {
@@ -265,7 +385,11 @@ def create_rp_app(issuer: str, client_id: str, base_url: str) -> Flask:
             },
         )
         if "id_token" not in tokens:
-            return f"token exchange failed: {escape(tokens.get('error', ''))}", 400
+            return _problem(
+                "Sign-in not finished",
+                f"The sign-in could not be completed ({tokens.get('error', 'no tokens')}). "
+                "Start again.",
+            )
         claims = verify_id_token(tokens["id_token"], session.pop("nonce", None))
         userinfo_request = urllib.request.Request(  # noqa: S310
             metadata["userinfo_endpoint"],
@@ -294,7 +418,11 @@ def create_rp_app(issuer: str, client_id: str, base_url: str) -> Flask:
         )
         if "refresh_token" not in tokens:
             session.clear()
-            return f"refresh failed: {escape(tokens.get('error', ''))}", 400
+            return _problem(
+                "You were signed out",
+                "Your sign-in ended (you signed out elsewhere, or it expired). Sign in again.",
+                401,
+            )
         session["refresh_token"] = tokens["refresh_token"]
         session["refreshes"] = session.get("refreshes", 0) + 1
         return redirect("/")

@@ -476,6 +476,61 @@ def test_clients_create_json_prints_a_client_id_and_a_secret_that_authenticates(
     assert response.json["scope"] == "read write"
 
 
+def test_clients_create_keeps_the_consent_pages_links_and_refuses_what_is_not_https(
+    cli_env: dict[str, str], cli_app: Flask
+) -> None:
+    name = f"Photos {uuid.uuid4().hex[:8]}"
+    common = ["clients", "create", "--name", name, "--grant", "authorization_code"]
+    common += ["--redirect-uri", "https://photos.example/callback"]
+
+    refused = run_cli(*common, "--logo-uri", "javascript:alert(1)", env=cli_env)
+    created = run_cli(
+        *common,
+        "--logo-uri",
+        "https://photos.example/logo.png",
+        "--policy-uri",
+        "https://photos.example/privacy",
+        "--tos-uri",
+        "https://photos.example/terms",
+        env=cli_env,
+    )
+
+    assert "logo_uri must be an https URL" in assert_fails_with_one_line(refused)
+    assert created.returncode == 0, created.stderr
+    with db.transaction(cli_app) as session:
+        (client,) = session.scalars(select(Client).where(Client.name == name))
+        assert (client.logo_uri, client.policy_uri, client.tos_uri) == (
+            "https://photos.example/logo.png",
+            "https://photos.example/privacy",
+            "https://photos.example/terms",
+        )
+        client_id = client.client_id
+
+    updated = run_cli(
+        "clients",
+        "update",
+        client_id,
+        "--logo-uri",
+        "",
+        "--tos-uri",
+        "https://p.example/t",
+        env=cli_env,
+    )
+    refused_update = run_cli(
+        "clients", "update", client_id, "--policy-uri", "http://p.example/", env=cli_env
+    )
+
+    assert updated.returncode == 0, updated.stderr
+    assert "policy_uri must be an https URL" in assert_fails_with_one_line(refused_update)
+    with db.transaction(cli_app) as session:
+        (client,) = session.scalars(select(Client).where(Client.name == name))
+        assert (client.logo_uri, client.policy_uri, client.tos_uri) == (
+            None,
+            "https://photos.example/privacy",
+            "https://p.example/t",
+        )
+
+
 def test_clients_create_refuses_a_public_client_credentials_client_with_one_line(
     cli_env: dict[str, str], cli_app: Flask
 ) -> None:

@@ -293,3 +293,71 @@ def test_a_token_with_only_a_subject_signs_out_every_session_of_that_user(
 
     assert answer.status_code == 200
     assert not _signed_in(browser, deployment)
+
+
+# -- the app's own pages ----------------------------------------------------------------------
+
+
+def test_a_callback_this_browser_did_not_start_is_a_page_with_a_way_to_start_again(
+    deployment: Deployment,
+) -> None:
+    browser = requests.Session()
+    browser.get(deployment.rp + "/login", timeout=TIMEOUT)  # a sign-in begun, state kept
+
+    forged = browser.get(
+        deployment.rp + "/callback",
+        params={"state": "not-the-one", "code": "stolen", "iss": deployment.issuer},
+        timeout=TIMEOUT,
+    )
+
+    assert forged.status_code == 400
+    assert forged.headers["Content-Type"].startswith("text/html")
+    assert "<h1>This sign-in has expired</h1>" in forged.text
+    assert '<a id="start-again" class="button" href="/login">Start again</a>' in forged.text
+    assert "mismatch" not in forged.text
+    assert not _signed_in(browser, deployment)
+
+
+def test_a_finished_sign_in_replayed_from_history_is_refused_with_a_way_forward(
+    deployment: Deployment,
+) -> None:
+    browser = _signed_in_at_the_rp(deployment)
+    fresh = requests.Session()
+
+    # Another browser (no state of its own) follows a callback URL with a real-looking state.
+    replayed = fresh.get(
+        deployment.rp + "/callback",
+        params={"state": "x", "code": "y", "iss": deployment.issuer},
+        timeout=TIMEOUT,
+    )
+
+    assert replayed.status_code == 400
+    assert 'id="start-again"' in replayed.text
+    assert _signed_in(browser, deployment)
+    assert not _signed_in(fresh, deployment)
+
+
+def test_the_signed_in_home_page_names_the_user_and_offers_sign_out(
+    deployment: Deployment,
+) -> None:
+    home = _signed_in_at_the_rp(deployment).get(deployment.rp + "/", timeout=TIMEOUT)
+
+    assert "<h1>Hello, ann</h1>" in home.text
+    assert f'<p id="who">Signed in as {EMAIL}</p>' in home.text
+    assert '<a id="sign-out" class="button quiet" href="/logout">Sign out</a>' in home.text
+
+
+def test_the_app_is_used_under_one_host_name_so_the_sign_in_cookie_comes_back(
+    deployment: Deployment,
+) -> None:
+    port = deployment.rp.rsplit(":", 1)[1]
+
+    answer = requests.get(
+        deployment.rp + "/login",
+        headers={"Host": f"localhost:{port}"},
+        allow_redirects=False,
+        timeout=TIMEOUT,
+    )
+
+    assert answer.status_code == 302
+    assert answer.headers["Location"] == deployment.rp + "/login"

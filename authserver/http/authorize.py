@@ -12,8 +12,10 @@ from authlib.oauth2.rfc9101.errors import InvalidRequestUriError
 from flask import Blueprint, Response, g, redirect, render_template, request, url_for
 
 from authserver.db import db
+from authserver.http.branding import origin_of
+from authserver.http.scope_words import describe_scopes
 from authserver.http.two_step import ask_for_second_factor
-from authserver.http.web import current_browser_session
+from authserver.http.web import allow_images_from, current_browser_session
 from authserver.models import BrowserSession, Client, PushedAuthorizationRequest, User
 from authserver.oauth.server import authorization_server
 from authserver.runtime import runtime
@@ -35,6 +37,9 @@ def _error_page(error: OAuth2Error) -> tuple[str, int]:
             "error.html",
             title="This sign-in link is not valid",
             message=error.description or error.error,
+            hint="Go back to the app you came from and sign in from there again.",
+            link_url=url_for("pages.account"),
+            link_text="Go to your account",
         ),
         400,
     )
@@ -216,11 +221,12 @@ def authorize() -> Response | tuple[str, int]:
                     state=grant.request.payload.state,
                 )
             )
+        allow_images_from(origin_of(client.logo_uri))
         return render_template(
             "consent.html",
-            client_name=client.name,
+            client=client,
             email=user.email,
-            scopes=scope.split(),
+            scopes=describe_scopes(scope.split(), user.email),
             action=request.full_path,
         ), 200
     return _answer(grant, user)

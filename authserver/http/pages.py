@@ -4,12 +4,15 @@ the password, the address, deleting the account)."""
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
+from typing import Any
 
 from flask import Blueprint, Response, render_template, request, url_for
 
 from authserver.db import db
 from authserver.errors import ValidationError
 from authserver.http.audit import audit
+from authserver.http.device_names import app_name, browser_name
 from authserver.http.email_links import email_link_settings
 from authserver.http.rate_limits import is_trusted_device, per_account, per_ip, remember_device
 from authserver.http.two_step import set_second_step_cookie
@@ -25,6 +28,7 @@ from authserver.request_context import request_context
 from authserver.runtime import runtime
 from authserver.services.audit import AuditEventType
 from authserver.services.browser_sessions import (
+    Device,
     end_session,
     end_user_sessions,
     list_devices,
@@ -54,13 +58,18 @@ from authserver.services.totp import has_confirmed_totp
 bp = Blueprint("pages", __name__)
 
 
-def _login_page(target: str, email: str = "", error: str | None = None) -> str:
+def _login_page(
+    target: str, email: str = "", error: str | None = None, *, password_error: bool = False
+) -> str:
+    """``password_error``: the error is about what was typed as the password; the field takes
+    the focus and is tied to the message (aria-invalid, aria-describedby; WCAG 2.2 SC 3.3.1)."""
     # "Create an account" only where the sign-up page exists (AUTHSERVER_SIGNUP=open).
     return render_template(
         "login.html",
         next=target,
         email=email,
         error=error,
+        password_error=password_error,
         signup_open=signup_settings(runtime().config).page_open,
     )
 
@@ -101,10 +110,13 @@ def login() -> tuple[str, int] | tuple[str, int, dict[str, str]] | Response:
             target,
             email[:254],
             f"Too many failed attempts. Try again in {throttled.retry_after} seconds.",
+            password_error=True,
         )
         return page, 429, {"Retry-After": str(throttled.retry_after)}
     except SignInFailed:
-        page = _login_page(target, email[:254], "Email or password is incorrect.")
+        page = _login_page(
+            target, email[:254], "Email or password is incorrect.", password_error=True
+        )
         return page, 401
     if isinstance(started, PendingSecondFactor):
         # The password is right; the code's page finishes the sign-in.
@@ -127,7 +139,10 @@ def logout_form() -> str:
 
 @bp.post("/logout")
 def logout() -> Response:
+    """Sign this browser out. With ``next`` (the consent page's "Not you? Switch account"),
+    the sign-in page comes next and then that same path on this server, never another site."""
     rt = runtime()
+    switch_to = safe_next(request.form.get("next"), default="")
     browser_session = current_browser_session()
     if browser_session is not None:
         end_session(db.session, browser_session, RevocationReason.LOGOUT, runtime().now())
@@ -136,7 +151,10 @@ def logout() -> Response:
             user_id=browser_session.user_id,
             browser_session_id=browser_session.id,
         )
-    response = see_other(url_for("pages.logged_out"))
+    if switch_to:
+        response = see_other(url_for("pages.login_form", next=switch_to))
+    else:
+        response = see_other(url_for("pages.logged_out"))
     clear_session_cookie(response, rt.config)
     return response
 
@@ -144,6 +162,39 @@ def logout() -> Response:
 @bp.get("/logged-out")
 def logged_out() -> str:
     return render_template("logged_out.html")
+
+
+@dataclass(frozen=True)
+class NamedDevice:
+    """A line of "where you are signed in" as the account page shows it."""
+
+    device: Device
+    name: str
+
+    def __getattr__(self, attribute: str) -> Any:
+        return getattr(self.device, attribute)
+
+
+def named_devices(devices: list[Device]) -> list[NamedDevice]:
+    """Each device named in words (http/device_names.py): this browser first, then the apps
+    signed in through it, then the others, the most recently active first."""
+    named = [
+        NamedDevice(
+            device,
+            app_name(device.client_name, device.user_agent)
+            if device.kind == "app" and device.client_name
+            else browser_name(device.user_agent),
+        )
+        for device in devices
+    ]
+    named.sort(
+        key=lambda line: (
+            not (line.device.current and line.device.kind == "browser"),
+            not line.device.current,
+            -line.device.last_used_at.timestamp(),
+        )
+    )
+    return named
 
 
 def _account_page(
@@ -156,8 +207,13 @@ def _account_page(
 ) -> str:
     browser_session = current_browser_session()
     assert browser_session is not None
-    devices = list_devices(
-        db.session, browser_session.user_id, runtime().now(), current_session_id=browser_session.id
+    devices = named_devices(
+        list_devices(
+            db.session,
+            browser_session.user_id,
+            runtime().now(),
+            current_session_id=browser_session.id,
+        )
     )
     return render_template(
         "account.html",

@@ -11,6 +11,7 @@ from flask_wtf.csrf import CSRFError, CSRFProtect
 
 from authserver.config import Config
 from authserver.db import db
+from authserver.http.branding import origin_of
 from authserver.models import BrowserSession
 from authserver.own_apis import ADMIN_API_PATH
 from authserver.runtime import runtime
@@ -106,7 +107,8 @@ def safe_next(target: str | None, default: str = "/account") -> str:
     return target
 
 
-def _is_page(path: str) -> bool:
+def is_page(path: str) -> bool:
+    """Whether ``path`` is one of the server-rendered pages (not a JSON or OAuth endpoint)."""
     return path.startswith(PAGE_PREFIXES) and not path.startswith(API_PREFIXES)
 
 
@@ -133,7 +135,7 @@ def refuse_cross_site_forms() -> Response | None:
     ``Origin: null`` is not refused: browsers send it for same-origin forms on pages with
     ``Referrer-Policy: no-referrer``; the CSRF token decides those.
     """
-    if request.method != "POST" or not _is_page(request.path):
+    if request.method != "POST" or not is_page(request.path):
         return None
     if request.headers.get("Sec-Fetch-Site") == "cross-site":
         return _forbidden_page()
@@ -169,13 +171,28 @@ def handle_csrf_error(exc: CSRFError) -> tuple[str, int]:
     )
 
 
+def allow_images_from(origin: str | None) -> None:
+    """Let this page's images load from ``origin`` too (``https://host``)."""
+    if origin:
+        g.setdefault("image_origins", []).append(origin)
+
+
+def _image_sources() -> list[str]:
+    sources = ["'self'"]
+    logo_origin = origin_of(current_app.config["AUTHSERVER"].logo_url)
+    for origin in [logo_origin, *g.get("image_origins", [])]:
+        if origin and origin not in sources:
+            sources.append(origin)
+    return sources
+
+
 # RFC 6797: a year, subdomains included (production only: a development issuer is http).
 HSTS_VALUE = "max-age=31536000; includeSubDomains"
 
 
 def add_security_headers(response: Response) -> Response:
     response.headers.setdefault("X-Content-Type-Options", "nosniff")
-    if _is_page(request.path) or response.mimetype == "text/html":
+    if is_page(request.path) or response.mimetype == "text/html":
         response.headers["X-Frame-Options"] = "DENY"
         # A view may set a stricter policy of its own (http/dev_mail.py's mail bodies).
         response.headers.setdefault(
@@ -184,8 +201,10 @@ def add_security_headers(response: Response) -> Response:
             # and that goes to the client's (any) redirect URI.
             # script-src and connect-src: the passkey pages' own script (static/passkeys.js)
             # and its calls back to the same origin; never inline script.
+            # img-src: the operator's logo (AUTHSERVER_LOGO_URL) and the logo of the app a
+            # consent page names may come from their own sites (allow_images_from).
             "default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'self'; "
-            "img-src 'self'; "
+            f"img-src {' '.join(_image_sources())}; "
             "frame-ancestors 'none'; base-uri 'none'",
         )
         response.headers["Referrer-Policy"] = "no-referrer"

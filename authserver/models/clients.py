@@ -62,6 +62,11 @@ class Client(Base):
     backchannel_logout_session_required: Mapped[bool] = mapped_column(
         default=False, server_default=false()
     )
+    # What the consent page shows beside its name (RFC 7591 §2): its logo, its privacy
+    # policy and its terms of service; https URLs (services/clients.checked_page_link).
+    logo_uri: Mapped[str | None] = mapped_column(String(2000))
+    policy_uri: Mapped[str | None] = mapped_column(String(2000))
+    tos_uri: Mapped[str | None] = mapped_column(String(2000))
     # How this client, a resource server, receives Security Event Tokens (RFC 8417) about
     # revocations: "push" to security_event_push_url (RFC 8935), "poll" (RFC 8936), or NULL.
     security_event_delivery: Mapped[str | None] = mapped_column(String(8))

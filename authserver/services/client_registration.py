@@ -218,6 +218,10 @@ class ClientMetadata:
     require_pushed_authorization_requests: bool
     # RFC 9449 §5.2: its token requests must carry a DPoP proof.
     dpop_bound_access_tokens: bool
+    # RFC 7591 §2: shown on the consent page.
+    logo_uri: str | None = None
+    policy_uri: str | None = None
+    tos_uri: str | None = None
 
     @property
     def public(self) -> bool:
@@ -319,6 +323,9 @@ def parse_client_metadata(body: object) -> ClientMetadata:
         backchannel_logout_uri=_string(body, "backchannel_logout_uri"),
         backchannel_logout_session_required=bool(session_required),
         require_pushed_authorization_requests=bool(require_par),
+        logo_uri=_string(body, "logo_uri"),
+        policy_uri=_string(body, "policy_uri"),
+        tos_uri=_string(body, "tos_uri"),
         dpop_bound_access_tokens=bool(dpop_bound),
     )
 
@@ -380,6 +387,9 @@ def _checked_registration(metadata: ClientMetadata, issuer: str) -> dict[str, An
         "backchannel_logout_uri": logout_uri,
         "backchannel_logout_session_required": metadata.backchannel_logout_session_required,
         "require_pushed_authorization_requests": metadata.require_pushed_authorization_requests,
+        "logo_uri": _checked(check.checked_page_link, "logo_uri", metadata.logo_uri),
+        "policy_uri": _checked(check.checked_page_link, "policy_uri", metadata.policy_uri),
+        "tos_uri": _checked(check.checked_page_link, "tos_uri", metadata.tos_uri),
         "dpop_bound_access_tokens": metadata.dpop_bound_access_tokens,
     }
 
@@ -484,6 +494,9 @@ def client_information(
     }
     if client.backchannel_logout_uri is not None:
         information["backchannel_logout_uri"] = client.backchannel_logout_uri
+    for link in ("logo_uri", "policy_uri", "tos_uri"):
+        if getattr(client, link) is not None:
+            information[link] = getattr(client, link)
     if not client.is_public:
         # RFC 7591 §3.2.1: required with a secret; 0, the secret does not expire.
         information["client_secret_expires_at"] = 0

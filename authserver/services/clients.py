@@ -287,6 +287,27 @@ def check_lifetimes(**lifetimes: int | None) -> None:
             raise ValidationError(f"{label} lifetime must be positive")
 
 
+# What may not appear in a link a page shows: it would leave the attribute, or the CSP header
+# the logo's origin goes into.
+_UNSAFE_IN_LINK = re.compile(r"[\x00-\x20\"'<>\\;,`]")
+
+
+def checked_page_link(field: str, uri: str | None) -> str | None:
+    """A link the consent page shows (``logo_uri``, ``policy_uri``, ``tos_uri``): an absolute
+    https URL of at most 2000 characters, or None. Never javascript: or data:, never a plain
+    http page a network could change on the way."""
+    if uri is None or uri == "":
+        return None
+    try:
+        parts = urlsplit(uri)
+        plain_https = parts.scheme == "https" and bool(parts.hostname) and parts.username is None
+    except ValueError:  # "https://[": not a URL urllib can read
+        plain_https = False
+    if len(uri) > 2000 or _UNSAFE_IN_LINK.search(uri) or not plain_https:
+        raise ValidationError(f"{field} must be an https URL without spaces or quotes")
+    return uri
+
+
 def create_client(
     session: Session,
     *,
@@ -307,9 +328,17 @@ def create_client(
     require_second_factor: bool = False,
     admin_scopes: list[str] | None = None,
     require_pushed_authorization_requests: bool = False,
+    logo_uri: str | None = None,
+    policy_uri: str | None = None,
+    tos_uri: str | None = None,
     dpop_bound_access_tokens: bool = False,
 ) -> RegisteredClient:
     name = checked_client_name(name)
+    links = {
+        "logo_uri": checked_page_link("logo_uri", logo_uri),
+        "policy_uri": checked_page_link("policy_uri", policy_uri),
+        "tos_uri": checked_page_link("tos_uri", tos_uri),
+    }
     grants = checked_grant_types(grant_types, public=public, first_party=first_party)
     admin_list = checked_admin_scopes(admin_scopes or [], public=public, grant_types=grants)
     uris = checked_redirect_uris(redirect_uris or [])
@@ -346,6 +375,7 @@ def create_client(
         require_second_factor=require_second_factor,
         admin_scopes=admin_list,
         require_pushed_authorization_requests=require_pushed_authorization_requests,
+        **links,
         dpop_bound_access_tokens=dpop_bound_access_tokens,
     )
     session.add(client)
@@ -571,6 +601,9 @@ def update_client(
     require_second_factor: bool | Unchanged = UNCHANGED,
     admin_scopes: list[str] | Unchanged = UNCHANGED,
     require_pushed_authorization_requests: bool | Unchanged = UNCHANGED,
+    logo_uri: str | Unchanged | None = UNCHANGED,
+    policy_uri: str | Unchanged | None = UNCHANGED,
+    tos_uri: str | Unchanged | None = UNCHANGED,
     dpop_bound_access_tokens: bool | Unchanged = UNCHANGED,
 ) -> list[str]:
     """Replace what is given of the registration, under the rules ``create_client`` applies
@@ -592,6 +625,11 @@ def update_client(
         wanted["require_second_factor"] = require_second_factor
     if not isinstance(require_pushed_authorization_requests, Unchanged):
         wanted["require_pushed_authorization_requests"] = require_pushed_authorization_requests
+    links = {"logo_uri": logo_uri, "policy_uri": policy_uri, "tos_uri": tos_uri}
+    for link, uri in links.items():
+        if not isinstance(uri, Unchanged):
+            # None or "": the consent page no longer shows it.
+            wanted[link] = checked_page_link(link, uri)
     if not isinstance(dpop_bound_access_tokens, Unchanged):
         wanted["dpop_bound_access_tokens"] = dpop_bound_access_tokens
     if not isinstance(admin_scopes, Unchanged):

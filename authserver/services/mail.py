@@ -47,13 +47,22 @@ from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import format_datetime
 from functools import cached_property
+from pathlib import Path
 from typing import Any
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from jinja2 import BaseLoader, Environment, PackageLoader, StrictUndefined, select_autoescape
+from jinja2 import (
+    BaseLoader,
+    ChoiceLoader,
+    Environment,
+    FileSystemLoader,
+    PackageLoader,
+    StrictUndefined,
+    select_autoescape,
+)
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -94,6 +103,15 @@ class StoredMail:
     date: datetime
     user_id: uuid.UUID | None
     content: RenderedMail
+
+
+def mail_templates(override_dir: str) -> BaseLoader:
+    """The package's templates/mail, behind ``override_dir``/mail when AUTHSERVER_TEMPLATE_DIR
+    names a folder: a template found there is used instead of the package's."""
+    package = PackageLoader("authserver", "templates/mail")
+    if not override_dir:
+        return package
+    return ChoiceLoader([FileSystemLoader(str(Path(override_dir) / "mail")), package])
 
 
 class MailComposer:

@@ -221,6 +221,8 @@ def test_every_page_passes_axe_in_light_dark_and_at_phone_width(
     walk.check(page, "reset-done")
     page.goto(url + "/password/reset?token=not-a-token")
     walk.check(page, "link-invalid")
+    page.goto(url + "/no/such/page")
+    walk.check(page, "not-found")
     page.goto(url + "/oauth/logout?post_logout_redirect_uri=https%3A%2F%2Fnowhere.example.test%2F")
     walk.check(page, "logout-request-invalid")
 

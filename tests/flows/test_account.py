@@ -17,6 +17,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from werkzeug.test import TestResponse
 
+from authserver.http.device_names import app_name, browser_name
 from authserver.models import AuditEvent
 from authserver.runtime import runtime
 from authserver.services.clients import RegisteredClient
@@ -43,6 +44,15 @@ from tests.helpers import (
 )
 
 NEW_PASSWORD = "a brand new passphrase"
+# Real user agents: the account page names them in words (http/device_names.py); the JSON
+# API gives them as they came.
+LAPTOP_UA = "Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:133.0) Gecko/20100101 Firefox/133.0"
+PHONE_UA = (
+    "Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) AppleWebKit/605.1.15 "
+    "(KHTML, like Gecko) Version/17.4 Mobile/15E148 Safari/604.1"
+)
+LAPTOP = "Firefox on Windows"
+PHONE = "Safari on iPhone"
 
 
 def _browser(app: Flask, user_agent: str, address: str) -> FlaskClient:
@@ -68,8 +78,8 @@ class SignedInDevices:
 @pytest.fixture
 def devices(app: Flask, session: Session) -> SignedInDevices:
     make_user(app, session)
-    laptop = _browser(app, "Laptop browser", "198.51.100.1")
-    phone = _browser(app, "Phone browser", "198.51.100.2")
+    laptop = _browser(app, LAPTOP_UA, "198.51.100.1")
+    phone = _browser(app, PHONE_UA, "198.51.100.2")
     assert sign_in(laptop).status_code == 303
     assert sign_in(phone).status_code == 303
     account = account_api_request(app)
@@ -120,7 +130,7 @@ def _device_id(devices: list[dict[str, Any]], label: str) -> str:
 
 
 def _page_entries(page: TestResponse) -> list[str]:
-    return re.findall(r"<li>(.*?)</li>", page.get_data(as_text=True), re.S)
+    return re.findall(r"<li(?: class=\"[^\"]*\")?>(.*?)</li>", page.get_data(as_text=True), re.S)
 
 
 def _page_entry(page: TestResponse, marker: str) -> str:
@@ -130,7 +140,7 @@ def _page_entry(page: TestResponse, marker: str) -> str:
 
 def _sign_out_action(entry: str) -> str:
     match = re.search(r'action="(/account/devices/[^"/]+/sign-out)"', entry)
-    assert match, "entry has no 'Sign out this device' button"
+    assert match, "entry has no sign-out button"
     return match.group(1)
 
 
@@ -166,16 +176,51 @@ def test_account_page_lists_every_browser_and_app_and_marks_this_browser(
     page = devices.laptop.get("/account")
 
     assert page.status_code == 200
-    laptop = _page_entry(page, "Laptop browser")
-    assert "(this device)" in laptop
-    assert "198.51.100.1" in laptop
-    assert "Sign out this device" not in laptop
-    for other in ("Phone browser", "Command-line app"):
+    laptop = _page_entry(page, LAPTOP)
+    assert "This device" in laptop
+    assert "from 198.51.100.1" in laptop
+    assert "/sign-out" not in laptop
+    assert LAPTOP_UA not in page.get_data(as_text=True)
+    for other, address in ((PHONE, "198.51.100.2"), ("Command-line app", "198.51.100.3")):
         entry = _page_entry(page, other)
-        assert "(this device)" not in entry
-        assert "Sign out this device" in entry
+        assert "This device" not in entry
+        assert f"from {address}" in entry
+        assert f"Sign out {other}</button>" in entry
     assert "Photo app" in page.get_data(as_text=True)
     assert len(_page_entries(page)) == 4
+
+
+def test_account_page_lists_this_browser_first_whatever_was_active_last(
+    devices: SignedInDevices,
+) -> None:
+    # The phone was active after the laptop; the laptop's page still starts with the laptop.
+    assert devices.phone.get("/account").status_code == 200
+    page = devices.laptop.get("/account")
+
+    first = _page_entries(page)[0]
+    assert LAPTOP in first
+    assert "This device" in first
+
+
+def test_sign_out_everywhere_else_is_not_the_loudest_button(devices: SignedInDevices) -> None:
+    html = devices.laptop.get("/account").get_data(as_text=True)
+
+    assert '<button type="submit" class="secondary">Sign out everywhere else</button>' in html
+
+
+def test_devices_are_named_in_words_with_the_app_and_the_system() -> None:
+    assert browser_name(LAPTOP_UA) == "Firefox on Windows"
+    assert browser_name(PHONE_UA) == "Safari on iPhone"
+    android = (
+        "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) "
+        "Chrome/131.0.0.0 Mobile Safari/537.36"
+    )
+    assert browser_name(android) == "Chrome on Android"
+    assert app_name("Photo app", PHONE_UA) == "Photo app on iPhone"
+    # What no rule recognises is not shown raw.
+    assert browser_name("<script>x</script>") == "Unknown browser"
+    assert browser_name(None) == "Unknown browser"
+    assert app_name("Command-line app", "CLI/1.0") == "Command-line app"
 
 
 def test_sign_out_this_device_button_signs_out_that_browser(
@@ -184,7 +229,7 @@ def test_sign_out_this_device_button_signs_out_that_browser(
     page = devices.laptop.get("/account")
 
     response = devices.laptop.post(
-        _sign_out_action(_page_entry(page, "Phone browser")),
+        _sign_out_action(_page_entry(page, PHONE)),
         data={"csrf_token": csrf_token_of(page)},
     )
 
@@ -192,7 +237,7 @@ def test_sign_out_this_device_button_signs_out_that_browser(
     assert response.headers["Location"] == "/account"
     assert signed_in_as(devices.phone) is None
     assert signed_in_as(devices.laptop) == "ann@example.com"
-    assert "Phone browser" not in devices.laptop.get("/account").get_data(as_text=True)
+    assert PHONE not in devices.laptop.get("/account").get_data(as_text=True)
 
 
 def test_sign_out_this_device_button_revokes_that_app(devices: SignedInDevices) -> None:
@@ -247,7 +292,7 @@ def _post_account_form(
     page = devices.laptop.get("/account")
     data = {"csrf_token": csrf_token} if csrf_token is not None else {}
     if form == "sign-out-phone":
-        path = _sign_out_action(_page_entry(page, "Phone browser"))
+        path = _sign_out_action(_page_entry(page, PHONE))
     elif form == "sign-out-others":
         path = "/account/devices/sign-out-others"
     elif form == "delete-account":
@@ -303,9 +348,9 @@ def test_api_lists_browsers_and_apps_and_marks_the_callers_browser_and_app_curre
 
     current = {label: d["current"] for label, d in _labelled(listed).items()}
     assert current == {
-        "Laptop browser": True,
+        LAPTOP_UA: True,
         "Photo app": True,
-        "Phone browser": False,
+        PHONE_UA: False,
         "Command-line app": False,
     }
 
@@ -324,7 +369,7 @@ def test_api_entries_say_what_where_and_when(devices: SignedInDevices) -> None:
 
     assert response.headers["Cache-Control"] == "no-store"
     by_label = _labelled(response.json["sessions"])
-    phone = by_label["Phone browser"]
+    phone = by_label[PHONE_UA]
     assert phone["type"] == "browser"
     assert phone["client_name"] is None
     assert phone["ip_address"] == "198.51.100.2"
@@ -363,21 +408,21 @@ def test_api_list_leaves_out_browsers_whose_session_timed_out(
 
 def test_api_delete_signs_out_that_browser(devices: SignedInDevices) -> None:
     token = devices.cli_tokens["access_token"]
-    phone_id = _device_id(_device_list(devices.cli, token), "Phone browser")
+    phone_id = _device_id(_device_list(devices.cli, token), PHONE_UA)
 
     response = _api(devices.cli, "DELETE", f"/account/sessions/{phone_id}", token)
 
     assert response.status_code == 204
     assert signed_in_as(devices.phone) is None
     assert signed_in_as(devices.laptop) == "ann@example.com"
-    assert "Phone browser" not in _labelled(_device_list(devices.cli, token))
+    assert PHONE_UA not in _labelled(_device_list(devices.cli, token))
 
 
 def test_api_delete_of_a_browser_revokes_the_apps_connected_through_it(
     devices: SignedInDevices,
 ) -> None:
     token = devices.cli_tokens["access_token"]
-    laptop_id = _device_id(_device_list(devices.cli, token), "Laptop browser")
+    laptop_id = _device_id(_device_list(devices.cli, token), LAPTOP_UA)
 
     _api(devices.cli, "DELETE", f"/account/sessions/{laptop_id}", token)
 
@@ -454,7 +499,7 @@ def test_api_revoke_others_keeps_only_the_callers_browser_and_app(
     assert not _refreshes(devices.cli, devices.cli_app, devices.cli_tokens)
     assert signed_in_as(devices.laptop) == "ann@example.com"
     assert _refreshes(devices.cli, devices.photo_app, devices.photo_tokens)
-    assert set(_labelled(_device_list(devices.cli, token))) == {"Laptop browser", "Photo app"}
+    assert set(_labelled(_device_list(devices.cli, token))) == {LAPTOP_UA, "Photo app"}
 
 
 def test_api_revoke_others_from_a_password_grant_app_signs_out_every_browser(

@@ -316,11 +316,11 @@ def test_registration_defaults_follow_rfc_7591(
 def test_unknown_metadata_is_ignored_and_not_echoed(
     app: Flask, session: Session, client: FlaskClient, registration_on: None
 ) -> None:
-    body = {**PUBLIC_APP, "logo_uri": "https://rp.example.test/logo.png", "first_party": True}
+    body = {**PUBLIC_APP, "software_id": "4NRB1-0XZABZI9E6-5SM3R", "first_party": True}
 
     answer = _registered(client, _initial_token(session, app), body)
 
-    assert "logo_uri" not in answer
+    assert "software_id" not in answer
     assert "first_party" not in answer
     assert _as_client(session, answer).client.is_first_party is False
 
