@@ -541,6 +541,46 @@ def test_a_client_update_needs_the_current_etag(admin: Admin) -> None:
     assert back.get_json()["access_token_ttl"] is None
 
 
+def test_a_clients_consent_page_links_and_dpop_are_set_changed_and_removed(admin: Admin) -> None:
+    created = admin.call(
+        "POST",
+        "/clients",
+        {
+            "name": "Orders",
+            "grant_types": ["authorization_code"],
+            "redirect_uris": ["https://orders.example.test/callback"],
+            "logo_uri": "https://orders.example.test/logo.png",
+            "policy_uri": "https://orders.example.test/privacy",
+            "dpop_bound_access_tokens": True,
+        },
+    )
+    assert created.status_code == 201, created.get_data(as_text=True)
+    body = created.get_json()
+    assert body["logo_uri"] == "https://orders.example.test/logo.png"
+    assert body["tos_uri"] is None
+    assert body["dpop_bound_access_tokens"] is True
+    path = f"/clients/{body['client_id']}"
+
+    changed = admin.call(
+        "PATCH",
+        path,
+        {"logo_uri": "", "tos_uri": "https://orders.example.test/terms"},
+        **{"If-Match": created.headers["ETag"]},
+    )
+
+    assert changed.status_code == 200, changed.get_data(as_text=True)
+    assert changed.get_json()["logo_uri"] is None
+    assert changed.get_json()["tos_uri"] == "https://orders.example.test/terms"
+    # The consent page shows only https links of the app's own choosing.
+    refused = admin.call(
+        "PATCH",
+        path,
+        {"policy_uri": "javascript:alert(1)"},
+        **{"If-Match": changed.headers["ETag"]},
+    )
+    problem(refused, 400, "invalid_request")
+
+
 def test_an_admin_client_cannot_give_or_take_over_more_than_it_holds(
     app: Flask, session: Session, client: FlaskClient
 ) -> None:

@@ -96,6 +96,9 @@ def create_client(caller: AdminCaller) -> Response:
         "audiences": body.strings("audiences"),
         "served_audiences": body.strings("served_audiences"),
         "backchannel_logout_uri": body.string("backchannel_logout_uri"),
+        "logo_uri": body.string("logo_uri"),
+        "policy_uri": body.string("policy_uri"),
+        "tos_uri": body.string("tos_uri"),
         "backchannel_logout_session_required": bool(
             body.boolean("backchannel_logout_session_required")
         ),
@@ -135,7 +138,8 @@ def get_client(caller: AdminCaller, client_id: str) -> Response:
 @admin_endpoint(WRITE)
 def update_client(caller: AdminCaller, client_id: str) -> Response:
     """Replace any of redirect_uris, post_logout_redirect_uris, scopes, admin_scopes,
-    audiences, the lifetimes (null: the server-wide setting), require_second_factor,
+    audiences, the lifetimes (null: the server-wide setting), the consent page's logo_uri,
+    policy_uri and tos_uri ("": none), require_second_factor,
     require_pushed_authorization_requests and dpop_bound_access_tokens, under the rules of
     ``clients create``. Needs ``If-Match``."""
     body = Body()
@@ -148,6 +152,10 @@ def update_client(caller: AdminCaller, client_id: str) -> Response:
     changes["admin_scopes"] = unchanged if admin_scopes is None else admin_scopes
     for name in ("access_token_ttl", "refresh_idle_ttl", "refresh_absolute_ttl"):
         changes[name] = body.seconds(name) if body.has(name) else unchanged
+    for name in ("logo_uri", "policy_uri", "tos_uri"):
+        # "": the consent page no longer shows it.
+        link = body.string(name)
+        changes[name] = unchanged if link is None else link
     for name in (
         "require_second_factor",
         "require_pushed_authorization_requests",
