@@ -187,6 +187,8 @@ def create_app() -> Flask:
                     {
                         "digest": _digest(presented),
                         "presenting_client": uuid.UUID(who[1]),
+                        # No DPoP in the bench: only families bound to no key rotate.
+                        "proof_jkt": None,
                         "now": now,
                         # authserver seals the successor with AES-GCM for its grace window.
                         "sealed": secrets.token_bytes(60),

@@ -126,6 +126,7 @@ def test_purge_prints_how_many_rows_of_each_kind_it_deleted(
         "passkey challenges": 0,
         "pushed authorization requests": 0,
         "device authorizations": 0,
+        "dpop proofs seen": 0,
         "audit events": 1,
         "sign in throttles": 0,
         "total": 7,
