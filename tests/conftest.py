@@ -53,7 +53,7 @@ from authserver import create_app
 from authserver.config import Config
 from authserver.db import Base, db, make_engine, session_runner, utcnow
 from authserver.runtime import runtime
-from tests.helpers import Clock
+from tests.helpers import Clock, wait_until
 
 REQUIRE_POSTGRES = os.environ.get("AUTHSERVER_TEST_REQUIRE_POSTGRES") == "1"
 
@@ -590,6 +590,15 @@ def serving(app: Flask, listener: socket.socket) -> Iterator[None]:
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
+        # shutdown() stops accepting, not the requests being answered (a client that went
+        # away mid-request, an example's poller stopped mid-poll): wait until they have given
+        # their database connections back. A connection handed back to a pool the caller has
+        # disposed of meanwhile is never closed, and its ResourceWarning fails whichever test
+        # of this worker happens to be running when the garbage collector finds it.
+        if db.EXTENSION_KEY in app.extensions:  # an authserver, not an example app
+            checked_out = getattr(db.state(app).engine.pool, "checkedout", None)
+            if checked_out is not None:
+                wait_until(lambda: checked_out() == 0, "requests in flight to finish")
 
 
 class LiveServer:
