@@ -30,14 +30,13 @@ from sqlalchemy.exc import SQLAlchemyError
 from authserver.app import create_app, load_config_or_exit
 from authserver.config import Config, ConfigError
 from authserver.db import db, utcnow
-from authserver.errors import AuthServerError
+from authserver.errors import AuthServerError, KeyDecryptionError
 from authserver.own_apis import ADMIN_SCOPES
 from authserver.runtime import runtime
 from authserver.services import client_registration as registration_service
 from authserver.services import clients as client_service
 from authserver.services import keys as key_service
 from authserver.services import users as user_service
-from authserver.services.keys import KeyDecryptionError
 from authserver.services.passwords import PasswordRejected
 from authserver.services.purge import DEFAULT_BATCH_SIZE, PurgePolicy, PurgeReport, purge
 

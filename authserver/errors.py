@@ -180,6 +180,11 @@ class UseDPoPNonceError(InvalidDPoPProofError):
         self.nonce = nonce
 
 
+class KeyDecryptionError(Exception):
+    """A stored secret (a private signing key, an authenticator app's secret, a queued mail)
+    does not open with the configured AUTHSERVER_KEY_ENCRYPTION_KEY."""
+
+
 class TemporarilyUnavailable(AuthServerError):
     error = "temporarily_unavailable"
     status_code = 503
@@ -455,22 +460,22 @@ def handle_unexpected(exc: BaseException) -> Response:
     if _is_database_outage(exc):
         log.warning("database unavailable: %s", type(exc).__name__)
         return _unavailable()
-    # Imported here: services.keys imports this module (its typed errors).
-    from authserver.services.keys import KeyDecryptionError
-
-    if isinstance(exc, KeyDecryptionError):
-        # The stored signing keys do not open with AUTHSERVER_KEY_ENCRYPTION_KEY (a restore
-        # with another key, a mistyped secret): nothing can be signed or verified until the
-        # operator fixes it. 503, so a load balancer's readiness check takes this process
-        # out, and one line that says what to do.
-        log.error(
-            "signing keys cannot be decrypted: AUTHSERVER_KEY_ENCRYPTION_KEY is not the key "
-            "they were stored with (docs/DEPLOYMENT.md, backups)"
-        )
-        return _unavailable()
     # The traceback goes to the server log only; the caller gets the code and nothing else.
     log.error("unhandled error", exc_info=exc)
     return error_response("server_error", None, 500)
+
+
+def handle_undecryptable_keys(_exc: KeyDecryptionError) -> Response:
+    """The stored keys do not open with AUTHSERVER_KEY_ENCRYPTION_KEY (a restore with another
+    key, a mistyped secret): nothing can be signed or verified until the operator fixes it.
+    503, so a load balancer's readiness check takes this process out, and one line that says
+    what to do (never the key, nor what failed to open)."""
+    discard_request_session()
+    log.error(
+        "signing keys cannot be decrypted: AUTHSERVER_KEY_ENCRYPTION_KEY is not the key "
+        "they were stored with (docs/DEPLOYMENT.md, backups)"
+    )
+    return _unavailable()
 
 
 def commit_or_answer_unavailable(response: Response) -> Response:
@@ -489,5 +494,6 @@ def commit_or_answer_unavailable(response: Response) -> Response:
 def register_error_handlers(app: Flask) -> None:
     app.register_error_handler(AuthServerError, handle_auth_server_error)
     app.register_error_handler(BearerError, handle_bearer_error)
+    app.register_error_handler(KeyDecryptionError, handle_undecryptable_keys)
     app.register_error_handler(HTTPException, handle_http_exception)
     app.register_error_handler(Exception, handle_unexpected)

@@ -18,7 +18,7 @@ from authserver.config import Config, ConfigError
 from authserver.db import db
 from authserver.http.branding import branding_css, contrast_ratio
 from authserver.runtime import runtime
-from tests.conftest import stop_outbox_sender
+from tests.conftest import stop_outbox_sender, truncate_all
 
 
 def _problems(**settings: str) -> list[str]:
@@ -49,6 +49,8 @@ def branded(engine: Engine, config: Config, tmp_path: Path) -> Iterator[Flask]:
     yield application
     stop_outbox_sender(application)
     db.state(application).engine.dispose()
+    # Its requests committed (signing keys, sessions): leave the worker's database empty.
+    truncate_all(engine)
 
 
 def test_every_page_shows_the_product_name_logo_and_support_link(branded: Flask) -> None:

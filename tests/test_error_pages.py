@@ -16,7 +16,7 @@ from sqlalchemy.engine import Engine
 from authserver.app import create_app
 from authserver.config import Config
 from authserver.db import db
-from tests.conftest import stop_outbox_sender
+from tests.conftest import stop_outbox_sender, truncate_all
 
 BROWSER = {"Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"}
 API_CLIENT = {"Accept": "application/json"}
@@ -136,6 +136,8 @@ def app_with_broken_error_page(engine: Engine, config: Config, tmp_path: Path) -
     yield application
     stop_outbox_sender(application)
     db.state(application).engine.dispose()
+    # Its requests committed (signing keys, sessions): leave the worker's database empty.
+    truncate_all(engine)
 
 
 def test_an_error_page_that_cannot_be_rendered_falls_back_to_json(

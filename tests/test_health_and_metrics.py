@@ -85,10 +85,10 @@ def test_keys_that_do_not_decrypt_make_readyz_503_and_say_why(
     rt.keys._parsed = {}
 
     response = client.get("/readyz")
-    token_endpoint = client.get("/.well-known/jwks.json")
+    jwks = client.get("/.well-known/jwks.json")
 
     assert response.status_code == 503
-    assert token_endpoint.status_code == 503
+    assert jwks.status_code == 503
     assert "AUTHSERVER_KEY_ENCRYPTION_KEY is not the key they were stored with" in caplog.text
 
 

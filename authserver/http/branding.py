@@ -5,12 +5,12 @@ folder of templates that take precedence over the package's (AUTHSERVER_TEMPLATE
 from __future__ import annotations
 
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
 from flask import Blueprint, Flask, Response, current_app
 from jinja2 import BaseLoader, ChoiceLoader, FileSystemLoader
 
 from authserver.config import Config
+from authserver.resource.dpop import web_origin
 
 bp = Blueprint("branding", __name__)
 
@@ -32,13 +32,9 @@ class Brand:
 
 
 def origin_of(url: str | None) -> str | None:
-    """``https://host[:port]`` of an absolute URL; None for a path or nothing."""
-    if not url:
-        return None
-    parts = urlsplit(url)
-    if parts.scheme not in ("https", "http") or not parts.netloc:
-        return None
-    return f"{parts.scheme}://{parts.netloc}"
+    """The origin of an absolute http(s) URL (the Content Security Policy's source for it);
+    None for a path or nothing."""
+    return web_origin(url) if url else None
 
 
 def brand_of(config: Config) -> Brand:

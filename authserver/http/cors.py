@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import threading
 import time
-from urllib.parse import urlsplit
 
 from flask import Flask, Response, g, request
 from sqlalchemy import select
@@ -35,6 +34,7 @@ from authserver.oauth.metadata import (
     TOKEN_PATH,
     USERINFO_PATH,
 )
+from authserver.resource.dpop import web_origin
 from authserver.runtime import runtime
 
 # Endpoints a browser app of a registered origin may call, and with which methods.
@@ -83,24 +83,8 @@ def _public_client_origins() -> frozenset[str]:
         select(Client.redirect_uris).where(Client.is_public.is_(True), Client.disabled.is_(False))
     ).all()
     return frozenset(
-        origin for registered in uris for uri in registered if (origin := origin_of(uri))
+        origin for registered in uris for uri in registered if (origin := web_origin(uri))
     )
-
-
-def origin_of(uri: str) -> str | None:
-    """The ASCII serialization of a URL's origin (scheme, host, port if not the default),
-    as a browser sends it in ``Origin``; None for a URL with no web origin (a private-use
-    scheme of a native app)."""
-    parts = urlsplit(uri)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        return None
-    try:
-        port = parts.port
-    except ValueError:
-        return None
-    host = parts.hostname if ":" not in parts.hostname else f"[{parts.hostname}]"
-    default = 443 if parts.scheme == "https" else 80
-    return f"{parts.scheme}://{host}" + (f":{port}" if port not in (None, default) else "")
 
 
 def init_cors(app: Flask) -> None:

@@ -105,10 +105,11 @@ def access_token_hash(access_token: str) -> str:
     return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
 
 
-def normalized_htu(url: str) -> str | None:
-    """``url`` as RFC 9449 §4.3 step 9 compares it: without query and fragment, with the
-    scheme and host in lower case and the scheme's default port dropped (RFC 3986 §6.2.2.1
-    and §6.2.3); None if it is not an absolute http(s) URI."""
+def web_origin(url: str) -> str | None:
+    """The origin of an http(s) URL as a browser serialises it (scheme and host in lower
+    case, the scheme's default port dropped: RFC 3986 §6.2.2.1, §6.2.3; RFC 6454 §6.2), or
+    None if it is not an absolute http(s) URL (a native app's private-use scheme, a bad
+    port)."""
     try:
         parts = urlsplit(url)
         port = parts.port
@@ -122,7 +123,16 @@ def normalized_htu(url: str) -> str | None:
         host = f"[{host}]"  # an IPv6 literal loses its brackets in .hostname
     if port is not None and port != (443 if scheme == "https" else 80):
         host = f"{host}:{port}"
-    return f"{scheme}://{host}{parts.path or '/'}"
+    return f"{scheme}://{host}"
+
+
+def normalized_htu(url: str) -> str | None:
+    """``url`` as RFC 9449 §4.3 step 9 compares it: its origin (``web_origin``) and path,
+    without query and fragment; None if it is not an absolute http(s) URI."""
+    origin = web_origin(url)
+    if origin is None:
+        return None
+    return origin + (urlsplit(url).path or "/")
 
 
 def check_proof(

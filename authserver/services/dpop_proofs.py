@@ -34,21 +34,11 @@ _SEEN = cast(Table, DPoPProofSeen.__table__)
 def _remember_statement(dialect: str) -> Insert:
     # INSERT ... ON CONFLICT DO NOTHING RETURNING: one statement decides, under the primary
     # key's lock, which of two requests carrying the same proof is first. The second waits
-    # for the first to commit, then inserts nothing.
-    values: dict[str, Any] = {
-        "replay_key": bindparam("replay_key"),
-        "expires_at": bindparam("expires_at"),
-    }
-    if dialect == "postgresql":
-        return (
-            postgresql.insert(_SEEN)
-            .values(values)
-            .on_conflict_do_nothing(index_elements=[_SEEN.c.replay_key])
-            .returning(_SEEN.c.replay_key)
-        )
+    # for the first to commit, then inserts nothing. Both dialects spell it alike.
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     return (
-        sqlite.insert(_SEEN)
-        .values(values)
+        insert(_SEEN)
+        .values(replay_key=bindparam("replay_key"), expires_at=bindparam("expires_at"))
         .on_conflict_do_nothing(index_elements=[_SEEN.c.replay_key])
         .returning(_SEEN.c.replay_key)
     )

@@ -28,6 +28,7 @@ from joserfc.jwk import ECKey, RSAKey
 from sqlalchemy import select, text, update
 from sqlalchemy.orm import Session
 
+from authserver.errors import KeyDecryptionError
 from authserver.models import KeyState, SigningKey
 from authserver.services.audit import AuditEventType, record
 from authserver.services.key_notifications import announce_key_change
@@ -43,10 +44,6 @@ _NONCE_BYTES = 12
 _FIRST_KEY_LOCK = 0x61757468_6B657931
 
 PrivateKey = ECKey | RSAKey
-
-
-class KeyDecryptionError(Exception):
-    """A stored private key does not open with the configured key-encryption key."""
 
 
 class KeyCipher:

@@ -36,10 +36,10 @@ from sqlalchemy import Table, delete, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from authserver.errors import ValidationError
+from authserver.errors import KeyDecryptionError, ValidationError
 from authserver.models import RecoveryCode, TotpCredential, User
 from authserver.services.audit import AuditEventType, record
-from authserver.services.keys import KeyCipher, KeyDecryptionError
+from authserver.services.keys import KeyCipher
 
 SECRET_BYTES = 20  # 160 bits, RFC 4226 §4 requirement R6's recommended length
 CODE_DIGITS = 6

@@ -11,8 +11,9 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy.orm import Session
+from werkzeug.test import TestResponse
 
-from authserver.http.cors import origin_of
+from authserver.resource.dpop import web_origin
 from authserver.runtime import runtime
 from authserver.services.clients import RegisteredClient, disable_client
 from tests.dpop_keys import DPoPKey
@@ -38,7 +39,7 @@ def spa(app: Flask, session: Session) -> RegisteredClient:
     )
 
 
-def _preflight(http: FlaskClient, path: str, origin: str, method: str = "POST"):  # type: ignore[no-untyped-def]
+def _preflight(http: FlaskClient, path: str, origin: str, method: str = "POST") -> TestResponse:
     return http.options(
         path,
         headers={
@@ -173,5 +174,5 @@ def test_a_resource_servers_origin_is_not_an_app_origin(
         ("https://a.example.test:99999/cb", None),
     ],
 )
-def test_origin_of_a_redirect_uri(uri: str, origin: str | None) -> None:
-    assert origin_of(uri) == origin
+def test_the_origin_of_a_redirect_uri(uri: str, origin: str | None) -> None:
+    assert web_origin(uri) == origin

@@ -127,7 +127,7 @@ def test_without_a_proof_the_token_is_a_bearer_token(
     assert "cnf" not in claims_of(answer.json["access_token"])
 
 
-def test_the_proof_may_name_the_token_endpoint_with_a_query_and_default_port(
+def test_the_proof_may_name_the_token_endpoint_with_a_query_and_in_upper_case(
     client: FlaskClient, machine: RegisteredClient, key: DPoPKey
 ) -> None:
     # RFC 9449 §4.3 step 9: query and fragment are ignored; RFC 3986 §6.2.3: so is case in
