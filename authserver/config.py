@@ -357,11 +357,12 @@ class Config:
 
     # `authserver purge` deletes audit events older than this many days.
     audit_retention_days: int = 365
-    # 0: a token_issued audit row commits before its token is handed out. A positive value
-    # (milliseconds) queues those rows and writes them in batches that often, off the request
-    # path: faster, but client_credentials then keeps answering while the database is down
-    # (services/audit_queue.py says what that trades).
-    token_audit_flush_ms: int = 0
+    # How often (milliseconds) the token_issued rows of client_credentials tokens are written,
+    # in batches, off the request path: such a token changes no state, so nothing need commit
+    # before it is handed out, and client_credentials keeps answering while the database is
+    # down. 0: each row commits before its token leaves, and the grant answers 503 during an
+    # outage. Every other event commits with its request (services/audit_queue.py).
+    token_audit_flush_ms: int = 200
 
     # How long a process may answer from its memory of a client registration (seconds; 0:
     # read it on every request). A client disabled elsewhere is refused within this time.

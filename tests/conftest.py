@@ -483,6 +483,10 @@ def suite_config(database_url: str, folder: Path) -> Config:
         # No key-change listener either: it re-reads keys from a thread of its own, and the
         # rolled-back `app` shares one connection with the test. Tests of it turn it on.
         key_change_notifications=0,
+        # client_credentials' audit rows commit with their request: a queue thread would write
+        # them on a connection of its own, outside the rolled-back test transaction. The queue's
+        # own tests (tests/test_audit_queue.py) turn it on.
+        token_audit_flush_ms=0,
     )
 
 

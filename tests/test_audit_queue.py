@@ -27,7 +27,7 @@ from authserver.runtime import runtime
 from authserver.services.audit import row_writer
 from authserver.services.audit_queue import AuditQueue
 from tests.conftest import truncate_all
-from tests.helpers import HANG_SECONDS, make_client, make_user, token_request
+from tests.helpers import HANG_SECONDS, PASSWORD, make_client, make_user, token_request
 
 
 def _wait_for(condition: Callable[[], bool], seconds: float = HANG_SECONDS) -> bool:
@@ -190,6 +190,46 @@ def test_other_events_are_written_with_their_request(queued_app: Flask, engine: 
     # No waiting: the failure was committed by the request that saw it.
     assert len(_events(engine, "signin_failed")) == 1
     assert queue.pending() == 0
+
+
+def test_user_tokens_rows_commit_with_their_request_while_the_queue_is_on(
+    queued_app: Flask, engine: Engine
+) -> None:
+    """Only client_credentials' rows wait: a password grant's and a refresh's token_issued rows
+    are in the table when the response arrives, and nothing is queued."""
+    with db.transaction(queued_app) as session:
+        make_user(queued_app, session)
+        registered = make_client(session)
+    queue = runtime(queued_app).audit_queue
+    assert queue is not None
+    http = queued_app.test_client()
+
+    signed_in = token_request(
+        http, registered, grant_type="password", username="ann@example.com", password=PASSWORD
+    )
+    assert signed_in.status_code == 200, signed_in.json
+    assert len(_events(engine, "token_issued")) == 1
+    refreshed = token_request(
+        http, registered, grant_type="refresh_token", refresh_token=signed_in.json["refresh_token"]
+    )
+    assert refreshed.status_code == 200, refreshed.json
+
+    grants = sorted(e.details["grant_type"] for e in _events(engine, "token_issued"))
+    assert grants == ["password", "refresh_token"]
+    assert queue.pending() == 0
+
+
+def test_the_queue_is_on_by_default_and_zero_turns_it_off(config: Config) -> None:
+    assert Config.from_env({}).token_audit_flush_ms == 200
+    assert Config.from_env({"AUTHSERVER_TOKEN_AUDIT_FLUSH_MS": "0"}).token_audit_flush_ms == 0
+    default = create_app(replace(config, token_audit_flush_ms=200))
+    off = create_app(replace(config, token_audit_flush_ms=0))
+    try:
+        assert runtime(default).audit_queue is not None
+        assert runtime(off).audit_queue is None
+    finally:
+        for application in (default, off):
+            db.state(application).engine.dispose()
 
 
 def test_queued_rows_are_written_when_the_process_exits(

@@ -19,8 +19,11 @@ def audit(
     user_id: uuid.UUID | None = None,
     client_id: str | None = None,
     row_written: bool = False,
+    queued: bool = False,
     **details: Any,
 ) -> None:
+    """Record ``event_type`` for this request. ``queued``: a token_issued row that may wait
+    for the audit queue (a client_credentials token's) instead of committing now."""
     record(
         db.session,
         event_type,
@@ -29,7 +32,7 @@ def audit(
         client_id=client_id,
         ip_address=request.remote_addr,
         user_agent=request.user_agent.string,
-        queue=runtime().audit_queue,
+        queue=runtime().audit_queue if queued else None,
         row_written=row_written,
         **details,
     )

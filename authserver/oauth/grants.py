@@ -103,6 +103,8 @@ class ClientCredentialsGrant(grants.ClientCredentialsGrant):
             client_id=client.client_id,
             grant_type=self.GRANT_TYPE,
             scope=self.request.scope,
+            # The token changes no state: its row may follow it (AUTHSERVER_TOKEN_AUDIT_FLUSH_MS).
+            queued=True,
         )
         return 200, token_body(access, self.request.scope), self.TOKEN_RESPONSE_HEADER
 
@@ -205,10 +207,8 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
             raise InvalidRequest("Missing 'refresh_token'.")
 
     @staticmethod
-    def _rotation_audit(client: Client) -> RotationAudit | None:
-        """Queued audit rows are written later; otherwise the rotation writes its own."""
-        if runtime().audit_queue is not None:
-            return None
+    def _rotation_audit(client: Client) -> RotationAudit:
+        """The rotation's statement writes its token_issued row: it commits anyway."""
         return RotationAudit(client.client_id, clip_user_agent(flask_request.user_agent.string))
 
     def create_token_response(self) -> tuple[int, dict[str, Any], list[tuple[str, str]]]:

@@ -1,24 +1,23 @@
-"""token_issued audit rows written in batches off the request path: an operator's choice.
+"""The token_issued rows of client_credentials tokens, written in batches off the request path.
 
-By default (``AUTHSERVER_TOKEN_AUDIT_FLUSH_MS=0``) a token's audit row commits before the
-token is handed out; for client_credentials that row is the request's only database work, so
-while the database is down the grant answers 503 like every other token request (issue 5's
-rule), and each such request pays for one INSERT and the commit's wait for the WAL flush.
+A client_credentials token changes no state: the grant's only database work would be its
+audit row, and committing that row before answering (an INSERT and a wait for the WAL flush)
+was most of the grant's cost. So by default (``AUTHSERVER_TOKEN_AUDIT_FLUSH_MS=200``) those
+rows are queued in memory and a background thread writes them every 200 ms, many rows per
+INSERT (docs/PERFORMANCE.md has the figures). Every other event is written in its request's
+transaction, including the token_issued rows of user tokens: each records or accompanies a
+change that transaction makes (a rotation, a new family, a sign-in, a revocation, anything an
+operator or admin does) and must commit or fail with it.
 
-With ``AUTHSERVER_TOKEN_AUDIT_FLUSH_MS`` above 0, rows of ``token_issued`` events (one per
-token, nearly all of the trail's volume) are queued in memory and written by a background
-thread that often, many rows per INSERT: client_credentials stops touching the database
-(about 1.4x the requests per second in `make bench`, docs/PERFORMANCE.md). Every other event
-is still written in its request's transaction: it records a change that transaction makes (a
-revocation, a sign-out, a failed sign-in) and must commit or fail with it.
-
-What the queue trades: the JSON log line of every event is still written at once, but a
-token_issued row reaches ``audit_events`` up to that long after its token was issued; rows
-still queued when a process is killed outright (SIGKILL, out of memory) never reach it (their
-log lines did); a normal exit (gunicorn's graceful stop, SIGTERM) writes the queue out first.
-client_credentials keeps issuing tokens while the database is unreachable, from cached client
-rows and keys; those rows wait and are retried on each flush, and past ``MAX_QUEUED_ROWS`` the
-oldest are dropped, counted in a metric and in a warning.
+What the queue trades, exactly: the JSON log line of every event is still written at once, but
+a queued row reaches ``audit_events`` up to one interval after its token was issued. Rows still
+queued when a process is killed outright (SIGKILL, out of memory) never reach the table: at
+most one interval's client_credentials rows per process (their log lines were written). A
+normal exit (a graceful stop, SIGTERM) writes the queue out first. While the database is
+unreachable, client_credentials keeps issuing tokens from cached client rows and keys; their
+rows wait and are retried on each flush, and past ``MAX_QUEUED_ROWS`` the oldest are dropped,
+counted in a metric and in a warning. ``AUTHSERVER_TOKEN_AUDIT_FLUSH_MS=0`` turns the queue
+off: each row commits before its token leaves, and the grant answers 503 during an outage.
 """
 
 from __future__ import annotations
