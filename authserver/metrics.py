@@ -1,8 +1,8 @@
 """Prometheus metrics (prometheus-client).
 
-With several gunicorn workers, set ``PROMETHEUS_MULTIPROC_DIR`` to an empty directory shared
-by the workers (prometheus-client's multiprocess mode); ``/metrics`` then adds up every
-worker's numbers. Without it, each process reports its own.
+With several worker processes (deploy/serve.sh, or gunicorn), set ``PROMETHEUS_MULTIPROC_DIR``
+to an empty directory shared by the workers (prometheus-client's multiprocess mode);
+``/metrics`` then adds up every worker's numbers. Without it, each process reports its own.
 
 Every process that imports this module while the variable is set writes its numbers there,
 the CLI's commands too (a janitor or mailer container, `authserver users create` run in a
@@ -12,7 +12,11 @@ opens its file in it, so no command depends on the server's start-up having made
 
 from __future__ import annotations
 
+import atexit
+import multiprocessing.util
 import os
+import re
+from pathlib import Path
 
 from prometheus_client import Counter, Gauge, Histogram
 
@@ -34,6 +38,36 @@ def ensure_multiprocess_dir() -> None:
 
 
 ensure_multiprocess_dir()
+
+_LIVE_GAUGE_FILE = re.compile(r"gauge_live\w*_(\d+)\.db")
+
+
+def forget_dead_workers() -> None:
+    """Multiprocess mode: drop the live gauges of worker processes that are gone, and of this
+    one when it exits, so ``/metrics`` sums only the living. gunicorn does it from its
+    ``child_exit`` hook (gunicorn.conf.py); granian has no such hook, so each worker does it
+    for the others when it starts (a respawned worker clears the one it replaces, even one
+    that was killed) and for itself on a normal exit."""
+    folder = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not folder:
+        return
+    from prometheus_client import multiprocess
+
+    for name in os.listdir(folder):
+        match = _LIVE_GAUGE_FILE.fullmatch(name)
+        if match and not Path(f"/proc/{match.group(1)}").exists():
+            multiprocess.mark_process_dead(int(match.group(1)), folder)  # type: ignore[no-untyped-call]
+    pid = os.getpid()
+
+    def forget_this_worker() -> None:
+        if os.getpid() == pid:
+            multiprocess.mark_process_dead(pid, folder)  # type: ignore[no-untyped-call]
+
+    # Both ways out of a worker: atexit (interpreter exit) and multiprocessing's finalizers
+    # (a forked worker leaves through os._exit).
+    atexit.register(forget_this_worker)
+    multiprocessing.util.Finalize(None, forget_this_worker, exitpriority=10)
+
 
 REQUESTS = Counter(
     "authserver_http_requests_total",

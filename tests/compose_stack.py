@@ -205,7 +205,7 @@ class Stack:
             # What the base image gives every process, and the host's PATH after the image's.
             "PATH": os.environ["PATH"],
             # The image's user's home is its working directory (Dockerfile: useradd --home-dir);
-            # gunicorn's control socket goes there, so each container has its own.
+            # gunicorn's control socket would go there, so each container has its own.
             "HOME": str(root / self.image.workdir.lstrip("/")),
             "LANG": "C.UTF-8",
         }
@@ -319,7 +319,7 @@ def install_fake_docker(stack: Stack, folder: Path) -> dict[str, str]:
 
 # -- the stack's services as running processes -------------------------------------------------
 
-# The port the image's servers listen on (gunicorn.conf.py, the healthchecks, nginx.conf).
+# The port the image's servers listen on (serve.sh, the healthchecks, nginx.conf).
 SERVER_PORT = "8000"
 
 
@@ -353,7 +353,7 @@ class RunningStack:
 
 
 def is_server(spec: dict[str, Any]) -> bool:
-    return "gunicorn" in " ".join(map(str, spec.get("command", [])))
+    return "serve.sh" in " ".join(map(str, spec.get("command", [])))
 
 
 def _start(container: Container, command: list[str], pass_fds: tuple[int, ...] = ()) -> Service:
@@ -418,10 +418,15 @@ def started(
             spec = stack.services[name]
             assert is_server(spec), name
             container = stack.container(name)
-            container.env["GUNICORN_BIND"] = f"fd://{listener.fileno()}"
+            # granian binds by address, never to a socket it is handed: the listener only
+            # picked the port, and is closed before the server binds it.
             host, port = listener.getsockname()
-            with listener:
-                service = _start(container, spec["command"], (listener.fileno(),))
+            listener.close()
+            container.env["GRANIAN_HOST"] = host
+            container.env["GRANIAN_PORT"] = str(port)
+            # Two workers, whatever the machine's cores: the stack's servers, not a benchmark.
+            container.env["GRANIAN_WORKERS"] = "2"
+            service = _start(container, spec["command"])
             service.url = f"http://{host}:{port}"
             result.services[name] = service
         for name in others:

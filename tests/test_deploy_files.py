@@ -3,6 +3,7 @@ structure is what can be checked here."""
 
 from __future__ import annotations
 
+import os
 import re
 import runpy
 from pathlib import Path
@@ -42,7 +43,7 @@ def test_long_running_services_have_healthchecks_and_servers_check_readyz() -> N
         assert "/readyz" in " ".join(services[name]["healthcheck"]["test"]), name
 
 
-def test_servers_wait_for_the_migration_and_run_gunicorn_with_the_repo_config() -> None:
+def test_servers_wait_for_the_migration_and_run_the_shipped_server_script() -> None:
     services = _compose()["services"]
     assert services["migrate"]["command"] == ["alembic", "upgrade", "head"]
     for name in (*SERVERS, "janitor", "mailer"):
@@ -50,7 +51,7 @@ def test_servers_wait_for_the_migration_and_run_gunicorn_with_the_repo_config() 
             "condition": "service_completed_successfully"
         }
     for name in SERVERS:
-        assert "gunicorn -c gunicorn.conf.py" in " ".join(services[name]["command"])
+        assert " ".join(services[name]["command"]).endswith("exec ./serve.sh")
         assert services[name]["environment"]["AUTHSERVER_RATELIMIT_STORAGE_URI"].startswith(
             "redis://redis"
         )
@@ -131,10 +132,30 @@ def _readme_section(title: str) -> str:
     return readme[start : end if end != -1 else None]
 
 
+def test_the_image_serves_with_serve_sh_which_it_copies() -> None:
+    final_stage = (ROOT / "Dockerfile").read_text().split("\nFROM ")[-1]
+    assert re.search(r"^COPY .*\bdeploy/serve\.sh\b.* \./$", final_stage, re.MULTILINE)
+    assert 'CMD ["./serve.sh"]' in final_stage
+    assert os.access(ROOT / "deploy" / "serve.sh", os.X_OK)
+
+
+def test_serve_sh_logs_no_query_string_and_lets_requests_finish() -> None:
+    script = (ROOT / "deploy" / "serve.sh").read_text()
+    access_format = re.search(r'GRANIAN_LOG_ACCESS_FMT:-(.*)}"$', script, re.MULTILINE)
+    assert access_format is not None
+    assert "%(path)s" in access_format.group(1)
+    assert "query_string" not in access_format.group(1)
+    assert "GRANIAN_INTERFACE=wsgi" in script
+    assert re.search(r"GRANIAN_WORKERS_KILL_TIMEOUT:-\d+", script)
+
+
 def test_the_servers_port_is_the_same_in_every_file() -> None:
-    """gunicorn's default bind, the image's EXPOSE, the healthchecks, nginx and Caddy."""
+    """serve.sh's and gunicorn's default port, the image's EXPOSE, the healthchecks, nginx
+    and Caddy."""
     settings = runpy.run_path(str(ROOT / "gunicorn.conf.py"))
     assert settings["bind"].rsplit(":", 1)[1] == str(SERVER_PORT)
+    script = (ROOT / "deploy" / "serve.sh").read_text()
+    assert f'GRANIAN_PORT="${{GRANIAN_PORT:-{SERVER_PORT}}}"' in script
     final_stage = (ROOT / "Dockerfile").read_text().split("\nFROM ")[-1]
     assert re.findall(r"^EXPOSE (\d+)$", final_stage, re.MULTILINE) == [str(SERVER_PORT)]
     services = _compose()["services"]

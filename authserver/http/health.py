@@ -13,7 +13,7 @@ from sqlalchemy.pool import QueuePool
 
 from authserver.db import Database, db, discard_request_session
 from authserver.errors import error_response
-from authserver.metrics import LATENCY, POOL_IN_USE, REQUESTS
+from authserver.metrics import LATENCY, POOL_IN_USE, REQUESTS, forget_dead_workers
 from authserver.runtime import runtime
 
 bp = Blueprint("health", __name__)
@@ -96,5 +96,6 @@ def metrics_response(engine: Engine) -> Response:
 
 
 def init_metrics(app: Flask) -> None:
+    forget_dead_workers()
     app.before_request(_start_timer)
     app.after_request(_observe)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+import multiprocessing.util
 import os
 import threading
 from collections.abc import Callable
@@ -109,7 +110,12 @@ class AuditQueue:
         self._wake = threading.Event()
         thread = threading.Thread(target=self._run, name="authserver-audit-queue", daemon=True)
         thread.start()
+        # A normal exit writes the queue out. Two ways out, two registrations (close is
+        # idempotent): atexit runs when the interpreter ends (gunicorn's workers, the CLI); a
+        # worker process forked by multiprocessing (granian's) leaves through os._exit, which
+        # skips atexit but runs multiprocessing's finalizers first.
         atexit.register(self.close)
+        multiprocessing.util.Finalize(None, self.close, exitpriority=10)
 
     def _run(self) -> None:
         wake = self._wake

@@ -107,10 +107,16 @@ def create_user(
     email: str,
     password: str,
     *,
-    password_policy: PasswordPolicy,
+    password_policy: PasswordPolicy | None = None,
 ) -> User:
     """Create an account, refusing an address that is taken or looks like one that is (UTS #39
-    skeleton, ``services/lookalikes.py``) and a password the policy refuses."""
+    skeleton, ``services/lookalikes.py``) and a password the policy refuses: ``password_policy``,
+    or else the running app's (a script inside ``app.app_context()`` gets the server's rules,
+    never none)."""
+    if password_policy is None:
+        from authserver.runtime import runtime  # the runtime builds on this module
+
+        password_policy = runtime().password_policy
     normalized = new_account_email(email)
     if session.scalars(select(User.id).where(User.email == normalized)).first() is not None:
         raise ValidationError(f"a user with the email {normalized!r} already exists")

@@ -14,6 +14,7 @@ from sqlalchemy import Engine, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from authserver.db import db
 from authserver.errors import NotFound, ValidationError
 from authserver.models import RefreshFamily, User
 from authserver.services.demo import DEMO_EMAIL, seed_demo
@@ -504,3 +505,13 @@ def test_disable_of_an_unknown_email_raises_not_found(
 
     with pytest.raises(NotFound, match=re.escape("bob@example.com")):
         disable_user(session, "bob@example.com", NOW)
+
+
+def test_without_a_policy_the_running_apps_rules_apply(app: Any, hasher: CountingHasher) -> None:
+    """A script inside ``app.app_context()`` that names no policy (the peers' fixture does
+    this) gets the server's rules, never none."""
+    with app.app_context():
+        with pytest.raises(PasswordRejected):
+            create_user(db.session, hasher, "weak@example.com", "password1")
+        user = create_user(db.session, hasher, "strong@example.com", PASSWORD)
+        assert user.email == "strong@example.com"
