@@ -293,7 +293,7 @@ def test_a_fresh_clone_following_the_readme_reaches_a_signed_in_account_page(
                     tab.get_by_role("button", name="Sign in", exact=True).click()
                     # The demo web app is a third-party client: a new user is always asked.
                     expect(tab.locator("h1")).to_have_text(
-                        "Allow Demo web app to access your account?"
+                        f"Allow {steps.the_app} to access your account?"
                     )
                     tab.get_by_role("button", name="Allow", exact=True).click()
 
