@@ -1703,7 +1703,13 @@ def dev_seed() -> None:
     """
     from urllib.parse import urlencode
 
-    from authserver.services.demo import DEMO_EMAIL, DEMO_RP_REDIRECT_URI, s256, seed_demo
+    from authserver.services.demo import (
+        DEMO_EMAIL,
+        DEMO_RP_BASE,
+        DEMO_RP_REDIRECT_URI,
+        s256,
+        seed_demo,
+    )
 
     rt = runtime()
     if rt.config.is_production:
@@ -1785,7 +1791,11 @@ then exchange the code from the address bar (http://127.0.0.1:8765/callback?code
        -d redirect_uri={DEMO_RP_REDIRECT_URI} -d code_verifier={creds["pkce_verifier"]} \\
        -d code=CODE {issuer}/oauth/token
 
-or run the example relying party, which does all of it: python examples/relying_party.py
+or run the example relying party, which does all of it, in a second terminal:
+
+  AUTHSERVER_ISSUER={shlex.quote(issuer)} .venv/bin/python examples/relying_party.py
+
+and open {DEMO_RP_BASE}.
 Your sessions: {issuer}/account      Public keys: {issuer}/.well-known/jwks.json
 """
     )

@@ -8,7 +8,9 @@ this app ends its own session for it. Run `make run` in one terminal, then:
 
     .venv/bin/python examples/relying_party.py
 
-and open http://127.0.0.1:8765. It uses the public "Demo web app" client that `make run`
+and open http://127.0.0.1:8765. It signs in at http://127.0.0.1:8000; when `make run` serves
+elsewhere (`make run PORT=8123`), say where with AUTHSERVER_ISSUER=http://127.0.0.1:8123.
+It uses the public "Demo web app" client that `make run`
 registers (its client_id is read from instance/demo-credentials.json, or RP_CLIENT_ID), with
 http://127.0.0.1:8765/backchannel-logout as its back-channel logout URI; a database seeded
 before that existed gets it with
@@ -443,11 +445,25 @@ def _demo_client_id() -> str:
     if os.environ.get("RP_CLIENT_ID"):
         return os.environ["RP_CLIENT_ID"]
     instance = Path(os.environ.get("AUTHSERVER_INSTANCE_DIR", "instance"))
-    credentials = json.loads((instance / "demo-credentials.json").read_text())
+    try:
+        credentials = json.loads((instance / "demo-credentials.json").read_text())
+    except FileNotFoundError:
+        raise SystemExit(
+            f"{instance / 'demo-credentials.json'} is missing: run `make run` first, from the "
+            "repository's folder (or set RP_CLIENT_ID)"
+        ) from None
     return str(credentials["web_client_id"])
 
 
 if __name__ == "__main__":
     issuer = os.environ.get("AUTHSERVER_ISSUER", "http://127.0.0.1:8000")
     base = f"http://{RP_HOST}:{RP_PORT}"
-    create_rp_app(issuer, _demo_client_id(), base).run(RP_HOST, RP_PORT)
+    client_id = _demo_client_id()
+    try:
+        rp_app = create_rp_app(issuer, client_id, base)
+    except (OSError, ValueError) as exc:  # refused, timed out, not JSON
+        raise SystemExit(
+            f"authserver does not answer at {issuer} ({exc}): start it with `make run` and "
+            'wait for its "Running on" line; when it serves elsewhere, set AUTHSERVER_ISSUER'
+        ) from None
+    rp_app.run(RP_HOST, RP_PORT)

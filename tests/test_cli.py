@@ -933,6 +933,9 @@ def test_dev_seed_prints_demo_credentials_and_a_curl_line_that_works(
     client_id, client_secret = client.groups()
     assert f"curl -s -u '{client_id}:{client_secret}'" in result.stdout
     assert "http://127.0.0.1:8000/oauth/token" in result.stdout
+    # The example app's command, pointed at this issuer (the README's "Try it", step 2).
+    command = "AUTHSERVER_ISSUER=http://127.0.0.1:8000 .venv/bin/python examples/relying_party.py"
+    assert command in result.stdout
     # Do what the curl line says, against the same database.
     response = cli_app.test_client().post(
         "/oauth/token",
