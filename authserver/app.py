@@ -35,6 +35,7 @@ from authserver.http import wellknown as wellknown_views
 from authserver.http.branding import init_branding
 from authserver.http.cors import init_cors
 from authserver.http.jwks_document import JwksResponder
+from authserver.http.metadata_document import MetadataResponder
 from authserver.http.rate_limits import init_rate_limits
 from authserver.http.web import csrf, init_web
 from authserver.oauth.server import AuthorizationServer
@@ -144,6 +145,8 @@ def create_app(config: Config | None = None) -> Flask:
         app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
             app.wsgi_app, x_for=proxies, x_proto=proxies, x_host=proxies, x_port=proxies
         )
-    # The JWKS is answered from memory before Flask (http/jwks_document.py).
+    # The JWKS and the server metadata are answered from memory before Flask
+    # (http/jwks_document.py, http/metadata_document.py).
     app.wsgi_app = JwksResponder(app.wsgi_app, rt)  # type: ignore[method-assign]
+    app.wsgi_app = MetadataResponder(app.wsgi_app)  # type: ignore[method-assign]
     return app

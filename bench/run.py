@@ -1,12 +1,14 @@
-"""`make bench`: authserver under gunicorn on PostgreSQL, driven by wrk, against floors measured
-in the same run. Reports; never fails on a missed target.
+"""`make bench`: authserver under its production server (deploy/serve.sh: granian) on
+PostgreSQL, driven by wrk, against floors measured in the same run. Reports; never fails on a
+missed target.
 
 Each operation runs for BENCH_DURATION seconds (default 10) at BENCH_CONNECTIONS connections
 (default 4). The database BENCH_DATABASE_URL (default authserver_bench on the local
-PostgreSQL) is dropped and created again. BENCH_GUNICORN_ARGS adds gunicorn arguments to both
-servers (e.g. "--worker-class sync"), overriding gunicorn.conf.py. BENCH_LARGE_ROWS (default
-0, off) bulk-inserts that many expired refresh tokens, measures refresh p99 with them in the
-table, then runs `authserver purge` while refreshing and reports the longest refresh.
+PostgreSQL) is dropped and created again. BENCH_SERVER=gunicorn serves every app with
+gunicorn.conf.py instead, and BENCH_GUNICORN_ARGS then adds gunicorn arguments (e.g.
+"--worker-class sync"); deploy/serve.sh's GRANIAN_* variables tune granian. BENCH_LARGE_ROWS
+(default 0, off) bulk-inserts that many expired refresh tokens, measures refresh p99 with
+them in the table, then runs `authserver purge` while refreshing and reports the longest refresh.
 BENCH_ROUNDS (default 1) runs the whole sequence of operations and floors that many times,
 one round after another, and reports each operation's median round (by requests per second)
 and each floor's and ceiling's best round: on a shared machine one 10 s run can be a third
@@ -65,6 +67,7 @@ class Settings:
     gunicorn_args: list[str]
     large_rows: int
     rounds: int = 1
+    server: str = "granian"
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -78,6 +81,7 @@ class Settings:
             gunicorn_args=shlex.split(os.environ.get("BENCH_GUNICORN_ARGS", "")),
             large_rows=int(os.environ.get("BENCH_LARGE_ROWS", "0")),
             rounds=max(1, int(os.environ.get("BENCH_ROUNDS", "1"))),
+            server=os.environ.get("BENCH_SERVER", "granian"),
         )
 
     @property
@@ -174,12 +178,29 @@ def wait_until_serving(url: str, process: subprocess.Popen[bytes]) -> None:
     raise RuntimeError(f"{url} did not answer within {START_TIMEOUT:.0f} s")
 
 
-def gunicorn(
-    processes: Processes, settings: Settings, app: str, env: dict[str, str], name: str
+def serve(
+    processes: Processes,
+    settings: Settings,
+    factory: str,
+    env: dict[str, str],
+    name: str,
+    port: int | None = None,
 ) -> tuple[str, subprocess.Popen[bytes]]:
-    port = free_port()
-    env = {**env, "GUNICORN_BIND": f"127.0.0.1:{port}"}
-    args = [str(BIN / "gunicorn"), "-c", "gunicorn.conf.py", *settings.gunicorn_args, app]
+    """``factory`` ("module:function") served as shipped: deploy/serve.sh (granian), or
+    gunicorn with gunicorn.conf.py when BENCH_SERVER=gunicorn."""
+    port = port or free_port()
+    if settings.server == "gunicorn":
+        env = {**env, "GUNICORN_BIND": f"127.0.0.1:{port}"}
+        args = [str(BIN / "gunicorn"), "-c", "gunicorn.conf.py", *settings.gunicorn_args]
+        args.append(f"{factory}()")
+    else:
+        env = {
+            **env,
+            "PATH": f"{BIN}:{env.get('PATH', os.environ['PATH'])}",
+            "GRANIAN_HOST": "127.0.0.1",
+            "GRANIAN_PORT": str(port),
+        }
+        args = [str(ROOT / "deploy" / "serve.sh"), factory]
     process = processes.start(args, env, RESULTS / f"{name}.log")
     return f"http://127.0.0.1:{port}", process
 
@@ -364,7 +385,7 @@ def run_wrk(
 def connection_spread(url: str) -> list[int] | None:
     """How the open connections to ``url`` are spread over the server's processes, largest
     first (Linux ``ss``); None where that cannot be told. The kernel hands each new
-    connection to whichever gunicorn worker accepts first, so 4 connections can land 2/2,
+    connection to whichever worker process accepts first, so 4 connections can land 2/2,
     3/1 or 4/0 on 2 workers, and a worker's threads share one GIL: all 4 on one worker
     halves the rate of a CPU-bound endpoint."""
     port = urllib.parse.urlsplit(url).port
@@ -843,7 +864,7 @@ def bench(settings: Settings, processes: Processes, workdir: Path) -> dict[str, 
     print(
         f"bench: {settings.connections} connections, {settings.duration} s per operation, "
         f"{settings.rounds} round(s), {os.cpu_count()} cores; "
-        f"gunicorn.conf.py {' '.join(settings.gunicorn_args)}",
+        f"server: {settings.server} {' '.join(settings.gunicorn_args)}",
         flush=True,
     )
     recreate_database(settings)
@@ -853,16 +874,9 @@ def bench(settings: Settings, processes: Processes, workdir: Path) -> dict[str, 
     seeded = seed(settings, env, settings.connections)
 
     # authserver itself, on the port its issuer names.
-    args = [str(BIN / "gunicorn"), "-c", "gunicorn.conf.py", *settings.gunicorn_args]
-    server = processes.start(
-        [*args, "authserver:create_app()"],
-        {**env, "GUNICORN_BIND": f"127.0.0.1:{port}"},
-        RESULTS / "authserver.log",
-    )
+    _, server = serve(processes, settings, "authserver:create_app", env, "authserver", port)
     wait_until_serving(issuer + "/.well-known/jwks.json", server)
-    floor_url, floor_server = gunicorn(
-        processes, settings, "bench.floor_app:create_app()", env, "floor"
-    )
+    floor_url, floor_server = serve(processes, settings, "bench.floor_app:create_app", env, "floor")
     wait_until_serving(floor_url + "/floor", floor_server)
     # The same work as authserver's by hand (bench/ceiling_app.py); it reads authserver's
     # JWKS at start, so it starts after authserver.
@@ -877,8 +891,8 @@ def bench(settings: Settings, processes: Processes, workdir: Path) -> dict[str, 
         "CEILING_RS_CLIENT_ID": seeded.rs_client_id,
         "CEILING_RS_CLIENT_SECRET": seeded.rs_client_secret,
     }
-    ceiling_url, ceiling_server = gunicorn(
-        processes, settings, "bench.ceiling_app:create_app()", ceiling_env, "ceiling"
+    ceiling_url, ceiling_server = serve(
+        processes, settings, "bench.ceiling_app:create_app", ceiling_env, "ceiling"
     )
     wait_until_serving(ceiling_url + "/ceiling/ready", ceiling_server)
 
@@ -916,9 +930,7 @@ def bench(settings: Settings, processes: Processes, workdir: Path) -> dict[str, 
         tokens_file = workdir / f"refresh_tokens_{number}.txt"
         access_token = fresh_tokens_file(issuer, seeded, settings, tokens_file)
         measured = {
-            "flask_floor": static(
-                "floor: bare Flask JSON (same gunicorn config)", floor_url, "/floor"
-            ),
+            "flask_floor": static("floor: bare Flask JSON (same server)", floor_url, "/floor"),
             "jwks": static("JWKS", issuer, "/.well-known/jwks.json"),
             "client_credentials": static(
                 "client_credentials grant",
@@ -1100,6 +1112,7 @@ def bench(settings: Settings, processes: Processes, workdir: Path) -> dict[str, 
         "settings": {
             "duration_s": settings.duration,
             "connections": settings.connections,
+            "server": settings.server,
             "gunicorn_args": settings.gunicorn_args,
             "large_rows": settings.large_rows,
             "rounds": settings.rounds,

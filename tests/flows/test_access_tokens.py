@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session
 from authserver.app import create_app
 from authserver.config import Config
 from authserver.db import db, utcnow
+from authserver.metrics import REQUESTS
 from authserver.models import RefreshFamily
 from authserver.runtime import runtime
 from authserver.services.clients import RegisteredClient
@@ -549,6 +550,39 @@ def test_every_url_the_metadata_advertises_answers(
     for url in advertised:
         assert url.startswith(ISSUER + "/"), url
         assert client.get(url.removeprefix(ISSUER)).status_code != 404, url
+
+
+@pytest.mark.parametrize("path", METADATA_PATHS)
+def test_metadata_from_memory_is_what_flask_answered_first(
+    path: str, client: FlaskClient
+) -> None:
+    """The first GET goes through Flask; the ones after it come from memory
+    (http/metadata_document.py) with the same status, headers and document."""
+    first = client.get(path)
+    again = client.get(path)
+
+    assert (again.status_code, again.get_data()) == (first.status_code, first.get_data())
+    assert sorted(again.headers.items()) == sorted(first.headers.items())
+    assert first.headers["Cache-Control"] == "public, max-age=3600"
+    assert first.headers["X-Content-Type-Options"] == "nosniff"
+    head = client.head(path)
+    assert head.status_code == 200
+    assert head.get_data() == b""
+    assert head.headers["Content-Length"] == first.headers["Content-Length"]
+
+
+@pytest.mark.parametrize("path", METADATA_PATHS)
+def test_metadata_answers_from_memory_are_counted_and_other_methods_go_to_flask(
+    path: str, client: FlaskClient
+) -> None:
+    counted = REQUESTS.labels("wellknown.metadata", "GET", "200")
+    client.get(path)
+    before = counted._value.get()
+
+    client.get(path)
+
+    assert counted._value.get() == before + 1
+    assert client.post(path).status_code == 405
 
 
 def test_both_metadata_documents_agree(client: FlaskClient) -> None:
