@@ -553,9 +553,7 @@ def test_every_url_the_metadata_advertises_answers(
 
 
 @pytest.mark.parametrize("path", METADATA_PATHS)
-def test_metadata_from_memory_is_what_flask_answered_first(
-    path: str, client: FlaskClient
-) -> None:
+def test_metadata_from_memory_is_what_flask_answered_first(path: str, client: FlaskClient) -> None:
     """The first GET goes through Flask; the ones after it come from memory
     (http/metadata_document.py) with the same status, headers and document."""
     first = client.get(path)
