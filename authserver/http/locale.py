@@ -94,15 +94,22 @@ def remember_ui_locales(ui_locales: str | None) -> None:
 
 
 def with_ui_locales(path: str) -> str:
-    """``path`` (an authorization request's URL that pages will carry in ``next``) with the
-    request's ``ui_locales`` added when the URL does not show it: a pushed request's URL is
-    only its request_uri, and its pushed parameters alone count at the endpoint (RFC 9126
-    §4), so the copy is read by the pages on the way and nowhere else."""
-    ui_locales = g.get("ui_locales")
-    if not ui_locales or _ui_locales_of_url(path) is not None:
+    """``path`` (this authorization request's URL, which the pages on the way carry in
+    ``next``) showing the request's own ``ui_locales``. A pushed request's URL is only its
+    request_uri, and only its pushed parameters count at the endpoint (RFC 9126 §4): the
+    pushed ``ui_locales`` is added to the URL for the pages, and one the URL carried beside
+    the request_uri is replaced. A plain request's URL already shows its own: unchanged."""
+    if "ui_locales" not in g or (_ui_locales_of_url(path) or "") == g.ui_locales:
         return path
-    separator = "&" if "?" in path else "?"
-    return f"{path}{separator}{urlencode({'ui_locales': ui_locales})}"
+    parts = urlsplit(path)
+    query = [
+        (name, value)
+        for name, value in parse_qsl(parts.query, keep_blank_values=True)
+        if name != "ui_locales"
+    ]
+    if g.ui_locales:
+        query.append(("ui_locales", g.ui_locales))
+    return parts._replace(query=urlencode(query)).geturl()
 
 
 def _say_which_language(response: Response) -> Response:

@@ -231,6 +231,12 @@ def test_ui_locales_in_the_url_of_a_pushed_request_does_not_override_the_pushed_
 
     assert consent.status_code == 200
     assert html_lang(consent) == "en"
+    # "Switch account" comes back through the sign-in page in the pushed language too.
+    switch = re.search(r'name="next" value="([^"]+)"', consent.get_data(as_text=True))
+    assert switch
+    back_to = query_of(switch[1].replace("&amp;", "&"))
+    assert back_to["ui_locales"] == "en"
+    assert back_to["request_uri"] == request_uri
 
 
 def test_the_second_factor_page_of_a_french_request_is_in_french(
