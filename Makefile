@@ -17,7 +17,7 @@ AXE_SHA256  := e6b0ce02b84d892e2e33e403485e7f3d6c29e2be6df65daf44d89ba564139745
 AXE_DIR     := test-tools/axe-core-$(AXE_VERSION)
 AXE_JS      := $(AXE_DIR)/axe.min.js
 
-.PHONY: run test lint format install clean help bench bench-revocation examples axe
+.PHONY: run test lint format install clean help bench bench-revocation examples axe translations
 
 help:
 	@echo "make run    - start the server on http://$(HOST):$(PORT) with an embedded SQLite database"
@@ -25,6 +25,7 @@ help:
 	@echo "make axe    - fetch axe-core $(AXE_VERSION) (npm) for the accessibility checks into $(AXE_DIR)"
 	@echo "make lint   - ruff check, ruff format --check, mypy"
 	@echo "make format - apply ruff's formatting and fixes"
+	@echo "make translations - extract the pages' strings, update each language's catalog, compile them"
 	@echo "make bench  - benchmark under gunicorn + PostgreSQL with wrk (see docs/PERFORMANCE.md)"
 	@echo "make bench-revocation - how long a revocation takes to reach a resource server, by path"
 	@echo "make examples - npm ci for the Node resource-server example (its tests skip without it)"
@@ -83,6 +84,19 @@ lint: $(STAMP)
 format: $(STAMP)
 	$(BIN)/ruff check --fix authserver tests migrations examples bench gunicorn.conf.py
 	$(BIN)/ruff format authserver tests migrations examples bench gunicorn.conf.py
+
+# The pages' words (babel.cfg says where they are) into messages.pot, each language's
+# messages.po brought up to date with it (new strings empty, changed ones fuzzy: translate
+# them and drop the fuzzy mark), then compiled into the messages.mo the server reads. The .mo
+# files are committed, so a fresh checkout and a pip install have them;
+# tests/test_translations.py fails while one is stale, a string is untranslated or fuzzy, or
+# a translation's placeholders differ from its English.
+TRANSLATIONS := authserver/translations
+translations: $(STAMP)
+	$(BIN)/pybabel extract -F babel.cfg -k lazy_gettext --no-location --sort-output \
+	  --project=authserver --copyright-holder="authserver contributors" -o $(TRANSLATIONS)/messages.pot .
+	$(BIN)/pybabel update -i $(TRANSLATIONS)/messages.pot -d $(TRANSLATIONS) --ignore-obsolete --previous
+	$(BIN)/pybabel compile -d $(TRANSLATIONS) --statistics
 
 # Not part of `make test`: a benchmark reports figures, it does not pass or fail.
 bench: $(STAMP)

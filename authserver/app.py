@@ -35,6 +35,7 @@ from authserver.http import wellknown as wellknown_views
 from authserver.http.branding import init_branding
 from authserver.http.cors import init_cors
 from authserver.http.jwks_document import JwksResponder
+from authserver.http.locale import init_locale
 from authserver.http.metadata_document import MetadataResponder
 from authserver.http.rate_limits import init_rate_limits
 from authserver.http.web import csrf, init_web
@@ -110,6 +111,7 @@ def create_app(config: Config | None = None) -> Flask:
     app.before_request(signup.hide_closed_signup_pages)
     init_web(app, config)
     init_branding(app, config)
+    init_locale(app)
     init_cors(app)
     init_rate_limits(app, config)
     csrf.exempt(oauth_views.bp)  # client-authenticated, not browser forms

@@ -17,6 +17,8 @@ import uuid
 from typing import ClassVar
 
 from flask import Flask, Response, g, has_request_context, jsonify, render_template, request
+from flask_babel import gettext, lazy_gettext
+from flask_babel.speaklater import LazyString
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from werkzeug.exceptions import HTTPException, InternalServerError
@@ -334,30 +336,47 @@ def _answers_with_a_page() -> bool:
     )
 
 
-# What each refusal is called on the page, and what the person can do next.
-_PAGE_WORDS: dict[int, tuple[str, str]] = {
-    400: ("That did not work", "The request could not be handled. Go back and try again."),
-    403: ("Not allowed", "You cannot open this page."),
-    404: ("Page not found", "There is no page at this address. Check the link you followed."),
-    405: ("That did not work", "This page cannot be opened that way. Go back and try again."),
-    413: ("Too much to send", "What you sent is too large. Go back and send less."),
-    429: ("Too many attempts", "Wait a little, then try again."),
-    500: (
-        "Something went wrong",
-        "It is not your fault: we could not finish this. Try again in a moment.",
+# What each refusal is called on the page, and what the person can do next (translated when
+# the page is rendered: http/locale.py).
+_PAGE_WORDS: dict[int, tuple[LazyString, LazyString]] = {
+    400: (
+        lazy_gettext("That did not work"),
+        lazy_gettext("The request could not be handled. Go back and try again."),
     ),
-    503: ("Temporarily unavailable", "We cannot answer right now. Try again in a moment."),
+    403: (lazy_gettext("Not allowed"), lazy_gettext("You cannot open this page.")),
+    404: (
+        lazy_gettext("Page not found"),
+        lazy_gettext("There is no page at this address. Check the link you followed."),
+    ),
+    405: (
+        lazy_gettext("That did not work"),
+        lazy_gettext("This page cannot be opened that way. Go back and try again."),
+    ),
+    413: (
+        lazy_gettext("Too much to send"),
+        lazy_gettext("What you sent is too large. Go back and send less."),
+    ),
+    429: (lazy_gettext("Too many attempts"), lazy_gettext("Wait a little, then try again.")),
+    500: (
+        lazy_gettext("Something went wrong"),
+        lazy_gettext("It is not your fault: we could not finish this. Try again in a moment."),
+    ),
+    503: (
+        lazy_gettext("Temporarily unavailable"),
+        lazy_gettext("We cannot answer right now. Try again in a moment."),
+    ),
 }
 
 
 def _error_page(status: int) -> Response | None:
     """The page a browser is shown for ``status``; None if it cannot be rendered (then the
     JSON answer goes out). Never the description: it is written for API clients."""
-    title, message = _PAGE_WORDS.get(status, _PAGE_WORDS[500 if status >= 500 else 400])
+    words = _PAGE_WORDS.get(status, _PAGE_WORDS[500 if status >= 500 else 400])
     retry_after = g.get("retry_after") if status == 429 else None
-    if retry_after:
-        message = f"Wait {retry_after} seconds, then try again."
     try:
+        title, message = str(words[0]), str(words[1])
+        if retry_after:
+            message = gettext("Wait %(seconds)s seconds, then try again.", seconds=retry_after)
         page = render_template("error_page.html", title=title, message=message, status=status)
     except Exception:
         log.exception("the error page could not be rendered")

@@ -10,9 +10,11 @@ from urllib.parse import urlencode
 from authlib.oauth2.rfc6749.errors import OAuth2Error
 from authlib.oauth2.rfc9101.errors import InvalidRequestUriError
 from flask import Blueprint, Response, g, redirect, render_template, request, url_for
+from flask_babel import gettext
 
 from authserver.db import db
 from authserver.http.branding import origin_of
+from authserver.http.locale import remember_ui_locales, with_ui_locales
 from authserver.http.scope_words import describe_scopes
 from authserver.http.two_step import ask_for_second_factor
 from authserver.http.web import allow_images_from, current_browser_session
@@ -35,11 +37,12 @@ def _error_page(error: OAuth2Error) -> tuple[str, int]:
     return (
         render_template(
             "error.html",
-            title="This sign-in link is not valid",
+            title=gettext("This sign-in link is not valid"),
+            # The description is the developers' (RFC 6749 §4.1.2.1), in English.
             message=error.description or error.error,
-            hint="Go back to the app you came from and sign in from there again.",
+            hint=gettext("Go back to the app you came from and sign in from there again."),
             link_url=url_for("pages.account"),
-            link_text="Go to your account",
+            link_text=gettext("Go to your account"),
         ),
         400,
     )
@@ -58,9 +61,10 @@ def _after_sign_in() -> str:
     ever. The fresh session's ``auth_time`` is in the ID token, where the client checks it
     against its ``max_age`` (OpenID Connect Core 1.0 §3.1.2.1). A pushed request's URL is
     only its request_uri: it comes back as it is (``_must_sign_in`` knows the sign-in was
-    made for it)."""
+    made for it), with a copy of its ``ui_locales`` for the pages on the way
+    (http/locale.py)."""
     if g.get("pushed_request") is not None:
-        return request.full_path
+        return with_ui_locales(request.full_path)
     params = [
         (k, v)
         for k, v in request.args.items(multi=True)
@@ -129,7 +133,9 @@ def _step_up(
                 state=grant.request.payload.state,
             )
         )
-    return ask_for_second_factor(browser_session, request.full_path, has_factor=has_factor)
+    return ask_for_second_factor(
+        browser_session, with_ui_locales(request.full_path), has_factor=has_factor
+    )
 
 
 def _not_signed_in_since_the_push(browser_session: BrowserSession | None) -> bool:
@@ -165,6 +171,9 @@ def authorize() -> Response | tuple[str, int]:
         return _error_response(error)
 
     parameters = grant.request.payload.data
+    # OpenID Connect Core §3.1.2.1: the pages of this request speak the first of these
+    # languages that has a catalog (http/locale.py); a pushed request's come from the push.
+    remember_ui_locales(parameters.get("ui_locales"))
     prompt = set(parameters.get("prompt", "").split())
     try:
         max_age = parse_max_age(parameters)
@@ -227,6 +236,6 @@ def authorize() -> Response | tuple[str, int]:
             client=client,
             email=user.email,
             scopes=describe_scopes(scope.split(), user.email),
-            action=request.full_path,
+            action=with_ui_locales(request.full_path),
         ), 200
     return _answer(grant, user)

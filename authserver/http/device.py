@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from flask import Blueprint, Response, render_template, request, url_for
+from flask_babel import gettext, lazy_gettext
 
 from authserver.db import db
 from authserver.http.rate_limits import per_ip
@@ -34,7 +35,7 @@ from authserver.services.sign_in_throttle import record_failure, record_success,
 
 bp = Blueprint("device", __name__)
 
-NOT_FOUND = (
+NOT_FOUND = lazy_gettext(
     "That code is not valid, or it has expired. Check the code on your device, or start again "
     "there."
 )
@@ -115,10 +116,12 @@ def _typed_request(browser_session: BrowserSession) -> TypedCode | tuple[str, in
     found, code, wait = _find(browser_session, typed)
     email = browser_session.user.email
     if wait:
-        message = f"Too many wrong codes. Wait {wait} seconds and try again."
+        message = gettext(
+            "Too many wrong codes. Wait %(seconds)s seconds and try again.", seconds=wait
+        )
         return _form(email, typed[:32], message, 429)
     if found is None or code is None:
-        return _form(email, typed[:32], NOT_FOUND, 400)
+        return _form(email, typed[:32], str(NOT_FOUND), 400)
     stepped_up = _second_factor_needed(browser_session, found, code)
     if stepped_up is not None:
         return stepped_up
@@ -155,9 +158,11 @@ def decide_device() -> str | tuple[str, int] | Response:
     approve = request.form.get("decision") == "allow"
     now = runtime().now()
     if not decide(db.session, typed.authorization, browser_session, approve=approve, now=now):
-        return _form(browser_session.user.email, "", NOT_FOUND, 400)
+        return _form(browser_session.user.email, "", str(NOT_FOUND), 400)
     if approve:
-        title, message = "Device connected", "You can go back to your device: it is signed in."
+        title = gettext("Device connected")
+        message = gettext("You can go back to your device: it is signed in.")
     else:
-        title, message = "Device denied", "The device was not given access to your account."
+        title = gettext("Device denied")
+        message = gettext("The device was not given access to your account.")
     return render_template("device_done.html", title=title, message=message)

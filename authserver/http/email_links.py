@@ -12,6 +12,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from flask import Blueprint, render_template, request, url_for
+from flask_babel import gettext
 
 from authserver.db import db
 from authserver.request_context import request_context
@@ -30,12 +31,14 @@ bp = Blueprint("email_links", __name__)
 def invalid_link_page() -> tuple[str, int]:
     page = render_template(
         "error.html",
-        title="This link does not work",
-        message="Address links work once, for a limited time, only the newest one you were "
-        "sent, and only while the account's address is the one they were sent for. Ask for "
-        "a new one on your account page.",
+        title=gettext("This link does not work"),
+        message=gettext(
+            "Address links work once, for a limited time, only the newest one you were "
+            "sent, and only while the account's address is the one they were sent for. Ask "
+            "for a new one on your account page."
+        ),
         link_url=url_for("pages.account"),
-        link_text="Go to your account",
+        link_text=gettext("Go to your account"),
     )
     return page, 400
 
@@ -82,11 +85,13 @@ def change() -> str | tuple[str, int]:
     except AddressTaken:
         page = render_template(
             "error.html",
-            title="The address was not changed",
-            message="Another account has this address now (or one that looks the same), so "
-            "your account keeps its address.",
+            title=gettext("The address was not changed"),
+            message=gettext(
+                "Another account has this address now (or one that looks the same), so "
+                "your account keeps its address."
+            ),
             link_url=url_for("pages.account"),
-            link_text="Go to your account",
+            link_text=gettext("Go to your account"),
         )
         return page, 409
     return render_template("email_verified.html", email=user.email, changed=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from authlib.common.urls import add_params_to_uri
 from flask import Blueprint, Response, jsonify, redirect, render_template, request, url_for
+from flask_babel import gettext
 from flask_wtf.csrf import CSRFError, validate_csrf
 from wtforms import ValidationError as WTFValidationError
 
@@ -52,7 +53,9 @@ def userinfo() -> Response:
 
 
 def _error_page(message: str) -> tuple[str, int]:
-    return render_template("error.html", title="Sign-out request not valid", message=message), 400
+    return render_template(
+        "error.html", title=gettext("Sign-out request not valid"), message=message
+    ), 400
 
 
 @bp.route(END_SESSION_PATH, methods=["GET", "POST"])
@@ -74,16 +77,18 @@ def end_session_endpoint() -> Response | str | tuple[str, int]:
                 check_expiry=False,
             ).claims
         except TokenRejected:
-            return _error_page("The id_token_hint was not issued by this server.")
+            return _error_page(gettext("The id_token_hint was not issued by this server."))
     client_id = request.values.get("client_id") or (hint_claims or {}).get("aud")
     client = find_client(db.session, client_id) if isinstance(client_id, str) else None
     if hint_claims is not None and client_id != hint_claims.get("aud"):
-        return _error_page("The client_id does not match the id_token_hint.")
+        return _error_page(gettext("The client_id does not match the id_token_hint."))
     if post_logout_uri and (
         client is None or post_logout_uri not in client.post_logout_redirect_uris
     ):
         # Exact match against what the client registered, or no redirect at all.
-        return _error_page("The post_logout_redirect_uri is not registered for this client.")
+        return _error_page(
+            gettext("The post_logout_redirect_uri is not registered for this client.")
+        )
 
     browser_session = current_browser_session()
     confirmed = False
@@ -93,7 +98,7 @@ def end_session_endpoint() -> Response | str | tuple[str, int]:
         try:
             validate_csrf(request.form.get("csrf_token"))
         except (WTFValidationError, CSRFError):
-            return _error_page("This form expired; reload the page and try again.")
+            return _error_page(gettext("This form expired; reload the page and try again."))
         confirmed = True
     elif hint_claims is not None:
         # The hint is the relying party's word; it only ends the session it names.

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from flask import Blueprint, Response, render_template, request, url_for
+from flask_babel import gettext
 
 from authserver.db import db
 from authserver.errors import ValidationError
@@ -80,7 +81,11 @@ def login_form() -> str | Response:
     if current_browser_session() is not None and request.args.get("prompt") != "login":
         return see_other(target)
     # Back from a code's page whose half-done sign-in ended (five minutes, or used).
-    expired = "That sign-in took too long. Sign in again." if request.args.get("expired") else None
+    expired = (
+        gettext("That sign-in took too long. Sign in again.")
+        if request.args.get("expired")
+        else None
+    )
     return _login_page(target, error=expired)
 
 
@@ -109,13 +114,16 @@ def login() -> tuple[str, int] | tuple[str, int, dict[str, str]] | Response:
         page = _login_page(
             target,
             email[:254],
-            f"Too many failed attempts. Try again in {throttled.retry_after} seconds.",
+            gettext(
+                "Too many failed attempts. Try again in %(seconds)s seconds.",
+                seconds=throttled.retry_after,
+            ),
             password_error=True,
         )
         return page, 429, {"Retry-After": str(throttled.retry_after)}
     except SignInFailed:
         page = _login_page(
-            target, email[:254], "Email or password is incorrect.", password_error=True
+            target, email[:254], gettext("Email or password is incorrect."), password_error=True
         )
         return page, 401
     if isinstance(started, PendingSecondFactor):
@@ -297,7 +305,12 @@ def _throttled_page(
 
 
 def _wait_message(throttled: ConfirmationThrottled) -> str:
-    return f"Too many wrong passwords. Try again in {throttled.retry_after} seconds."
+    return str(
+        gettext(
+            "Too many wrong passwords. Try again in %(seconds)s seconds.",
+            seconds=throttled.retry_after,
+        )
+    )
 
 
 @bp.post("/account/password", endpoint="change_password")
@@ -321,7 +334,7 @@ def change_password_page() -> str | tuple[str, int] | tuple[str, int, dict[str, 
         return _throttled_page(throttled, password_error=_wait_message(throttled))
     except ValidationError as exc:
         return _account_page(password_error=exc.description), 400
-    return _account_page(notice="Password changed. Every other session was signed out.")
+    return _account_page(notice=gettext("Password changed. Every other session was signed out."))
 
 
 @bp.post("/account/delete", endpoint="delete_account")
@@ -364,13 +377,18 @@ def send_email_verification() -> str | tuple[str, int] | Response:
             context=request_context(),
         )
     except TooManyLinks:
-        error = "We sent several verification messages in the last hour. Look for them, or "
-        return _account_page(email_error=error + "try again later."), 429
+        error = gettext(
+            "We sent several verification messages in the last hour. Look for them, or try "
+            "again later."
+        )
+        return _account_page(email_error=error), 429
     if not sent:
-        return _account_page(email_notice="Your address is already confirmed.")
+        return _account_page(email_notice=gettext("Your address is already confirmed."))
     return _account_page(
-        email_notice=f"We sent a link to {browser_session.user.email}. "
-        "Open it and press the button to confirm your address."
+        email_notice=gettext(
+            "We sent a link to %(email)s. Open it and press the button to confirm your address.",
+            email=browser_session.user.email,
+        )
     )
 
 
@@ -402,11 +420,17 @@ def change_email() -> str | tuple[str, int] | tuple[str, int, dict[str, str]] | 
         page = _account_page(email_error=_wait_message(throttled), new_email=typed)
         return page, 429, {"Retry-After": str(throttled.retry_after)}
     except TooManyLinks:
-        error = "Too many address changes were asked for in the last hour. Try again later."
+        error = gettext(
+            "Too many address changes were asked for in the last hour. Try again later."
+        )
         return _account_page(email_error=error), 429
     except ValidationError as exc:
         return _account_page(email_error=exc.description, new_email=typed), 400
     return _account_page(
-        email_notice=f"We sent a link to {new_email}. Your address changes when you open it "
-        f"and press the button. Until then you keep {old_email}, and we told it about this."
+        email_notice=gettext(
+            "We sent a link to %(new_email)s. Your address changes when you open it and press "
+            "the button. Until then you keep %(old_email)s, and we told it about this.",
+            new_email=new_email,
+            old_email=old_email,
+        )
     )

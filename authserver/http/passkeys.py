@@ -22,6 +22,7 @@ import uuid
 from typing import Any
 
 from flask import Blueprint, Response, jsonify, request, url_for
+from flask_babel import gettext
 
 from authserver.db import db
 from authserver.errors import NotFound
@@ -73,8 +74,10 @@ def _throttled(exc: passkeys.PasskeyThrottled) -> Response:
     response = _json(
         {
             "error": "too_many_attempts",
-            "error_description": f"Too many refused passkeys. Try again in "
-            f"{exc.retry_after} seconds.",
+            "error_description": gettext(
+                "Too many refused passkeys. Try again in %(seconds)s seconds.",
+                seconds=exc.retry_after,
+            ),
         },
         429,
     )
@@ -100,7 +103,7 @@ def _second_factor_first(browser_session: BrowserSession) -> Response:
     response = _json(
         {
             "error": "second_factor_required",
-            "error_description": "Give your second factor to change your passkeys.",
+            "error_description": gettext("Give your second factor to change your passkeys."),
             "redirect": redirect_to.headers["Location"],
         },
         401,
@@ -170,7 +173,7 @@ def _second_step_gone(target: str) -> Response:
     response = _json(
         {
             "error": "login_required",
-            "error_description": "That sign-in took too long. Sign in again.",
+            "error_description": gettext("That sign-in took too long. Sign in again."),
             "redirect": url_for("pages.login_form", next=target, expired=1),
         },
         401,
@@ -232,7 +235,7 @@ def _not_signed_in() -> Response:
     return _json(
         {
             "error": "login_required",
-            "error_description": "Sign in first.",
+            "error_description": gettext("Sign in first."),
             "redirect": url_for("pages.login_form", next="/account"),
         },
         401,
@@ -252,7 +255,7 @@ def registration_options() -> Response:
     except SecondFactorNeeded:
         return _second_factor_first(browser_session)
     except SignInTooOld:
-        return _sign_in_first(ACCOUNT_SECTION, "Sign in again to add a passkey.")
+        return _sign_in_first(ACCOUNT_SECTION, gettext("Sign in again to add a passkey."))
     return _options(options)
 
 
@@ -277,7 +280,7 @@ def register() -> Response:
     except SecondFactorNeeded:
         return _second_factor_first(browser_session)
     except SignInTooOld:
-        return _sign_in_first(ACCOUNT_SECTION, "Sign in again to add a passkey.")
+        return _sign_in_first(ACCOUNT_SECTION, gettext("Sign in again to add a passkey."))
     except passkeys.PasskeyRefused as refused:
         return _refused(refused)
     return _json({"id": str(passkey.id), "name": passkey.name, "redirect": ACCOUNT_SECTION})

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 
 from flask import Flask, Response, g, render_template, request
+from flask_babel import gettext
 from flask_limiter import ApplicationLimit, Limiter, RequestLimit
 from flask_limiter.util import get_remote_address
 from itsdangerous import BadSignature, URLSafeTimedSerializer
@@ -308,5 +309,5 @@ def init_rate_limits(app: Flask, config: Config) -> None:
 def too_many_requests_page(message: str) -> tuple[str, int, dict[str, str]]:
     """Flask-Limiter's refusal of a page's form, as a page (the JSON one is for API
     clients), with the Retry-After the limit set."""
-    page = render_template("error.html", title="Too many requests", message=message)
+    page = render_template("error.html", title=gettext("Too many requests"), message=message)
     return page, 429, {"Retry-After": str(g.get("retry_after", 60))}

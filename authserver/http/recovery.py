@@ -8,6 +8,7 @@ token on) and ``Cache-Control: no-store``; gunicorn's access log leaves query st
 from __future__ import annotations
 
 from flask import Blueprint, Response, render_template, request, url_for
+from flask_babel import gettext
 from werkzeug.exceptions import TooManyRequests
 
 from authserver.db import db
@@ -61,11 +62,13 @@ def forgot() -> str:
 def _invalid_link() -> tuple[str, int]:
     page = render_template(
         "error.html",
-        title="This link does not work",
-        message="Reset links work once, for a limited time, and only the newest one you were "
-        "sent. Ask for a new one.",
+        title=gettext("This link does not work"),
+        message=gettext(
+            "Reset links work once, for a limited time, and only the newest one you were "
+            "sent. Ask for a new one."
+        ),
         link_url=url_for("recovery.forgot_form"),
-        link_text="Ask for a new link",
+        link_text=gettext("Ask for a new link"),
     )
     return page, 400
 
@@ -97,7 +100,7 @@ def reset() -> str | tuple[str, int] | Response:
     new_password = request.form.get("new_password", "")
     try:
         if new_password != request.form.get("confirm_password", ""):
-            raise ValidationError("The two passwords are not the same.")
+            raise ValidationError(gettext("The two passwords are not the same."))
         complete_password_reset(
             db.session,
             rt.hasher,
@@ -125,6 +128,8 @@ def reset() -> str | tuple[str, int] | Response:
 @bp.errorhandler(TooManyRequests)
 def too_many_requests(exc: TooManyRequests) -> tuple[str, int, dict[str, str]]:
     return too_many_requests_page(
-        "Too many password resets were asked for from here or for this address. "
-        "Wait a while and try again."
+        gettext(
+            "Too many password resets were asked for from here or for this address. "
+            "Wait a while and try again."
+        )
     )

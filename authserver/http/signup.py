@@ -11,6 +11,7 @@ CSRF token (Flask-WTF), bound to "no browser session" when the browser is not si
 from __future__ import annotations
 
 from flask import Blueprint, Response, abort, redirect, render_template, request, url_for
+from flask_babel import gettext
 from werkzeug.exceptions import TooManyRequests
 
 from authserver.db import db
@@ -91,20 +92,20 @@ def signup() -> str | tuple[str, int]:
 
 def _invalid_link(purpose: LinkPurpose) -> tuple[str, int]:
     if purpose is LinkPurpose.SIGNUP:
-        message = (
+        message = gettext(
             "Sign-up links work once, for a limited time, and only the newest one you were "
             "sent. Ask for a new one."
         )
-        link_url, link_text = url_for("signup.signup_form"), "Ask for a new link"
+        link_url, link_text = url_for("signup.signup_form"), gettext("Ask for a new link")
     else:
-        message = (
+        message = gettext(
             "Invitations work once, for a limited time, and only the newest one you were "
             "sent. Ask whoever invited you for a new one."
         )
-        link_url, link_text = url_for("pages.login_form"), "Go to sign in"
+        link_url, link_text = url_for("pages.login_form"), gettext("Go to sign in")
     page = render_template(
         "error.html",
-        title="This link does not work",
+        title=gettext("This link does not work"),
         message=message,
         link_url=link_url,
         link_text=link_text,
@@ -116,12 +117,14 @@ def _address_taken() -> tuple[str, int]:
     # Whoever sees this page holds a link mailed to the address: it tells them nothing new.
     page = render_template(
         "error.html",
-        title="This address has an account",
-        message="An account with this address (or one that looks the same) was made after "
-        "this link was sent, so the link makes no other. Sign in to it; if you do not know "
-        "its password, use \u201cForgot password?\u201d on the sign-in page.",
+        title=gettext("This address has an account"),
+        message=gettext(
+            "An account with this address (or one that looks the same) was made after this "
+            "link was sent, so the link makes no other. Sign in to it; if you do not know its "
+            "password, use \u201cForgot password?\u201d on the sign-in page."
+        ),
         link_url=url_for("pages.login_form"),
-        link_text="Go to sign in",
+        link_text=gettext("Go to sign in"),
     )
     return page, 409
 
@@ -159,7 +162,8 @@ def _accept_link(purpose: LinkPurpose) -> str | tuple[str, int] | Response:
     try:
         if password != request.form.get("confirm_password", ""):
             email = address_of_link(db.session, settings(), token, purpose, rt.now())
-            return _password_page(purpose, token, email, "The two passwords are not the same."), 400
+            error = gettext("The two passwords are not the same.")
+            return _password_page(purpose, token, email, error), 400
         started = complete_signup(
             db.session,
             rt.hasher,
@@ -214,6 +218,8 @@ def accept_invitation() -> str | tuple[str, int] | Response:
 @bp.errorhandler(TooManyRequests)
 def too_many_requests(exc: TooManyRequests) -> tuple[str, int, dict[str, str]]:
     return too_many_requests_page(
-        "Too many sign-ups were asked for from here or for this address. Wait a while "
-        "and try again."
+        gettext(
+            "Too many sign-ups were asked for from here or for this address. Wait a while "
+            "and try again."
+        )
     )

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import segno
 from flask import Blueprint, Response, render_template, request, url_for
+from flask_babel import gettext
 from markupsafe import Markup
 
 from authserver.config import Config
@@ -136,14 +137,17 @@ def second_step() -> str | tuple[str, int] | tuple[str, int, dict[str, str]] | R
     except SecondStepExpired:
         return _start_again(target)
     except SecondFactorThrottled as throttled:
-        error = f"Too many wrong codes. Try again in {throttled.retry_after} seconds."
+        error = gettext(
+            "Too many wrong codes. Try again in %(seconds)s seconds.",
+            seconds=throttled.retry_after,
+        )
         page = _code_page(target, user, recovery, error)
         return page, 429, {"Retry-After": str(throttled.retry_after)}
     except WrongCode:
         error = (
-            "That recovery code is not right, or it was used before."
+            gettext("That recovery code is not right, or it was used before.")
             if recovery
-            else "That code is not right. Type the newest code from your app."
+            else gettext("That code is not right. Type the newest code from your app.")
         )
         return _code_page(target, user, recovery, error), 400
     response = see_other(target)
@@ -242,7 +246,7 @@ def setup() -> str | tuple[str, int] | Response:
         )
         if pending is None:
             return see_other(_setup_path(target))
-        error = "That code is not right. Type the code your app shows now."
+        error = gettext("That code is not right. Type the code your app shows now.")
         return _setup_page(pending, target, error), 400
     return render_template("recovery_codes.html", codes=codes, first=True, next=target)
 

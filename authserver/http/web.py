@@ -7,6 +7,7 @@ from datetime import timedelta
 from urllib.parse import urlsplit
 
 from flask import Flask, Response, current_app, g, redirect, render_template, request, session
+from flask_babel import gettext
 from flask_wtf.csrf import CSRFError, CSRFProtect
 
 from authserver.config import Config
@@ -151,8 +152,8 @@ def _forbidden_page() -> Response:
     response = Response(
         render_template(
             "error.html",
-            title="Request refused",
-            message="This form was sent from another site, so it was not processed.",
+            title=gettext("Request refused"),
+            message=gettext("This form was sent from another site, so it was not processed."),
         ),
         status=403,
     )
@@ -163,9 +164,11 @@ def handle_csrf_error(exc: CSRFError) -> tuple[str, int]:
     return (
         render_template(
             "error.html",
-            title="Please try again",
-            message="This form expired or did not come from this site. Go back, reload the "
-            "page and send it again.",
+            title=gettext("Please try again"),
+            message=gettext(
+                "This form expired or did not come from this site. Go back, reload the "
+                "page and send it again."
+            ),
         ),
         400,
     )

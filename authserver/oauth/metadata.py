@@ -28,6 +28,8 @@ SECURITY_EVENTS_POLL_PATH = "/oauth/security-events"
 SSF_CONFIGURATION_PATH = "/.well-known/ssf-configuration"
 JWKS_PATH = "/.well-known/jwks.json"
 OIDC_SCOPES = ["openid", "profile", "email", "offline_access"]
+# The languages the end-user pages have a catalog for (authserver/translations), English first.
+UI_LOCALES_SUPPORTED = ("en", "fr")
 
 
 def server_metadata(config: Config) -> dict[str, Any]:
@@ -91,6 +93,9 @@ def server_metadata(config: Config) -> dict[str, Any]:
             "updated_at",
         ],
         "prompt_values_supported": ["none", "login"],
+        # OpenID Connect Discovery 1.0 §3 / RFC 8414 §2: the languages of the pages; the
+        # first of a request's ui_locales that is listed here is used (http/locale.py).
+        "ui_locales_supported": list(UI_LOCALES_SUPPORTED),
         # services/acr.py: weakest first.
         "acr_values_supported": list(ACR_VALUES),
         # OpenID Connect Back-Channel Logout 1.0 §2.1: clients with a backchannel_logout_uri

@@ -98,10 +98,8 @@
       data = null;
     }
     if (!response.ok || data === null) {
-      throw new ServerRefusal(
-        (data && data.error_description) || "Something went wrong. Reload the page and try again.",
-        data && data.redirect,
-      );
+      // No description: showError says it in the page's words.
+      throw new ServerRefusal((data && data.error_description) || "", data && data.redirect);
     }
     return data;
   }
@@ -114,9 +112,14 @@
       window.location.assign(error.redirect);
       return;
     }
-    let message = error instanceof ServerRefusal ? error.message : "The passkey was not used.";
+    // The page's words, in its language (templates/_passkey_error.html).
+    const words = element.dataset;
+    let message =
+      error instanceof ServerRefusal
+        ? error.message || words.wentWrong || "Something went wrong. Reload the page and try again."
+        : words.notUsed || "The passkey was not used.";
     if (error && error.name === "InvalidStateError") {
-      message = "This device already holds a passkey for your account.";
+      message = words.alreadyHeld || "This device already holds a passkey for your account.";
     }
     element.textContent = message;
     // The class only once there is something to say: an empty, hidden error is no error.

@@ -53,8 +53,9 @@ NEWCOMER = "new.person@example.com"
 INVITED = "invited.person@example.com"
 ADMIN = "support@example.com"
 NEW_PASSWORD = "violet tractor umbrella 42"
-# Templates that are not pages: the frame every page extends and the console's navigation.
-NOT_PAGES = {"base.html", "admin/_console.html"}
+# Templates that are not pages: the frame every page extends, the console's navigation, and
+# the passkey script's message box (included by, and checked with, the pages that have one).
+NOT_PAGES = {"base.html", "admin/_console.html", "_passkey_error.html"}
 # Shown only by a development server that keeps its mail (no SMTP server): the second test.
 DEVELOPMENT_PAGES = {"dev_mail.html"}
 DEVELOPMENT_PATHS = {"/dev/mail", "/dev/mail/{}/html"}
