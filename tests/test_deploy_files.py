@@ -294,3 +294,32 @@ def test_the_deployment_guide_names_the_stacks_services_and_database() -> None:
     assert f"pg_restore -U {postgres['POSTGRES_USER']} -d {postgres['POSTGRES_DB']}" in guide
     assert "../README.md#scaling" in guide
     assert "## Scaling" in (ROOT / "README.md").read_text()
+
+
+def test_every_file_the_package_reads_at_run_time_is_in_its_package_data() -> None:
+    """A pip install (the image's) has only the modules and the package-data globs: a
+    template, script or catalog outside them would be missing in production alone."""
+    import tomllib
+    from pathlib import PurePosixPath
+
+    globs = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "package-data"
+    ]["authserver"]
+
+    def packaged(relative: PurePosixPath) -> bool:
+        # setuptools' globs: "*" stays within one folder.
+        return any(
+            len(PurePosixPath(g).parts) == len(relative.parts) and relative.match(g) for g in globs
+        )
+
+    package = ROOT / "authserver"
+    left_out = [
+        str(path.relative_to(package))
+        for path in package.rglob("*")
+        if path.is_file()
+        # Sources and the translators' template (make translations), not read at run time.
+        and path.suffix not in (".py", ".pyc", ".pot")
+        and "__pycache__" not in path.parts
+        and not packaged(PurePosixPath(path.relative_to(package).as_posix()))
+    ]
+    assert left_out == []
