@@ -18,9 +18,12 @@ export GRANIAN_WORKERS="${GRANIAN_WORKERS:-$(nproc)}"
 # Threads that run requests in each worker: while one waits on PostgreSQL the other computes.
 # More threads than two measured slower on every token endpoint (they contend for the GIL).
 export GRANIAN_BLOCKING_THREADS="${GRANIAN_BLOCKING_THREADS:-2}"
-# The access log names the path without its query string (granian's %(path)s has none): a
-# mistaken client may put a token there.
-export GRANIAN_LOG_ACCESS_ENABLED="${GRANIAN_LOG_ACCESS_ENABLED:-true}"
+# No access log by default: every token issued, sign-in and refusal is already an audit line
+# (address, client, user agent), and writing the line was a fifth of a worker's time on
+# client_credentials (docs/PERFORMANCE.md).
+# GRANIAN_LOG_ACCESS_ENABLED=true turns it on, in this format: the path without its query
+# string (granian's %(path)s has none), where a mistaken client may put a token.
+export GRANIAN_LOG_ACCESS_ENABLED="${GRANIAN_LOG_ACCESS_ENABLED:-false}"
 export GRANIAN_LOG_ACCESS_FMT="${GRANIAN_LOG_ACCESS_FMT:-[%(time)s] %(addr)s \"%(method)s %(path)s\" %(status)d %(dt_ms).1fms}"
 # A stop (SIGTERM) or a rolling restart (SIGHUP) lets requests in flight finish for this
 # long; a worker still busy after it is killed.
