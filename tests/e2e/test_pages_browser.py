@@ -154,8 +154,8 @@ def test_pages_through_a_sign_in_to_the_example_app(
     tab.fill("#password", "not the password")
     tab.click("button[type=submit]")
     expect(tab.locator("#sign_in_error")).to_have_text("Email or password is incorrect.")
-    focused = tab.evaluate("document.activeElement && document.activeElement.id")
-    assert focused == "password"
+    # The browser applies autofocus once the page has loaded: wait for it, not for the clock.
+    expect(tab.locator("#password")).to_be_focused()
     expect(tab.locator("#password")).to_have_attribute("aria-invalid", "true")
     expect(tab.locator("#password")).to_have_attribute("aria-describedby", "sign_in_error")
     expect(tab.locator("#email")).to_have_value(ANN)
