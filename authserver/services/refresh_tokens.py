@@ -201,7 +201,7 @@ def _base64url(raw: bytes) -> str:
 # a distributed database would place both tables (README "Past one primary"). The stored
 # digest is the SHA-256 of the whole string, so a token naming another family is unknown.
 # Tokens issued before carry no family part (and no dot, which base64url never holds); they
-# are looked up by their digest alone until they expire.
+# are looked up by their digest alone until they are used or expire.
 _FAMILY_PART_LENGTH = 22
 _FAMILY_SEPARATOR = "."
 
@@ -220,7 +220,7 @@ class PresentedRefreshToken:
     digest: bytes
     family_id: uuid.UUID | None
 
-    def rows(self) -> list[ColumnElement[bool]]:
+    def where_clause(self) -> list[ColumnElement[bool]]:
         """SQL: the refresh_tokens row this token is, by its family too when it names one."""
         found = [RefreshToken.token_digest == self.digest]
         if self.family_id is not None:
@@ -387,7 +387,7 @@ def rotate_refresh_token(
         if fast is not None:
             return fast
 
-    token = session.scalars(select(RefreshToken).where(*named.rows())).one_or_none()
+    token = session.scalars(select(RefreshToken).where(*named.where_clause())).one_or_none()
     if token is None:
         raise InvalidGrant()
     family = token.family

@@ -76,7 +76,7 @@ def _find_refresh(db: Session, token: str) -> PresentedToken | None:
     named = read_refresh_token(token)
     if named is None:
         return None
-    row = db.scalars(select(RefreshToken).where(*named.rows())).one_or_none()
+    row = db.scalars(select(RefreshToken).where(*named.where_clause())).one_or_none()
     if row is None:
         return None
     return PresentedToken(kind=REFRESH_TOKEN, client_id=row.family.client.client_id, refresh=row)

@@ -11,8 +11,8 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from authserver.models import RefreshFamily, RefreshToken
-from authserver.services.refresh_tokens import digest_token
 from authserver.services.clients import RegisteredClient
+from authserver.services.refresh_tokens import digest_token
 from tests.helpers import (
     basic_auth,
     make_client,
