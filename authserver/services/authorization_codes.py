@@ -143,7 +143,9 @@ def _this_code(code: AuthorizationCode) -> tuple[ColumnElement[bool], ...]:
 def _replayed(db: Session, code: AuthorizationCode, now: datetime) -> None:
     # The other request has committed (PostgreSQL's UPDATE waited for it; SQLite runs one
     # writer at a time), so this reads what it issued.
-    db.refresh(code)
+    db.scalars(
+        select(AuthorizationCode).where(*_this_code(code)).execution_options(populate_existing=True)
+    ).one()
     revoke_tokens_of_code(db, code, now)
 
 

@@ -142,7 +142,11 @@ def end_session(
     ).all()
     revoke_families(db, [RefreshFamily.browser_session_id == browser_session.id], reason.value, now)
     enqueue_logout_tokens(db, ended, now)
-    db.refresh(browser_session)
+    db.scalars(
+        select(BrowserSession)
+        .where(*_this_session(browser_session))
+        .execution_options(populate_existing=True)
+    ).one()
 
 
 def browser_session_of_family(db: Session, family_id: uuid.UUID) -> uuid.UUID | None:
