@@ -43,7 +43,12 @@ from joserfc.jwk import ECKey, KeySet
 from psycopg.types.json import Json
 from sqlalchemy.dialects.postgresql import psycopg as pg_psycopg
 
-from authserver.services.refresh_tokens import RefreshPolicy, _rotate_in_one_statement
+from authserver.services.refresh_tokens import (
+    RefreshPolicy,
+    _rotate_in_one_statement,
+    new_refresh_token,
+    read_refresh_token,
+)
 from authserver.services.token_status import _still_granted_query
 
 ACCESS_TTL = 600
@@ -177,14 +182,18 @@ def create_app() -> Flask:
         presented = request.form.get("refresh_token")
         if presented is None or request.form.get("grant_type") != "refresh_token":
             return _json({"error": "invalid_request"}, 400)
+        named = read_refresh_token(presented)
+        if named is None or named.family_id is None:
+            return _json({"error": "invalid_grant"}, 400)
         now = datetime.now(UTC)
-        successor = secrets.token_urlsafe(32)
+        successor = new_refresh_token(named.family_id)
         row = (
             connection()
             .execute(
                 ROTATE.sql,
                 ROTATE.params(
                     {
+                        "token_family": named.family_id,
                         "digest": _digest(presented),
                         "presenting_client": uuid.UUID(who[1]),
                         # No DPoP in the bench: only families bound to no key rotate.

@@ -409,7 +409,7 @@ def spread_text(spread: list[int] | None) -> str:
 
 _ROTATE_CLAIM = """
 UPDATE refresh_tokens SET used_at = %(now)s, successor_ciphertext = %(sealed)s
-WHERE token_digest = %(digest)s AND used_at IS NULL
+WHERE family_id = %(family)s AND token_digest = %(digest)s AND used_at IS NULL
 RETURNING id, family_id, generation
 """
 _ROTATE_INSERT = """
@@ -428,9 +428,11 @@ def _digest(token: str) -> bytes:
 
 
 def _start_floor_family(conn: Any, user_id: str, client_pk: str) -> str:
+    from authserver.services.refresh_tokens import new_refresh_token
+
     now = datetime.now(UTC)
     family = uuid.uuid4()
-    token = secrets.token_urlsafe(32)
+    token = new_refresh_token(family)
     with conn.transaction():
         conn.execute(
             "INSERT INTO refresh_families (id, user_id, client_pk, scope, audience, created_at,"
@@ -464,10 +466,16 @@ def sign_and_rotate_worker(
     from joserfc import jwt
     from joserfc.jwk import ECKey
 
+    from authserver.services.refresh_tokens import new_refresh_token, read_refresh_token
+
     key = ECKey.generate_key("P-256", parameters={"kid": "floor"})
     latencies: list[float] = []
     with psycopg.connect(libpq_url) as conn:
         token = _start_floor_family(conn, user_id, client_pk)
+        named = read_refresh_token(token)
+        assert named is not None
+        assert named.family_id is not None
+        family = named.family_id
         while time.time() < start_at:
             time.sleep(0.001)
         while True:
@@ -492,16 +500,21 @@ def sign_and_rotate_worker(
                 key,
                 algorithms=["ES256"],
             )
-            successor = secrets.token_urlsafe(32)
+            successor = new_refresh_token(family)
             expires = now + timedelta(days=14)
             with conn.transaction():
                 claimed = conn.execute(
                     _ROTATE_CLAIM,
-                    {"now": now, "sealed": secrets.token_bytes(60), "digest": _digest(token)},
+                    {
+                        "now": now,
+                        "sealed": secrets.token_bytes(60),
+                        "family": family,
+                        "digest": _digest(token),
+                    },
                 ).fetchone()
                 if claimed is None:
                     raise RuntimeError("floor token already used")
-                parent, family, generation = claimed
+                parent, _family, generation = claimed
                 conn.execute(
                     _ROTATE_INSERT,
                     {

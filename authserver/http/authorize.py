@@ -152,7 +152,7 @@ def _answer(grant: Any, user: User | None) -> Response | tuple[str, int]:
     """The authorization response (a code, or the user's refusal), which uses up a pushed
     request: of two answers racing for one request_uri, one is made (RFC 9126 §4)."""
     pushed: PushedAuthorizationRequest | None = g.get("pushed_request")
-    if pushed is not None and not use_pushed_request(db.session, pushed.id, runtime().now()):
+    if pushed is not None and not use_pushed_request(db.session, pushed, runtime().now()):
         return _error_page(InvalidRequestUriError(description="This request was answered already."))
     response: Response = authorization_server().create_authorization_response(
         grant=grant, grant_user=user

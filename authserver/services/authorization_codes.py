@@ -6,8 +6,9 @@ import secrets
 import uuid
 from datetime import datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import ColumnElement, select, update
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from authserver.errors import InvalidGrant
 from authserver.models import (
@@ -119,20 +120,32 @@ def _mark_used(db: Session, code: AuthorizationCode, now: datetime) -> bool:
     """Set ``used_at`` unless it is set; whether this call set it."""
     claimed = db.execute(
         update(AuthorizationCode)
-        .where(AuthorizationCode.id == code.id, AuthorizationCode.used_at.is_(None))
+        .where(*_this_code(code), AuthorizationCode.used_at.is_(None))
         .values(used_at=now)
         .execution_options(synchronize_session=False)
     )
     if claimed.rowcount != 1:  # type: ignore[attr-defined]
         return False
-    code.used_at = now
+    set_committed_value(code, "used_at", now)
     return True
+
+
+def _this_code(code: AuthorizationCode) -> tuple[ColumnElement[bool], ...]:
+    """SQL: the code's row, by the digest it is looked up by as well as its id. Every write
+    to a code names its digest, the key a distributed database would place the table by
+    (README "Past one primary"); the ORM's own writes name only the id, so none is left to it."""
+    return (
+        AuthorizationCode.code_digest == code.code_digest,
+        AuthorizationCode.id == code.id,
+    )
 
 
 def _replayed(db: Session, code: AuthorizationCode, now: datetime) -> None:
     # The other request has committed (PostgreSQL's UPDATE waited for it; SQLite runs one
     # writer at a time), so this reads what it issued.
-    db.refresh(code)
+    db.scalars(
+        select(AuthorizationCode).where(*_this_code(code)).execution_options(populate_existing=True)
+    ).one()
     revoke_tokens_of_code(db, code, now)
 
 
@@ -145,10 +158,19 @@ def record_tokens_issued(
     access_token_expires_at: datetime,
 ) -> None:
     """Remember what the code was exchanged for, so that a replay can revoke it."""
-    code.family_id = family_id
-    code.access_token_jti = access_token_jti
-    code.access_token_expires_at = access_token_expires_at
-    db.flush()
+    issued = {
+        "family_id": family_id,
+        "access_token_jti": access_token_jti,
+        "access_token_expires_at": access_token_expires_at,
+    }
+    db.execute(
+        update(AuthorizationCode)
+        .where(*_this_code(code))
+        .values(**issued)
+        .execution_options(synchronize_session=False)
+    )
+    for name, value in issued.items():
+        set_committed_value(code, name, value)
 
 
 def revoke_tokens_of_code(db: Session, code: AuthorizationCode, now: datetime) -> None:

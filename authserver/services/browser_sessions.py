@@ -14,8 +14,9 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import ColumnElement, select, update
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from authserver.models import AMR_PASSWORD, BrowserSession, RefreshFamily, User
 from authserver.services.backchannel_logout import enqueue_logout_tokens
@@ -89,10 +90,28 @@ def resolve_session(
     if browser_session is None or not is_live(browser_session, now):
         return None
     if now - browser_session.last_seen_at >= touch_interval(policy):
-        browser_session.last_seen_at = now
-        browser_session.idle_expires_at = min(now + policy.idle_ttl, browser_session.expires_at)
-        db.flush()
+        touched = {
+            "last_seen_at": now,
+            "idle_expires_at": min(now + policy.idle_ttl, browser_session.expires_at),
+        }
+        db.execute(
+            update(BrowserSession)
+            .where(*_this_session(browser_session))
+            .values(**touched)
+            .execution_options(synchronize_session=False)
+        )
+        for name, value in touched.items():
+            set_committed_value(browser_session, name, value)
     return browser_session
+
+
+def _this_session(browser_session: BrowserSession) -> tuple[ColumnElement[bool], ...]:
+    """SQL: the session's row, by the digest it is looked up by as well as its id: the key a
+    distributed database would place the table by (README "Past one primary")."""
+    return (
+        BrowserSession.token_digest == browser_session.token_digest,
+        BrowserSession.id == browser_session.id,
+    )
 
 
 def touch_interval(policy: SessionPolicy) -> timedelta:
@@ -116,14 +135,18 @@ def end_session(
     that signed in through it. A session already signed out tells nobody again."""
     ended = db.scalars(
         update(BrowserSession)
-        .where(BrowserSession.id == browser_session.id, BrowserSession.revoked_at.is_(None))
+        .where(*_this_session(browser_session), BrowserSession.revoked_at.is_(None))
         .values(revoked_at=now, revoked_reason=reason.value)
         .returning(BrowserSession.id)
         .execution_options(synchronize_session=False)
     ).all()
     revoke_families(db, [RefreshFamily.browser_session_id == browser_session.id], reason.value, now)
     enqueue_logout_tokens(db, ended, now)
-    db.refresh(browser_session)
+    db.scalars(
+        select(BrowserSession)
+        .where(*_this_session(browser_session))
+        .execution_options(populate_existing=True)
+    ).one()
 
 
 def browser_session_of_family(db: Session, family_id: uuid.UUID) -> uuid.UUID | None:

@@ -22,10 +22,12 @@ import hashlib
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import ColumnElement, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from authserver.errors import (
     AccessDenied,
@@ -139,7 +141,7 @@ def decide(
     decided = session.execute(
         update(DeviceAuthorization)
         .where(
-            DeviceAuthorization.id == authorization.id,
+            *_this_request(authorization),
             DeviceAuthorization.status == PENDING,
             DeviceAuthorization.expires_at > now,
         )
@@ -178,19 +180,35 @@ def poll(session: Session, device_code: str, client: Client, now: datetime) -> D
         too_soon = found.last_polled_at is not None and now - found.last_polled_at < timedelta(
             seconds=found.interval
         )
-        found.last_polled_at = now
+        polled: dict[str, Any] = {"last_polled_at": now}
         if too_soon:
-            found.interval += SLOW_DOWN_STEP
-            session.flush()
+            polled["interval"] = found.interval + SLOW_DOWN_STEP
+        session.execute(
+            update(DeviceAuthorization)
+            .where(*_this_request(found))
+            .values(**polled)
+            .execution_options(synchronize_session=False)
+        )
+        for name, value in polled.items():
+            set_committed_value(found, name, value)
+        if too_soon:
             raise SlowDown()
-        session.flush()
         raise AuthorizationPending()
     claimed = session.execute(
         update(DeviceAuthorization)
-        .where(DeviceAuthorization.id == found.id, DeviceAuthorization.status == APPROVED)
+        .where(*_this_request(found), DeviceAuthorization.status == APPROVED)
         .values(status=USED, last_polled_at=now)
         .execution_options(synchronize_session=False)
     )
     if not claimed.rowcount:  # type: ignore[attr-defined]
         raise InvalidGrant()
     return found
+
+
+def _this_request(authorization: DeviceAuthorization) -> tuple[ColumnElement[bool], ...]:
+    """SQL: the request's row, by the digest the device polls with as well as its id: the key
+    a distributed database would place the table by (README "Past one primary")."""
+    return (
+        DeviceAuthorization.device_code_digest == authorization.device_code_digest,
+        DeviceAuthorization.id == authorization.id,
+    )

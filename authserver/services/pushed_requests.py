@@ -83,13 +83,15 @@ def find_pushed_request(
     return pushed
 
 
-def use_pushed_request(session: Session, pushed_id: object, now: datetime) -> bool:
+def use_pushed_request(session: Session, pushed: PushedAuthorizationRequest, now: datetime) -> bool:
     """Mark the request answered, in one conditional UPDATE: of two answers racing for one
-    request_uri (two consent forms posted at once), one wins. False for the loser."""
+    request_uri (two consent forms posted at once), one wins. False for the loser. The row
+    is named by the digest it is looked up by as well as its id (README "Past one primary")."""
     used = session.execute(
         update(PushedAuthorizationRequest)
         .where(
-            PushedAuthorizationRequest.id == pushed_id,
+            PushedAuthorizationRequest.request_uri_digest == pushed.request_uri_digest,
+            PushedAuthorizationRequest.id == pushed.id,
             PushedAuthorizationRequest.used_at.is_(None),
         )
         .values(used_at=now)

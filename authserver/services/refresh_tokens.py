@@ -191,8 +191,60 @@ def digest_token(token: str) -> bytes:
     return hashlib.sha256(token.encode("ascii", "replace")).digest()
 
 
-def _new_token() -> str:
-    return base64.urlsafe_b64encode(secrets.token_bytes(TOKEN_BYTES)).rstrip(b"=").decode()
+def _base64url(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+# A refresh token is ``<family id>.<secret>``: the family's UUID and 256 random bits, each
+# base64url without padding. The family id is no secret (access tokens carry it as ``sid``);
+# it is there so that every statement on a token can name the family's row, the key by which
+# a distributed database would place both tables (README "Past one primary"). The stored
+# digest is the SHA-256 of the whole string, so a token naming another family is unknown.
+# Tokens issued before carry no family part (and no dot, which base64url never holds); they
+# are looked up by their digest alone until they are used or expire.
+_FAMILY_PART_LENGTH = 22
+_FAMILY_SEPARATOR = "."
+
+
+def new_refresh_token(family_id: uuid.UUID) -> str:
+    """A new token of the family (the bench's ceiling and floor make theirs with it too)."""
+    secret = _base64url(secrets.token_bytes(TOKEN_BYTES))
+    return f"{_base64url(family_id.bytes)}{_FAMILY_SEPARATOR}{secret}"
+
+
+@dataclass(frozen=True)
+class PresentedRefreshToken:
+    """What a presented refresh token names: its digest, and the family it says it belongs to
+    (None for a token issued before tokens carried their family)."""
+
+    digest: bytes
+    family_id: uuid.UUID | None
+
+    def where_clause(self) -> list[ColumnElement[bool]]:
+        """SQL: the refresh_tokens row this token is, by its family too when it names one."""
+        found = [RefreshToken.token_digest == self.digest]
+        if self.family_id is not None:
+            found.append(RefreshToken.family_id == self.family_id)
+        return found
+
+
+def read_refresh_token(presented: str) -> PresentedRefreshToken | None:
+    """The token's digest and family, or None when it cannot be one of this server's tokens
+    (a family part that is no base64url UUID), which is refused like an unknown token."""
+    family_part, separator, _secret = presented.partition(_FAMILY_SEPARATOR)
+    if not separator:
+        return PresentedRefreshToken(digest_token(presented), None)
+    if len(family_part) != _FAMILY_PART_LENGTH:
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(family_part + "==")
+    except ValueError:
+        return None
+    # Only the canonical spelling: base64 decoders accept other last characters for the same
+    # bytes, and whatever decodes must spell the family id exactly as it was issued.
+    if len(raw) != 16 or _base64url(raw) != family_part:
+        return None
+    return PresentedRefreshToken(digest_token(presented), uuid.UUID(bytes=raw))
 
 
 def _successor_key(parent_token: str) -> bytes:
@@ -256,7 +308,7 @@ def start_family(
         dpop_jkt=dpop_jkt,
     )
     session.add(family)
-    token = _new_token()
+    token = new_refresh_token(family.id)
     session.add(
         RefreshToken(
             family_id=family.id,
@@ -304,19 +356,26 @@ def rotate_refresh_token(
     ``UPDATE ... WHERE used_at IS NULL``, so concurrent requests serialise on the row and
     the losers see it used. Losers within the grace window get the winner's successor.
     """
-    digest = digest_token(presented)
-    successor = _new_token()
-    if requested_scope is None and _claim_can_check(requested_resources):
+    named = read_refresh_token(presented)
+    if named is None:
+        raise InvalidGrant()
+    digest = named.digest
+    if (
+        named.family_id is not None
+        and requested_scope is None
+        and _claim_can_check(requested_resources)
+    ):
         # The common case without ORM objects, in one statement on PostgreSQL (three on
         # SQLite): claim the token if it is live, its family usable by this client and
         # granted for the resource named (if one is), slide the family, insert the successor.
-        # Anything else (unknown, used, refused, narrowed scope) takes the path below, which
-        # reads first and explains.
+        # Anything else (unknown, used, refused, narrowed scope, a token from before tokens
+        # named their family) takes the path below, which reads first and explains.
         fast = _claim_and_rotate(
             session,
+            named.family_id,
             digest,
             presented,
-            successor,
+            new_refresh_token(named.family_id),
             client,
             policy,
             now,
@@ -328,9 +387,7 @@ def rotate_refresh_token(
         if fast is not None:
             return fast
 
-    token = session.scalars(
-        select(RefreshToken).where(RefreshToken.token_digest == digest)
-    ).one_or_none()
+    token = session.scalars(select(RefreshToken).where(*named.where_clause())).one_or_none()
     if token is None:
         raise InvalidGrant()
     family = token.family
@@ -339,9 +396,14 @@ def rotate_refresh_token(
         _check_family_usable(family, client, now)
         _check_within_grant(family, requested_scope, requested_resources)
         _check_rotation_budget(family, policy, now)
+        successor = new_refresh_token(family.id)
         claimed = session.execute(
             update(RefreshToken)
-            .where(RefreshToken.id == token.id, RefreshToken.used_at.is_(None))
+            .where(
+                RefreshToken.family_id == token.family_id,
+                RefreshToken.id == token.id,
+                RefreshToken.used_at.is_(None),
+            )
             .values(used_at=now, successor_ciphertext=_seal_successor(presented, successor, digest))
             .execution_options(synchronize_session=False)
         )
@@ -353,7 +415,7 @@ def rotate_refresh_token(
         # retry or a reuse like any other presentation of a used token.
         token = session.scalars(
             select(RefreshToken)
-            .where(RefreshToken.id == token.id)
+            .where(RefreshToken.family_id == token.family_id, RefreshToken.id == token.id)
             .execution_options(populate_existing=True)
         ).one()
     return _answer_used_token(
@@ -514,6 +576,7 @@ def _claim_if_usable(for_audience: bool) -> ReturningUpdate[Any]:
     return (
         update(_TOKENS)
         .where(
+            _TOKENS.c.family_id == bindparam("token_family"),
             _TOKENS.c.token_digest == bindparam("digest"),
             _TOKENS.c.used_at.is_(None),
             live_family_exists(_TOKENS.c.family_id, *also),
@@ -568,7 +631,11 @@ def _rotate_in_one_statement(audited: bool, for_audience: bool = False) -> Selec
     fails the claim's WHERE clause makes every part empty and the statement changes nothing."""
     claimed = _claim_if_usable(for_audience).cte("claimed")
     slid = (
-        _slide_family(_FAMILIES.c.id == claimed.c.family_id)
+        # The family by the parameter as well as through the claim: each part of the
+        # statement names the one family it touches.
+        _slide_family(
+            (_FAMILIES.c.id == bindparam("token_family")) & (_FAMILIES.c.id == claimed.c.family_id)
+        )
         .returning(claimed.c.id.label("parent_id"), claimed.c.generation, _FAMILIES.c.id)
         .cte("slid")
     )
@@ -595,6 +662,7 @@ def _rotate_in_one_statement(audited: bool, for_audience: bool = False) -> Selec
 
 def _claim_and_rotate(
     session: Session,
+    family_id: uuid.UUID,
     digest: bytes,
     presented: str,
     successor: str,
@@ -626,6 +694,7 @@ def _claim_and_rotate(
                 **audit_params,
                 **audience_params,
                 **policy.budget_params(now),
+                "token_family": family_id,
                 "digest": digest,
                 "presenting_client": client.id,
                 "proof_jkt": proof_jkt,
@@ -655,6 +724,7 @@ def _claim_and_rotate(
         {
             **audience_params,
             **policy.budget_params(now),
+            "token_family": family_id,
             "digest": digest,
             "presenting_client": client.id,
             "proof_jkt": proof_jkt,
@@ -761,7 +831,9 @@ def _successor_for_retry(
     if now - parent.used_at > policy.reuse_grace or parent.successor_ciphertext is None:
         return None
     child = session.scalars(
-        select(RefreshToken).where(RefreshToken.parent_id == parent.id)
+        select(RefreshToken).where(
+            RefreshToken.family_id == parent.family_id, RefreshToken.parent_id == parent.id
+        )
     ).one_or_none()
     if child is None or child.used_at is not None:
         return None

@@ -17,8 +17,8 @@ from authserver.models import Client, RefreshFamily, RefreshToken, Revocation, U
 from authserver.services.keys import KeyRing
 from authserver.services.refresh_tokens import (
     RevocationReason,
-    digest_token,
     live_family_exists,
+    read_refresh_token,
     revoke_family,
 )
 from authserver.services.revocations import CLIENT, JTI, KID, SUB, denylist_access_token
@@ -73,9 +73,10 @@ def find_presented_token(
 def _find_refresh(db: Session, token: str) -> PresentedToken | None:
     if not token or len(token) > 200:
         return None
-    row = db.scalars(
-        select(RefreshToken).where(RefreshToken.token_digest == digest_token(token))
-    ).one_or_none()
+    named = read_refresh_token(token)
+    if named is None:
+        return None
+    row = db.scalars(select(RefreshToken).where(*named.where_clause())).one_or_none()
     if row is None:
         return None
     return PresentedToken(kind=REFRESH_TOKEN, client_id=row.family.client.client_id, refresh=row)

@@ -534,3 +534,29 @@ def test_a_live_token_asking_beyond_the_grant_is_refused_and_left_unused(
     session.expire_all()
     tokens = session.scalars(select(RefreshToken)).all()
     assert [(t.token_digest, t.used_at) for t in tokens] == [(digest_token(first), None)]
+
+
+@pytest.mark.parametrize(
+    "shape",
+    [
+        "{family}.{secret}x",  # the right family, a wrong secret
+        "{family}x.{secret}",  # a family part one character too long
+        "!!!!!!!!!!!!!!!!!!!!!!.{secret}",  # not base64url
+        ".{secret}",
+        "{family}.",
+        "{family}.{secret}.{secret}",
+        "\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9.{secret}",
+    ],
+)
+def test_a_refresh_token_with_a_wrong_family_part_or_secret_is_invalid_grant_and_revokes_nothing(
+    app: Flask, session: Session, client: FlaskClient, shape: str
+) -> None:
+    registered, first = _login(app, session, client)
+    family, _, secret = first.partition(".")
+
+    response = refresh(client, registered, shape.format(family=family, secret=secret))
+
+    assert response.status_code == 400
+    assert response.json["error"] == "invalid_grant"
+    assert _family(session).revoked_at is None
+    assert refresh(client, registered, first).status_code == 200

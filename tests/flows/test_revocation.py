@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import base64
+import secrets
+
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from authserver.models import RefreshFamily
+from authserver.models import RefreshFamily, RefreshToken
 from authserver.services.clients import RegisteredClient
+from authserver.services.refresh_tokens import digest_token
 from tests.helpers import (
     basic_auth,
     make_client,
@@ -200,3 +204,35 @@ def test_an_unknown_token_type_hint_is_ignored_and_the_token_still_revoked(
     # RFC 7009 §2.1: the hint only orders the search.
     assert response.status_code == 200
     assert refresh(client, registered, tokens["refresh_token"]).json["error"] == "invalid_grant"
+
+
+def test_a_made_up_refresh_token_naming_a_real_family_revokes_nothing(
+    app: Flask, session: Session, client: FlaskClient
+) -> None:
+    registered, tokens = _setup(app, session, client)
+    family_part = tokens["refresh_token"].partition(".")[0]
+    forged = f"{family_part}.{secrets.token_urlsafe(32)}"
+
+    response = client.post(REVOKE, data={"token": forged}, headers=basic_auth(registered))
+
+    assert response.status_code == 200
+    assert session.scalars(select(RefreshFamily)).one().revoked_at is None
+    assert refresh(client, registered, tokens["refresh_token"]).status_code == 200
+
+
+def test_a_refresh_token_from_before_tokens_named_their_family_is_introspected_and_revoked(
+    app: Flask, session: Session, client: FlaskClient
+) -> None:
+    registered, tokens = _setup(app, session, client)
+    old = base64.urlsafe_b64encode(secrets.token_bytes(32)).rstrip(b"=").decode()
+    session.execute(
+        update(RefreshToken)
+        .where(RefreshToken.token_digest == digest_token(tokens["refresh_token"]))
+        .values(token_digest=digest_token(old))
+    )
+    assert _active(client, registered, old)
+
+    response = client.post(REVOKE, data={"token": old}, headers=basic_auth(registered))
+
+    assert response.status_code == 200
+    assert session.scalars(select(RefreshFamily)).one().revoked_reason == "revoked_by_client"

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import base64
 import re
+import secrets
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from flask import Flask
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from authserver.errors import InvalidGrant, InvalidScope, RefreshTokenReused
@@ -35,7 +36,8 @@ GRACE = timedelta(seconds=15)
 POLICY = RefreshPolicy(
     idle_ttl=timedelta(hours=1), absolute_ttl=timedelta(days=1), reuse_grace=GRACE
 )
-BASE64URL_256_BITS = re.compile(r"^[A-Za-z0-9_-]{43}$")
+# ``<family id>.<secret>``: a UUID's 16 bytes and 256 random bits, each base64url unpadded.
+FAMILY_AND_256_BITS = re.compile(r"^([A-Za-z0-9_-]{22})\.([A-Za-z0-9_-]{43})$")
 
 
 @pytest.fixture
@@ -119,15 +121,18 @@ def test_start_family_idle_expiry_never_passes_the_absolute_expiry(
     assert family.idle_expires_at == family.expires_at == NOW + timedelta(days=1)
 
 
-def test_refresh_tokens_are_256_bit_base64url(
+def test_refresh_tokens_name_their_family_and_carry_256_random_bits(
     session: Session, user: User, oauth_client: Client
 ) -> None:
-    first = start(session, user, oauth_client).token
-    second = rotate(session, oauth_client, first, NOW + timedelta(minutes=1)).token
+    issued = start(session, user, oauth_client)
+    second = rotate(session, oauth_client, issued.token, NOW + timedelta(minutes=1)).token
 
-    for token in (first, second):
-        assert BASE64URL_256_BITS.match(token), token
-        assert len(base64.urlsafe_b64decode(token + "=")) == 32
+    for token in (issued.token, second):
+        shape = FAMILY_AND_256_BITS.match(token)
+        assert shape is not None, token
+        assert base64.urlsafe_b64decode(shape[1] + "==") == issued.family_id.bytes
+        assert len(base64.urlsafe_b64decode(shape[2] + "=")) == 32
+    assert _token_row(session, issued.token).token_digest == digest_token(issued.token)
 
 
 # -- rotation with explicit times ------------------------------------------------------------
@@ -260,7 +265,7 @@ def test_successor_ciphertext_does_not_contain_the_successor_token(
 
     assert sealed is not None
     assert successor.encode() not in sealed
-    assert base64.urlsafe_b64decode(successor + "=") not in sealed
+    assert base64.urlsafe_b64decode(successor.partition(".")[2] + "=") not in sealed
     assert first.token.encode() not in sealed
 
 
@@ -307,3 +312,131 @@ def test_revoke_user_families_counts_zero_when_nothing_is_live(
     revoke_user_families(session, user.id, RevocationReason.LOGOUT, NOW)
 
     assert revoke_user_families(session, user.id, RevocationReason.LOGOUT, NOW) == 0
+
+
+# -- the family a token names -----------------------------------------------------------------
+
+
+def _family_part(token: str) -> str:
+    return token.partition(".")[0]
+
+
+def _token_made_the_old_way(session: Session, issued: NewFamily) -> str:
+    """The family's live token replaced by one shaped as tokens were before they named their
+    family: 256 random bits, base64url, nothing else."""
+    old = base64.urlsafe_b64encode(secrets.token_bytes(32)).rstrip(b"=").decode()
+    session.execute(
+        update(RefreshToken)
+        .where(RefreshToken.token_digest == digest_token(issued.token))
+        .values(token_digest=digest_token(old))
+    )
+    return old
+
+
+def test_a_made_up_token_naming_a_real_family_is_refused_and_revokes_nothing(
+    session: Session, user: User, oauth_client: Client
+) -> None:
+    issued = start(session, user, oauth_client)
+    later = NOW + timedelta(minutes=1)
+    rotate(session, oauth_client, issued.token, later)
+    forged = f"{_family_part(issued.token)}.{secrets.token_urlsafe(32)}"
+
+    with pytest.raises(InvalidGrant) as refused:
+        rotate(session, oauth_client, forged, later + timedelta(minutes=1))
+
+    assert not isinstance(refused.value, RefreshTokenReused)
+    assert _family(session, issued).revoked_at is None
+
+
+def test_a_used_token_relabelled_with_another_family_revokes_neither(
+    session: Session, user: User, oauth_client: Client
+) -> None:
+    mine = start(session, user, oauth_client)
+    theirs = start(session, user, oauth_client)
+    rotate(session, oauth_client, mine.token, NOW + timedelta(minutes=1))
+    secret = mine.token.partition(".")[2]
+
+    with pytest.raises(InvalidGrant) as refused:
+        rotate(
+            session,
+            oauth_client,
+            f"{_family_part(theirs.token)}.{secret}",
+            NOW + timedelta(minutes=5),
+        )
+
+    assert not isinstance(refused.value, RefreshTokenReused)
+    assert _family(session, mine).revoked_at is None
+    assert _family(session, theirs).revoked_at is None
+
+
+@pytest.mark.parametrize(
+    "family_part",
+    [
+        "",  # nothing before the dot
+        "short",
+        "A" * 23,  # one character too many
+        "!" * 22,  # not base64url
+        "%%%%%%%%%%%%%%%%%%%%%%",
+    ],
+)
+def test_a_token_whose_family_part_is_no_family_id_is_refused_and_revokes_nothing(
+    session: Session, user: User, oauth_client: Client, family_part: str
+) -> None:
+    issued = start(session, user, oauth_client)
+    secret = issued.token.partition(".")[2]
+
+    with pytest.raises(InvalidGrant) as refused:
+        rotate(session, oauth_client, f"{family_part}.{secret}", NOW + timedelta(minutes=1))
+
+    assert not isinstance(refused.value, RefreshTokenReused)
+    assert _family(session, issued).revoked_at is None
+    assert _token_row(session, issued.token).used_at is None
+
+
+def test_a_family_id_spelt_another_way_is_refused(
+    session: Session, user: User, oauth_client: Client
+) -> None:
+    issued = start(session, user, oauth_client)
+    family_part, _, secret = issued.token.partition(".")
+    # The last character of 22 carries only 2 bits: base64 decoders take a neighbour as the
+    # same bytes. Only the spelling that was issued names the family.
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    last = alphabet.index(family_part[-1])
+    respelt = family_part[:-1] + alphabet[last | 1 if last % 2 == 0 else last & ~1]
+    assert base64.urlsafe_b64decode(respelt + "==") == issued.family_id.bytes
+
+    with pytest.raises(InvalidGrant):
+        rotate(session, oauth_client, f"{respelt}.{secret}", NOW + timedelta(minutes=1))
+
+    assert _token_row(session, issued.token).used_at is None
+
+
+def test_a_token_issued_before_tokens_named_their_family_still_rotates(
+    session: Session, user: User, oauth_client: Client
+) -> None:
+    issued = start(session, user, oauth_client)
+    old = _token_made_the_old_way(session, issued)
+
+    successor = rotate(session, oauth_client, old, NOW + timedelta(minutes=1))
+
+    assert successor.family_id == issued.family_id
+    assert FAMILY_AND_256_BITS.match(successor.token)
+    assert _family_part(successor.token) == _family_part(issued.token)
+    assert _token_row(session, old).used_at == NOW + timedelta(minutes=1)
+    assert rotate(session, oauth_client, successor.token, NOW + timedelta(minutes=2)).token
+
+
+def test_a_token_issued_before_tokens_named_their_family_gets_the_grace_window_and_reuse(
+    session: Session, user: User, oauth_client: Client
+) -> None:
+    issued = start(session, user, oauth_client)
+    old = _token_made_the_old_way(session, issued)
+    successor = rotate(session, oauth_client, old, NOW + timedelta(minutes=1))
+
+    retried = rotate(session, oauth_client, old, NOW + timedelta(minutes=1) + GRACE)
+    assert retried.token == successor.token
+    assert retried.replayed
+
+    with pytest.raises(RefreshTokenReused):
+        rotate(session, oauth_client, old, NOW + timedelta(minutes=2) + GRACE)
+    assert _family(session, issued).revoked_reason == RevocationReason.REUSE_DETECTED
