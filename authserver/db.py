@@ -17,10 +17,22 @@ from datetime import UTC, datetime
 from typing import Any
 
 from flask import Flask, Response, current_app, g
-from sqlalchemy import JSON, DateTime, Engine, Executable, MetaData, Row, create_engine, event
+from sqlalchemy import (
+    JSON,
+    ColumnElement,
+    DateTime,
+    Engine,
+    Executable,
+    MetaData,
+    Row,
+    create_engine,
+    event,
+    update,
+)
 from sqlalchemy.engine import CursorResult, Dialect, Result
 from sqlalchemy.exc import InvalidatePoolError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.types import TypeDecorator
 
 NAMING_CONVENTION = {
@@ -188,6 +200,23 @@ def session_runner(factory: Callable[[], Session]) -> RunAlone:
             return _rows_of(result)
 
     return run_alone
+
+
+def update_loaded_row(
+    session: Session, row: Any, where: Sequence[ColumnElement[bool]], values: dict[str, Any]
+) -> None:
+    """UPDATE ``row`` WHERE ``where`` SET ``values``, and show the loaded object the new values
+    as committed ones. ``where`` names the row by its distribution key as well as its id
+    (docs/PERFORMANCE.md, "Distribution keys"), which the ORM's own flush, by primary key
+    alone, would not."""
+    session.execute(
+        update(type(row))
+        .where(*where)
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+    for name, value in values.items():
+        set_committed_value(row, name, value)
 
 
 def execute_alone(session: Session, statement: Executable, params: Any) -> Sequence[Row[Any]]:

@@ -10,6 +10,7 @@ from sqlalchemy import ColumnElement, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
+from authserver.db import update_loaded_row
 from authserver.errors import InvalidGrant
 from authserver.models import (
     AMR_PASSWORD,
@@ -163,14 +164,7 @@ def record_tokens_issued(
         "access_token_jti": access_token_jti,
         "access_token_expires_at": access_token_expires_at,
     }
-    db.execute(
-        update(AuthorizationCode)
-        .where(*_this_code(code))
-        .values(**issued)
-        .execution_options(synchronize_session=False)
-    )
-    for name, value in issued.items():
-        set_committed_value(code, name, value)
+    update_loaded_row(db, code, _this_code(code), issued)
 
 
 def revoke_tokens_of_code(db: Session, code: AuthorizationCode, now: datetime) -> None:

@@ -16,8 +16,8 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import ColumnElement, select, update
 from sqlalchemy.orm import Session
-from sqlalchemy.orm.attributes import set_committed_value
 
+from authserver.db import update_loaded_row
 from authserver.models import AMR_PASSWORD, BrowserSession, RefreshFamily, User
 from authserver.services.backchannel_logout import enqueue_logout_tokens
 from authserver.services.refresh_tokens import RevocationReason, digest_token
@@ -94,14 +94,7 @@ def resolve_session(
             "last_seen_at": now,
             "idle_expires_at": min(now + policy.idle_ttl, browser_session.expires_at),
         }
-        db.execute(
-            update(BrowserSession)
-            .where(*_this_session(browser_session))
-            .values(**touched)
-            .execution_options(synchronize_session=False)
-        )
-        for name, value in touched.items():
-            set_committed_value(browser_session, name, value)
+        update_loaded_row(db, browser_session, _this_session(browser_session), touched)
     return browser_session
 
 

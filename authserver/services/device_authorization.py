@@ -27,8 +27,8 @@ from typing import Any
 from sqlalchemy import ColumnElement, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
-from sqlalchemy.orm.attributes import set_committed_value
 
+from authserver.db import update_loaded_row
 from authserver.errors import (
     AccessDenied,
     AuthorizationPending,
@@ -183,14 +183,7 @@ def poll(session: Session, device_code: str, client: Client, now: datetime) -> D
         polled: dict[str, Any] = {"last_polled_at": now}
         if too_soon:
             polled["interval"] = found.interval + SLOW_DOWN_STEP
-        session.execute(
-            update(DeviceAuthorization)
-            .where(*_this_request(found))
-            .values(**polled)
-            .execution_options(synchronize_session=False)
-        )
-        for name, value in polled.items():
-            set_committed_value(found, name, value)
+        update_loaded_row(session, found, _this_request(found), polled)
         if too_soon:
             raise SlowDown()
         raise AuthorizationPending()
