@@ -35,6 +35,9 @@ def jwks() -> Response:
 def metadata() -> Response:
     response = jsonify(server_metadata(runtime().config))
     response.headers["Cache-Control"] = "public, max-age=3600"
+    # A public document (http/cors.py), the same for every request whether or not it names
+    # an Origin: MetadataResponder replays this first answer to every later one.
+    response.headers["Access-Control-Allow-Origin"] = "*"
     return response
 
 

@@ -583,6 +583,19 @@ def test_metadata_answers_from_memory_are_counted_and_other_methods_go_to_flask(
     assert client.post(path).status_code == 405
 
 
+@pytest.mark.parametrize("path", METADATA_PATHS)
+def test_metadata_kept_from_a_request_without_origin_still_answers_any_origin(
+    path: str, client: FlaskClient
+) -> None:
+    """The answer kept in memory came from a server-side fetch (no Origin); a browser app's
+    later request must still be allowed to read it."""
+    assert client.get(path).status_code == 200
+
+    from_a_browser = client.get(path, headers={"Origin": "https://spa.example.test"})
+
+    assert from_a_browser.headers["Access-Control-Allow-Origin"] == "*"
+
+
 def test_both_metadata_documents_agree(client: FlaskClient) -> None:
     documents = [client.get(path).json for path in METADATA_PATHS]
 
