@@ -7,7 +7,9 @@ view, its hooks, its error handling), and when that answer is a plain 200 (no co
 ``Vary``: the same for every request) its status, headers and body are kept and every later
 GET or HEAD of the path gets them from memory, counted in the metrics under the view's name.
 Through Flask each answer cost about as much as Flask itself (docs/PERFORMANCE.md); anything
-else (another method, an answer that varies) still goes to Flask.
+else (another method, an answer that varies) still goes to Flask. Like the JWKS, an answer
+from memory is not counted against a signed-in browser's request budget (the limit meant for
+pages). The view sets its CORS header itself, so the kept answer is right for any Origin.
 """
 
 from __future__ import annotations
