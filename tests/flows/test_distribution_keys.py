@@ -36,6 +36,10 @@ from tests.helpers import (
     refresh,
 )
 
+# The distributed engines this is for speak PostgreSQL, and the statements are read as
+# PostgreSQL's dialect writes them.
+pytestmark = pytest.mark.postgres_only
+
 # What a statement reading or writing the table must bind to a parameter (psycopg's
 # ``%(name)s``). A family's two tables are co-located: either key addresses both.
 KEY_OF = {
