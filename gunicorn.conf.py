@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-from typing import Any
 
 bind = os.environ.get("GUNICORN_BIND", "0.0.0.0:8000")
 # One worker per core by default: argon2 hashing is CPU-bound, so more processes than cores
@@ -26,11 +25,3 @@ errorlog = "-"
 # Refuse oversized request lines and headers early (the app caps bodies at 64 KiB).
 limit_request_line = 8190
 limit_request_fields = 100
-
-
-def child_exit(server: Any, worker: Any) -> None:
-    """prometheus-client multiprocess mode: forget a dead worker's live gauges."""
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        from prometheus_client import multiprocess
-
-        multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]

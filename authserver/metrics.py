@@ -12,13 +12,13 @@ opens its file in it, so no command depends on the server's start-up having made
 
 from __future__ import annotations
 
-import atexit
-import multiprocessing.util
 import os
 import re
 from pathlib import Path
 
 from prometheus_client import Counter, Gauge, Histogram
+
+from authserver.process_exit import at_process_exit
 
 
 def ensure_multiprocess_dir() -> None:
@@ -44,10 +44,10 @@ _LIVE_GAUGE_FILE = re.compile(r"gauge_live\w*_(\d+)\.db")
 
 def forget_dead_workers() -> None:
     """Multiprocess mode: drop the live gauges of worker processes that are gone, and of this
-    one when it exits, so ``/metrics`` sums only the living. gunicorn does it from its
-    ``child_exit`` hook (gunicorn.conf.py); granian has no such hook, so each worker does it
-    for the others when it starts (a respawned worker clears the one it replaces, even one
-    that was killed) and for itself on a normal exit."""
+    one when it exits, so ``/metrics`` sums only the living. Done by the app, under any
+    server (granian has no hook for a worker's death): each worker does it for the others when
+    it starts (a respawned worker clears the one it replaces, even one that was killed) and
+    for itself on a normal exit."""
     folder = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     if not folder:
         return
@@ -63,10 +63,7 @@ def forget_dead_workers() -> None:
         if os.getpid() == pid:
             multiprocess.mark_process_dead(pid, folder)  # type: ignore[no-untyped-call]
 
-    # Both ways out of a worker: atexit (interpreter exit) and multiprocessing's finalizers
-    # (a forked worker leaves through os._exit).
-    atexit.register(forget_this_worker)
-    multiprocessing.util.Finalize(None, forget_this_worker, exitpriority=10)
+    at_process_exit(forget_this_worker)
 
 
 REQUESTS = Counter(

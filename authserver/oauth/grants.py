@@ -206,11 +206,6 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
         if not self.request.form.get("refresh_token"):
             raise InvalidRequest("Missing 'refresh_token'.")
 
-    @staticmethod
-    def _rotation_audit(client: Client) -> RotationAudit:
-        """The rotation's statement writes its token_issued row: it commits anyway."""
-        return RotationAudit(client.client_id, clip_user_agent(flask_request.user_agent.string))
-
     def create_token_response(self) -> tuple[int, dict[str, Any], list[tuple[str, str]]]:
         rt = runtime()
         client: Client = self.request.client
@@ -228,7 +223,10 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
                 policy=rt.refresh_policy(client),
                 now=now,
                 ip_address=flask_request.remote_addr,
-                audit=self._rotation_audit(client),
+                # The rotation's statement writes its token_issued row: it commits anyway.
+                audit=RotationAudit(
+                    client.client_id, clip_user_agent(flask_request.user_agent.string)
+                ),
                 proof_jkt=token_request_key(),
             )
         except RefreshTokenReused as reuse:

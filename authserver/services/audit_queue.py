@@ -22,15 +22,14 @@ off: each row commits before its token leaves, and the grant answers 503 during 
 
 from __future__ import annotations
 
-import atexit
 import logging
-import multiprocessing.util
 import os
 import threading
 from collections.abc import Callable
 from typing import Any
 
 from authserver.metrics import AUDIT_ROWS_DROPPED
+from authserver.process_exit import at_process_exit
 
 log = logging.getLogger(__name__)
 
@@ -110,12 +109,8 @@ class AuditQueue:
         self._wake = threading.Event()
         thread = threading.Thread(target=self._run, name="authserver-audit-queue", daemon=True)
         thread.start()
-        # A normal exit writes the queue out. Two ways out, two registrations (close is
-        # idempotent): atexit runs when the interpreter ends (gunicorn's workers, the CLI); a
-        # worker process forked by multiprocessing (granian's) leaves through os._exit, which
-        # skips atexit but runs multiprocessing's finalizers first.
-        atexit.register(self.close)
-        multiprocessing.util.Finalize(None, self.close, exitpriority=10)
+        # A normal exit writes the queue out.
+        at_process_exit(self.close)
 
     def _run(self) -> None:
         wake = self._wake

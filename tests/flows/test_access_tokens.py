@@ -18,7 +18,7 @@ import pytest
 import requests
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-from flask import Flask
+from flask import Flask, request
 from flask.testing import FlaskClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -553,11 +553,18 @@ def test_every_url_the_metadata_advertises_answers(
 
 
 @pytest.mark.parametrize("path", METADATA_PATHS)
-def test_metadata_from_memory_is_what_flask_answered_first(path: str, client: FlaskClient) -> None:
+def test_metadata_from_memory_is_what_flask_answered_first(
+    path: str, app: Flask, client: FlaskClient
+) -> None:
     """The first GET goes through Flask; the ones after it come from memory
-    (http/metadata_document.py) with the same status, headers and document."""
+    (http/metadata_document.py), never reaching Flask, with the same status, headers and
+    document."""
+    reached_flask: list[str] = []
+    app.before_request(lambda: reached_flask.append(request.path) and None)
     first = client.get(path)
     again = client.get(path)
+
+    assert reached_flask == [path]
 
     assert (again.status_code, again.get_data()) == (first.status_code, first.get_data())
     assert sorted(again.headers.items()) == sorted(first.headers.items())
