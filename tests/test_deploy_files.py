@@ -139,7 +139,8 @@ def test_the_image_serves_with_serve_sh_which_it_copies() -> None:
     assert os.access(ROOT / "deploy" / "serve.sh", os.X_OK)
 
 
-def test_serve_sh_logs_no_query_string_and_lets_requests_finish() -> None:
+def test_serve_sh_access_format_has_no_query_string_and_a_kill_timeout_is_set() -> None:
+    """The format and the setting; tests/test_production_server.py runs them."""
     script = (ROOT / "deploy" / "serve.sh").read_text()
     access_format = re.search(r'GRANIAN_LOG_ACCESS_FMT:-(.*)}"$', script, re.MULTILINE)
     assert access_format is not None
